@@ -1,0 +1,207 @@
+#!/usr/bin/env node
+/**
+ * The composition root: parses the command line and wires config, edge and logs together.
+ * Nothing imports this file.
+ */
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import {
+  ConfigError,
+  formatIssues,
+  loadConfigFile,
+  type ResolvedConfig,
+  resolveConfig,
+  validateObject,
+} from '../config/load.js';
+import { AccessLog, createLogger, type Logger } from '../core/log.js';
+import { Edge } from '../edge/server.js';
+import { dataDir, ensureDevCerts, startDemoOrigin } from './demo.js';
+
+const USAGE = `Usage: verge [command] [options]
+
+Commands:
+  serve [--config FILE]      Run the edge. Without --config: a demo edge on 127.0.0.1
+                             (HTTP 8080, HTTPS 8443) in front of a bundled demo origin.
+  config validate FILE       Check a config file; print every error with its key path and line.
+  help                       Show this text.
+
+Signals (serve): SIGHUP reloads the config file (an invalid file is rejected and the running
+config keeps serving); SIGTERM and SIGINT drain in-flight requests and exit.
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd = 'serve', ...rest] = argv;
+  switch (cmd) {
+    case 'serve':
+      return serve(rest);
+    case 'config':
+      return configCmd(rest);
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return 0;
+    default:
+      if (cmd.startsWith('-')) return serve(argv);
+      process.stderr.write(`verge: unknown command "${cmd}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+function configCmd(args: string[]): number {
+  const [sub, file] = args;
+  if (sub !== 'validate' || !file) {
+    process.stderr.write('usage: verge config validate FILE\n');
+    return 2;
+  }
+  try {
+    const cfg = loadConfigFile(file);
+    process.stdout.write(`${file}: OK (${cfg.sites.length} site${cfg.sites.length === 1 ? '' : 's'})\n`);
+    return 0;
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(
+        `${formatIssues(e.issues, e.file)}\n${e.issues.length} error${e.issues.length === 1 ? '' : 's'}\n`,
+      );
+      return 1;
+    }
+    throw e;
+  }
+}
+
+async function demoConfig(
+  log: Logger,
+): Promise<{ config: ResolvedConfig; caFile: string; originPort: number }> {
+  const dir = dataDir();
+  const certs = await ensureDevCerts(dir);
+  const origin = await startDemoOrigin(0);
+  log.info({ port: origin.port }, 'demo origin listening on 127.0.0.1');
+  const cfg = validateObject({
+    sites: [
+      {
+        name: 'localhost',
+        aliases: ['127.0.0.1'],
+        tls: { cert: certs.certFile, key: certs.keyFile },
+        origin: { servers: [{ host: '127.0.0.1', port: origin.port }], protocol: 'http' },
+      },
+    ],
+    edge: { https: { defaultSite: 'localhost' } },
+  });
+  return { config: resolveConfig(cfg, dir), caFile: certs.caFile, originPort: origin.port };
+}
+
+async function serve(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { config: { type: 'string', short: 'c' } },
+    allowPositionals: false,
+  });
+  const log = createLogger();
+  const file = values.config ? resolve(values.config) : undefined;
+  let config: ResolvedConfig;
+  let banner = '';
+  try {
+    if (file) {
+      config = loadConfigFile(file);
+    } else {
+      const demo = await demoConfig(log);
+      config = demo.config;
+      const http = config.edge.http.listen[0];
+      const https = config.edge.https.listen[0];
+      banner = [
+        'Verge is running (demo mode: no --config given).',
+        `  HTTP   http://localhost:${http?.split(':').pop()}/`,
+        `  HTTPS  https://localhost:${https?.split(':').pop()}/`,
+        `  demo origin  http://127.0.0.1:${demo.originPort}/`,
+        `The HTTPS certificate is signed by a development CA made on this machine:`,
+        `  curl --cacert ${demo.caFile} https://localhost:${https?.split(':').pop()}/`,
+        `  (or import ${demo.caFile} into your browser's trusted authorities)`,
+        'Next: write a config file (docs/config.md) and run  verge serve --config verge.yaml',
+        '',
+      ].join('\n');
+    }
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`${formatIssues(e.issues, e.file)}\nverge: the config has errors; not starting\n`);
+      return 1;
+    }
+    throw e;
+  }
+
+  const accessLog = new AccessLog(config.accessLogFile ?? config.log.access);
+  const edge = new Edge(config, { logger: log, accessLog });
+  try {
+    await edge.start();
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { address?: string; port?: number };
+    if (err.code === 'EADDRINUSE' || err.code === 'EACCES') {
+      process.stderr.write(
+        `verge: cannot listen on ${err.address}:${err.port}: ${err.code === 'EADDRINUSE' ? 'the port is already in use' : 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)'}\n`,
+      );
+      return 1;
+    }
+    throw e;
+  }
+  const addrs = edge.addresses();
+  log.info(
+    {
+      http: addrs.http.map((a) => `${a.address}:${a.port}`),
+      https: addrs.https.map((a) => `${a.address}:${a.port}`),
+      sites: config.sites.length,
+      pid: process.pid,
+    },
+    'edge listening',
+  );
+  if (banner) process.stdout.write(banner);
+
+  process.on('SIGHUP', () => {
+    if (!file) {
+      log.warn('SIGHUP: demo mode has no config file to reload');
+      return;
+    }
+    try {
+      const next = loadConfigFile(file);
+      edge.reload(next);
+      log.info({ file, sites: next.sites.length }, 'config reloaded');
+    } catch (e) {
+      if (e instanceof ConfigError) {
+        log.error(
+          { file, errors: e.issues },
+          `config reload rejected, the running config keeps serving:\n${formatIssues(e.issues, file)}`,
+        );
+      } else {
+        log.error({ err: e }, 'config reload failed, the running config keeps serving');
+      }
+    }
+  });
+  process.on('SIGUSR1', () => accessLog.reopen());
+
+  await new Promise<void>((resolveStop) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      const timeout = edge.runtime.config.edge.limits.drainTimeout;
+      log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
+      edge.drain(timeout).then(() => {
+        log.info('stopped');
+        resolveStop();
+      });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // The demo origin and timers would keep the process alive after a drain.
+    if (code === 0) setImmediate(() => process.exit(0));
+  },
+  (err) => {
+    process.stderr.write(`verge: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

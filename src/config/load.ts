@@ -1,0 +1,215 @@
+/**
+ * YAML front-end of the config schema: parse, validate, resolve referenced files. Every error
+ * names its key path and, when it comes from a file, its line and column.
+ */
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { type Config, configSchema, type SiteConfig } from './schema.js';
+
+export interface ConfigIssue {
+  /** key path, e.g. "sites[0].origin.servers[1].port" */
+  path: string;
+  message: string;
+  line?: number;
+  column?: number;
+}
+
+export class ConfigError extends Error {
+  readonly issues: ConfigIssue[];
+  readonly file: string | undefined;
+  constructor(issues: ConfigIssue[], file?: string) {
+    super(formatIssues(issues, file));
+    this.name = 'ConfigError';
+    this.issues = issues;
+    this.file = file;
+  }
+}
+
+export function formatIssues(issues: ConfigIssue[], file?: string): string {
+  return issues
+    .map((i) => {
+      const where = file
+        ? `${file}${i.line ? `:${i.line}:${i.column ?? 1}` : ''}`
+        : i.line
+          ? `line ${i.line}`
+          : '';
+      return `${where ? `${where}: ` : ''}${i.path || '(top level)'}: ${i.message}`;
+    })
+    .join('\n');
+}
+
+export function pathString(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out ? `.${String(p)}` : String(p);
+  }
+  return out;
+}
+
+/** A loaded site: its validated config plus the PEM material its files held. */
+export interface ResolvedSite extends SiteConfig {
+  /** PEM chain and key of the visitor-facing certificate, when the site has tls */
+  certPem?: string;
+  keyPem?: string;
+  /** parsed leaf certificate (names, expiry) */
+  leaf?: X509Certificate;
+  /** PEM bundle to trust for the origin, when origin.ca is set */
+  originCaPem?: string;
+}
+
+export interface ResolvedConfig extends Omit<Config, 'sites'> {
+  sites: ResolvedSite[];
+  /** directory that relative paths were resolved against */
+  baseDir: string;
+  /** absolute path of the access log file, when log.access is a file */
+  accessLogFile?: string;
+}
+
+/** Validate an in-memory object (e.g. parsed from YAML or sent to the API). */
+export function validateObject(input: unknown, locate?: Locator): Config {
+  const r = configSchema.safeParse(input);
+  if (r.success) return r.data;
+  throw new ConfigError(zodIssues(r.error, locate));
+}
+
+function zodIssues(error: z.ZodError, locate?: Locator): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  for (const issue of error.issues) {
+    if (issue.code === 'unrecognized_keys') {
+      // Report each unknown key on its own line, pointing at the key itself.
+      for (const key of issue.keys) {
+        const path = [...issue.path, key];
+        out.push({ path: pathString(path), message: 'unknown key', ...locate?.(path) });
+      }
+      continue;
+    }
+    let message = issue.message;
+    if (issue.code === 'invalid_value' && 'values' in issue) {
+      message = `must be one of ${(issue.values as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
+    }
+    if (issue.code === 'invalid_type' && message.endsWith('received undefined')) message = 'required';
+    out.push({ path: pathString(issue.path), message, ...locate?.(issue.path) });
+  }
+  return out;
+}
+
+type Locator = (path: PropertyKey[]) => { line: number; column: number } | undefined;
+
+/** Parse YAML text and validate it; `file` is used in messages. */
+export function parseConfigText(text: string, file?: string): Config {
+  return parseWithLocator(text, file).config;
+}
+
+function parseWithLocator(text: string, file?: string): { config: Config; locate: Locator } {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      doc.errors.map((e) => {
+        const pos = e.linePos?.[0];
+        return {
+          path: '',
+          message: `YAML: ${e.message.split('\n')[0]}`,
+          ...(pos ? { line: pos.line, column: pos.col } : {}),
+        };
+      }),
+      file,
+    );
+  }
+  const locate: Locator = (path) => {
+    // Walk to the deepest node that exists: an unknown or missing key points at its parent.
+    let node: unknown = doc.contents;
+    let keyNode: Node | undefined;
+    for (const p of path) {
+      if (isMap(node)) {
+        const pair = node.items.find((it) => isScalar(it.key) && String(it.key.value) === String(p));
+        if (!pair) break;
+        keyNode = pair.key as Node;
+        node = pair.value;
+      } else if (isSeq(node) && typeof p === 'number') {
+        node = node.items[p];
+        keyNode = undefined;
+      } else break;
+    }
+    const target = (keyNode ?? node) as Node | undefined;
+    const off = target?.range?.[0];
+    if (off === undefined) return undefined;
+    const pos = lc.linePos(off);
+    return { line: pos.line, column: pos.col };
+  };
+  const input = doc.toJS() ?? {};
+  try {
+    return { config: validateObject(input, locate), locate };
+  } catch (e) {
+    if (e instanceof ConfigError) throw new ConfigError(e.issues, file);
+    throw e;
+  }
+}
+
+/** Read every file a config references and check it (certificate/key pair, CA bundle). */
+export function resolveConfig(cfg: Config, baseDir: string, file?: string, locate?: Locator): ResolvedConfig {
+  const issues: ConfigIssue[] = [];
+  const issue = (path: PropertyKey[], message: string) =>
+    issues.push({ path: pathString(path), message, ...locate?.(path) });
+  const read = (p: string, path: PropertyKey[]): string | undefined => {
+    try {
+      return readFileSync(resolve(baseDir, p), 'utf8');
+    } catch (e) {
+      issue(path, `cannot read ${resolve(baseDir, p)}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+      return undefined;
+    }
+  };
+  const sites = cfg.sites.map((site, i): ResolvedSite => {
+    const out: ResolvedSite = { ...site };
+    if (site.tls) {
+      const certPem = read(site.tls.cert, ['sites', i, 'tls', 'cert']);
+      const keyPem = read(site.tls.key, ['sites', i, 'tls', 'key']);
+      if (certPem && keyPem) {
+        try {
+          const leaf = new X509Certificate(certPem);
+          const key = createPrivateKey(keyPem);
+          if (!leaf.checkPrivateKey(key)) {
+            issue(['sites', i, 'tls', 'key'], 'private key does not match the certificate in tls.cert');
+          }
+          out.certPem = certPem;
+          out.keyPem = keyPem;
+          out.leaf = leaf;
+        } catch (e) {
+          issue(['sites', i, 'tls'], `invalid PEM: ${(e as Error).message}`);
+        }
+      }
+    }
+    if (site.origin.ca) {
+      const ca = read(site.origin.ca, ['sites', i, 'origin', 'ca']);
+      if (ca !== undefined) {
+        if (!ca.includes('-----BEGIN CERTIFICATE-----')) {
+          issue(['sites', i, 'origin', 'ca'], 'no PEM certificate found in the file');
+        } else out.originCaPem = ca;
+      }
+    }
+    return out;
+  });
+  if (issues.length > 0) throw new ConfigError(issues, file);
+  const access = cfg.log.access;
+  const accessLogFile = access !== 'stdout' && access !== 'off' ? resolve(baseDir, access) : undefined;
+  return { ...cfg, sites, baseDir, ...(accessLogFile ? { accessLogFile } : {}) };
+}
+
+/** Load, validate and resolve a YAML config file. Throws ConfigError listing every problem. */
+export function loadConfigFile(file: string): ResolvedConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(
+      [{ path: '', message: `cannot read config file: ${(e as NodeJS.ErrnoException).code ?? e}` }],
+      file,
+    );
+  }
+  const { config, locate } = parseWithLocator(text, file);
+  return resolveConfig(config, dirname(resolve(file)), file, locate);
+}

@@ -1,0 +1,334 @@
+/**
+ * The one error-code registry. Every failure Verge reports (to a visitor, in a log line, in the
+ * doctor) has a stable code from this table. docs/errors.md is generated from it and a test
+ * keeps the two in step (`npm run docs`).
+ */
+
+/** Lifecycle stage where a failure happened; the names match docs/lifecycle.md. */
+export type Stage =
+  | 'accept'
+  | 'route'
+  | 'redirect'
+  | 'access'
+  | 'cache'
+  | 'origin.select'
+  | 'origin.dns'
+  | 'origin.connect'
+  | 'origin.tls'
+  | 'origin.request'
+  | 'origin.response'
+  | 'origin.body'
+  | 'respond';
+
+/** Who caused it: the origin server, the visitor (client) or Verge itself (edge). */
+export type Source = 'origin' | 'client' | 'edge';
+
+export interface ErrorSpec {
+  /** HTTP status sent to the visitor (when a response can still be sent). */
+  readonly status: number;
+  readonly stage: Stage;
+  readonly source: Source;
+  /** Whether trying again (later, or on another origin server) can help. */
+  readonly retryable: boolean;
+  /** Short public message; safe to show visitors (never contains an address). */
+  readonly msg: string;
+  /** What happened, in plain words, for the operator. */
+  readonly explanation: string;
+  /** What to change. */
+  readonly fix: string;
+}
+
+function spec<const T extends Record<string, ErrorSpec>>(t: T): T {
+  return t;
+}
+
+export const ERRORS = spec({
+  ORIGIN_DNS_FAILED: {
+    status: 502,
+    stage: 'origin.dns',
+    source: 'origin',
+    retryable: true,
+    msg: 'origin name does not resolve',
+    explanation:
+      "The origin server's host name could not be resolved to an address (Node cause ENOTFOUND or EAI_AGAIN), so Verge never tried to connect.",
+    fix: 'Check the spelling of origin.servers[].host, or give the origin server by IP address; make sure the name has an A/AAAA record in public DNS (or in the resolver this edge uses).',
+  },
+  ORIGIN_CONNECTION_REFUSED: {
+    status: 502,
+    stage: 'origin.connect',
+    source: 'origin',
+    retryable: true,
+    msg: 'connection refused',
+    explanation:
+      'The origin machine answered, but nothing listens on the port Verge connected to (Node cause ECONNREFUSED). With protocol https or follow, Verge connects to port 443 for HTTPS pulls; many origins only listen on 80.',
+    fix: 'Either make the origin listen on that port (for HTTPS: nginx `listen 443 ssl;` with a certificate, e.g. one from `verge origin-cert issue`), or change origin.protocol to http so Verge pulls over port 80, or set the right port in origin.servers[].port / origin.ports.',
+  },
+  ORIGIN_CONNECT_TIMEOUT: {
+    status: 504,
+    stage: 'origin.connect',
+    source: 'origin',
+    retryable: true,
+    msg: 'origin connect timeout',
+    explanation:
+      'The TCP connection to the origin was not established within origin.timeouts.connect. A firewall that drops packets, a wrong address, or an overloaded origin causes this.',
+    fix: "Check that the origin's firewall allows this edge's address on that port and that origin.servers[].host is right; raise origin.timeouts.connect only if the origin is known to be slow to accept.",
+  },
+  ORIGIN_CONNECTION_RESET: {
+    status: 502,
+    stage: 'origin.connect',
+    source: 'origin',
+    retryable: true,
+    msg: 'connection reset by origin',
+    explanation:
+      'The origin closed or reset the connection before sending a response (Node cause ECONNRESET, EPIPE or "other side closed").',
+    fix: "Look at the origin's error log at that time; check keep-alive limits on the origin (nginx keepalive_timeout) and any firewall or load balancer in front of it that drops connections.",
+  },
+  ORIGIN_TLS_HANDSHAKE_FAILED: {
+    status: 502,
+    stage: 'origin.tls',
+    source: 'origin',
+    retryable: false,
+    msg: 'handshake failure',
+    explanation:
+      'A TCP connection was made, but the TLS handshake failed (Node cause EPROTO, ERR_SSL_WRONG_VERSION_NUMBER, or an alert). The usual cause is a plain-HTTP server on the port Verge expects TLS on (nginx `listen 443;` without `ssl`), or no TLS version/cipher in common.',
+    fix: 'On the origin, serve TLS on that port (nginx: `listen 443 ssl;` plus ssl_certificate and ssl_certificate_key; `verge origin-cert issue NAME` makes a certificate), or set origin.protocol to http.',
+  },
+  ORIGIN_TLS_TIMEOUT: {
+    status: 504,
+    stage: 'origin.tls',
+    source: 'origin',
+    retryable: true,
+    msg: 'origin TLS handshake timeout',
+    explanation:
+      'The TCP connection was made but the TLS handshake did not finish within origin.timeouts.tls. A server that accepts connections but never speaks TLS (or is overloaded) causes this.',
+    fix: 'Check that the origin port really serves TLS and is not overloaded; raise origin.timeouts.tls only for a known slow origin.',
+  },
+  ORIGIN_CERT_UNTRUSTED: {
+    status: 502,
+    stage: 'origin.tls',
+    source: 'origin',
+    retryable: false,
+    msg: 'origin certificate not trusted',
+    explanation:
+      "The origin's TLS certificate does not chain to a trusted CA: it is self-signed, issued by an unknown (private) CA, or the origin does not send its intermediate certificates (Node cause DEPTH_ZERO_SELF_SIGNED_CERT, SELF_SIGNED_CERT_IN_CHAIN, UNABLE_TO_VERIFY_LEAF_SIGNATURE or UNABLE_TO_GET_ISSUER_CERT_LOCALLY).",
+    fix: "Put the issuing CA in origin.ca (a PEM bundle) so Verge trusts it, or install a certificate from Verge's origin CA (`verge origin-cert issue NAME`), or send the full chain from the origin (nginx ssl_certificate with the intermediates appended). Setting origin.verify to false also works but is insecure: anyone on the path can impersonate the origin.",
+  },
+  ORIGIN_CERT_NAME_MISMATCH: {
+    status: 502,
+    stage: 'origin.tls',
+    source: 'origin',
+    retryable: false,
+    msg: 'origin certificate name mismatch',
+    explanation:
+      "The origin's certificate is valid but does not cover the name Verge verifies against (origin.verifyName, default the site's name) (Node cause ERR_TLS_CERT_ALTNAME_INVALID). Often the origin selected another virtual host because of the SNI Verge sent.",
+    fix: 'Set origin.verifyName (and origin.sni, so the origin picks the right certificate) to a name the certificate covers, or install a certificate for the site name on the origin.',
+  },
+  ORIGIN_CERT_EXPIRED: {
+    status: 502,
+    stage: 'origin.tls',
+    source: 'origin',
+    retryable: false,
+    msg: 'origin certificate expired',
+    explanation:
+      "The origin's certificate is past its notAfter date (Node cause CERT_HAS_EXPIRED), or not valid yet (CERT_NOT_YET_VALID: check the origin's clock).",
+    fix: 'Renew the certificate on the origin (or issue one with `verge origin-cert issue NAME`) and reload the origin server.',
+  },
+  ORIGIN_CERT_INVALID: {
+    status: 502,
+    stage: 'origin.tls',
+    source: 'origin',
+    retryable: false,
+    msg: 'origin certificate rejected',
+    explanation:
+      "The origin's certificate was rejected for a reason other than trust, name or expiry (for example a bad signature, a revoked or unusable certificate); the Node cause in the log names it.",
+    fix: 'Replace the certificate on the origin; `openssl s_client -connect ORIGIN:443 -servername NAME` shows what it sends.',
+  },
+  ORIGIN_RESPONSE_TIMEOUT: {
+    status: 504,
+    stage: 'origin.response',
+    source: 'origin',
+    retryable: true,
+    msg: 'origin response timeout',
+    explanation:
+      'The request was sent but the origin sent no response headers within origin.timeouts.firstByte. The application behind the origin is slow or stuck.',
+    fix: 'Find the slow request in the origin application; raise origin.timeouts.firstByte for slow endpoints.',
+  },
+  ORIGIN_INVALID_RESPONSE: {
+    status: 502,
+    stage: 'origin.response',
+    source: 'origin',
+    retryable: false,
+    msg: 'invalid response from origin',
+    explanation:
+      'The origin answered with something that is not valid HTTP/1.1 (Node/undici cause HPE_INVALID_* or a parser error). Often a non-HTTP service listens on that port, or an HTTPS port is reached with plain HTTP.',
+    fix: 'Check what listens on the origin port (curl -v http://ORIGIN:PORT/); make origin.protocol match what the port speaks.',
+  },
+  ORIGIN_BODY_INCOMPLETE: {
+    status: 502,
+    stage: 'origin.body',
+    source: 'origin',
+    retryable: false,
+    msg: 'origin closed the connection mid-body',
+    explanation:
+      "The origin sent response headers but the connection ended before the whole body arrived. Verge aborts the visitor's connection so the truncated body is never taken as complete.",
+    fix: "Look at the origin's error log (worker crash, proxy_read_timeout, send_timeout or a full disk on the origin).",
+  },
+  ORIGIN_BODY_TIMEOUT: {
+    status: 504,
+    stage: 'origin.body',
+    source: 'origin',
+    retryable: false,
+    msg: 'origin stalled mid-body',
+    explanation:
+      'The origin sent part of the body and then nothing for longer than origin.timeouts.idle. The visitor connection is aborted.',
+    fix: 'Check the origin for stuck workers or slow storage; raise origin.timeouts.idle for slow streaming responses.',
+  },
+  ORIGIN_NO_HEALTHY_SERVER: {
+    status: 503,
+    stage: 'origin.select',
+    source: 'origin',
+    retryable: true,
+    msg: 'no healthy origin server',
+    explanation:
+      'Every origin server of the site (primaries and backups) is marked down after consecutive connection failures, or the last one tried failed too.',
+    fix: 'Bring an origin server back up; the log lines before this one say why each server was marked down. Add a backup server (origin.servers[].backup: true) for resilience.',
+  },
+  SITE_NOT_FOUND: {
+    status: 404,
+    stage: 'route',
+    source: 'client',
+    retryable: false,
+    msg: 'unknown site',
+    explanation: "The request's Host header names no site configured on this edge.",
+    fix: 'Add the name to a site (sites[].name, aliases or a wildcard such as *.example.com), or check the DNS record that sends this name to the edge.',
+  },
+  CLIENT_BAD_REQUEST: {
+    status: 400,
+    stage: 'accept',
+    source: 'client',
+    retryable: false,
+    msg: 'bad request',
+    explanation:
+      'The request was malformed (ambiguous framing, missing or duplicate Host, an absolute URL whose host differs from Host, invalid characters) and was refused before reaching the origin.',
+    fix: 'Fix the client; the log line says which rule the request broke.',
+  },
+  CLIENT_HEADERS_TOO_LARGE: {
+    status: 431,
+    stage: 'accept',
+    source: 'client',
+    retryable: false,
+    msg: 'request header fields too large',
+    explanation: 'The request headers exceed edge.limits.maxHeaderSize.',
+    fix: 'Send smaller headers (usually oversized cookies), or raise edge.limits.maxHeaderSize.',
+  },
+  CLIENT_BODY_TOO_LARGE: {
+    status: 413,
+    stage: 'accept',
+    source: 'client',
+    retryable: false,
+    msg: 'request body too large',
+    explanation:
+      'The request body is larger than edge.limits.maxBodySize; it was refused before reaching the origin.',
+    fix: 'Raise edge.limits.maxBodySize if such uploads are expected.',
+  },
+  CLIENT_TIMEOUT: {
+    status: 408,
+    stage: 'accept',
+    source: 'client',
+    retryable: true,
+    msg: 'request timeout',
+    explanation:
+      'The visitor did not send the request headers or body within edge.limits.headerTimeout / requestTimeout (a slow client or a slowloris attack).',
+    fix: 'Nothing on a normal network; raise the limits only for clients known to be slow.',
+  },
+  CLIENT_ABORTED: {
+    status: 499,
+    stage: 'respond',
+    source: 'client',
+    retryable: false,
+    msg: 'client closed the connection',
+    explanation: 'The visitor closed the connection before the response was complete. Logged only.',
+    fix: 'Nothing to fix on the edge; many such lines for one URL can mean the response is too slow.',
+  },
+  EDGE_INTERNAL_ERROR: {
+    status: 500,
+    stage: 'respond',
+    source: 'edge',
+    retryable: true,
+    msg: 'internal error',
+    explanation: 'Verge itself failed while handling the request; the log line carries the stack.',
+    fix: 'Report it with the log line for this request id.',
+  },
+});
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** Details kept for the operator (log, `verge explain`), never shown to visitors. */
+export interface ErrorDetail {
+  /** origin server address as configured, e.g. "origin.example.com" */
+  origin?: string;
+  port?: number;
+  protocol?: 'http' | 'https';
+  /** why that protocol was chosen, e.g. "follow: the visitor used https" */
+  protocolReason?: string;
+  sni?: string;
+  verifyName?: string;
+  /** the resolved IP address, when known */
+  address?: string;
+  [key: string]: unknown;
+}
+
+/**
+ * An error Verge understands: a registry code, the stage, and the Node cause kept reachable
+ * (`err.cause`, `err.nodeCode`).
+ */
+export class VergeError extends Error {
+  readonly code: ErrorCode;
+  readonly spec: ErrorSpec;
+  detail: ErrorDetail;
+  /** true when nothing reached the origin, so an idempotent request can be retried elsewhere */
+  readonly beforeSend: boolean;
+
+  constructor(
+    code: ErrorCode,
+    opts: { cause?: unknown; detail?: ErrorDetail; message?: string; beforeSend?: boolean } = {},
+  ) {
+    const spec = ERRORS[code];
+    super(opts.message ?? spec.msg, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'VergeError';
+    this.code = code;
+    this.spec = spec;
+    this.detail = opts.detail ?? {};
+    this.beforeSend = opts.beforeSend ?? false;
+  }
+
+  get status(): number {
+    return this.spec.status;
+  }
+
+  get stage(): Stage {
+    return this.spec.stage;
+  }
+
+  /** The Node/OpenSSL/undici error code of the underlying cause, e.g. ECONNREFUSED. */
+  get nodeCode(): string | undefined {
+    return nodeCodeOf(this.cause);
+  }
+}
+
+/** Dig the most specific `code` out of a Node error chain (undici wraps socket errors). */
+export function nodeCodeOf(err: unknown): string | undefined {
+  let e: unknown = err;
+  let found: string | undefined;
+  for (let depth = 0; e && typeof e === 'object' && depth < 5; depth++) {
+    const code = (e as { code?: unknown }).code;
+    // undici's own wrapper codes (UND_ERR_SOCKET, ...) are less telling than the socket's.
+    if (typeof code === 'string' && (found === undefined || found.startsWith('UND_ERR'))) found = code;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return found;
+}
+
+export function isVergeError(e: unknown): e is VergeError {
+  return e instanceof VergeError;
+}

@@ -1,0 +1,370 @@
+/**
+ * The request handler: runs the lifecycle phases of src/edge/lifecycle.ts for one request.
+ */
+
+import { randomBytes } from 'node:crypto';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { type Http2ServerResponse, constants as h2constants } from 'node:http2';
+import { ERRORS, type ErrorCode, type VergeError } from '../core/errors.js';
+import type { AccessLog } from '../core/log.js';
+import { type Attempt, type PullProtocol, type PullState, pull } from '../origin/pull.js';
+import { sendError } from './error-page.js';
+import { RequestContext, type VisitorRequest, type VisitorResponse } from './lifecycle.js';
+import type { Runtime } from './runtime.js';
+
+// Request ids: a random per-process prefix plus a counter; unique across restarts and cheap.
+const ID_PREFIX = randomBytes(6).toString('base64url');
+let idCounter = 0;
+export function nextRequestId(): string {
+  idCounter = (idCounter + 1) % Number.MAX_SAFE_INTEGER;
+  return `${ID_PREFIX}${idCounter.toString(36).padStart(6, '0')}`;
+}
+
+/**
+ * Hop-by-hop fields, removed in both directions (RFC 9110 section 7.6.1), plus those a proxy
+ * consumes (Proxy-Authorization, RFC 9110 section 11.7.2) and ones Verge sets itself.
+ */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'transfer-encoding',
+  'upgrade',
+  'trailer',
+  'proxy-authorization',
+  'proxy-authenticate',
+]);
+const SET_BY_EDGE_REQ = new Set([
+  'host',
+  'x-request-id',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'via',
+  'x-forwarded-for',
+]);
+const VIA = '1.1 verge';
+
+export interface HandlerDeps {
+  runtime(): Runtime;
+  accessLog: AccessLog;
+  /** called for request failures that are Verge's fault */
+  onInternalError(err: unknown, id: string): void;
+}
+
+/** Names listed in a Connection header, which are hop-by-hop too (RFC 9110 section 7.6.1). */
+function connectionTokens(v: string | string[] | undefined): Set<string> | undefined {
+  if (!v) return undefined;
+  const s = Array.isArray(v) ? v.join(',') : v;
+  const out = new Set<string>();
+  for (const t of s.split(',')) {
+    const n = t.trim().toLowerCase();
+    if (n) out.add(n);
+  }
+  return out;
+}
+
+function hostOf(ctx: RequestContext): string | undefined {
+  const req = ctx.req;
+  const raw =
+    (ctx.httpVersion === '2.0' ? (req.headers[':authority'] as string | undefined) : undefined) ??
+    req.headers.host;
+  if (!raw) return undefined;
+  let h = raw.toLowerCase();
+  if (h.startsWith('[')) {
+    const end = h.indexOf(']');
+    return end > 0 ? h.slice(0, end + 1) : h;
+  }
+  const colon = h.indexOf(':');
+  if (colon >= 0) h = h.slice(0, colon);
+  return h.endsWith('.') ? h.slice(0, -1) : h;
+}
+
+/**
+ * Framing and target checks Node's parser leaves to us (RFC 9112 sections 3.2 and 6.3).
+ * Returns the origin-form path, or an error reason.
+ */
+function checkRequest(ctx: RequestContext, host: string | undefined): { path: string } | { reason: string } {
+  const req = ctx.req;
+  const url = req.url ?? '/';
+  if (ctx.httpVersion !== '2.0') {
+    // Duplicate Host is a 400 (RFC 9112 section 3.2); Node keeps only the first one.
+    let hosts = 0;
+    const raw = req.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      const n = raw[i]!;
+      if (n.length === 4 && n.toLowerCase() === 'host') hosts++;
+    }
+    if (hosts > 1) return { reason: 'duplicate Host header' };
+    if (hosts === 0 && ctx.httpVersion === '1.1') return { reason: 'missing Host header' };
+  }
+  if (url.charCodeAt(0) === 47 /* / */) return { path: url };
+  // absolute-form (RFC 9112 section 3.2.2): the target's authority replaces Host and must agree with it
+  const m = /^https?:\/\/([^/?#]*)([^#]*)/i.exec(url);
+  if (m) {
+    const authority = (m[1] ?? '').toLowerCase().replace(/:\d+$/, '');
+    if (host !== undefined && authority !== host) {
+      return { reason: `absolute-form target host ${authority} differs from Host ${host}` };
+    }
+    const rest = m[2] ?? '';
+    return { path: rest.startsWith('/') ? rest : `/${rest}` };
+  }
+  if (url === '*' && req.method === 'OPTIONS') return { path: '*' };
+  return { reason: 'invalid request target' };
+}
+
+export function createHandler(deps: HandlerDeps, scheme: PullProtocol) {
+  return function handle(req: VisitorRequest, res: VisitorResponse): void {
+    const ctx = new RequestContext(nextRequestId(), req, res, scheme);
+    try {
+      run(ctx, deps);
+    } catch (err) {
+      deps.onInternalError(err, ctx.id);
+      fail(ctx, deps, 'EDGE_INTERNAL_ERROR', { error: String(err) });
+    }
+  };
+}
+
+function run(ctx: RequestContext, deps: HandlerDeps): void {
+  const { req, res } = ctx;
+  const rt = deps.runtime();
+  res.on('close', () => finish(ctx, deps));
+
+  // accept
+  const host = hostOf(ctx);
+  const checked = checkRequest(ctx, host);
+  if ('reason' in checked) {
+    fail(ctx, deps, 'CLIENT_BAD_REQUEST', { reason: checked.reason }, true);
+    return;
+  }
+  const cl = req.headers['content-length'];
+  if (cl !== undefined && Number(cl) > rt.config.edge.limits.maxBodySize) {
+    fail(ctx, deps, 'CLIENT_BODY_TOO_LARGE', { contentLength: Number(cl) }, true);
+    return;
+  }
+
+  // route
+  ctx.phase = 'route';
+  ctx.host = host ?? '';
+  const site = host ? rt.route(host) : undefined;
+  if (!site) {
+    fail(ctx, deps, 'SITE_NOT_FOUND', { host: host ?? '(none)' });
+    return;
+  }
+  ctx.site = site;
+
+  // redirect
+  ctx.phase = 'redirect';
+  if (ctx.scheme === 'http' && site.forceHttps && site.secureContext) {
+    // RFC 9110 section 15.4.2 / 15.4.9: 301 may turn a POST into a GET, so other methods get 308.
+    const status = req.method === 'GET' || req.method === 'HEAD' ? 301 : 308;
+    const port = rt.httpsPort ? `:${rt.httpsPort}` : '';
+    const location = `https://${ctx.host}${port}${checked.path}`;
+    ctx.status = status;
+    res.writeHead(status, { location, 'content-length': '0', 'x-request-id': ctx.id, via: VIA });
+    res.end();
+    return;
+  }
+
+  // access: nothing configured yet. cache: not implemented yet (every request is a miss).
+
+  // origin
+  ctx.phase = 'origin';
+  const headers = forwardHeaders(ctx, site.origin.hostHeader);
+  const hasBody =
+    ctx.httpVersion === '2.0'
+      ? !(req as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders
+      : cl !== undefined || req.headers['transfer-encoding'] !== undefined;
+  const state: PullState = { attempts: ctx.attempts };
+  let headSent = false;
+  res.on('close', () => {
+    if (!ctx.done && state.abort) state.abort(new Error('visitor closed the connection'));
+  });
+  pull(
+    site.origin,
+    {
+      method: req.method ?? 'GET',
+      path: checked.path,
+      id: ctx.id,
+      headers,
+      body: hasBody ? req : null,
+      visitorScheme: ctx.scheme,
+    },
+    {
+      onHead(status: number, h: IncomingHttpHeaders, _a: Attempt) {
+        ctx.phase = 'respond';
+        ctx.status = status;
+        ctx.firstByteMs = state.firstByteMs;
+        headSent = true;
+        res.writeHead(status, responseHeaders(ctx, h));
+      },
+      onData(chunk: Buffer) {
+        ctx.bytes += chunk.length;
+        // the two response types' write() overloads differ only in callback types
+        return (res as { write(c: Buffer): boolean }).write(chunk);
+      },
+      onDrain(resume: () => void) {
+        res.once('drain', resume);
+      },
+      onEnd() {
+        ctx.done = true;
+        res.end();
+      },
+      onError(err: VergeError, afterHead: boolean) {
+        ctx.protocol = state.protocol;
+        ctx.protocolReason = state.protocolReason;
+        if (afterHead || headSent) {
+          // The body was cut: abort the visitor's connection so a truncated body is never
+          // taken as complete (a clean end would look like success with Content-Length absent).
+          ctx.errorCode = err.code;
+          ctx.errorDetail = { ...err.detail, nodeCode: err.nodeCode, cause: causeMessage(err) };
+          ctx.aborted = true;
+          abortResponse(res);
+          return;
+        }
+        fail(ctx, deps, err.code, { ...err.detail, nodeCode: err.nodeCode, cause: causeMessage(err) });
+      },
+    },
+    state,
+  );
+  ctx.protocol = state.protocol;
+  ctx.protocolReason = state.protocolReason;
+}
+
+function causeMessage(err: VergeError): string | undefined {
+  const c = err.cause;
+  return c instanceof Error ? c.message : c === undefined ? undefined : String(c);
+}
+
+function abortResponse(res: VisitorResponse): void {
+  const stream = (res as Http2ServerResponse).stream;
+  if (stream && typeof stream.close === 'function') {
+    stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
+  } else {
+    res.destroy();
+  }
+}
+
+/** Request headers for the origin, as undici's flat array; X-Request-Id first (see pull.ts). */
+function forwardHeaders(ctx: RequestContext, hostHeader: string): string[] {
+  const req = ctx.req;
+  const out = ['x-request-id', ctx.id, 'host', hostHeader];
+  const raw = req.rawHeaders;
+  const conn = connectionTokens(req.headers.connection);
+  let xff: string | undefined;
+  let via: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (lower.charCodeAt(0) === 58 /* : */ || HOP_BY_HOP.has(lower) || conn?.has(lower)) continue;
+    if (SET_BY_EDGE_REQ.has(lower)) {
+      if (lower === 'x-forwarded-for') xff = xff ? `${xff}, ${raw[i + 1]}` : raw[i + 1];
+      else if (lower === 'via') via = via ? `${via}, ${raw[i + 1]}` : raw[i + 1];
+      continue;
+    }
+    out.push(lower, raw[i + 1]!);
+  }
+  const ip = req.socket?.remoteAddress ?? '';
+  out.push(
+    'x-forwarded-for',
+    xff ? `${xff}, ${ip}` : ip,
+    'x-forwarded-proto',
+    ctx.scheme,
+    'x-forwarded-host',
+    ctx.host,
+    // RFC 9110 section 7.6.3: each intermediary appends itself to Via
+    'via',
+    via ? `${via}, ${VIA}` : VIA,
+  );
+  return out;
+}
+
+function responseHeaders(ctx: RequestContext, h: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const conn = connectionTokens(h.connection);
+  for (const name in h) {
+    if (HOP_BY_HOP.has(name) || conn?.has(name)) continue;
+    out[name] = h[name];
+  }
+  out['x-request-id'] = ctx.id;
+  out.via = h.via ? `${h.via}, ${VIA}` : VIA;
+  if (ctx.scheme === 'https' && ctx.site?.hsts) out['strict-transport-security'] = ctx.site.hsts;
+  return out;
+}
+
+/** Respond with an error from the registry (JSON or HTML) and record it for the log line. */
+function fail(
+  ctx: RequestContext,
+  deps: HandlerDeps,
+  code: ErrorCode,
+  detail: Record<string, unknown>,
+  closeConnection = false,
+): void {
+  ctx.errorCode = code;
+  ctx.errorDetail = detail;
+  ctx.status = ERRORS[code].status;
+  ctx.bytes += sendError(ctx.req, ctx.res, code, ctx.id, closeConnection);
+  void deps;
+}
+
+function finish(ctx: RequestContext, deps: HandlerDeps): void {
+  if (ctx.phase === 'log') return;
+  const res = ctx.res;
+  if (!res.writableFinished && !ctx.aborted) {
+    // the visitor went away before the response was complete
+    ctx.aborted = true;
+    if (!ctx.errorCode) ctx.errorCode = 'CLIENT_ABORTED';
+  }
+  ctx.phase = 'log';
+  const total = performance.now() - ctx.start;
+  const req = ctx.req;
+  const last = ctx.attempts.at(-1);
+  const conn = last?.conn;
+  const rec: Record<string, unknown> = {
+    time: new Date(ctx.startWall).toISOString(),
+    id: ctx.id,
+    site: ctx.site?.name ?? null,
+    host: ctx.host,
+    client: req.socket?.remoteAddress,
+    scheme: ctx.scheme,
+    http: ctx.httpVersion,
+    method: req.method,
+    path: req.url,
+    status: ctx.status || res.statusCode,
+    bytes: ctx.bytes,
+    ms: {
+      connect: conn ? round(conn.dnsMs + conn.connectMs) : 0,
+      tls: conn ? round(conn.tlsMs) : 0,
+      firstByte: ctx.firstByteMs !== undefined ? round(ctx.firstByteMs) : null,
+      total: round(total),
+    },
+  };
+  if (last) {
+    rec.origin = {
+      server: last.server,
+      port: last.port,
+      address: conn?.address,
+      protocol: ctx.protocol,
+      reason: ctx.protocolReason,
+      reused: !conn,
+      ...(conn?.tlsVersion ? { tls: conn.tlsVersion } : {}),
+    };
+    if (ctx.attempts.length > 1)
+      rec.attempts = ctx.attempts.map((a) => ({
+        server: a.server,
+        port: a.port,
+        code: a.code ?? null,
+        nodeCode: a.nodeCode,
+      }));
+  }
+  if (ctx.errorCode) {
+    const spec = ERRORS[ctx.errorCode];
+    rec.error = { code: ctx.errorCode, stage: spec.stage, source: spec.source, ...ctx.errorDetail };
+  }
+  if (ctx.aborted) rec.aborted = true;
+  deps.accessLog.write(rec);
+}
+
+function round(n: number): number {
+  return Math.round(n * 100) / 100;
+}

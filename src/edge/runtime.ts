@@ -1,0 +1,110 @@
+/**
+ * The edge runtime: everything derived from one config (routes, TLS contexts, compiled origins),
+ * built aside and swapped in atomically on reload. Building may throw; the old runtime then keeps
+ * serving.
+ */
+import { constants as cryptoConstants } from 'node:crypto';
+import tls from 'node:tls';
+import type { ResolvedConfig, ResolvedSite } from '../config/load.js';
+import type { HealthTable } from '../origin/balancer.js';
+import type { PoolRegistry } from '../origin/pools.js';
+import { CompiledOrigin } from '../origin/pull.js';
+
+/**
+ * TLS 1.2 suites: ECDHE only (forward secrecy) with AEAD ciphers only, as Mozilla's
+ * "intermediate" profile. TLS 1.3 suites are all AEAD with forward secrecy by design.
+ */
+export const TLS12_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+/** No renegotiation at all (client-initiated renegotiation is a DoS vector, RFC 5746 aside). */
+export const TLS_SECURE_OPTIONS =
+  cryptoConstants.SSL_OP_NO_RENEGOTIATION | cryptoConstants.SSL_OP_CIPHER_SERVER_PREFERENCE;
+
+export interface CompiledSite {
+  readonly name: string;
+  readonly config: ResolvedSite;
+  readonly origin: CompiledOrigin;
+  readonly forceHttps: boolean;
+  /** Strict-Transport-Security value, when enabled */
+  readonly hsts: string | undefined;
+  readonly secureContext: tls.SecureContext | undefined;
+  /** ALPN protocols offered to this site's visitors (RFC 7301) */
+  readonly alpn: string[];
+}
+
+export class Runtime {
+  readonly config: ResolvedConfig;
+  readonly sites: CompiledSite[];
+  readonly #exact = new Map<string, CompiledSite>();
+  readonly #wildcard = new Map<string, CompiledSite>();
+  readonly defaultSite: CompiledSite | undefined;
+  /** https port visitors are redirected to (undefined: 443, omitted from URLs) */
+  readonly httpsPort: number | undefined;
+  readonly poolKeys: Set<string>;
+
+  constructor(config: ResolvedConfig, pools: PoolRegistry, health: HealthTable) {
+    this.config = config;
+    this.poolKeys = new Set();
+    this.sites = config.sites.map((s) => {
+      const origin = new CompiledOrigin(s.name, s.origin, s.originCaPem, pools, health);
+      for (const k of origin.poolKeys()) this.poolKeys.add(k);
+      const hsts = s.https.hsts.enabled
+        ? `max-age=${Math.floor(s.https.hsts.maxAge / 1000)}${s.https.hsts.includeSubDomains ? '; includeSubDomains' : ''}${s.https.hsts.preload ? '; preload' : ''}`
+        : undefined;
+      const secureContext =
+        s.certPem && s.keyPem
+          ? tls.createSecureContext({
+              cert: s.certPem,
+              key: s.keyPem,
+              minVersion: s.https.minTlsVersion === '1.3' ? 'TLSv1.3' : 'TLSv1.2',
+              ciphers: TLS12_CIPHERS,
+              secureOptions: TLS_SECURE_OPTIONS,
+              honorCipherOrder: true,
+            })
+          : undefined;
+      const site: CompiledSite = {
+        name: s.name,
+        config: s,
+        origin,
+        forceHttps: s.https.forceHttps,
+        hsts,
+        secureContext,
+        alpn: s.https.http2 ? ['h2', 'http/1.1'] : ['http/1.1'],
+      };
+      for (const n of [s.name, ...s.aliases]) {
+        if (n.startsWith('*.')) this.#wildcard.set(n.slice(2), site);
+        else this.#exact.set(n, site);
+      }
+      return site;
+    });
+    const def = config.edge.https.defaultSite;
+    this.defaultSite = def ? this.sites.find((s) => s.name === def) : undefined;
+    const first = config.edge.https.listen[0];
+    const port = first ? Number(first.slice(first.lastIndexOf(':') + 1)) : 443;
+    this.httpsPort = port === 443 ? undefined : port;
+  }
+
+  /**
+   * Site for a host name (already lowercased, port stripped): exact names first, then a
+   * wildcard covering exactly one more label (as certificates do, RFC 6125 section 6.4.3).
+   */
+  route(host: string): CompiledSite | undefined {
+    const exact = this.#exact.get(host);
+    if (exact || this.#wildcard.size === 0) return exact;
+    const dot = host.indexOf('.');
+    return dot > 0 ? this.#wildcard.get(host.slice(dot + 1)) : undefined;
+  }
+
+  /** Site whose certificate answers a TLS ClientHello for `servername` (SNI). */
+  tlsSite(servername: string | undefined): CompiledSite | undefined {
+    const site = servername ? this.route(servername.toLowerCase()) : this.defaultSite;
+    return site?.secureContext ? site : undefined;
+  }
+}

@@ -1,0 +1,356 @@
+/**
+ * Edge listeners: plain HTTP/1.1, and HTTPS with HTTP/1.1 and HTTP/2 by ALPN. The TLS port first
+ * reads the ClientHello to learn the SNI name: an unknown name gets the unrecognized_name alert;
+ * a known one is handed to the internal TLS server for that site's profile (HTTP/2 on or off,
+ * minimum TLS version), because ALPN and version limits are per server in Node, not per context.
+ */
+import http from 'node:http';
+import http2 from 'node:http2';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { ResolvedConfig } from '../config/load.js';
+import { ERRORS, type ErrorCode } from '../core/errors.js';
+import type { AccessLog, Logger } from '../core/log.js';
+import { HealthTable } from '../origin/balancer.js';
+import { PoolRegistry } from '../origin/pools.js';
+import { peekClientHello, UNRECOGNIZED_NAME_ALERT } from '../tls/client-hello.js';
+import { errorJson } from './error-page.js';
+import { createHandler, nextRequestId } from './handler.js';
+import { Runtime } from './runtime.js';
+
+export interface EdgeOptions {
+  logger: Logger;
+  accessLog: AccessLog;
+}
+
+export interface ListenAddress {
+  host: string | undefined;
+  port: number;
+}
+
+export function parseListen(s: string): ListenAddress {
+  const i = s.lastIndexOf(':');
+  let host = s.slice(0, i);
+  if (host.startsWith('[')) host = host.slice(1, -1);
+  return { host: host === '' ? undefined : host, port: Number(s.slice(i + 1)) };
+}
+
+type Listener = http.Server | net.Server;
+
+/** A visitor connection: requests in flight (HTTP/1.1) and whether it speaks HTTP/2. */
+interface ConnState {
+  inflight: number;
+  h2: boolean;
+}
+
+export class Edge {
+  #runtime: Runtime;
+  readonly #pools = new PoolRegistry();
+  readonly #health = new HealthTable();
+  readonly #log: Logger;
+  readonly #accessLog: AccessLog;
+  readonly #httpServers: http.Server[] = [];
+  readonly #tlsListeners: net.Server[] = [];
+  #tlsServer: http2.Http2SecureServer | undefined;
+  /** every visitor connection, with its count of requests in flight (for draining) */
+  readonly #conns = new Map<net.Socket, ConnState>();
+  readonly #h2Sessions = new Set<http2.ServerHttp2Session>();
+  #draining = false;
+
+  constructor(config: ResolvedConfig, opts: EdgeOptions) {
+    this.#log = opts.logger;
+    this.#accessLog = opts.accessLog;
+    this.#runtime = new Runtime(config, this.#pools, this.#health);
+  }
+
+  get runtime(): Runtime {
+    return this.#runtime;
+  }
+
+  /** Build a runtime from `config` aside and swap it in; throws (keeping the old one) on failure. */
+  reload(config: ResolvedConfig): void {
+    const next = new Runtime(config, this.#pools, this.#health);
+    this.#runtime = next;
+    this.#pools.retainOnly(next.poolKeys);
+    this.#applyLimits();
+    this.#accessLog.retarget(config.accessLogFile ?? config.log.access);
+  }
+
+  async start(): Promise<void> {
+    const cfg = this.#runtime.config;
+    const deps = {
+      runtime: () => this.#runtime,
+      accessLog: this.#accessLog,
+      onInternalError: (err: unknown, id: string) =>
+        this.#log.error({ err, id }, 'internal error while handling a request'),
+    };
+    const httpHandler = this.#track(createHandler(deps, 'http'));
+    const httpsHandler = this.#track(createHandler(deps, 'https'));
+    const limits = cfg.edge.limits;
+
+    for (const addr of cfg.edge.http.listen) {
+      const server = http.createServer(
+        {
+          maxHeaderSize: limits.maxHeaderSize,
+          // Host presence and duplicates are checked by the handler, with Verge's error body.
+          requireHostHeader: false,
+          joinDuplicateHeaders: false,
+          insecureHTTPParser: false,
+          connectionsCheckingInterval: 1000,
+        },
+        httpHandler,
+      );
+      this.#setupH1(server);
+      this.#httpServers.push(server);
+      await listen(server, parseListen(addr));
+    }
+
+    if (cfg.edge.https.listen.length > 0) {
+      // One HTTP/2 server (HTTP/1.1 allowed) handles every TLS connection after the handshake;
+      // the handshake itself is set up per connection in #onTlsConnection with the site's own
+      // context (certificate, minimum version) and ALPN list.
+      const s = http2.createSecureServer(
+        {
+          allowHTTP1: true,
+          settings: { maxConcurrentStreams: limits.http2MaxStreams },
+          maxSessionMemory: 16,
+        },
+        httpsHandler,
+      );
+      s.on('session', (session: http2.ServerHttp2Session) => {
+        this.#h2Sessions.add(session);
+        session.once('close', () => this.#h2Sessions.delete(session));
+        if (this.#draining) session.close();
+      });
+      // HTTP/1.1 connections on the HTTP/2 server use the http module's machinery.
+      this.#setupH1(s as unknown as http.Server);
+      // This server never listens (connections are handed to it), but the http module only
+      // starts its header/request-timeout checks on 'listening'.
+      s.emit('listening');
+      this.#tlsServer = s;
+      for (const addr of cfg.edge.https.listen) {
+        const l = net.createServer({ noDelay: true }, (socket) => this.#onTlsConnection(socket));
+        this.#tlsListeners.push(l);
+        await listen(l, parseListen(addr));
+      }
+    }
+    this.#applyLimits();
+  }
+
+  /** Apply the visitor-side limits of the current config to every server. */
+  #applyLimits(): void {
+    const limits = this.#runtime.config.edge.limits;
+    const h1 = [
+      ...this.#httpServers,
+      ...(this.#tlsServer ? [this.#tlsServer as unknown as http.Server] : []),
+    ];
+    for (const s of h1) {
+      s.headersTimeout = limits.headerTimeout;
+      s.requestTimeout = limits.requestTimeout;
+      s.keepAliveTimeout = limits.keepAliveTimeout;
+      s.timeout = limits.idleTimeout;
+      (s as { maxHeaderSize?: number }).maxHeaderSize = limits.maxHeaderSize;
+    }
+    for (const s of [...this.#httpServers, ...this.#tlsListeners] as Listener[])
+      s.maxConnections = limits.maxConnections;
+  }
+
+  #setupH1(server: http.Server): void {
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) =>
+      this.#onClientError(err, socket),
+    );
+    server.on('connection', (socket: net.Socket) => this.#addConn(socket));
+  }
+
+  #addConn(socket: net.Socket): void {
+    if (this.#conns.has(socket)) return;
+    this.#conns.set(socket, { inflight: 0, h2: false });
+    socket.once('close', () => this.#conns.delete(socket));
+  }
+
+  /** Wrap a handler to count requests in flight per connection (graceful drain). */
+  #track(
+    handler: (
+      req: http.IncomingMessage | http2.Http2ServerRequest,
+      res: http.ServerResponse | http2.Http2ServerResponse,
+    ) => void,
+  ) {
+    return (
+      req: http.IncomingMessage | http2.Http2ServerRequest,
+      res: http.ServerResponse | http2.Http2ServerResponse,
+    ) => {
+      const socket = req.socket as net.Socket;
+      const h1 = req.httpVersion !== '2.0';
+      const c = h1 ? this.#conns.get(socket) : undefined;
+      if (c) {
+        c.inflight++;
+        if (this.#draining) (res as http.ServerResponse).shouldKeepAlive = false;
+        res.once('close', () => {
+          c.inflight--;
+          if (this.#draining && c.inflight === 0) socket.end();
+        });
+      }
+      handler(req, res);
+    };
+  }
+
+  #onClientError(err: NodeJS.ErrnoException, socket: net.Socket): void {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    let code: ErrorCode = 'CLIENT_BAD_REQUEST';
+    if (err.code === 'HPE_HEADER_OVERFLOW') code = 'CLIENT_HEADERS_TOO_LARGE';
+    else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'HPE_HEADERS_TIMEOUT')
+      code = 'CLIENT_TIMEOUT';
+    const id = nextRequestId();
+    const body = errorJson(code, id);
+    const spec = ERRORS[code];
+    socket.end(
+      `HTTP/1.1 ${spec.status} ${http.STATUS_CODES[spec.status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nx-request-id: ${id}\r\nconnection: close\r\n\r\n${body}`,
+    );
+    this.#accessLog.write({
+      time: new Date().toISOString(),
+      id,
+      site: null,
+      client: socket.remoteAddress,
+      status: spec.status,
+      bytes: body.length,
+      error: { code, stage: spec.stage, source: spec.source, reason: err.message, nodeCode: err.code },
+    });
+  }
+
+  #onTlsConnection(socket: net.Socket): void {
+    this.#addConn(socket);
+    const timeout = this.#runtime.config.edge.limits.headerTimeout;
+    let buf: Buffer = Buffer.alloc(0);
+    socket.setTimeout(timeout, () => socket.destroy());
+    const onError = () => socket.destroy();
+    socket.on('error', onError);
+    const onData = (chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      const peek = peekClientHello(buf);
+      if (peek.kind === 'need-more') return;
+      socket.removeListener('data', onData);
+      socket.setTimeout(0);
+      socket.pause();
+      if (peek.kind === 'plain-http') {
+        const id = nextRequestId();
+        const body = `${JSON.stringify({ code: 'CLIENT_BAD_REQUEST', msg: 'plain HTTP request sent to the HTTPS port', id, stage: 'accept' })}\n`;
+        socket.end(
+          `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${id}\r\nconnection: close\r\n\r\n${body}`,
+        );
+        return;
+      }
+      const site = peek.kind === 'tls' ? this.#runtime.tlsSite(peek.sni) : undefined;
+      if (!site) {
+        this.#log.debug(
+          {
+            sni: peek.kind === 'tls' ? peek.sni : undefined,
+            reason: peek.kind === 'invalid' ? peek.reason : 'unknown name',
+          },
+          'TLS connection refused',
+        );
+        socket.end(UNRECOGNIZED_NAME_ALERT);
+        return;
+      }
+      socket.removeListener('error', onError);
+      this.#handshake(socket, buf, site.secureContext!, site.alpn);
+    };
+    socket.on('data', onData);
+  }
+
+  /**
+   * TLS server side of one connection, with the bytes already read (the ClientHello). This is
+   * what tls.Server does on 'connection', except that the context and ALPN list are the site's
+   * and the ClientHello is fed back in: Node 20 cannot unshift data into a TLSSocket that wraps
+   * a native socket, so TLSWrap.receive() (the same internal Node uses for JS streams) takes it.
+   */
+  #handshake(raw: net.Socket, hello: Buffer, secureContext: tls.SecureContext, alpn: string[]): void {
+    const server = this.#tlsServer!;
+    const t = new tls.TLSSocket(raw, {
+      isServer: true,
+      // server: lets session-ticket and OCSP events reach the server as usual
+      server: server as unknown as net.Server,
+      secureContext,
+      ALPNProtocols: alpn,
+      requestCert: false,
+      rejectUnauthorized: false,
+    });
+    t.setTimeout(this.#runtime.config.edge.limits.headerTimeout, () => t.destroy());
+    const internals = t as unknown as {
+      _handle: { receive(b: Buffer): void };
+      _releaseControl(): boolean;
+      secureConnecting: boolean;
+    };
+    t.once('secure', () => {
+      t.setTimeout(0);
+      if (t.destroyed || !internals._releaseControl()) return;
+      // http2's session setup waits for 'secureConnect' while this flag is set (client-side
+      // semantics); tls.Server clears it the same way for its own sockets.
+      internals.secureConnecting = false;
+      // Requests see the TLS socket: share the raw connection's state with it (draining).
+      const st = this.#conns.get(raw) ?? { inflight: 0, h2: false };
+      st.h2 = t.alpnProtocol === 'h2';
+      this.#conns.set(t, st);
+      t.once('close', () => this.#conns.delete(t));
+      server.emit('secureConnection', t);
+    });
+    const onTlsError = (err: NodeJS.ErrnoException) => {
+      this.#log.debug({ err: err.message, code: err.code }, 'TLS handshake with a visitor failed');
+      t.destroy();
+    };
+    t.on('_tlsError', onTlsError);
+    t.on('error', onTlsError);
+    internals._handle.receive(hello);
+  }
+
+  addresses(): { http: net.AddressInfo[]; https: net.AddressInfo[] } {
+    return {
+      http: this.#httpServers.map((s) => s.address() as net.AddressInfo),
+      https: this.#tlsListeners.map((s) => s.address() as net.AddressInfo),
+    };
+  }
+
+  /**
+   * Graceful stop: stop accepting, let requests in flight finish (up to `timeoutMs`), close idle
+   * keep-alive connections and HTTP/2 sessions (GOAWAY), then close what is left.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.#draining = true;
+    const closed = [...this.#httpServers, ...this.#tlsListeners].map(
+      (s) => new Promise<void>((r) => s.close(() => r())),
+    );
+    for (const session of this.#h2Sessions) session.close();
+    for (const [socket, c] of this.#conns) if (c.inflight === 0 && !c.h2) socket.end();
+    const deadline = Date.now() + timeoutMs;
+    while (this.#conns.size > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const socket of this.#conns.keys()) socket.destroy();
+    for (const session of this.#h2Sessions) session.destroy();
+    await Promise.all(closed);
+    await this.#pools.closeAll();
+    this.#accessLog.flush();
+  }
+
+  /** Immediate stop (tests). */
+  async close(): Promise<void> {
+    this.#draining = true;
+    for (const s of [...this.#httpServers, ...this.#tlsListeners]) s.close();
+    for (const session of this.#h2Sessions) session.destroy();
+    for (const socket of this.#conns.keys()) socket.destroy();
+    await this.#pools.destroyAll();
+    this.#accessLog.flush();
+  }
+}
+
+function listen(server: Listener, addr: ListenAddress): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port: addr.port, host: addr.host, backlog: 1024 }, () => {
+      server.removeListener('error', reject);
+      resolve();
+    });
+  });
+}

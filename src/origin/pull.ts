@@ -1,0 +1,290 @@
+/**
+ * Origin pull: choose a server and protocol, dispatch the request on the pool for that exact
+ * connection, stream the response back through callbacks, retry on the next server when nothing
+ * reached the origin and the method is idempotent, and classify every failure.
+ */
+import diagnostics from 'node:diagnostics_channel';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
+import type { Dispatcher, Pool } from 'undici';
+import type { OriginConfig } from '../config/schema.js';
+import { VergeError } from '../core/errors.js';
+import { Balancer, type HealthTable, type ServerRef } from './balancer.js';
+import { toVergeError } from './classify.js';
+import { type ConnectTimings, connectionTimings } from './connector.js';
+import { type PoolRegistry, type PoolTarget, poolKey } from './pools.js';
+
+export type PullProtocol = 'http' | 'https';
+
+/** One origin server of a compiled site, with its pools resolved once per runtime. */
+interface CompiledServer extends ServerRef {
+  targets: { http: PoolTarget; https: PoolTarget };
+  pools: { http?: Pool; https?: Pool };
+}
+
+/** A site's origin settings compiled for the hot path. */
+export class CompiledOrigin {
+  readonly protocol: OriginConfig['protocol'];
+  readonly hostHeader: string;
+  readonly balancer: Balancer;
+  readonly servers: CompiledServer[];
+  readonly maxAttempts: number;
+  readonly health: HealthTable;
+  readonly healthFailures: number;
+  readonly healthDownFor: number;
+  readonly #registry: PoolRegistry;
+
+  constructor(
+    siteName: string,
+    cfg: OriginConfig,
+    caPem: string | undefined,
+    registry: PoolRegistry,
+    health: HealthTable,
+  ) {
+    this.protocol = cfg.protocol;
+    this.hostHeader = cfg.hostHeader ?? siteName;
+    this.maxAttempts = cfg.maxAttempts;
+    this.health = health;
+    this.healthFailures = cfg.health.failures;
+    this.healthDownFor = cfg.health.downFor;
+    this.#registry = registry;
+    const sni = cfg.sni ?? siteName;
+    const verifyName = cfg.verifyName ?? sni;
+    this.servers = cfg.servers.map((s) => {
+      const base = {
+        host: s.host,
+        sni,
+        verify: cfg.verify,
+        verifyName,
+        ...(caPem ? { ca: caPem } : {}),
+        connectTimeout: cfg.timeouts.connect,
+        tlsTimeout: cfg.timeouts.tls,
+        firstByteTimeout: cfg.timeouts.firstByte,
+        idleTimeout: cfg.timeouts.idle,
+      };
+      return {
+        id: `${siteName}|${s.host}|${s.port ?? ''}`,
+        host: s.host,
+        port: s.port,
+        weight: s.weight,
+        backup: s.backup,
+        targets: {
+          http: { ...base, protocol: 'http', port: s.port ?? cfg.ports.http },
+          https: { ...base, protocol: 'https', port: s.port ?? cfg.ports.https },
+        },
+        pools: {},
+      } satisfies CompiledServer;
+    });
+    this.balancer = new Balancer(this.servers, health);
+  }
+
+  /** Pool keys this origin may use (so a reload keeps their pools open). */
+  poolKeys(): string[] {
+    const protos: PullProtocol[] = this.protocol === 'follow' ? ['http', 'https'] : [this.protocol];
+    return this.servers.flatMap((s) => protos.map((p) => poolKey(s.targets[p])));
+  }
+
+  pool(server: CompiledServer, protocol: PullProtocol): Pool {
+    let p = server.pools[protocol];
+    if (!p) {
+      p = this.#registry.get(server.targets[protocol]);
+      server.pools[protocol] = p;
+    }
+    return p;
+  }
+
+  /** The protocol for a pull and why, in words for the log. */
+  chooseProtocol(visitorScheme: PullProtocol): { protocol: PullProtocol; reason: string } {
+    if (this.protocol === 'follow') {
+      return { protocol: visitorScheme, reason: `follow: the visitor used ${visitorScheme}` };
+    }
+    return { protocol: this.protocol, reason: `origin.protocol is ${this.protocol}` };
+  }
+}
+
+/** What a pull needs from the visitor's request. */
+export interface PullRequest {
+  method: string;
+  path: string;
+  /** request id; sent as the first header so connection timings can be matched to it */
+  id: string;
+  /** headers to send, flat [name, value, ...], Host included */
+  headers: string[];
+  body: Readable | null;
+  visitorScheme: PullProtocol;
+}
+
+/** One try against one server, for the log. */
+export interface Attempt {
+  server: string;
+  port: number;
+  protocol: PullProtocol;
+  /** new connection timings; absent when a kept-alive connection was reused */
+  conn?: ConnectTimings;
+  code?: string;
+  nodeCode?: string | undefined;
+}
+
+export interface PullCallbacks {
+  /** The origin answered: write the head to the visitor. Return false to stop the pull. */
+  onHead(status: number, headers: IncomingHttpHeaders, attempt: Attempt): void;
+  /** A body chunk; return false when the visitor cannot take more (backpressure). */
+  onData(chunk: Buffer): boolean;
+  /** Register a function to call when the visitor can take data again. */
+  onDrain(resume: () => void): void;
+  onEnd(): void;
+  /** The pull failed; `afterHead` tells whether onHead was already called. */
+  onError(err: VergeError, afterHead: boolean): void;
+}
+
+export interface PullState {
+  protocol?: PullProtocol;
+  protocolReason?: string;
+  attempts: Attempt[];
+  /** ms from start to response head */
+  firstByteMs?: number;
+  /** abort the pull (the visitor went away) */
+  abort?: (reason: Error) => void;
+}
+
+// Connection timings reach a request through the headers undici writes: the request id is the
+// first header, so the first request on each new socket claims that socket's timings.
+const claimed = new Map<string, ConnectTimings>();
+const claimedSockets = new WeakSet<Socket>();
+const ID_PREFIX = '\r\nx-request-id: ';
+diagnostics.subscribe('undici:client:sendHeaders', (msg) => {
+  const { headers, socket } = msg as { headers: string; socket: Socket };
+  if (claimedSockets.has(socket)) return;
+  const t = connectionTimings.get(socket);
+  if (!t) return;
+  claimedSockets.add(socket);
+  const i = headers.indexOf(ID_PREFIX);
+  if (i < 0) return;
+  const end = headers.indexOf('\r\n', i + ID_PREFIX.length);
+  claimed.set(headers.slice(i + ID_PREFIX.length, end), t);
+});
+
+function takeTimings(id: string): ConnectTimings | undefined {
+  if (claimed.size === 0) return undefined;
+  const t = claimed.get(id);
+  if (t) claimed.delete(id);
+  return t;
+}
+
+/** RFC 9110 section 9.2.2: idempotent methods may be retried automatically. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/**
+ * Pull `req` from `origin`. Streams through `cb`; `state` collects the story for the log.
+ */
+export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks, state: PullState): void {
+  const { protocol, reason } = origin.chooseProtocol(req.visitorScheme);
+  state.protocol = protocol;
+  state.protocolReason = reason;
+  const t0 = performance.now();
+  const tried = new Set<ServerRef>();
+  const retryable = IDEMPOTENT.has(req.method);
+
+  const attempt = (): void => {
+    const now = Date.now();
+    const server = origin.balancer.pick(now, tried) as CompiledServer | undefined;
+    if (!server) {
+      const last = state.attempts.at(-1);
+      cb.onError(
+        new VergeError('ORIGIN_NO_HEALTHY_SERVER', {
+          detail: {
+            protocol,
+            protocolReason: reason,
+            servers: origin.servers.map(
+              (s) => `${s.host}:${s.targets[protocol].port}${s.backup ? ' (backup)' : ''}`,
+            ),
+            ...(last ? { lastError: last.code } : {}),
+          },
+        }),
+        false,
+      );
+      return;
+    }
+    tried.add(server);
+    const target = server.targets[protocol];
+    const a: Attempt = { server: server.host, port: target.port, protocol };
+    state.attempts.push(a);
+    const detail = { origin: server.host, port: target.port, protocol, protocolReason: reason };
+    let gotHead = false;
+    let controller: Dispatcher.DispatchController | undefined;
+
+    const handler: Dispatcher.DispatchHandler = {
+      onRequestStart(c) {
+        controller = c;
+        state.abort = (r) => c.abort(r);
+      },
+      onResponseStart(c, statusCode, headers) {
+        // 1xx interim responses are not forwarded (RFC 9110 section 15.2: a proxy may drop them
+        // unless the client asked with Expect); undici does not report them here anyway.
+        gotHead = true;
+        const conn = takeTimings(req.id);
+        if (conn) a.conn = conn;
+        if (origin.balancer.tracksHealth) origin.health.ok(server.id);
+        state.firstByteMs = performance.now() - t0;
+        cb.onHead(statusCode, headers, a);
+        controller = c;
+      },
+      onResponseData(c, chunk) {
+        if (!cb.onData(chunk)) {
+          c.pause();
+          cb.onDrain(() => c.resume());
+        }
+      },
+      onResponseEnd() {
+        cb.onEnd();
+      },
+      onResponseError(_c, err) {
+        const conn = takeTimings(req.id);
+        if (conn) a.conn = conn;
+        const verr = toVergeError(err, gotHead, detail);
+        a.code = verr.code;
+        a.nodeCode = verr.nodeCode;
+        if (!gotHead && verr.beforeSend) {
+          if (origin.balancer.tracksHealth) {
+            origin.health.fail(server.id, origin.healthFailures, origin.healthDownFor, Date.now(), verr.code);
+          }
+          const bodyUntouched = req.body === null || !req.body.readableDidRead;
+          if (
+            retryable &&
+            bodyUntouched &&
+            tried.size < origin.maxAttempts &&
+            tried.size < origin.servers.length
+          ) {
+            attempt();
+            return;
+          }
+          if (origin.balancer.allDown(Date.now())) {
+            cb.onError(
+              new VergeError('ORIGIN_NO_HEALTHY_SERVER', {
+                cause: verr,
+                detail: { ...detail, lastError: verr.code, nodeCode: verr.nodeCode },
+              }),
+              false,
+            );
+            return;
+          }
+        }
+        cb.onError(verr, gotHead);
+      },
+    };
+    void controller;
+    origin.pool(server, protocol).dispatch(
+      {
+        path: req.path,
+        method: req.method,
+        headers: req.headers,
+        body: req.body,
+        // the visitor's request decides keep-alive to the origin independently (hop-by-hop)
+        reset: false,
+      },
+      handler,
+    );
+  };
+  attempt();
+}
