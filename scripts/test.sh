@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as README.md and .ci/run run it: installs the Debian packages the
+# tests need when missing, builds, and runs every test file with node's test runner.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-test-deps.sh
+[ -d node_modules ] || npm ci --no-audit --no-fund
+npm run build --silent
+mapfile -t files < <(find dist/test -name '*.test.js' | sort)
+# Tests are mostly waiting on sockets; run a few files at once even on 2 cores.
+exec node --test --test-concurrency="${TEST_CONCURRENCY:-3}" "$@" "${files[@]}"
