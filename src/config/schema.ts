@@ -23,7 +23,8 @@ function duration(def: string, description: string) {
       return ms;
     })
     .prefault(def)
-    .describe(description);
+    .describe(description)
+    .meta({ 'x-unit': 'duration' });
 }
 
 /** A size: "16KiB", "1MiB", "2GB", or a number of bytes. Parsed to bytes. */
@@ -42,7 +43,8 @@ function size(def: string, description: string) {
       return n;
     })
     .prefault(def)
-    .describe(description);
+    .describe(description)
+    .meta({ 'x-unit': 'size' });
 }
 
 const HOSTNAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
