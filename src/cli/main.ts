@@ -16,6 +16,7 @@ import {
 import { AccessLog, createLogger, type Logger } from '../core/log.js';
 import { Edge } from '../edge/server.js';
 import { dataDir, ensureDevCerts, startDemoOrigin } from './demo.js';
+import { explainRecord, findRecord } from './explain.js';
 
 const USAGE = `Usage: verge [command] [options]
 
@@ -23,6 +24,9 @@ Commands:
   serve [--config FILE]      Run the edge. Without --config: a demo edge on 127.0.0.1
                              (HTTP 8080, HTTPS 8443) in front of a bundled demo origin.
   config validate FILE       Check a config file; print every error with its key path and line.
+  explain ID --config FILE   Tell the story of one request (the X-Request-Id of any response):
+                             the stage reached, origin, protocol and why, the cause and the fix.
+                             (--log FILE reads an access-log file directly.)
   help                       Show this text.
 
 Signals (serve): SIGHUP reloads the config file (an invalid file is rejected and the running
@@ -36,6 +40,8 @@ async function main(argv: string[]): Promise<number> {
       return serve(rest);
     case 'config':
       return configCmd(rest);
+    case 'explain':
+      return explainCmd(rest);
     case 'help':
     case '--help':
     case '-h':
@@ -67,6 +73,53 @@ function configCmd(args: string[]): number {
     }
     throw e;
   }
+}
+
+async function explainCmd(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { config: { type: 'string', short: 'c' }, log: { type: 'string' }, json: { type: 'boolean' } },
+    allowPositionals: true,
+  });
+  const id = positionals[0];
+  if (!id || (!values.config && !values.log)) {
+    process.stderr.write('usage: verge explain REQUEST_ID --config FILE  (or --log ACCESS_LOG_FILE)\n');
+    return 2;
+  }
+  let logFile = values.log;
+  if (!logFile && values.config) {
+    try {
+      const cfg = loadConfigFile(values.config);
+      logFile = cfg.accessLogFile;
+    } catch (e) {
+      if (e instanceof ConfigError) {
+        process.stderr.write(`${formatIssues(e.issues, e.file)}\n`);
+        return 1;
+      }
+      throw e;
+    }
+    if (!logFile) {
+      process.stderr.write(
+        `verge: log.access in ${values.config} is not a file ("stdout" or "off"); nothing to search. Pass --log FILE.\n`,
+      );
+      return 1;
+    }
+  }
+  let rec: Record<string, unknown> | undefined;
+  try {
+    rec = await findRecord(logFile!, id);
+  } catch (e) {
+    process.stderr.write(
+      `verge: cannot read the access log ${logFile}: ${(e as NodeJS.ErrnoException).code ?? e}\n`,
+    );
+    return 1;
+  }
+  if (!rec) {
+    process.stderr.write(`verge: no request ${id} in ${logFile}\n`);
+    return 1;
+  }
+  process.stdout.write(values.json ? `${JSON.stringify(rec, null, 2)}\n` : explainRecord(rec));
+  return 0;
 }
 
 async function demoConfig(
@@ -182,8 +235,11 @@ async function serve(args: string[]): Promise<number> {
       if (stopping) return;
       stopping = true;
       const timeout = edge.runtime.config.edge.limits.drainTimeout;
+      // drain() closes the listeners synchronously; log after it so "draining" means new
+      // connections are already refused (a supervisor or test may act on this line).
+      const drained = edge.drain(timeout);
       log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
-      edge.drain(timeout).then(() => {
+      drained.then(() => {
         log.info('stopped');
         resolveStop();
       });
