@@ -321,7 +321,12 @@ export function nodeCodeOf(err: unknown): string | undefined {
   let e: unknown = err;
   let found: string | undefined;
   for (let depth = 0; e && typeof e === 'object' && depth < 5; depth++) {
-    const code = (e as { code?: unknown }).code;
+    // A VergeError's code is a registry code, not a Node one: look through it to its cause
+    // (ORIGIN_NO_HEALTHY_SERVER wraps the last server's error).
+    let code = e instanceof VergeError ? undefined : (e as { code?: unknown }).code;
+    // undici 7 leaves an HTTPParserError's code undefined (it looks the llhttp error number up
+    // in a name-to-number table); its class name is the most specific cause there is.
+    if (code === undefined && (e as { name?: unknown }).name === 'HTTPParserError') code = 'HTTPParserError';
     // undici's own wrapper codes (UND_ERR_SOCKET, ...) are less telling than the socket's.
     if (typeof code === 'string' && (found === undefined || found.startsWith('UND_ERR'))) found = code;
     e = (e as { cause?: unknown }).cause;

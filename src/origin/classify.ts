@@ -77,6 +77,9 @@ export function classifyExchangeError(err: unknown, gotHeaders: boolean): ErrorC
   if (code.startsWith('HPE_') || code === 'UND_ERR_INFO' || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
     return 'ORIGIN_INVALID_RESPONSE';
   }
+  // undici 7's HTTPParserError carries no code (see nodeCodeOf), only its name and a message
+  // "Response does not match the HTTP/1.1 protocol (...)".
+  if (code === 'HTTPParserError') return 'ORIGIN_INVALID_RESPONSE';
   // undici reports a parser failure as UND_ERR_SOCKET with an HPE_ cause or "invalid" message
   if (
     err instanceof Error &&

@@ -59,6 +59,16 @@ async function resolveHost(t: ConnectTarget): Promise<{ address: string; ms: num
   if (net.isIP(host)) return { address: host, ms: 0 };
   const t0 = performance.now();
   try {
+    // RFC 6761 section 6.4: names under .invalid never resolve, and resolver libraries should
+    // answer negatively at once. glibc asks the configured DNS server anyway, which can take a
+    // resolver timeout (seconds) when that server is unreachable, so answer here.
+    if (/(^|\.)invalid\.?$/i.test(host)) {
+      throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host} (RFC 6761: .invalid never resolves)`), {
+        code: 'ENOTFOUND',
+        syscall: 'getaddrinfo',
+        hostname: host,
+      });
+    }
     const r = await lookup(host);
     return { address: r.address, ms: performance.now() - t0 };
   } catch (err) {

@@ -185,6 +185,8 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
   const t0 = performance.now();
   const tried = new Set<ServerRef>();
   const retryable = IDEMPOTENT.has(req.method);
+  /** the error of the last server tried, kept as the cause when no server is left */
+  let lastError: VergeError | undefined;
 
   const attempt = (): void => {
     const now = Date.now();
@@ -193,6 +195,7 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
       const last = state.attempts.at(-1);
       cb.onError(
         new VergeError('ORIGIN_NO_HEALTHY_SERVER', {
+          ...(lastError ? { cause: lastError } : {}),
           detail: {
             protocol,
             protocolReason: reason,
@@ -243,6 +246,7 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
         const conn = takeTimings(req.id);
         if (conn) a.conn = conn;
         const verr = toVergeError(err, gotHead, detail);
+        lastError = verr;
         a.code = verr.code;
         a.nodeCode = verr.nodeCode;
         if (!gotHead && verr.beforeSend) {
@@ -259,7 +263,9 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
             attempt();
             return;
           }
-          if (origin.balancer.allDown(Date.now())) {
+          // Every server down, or every server of a multi-server site tried and failed for this
+          // request: "no healthy server" is the truth, each cause is in the attempts list.
+          if (origin.balancer.allDown(Date.now()) || (origin.servers.length > 1 && tried.size === origin.servers.length)) {
             cb.onError(
               new VergeError('ORIGIN_NO_HEALTHY_SERVER', {
                 cause: verr,
