@@ -104,13 +104,19 @@ export function parseConfigText(text: string, file?: string): Config {
   return parseWithLocator(text, file).config;
 }
 
-function parseWithLocator(text: string, file?: string): { config: Config; locate: Locator } {
+/** `baseDir`: where referenced files are, so their problems join the schema's in one report. */
+function parseWithLocator(
+  text: string,
+  file?: string,
+  baseDir?: string,
+): { config: Config; locate: Locator } {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
       doc.errors.map((e) => {
-        const pos = e.linePos?.[0];
+        // linePos is only filled in with prettyErrors; the offset always is.
+        const pos = e.linePos?.[0] ?? lc.linePos(e.pos[0]);
         return {
           path: '',
           message: `YAML: ${e.message.split('\n')[0]}`,
@@ -145,9 +151,46 @@ function parseWithLocator(text: string, file?: string): { config: Config; locate
   try {
     return { config: validateObject(input, locate), locate };
   } catch (e) {
-    if (e instanceof ConfigError) throw new ConfigError(e.issues, file);
+    if (e instanceof ConfigError) {
+      // resolveConfig reads referenced files only once the schema passes; check the raw input's
+      // file paths now, so one run lists every problem instead of revealing them in rounds.
+      const files = baseDir ? unreadableFiles(input, baseDir, locate) : [];
+      throw new ConfigError([...e.issues, ...files], file);
+    }
     throw e;
   }
+}
+
+/** Read a file named in a config (relative to `baseDir`); the message says why it cannot be. */
+function readRef(baseDir: string, p: string): { text: string } | { message: string } {
+  try {
+    return { text: readFileSync(resolve(baseDir, p), 'utf8') };
+  } catch (e) {
+    return {
+      message: `cannot read ${resolve(baseDir, p)}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+    };
+  }
+}
+
+/** Referenced files (tls.cert, tls.key, origin.ca) of a not-yet-valid input that cannot be read. */
+function unreadableFiles(input: unknown, baseDir: string, locate: Locator): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  const sites = (input as { sites?: unknown } | null)?.sites;
+  if (!Array.isArray(sites)) return out;
+  sites.forEach((site: unknown, i) => {
+    const s = site as { tls?: { cert?: unknown; key?: unknown }; origin?: { ca?: unknown } } | null;
+    const refs: [unknown, PropertyKey[]][] = [
+      [s?.tls?.cert, ['sites', i, 'tls', 'cert']],
+      [s?.tls?.key, ['sites', i, 'tls', 'key']],
+      [s?.origin?.ca, ['sites', i, 'origin', 'ca']],
+    ];
+    for (const [p, path] of refs) {
+      if (typeof p !== 'string' || p === '') continue;
+      const r = readRef(baseDir, p);
+      if ('message' in r) out.push({ path: pathString(path), message: r.message, ...locate(path) });
+    }
+  });
+  return out;
 }
 
 /** Read every file a config references and check it (certificate/key pair, CA bundle). */
@@ -156,12 +199,9 @@ export function resolveConfig(cfg: Config, baseDir: string, file?: string, locat
   const issue = (path: PropertyKey[], message: string) =>
     issues.push({ path: pathString(path), message, ...locate?.(path) });
   const read = (p: string, path: PropertyKey[]): string | undefined => {
-    try {
-      return readFileSync(resolve(baseDir, p), 'utf8');
-    } catch (e) {
-      issue(path, `cannot read ${resolve(baseDir, p)}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-      return undefined;
-    }
+    const r = readRef(baseDir, p);
+    if ('message' in r) issue(path, r.message);
+    return 'text' in r ? r.text : undefined;
   };
   const sites = cfg.sites.map((site, i): ResolvedSite => {
     const out: ResolvedSite = { ...site };
@@ -210,6 +250,6 @@ export function loadConfigFile(file: string): ResolvedConfig {
       file,
     );
   }
-  const { config, locate } = parseWithLocator(text, file);
+  const { config, locate } = parseWithLocator(text, file, dirname(resolve(file)));
   return resolveConfig(config, dirname(resolve(file)), file, locate);
 }

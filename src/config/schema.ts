@@ -317,30 +317,39 @@ export const configSchema = z
     log: logSchema,
     sites: z.array(siteSchema).default([]).describe('The sites this edge serves.'),
   })
-  .superRefine((cfg, ctx) => {
-    // Each name may belong to one site only; otherwise routing would be ambiguous.
-    const owner = new Map<string, number>();
-    cfg.sites.forEach((site, i) => {
-      [site.name, ...site.aliases].forEach((name, j) => {
-        const prev = owner.get(name);
-        if (prev !== undefined && prev !== i) {
-          ctx.addIssue({
-            code: 'custom',
-            path: ['sites', i, j === 0 ? 'name' : 'aliases', ...(j === 0 ? [] : [j - 1])],
-            message: `name ${name} is already served by sites[${prev}] (${cfg.sites[prev]?.name})`,
-          });
-        } else owner.set(name, i);
+  .superRefine(
+    (cfg, ctx) => {
+      // Runs even when other keys failed (see `when`), so one run reports every error; the value
+      // may then be partly invalid, hence the checks on shapes the types would otherwise promise.
+      const sites = Array.isArray(cfg.sites) ? cfg.sites : [];
+      // Each name may belong to one site only; otherwise routing would be ambiguous.
+      const owner = new Map<string, number>();
+      sites.forEach((site, i) => {
+        const aliases = Array.isArray(site?.aliases) ? site.aliases : [];
+        [site?.name, ...aliases].forEach((name, j) => {
+          if (typeof name !== 'string') return;
+          const prev = owner.get(name);
+          if (prev !== undefined && prev !== i) {
+            ctx.addIssue({
+              code: 'custom',
+              path: ['sites', i, j === 0 ? 'name' : 'aliases', ...(j === 0 ? [] : [j - 1])],
+              message: `name ${name} is already served by sites[${prev}] (${sites[prev]?.name})`,
+            });
+          } else owner.set(name, i);
+        });
       });
-    });
-    const def = cfg.edge.https.defaultSite;
-    if (def !== undefined && !cfg.sites.some((s) => s.name === def && s.tls)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['edge', 'https', 'defaultSite'],
-        message: `no site named ${def} with a tls certificate`,
-      });
-    }
-  });
+      const def = cfg.edge?.https?.defaultSite;
+      if (typeof def === 'string' && !sites.some((s) => s?.name === def && s.tls)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['edge', 'https', 'defaultSite'],
+          message: `no site named ${def} with a tls certificate`,
+        });
+      }
+    },
+    // an object, however invalid inside (a non-object already has its one error)
+    { when: (payload) => typeof payload.value === 'object' && payload.value !== null },
+  );
 
 export type Config = z.output<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
