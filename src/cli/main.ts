@@ -181,6 +181,7 @@ async function serve(args: string[]): Promise<number> {
     throw e;
   }
 
+  if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
   const accessLog = new AccessLog(config.accessLogFile ?? config.log.access);
   const edge = new Edge(config, { logger: log, accessLog });
   try {
@@ -214,7 +215,17 @@ async function serve(args: string[]): Promise<number> {
     }
     try {
       const next = loadConfigFile(file);
+      const prev = edge.runtime.config.edge;
+      if (
+        JSON.stringify([prev.http.listen, prev.https.listen]) !==
+        JSON.stringify([next.edge.http.listen, next.edge.https.listen])
+      ) {
+        log.warn(
+          'listen addresses changed in the config: a reload keeps the current listeners; restart Verge to apply them',
+        );
+      }
       edge.reload(next);
+      if (!process.env['VERGE_LOG_LEVEL']) log.level = next.log.level;
       log.info({ file, sites: next.sites.length }, 'config reloaded');
     } catch (e) {
       if (e instanceof ConfigError) {

@@ -23,6 +23,9 @@ export class AccessLog {
   constructor(target: string) {
     this.#target = target;
     this.#dest = AccessLog.#open(target);
+    // Lines are batched for speed, but an operator running `verge explain ID` right after an
+    // error must find it: flush at least once a second.
+    setInterval(() => this.flush(), 1000).unref();
   }
 
   static #open(target: string) {
