@@ -17,7 +17,8 @@ test('every registry entry is complete', () => {
   for (const [code, s] of Object.entries(ERRORS)) {
     assert.match(code, /^[A-Z_]+$/);
     assert.ok(s.status >= 400 && s.status < 600, code);
-    for (const field of [s.msg, s.explanation, s.fix]) assert.ok(field.length > 5, `${code} has an empty field`);
+    for (const field of [s.msg, s.explanation, s.fix])
+      assert.ok(field.length > 5, `${code} has an empty field`);
     // Public messages must never carry addresses: they are constants without placeholders.
     assert.doesNotMatch(s.msg, /\d+\.\d+\.\d+\.\d+|:\d{2,5}/, code);
   }
@@ -28,10 +29,17 @@ test('docs/config.md matches the schema (run `npm run docs` after changing it)',
   const keys = configKeys();
   assert.ok(keys.length > 40, 'the walk reached the nested keys');
   for (const k of keys) assert.ok(k.description, `${k.path} has no description`);
-  assert.ok(keys.some((k) => k.path === 'sites[].origin.timeouts.connect' && k.type === 'duration' && k.default === '"5s"'));
+  assert.ok(
+    keys.some(
+      (k) => k.path === 'sites[].origin.timeouts.connect' && k.type === 'duration' && k.default === '"5s"',
+    ),
+  );
 });
 
 test('docs/lifecycle.md lists the phases of src/edge/lifecycle.ts in order', () => {
   const listed = [...doc('lifecycle.md').matchAll(/^\d+\. \*\*([a-z.]+)\*\*/gm)].map((m) => m[1]);
-  assert.deepEqual(listed, PHASES.map((p) => p.name));
+  assert.deepEqual(
+    listed,
+    PHASES.map((p) => p.name),
+  );
 });

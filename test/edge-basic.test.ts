@@ -88,3 +88,79 @@ test('wildcard alias routes; unknown host gets SITE_NOT_FOUND', async () => {
   assert.equal(body.code, 'SITE_NOT_FOUND');
   assert.equal(body.id, res.headers['x-request-id']);
 });
+
+test('Expect: 100-continue uploads pass; the edge answers the 100 itself', async () => {
+  const body = Buffer.alloc(64 * 1024, 7);
+  const res = await new Promise<{ status: number; text: string; continued: boolean }>((resolve, reject) => {
+    let continued = false;
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port: edge.httpPort,
+        method: 'PUT',
+        path: '/upload',
+        headers: { host: 'www.example.com', expect: '100-continue', 'content-length': body.length },
+      },
+      (r) => {
+        let text = '';
+        r.on('data', (c) => {
+          text += c;
+        });
+        r.on('end', () => resolve({ status: r.statusCode ?? 0, text, continued }));
+      },
+    );
+    req.on('continue', () => {
+      continued = true;
+      req.end(body);
+    });
+    req.on('error', reject);
+  });
+  assert.equal(res.continued, true);
+  assert.equal(res.status, 200);
+  assert.equal(res.text, 'hello PUT /upload');
+  assert.equal(seen.at(-1)!.expect, undefined, 'Expect is not forwarded');
+});
+
+test('a fragment in the target is not forwarded', async () => {
+  const res = await request(`http://127.0.0.1:${edge.httpPort}/page?x=1#frag`, {
+    headers: { host: 'www.example.com' },
+  });
+  assert.equal(res.status, 200);
+  assert.equal(res.body.toString(), 'hello GET /page?x=1');
+});
+
+test('a chunked body over edge.limits.maxBodySize gets 413 and the origin never gets it whole', async () => {
+  const small = await startEdge(
+    [{ name: 'www.example.com', origin: { servers: [{ host: '127.0.0.1', port: originPort }] } }],
+    { limits: { maxBodySize: '64KiB' } },
+  );
+  try {
+    const before = seen.length;
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request(
+        {
+          host: '127.0.0.1',
+          port: small.httpPort,
+          method: 'POST',
+          path: '/big',
+          headers: { host: 'www.example.com' },
+        },
+        (r) => {
+          r.resume();
+          resolve(r.statusCode ?? 0);
+        },
+      );
+      req.on('error', reject);
+      // no Content-Length: Node sends it chunked
+      for (let i = 0; i < 8; i++) req.write(Buffer.alloc(16 * 1024, 1));
+      req.end();
+    });
+    assert.equal(status, 413);
+    const rec = small.records.find((r) => r['path'] === '/big');
+    assert.equal((rec?.['error'] as { code?: string } | undefined)?.code, 'CLIENT_BODY_TOO_LARGE');
+    // The origin may have seen the request start (the body streams), but never a complete one.
+    assert.ok(seen.length - before <= 1);
+  } finally {
+    await small.close();
+  }
+});

@@ -34,7 +34,10 @@ function typeOf(s: JsonSchema): string {
   if (s['x-unit']) return s['x-unit'];
   if (t[0] === 'array') return `list of ${s.items ? typeOf(s.items) : 'any'}`;
   if (t[0] === 'integer') {
-    const range = s.minimum !== undefined || (s.maximum !== undefined && s.maximum < 2 ** 52) ? ` (${s.minimum ?? ''}..${s.maximum !== undefined && s.maximum < 2 ** 52 ? s.maximum : ''})` : '';
+    const range =
+      s.minimum !== undefined || (s.maximum !== undefined && s.maximum < 2 ** 52)
+        ? ` (${s.minimum ?? ''}..${s.maximum !== undefined && s.maximum < 2 ** 52 ? s.maximum : ''})`
+        : '';
     return `integer${range}`;
   }
   return t[0] ?? 'any';
@@ -49,9 +52,17 @@ export function configKeys(): ConfigKeyDoc[] {
       const isObject = s.type === 'object' || (s.type === 'array' && s.items?.type === 'object');
       out.push({
         path,
-        type: s.type === 'object' ? 'object' : s.type === 'array' && s.items?.type === 'object' ? 'list of objects' : typeOf(s),
+        type:
+          s.type === 'object'
+            ? 'object'
+            : s.type === 'array' && s.items?.type === 'object'
+              ? 'list of objects'
+              : typeOf(s),
         required,
-        default: s.default === undefined || (isObject && JSON.stringify(s.default) === '{}') ? '' : JSON.stringify(s.default),
+        default:
+          s.default === undefined || (isObject && JSON.stringify(s.default) === '{}')
+            ? ''
+            : JSON.stringify(s.default),
         description: (s.description ?? '').replace(/\|/g, '\\|'),
       });
     }
@@ -67,7 +78,8 @@ export function configKeys(): ConfigKeyDoc[] {
 
 export function renderConfigDoc(): string {
   const rows = configKeys().map(
-    (k) => `| \`${k.path}\` | ${k.type} | ${k.required ? 'required' : k.default ? `\`${k.default}\`` : ''} | ${k.description} |`,
+    (k) =>
+      `| \`${k.path}\` | ${k.type} | ${k.required ? 'required' : k.default ? `\`${k.default}\`` : ''} | ${k.description} |`,
   );
   return `# Config reference
 

@@ -6,7 +6,8 @@ import { ERRORS } from './errors.js';
 
 export function renderErrorsDoc(): string {
   const summary = Object.entries(ERRORS).map(
-    ([code, s]) => `| [\`${code}\`](#${code.toLowerCase()}) | ${s.status} | \`${s.stage}\` | ${s.source} | ${s.retryable ? 'yes' : 'no'} | ${s.msg} |`,
+    ([code, s]) =>
+      `| [\`${code}\`](#${code.toLowerCase()}) | ${s.status} | \`${s.stage}\` | ${s.source} | ${s.retryable ? 'yes' : 'no'} | ${s.msg} |`,
   );
   const sections = Object.entries(ERRORS).map(
     ([code, s]) => `### ${code}

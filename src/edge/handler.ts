@@ -5,11 +5,13 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { type Http2ServerResponse, constants as h2constants } from 'node:http2';
+import { type Readable, Transform } from 'node:stream';
 import { ERRORS, type ErrorCode, type VergeError } from '../core/errors.js';
 import type { AccessLog } from '../core/log.js';
 import { type Attempt, type PullProtocol, type PullState, pull } from '../origin/pull.js';
 import { sendError } from './error-page.js';
 import { RequestContext, type VisitorRequest, type VisitorResponse } from './lifecycle.js';
+import { clientIp } from './peer.js';
 import type { Runtime } from './runtime.js';
 
 // Request ids: a random per-process prefix plus a counter; unique across restarts and cheap.
@@ -36,6 +38,9 @@ const HOP_BY_HOP = new Set([
   'proxy-authenticate',
 ]);
 const SET_BY_EDGE_REQ = new Set([
+  // Expect: 100-continue was answered by the edge itself (Node sends the 100); it is between the
+  // visitor and the edge (RFC 9110 section 10.1.1), and undici refuses to forward it.
+  'expect',
   'host',
   'x-request-id',
   'x-forwarded-proto',
@@ -80,6 +85,9 @@ function hostOf(ctx: RequestContext): string | undefined {
   return h.endsWith('.') ? h.slice(0, -1) : h;
 }
 
+/** Host field value: IP-literal or reg-name / IPv4 (RFC 3986 section 3.2.2), optional port; may be empty. */
+const VALID_HOST = /^(?:\[[0-9a-f:.]+\]|[a-z0-9\-._~!$&'()*+,;=%]*)(?::\d*)?$/i;
+
 /**
  * Framing and target checks Node's parser leaves to us (RFC 9112 sections 3.2 and 6.3).
  * Returns the origin-form path, or an error reason.
@@ -97,8 +105,28 @@ function checkRequest(ctx: RequestContext, host: string | undefined): { path: st
     }
     if (hosts > 1) return { reason: 'duplicate Host header' };
     if (hosts === 0 && ctx.httpVersion === '1.1') return { reason: 'missing Host header' };
+    // llhttp takes "GET /" without a version as HTTP/0.9; RFC 9112 section 3 requires a version.
+    if (ctx.httpVersion !== '1.1' && ctx.httpVersion !== '1.0')
+      return { reason: `unsupported HTTP version ${ctx.httpVersion}` };
+    // A Host with an invalid value is a 400 too (RFC 9112 section 3.2): uri-host [":" port]
+    // (RFC 3986 section 3.2.2). Node accepts anything and routing would ignore a bad port.
+    const hv = req.headers.host;
+    if (hv !== undefined && !VALID_HOST.test(hv)) return { reason: 'invalid Host header' };
+    const te = req.headers['transfer-encoding'];
+    if (te !== undefined) {
+      // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 request means faulty framing.
+      if (ctx.httpVersion === '1.0') return { reason: 'Transfer-Encoding in an HTTP/1.0 request' };
+      // Node accepts codings before "chunked" ("gzip, chunked") but only decodes chunked; the
+      // origin would get a still-encoded body. Node itself refuses "gzip" alone with 400, so do
+      // the same here rather than 501 (RFC 9112 section 6.1 allows refusing unknown codings).
+      if (te.trim().toLowerCase() !== 'chunked') return { reason: `unsupported Transfer-Encoding ${te}` };
+    }
   }
-  if (url.charCodeAt(0) === 47 /* / */) return { path: url };
+  if (url.charCodeAt(0) === 47 /* / */) {
+    // A fragment is not part of a request-target (RFC 9112 section 3.2); never forward one.
+    const hash = url.indexOf('#');
+    return { path: hash < 0 ? url : url.slice(0, hash) };
+  }
   // absolute-form (RFC 9112 section 3.2.2): the target's authority replaces Host and must agree with it
   const m = /^https?:\/\/([^/?#]*)([^#]*)/i.exec(url);
   if (m) {
@@ -142,6 +170,7 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
     fail(ctx, deps, 'CLIENT_BODY_TOO_LARGE', { contentLength: Number(cl) }, true);
     return;
   }
+  if (ctx.httpVersion === '2.0') armH2RequestTimeout(ctx, deps, rt.config.edge.limits.requestTimeout);
 
   // route
   ctx.phase = 'route';
@@ -187,7 +216,7 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
       path: checked.path,
       id: ctx.id,
       headers,
-      body: hasBody ? req : null,
+      body: hasBody ? (cl === undefined ? limitBody(ctx, rt.config.edge.limits.maxBodySize) : req) : null,
       visitorScheme: ctx.scheme,
     },
     {
@@ -222,6 +251,10 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
           abortResponse(res);
           return;
         }
+        if (ctx.bodyTooLarge) {
+          fail(ctx, deps, 'CLIENT_BODY_TOO_LARGE', { limit: rt.config.edge.limits.maxBodySize }, true);
+          return;
+        }
         fail(ctx, deps, err.code, { ...err.detail, nodeCode: err.nodeCode, cause: causeMessage(err) });
       },
     },
@@ -231,9 +264,59 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
   ctx.protocolReason = state.protocolReason;
 }
 
+/**
+ * A body without Content-Length (chunked, or HTTP/2 without the field) is counted as it streams
+ * to the origin, and cut when it passes edge.limits.maxBodySize: the declared-length check in
+ * the accept phase cannot see it.
+ */
+function limitBody(ctx: RequestContext, max: number): Readable {
+  let seen = 0;
+  const t = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      seen += chunk.length;
+      if (seen > max) {
+        ctx.bodyTooLarge = true;
+        cb(new Error(`request body exceeds edge.limits.maxBodySize (${max} bytes)`));
+        return;
+      }
+      cb(null, chunk);
+    },
+  });
+  ctx.req.on('error', (e) => t.destroy(e));
+  return ctx.req.pipe(t);
+}
+
 function causeMessage(err: VergeError): string | undefined {
   const c = err.cause;
   return c instanceof Error ? c.message : c === undefined ? undefined : String(c);
+}
+
+/**
+ * HTTP/1.1 connections get the http module's request deadline (edge.limits.requestTimeout); an
+ * HTTP/2 stream gets none, and a body trickled on one stream keeps the session from ever being
+ * idle (slow POST). Bound the time to receive the request body here: 408 when no response has
+ * begun, otherwise the stream is cut.
+ */
+function armH2RequestTimeout(ctx: RequestContext, deps: HandlerDeps, ms: number): void {
+  const { req, res } = ctx;
+  if (ms <= 0 || (req as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders) return;
+  const timer = setTimeout(() => {
+    const detail = { reason: 'request body not received within edge.limits.requestTimeout' };
+    if (!res.headersSent) {
+      fail(ctx, deps, 'CLIENT_TIMEOUT', detail, true);
+      // The stream stays open while the client keeps sending; after a complete response,
+      // RST_STREAM(NO_ERROR) asks it to stop (RFC 9113 section 8.1), and the close aborts the pull.
+      // With NO_ERROR on an ending stream, Node sends the reset only after the response is out.
+      (res as Http2ServerResponse).stream.close(h2constants.NGHTTP2_NO_ERROR);
+      return;
+    }
+    ctx.errorCode = 'CLIENT_TIMEOUT';
+    ctx.errorDetail = detail;
+    ctx.aborted = true;
+    abortResponse(res);
+  }, ms);
+  req.once('end', () => clearTimeout(timer));
+  res.once('close', () => clearTimeout(timer));
 }
 
 function abortResponse(res: VisitorResponse): void {
@@ -264,7 +347,7 @@ function forwardHeaders(ctx: RequestContext, hostHeader: string): string[] {
     }
     out.push(lower, raw[i + 1]!);
   }
-  const ip = req.socket?.remoteAddress ?? '';
+  const ip = clientIp(req);
   out.push(
     'x-forwarded-for',
     xff ? `${xff}, ${ip}` : ip,
@@ -300,6 +383,9 @@ function fail(
   detail: Record<string, unknown>,
   closeConnection = false,
 ): void {
+  // Already answered with an error (e.g. a 408 whose stream reset then failed the pull): the
+  // first error is what the visitor saw and what the log line must say.
+  if (ctx.errorCode && ctx.res.headersSent) return;
   ctx.errorCode = code;
   ctx.errorDetail = detail;
   ctx.status = ERRORS[code].status;
@@ -325,12 +411,13 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
     id: ctx.id,
     site: ctx.site?.name ?? null,
     host: ctx.host,
-    client: req.socket?.remoteAddress,
+    client: clientIp(req),
     scheme: ctx.scheme,
     http: ctx.httpVersion,
     method: req.method,
     path: req.url,
-    status: ctx.status || res.statusCode,
+    // 499 (as nginx logs it) when the visitor left before any status was chosen
+    status: ctx.status || (ctx.aborted ? 499 : res.statusCode),
     bytes: ctx.bytes,
     ms: {
       connect: conn ? round(conn.dnsMs + conn.connectMs) : 0,
@@ -343,10 +430,11 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
     rec.origin = {
       server: last.server,
       port: last.port,
-      address: conn?.address,
+      ...(conn ? { address: conn.address } : {}),
       protocol: ctx.protocol,
       reason: ctx.protocolReason,
-      reused: !conn,
+      // whether a kept-alive connection carried the request; unknown when none was made
+      ...(ctx.firstByteMs !== undefined ? { reused: !conn } : {}),
       ...(conn?.tlsVersion ? { tls: conn.tlsVersion } : {}),
     };
     if (ctx.attempts.length > 1)

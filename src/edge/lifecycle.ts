@@ -67,6 +67,8 @@ export class RequestContext {
   /** the response was cut short (origin failed mid-body or the visitor left) */
   aborted = false;
   done = false;
+  /** the visitor's body passed edge.limits.maxBodySize while streaming */
+  bodyTooLarge = false;
 
   constructor(id: string, req: VisitorRequest, res: VisitorResponse, scheme: PullProtocol) {
     this.id = id;

@@ -45,8 +45,11 @@ export class Runtime {
   readonly #exact = new Map<string, CompiledSite>();
   readonly #wildcard = new Map<string, CompiledSite>();
   readonly defaultSite: CompiledSite | undefined;
-  /** https port visitors are redirected to (undefined: 443, omitted from URLs) */
-  readonly httpsPort: number | undefined;
+  /**
+   * https port visitors are redirected to (undefined: 443, omitted from URLs). From the config;
+   * the Edge replaces it with the port actually bound (the config may say 0: any free port).
+   */
+  httpsPort: number | undefined;
   readonly poolKeys: Set<string>;
 
   constructor(config: ResolvedConfig, pools: PoolRegistry, health: HealthTable) {

@@ -16,6 +16,7 @@ import { PoolRegistry } from '../origin/pools.js';
 import { peekClientHello, UNRECOGNIZED_NAME_ALERT } from '../tls/client-hello.js';
 import { errorJson } from './error-page.js';
 import { createHandler, nextRequestId } from './handler.js';
+import { peerAddress } from './peer.js';
 import { Runtime } from './runtime.js';
 
 export interface EdgeOptions {
@@ -55,6 +56,8 @@ export class Edge {
   /** every visitor connection, with its count of requests in flight (for draining) */
   readonly #conns = new Map<net.Socket, ConnState>();
   readonly #h2Sessions = new Set<http2.ServerHttp2Session>();
+  /** connections already answered with an error by #onClientError */
+  readonly #clientErrored = new WeakSet<net.Socket>();
   #draining = false;
 
   constructor(config: ResolvedConfig, opts: EdgeOptions) {
@@ -70,6 +73,7 @@ export class Edge {
   /** Build a runtime from `config` aside and swap it in; throws (keeping the old one) on failure. */
   reload(config: ResolvedConfig): void {
     const next = new Runtime(config, this.#pools, this.#health);
+    this.#useBoundHttpsPort(next);
     this.#runtime = next;
     this.#pools.retainOnly(next.poolKeys);
     this.#applyLimits();
@@ -125,7 +129,11 @@ export class Edge {
       // HTTP/1.1 connections on the HTTP/2 server use the http module's machinery.
       this.#setupH1(s as unknown as http.Server);
       // This server never listens (connections are handed to it), but the http module only
-      // starts its header/request-timeout checks on 'listening'.
+      // starts its header/request-timeout checks on 'listening'. Node sets the check interval to
+      // 30 s for HTTP/1.1 on an HTTP/2 server (and ignores the option); at that period a 1 s or
+      // 20 s headerTimeout would only be enforced at the next 30 s tick, so check every second
+      // as the plain HTTP server does.
+      (s as unknown as { connectionsCheckingInterval: number }).connectionsCheckingInterval = 1000;
       s.emit('listening');
       this.#tlsServer = s;
       for (const addr of cfg.edge.https.listen) {
@@ -134,7 +142,14 @@ export class Edge {
         await listen(l, parseListen(addr));
       }
     }
+    this.#useBoundHttpsPort(this.#runtime);
     this.#applyLimits();
+  }
+
+  /** Redirects name the HTTPS port actually bound, which differs from the config's port 0. */
+  #useBoundHttpsPort(rt: Runtime): void {
+    const a = this.#tlsListeners[0]?.address();
+    if (a && typeof a === 'object') rt.httpsPort = a.port === 443 ? undefined : a.port;
   }
 
   /** Apply the visitor-side limits of the current config to every server. */
@@ -195,10 +210,37 @@ export class Edge {
   }
 
   #onClientError(err: NodeJS.ErrnoException, socket: net.Socket): void {
+    // llhttp stays in its error state and reports the error again for every later chunk the
+    // client sends; answer once (the socket is ended, and the idle timeout bounds the rest).
+    // Destroying here instead could drop the error reply still in the send buffer.
+    if (this.#clientErrored.has(socket)) return;
     if (err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
       return;
     }
+    // A response may still be in flight on this connection. If its request was complete, the
+    // error is about a later, pipelined one: answer after that response, because responses go
+    // in request order (RFC 9112 section 9.3.2) and a 400 written now would be read as the reply
+    // to the earlier request (which did reach the origin). If the in-flight request is the broken
+    // one (bad chunk, body too slow) and its response has begun, a reply can no longer be framed.
+    const inflight = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (inflight) {
+      if (inflight.req?.complete) {
+        inflight.once('close', () => {
+          if (inflight.writableFinished) setImmediate(() => this.#onClientError(err, socket));
+          else socket.destroy();
+        });
+        return;
+      }
+      if (inflight.headersSent) {
+        // Already answered in full (the handler's own 400 can precede llhttp's late framing
+        // errors): let that reply drain. Otherwise the body is mid-flight: cut the connection.
+        if (inflight.writableEnded) socket.end();
+        else socket.destroy();
+        return;
+      }
+    }
+    this.#clientErrored.add(socket);
     let code: ErrorCode = 'CLIENT_BAD_REQUEST';
     if (err.code === 'HPE_HEADER_OVERFLOW') code = 'CLIENT_HEADERS_TOO_LARGE';
     else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'HPE_HEADERS_TIMEOUT')
@@ -240,6 +282,22 @@ export class Edge {
         socket.end(
           `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${id}\r\nconnection: close\r\n\r\n${body}`,
         );
+        // every id a visitor is shown has its access-log line
+        this.#accessLog.write({
+          time: new Date().toISOString(),
+          id,
+          site: null,
+          client: socket.remoteAddress,
+          scheme: 'https',
+          status: 400,
+          bytes: body.length,
+          error: {
+            code: 'CLIENT_BAD_REQUEST',
+            stage: 'accept',
+            source: 'client',
+            reason: 'plain HTTP request sent to the HTTPS port',
+          },
+        });
         return;
       }
       const site = peek.kind === 'tls' ? this.#runtime.tlsSite(peek.sni) : undefined;
@@ -278,6 +336,7 @@ export class Edge {
       rejectUnauthorized: false,
     });
     t.setTimeout(this.#runtime.config.edge.limits.headerTimeout, () => t.destroy());
+    if (raw.remoteAddress) peerAddress.set(t, raw.remoteAddress);
     const internals = t as unknown as {
       _handle: { receive(b: Buffer): void };
       _releaseControl(): boolean;

@@ -265,7 +265,10 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
           }
           // Every server down, or every server of a multi-server site tried and failed for this
           // request: "no healthy server" is the truth, each cause is in the attempts list.
-          if (origin.balancer.allDown(Date.now()) || (origin.servers.length > 1 && tried.size === origin.servers.length)) {
+          if (
+            origin.balancer.allDown(Date.now()) ||
+            (origin.servers.length > 1 && tried.size === origin.servers.length)
+          ) {
             cb.onError(
               new VergeError('ORIGIN_NO_HEALTHY_SERVER', {
                 cause: verr,

@@ -116,7 +116,8 @@ export function parseResponses(data: Buffer): ParsedResponse[] {
       headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
     }
     const start = end + 4;
-    const len = headers['content-length'] === undefined ? rest.length - start : Number(headers['content-length']);
+    const len =
+      headers['content-length'] === undefined ? rest.length - start : Number(headers['content-length']);
     out.push({ status: Number(m[1]), headers, body: rest.subarray(start, start + len) });
     rest = rest.subarray(start + len);
   }
@@ -127,7 +128,98 @@ export function parseResponses(data: Buffer): ParsedResponse[] {
 export function onlyResponse(data: Buffer): ParsedResponse {
   const all = parseResponses(data);
   if (all.length !== 1) {
-    throw new Error(`expected exactly one response, got ${all.length}: ${JSON.stringify(data.toString('latin1'))}`);
+    throw new Error(
+      `expected exactly one response, got ${all.length}: ${JSON.stringify(data.toString('latin1'))}`,
+    );
   }
   return all[0]!;
+}
+
+export interface RawConnection {
+  socket: net.Socket;
+  /** bytes received so far */
+  received(): Buffer;
+  /** resolves when `pred(received)` holds; rejects after `timeoutMs` or when the server closes first */
+  until(pred: (data: Buffer) => boolean, timeoutMs?: number): Promise<Buffer>;
+  /** resolves (with ms since connect) when the server closes the connection */
+  closed: Promise<number>;
+  /** whether the server has closed the connection */
+  isClosed(): boolean;
+}
+
+/**
+ * A connection kept open by the test (keep-alive, connection caps). Resolves once connected (TCP)
+ * or once the TLS handshake completes; rejects if that fails.
+ */
+export function openRaw(port: number, opts: { tls?: tls.ConnectionOptions } = {}): Promise<RawConnection> {
+  return new Promise((resolve, reject) => {
+    const socket: net.Socket = opts.tls
+      ? tls.connect({ ...opts.tls, host: '127.0.0.1', port })
+      : net.connect({ host: '127.0.0.1', port });
+    const chunks: Buffer[] = [];
+    let closed = false;
+    let start = 0;
+    const waiters = new Set<() => void>();
+    const closedP = new Promise<number>((r) => {
+      const done = () => {
+        if (closed) return;
+        closed = true;
+        r(performance.now() - start);
+        for (const w of waiters) w();
+      };
+      socket.on('end', done);
+      socket.on('close', done);
+    });
+    socket.on('data', (c: Buffer) => {
+      chunks.push(c);
+      for (const w of waiters) w();
+    });
+    socket.on('error', (e) => {
+      if (!start) reject(e);
+    });
+    socket.once(opts.tls ? 'secureConnect' : 'connect', () => {
+      start = performance.now();
+      resolve({
+        socket,
+        received: () => Buffer.concat(chunks),
+        closed: closedP,
+        isClosed: () => closed,
+        until(pred, timeoutMs = 5000) {
+          return new Promise((res, rej) => {
+            const check = () => {
+              const data = Buffer.concat(chunks);
+              if (pred(data)) {
+                cleanup();
+                res(data);
+              } else if (closed) {
+                cleanup();
+                rej(new Error(`connection closed; received ${JSON.stringify(data.toString('latin1'))}`));
+              }
+            };
+            const timer = setTimeout(() => {
+              cleanup();
+              rej(
+                new Error(`timed out; received ${JSON.stringify(Buffer.concat(chunks).toString('latin1'))}`),
+              );
+            }, timeoutMs);
+            const cleanup = () => {
+              clearTimeout(timer);
+              waiters.delete(check);
+            };
+            waiters.add(check);
+            check();
+          });
+        },
+      });
+    });
+  });
+}
+
+/** `p`, or a rejection naming `what` after `ms` (the timer is cleared either way). */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
 }
