@@ -61,6 +61,11 @@ export class AccessLog {
     this.#dest?.reopen();
   }
 
+  /** Whether a record would go anywhere (a destination or a listener). */
+  get active(): boolean {
+    return this.#dest !== undefined || this.#listeners.size > 0;
+  }
+
   write(rec: AccessRecord): void {
     if (this.#dest) this.#dest.write(`${JSON.stringify(rec)}\n`);
     if (this.#listeners.size > 0) for (const l of this.#listeners) l(rec);

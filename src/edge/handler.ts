@@ -402,6 +402,8 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
     if (!ctx.errorCode) ctx.errorCode = 'CLIENT_ABORTED';
   }
   ctx.phase = 'log';
+  // Nobody reads the log (log.access: off, no listener): skip building the record.
+  if (!deps.accessLog.active) return;
   const total = performance.now() - ctx.start;
   const req = ctx.req;
   const last = ctx.attempts.at(-1);
