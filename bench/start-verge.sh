@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # Starts Verge for ../shared/bench/run.sh (EXTRA_START): one site in front of the benchmark's
-# origin on 127.0.0.1:$ORIGIN_PORT, HTTP on $VERGE_HTTP (default 18100) and HTTPS on $VERGE_HTTPS
-# (default 18101) with the benchmark's certificate ($TLS_CERT/$TLS_KEY, for 127.0.0.1).
-# Runs in the foreground, as run.sh requires.
+# origin on 127.0.0.1:$ORIGIN_PORT, with the benchmark's certificate ($TLS_CERT/$TLS_KEY, for
+# 127.0.0.1). Runs in the foreground, as run.sh requires; run.sh stops the descendants too.
+#   VERGE_HTTP / VERGE_HTTPS (18100 / 18101)   caching edge, one process
+#   VERGE_PASS_HTTP / VERGE_PASS_HTTPS         optional: caching off (pure pass-through, to
+#                                              compare with nginx proxy_pass)
+#   VERGE_W2_HTTP / VERGE_W2_HTTPS             optional: caching edge with edge.workers: 2
+#   MIN_PROXY_PORT                             optional: bench/min-proxy.ts, the bare
+#                                              node:http + undici floor of any Node.js proxy
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 dir="$(mktemp -d -t verge-bench.XXXXXX)"
-cat > "$dir/verge.yaml" <<YAML
+config() {  # http-port https-port cache-enabled workers
+  local https="[]"
+  [[ "$2" != 0 ]] && https="[\"127.0.0.1:$2\"], defaultSite: \"127.0.0.1\""
+  cat <<YAML
 edge:
-  http: { listen: ["127.0.0.1:${VERGE_HTTP:-18100}"] }
-  https: { listen: ["127.0.0.1:${VERGE_HTTPS:-18101}"], defaultSite: "127.0.0.1" }
+  workers: $4
+  http: { listen: ["127.0.0.1:$1"] }
+  https: { listen: $https }
 log: { access: "${VERGE_ACCESS_LOG:-off}" }
 sites:
   - name: "127.0.0.1"
@@ -17,5 +26,20 @@ sites:
     tls: { cert: "${TLS_CERT}", key: "${TLS_KEY}" }
     origin:
       servers: [{ host: 127.0.0.1, port: ${ORIGIN_PORT} }]
+    cache: { enabled: $3 }
 YAML
-exec node "$here/../dist/src/cli/main.js" serve --config "$dir/verge.yaml"
+}
+cli="$here/../dist/src/cli/main.js"
+if [[ -n "${VERGE_PASS_HTTP:-}" ]]; then
+  config "$VERGE_PASS_HTTP" "${VERGE_PASS_HTTPS:-0}" false 1 > "$dir/pass.yaml"
+  node "$cli" serve --config "$dir/pass.yaml" &
+fi
+if [[ -n "${VERGE_W2_HTTP:-}" ]]; then
+  config "$VERGE_W2_HTTP" "${VERGE_W2_HTTPS:-0}" true 2 > "$dir/w2.yaml"
+  node "$cli" serve --config "$dir/w2.yaml" &
+fi
+if [[ -n "${MIN_PROXY_PORT:-}" ]]; then
+  node "$here/../dist/bench/min-proxy.js" &
+fi
+config "${VERGE_HTTP:-18100}" "${VERGE_HTTPS:-18101}" true 1 > "$dir/verge.yaml"
+exec node "$cli" serve --config "$dir/verge.yaml"

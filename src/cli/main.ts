@@ -3,6 +3,8 @@
  * The composition root: parses the command line and wires config, edge and logs together.
  * Nothing imports this file.
  */
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
@@ -143,6 +145,72 @@ async function demoConfig(
   return { config: resolveConfig(cfg, dir), caFile: certs.caFile, originPort: origin.port };
 }
 
+/**
+ * Primary of a multi-process edge (edge.workers > 1): forks the workers, which share the
+ * listening sockets (the kernel spreads connections, SCHED_NONE), restarts a worker that dies,
+ * and relays SIGHUP (after validating the file once here, so errors are logged once) and
+ * SIGTERM/SIGINT.
+ */
+async function supervise(
+  file: string,
+  workers: number,
+  config: ResolvedConfig,
+  log: Logger,
+): Promise<number> {
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  let stopping = false;
+  const fork = (n: number) => cluster.fork({ VERGE_WORKER: String(n) });
+  const slots = new Map<number, number>();
+  for (let i = 1; i <= workers; i++) slots.set(fork(i).id, i);
+  let listening = 0;
+  cluster.on('listening', () => {
+    listening++;
+  });
+  cluster.on('exit', (w, code, signal) => {
+    const slot = slots.get(w.id);
+    slots.delete(w.id);
+    if (stopping || slot === undefined) return;
+    log.error({ worker: slot, code, signal }, 'worker exited; starting a new one');
+    slots.set(fork(slot).id, slot);
+  });
+  log.info(
+    { workers, pid: process.pid, http: config.edge.http.listen, https: config.edge.https.listen },
+    'edge primary started',
+  );
+  void listening;
+  process.on('SIGHUP', () => {
+    try {
+      loadConfigFile(file);
+    } catch (e) {
+      if (e instanceof ConfigError) {
+        log.error(
+          { file, errors: e.issues },
+          `config reload rejected, the running config keeps serving:\n${formatIssues(e.issues, file)}`,
+        );
+        return;
+      }
+      throw e;
+    }
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+  });
+  await new Promise<void>((done) => {
+    const stop = (sig: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal: sig }, 'stopping workers');
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    const check = () => {
+      if (stopping && Object.keys(cluster.workers ?? {}).length === 0) done();
+    };
+    cluster.on('exit', check);
+  });
+  log.info('stopped');
+  return 0;
+}
+
 async function serve(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -182,6 +250,17 @@ async function serve(args: string[]): Promise<number> {
   }
 
   if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
+  const workers = config.edge.workers === 'auto' ? availableParallelism() : config.edge.workers;
+  if (file && workers > 1 && cluster.isPrimary) return supervise(file, workers, config, log);
+  if (cluster.isWorker && config.edge.cache.disk) {
+    // The disk tier belongs to one process (its index and purge log are not shared): each worker
+    // gets its own directory and an equal share of the size.
+    const id = Number(process.env['VERGE_WORKER'] ?? cluster.worker?.id ?? 1);
+    config.edge.cache.disk = {
+      path: resolve(config.baseDir, config.edge.cache.disk.path, `worker-${id}`),
+      size: Math.floor(config.edge.cache.disk.size / workers),
+    };
+  }
   const accessLog = new AccessLog(config.accessLogFile ?? config.log.access);
   const edge = new Edge(config, { logger: log, accessLog });
   try {

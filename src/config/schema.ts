@@ -179,6 +179,75 @@ export const originSchema = z
   })
   .describe('Where and how Verge pulls content.');
 
+export const siteCacheSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true).describe('Cache responses of this site (GET and HEAD).'),
+    honourOrigin: z
+      .boolean()
+      .default(true)
+      .describe(
+        "Use the origin's caching headers (CDN-Cache-Control, Cache-Control, Expires, heuristics). Off: only the rules and defaultTtl decide.",
+      ),
+    defaultTtl: duration(
+      '0s',
+      'Freshness for responses with no freshness information of their own (0: only heuristics apply, RFC 9111 section 4.2.2).',
+    ),
+    rules: z
+      .array(
+        z.strictObject({
+          prefix: z
+            .string()
+            .startsWith('/')
+            .optional()
+            .describe('Path prefix the rule applies to, e.g. "/static/".'),
+          extensions: z
+            .array(z.string().min(1))
+            .optional()
+            .describe('File extensions the rule applies to, e.g. [css, js].'),
+          ttl: duration('0s', 'Freshness for matching responses; 0 means never store them.'),
+          honourOrigin: z
+            .boolean()
+            .optional()
+            .describe(
+              "Let the origin's own freshness win over ttl for matching responses. Default: cache.honourOrigin.",
+            ),
+        }),
+      )
+      .default([])
+      .describe('TTL overrides by path prefix or extension; the first match wins.'),
+    query: z
+      .union([z.enum(['all', 'ignore']), z.strictObject({ keep: z.array(z.string()) })])
+      .default('all')
+      .describe('Query string in the cache key: "all" (sorted), "ignore", or { keep: [names] }.'),
+    visitorNoCache: z
+      .boolean()
+      .default(false)
+      .describe(
+        "Whether a visitor's Cache-Control: no-cache forces a refetch. Off by default, as CDNs do: one visitor's reload must not reach the origin.",
+      ),
+    setCookie: z
+      .enum(['pass', 'strip', 'store'])
+      .default('pass')
+      .describe(
+        'Responses with Set-Cookie: "pass" (never stored), "strip" (stored without the cookie), "store" (stored with it: the cookie goes to every visitor).',
+      ),
+    targetedField: z
+      .string()
+      .optional()
+      .describe(
+        'A CDN-specific targeted cache-control field (RFC 9213) that takes precedence over CDN-Cache-Control, e.g. Verge-Cache-Control.',
+      ),
+    maxObjectSize: size('1GiB', 'Largest response stored.'),
+    serveStale: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Serve a stale copy when the origin fails or answers 5xx (offline mode), unless the response forbids it (must-revalidate, no-cache).',
+      ),
+  })
+  .prefault({})
+  .describe('Caching rules.');
+
 export const siteSchema = z
   .strictObject({
     name: siteName.describe(
@@ -225,6 +294,7 @@ export const siteSchema = z
       .prefault({})
       .describe('HTTPS settings for visitors.'),
     origin: originSchema,
+    cache: siteCacheSchema,
   })
   .describe('One site.');
 
@@ -293,6 +363,28 @@ export const edgeSchema = z
       })
       .prefault({})
       .describe('Visitor-side limits; defaults follow a hardened nginx.'),
+    workers: z
+      .union([z.number().int().min(1).max(64), z.literal('auto')])
+      .default(1)
+      .describe(
+        'Edge processes sharing the listeners ("auto": one per core). Each has its own memory tier and its own share of the disk tier. Requires a config file (not demo mode).',
+      ),
+    cache: z
+      .strictObject({
+        memory: size('256MiB', 'Memory tier size (bodies plus index).'),
+        disk: z
+          .strictObject({
+            path: z
+              .string()
+              .min(1)
+              .describe('Cache directory (relative to the config file); created when missing.'),
+            size: size('10GiB', 'Disk tier size.'),
+          })
+          .optional()
+          .describe('Disk tier. Without it the cache lives in memory only and is empty after a restart.'),
+      })
+      .prefault({})
+      .describe('Cache storage, shared by every site.'),
   })
   .prefault({})
   .describe('Edge listeners and limits.');

@@ -9,6 +9,14 @@ import { type Readable, Transform } from 'node:stream';
 import { ERRORS, type ErrorCode, type VergeError } from '../core/errors.js';
 import type { AccessLog } from '../core/log.js';
 import { type Attempt, type PullProtocol, type PullState, pull } from '../origin/pull.js';
+import {
+  type CachePhaseDeps,
+  type CacheRequestInfo,
+  type CacheState,
+  cachePhase,
+  type EdgeCache,
+  invalidateAfterUnsafe,
+} from './cache.js';
 import { sendError } from './error-page.js';
 import { RequestContext, type VisitorRequest, type VisitorResponse } from './lifecycle.js';
 import { clientIp } from './peer.js';
@@ -52,6 +60,8 @@ const VIA = '1.1 verge';
 
 export interface HandlerDeps {
   runtime(): Runtime;
+  /** the cache; undefined when the edge runs without one */
+  cache?: EdgeCache;
   accessLog: AccessLog;
   /** called for request failures that are Verge's fault */
   onInternalError(err: unknown, id: string): void;
@@ -195,11 +205,102 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
     return;
   }
 
-  // access: nothing configured yet. cache: not implemented yet (every request is a miss).
+  // access: nothing configured yet.
 
-  // origin
-  ctx.phase = 'origin';
   const headers = forwardHeaders(ctx, site.origin.hostHeader);
+  const method = req.method ?? 'GET';
+  // cache (phase 5): GET and HEAD on a caching site; everything else goes to the origin as is
+  if (deps.cache && site.cacheRules && (method === 'GET' || method === 'HEAD')) {
+    const info = { site, rules: site.cacheRules, path: checked.path, forward: headers };
+    cachePhase(ctx, info, cacheDeps(deps, info, cl)).catch((err) => {
+      deps.onInternalError(err, ctx.id);
+      if (!ctx.res.headersSent) fail(ctx, deps, 'EDGE_INTERNAL_ERROR', { error: String(err) });
+      else abortResponse(ctx.res);
+    });
+    return;
+  }
+  passThrough(
+    ctx,
+    deps,
+    checked.path,
+    headers,
+    cl,
+    site.cacheRules ? 'BYPASS' : undefined,
+    site.cacheRules ? `method ${method}` : undefined,
+  );
+}
+
+/** The cache phase's view of the handler: how to respond, stream and fail. */
+function cacheDeps(deps: HandlerDeps, info: CacheRequestInfo, cl: string | undefined): CachePhaseDeps {
+  return {
+    cache: deps.cache!,
+    writeHead(ctx, status, h) {
+      ctx.status = status;
+      ctx.res.writeHead(status, responseHeaders(ctx, h as IncomingHttpHeaders));
+    },
+    sendBody(ctx, body) {
+      streamBody(ctx, body);
+    },
+    fail(ctx, err) {
+      fail(ctx, deps, err.code, { ...err.detail, nodeCode: err.nodeCode, cause: causeMessage(err) });
+    },
+    passThrough(ctx, state, reason) {
+      passThrough(ctx, deps, info.path, info.forward, cl, state, reason);
+    },
+  };
+}
+
+/** Stream a Readable to the visitor with backpressure; a failure midway aborts the connection. */
+function streamBody(ctx: RequestContext, body: Readable): void {
+  const res = ctx.res;
+  const w = res as { write(c: Buffer): boolean };
+  body.on('data', (chunk: Buffer) => {
+    ctx.bytes += chunk.length;
+    if (!w.write(chunk)) {
+      body.pause();
+      res.once('drain', () => body.resume());
+    }
+  });
+  body.once('end', () => {
+    ctx.done = true;
+    res.end();
+  });
+  body.once('error', (err: Error & Partial<VergeError>) => {
+    if (ctx.done) return;
+    ctx.aborted = true;
+    if (err.code && err.code in ERRORS) {
+      ctx.errorCode = err.code as ErrorCode;
+      ctx.errorDetail = { ...err.detail, nodeCode: err.nodeCode, cause: causeMessage(err as VergeError) };
+    } else if (!ctx.errorCode) {
+      ctx.errorCode = 'EDGE_INTERNAL_ERROR';
+      ctx.errorDetail = { cause: err.message };
+    }
+    abortResponse(res);
+  });
+  // the visitor left: stop reading (a collapsed pull goes on for the others and the store)
+  res.once('close', () => {
+    if (!body.readableEnded) body.destroy();
+  });
+}
+
+/** Phase 6 without the cache: the request goes to the origin and the response streams back. */
+function passThrough(
+  ctx: RequestContext,
+  deps: HandlerDeps,
+  path: string,
+  headers: string[],
+  cl: string | undefined,
+  cacheState: CacheState | undefined,
+  cacheReason: string | undefined,
+): void {
+  const { req, res } = ctx;
+  const rt = deps.runtime();
+  const site = ctx.site!;
+  if (cacheState) {
+    ctx.cacheState = cacheState;
+    ctx.cacheReason = cacheReason;
+  }
+  ctx.phase = 'origin';
   const hasBody =
     ctx.httpVersion === '2.0'
       ? !(req as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders
@@ -213,7 +314,7 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
     site.origin,
     {
       method: req.method ?? 'GET',
-      path: checked.path,
+      path,
       id: ctx.id,
       headers,
       body: hasBody ? (cl === undefined ? limitBody(ctx, rt.config.edge.limits.maxBodySize) : req) : null,
@@ -225,6 +326,7 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
         ctx.status = status;
         ctx.firstByteMs = state.firstByteMs;
         headSent = true;
+        if (deps.cache && site.cacheRules) invalidateAfterUnsafe(deps.cache, site, ctx, path, status, h);
         res.writeHead(status, responseHeaders(ctx, h));
       },
       onData(chunk: Buffer) {
@@ -370,6 +472,7 @@ function responseHeaders(ctx: RequestContext, h: IncomingHttpHeaders): OutgoingH
     out[name] = h[name];
   }
   out['x-request-id'] = ctx.id;
+  if (ctx.cacheState) out['x-cache'] = ctx.cacheState;
   out.via = h.via ? `${h.via}, ${VIA}` : VIA;
   if (ctx.scheme === 'https' && ctx.site?.hsts) out['strict-transport-security'] = ctx.site.hsts;
   return out;
@@ -451,6 +554,8 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
     const spec = ERRORS[ctx.errorCode];
     rec.error = { code: ctx.errorCode, stage: spec.stage, source: spec.source, ...ctx.errorDetail };
   }
+  if (ctx.cacheState)
+    rec.cache = { state: ctx.cacheState, ...(ctx.cacheReason ? { reason: ctx.cacheReason } : {}) };
   if (ctx.aborted) rec.aborted = true;
   deps.accessLog.write(rec);
 }

@@ -31,7 +31,10 @@ export const PHASES = [
     name: 'origin',
     does: 'pick a server (weights, backups, health) and protocol (http, https, follow), connect, TLS, verify, send',
   },
-  { name: 'store', does: 'decide storability and stream to storage (not yet implemented: nothing stored)' },
+  {
+    name: 'store',
+    does: 'decide storability (RFC 9111 plus site rules), stream to visitors and storage at once, commit a complete body',
+  },
   { name: 'respond', does: 'response headers (X-Request-Id, Via, HSTS), body streamed to the visitor' },
   { name: 'log', does: 'one structured access-log line per request' },
 ] as const;
@@ -69,6 +72,10 @@ export class RequestContext {
   done = false;
   /** the visitor's body passed edge.limits.maxBodySize while streaming */
   bodyTooLarge = false;
+  /** X-Cache value, and why (not stored: no-store, private, set-cookie, ...) */
+  cacheState: 'HIT' | 'MISS' | 'STALE' | 'REVALIDATED' | 'BYPASS' | 'EXPIRED' | undefined = undefined;
+  cacheReason: string | undefined = undefined;
+  cacheKey: string | undefined = undefined;
 
   constructor(id: string, req: VisitorRequest, res: VisitorResponse, scheme: PullProtocol) {
     this.id = id;

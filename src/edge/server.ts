@@ -14,6 +14,7 @@ import type { AccessLog, Logger } from '../core/log.js';
 import { HealthTable } from '../origin/balancer.js';
 import { PoolRegistry } from '../origin/pools.js';
 import { peekClientHello, UNRECOGNIZED_NAME_ALERT } from '../tls/client-hello.js';
+import { EdgeCache } from './cache.js';
 import { errorJson } from './error-page.js';
 import { createHandler, nextRequestId } from './handler.js';
 import { peerAddress } from './peer.js';
@@ -59,11 +60,17 @@ export class Edge {
   /** connections already answered with an error by #onClientError */
   readonly #clientErrored = new WeakSet<net.Socket>();
   #draining = false;
+  #cache: EdgeCache | undefined;
 
   constructor(config: ResolvedConfig, opts: EdgeOptions) {
     this.#log = opts.logger;
     this.#accessLog = opts.accessLog;
     this.#runtime = new Runtime(config, this.#pools, this.#health);
+  }
+
+  /** the cache (undefined before start) */
+  get cache(): EdgeCache | undefined {
+    return this.#cache;
   }
 
   get runtime(): Runtime {
@@ -82,7 +89,10 @@ export class Edge {
 
   async start(): Promise<void> {
     const cfg = this.#runtime.config;
+    // A cache directory that cannot be used stops the start with an error naming it.
+    this.#cache = await EdgeCache.open(cfg);
     const deps = {
+      cache: this.#cache,
       runtime: () => this.#runtime,
       accessLog: this.#accessLog,
       onInternalError: (err: unknown, id: string) =>
@@ -389,7 +399,12 @@ export class Edge {
     for (const socket of this.#conns.keys()) socket.destroy();
     for (const session of this.#h2Sessions) session.destroy();
     await Promise.all(closed);
-    await this.#pools.closeAll();
+    // Pulls still running (a cache fill whose visitors left) must not hold the exit: give them
+    // what is left of the drain time, then cut them.
+    const left = Math.max(0, deadline - Date.now());
+    await Promise.race([this.#pools.closeAll(), new Promise((r) => setTimeout(r, left).unref())]);
+    await this.#pools.destroyAll();
+    await this.#cache?.close().catch(() => undefined);
     this.#accessLog.flush();
   }
 
@@ -400,6 +415,7 @@ export class Edge {
     for (const session of this.#h2Sessions) session.destroy();
     for (const socket of this.#conns.keys()) socket.destroy();
     await this.#pools.destroyAll();
+    await this.#cache?.close().catch(() => undefined);
     this.#accessLog.flush();
   }
 }

@@ -6,7 +6,7 @@
 import diagnostics from 'node:diagnostics_channel';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Dispatcher, Pool } from 'undici';
 import type { OriginConfig } from '../config/schema.js';
 import { VergeError } from '../core/errors.js';
@@ -296,4 +296,63 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
     );
   };
   attempt();
+}
+
+/** An origin response as a stream, for the cache's collapsed forwarding (many readers). */
+export interface PulledResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  attempt: Attempt;
+  /** the body; errors with a VergeError when the origin fails mid-body */
+  body: Readable;
+}
+
+/**
+ * pull() with the body as a Readable instead of callbacks: resolves on the response head,
+ * rejects with a VergeError when no response head came. Backpressure: the origin is paused while
+ * the stream's buffer is full.
+ */
+export function pullAsStream(
+  origin: CompiledOrigin,
+  req: PullRequest,
+  state: PullState,
+): Promise<PulledResponse> {
+  return new Promise((resolve, reject) => {
+    let resume: (() => void) | undefined;
+    const body = new Readable({
+      read() {
+        const r = resume;
+        resume = undefined;
+        r?.();
+      },
+      destroy(err, cb) {
+        // the reader went away (visitor left, uncacheable response): stop pulling
+        if (!this.readableEnded && state.abort) state.abort(err ?? new Error('the reader closed the stream'));
+        cb(err);
+      },
+    });
+    pull(
+      origin,
+      req,
+      {
+        onHead(status, headers, attempt) {
+          resolve({ status, headers, attempt, body });
+        },
+        onData(chunk) {
+          return body.push(chunk);
+        },
+        onDrain(r) {
+          resume = r;
+        },
+        onEnd() {
+          body.push(null);
+        },
+        onError(err, afterHead) {
+          if (afterHead) body.destroy(err);
+          else reject(err);
+        },
+      },
+      state,
+    );
+  });
 }

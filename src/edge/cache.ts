@@ -1,0 +1,691 @@
+/**
+ * The cache and store phases of the edge lifecycle (docs/lifecycle.md, phases 5 and 7): look a
+ * GET/HEAD request up, serve hits (with conditionals, ranges and HEAD from the stored GET),
+ * revalidate stale entries, serve stale on origin failure where allowed, and on a miss make one
+ * collapsed origin pull that streams to every waiting visitor and to storage at once. The RFC
+ * 9111 arithmetic lives in src/cache/policy.ts; this file only sequences it.
+ */
+
+import type { IncomingHttpHeaders } from 'node:http';
+import { resolve as resolvePath } from 'node:path';
+import type { Readable } from 'node:stream';
+import { Coalescer, type Upstream } from '../cache/coalesce.js';
+import { DiskStore } from '../cache/disk.js';
+import type { HeaderMap } from '../cache/headers.js';
+import { primaryKey, selectVariant, storageKey, variantKey } from '../cache/key.js';
+import { MemoryStore } from '../cache/memory.js';
+import {
+  type CacheRequest,
+  decideStore,
+  evaluateConditionals,
+  invalidationTargets,
+  mergeNotModified,
+  notModifiedHeaders,
+  type ReuseDecision,
+  reuseDecision,
+  revalidationHeaders,
+  stripTargeted,
+  visitorHeaders,
+} from '../cache/policy.js';
+import { urlSelector } from '../cache/purge.js';
+import { multipartBody, planRange } from '../cache/range.js';
+import type { CacheRules } from '../cache/rules.js';
+import type { CacheStore, EntryMeta } from '../cache/storage.js';
+import { TieredStore } from '../cache/tiered.js';
+import type { ResolvedConfig } from '../config/load.js';
+import type { VergeError } from '../core/errors.js';
+import { type PulledResponse, type PullState, pullAsStream } from '../origin/pull.js';
+import type { RequestContext } from './lifecycle.js';
+import type { CompiledSite } from './runtime.js';
+
+/** X-Cache values (docs/lifecycle.md). */
+export type CacheState = 'HIT' | 'MISS' | 'STALE' | 'REVALIDATED' | 'BYPASS' | 'EXPIRED';
+
+/** A response head shared by every reader of one collapsed pull. */
+export interface CacheHead {
+  status: number;
+  headers: IncomingHttpHeaders;
+  pulled: PulledResponse;
+}
+
+/** The edge's storage and collapsed-forwarding state; one per edge process, kept across reloads. */
+export class EdgeCache {
+  readonly store: CacheStore;
+  readonly coalescer = new Coalescer<CacheHead>();
+  /** keys being refreshed in the background (stale-while-revalidate): at most one refresh each */
+  readonly refreshing = new Set<string>();
+
+  private constructor(store: CacheStore) {
+    this.store = store;
+  }
+
+  /** Open the configured tiers. A cache directory that cannot be used is a start-up error. */
+  static async open(cfg: ResolvedConfig): Promise<EdgeCache> {
+    const c = cfg.edge.cache;
+    const memory = new MemoryStore({ maxBytes: c.memory });
+    if (!c.disk) return new EdgeCache(memory);
+    const disk = await DiskStore.open({ dir: resolvePath(cfg.baseDir, c.disk.path), maxBytes: c.disk.size });
+    return new EdgeCache(new TieredStore(memory, disk));
+  }
+
+  close(): Promise<void> {
+    return this.store.close();
+  }
+}
+
+/** Flat [name, value, ...] headers (undici's request format) to a map and back. */
+function toMap(flat: string[]): HeaderMap {
+  const out: HeaderMap = {};
+  for (let i = 0; i < flat.length; i += 2) {
+    const k = flat[i]!;
+    const v = flat[i + 1]!;
+    const prev = out[k];
+    out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+  }
+  return out;
+}
+
+function toFlat(map: HeaderMap): string[] {
+  const out: string[] = [];
+  // x-request-id first: the origin pull matches connection timings by it (pull.ts)
+  const id = map['x-request-id'];
+  if (typeof id === 'string') out.push('x-request-id', id);
+  for (const [k, v] of Object.entries(map)) {
+    if (v === undefined || k === 'x-request-id') continue;
+    if (Array.isArray(v)) for (const x of v) out.push(k, x);
+    else out.push(k, v);
+  }
+  return out;
+}
+
+/** What the handler gives the cache phase. */
+export interface CachePhaseDeps {
+  cache: EdgeCache;
+  /** send a response head built from origin/stored headers (adds X-Request-Id, Via, HSTS) */
+  writeHead(ctx: RequestContext, status: number, headers: IncomingHttpHeaders | HeaderMap): void;
+  /** stream a body to the visitor, aborting the visitor's connection if it fails midway */
+  sendBody(ctx: RequestContext, body: Readable): void;
+  /** respond with an error code from the registry */
+  fail(ctx: RequestContext, err: VergeError): void;
+  /** go to the origin directly (no storage) */
+  passThrough(ctx: RequestContext, state: CacheState, reason: string): void;
+}
+
+export interface CacheRequestInfo {
+  site: CompiledSite;
+  rules: CacheRules;
+  path: string;
+  /** request headers as forwarded to the origin (flat) */
+  forward: string[];
+}
+
+/** Note the cache outcome for the X-Cache header and the log line. */
+function mark(ctx: RequestContext, state: CacheState, reason?: string): void {
+  ctx.cacheState = state;
+  if (reason) ctx.cacheReason = reason;
+}
+
+/** Phase 5 (cache) for GET and HEAD on a caching site; responds one way or another. */
+export async function cachePhase(
+  ctx: RequestContext,
+  info: CacheRequestInfo,
+  deps: CachePhaseDeps,
+): Promise<void> {
+  ctx.phase = 'cache';
+  const { site, rules, path } = info;
+  const req = ctx.req;
+  const creq: CacheRequest = { method: req.method ?? 'GET', url: path, headers: req.headers as HeaderMap };
+  const primary = primaryKey(site.keySite, ctx.scheme, path, rules.query);
+  ctx.cacheKey = primary;
+  const cache = deps.cache;
+  if (cache.coalescer.isHitForPass(primary)) {
+    deps.passThrough(ctx, 'BYPASS', 'hit-for-pass');
+    return;
+  }
+  const meta = selectVariant(await cache.store.variants(primary), creq.headers);
+  if (!meta) {
+    await miss(ctx, info, deps, primary, creq, 'MISS', undefined);
+    return;
+  }
+  const d = reuseDecision(creq, meta.freshness, Date.now(), rules, {
+    invalidated: meta.stale,
+    offline: site.config.cache.serveStale,
+  });
+  switch (d.state) {
+    case 'fresh':
+      mark(ctx, 'HIT');
+      await serveStored(ctx, info, deps, meta, d.age, creq);
+      return;
+    case 'stale-while-revalidate':
+      mark(ctx, 'STALE', 'stale-while-revalidate');
+      await serveStored(ctx, info, deps, meta, d.age, creq);
+      backgroundRefresh(info, deps, meta, primary, ctx);
+      return;
+    case 'revalidate':
+      await revalidate(ctx, info, deps, meta, d, primary, creq);
+      return;
+    default:
+      deps.passThrough(ctx, 'BYPASS', d.why ?? 'bypass');
+  }
+}
+
+/** Serve a stored entry: preconditions (304/412), Range (206/416), HEAD, or the whole body. */
+async function serveStored(
+  ctx: RequestContext,
+  info: CacheRequestInfo,
+  deps: CachePhaseDeps,
+  meta: EntryMeta,
+  ageMs: number,
+  creq: CacheRequest,
+): Promise<void> {
+  ctx.phase = 'respond';
+  const headers = visitorHeaders(meta.headers, ageMs, info.rules);
+  // RFC 9110 section 13.2.2: the visitor's own preconditions, answered from the stored response
+  const cond = evaluateConditionals(creq, meta);
+  if (cond === 304) {
+    deps.writeHead(ctx, 304, notModifiedHeaders(headers));
+    ctx.res.end();
+    return;
+  }
+  if (cond === 412) {
+    deps.writeHead(ctx, 412, { 'content-length': '0' });
+    ctx.res.end();
+    return;
+  }
+  const plan = planRange(creq, meta);
+  if (plan.status === 416) {
+    deps.writeHead(ctx, 416, { ...plan.headers, 'content-length': '0' });
+    ctx.res.end();
+    return;
+  }
+  if (plan.status === 206) {
+    const h: HeaderMap = { ...headers, ...plan.headers };
+    if ('range' in plan && plan.range) {
+      const opened = await deps.cache.store.open(meta.key, plan.range);
+      if (!opened) return missAfterVanish(ctx, info, deps, creq);
+      deps.writeHead(ctx, 206, h);
+      if (creq.method === 'HEAD') {
+        opened.body.destroy();
+        ctx.res.end();
+      } else deps.sendBody(ctx, opened.body);
+      return;
+    }
+    if ('ranges' in plan && plan.ranges) {
+      const ranges = plan.ranges;
+      deps.writeHead(ctx, 206, h);
+      if (creq.method === 'HEAD') {
+        ctx.res.end();
+        return;
+      }
+      const ctype =
+        typeof meta.headers['content-type'] === 'string' ? meta.headers['content-type'] : undefined;
+      deps.sendBody(
+        ctx,
+        multipartBody(ranges, meta.size, ctype, plan.boundary!, async (r) => {
+          const o = await deps.cache.store.open(meta.key, r);
+          if (!o) throw new Error('cached object vanished during a multipart response');
+          return o.body;
+        }),
+      );
+      return;
+    }
+  }
+  headers['content-length'] = String(meta.size);
+  if (creq.method === 'HEAD') {
+    deps.writeHead(ctx, meta.status, headers);
+    ctx.res.end();
+    return;
+  }
+  const opened = await deps.cache.store.open(meta.key);
+  // dropped between lookup and open (evicted, purged, or found corrupt): fetch it again
+  if (!opened) return missAfterVanish(ctx, info, deps, creq);
+  deps.writeHead(ctx, opened.meta.status, headers);
+  deps.sendBody(ctx, opened.body);
+}
+
+function missAfterVanish(
+  ctx: RequestContext,
+  info: CacheRequestInfo,
+  deps: CachePhaseDeps,
+  creq: CacheRequest,
+) {
+  const primary = ctx.cacheKey ?? primaryKey(info.site.keySite, ctx.scheme, info.path, info.rules.query);
+  return miss(ctx, info, deps, primary, creq, 'MISS', 'stored object unavailable');
+}
+
+/**
+ * A miss (or a stale entry the origin replaced): one collapsed pull for the key; the leader's
+ * response streams to every follower and to storage.
+ */
+async function miss(
+  ctx: RequestContext,
+  info: CacheRequestInfo,
+  deps: CachePhaseDeps,
+  primary: string,
+  creq: CacheRequest,
+  state: CacheState,
+  reason: string | undefined,
+  stale?: { meta: EntryMeta; decision: ReuseDecision },
+): Promise<void> {
+  ctx.phase = 'origin';
+  const cache = deps.cache;
+  const pullState: PullState = { attempts: ctx.attempts };
+  const fetch = () => fetchForCache(ctx, info, cache, primary, info.forward, pullState);
+  let joined: Awaited<ReturnType<typeof cache.coalescer.join>>;
+  try {
+    joined = await cache.coalescer.join(primary, fetch);
+  } catch (e) {
+    ctx.protocol = pullState.protocol;
+    ctx.protocolReason = pullState.protocolReason;
+    const err = e as VergeError;
+    if (stale?.decision.staleIfError) {
+      // RFC 5861 section 4 / the site's serve-stale switch: the origin failed, the stale copy
+      // is better than an error. The error code stays in the log line.
+      ctx.errorCode = err.code;
+      ctx.errorDetail = { ...err.detail, nodeCode: err.nodeCode, servedStale: true };
+      mark(ctx, 'STALE', `origin failed: ${err.code}`);
+      await serveStored(ctx, info, deps, stale.meta, stale.decision.age, creq);
+      return;
+    }
+    deps.fail(ctx, err);
+    return;
+  }
+  ctx.protocol = pullState.protocol;
+  ctx.protocolReason = pullState.protocolReason;
+  ctx.firstByteMs = pullState.firstByteMs;
+  if (joined.role === 'pass') {
+    deps.passThrough(
+      ctx,
+      state === 'MISS' ? 'MISS' : state,
+      joined.reason === 'hit-for-pass' ? 'hit-for-pass' : (ctx.cacheReason ?? 'uncacheable'),
+    );
+    return;
+  }
+  if (joined.role === 'stored') {
+    const meta = selectVariant(await cache.store.variants(primary), creq.headers);
+    if (meta) {
+      mark(ctx, 'HIT', 'joined after the pull committed');
+      await serveStored(ctx, info, deps, meta, 0, creq);
+    } else deps.passThrough(ctx, state, 'stored object unavailable');
+    return;
+  }
+  const head = joined.head;
+  if (stale && head.status >= 500 && stale.decision.staleIfError) {
+    joined.body?.destroy();
+    ctx.errorDetail = { originStatus: head.status, servedStale: true };
+    mark(ctx, 'STALE', `origin answered ${head.status}`);
+    await serveStored(ctx, info, deps, stale.meta, stale.decision.age, creq);
+    return;
+  }
+  if (joined.role === 'follower') reason = reason ?? 'collapsed';
+  mark(ctx, state, reason ?? ctx.cacheReason);
+  ctx.phase = 'respond';
+  deps.writeHead(
+    ctx,
+    head.status,
+    stripTargeted(head.headers as HeaderMap, info.rules) as IncomingHttpHeaders,
+  );
+  if (!joined.body || creq.method === 'HEAD') {
+    // HEAD was pulled as GET so the object can be stored; this visitor only wants the head.
+    joined.body?.resume();
+    ctx.res.end();
+    return;
+  }
+  deps.sendBody(ctx, joined.body);
+}
+
+/**
+ * Visitor fields that would make the origin answer something other than the whole object: a
+ * fill is shared by every collapsed visitor and stored, so it asks for the complete
+ * representation. A 206 or 304 to one visitor's Range or conditional would not be storable
+ * (RFC 9111 section 3.3 / 4.3.4) and would mark the key hit-for-pass for everyone. The visitor
+ * gets the full 200 instead, which RFC 9110 sections 13.2.1 and 14.2 allow (an intermediary
+ * may ignore Range; preconditions are then evaluated from the stored response on later hits).
+ */
+const FILL_DROP = new Set([
+  'range',
+  'if-range',
+  'if-none-match',
+  'if-modified-since',
+  'if-match',
+  'if-unmodified-since',
+]);
+
+function fillHeaders(forward: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < forward.length; i += 2) {
+    if (!FILL_DROP.has(forward[i]!)) out.push(forward[i]!, forward[i + 1]!);
+  }
+  return out;
+}
+
+/** The leader's fetch: pull as GET, decide storability, open the store writer. */
+async function fetchForCache(
+  ctx: RequestContext,
+  info: CacheRequestInfo,
+  cache: EdgeCache,
+  primary: string,
+  forward: string[],
+  state: PullState,
+): Promise<Upstream<CacheHead>> {
+  const requestTime = Date.now();
+  const pulled = await pullAsStream(
+    info.site.origin,
+    {
+      method: 'GET',
+      path: info.path,
+      id: ctx.id,
+      headers: fillHeaders(forward),
+      body: null,
+      visitorScheme: ctx.scheme,
+    },
+    state,
+  );
+  const responseTime = Date.now();
+  const creq: CacheRequest = { method: 'GET', url: info.path, headers: ctx.req.headers as HeaderMap };
+  const headers = pulled.headers as HeaderMap;
+  const decision = decideStore(
+    creq,
+    { status: pulled.status, headers },
+    { requestTime, responseTime },
+    info.rules,
+  );
+  const head: CacheHead = { status: pulled.status, headers: pulled.headers, pulled };
+  if (!decision.store) {
+    ctx.cacheReason = decision.reason;
+    return { head, body: pulled.body, cacheable: false };
+  }
+  const variant =
+    variantKey(typeof headers['vary'] === 'string' ? headers['vary'] : undefined, creq.headers) ?? '';
+  const cl = headers['content-length'];
+  try {
+    const sink = await cache.store.begin(storageKey(primary, variant), {
+      status: pulled.status,
+      headers: decision.headers,
+      requestTime,
+      responseTime,
+      freshness: decision.freshness,
+      tags: decision.tags,
+      ...(typeof cl === 'string' && /^\d+$/.test(cl) ? { size: Number(cl) } : {}),
+    });
+    return { head, body: pulled.body, cacheable: true, sink };
+  } catch (e) {
+    // The store cannot take it (too large, disk error): serve from the origin all the same.
+    ctx.cacheReason = `store failed: ${(e as { code?: string }).code ?? (e as Error).message}`;
+    return { head, body: pulled.body, cacheable: false };
+  }
+}
+
+/** Phase 6 with a stale entry: conditional request; a 304 refreshes the stored headers. */
+async function revalidate(
+  ctx: RequestContext,
+  info: CacheRequestInfo,
+  deps: CachePhaseDeps,
+  meta: EntryMeta,
+  d: ReuseDecision,
+  primary: string,
+  creq: CacheRequest,
+): Promise<void> {
+  const fwd = toMap(info.forward);
+  const conditional = revalidationHeaders(meta.headers, fwd);
+  const hasValidator =
+    conditional['if-none-match'] !== undefined || conditional['if-modified-since'] !== undefined;
+  if (!hasValidator) {
+    await miss(ctx, info, deps, primary, creq, 'EXPIRED', d.why, { meta, decision: d });
+    return;
+  }
+  ctx.phase = 'origin';
+  const pullState: PullState = { attempts: ctx.attempts };
+  const requestTime = Date.now();
+  let pulled: PulledResponse;
+  try {
+    pulled = await pullAsStream(
+      info.site.origin,
+      {
+        method: 'GET',
+        path: info.path,
+        id: ctx.id,
+        headers: toFlat(conditional),
+        body: null,
+        visitorScheme: ctx.scheme,
+      },
+      pullState,
+    );
+  } catch (e) {
+    ctx.protocol = pullState.protocol;
+    ctx.protocolReason = pullState.protocolReason;
+    const err = e as VergeError;
+    if (d.staleIfError) {
+      ctx.errorCode = err.code;
+      ctx.errorDetail = { ...err.detail, nodeCode: err.nodeCode, servedStale: true };
+      mark(ctx, 'STALE', `origin failed: ${err.code}`);
+      await serveStored(ctx, info, deps, meta, d.age, creq);
+      return;
+    }
+    deps.fail(ctx, err);
+    return;
+  }
+  ctx.protocol = pullState.protocol;
+  ctx.protocolReason = pullState.protocolReason;
+  ctx.firstByteMs = pullState.firstByteMs;
+  const responseTime = Date.now();
+  if (pulled.status === 304) {
+    pulled.body.resume();
+    const merged = mergeNotModified(
+      { method: 'GET', url: info.path, headers: creq.headers },
+      meta,
+      { status: 304, headers: pulled.headers as HeaderMap },
+      { requestTime, responseTime },
+      info.rules,
+    );
+    if (merged.matched && merged.decision.store) {
+      // RFC 9111 section 4.3.4: the stored headers are updated from the 304
+      await deps.cache.store.update(meta.key, {
+        headers: merged.decision.headers,
+        freshness: merged.decision.freshness,
+        requestTime,
+        responseTime,
+        stale: false,
+      });
+      const fresh = {
+        ...meta,
+        headers: merged.decision.headers,
+        freshness: merged.decision.freshness,
+        stale: false,
+      };
+      mark(ctx, 'REVALIDATED', d.why);
+      await serveStored(ctx, info, deps, fresh, 0, creq);
+      return;
+    }
+    // The 304 does not fit what is stored: fetch the full response.
+    await deps.cache.store.delete(meta.key);
+    await miss(
+      ctx,
+      info,
+      deps,
+      primary,
+      creq,
+      'EXPIRED',
+      merged.matched ? 'not storable after 304' : merged.why,
+    );
+    return;
+  }
+  if (pulled.status >= 500 && d.staleIfError) {
+    pulled.body.destroy();
+    ctx.errorDetail = { originStatus: pulled.status, servedStale: true };
+    mark(ctx, 'STALE', `origin answered ${pulled.status}`);
+    await serveStored(ctx, info, deps, meta, d.age, creq);
+    return;
+  }
+  // A full response replaces the entry: store it as a miss would (not collapsed: rare).
+  const headers = pulled.headers as HeaderMap;
+  const decision = decideStore(
+    { method: 'GET', url: info.path, headers: creq.headers },
+    { status: pulled.status, headers },
+    { requestTime, responseTime },
+    info.rules,
+  );
+  mark(ctx, 'EXPIRED', d.why);
+  ctx.phase = 'respond';
+  deps.writeHead(ctx, pulled.status, stripTargeted(headers, info.rules) as IncomingHttpHeaders);
+  if (!decision.store) {
+    ctx.cacheReason = decision.reason;
+    await deps.cache.store.delete(meta.key);
+    if (creq.method === 'HEAD') {
+      pulled.body.destroy();
+      ctx.res.end();
+    } else deps.sendBody(ctx, pulled.body);
+    return;
+  }
+  const variant =
+    variantKey(typeof headers['vary'] === 'string' ? headers['vary'] : undefined, creq.headers) ?? '';
+  const writer = await deps.cache.store
+    .begin(storageKey(primary, variant), {
+      status: pulled.status,
+      headers: decision.headers,
+      requestTime,
+      responseTime,
+      freshness: decision.freshness,
+      tags: decision.tags,
+    })
+    .catch(() => undefined);
+  teeToStore(pulled.body, writer);
+  if (creq.method === 'HEAD') {
+    pulled.body.resume();
+    ctx.res.end();
+  } else deps.sendBody(ctx, pulled.body);
+}
+
+/** Copy a body into a store writer as it flows to the visitor; commit only a complete body. */
+function teeToStore(body: Readable, writer: Awaited<ReturnType<CacheStore['begin']>> | undefined): void {
+  if (!writer) return;
+  let chain = Promise.resolve();
+  let failed = false;
+  body.on('data', (chunk: Buffer) => {
+    if (failed) return;
+    chain = chain
+      .then(() => writer.write(chunk))
+      .catch(() => {
+        failed = true;
+      });
+  });
+  body.once('end', () => {
+    chain = chain
+      .then(() => (failed ? undefined : writer.commit().then(() => undefined)))
+      .catch(() => undefined);
+  });
+  body.once('error', () => {
+    void writer.abort();
+  });
+  body.once('close', () => {
+    if (!body.readableEnded) void writer.abort();
+  });
+}
+
+/** stale-while-revalidate (RFC 5861 section 3): refresh once in the background. */
+function backgroundRefresh(
+  info: CacheRequestInfo,
+  deps: CachePhaseDeps,
+  meta: EntryMeta,
+  primary: string,
+  ctx: RequestContext,
+): void {
+  const cache = deps.cache;
+  if (cache.refreshing.has(primary)) return;
+  cache.refreshing.add(primary);
+  const state: PullState = { attempts: [] };
+  const conditional = revalidationHeaders(meta.headers, toMap(info.forward));
+  conditional['x-request-id'] = `${ctx.id}-refresh`;
+  const requestTime = Date.now();
+  pullAsStream(
+    info.site.origin,
+    {
+      method: 'GET',
+      path: info.path,
+      id: `${ctx.id}-refresh`,
+      headers: toFlat(conditional),
+      body: null,
+      visitorScheme: ctx.scheme,
+    },
+    state,
+  )
+    .then(async (pulled) => {
+      const responseTime = Date.now();
+      const creq: CacheRequest = { method: 'GET', url: info.path, headers: ctx.req.headers as HeaderMap };
+      if (pulled.status === 304) {
+        pulled.body.resume();
+        const merged = mergeNotModified(
+          creq,
+          meta,
+          { status: 304, headers: pulled.headers as HeaderMap },
+          { requestTime, responseTime },
+          info.rules,
+        );
+        if (merged.matched && merged.decision.store) {
+          await cache.store.update(meta.key, {
+            headers: merged.decision.headers,
+            freshness: merged.decision.freshness,
+            requestTime,
+            responseTime,
+            stale: false,
+          });
+        }
+        return;
+      }
+      const headers = pulled.headers as HeaderMap;
+      const decision = decideStore(
+        creq,
+        { status: pulled.status, headers },
+        { requestTime, responseTime },
+        info.rules,
+      );
+      if (!decision.store || pulled.status >= 500) {
+        pulled.body.destroy();
+        return;
+      }
+      const variant =
+        variantKey(typeof headers['vary'] === 'string' ? headers['vary'] : undefined, creq.headers) ?? '';
+      const writer = await cache.store
+        .begin(storageKey(primary, variant), {
+          status: pulled.status,
+          headers: decision.headers,
+          requestTime,
+          responseTime,
+          freshness: decision.freshness,
+          tags: decision.tags,
+        })
+        .catch(() => undefined);
+      teeToStore(pulled.body, writer);
+      pulled.body.resume();
+    })
+    .catch(() => undefined)
+    .finally(() => cache.refreshing.delete(primary));
+}
+
+/**
+ * RFC 9111 section 4.4: a non-error response to an unsafe method invalidates the target URI and
+ * same-host Location / Content-Location. Entries are marked stale (soft), so stale-if-error can
+ * still use them.
+ */
+export function invalidateAfterUnsafe(
+  cache: EdgeCache,
+  site: CompiledSite,
+  ctx: RequestContext,
+  path: string,
+  status: number,
+  headers: IncomingHttpHeaders,
+): void {
+  const method = ctx.req.method ?? 'GET';
+  if (method === 'GET' || method === 'HEAD') return;
+  let targets: string[];
+  try {
+    targets = invalidationTargets(method, `${ctx.scheme}://${ctx.host}${path}`, status, headers as HeaderMap);
+  } catch {
+    return;
+  }
+  for (const t of targets) {
+    void cache.store
+      .purge(urlSelector(site.keySite, t, site.cacheRules?.query), 'soft')
+      .catch(() => undefined);
+  }
+}
