@@ -142,6 +142,29 @@ export class MemoryStore implements CacheStore {
     return out;
   }
 
+  /**
+   * variants() without a promise, for the edge's hit fast path (a hit is the common case and a
+   * microtask per lookup is measurable there).
+   */
+  variantsSync(primary: string): EntryMeta[] {
+    const out: EntryMeta[] = [];
+    const plain = this.#lru.get(primary);
+    if (plain) out.push(plain.meta);
+    const set = this.#variants.get(primaryOf(primary));
+    if (set) {
+      for (const k of set) {
+        const e = this.#lru.get(k);
+        if (e) out.push(e.meta);
+      }
+    }
+    return out;
+  }
+
+  /** The whole body of a memory-resident entry, for the hit fast path (no stream). */
+  bodySync(key: string): Buffer | undefined {
+    return this.#lru.get(key)?.body;
+  }
+
   async open(key: string, range?: BodyRange): Promise<OpenEntry | undefined> {
     const e = this.#lru.get(key);
     if (!e) return undefined;

@@ -151,6 +151,12 @@ export interface CacheStore {
   /** Every stored variant under a primary key (for Vary selection with key.selectVariant). */
   variants(primary: string): Promise<EntryMeta[]>;
   /**
+   * Optional hit fast path, for backends with a memory tier: the memory-resident variants
+   * (possibly fewer than variants() returns) and a resident body, both without a promise.
+   */
+  variantsSync?(primary: string): EntryMeta[];
+  bodySync?(key: string): Buffer | undefined;
+  /**
    * Metadata and body of a committed entry, or undefined (a miss). With `range`, only those bytes
    * (clamped to the body). A body that fails verification is dropped and reported as a miss, or,
    * when detected mid-stream (disk), the stream errors with CORRUPT before the bad bytes.

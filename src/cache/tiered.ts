@@ -77,6 +77,20 @@ export class TieredStore implements CacheStore {
     return fromDisk;
   }
 
+  /** The memory tier's variants (current: writes and purges reach both tiers); see MemoryStore. */
+  variantsSync(primary: string): EntryMeta[] {
+    return this.memory.variantsSync(primary);
+  }
+
+  bodySync(key: string): Buffer | undefined {
+    const b = this.memory.bodySync(key);
+    if (b) {
+      this.#memoryHits++;
+      this.disk.touch(key);
+    }
+    return b;
+  }
+
   async open(key: string, range?: BodyRange): Promise<OpenEntry | undefined> {
     const mem = await this.memory.open(key, range);
     if (mem) {

@@ -142,7 +142,11 @@ export async function cachePhase(
     deps.passThrough(ctx, 'BYPASS', 'hit-for-pass');
     return;
   }
-  const meta = selectVariant(await cache.store.variants(primary), creq.headers);
+  // memory-resident variants first, without a promise (the hit fast path); then every tier
+  const fast = cache.store.variantsSync?.(primary);
+  const meta =
+    (fast && fast.length > 0 ? selectVariant(fast, creq.headers) : undefined) ??
+    selectVariant(await cache.store.variants(primary), creq.headers);
   if (!meta) {
     await miss(ctx, info, deps, primary, creq, 'MISS', undefined);
     return;
@@ -234,6 +238,15 @@ async function serveStored(
   if (creq.method === 'HEAD') {
     deps.writeHead(ctx, meta.status, headers);
     ctx.res.end();
+    return;
+  }
+  const resident = deps.cache.store.bodySync?.(meta.key);
+  if (resident && resident.length === meta.size) {
+    // a memory hit: one write, no stream
+    deps.writeHead(ctx, meta.status, headers);
+    ctx.bytes += resident.length;
+    ctx.done = true;
+    ctx.res.end(resident);
     return;
   }
   const opened = await deps.cache.store.open(meta.key);
