@@ -565,19 +565,7 @@ export function visitorHeaders(
   ageMs: number,
   rules: Pick<CacheRules, 'targetedField'>,
 ): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(stored)) {
-    if (v === undefined) continue;
-    if (
-      k === 'cdn-cache-control' ||
-      k === rules.targetedField ||
-      k === 'cache-tag' ||
-      k === 'surrogate-key'
-    ) {
-      continue;
-    }
-    out[k] = v;
-  }
+  const out = stripTargeted(stored, rules);
   out['age'] = String(Math.floor(Math.max(0, ageMs) / 1000));
   return out;
 }

@@ -408,19 +408,18 @@ async function fetchForCache(
     ctx.cacheReason = decision.reason;
     return { head, body: pulled.body, cacheable: false };
   }
-  const variant =
-    variantKey(typeof headers['vary'] === 'string' ? headers['vary'] : undefined, creq.headers) ?? '';
   const cl = headers['content-length'];
   try {
-    const sink = await cache.store.begin(storageKey(primary, variant), {
-      status: pulled.status,
-      headers: decision.headers,
-      requestTime,
-      responseTime,
-      freshness: decision.freshness,
-      tags: decision.tags,
-      ...(typeof cl === 'string' && /^\d+$/.test(cl) ? { size: Number(cl) } : {}),
-    });
+    const size = typeof cl === 'string' && /^\d+$/.test(cl) ? Number(cl) : undefined;
+    const sink = await beginEntry(
+      cache.store,
+      primary,
+      creq.headers,
+      pulled.status,
+      decision,
+      { requestTime, responseTime },
+      size,
+    );
     return { head, body: pulled.body, cacheable: true, sink };
   } catch (e) {
     // The store cannot take it (too large, disk error): serve from the origin all the same.
@@ -550,23 +549,37 @@ async function revalidate(
     } else deps.sendBody(ctx, pulled.body);
     return;
   }
-  const variant =
-    variantKey(typeof headers['vary'] === 'string' ? headers['vary'] : undefined, creq.headers) ?? '';
-  const writer = await deps.cache.store
-    .begin(storageKey(primary, variant), {
-      status: pulled.status,
-      headers: decision.headers,
-      requestTime,
-      responseTime,
-      freshness: decision.freshness,
-      tags: decision.tags,
-    })
-    .catch(() => undefined);
+  const writer = await beginEntry(deps.cache.store, primary, creq.headers, pulled.status, decision, {
+    requestTime,
+    responseTime,
+  }).catch(() => undefined);
   teeToStore(pulled.body, writer);
   if (creq.method === 'HEAD') {
     pulled.body.resume();
     ctx.res.end();
   } else deps.sendBody(ctx, pulled.body);
+}
+
+/** Open the store writer for a storable origin response, under its Vary variant's key. */
+function beginEntry(
+  store: CacheStore,
+  primary: string,
+  reqHeaders: HeaderMap,
+  status: number,
+  decision: Extract<ReturnType<typeof decideStore>, { store: true }>,
+  timing: { requestTime: number; responseTime: number },
+  size?: number,
+): ReturnType<CacheStore['begin']> {
+  const vary = decision.headers['vary'];
+  const variant = variantKey(typeof vary === 'string' ? vary : undefined, reqHeaders) ?? '';
+  return store.begin(storageKey(primary, variant), {
+    status,
+    headers: decision.headers,
+    ...timing,
+    freshness: decision.freshness,
+    tags: decision.tags,
+    ...(size !== undefined ? { size } : {}),
+  });
 }
 
 /** Copy a body into a store writer as it flows to the visitor; commit only a complete body. */
@@ -656,18 +669,10 @@ function backgroundRefresh(
         pulled.body.destroy();
         return;
       }
-      const variant =
-        variantKey(typeof headers['vary'] === 'string' ? headers['vary'] : undefined, creq.headers) ?? '';
-      const writer = await cache.store
-        .begin(storageKey(primary, variant), {
-          status: pulled.status,
-          headers: decision.headers,
-          requestTime,
-          responseTime,
-          freshness: decision.freshness,
-          tags: decision.tags,
-        })
-        .catch(() => undefined);
+      const writer = await beginEntry(cache.store, primary, creq.headers, pulled.status, decision, {
+        requestTime,
+        responseTime,
+      }).catch(() => undefined);
       teeToStore(pulled.body, writer);
       pulled.body.resume();
     })
