@@ -75,6 +75,7 @@ import {
   type EntryWriter,
   emptyStats,
   formatChecksum,
+  growthError,
   type MetaPatch,
   type NewEntry,
   type OpenEntry,
@@ -1257,16 +1258,10 @@ class DiskWriter implements EntryWriter {
     const run = async () => {
       if (this.#done) throw new CacheStoreError('CLOSED', 'writer already finished');
       const next = this.#bytes + chunk.length;
-      if (next > this.#store.maxObjectSize) {
+      const tooBig = growthError(next, this.#store.maxObjectSize, this.#entry.size, 'disk');
+      if (tooBig) {
         await this.abort();
-        throw new CacheStoreError(
-          'TOO_LARGE',
-          `body exceeds the disk tier's ${this.#store.maxObjectSize} bytes`,
-        );
-      }
-      if (this.#entry.size !== undefined && next > this.#entry.size) {
-        await this.abort();
-        throw new CacheStoreError('SIZE_MISMATCH', `body exceeds the expected ${this.#entry.size} bytes`);
+        throw tooBig;
       }
       if (this.#pending && this.#pendingBytes + chunk.length <= SMALL_WRITE) {
         this.#pending.push(Buffer.from(chunk)); // copy: the caller may reuse its buffer

@@ -17,6 +17,7 @@ import {
   type EntryWriter,
   emptyStats,
   formatChecksum,
+  growthError,
   type MetaPatch,
   type NewEntry,
   type OpenEntry,
@@ -307,16 +308,10 @@ class MemoryWriter implements EntryWriter {
   async write(chunk: Uint8Array): Promise<void> {
     if (this.#done) throw new CacheStoreError('CLOSED', 'writer already finished');
     const next = this.#bytes + chunk.length;
-    if (next > this.#store.maxObjectSize) {
+    const tooBig = growthError(next, this.#store.maxObjectSize, this.#entry.size, 'memory');
+    if (tooBig) {
       await this.abort();
-      throw new CacheStoreError(
-        'TOO_LARGE',
-        `body exceeds the memory tier's ${this.#store.maxObjectSize} bytes`,
-      );
-    }
-    if (this.#entry.size !== undefined && next > this.#entry.size) {
-      await this.abort();
-      throw new CacheStoreError('SIZE_MISMATCH', `body exceeds the expected ${this.#entry.size} bytes`);
+      throw tooBig;
     }
     // copy: the caller may reuse its buffer once write() resolves
     const b = Buffer.from(chunk);

@@ -113,6 +113,24 @@ export interface StoreStats {
   lastError?: string;
 }
 
+/**
+ * The error a writer fails with when its body would grow to `next` bytes: past the tier's
+ * maxObjectSize (TOO_LARGE) or past the expected size (SIZE_MISMATCH). Undefined when it fits.
+ */
+export function growthError(
+  next: number,
+  maxObjectSize: number,
+  expected: number | undefined,
+  tier: string,
+): CacheStoreError | undefined {
+  if (next > maxObjectSize)
+    return new CacheStoreError('TOO_LARGE', `body exceeds the ${tier} tier's ${maxObjectSize} bytes`);
+  if (expected !== undefined && next > expected) {
+    return new CacheStoreError('SIZE_MISMATCH', `body exceeds the expected ${expected} bytes`);
+  }
+  return undefined;
+}
+
 /** Why a storage operation failed (CacheStoreError.code). */
 export type StoreErrorCode =
   | 'TOO_LARGE' // body larger than the store's maxObjectSize

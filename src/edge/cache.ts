@@ -291,15 +291,8 @@ async function miss(
     ctx.protocol = pullState.protocol;
     ctx.protocolReason = pullState.protocolReason;
     const err = e as VergeError;
-    if (stale?.decision.staleIfError) {
-      // RFC 5861 section 4 / the site's serve-stale switch: the origin failed, the stale copy
-      // is better than an error. The error code stays in the log line.
-      ctx.errorCode = err.code;
-      ctx.errorDetail = { ...err.detail, nodeCode: err.nodeCode, servedStale: true };
-      mark(ctx, 'STALE', `origin failed: ${err.code}`);
-      await serveStored(ctx, info, deps, stale.meta, stale.decision.age, creq);
-      return;
-    }
+    if (stale?.decision.staleIfError)
+      return serveStaleOnError(ctx, info, deps, stale.meta, stale.decision, creq, err);
     deps.fail(ctx, err);
     return;
   }
@@ -370,6 +363,25 @@ function fillHeaders(forward: string[]): string[] {
     if (!FILL_DROP.has(forward[i]!)) out.push(forward[i]!, forward[i + 1]!);
   }
   return out;
+}
+
+/**
+ * RFC 5861 section 4 / the site's serve-stale switch: the origin failed and the stale copy is
+ * better than an error. The error code stays in the log line.
+ */
+function serveStaleOnError(
+  ctx: RequestContext,
+  info: CacheRequestInfo,
+  deps: CachePhaseDeps,
+  meta: EntryMeta,
+  d: ReuseDecision,
+  creq: CacheRequest,
+  err: VergeError,
+): Promise<void> {
+  ctx.errorCode = err.code;
+  ctx.errorDetail = { ...err.detail, nodeCode: err.nodeCode, servedStale: true };
+  mark(ctx, 'STALE', `origin failed: ${err.code}`);
+  return serveStored(ctx, info, deps, meta, d.age, creq);
 }
 
 /** The leader's fetch: pull as GET, decide storability, open the store writer. */
@@ -467,13 +479,7 @@ async function revalidate(
     ctx.protocol = pullState.protocol;
     ctx.protocolReason = pullState.protocolReason;
     const err = e as VergeError;
-    if (d.staleIfError) {
-      ctx.errorCode = err.code;
-      ctx.errorDetail = { ...err.detail, nodeCode: err.nodeCode, servedStale: true };
-      mark(ctx, 'STALE', `origin failed: ${err.code}`);
-      await serveStored(ctx, info, deps, meta, d.age, creq);
-      return;
-    }
+    if (d.staleIfError) return serveStaleOnError(ctx, info, deps, meta, d, creq, err);
     deps.fail(ctx, err);
     return;
   }
