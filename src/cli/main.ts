@@ -5,8 +5,9 @@
  */
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { CacheStoreError } from '../cache/storage.js';
 import {
   ConfigError,
   formatIssues,
@@ -16,7 +17,10 @@ import {
   validateObject,
 } from '../config/load.js';
 import { AccessLog, createLogger, type Logger } from '../core/log.js';
+import { ADMIN_TOKEN_FILE, AdminServer, loadAdminToken } from '../edge/admin.js';
+import { PrimaryRelay, WorkerRelay } from '../edge/relay.js';
 import { Edge } from '../edge/server.js';
+import { prefetchCmd, purgeCmd } from './admin-client.js';
 import { dataDir, ensureDevCerts, startDemoOrigin } from './demo.js';
 import { explainRecord, findRecord } from './explain.js';
 
@@ -29,6 +33,12 @@ Commands:
   explain ID --config FILE   Tell the story of one request (the X-Request-Id of any response):
                              the stage reached, origin, protocol and why, the cause and the fix.
                              (--log FILE reads an access-log file directly.)
+  purge TYPE VALUE...        Purge cached objects: url URL... | prefix URL... | tag TAG... |
+                             host NAME... | all. --soft marks them stale instead of deleting.
+                             Talks to the running edge's admin endpoint (--config FILE, or
+                             --admin URL --token TOKEN); --json prints the raw answer.
+  prefetch FILE              Warm the cache with the URLs in FILE (one per line, # comments),
+                             --concurrency N (1-32, default 4); reports what failed.
   help                       Show this text.
 
 Signals (serve): SIGHUP reloads the config file (an invalid file is rejected and the running
@@ -44,6 +54,10 @@ async function main(argv: string[]): Promise<number> {
       return configCmd(rest);
     case 'explain':
       return explainCmd(rest);
+    case 'purge':
+      return purgeCmd(rest);
+    case 'prefetch':
+      return prefetchCmd(rest);
     case 'help':
     case '--help':
     case '-h':
@@ -162,6 +176,8 @@ async function supervise(
   const fork = (n: number) => cluster.fork({ VERGE_WORKER: String(n) });
   const slots = new Map<number, number>();
   for (let i = 1; i <= workers; i++) slots.set(fork(i).id, i);
+  // purges and prefetch-job lookups received by one worker reach the others through here
+  new PrimaryRelay(log, (w) => slots.get(w.id));
   let listening = 0;
   cluster.on('listening', () => {
     listening++;
@@ -234,6 +250,8 @@ async function serve(args: string[]): Promise<number> {
         `  HTTP   http://localhost:${http?.split(':').pop()}/`,
         `  HTTPS  https://localhost:${https?.split(':').pop()}/`,
         `  demo origin  http://127.0.0.1:${demo.originPort}/`,
+        `  admin (verge purge, verge prefetch)  http://${config.edge.admin.listen}/`,
+        `    token in ${join(config.baseDir, ADMIN_TOKEN_FILE)}`,
         `The HTTPS certificate is signed by a development CA made on this machine:`,
         `  curl --cacert ${demo.caFile} https://localhost:${https?.split(':').pop()}/`,
         `  (or import ${demo.caFile} into your browser's trusted authorities)`,
@@ -251,7 +269,19 @@ async function serve(args: string[]): Promise<number> {
 
   if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
   const workers = config.edge.workers === 'auto' ? availableParallelism() : config.edge.workers;
+  // The cluster primary writes a generated token once, before forking; its workers read it.
+  let adminToken: ReturnType<typeof loadAdminToken>;
+  try {
+    adminToken = loadAdminToken(config.edge.admin, config.baseDir, !cluster.isWorker);
+  } catch (e) {
+    process.stderr.write(`verge: ${(e as Error).message}; not starting\n`);
+    return 1;
+  }
+  if (adminToken.source === 'generated' && !cluster.isWorker)
+    log.info({ file: adminToken.file }, `admin token generated in ${adminToken.file} (mode 0600)`);
   if (file && workers > 1 && cluster.isPrimary) return supervise(file, workers, config, log);
+  // created before the edge starts so purges relayed meanwhile are queued, not lost
+  const relay = cluster.isWorker ? new WorkerRelay(Number(process.env['VERGE_WORKER'] ?? 1)) : undefined;
   if (cluster.isWorker && config.edge.cache.disk) {
     // The disk tier belongs to one process (its index and purge log are not shared): each worker
     // gets its own directory and an equal share of the size.
@@ -263,14 +293,33 @@ async function serve(args: string[]): Promise<number> {
   }
   const accessLog = new AccessLog(config.accessLogFile ?? config.log.access);
   const edge = new Edge(config, { logger: log, accessLog });
+  let admin: AdminServer;
   try {
     await edge.start();
+    admin = await AdminServer.start({
+      edge,
+      listen: config.edge.admin.listen,
+      token: adminToken.token,
+      log,
+      ...(relay ? { relay } : {}),
+    }).catch(async (e: unknown) => {
+      await edge.close();
+      throw e;
+    });
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { address?: string; port?: number };
     if (err.code === 'EADDRINUSE' || err.code === 'EACCES') {
       process.stderr.write(
         `verge: cannot listen on ${err.address}:${err.port}: ${err.code === 'EADDRINUSE' ? 'the port is already in use' : 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)'}\n`,
       );
+      return 1;
+    }
+    if (e instanceof CacheStoreError) {
+      // e.g. a cache directory under a file, unwritable, or holding something that is not a cache
+      process.stderr.write(
+        `verge: cannot use the cache: ${e.message}\nFix edge.cache.disk.path in the config (or remove the disk tier to run from memory only).\n`,
+      );
+      await edge.close().catch(() => undefined);
       return 1;
     }
     throw e;
@@ -282,6 +331,7 @@ async function serve(args: string[]): Promise<number> {
       https: addrs.https.map((a) => `${a.address}:${a.port}`),
       sites: config.sites.length,
       pid: process.pid,
+      admin: `${admin.address.address}:${admin.address.port}`,
     },
     'edge listening',
   );
@@ -327,7 +377,7 @@ async function serve(args: string[]): Promise<number> {
       const timeout = edge.runtime.config.edge.limits.drainTimeout;
       // drain() closes the listeners synchronously; log after it so "draining" means new
       // connections are already refused (a supervisor or test may act on this line).
-      const drained = edge.drain(timeout);
+      const drained = Promise.all([edge.drain(timeout), admin.close()]);
       log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
       drained.then(() => {
         log.info('stopped');

@@ -385,6 +385,30 @@ export const edgeSchema = z
       })
       .prefault({})
       .describe('Cache storage, shared by every site.'),
+    admin: z
+      .strictObject({
+        listen: listenAddress
+          .default('127.0.0.1:8091')
+          .describe(
+            'Address of the local admin endpoint (purge, prefetch). Loopback by default; any other address requires token or tokenFile.',
+          ),
+        token: z
+          .string()
+          .min(16, 'too short: use at least 16 characters (e.g. `openssl rand -hex 32`)')
+          .optional()
+          .describe(
+            'Bearer token the admin endpoint requires. Default: none configured, so a random one is generated at each start into admin.token beside the config file (mode 0600).',
+          ),
+        tokenFile: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            'File holding the admin token (first line), relative to the config file; read at start. Use instead of token to keep the secret out of the config.',
+          ),
+      })
+      .prefault({})
+      .describe('Local admin endpoint: `verge purge` and `verge prefetch` talk to it.'),
   })
   .prefault({})
   .describe('Edge listeners and limits.');
@@ -402,6 +426,38 @@ export const logSchema = z
   })
   .prefault({})
   .describe('Logging.');
+
+/** Whether a listen address ("127.0.0.1:8091", "[::1]:8091") is on the loopback interface. */
+export function isLoopbackListen(listen: string): boolean {
+  const host = listen
+    .slice(0, listen.lastIndexOf(':'))
+    .replace(/^\[|\]$/g, '')
+    .toLowerCase();
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/**
+ * The admin endpoint can purge everything: off the loopback interface a generated token (kept in
+ * a file on this machine) is not enough, the operator must choose one; and one source only.
+ */
+function checkAdmin(admin: Partial<EdgeConfig['admin']> | undefined, ctx: z.RefinementCtx): void {
+  if (typeof admin !== 'object' || admin === null) return;
+  if (admin.token !== undefined && admin.tokenFile !== undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['edge', 'admin', 'tokenFile'],
+      message: 'set either edge.admin.token or edge.admin.tokenFile, not both',
+    });
+  }
+  const configured = admin.token !== undefined || admin.tokenFile !== undefined;
+  if (typeof admin.listen === 'string' && !isLoopbackListen(admin.listen) && !configured) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['edge', 'admin', 'listen'],
+      message: `${admin.listen} is not a loopback address: set edge.admin.token or edge.admin.tokenFile to expose the admin endpoint there`,
+    });
+  }
+}
 
 export const configSchema = z
   .strictObject({
@@ -430,6 +486,7 @@ export const configSchema = z
           } else owner.set(name, i);
         });
       });
+      checkAdmin(cfg.edge?.admin, ctx);
       const def = cfg.edge?.https?.defaultSite;
       if (typeof def === 'string' && !sites.some((s) => s?.name === def && s.tls)) {
         ctx.addIssue({

@@ -31,6 +31,8 @@ export interface EdgeProc {
   accessLogFile: string;
   httpPort: number;
   httpsPort: number;
+  /** the admin endpoint's port (edge.admin.listen, 127.0.0.1:0 unless the config gives one) */
+  adminPort: number;
   /** everything the child wrote to stderr / stdout so far */
   stderr(): string;
   stdout(): string;
@@ -82,10 +84,11 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The config with loopback listeners and a file access log filled in where the test left them out. */
-function fillIn(config: Obj, listen: { http: string; https: string }, accessLog: string): Obj {
+function fillIn(config: Obj, listen: { http: string; https: string; admin: string }, accessLog: string): Obj {
   const edge = isObj(config['edge']) ? config['edge'] : {};
   const http = isObj(edge['http']) ? edge['http'] : {};
   const https = isObj(edge['https']) ? edge['https'] : {};
+  const admin = isObj(edge['admin']) ? edge['admin'] : {};
   const log = isObj(config['log']) ? config['log'] : {};
   return {
     ...config,
@@ -93,6 +96,8 @@ function fillIn(config: Obj, listen: { http: string; https: string }, accessLog:
       ...edge,
       http: { listen: [listen.http], ...http },
       https: { listen: [listen.https], ...https },
+      // a kernel-chosen port: concurrent test edges must not all want 8091
+      admin: { listen: listen.admin, ...admin },
     },
     log: { access: accessLog, ...log },
   };
@@ -109,7 +114,7 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
     return p;
   };
   for (const [name, content] of Object.entries(opts.files ?? {})) file(name, content);
-  let listen = { http: '127.0.0.1:0', https: '127.0.0.1:0' };
+  let listen = { http: '127.0.0.1:0', https: '127.0.0.1:0', admin: '127.0.0.1:0' };
   const writeConfig = (config: Obj | string) => {
     writeFileSync(
       configFile,
@@ -203,13 +208,18 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
     throw e;
   }
   const port = (v: unknown) => {
-    const first = Array.isArray(v) ? String(v[0] ?? '') : '';
+    const first = Array.isArray(v) ? String(v[0] ?? '') : String(v ?? '');
     return Number(first.slice(first.lastIndexOf(':') + 1)) || 0;
   };
   const httpPort = port(ready['http']);
   const httpsPort = port(ready['https']);
+  const adminPort = port(ready['admin']);
   // Reloaded configs name the ports actually bound, as an operator's file would.
-  listen = { http: `127.0.0.1:${httpPort}`, https: `127.0.0.1:${httpsPort}` };
+  listen = {
+    http: `127.0.0.1:${httpPort}`,
+    https: `127.0.0.1:${httpsPort}`,
+    admin: `127.0.0.1:${adminPort}`,
+  };
 
   return {
     child,
@@ -219,6 +229,7 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
     accessLogFile,
     httpPort,
     httpsPort,
+    adminPort,
     stderr: () => stderr,
     stdout: () => stdout,
     logs: () => logs,
