@@ -1,0 +1,309 @@
+// The SQLite ConfigStore: the shared conformance suite, plus what only a file-backed store has:
+// durability under kill -9, refusing corrupt or unusable files, file modes, and watch across
+// processes sharing the file (the poll fallback).
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { openSqliteStore, type SqliteStore } from '../src/store/sqlite.js';
+import { type Change, StoreOpenError } from '../src/store/types.js';
+import { docKey, docValue } from './fixtures/store-writer.js';
+import { configStoreConformance, sleep, until } from './helpers/store-conformance.js';
+
+const WRITER = fileURLToPath(new URL('./fixtures/store-writer.js', import.meta.url));
+
+const dirs: string[] = [];
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'verge-store-'));
+  dirs.push(d);
+  return d;
+}
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+configStoreConformance('sqlite', async () => {
+  const dir = tempDir();
+  const store = openSqliteStore({ file: join(dir, 'verge.db') });
+  return { store, cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
+});
+
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+function startWriter(file: string, count: number | 'forever', first = 0) {
+  const child = spawn(process.execPath, [WRITER, file, String(count), String(first)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+  });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => {
+      children.delete(child);
+      resolve({ code, signal });
+    }),
+  );
+  /** complete "ack i rev" lines printed so far */
+  const acks = () =>
+    [...out.matchAll(/^ack (\d+) (\d+)\n/gm)].map((m) => ({ i: Number(m[1]), rev: Number(m[2]) }));
+  return { child, exited, acks, stderr: () => err };
+}
+
+/** Checks that the store holds exactly complete, valid writes (no torn or orphaned state). */
+async function assertWhole(store: SqliteStore): Promise<void> {
+  const rev = await store.revision();
+  const log = await store.changes(0);
+  assert.deepEqual(
+    log.map((c) => c.revision),
+    Array.from({ length: rev }, (_, k) => k + 1),
+    'the log holds every revision 1..current, none missing',
+  );
+  const lastPut = new Map<string, Change & { type: 'put' }>();
+  for (const c of log) {
+    assert.equal(c.type, 'put');
+    if (c.type !== 'put') continue;
+    const i = Number(c.key.slice('sites/w'.length));
+    assert.deepEqual(c.value, docValue(i), `log entry ${c.revision} is whole`);
+    lastPut.set(c.key, c);
+  }
+  const snap = await store.snapshot();
+  assert.equal(snap.revision, rev);
+  assert.equal(snap.entries.length, lastPut.size);
+  for (const e of snap.entries) {
+    const c = lastPut.get(e.key);
+    assert.ok(c, `document ${e.key} has its log entry`);
+    assert.equal(e.revision, c.revision);
+    assert.deepEqual(e.value, c.value);
+  }
+}
+
+describe('sqlite store: durability', () => {
+  test('kill -9 during a burst of writes: every acknowledged write survives, nothing is half-written', {
+    timeout: 120_000,
+  }, async (t) => {
+    const dir = tempDir();
+    const file = join(dir, 'verge.db');
+    let next = 0;
+    let totalAcked = 0;
+    for (let round = 0; round < 3; round++) {
+      const w = startWriter(file, 'forever', next);
+      const target = 40 + round * 37;
+      await until(() => w.acks().length >= target, 60_000, `${target} acknowledged writes`);
+      w.child.kill('SIGKILL');
+      const { signal } = await w.exited;
+      assert.equal(signal, 'SIGKILL', `writer was killed, not exited (stderr: ${w.stderr()})`);
+      const acks = w.acks();
+      totalAcked += acks.length;
+      const store = openSqliteStore({ file });
+      try {
+        for (const a of acks) {
+          const got = await store.get(docKey(a.i));
+          assert.ok(got, `acknowledged write ${a.i} (revision ${a.rev}) is present`);
+          assert.equal(got.revision, a.rev);
+          assert.deepEqual(got.value, docValue(a.i));
+        }
+        const last = acks.at(-1)!;
+        const rev = await store.revision();
+        // at most the one write in flight at the kill may have committed without its ack
+        assert.ok(rev === last.rev || rev === last.rev + 1, `revision ${rev} after last ack ${last.rev}`);
+        await assertWhole(store);
+        next = last.i + 2;
+      } finally {
+        await store.close();
+      }
+    }
+    t.diagnostic(`${totalAcked} acknowledged writes over 3 kills, all present`);
+  });
+});
+
+describe('sqlite store: refusing files it cannot trust', () => {
+  function assertOpenError(file: string, pattern: RegExp): StoreOpenError {
+    let caught: unknown;
+    try {
+      openSqliteStore({ file }).close();
+    } catch (e) {
+      caught = e;
+    }
+    assert.ok(caught instanceof StoreOpenError, `expected StoreOpenError, got ${String(caught)}`);
+    assert.equal(caught.location, file);
+    assert.ok(caught.message.includes(file), `message names the file: ${caught.message}`);
+    assert.match(caught.message, pattern);
+    return caught;
+  }
+
+  test('a file of garbage: StoreOpenError naming the file and what to do; the file is left alone', () => {
+    const file = join(tempDir(), 'verge.db');
+    const garbage = Buffer.alloc(16 * 1024);
+    for (let i = 0; i < garbage.length; i++) garbage[i] = (i * 131 + 7) % 251;
+    writeFileSync(file, garbage);
+    const err = assertOpenError(file, /not a SQLite database or is damaged/);
+    assert.match(err.message, /move the file .* aside/);
+    assert.match(err.message, /backup/);
+    assert.deepEqual(readFileSync(file), garbage, 'never replaced by an empty store');
+  });
+
+  test('a Verge store with damaged pages fails the check on open', async () => {
+    const file = join(tempDir(), 'verge.db');
+    const s = openSqliteStore({ file });
+    for (let i = 0; i < 200; i++) await s.put(docKey(i), docValue(i));
+    await s.close();
+    assert.ok(!existsSync(`${file}-wal`) || statSync(`${file}-wal`).size === 0, 'checkpointed on close');
+    const size = statSync(file).size;
+    const fd = openSync(file, 'r+');
+    // scribble over the b-tree pages in the middle of the file (page 1, the header, stays valid)
+    const junk = Buffer.alloc(4096 * 8, 0xa5);
+    writeSync(fd, junk, 0, junk.length, Math.floor(size / 2 / 4096) * 4096);
+    closeSync(fd);
+    assertOpenError(file, /damaged|integrity check failed|malformed/);
+  });
+
+  test('a directory, a missing directory, a foreign SQLite database, a newer schema', () => {
+    const dir = tempDir();
+    const asDir = join(dir, 'is-a-dir.db');
+    mkdirSync(asDir);
+    assertOpenError(asDir, /is a directory/);
+
+    assertOpenError(
+      join(dir, 'no', 'such', 'dir', 'verge.db'),
+      /cannot be created.*Create the data directory/,
+    );
+
+    const foreign = join(dir, 'foreign.db');
+    const db = new Database(foreign);
+    db.exec('CREATE TABLE t (x)');
+    db.close();
+    assertOpenError(foreign, /not a Verge store/);
+
+    const newer = join(dir, 'newer.db');
+    openSqliteStore({ file: newer }).close();
+    const db2 = new Database(newer);
+    db2.exec('UPDATE schema_version SET version = 99');
+    db2.close();
+    assertOpenError(newer, /newer Verge/);
+  });
+
+  test('an unreadable file', {
+    skip: process.getuid?.() === 0 ? 'running as root: mode 000 does not stop root' : false,
+  }, () => {
+    const file = join(tempDir(), 'verge.db');
+    openSqliteStore({ file }).close();
+    chmodSync(file, 0o000);
+    assertOpenError(file, /cannot open|not a SQLite|mode/);
+  });
+});
+
+describe('sqlite store: files and processes', () => {
+  test('the store file and its -wal / -shm files are mode 0600, even with a permissive umask', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'verge.db');
+    const old = process.umask(0);
+    let s: SqliteStore;
+    try {
+      s = openSqliteStore({ file });
+    } finally {
+      process.umask(old);
+    }
+    try {
+      await s.put('certs/x', { key: 'PRIVATE' });
+      for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+        assert.equal(statSync(f).mode & 0o777, 0o600, `${f} mode`);
+      }
+    } finally {
+      await s.close();
+    }
+    // an existing file with a looser mode is tightened on open
+    chmodSync(file, 0o644);
+    const s2 = openSqliteStore({ file });
+    await s2.close();
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+  });
+
+  test('a second process writing to the same file: watch sees its changes through the poll fallback', {
+    timeout: 30_000,
+  }, async () => {
+    const file = join(tempDir(), 'verge.db');
+    const store = openSqliteStore({ file, pollMs: 200 });
+    try {
+      await store.put('sites/local', 'here');
+      const from = await store.revision();
+      const got: Change[] = [];
+      const errors: Error[] = [];
+      const stop = store.watch(
+        from,
+        (c) => {
+          got.push(c);
+        },
+        (e) => errors.push(e),
+      );
+      const w = startWriter(file, 5, 1000);
+      const { code } = await w.exited;
+      assert.equal(code, 0, w.stderr());
+      const acks = w.acks();
+      assert.equal(acks.length, 5);
+      const t0 = Date.now();
+      await until(() => got.length >= 5, 5000, 'changes from the other process');
+      const delay = Date.now() - t0;
+      assert.ok(delay < 2000, `delivered within 2 s of the last write (took ${delay} ms)`);
+      await sleep(500);
+      stop();
+      assert.deepEqual(errors, []);
+      assert.deepEqual(
+        got.map((c) => [c.revision, c.key]),
+        acks.map((a) => [a.rev, docKey(a.i)]),
+      );
+      for (const c of got) {
+        assert.equal(c.type, 'put');
+        if (c.type === 'put') assert.deepEqual(c.value, docValue(Number(c.key.slice('sites/w'.length))));
+      }
+      // and writes here keep numbering after the other process's revisions
+      const mine = await store.put('sites/local', 'again');
+      assert.equal(mine, acks.at(-1)!.rev + 1);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('write latency per acknowledged write (synchronous=FULL)', async (t) => {
+    const file = join(tempDir(), 'verge.db');
+    const store = openSqliteStore({ file });
+    try {
+      const times: number[] = [];
+      for (let i = 0; i < 200; i++) {
+        const t0 = process.hrtime.bigint();
+        await store.put(`sites/lat${i % 20}`, { i, origin: 'http://10.0.0.1', pad: 'x'.repeat(500) });
+        times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      times.sort((a, b) => a - b);
+      const pct = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]!.toFixed(2);
+      const mean = (times.reduce((a, b) => a + b, 0) / times.length).toFixed(2);
+      t.diagnostic(`put latency over 200 writes: mean ${mean} ms, p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms`);
+    } finally {
+      await store.close();
+    }
+  });
+});
