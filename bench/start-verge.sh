@@ -4,7 +4,8 @@
 # 127.0.0.1). Runs in the foreground, as run.sh requires; run.sh stops the descendants too.
 #   VERGE_HTTP / VERGE_HTTPS (18100 / 18101)   caching edge, one process
 #   VERGE_PASS_HTTP / VERGE_PASS_HTTPS         optional: caching off (pure pass-through, to
-#                                              compare with nginx proxy_pass)
+#                                              compare with nginx proxy_pass); VERGE_PASS_WORKERS
+#                                              sets its edge.workers (default 1)
 #   VERGE_W2_HTTP / VERGE_W2_HTTPS             optional: caching edge with edge.workers: 2
 #   MIN_PROXY_PORT                             optional: bench/min-proxy.ts, the bare
 #                                              node:http + undici floor of any Node.js proxy
@@ -31,7 +32,7 @@ YAML
 }
 cli="$here/../dist/src/cli/main.js"
 if [[ -n "${VERGE_PASS_HTTP:-}" ]]; then
-  config "$VERGE_PASS_HTTP" "${VERGE_PASS_HTTPS:-0}" false 1 > "$dir/pass.yaml"
+  config "$VERGE_PASS_HTTP" "${VERGE_PASS_HTTPS:-0}" false "${VERGE_PASS_WORKERS:-1}" > "$dir/pass.yaml"
   node "$cli" serve --config "$dir/pass.yaml" &
 fi
 if [[ -n "${VERGE_W2_HTTP:-}" ]]; then

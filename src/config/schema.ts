@@ -244,6 +244,12 @@ export const siteCacheSchema = z
       .describe(
         'Serve a stale copy when the origin fails or answers 5xx (offline mode), unless the response forbids it (must-revalidate, no-cache).',
       ),
+    compress: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Compress (br, gzip) 200 responses of compressible types of 1 KiB or more that the origin sent uncompressed, for visitors that accept it; compressed variants are cached. Applies to uncached responses too.',
+      ),
   })
   .prefault({})
   .describe('Caching rules.');

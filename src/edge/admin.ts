@@ -21,6 +21,7 @@ import type { EdgeConfig } from '../config/schema.js';
 import { ERRORS } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { EdgeCache } from './cache.js';
+import type { EdgeMetrics } from './metrics.js';
 import type { RelayAnswer, RelayOp, WorkerRelay } from './relay.js';
 import type { CompiledSite, Runtime } from './runtime.js';
 import { parseListen } from './server.js';
@@ -119,6 +120,7 @@ interface PurgeRequest {
 export interface AdminEdge {
   readonly cache: EdgeCache | undefined;
   readonly runtime: Runtime;
+  readonly metrics: EdgeMetrics;
   addresses(): { http: AddressInfo[]; https: AddressInfo[] };
 }
 
@@ -223,6 +225,17 @@ export class AdminServer {
       else send(res, 202, this.#prefetch(body));
       return;
     }
+    if (path === '/metrics') {
+      if (method !== 'GET' && method !== 'HEAD') throw notAllowed('GET, HEAD');
+      // Prometheus text format; with edge.workers each worker answers for itself (docs/caching.md)
+      const text = await this.#opts.edge.metrics.text();
+      res.writeHead(200, {
+        'content-type': this.#opts.edge.metrics.contentType,
+        'cache-control': 'no-store',
+      });
+      res.end(method === 'HEAD' ? undefined : text);
+      return;
+    }
     const job = /^\/jobs\/([A-Za-z0-9-]{1,64})$/.exec(path);
     if (job) {
       if (method !== 'GET' && method !== 'HEAD') throw notAllowed('GET, HEAD');
@@ -232,7 +245,7 @@ export class AdminServer {
     throw new AdminError(
       404,
       'ADMIN_NOT_FOUND',
-      `no admin resource ${path}: use POST /purge, POST /prefetch or GET /jobs/ID`,
+      `no admin resource ${path}: use POST /purge, POST /prefetch, GET /jobs/ID or GET /metrics`,
     );
   }
 

@@ -8,10 +8,10 @@
 
 import type { IncomingHttpHeaders } from 'node:http';
 import { resolve as resolvePath } from 'node:path';
-import type { Readable } from 'node:stream';
+import { PassThrough, pipeline, Readable } from 'node:stream';
 import { Coalescer, type Upstream } from '../cache/coalesce.js';
 import { DiskStore } from '../cache/disk.js';
-import type { HeaderMap } from '../cache/headers.js';
+import { type HeaderMap, headerValue } from '../cache/headers.js';
 import { primaryKey, selectVariant, storageKey, variantKey } from '../cache/key.js';
 import { MemoryStore } from '../cache/memory.js';
 import {
@@ -30,11 +30,23 @@ import {
 import { urlSelector } from '../cache/purge.js';
 import { multipartBody, planRange } from '../cache/range.js';
 import type { CacheRules } from '../cache/rules.js';
-import type { CacheStore, EntryMeta } from '../cache/storage.js';
+import { type CacheStore, type EntryMeta, type NewEntry, primaryOf } from '../cache/storage.js';
 import { TieredStore } from '../cache/tiered.js';
 import type { ResolvedConfig } from '../config/load.js';
 import type { VergeError } from '../core/errors.js';
 import { type PulledResponse, type PullState, pullAsStream } from '../origin/pull.js';
+import {
+  addVary,
+  type Coding,
+  compressedHeaders,
+  compressionPlan,
+  createCompressor,
+  derivedKey,
+  IDENTITY_FIELD,
+  IdentityDigest,
+  identityMarker,
+  lengthOf,
+} from './compress.js';
 import type { RequestContext } from './lifecycle.js';
 import type { CompiledSite } from './runtime.js';
 
@@ -46,6 +58,8 @@ export interface CacheHead {
   status: number;
   headers: IncomingHttpHeaders;
   pulled: PulledResponse;
+  /** set when the response is being stored: what a derived (compressed) entry copies */
+  fill?: Pick<NewEntry, 'requestTime' | 'responseTime' | 'freshness' | 'tags'>;
 }
 
 /** The edge's storage and collapsed-forwarding state; one per edge process, kept across reloads. */
@@ -54,6 +68,8 @@ export class EdgeCache {
   readonly coalescer = new Coalescer<CacheHead>();
   /** keys being refreshed in the background (stale-while-revalidate): at most one refresh each */
   readonly refreshing = new Set<string>();
+  /** derived (compressed) entries being written: one writer each, others compress unstored */
+  readonly compressing = new Set<string>();
 
   private constructor(store: CacheStore) {
     this.store = store;
@@ -183,7 +199,17 @@ async function serveStored(
   creq: CacheRequest,
 ): Promise<void> {
   ctx.phase = 'respond';
-  const headers = visitorHeaders(meta.headers, ageMs, info.rules);
+  let headers = visitorHeaders(meta.headers, ageMs, info.rules);
+  // src/edge/compress.ts: Vary on whatever could be compressed; a compressed variant's headers
+  const zplan = compressionPlan(
+    info.site.config.cache.compress,
+    creq.headers,
+    meta.status,
+    meta.headers,
+    meta.size,
+  );
+  if (zplan.vary) addVary(headers);
+  if (zplan.enc) headers = compressedHeaders(headers, zplan.enc);
   // RFC 9110 section 13.2.2: the visitor's own preconditions, answered from the stored response
   const cond = evaluateConditionals(creq, meta);
   if (cond === 304) {
@@ -234,6 +260,7 @@ async function serveStored(
       return;
     }
   }
+  if (zplan.enc) return serveCompressed(ctx, info, deps, meta, headers, zplan.enc, creq);
   headers['content-length'] = String(meta.size);
   if (creq.method === 'HEAD') {
     deps.writeHead(ctx, meta.status, headers);
@@ -254,6 +281,156 @@ async function serveStored(
   if (!opened) return missAfterVanish(ctx, info, deps, creq);
   deps.writeHead(ctx, opened.meta.status, headers);
   deps.sendBody(ctx, opened.body);
+}
+
+/**
+ * A stored identity entry to a visitor who gets it compressed: the derived entry's precompressed
+ * bytes when it was made from this very identity body, else compress the stored body on the way
+ * out and store the result as the derived entry (docs/caching.md, Compression).
+ */
+async function serveCompressed(
+  ctx: RequestContext,
+  info: CacheRequestInfo,
+  deps: CachePhaseDeps,
+  meta: EntryMeta,
+  headers: HeaderMap,
+  enc: Coding,
+  creq: CacheRequest,
+): Promise<void> {
+  const store = deps.cache.store;
+  const dkey = derivedKey(meta.key, enc);
+  const marker = identityMarker(meta.checksum, meta.size);
+  let derived =
+    store.variantsSync?.(primaryOf(meta.key)).find((m) => m.key === dkey) ?? (await store.get(dkey));
+  if (derived && headerValue(derived.headers, IDENTITY_FIELD) !== marker) derived = undefined;
+  if (derived) {
+    const h = { ...headers, 'content-length': String(derived.size) };
+    if (creq.method === 'HEAD') {
+      deps.writeHead(ctx, meta.status, h);
+      ctx.res.end();
+      return;
+    }
+    const resident = store.bodySync?.(dkey);
+    if (resident && resident.length === derived.size) {
+      deps.writeHead(ctx, meta.status, h);
+      ctx.bytes += resident.length;
+      ctx.done = true;
+      ctx.res.end(resident);
+      return;
+    }
+    const opened = await store.open(dkey);
+    if (opened && opened.meta.checksum === derived.checksum) {
+      deps.writeHead(ctx, meta.status, h);
+      deps.sendBody(ctx, opened.body);
+      return;
+    }
+    opened?.body.destroy();
+  }
+  // not compressed yet: the length is unknown until the compressor is done
+  if (creq.method === 'HEAD') {
+    deps.writeHead(ctx, meta.status, headers);
+    ctx.res.end();
+    return;
+  }
+  const resident = store.bodySync?.(meta.key);
+  let source: Readable;
+  if (resident && resident.length === meta.size) source = Readable.from([resident]);
+  else {
+    const opened = await store.open(meta.key);
+    if (!opened) return missAfterVanish(ctx, info, deps, creq);
+    source = opened.body;
+  }
+  deps.writeHead(ctx, meta.status, headers);
+  sendCompressed(ctx, deps, source, enc, meta.size, {
+    key: dkey,
+    entry: derivedEntry(meta, enc, marker),
+  });
+}
+
+/** A derived entry's metadata: only its coding and source matter; the identity entry's are served. */
+function derivedEntry(
+  from: Pick<NewEntry, 'requestTime' | 'responseTime' | 'freshness' | 'tags'>,
+  enc: Coding,
+  marker: string | undefined,
+): NewEntry {
+  return {
+    status: 200,
+    headers: { 'content-encoding': enc, ...(marker ? { [IDENTITY_FIELD]: marker } : {}) },
+    requestTime: from.requestTime,
+    responseTime: from.responseTime,
+    freshness: from.freshness,
+    tags: from.tags,
+  };
+}
+
+/**
+ * Stream identity bytes to the visitor through a compressor. With `derive`, the compressed
+ * bytes are also stored as that derived entry (one writer per key at a time); without a known
+ * marker (a miss: the identity body is still arriving) its CRC-32 is taken on the way and
+ * recorded once the entry is committed.
+ */
+function sendCompressed(
+  ctx: RequestContext,
+  deps: CachePhaseDeps,
+  body: Readable,
+  enc: Coding,
+  sizeHint: number | undefined,
+  derive?: { key: string; entry: NewEntry },
+): void {
+  const z = createCompressor(enc, sizeHint);
+  const digest = derive && !derive.entry.headers[IDENTITY_FIELD] ? new IdentityDigest() : undefined;
+  if (digest) {
+    const tap = new PassThrough();
+    tap.on('data', (c: Buffer) => digest.update(c));
+    pipeline(body, tap, z, () => undefined);
+  } else pipeline(body, z, () => undefined);
+  if (derive) storeDerived(deps.cache, derive.key, derive.entry, z, digest);
+  deps.sendBody(ctx, z);
+}
+
+/** Write a compressed stream as a derived entry; only a complete stream is committed. */
+function storeDerived(
+  cache: EdgeCache,
+  key: string,
+  entry: NewEntry,
+  out: Readable,
+  digest: IdentityDigest | undefined,
+): void {
+  if (cache.compressing.has(key)) return;
+  cache.compressing.add(key);
+  const writer = cache.store.begin(key, entry).catch(() => undefined);
+  let chain: Promise<unknown> = writer;
+  let failed = false;
+  const done = () => cache.compressing.delete(key);
+  out.on('data', (chunk: Buffer) => {
+    chain = chain
+      .then(async () => {
+        const w = await writer;
+        if (w && !failed) await w.write(chunk);
+      })
+      .catch(() => {
+        failed = true;
+      });
+  });
+  out.once('end', () => {
+    chain
+      .then(async () => {
+        const w = await writer;
+        if (!w || failed) return;
+        await w.commit();
+        if (digest)
+          await cache.store.update(key, {
+            headers: { ...entry.headers, [IDENTITY_FIELD]: digest.marker() },
+          });
+      })
+      .catch(() => undefined)
+      .finally(done);
+  });
+  out.once('close', () => {
+    if (out.readableEnded) return;
+    void writer.then((w) => w?.abort());
+    done();
+  });
 }
 
 function missAfterVanish(
@@ -326,18 +503,43 @@ async function miss(
   if (joined.role === 'follower') reason = reason ?? 'collapsed';
   mark(ctx, state, reason ?? ctx.cacheReason);
   ctx.phase = 'respond';
-  deps.writeHead(
-    ctx,
+  const size = lengthOf(head.headers);
+  const zplan = compressionPlan(
+    info.site.config.cache.compress,
+    creq.headers,
     head.status,
-    stripTargeted(head.headers as HeaderMap, info.rules) as IncomingHttpHeaders,
+    head.headers,
+    size,
+    head.fill !== undefined,
   );
+  let out = stripTargeted(head.headers as HeaderMap, info.rules);
+  if (zplan.vary) addVary(out);
+  if (zplan.enc) out = compressedHeaders(out, zplan.enc);
+  deps.writeHead(ctx, head.status, out as IncomingHttpHeaders);
   if (!joined.body || creq.method === 'HEAD') {
     // HEAD was pulled as GET so the object can be stored; this visitor only wants the head.
     joined.body?.resume();
     ctx.res.end();
     return;
   }
+  if (zplan.enc) {
+    // the identity object is being stored by the pull; store this coding beside it
+    const derive = head.fill
+      ? {
+          key: derivedKey(storageKey(primary, fillVariant(head.headers, creq.headers)), zplan.enc),
+          entry: derivedEntry(head.fill, zplan.enc, undefined),
+        }
+      : undefined;
+    sendCompressed(ctx, deps, joined.body, zplan.enc, size, derive);
+    return;
+  }
   deps.sendBody(ctx, joined.body);
+}
+
+/** The variant key the pull's response is stored under (as beginEntry computes it). */
+function fillVariant(headers: IncomingHttpHeaders, reqHeaders: HeaderMap): string {
+  const vary = headerValue(headers as HeaderMap, 'vary');
+  return variantKey(vary, reqHeaders) ?? '';
 }
 
 /**
@@ -432,6 +634,7 @@ async function fetchForCache(
       { requestTime, responseTime },
       size,
     );
+    head.fill = { requestTime, responseTime, freshness: decision.freshness, tags: decision.tags };
     return { head, body: pulled.body, cacheable: true, sink };
   } catch (e) {
     // The store cannot take it (too large, disk error): serve from the origin all the same.
@@ -545,14 +748,28 @@ async function revalidate(
   );
   mark(ctx, 'EXPIRED', d.why);
   ctx.phase = 'respond';
-  deps.writeHead(ctx, pulled.status, stripTargeted(headers, info.rules) as IncomingHttpHeaders);
+  const zplan = compressionPlan(
+    info.site.config.cache.compress,
+    creq.headers,
+    pulled.status,
+    headers,
+    lengthOf(headers),
+    decision.store,
+  );
+  let out = stripTargeted(headers, info.rules);
+  if (zplan.vary) addVary(out);
+  if (zplan.enc) out = compressedHeaders(out, zplan.enc);
+  deps.writeHead(ctx, pulled.status, out as IncomingHttpHeaders);
+  // compressed on the fly, not stored: the next hit compresses from the new identity entry
+  const send = (body: Readable) =>
+    zplan.enc ? sendCompressed(ctx, deps, body, zplan.enc, lengthOf(headers)) : deps.sendBody(ctx, body);
   if (!decision.store) {
     ctx.cacheReason = decision.reason;
     await deps.cache.store.delete(meta.key);
     if (creq.method === 'HEAD') {
       pulled.body.destroy();
       ctx.res.end();
-    } else deps.sendBody(ctx, pulled.body);
+    } else send(pulled.body);
     return;
   }
   const writer = await beginEntry(deps.cache.store, primary, creq.headers, pulled.status, decision, {
@@ -563,7 +780,7 @@ async function revalidate(
   if (creq.method === 'HEAD') {
     pulled.body.resume();
     ctx.res.end();
-  } else deps.sendBody(ctx, pulled.body);
+  } else send(pulled.body);
 }
 
 /** Open the store writer for a storable origin response, under its Vary variant's key. */

@@ -17,8 +17,10 @@ import {
   type EdgeCache,
   invalidateAfterUnsafe,
 } from './cache.js';
+import { addVary, compressedHeaders, compressionPlan, createCompressor, lengthOf } from './compress.js';
 import { sendError } from './error-page.js';
 import { RequestContext, type VisitorRequest, type VisitorResponse } from './lifecycle.js';
+import type { EdgeMetrics } from './metrics.js';
 import { clientIp } from './peer.js';
 import type { Runtime } from './runtime.js';
 
@@ -62,6 +64,7 @@ export interface HandlerDeps {
   runtime(): Runtime;
   /** the cache; undefined when the edge runs without one */
   cache?: EdgeCache;
+  metrics?: EdgeMetrics;
   accessLog: AccessLog;
   /** called for request failures that are Verge's fault */
   onInternalError(err: unknown, id: string): void;
@@ -307,8 +310,11 @@ function passThrough(
       : cl !== undefined || req.headers['transfer-encoding'] !== undefined;
   const state: PullState = { attempts: ctx.attempts };
   let headSent = false;
+  /** the compressor between the origin's body and the visitor, when compressing */
+  let z: Transform | undefined;
   res.on('close', () => {
     if (!ctx.done && state.abort) state.abort(new Error('visitor closed the connection'));
+    if (!ctx.done) z?.destroy();
   });
   pull(
     site.origin,
@@ -327,17 +333,31 @@ function passThrough(
         ctx.firstByteMs = state.firstByteMs;
         headSent = true;
         if (deps.cache && site.cacheRules) invalidateAfterUnsafe(deps.cache, site, ctx, path, status, h);
-        res.writeHead(status, responseHeaders(ctx, h));
+        // edge compression (src/edge/compress.ts) applies to uncached responses too
+        const zplan = compressionPlan(site.config.cache.compress, req.headers, status, h, lengthOf(h));
+        let out = responseHeaders(ctx, h);
+        if (zplan.vary) addVary(out);
+        if (zplan.enc) {
+          out = compressedHeaders(out, zplan.enc);
+          if (req.method !== 'HEAD') z = compressTo(ctx, createCompressor(zplan.enc, lengthOf(h)));
+        }
+        res.writeHead(status, out);
       },
       onData(chunk: Buffer) {
+        if (z) return z.write(chunk);
         ctx.bytes += chunk.length;
         // the two response types' write() overloads differ only in callback types
         return (res as { write(c: Buffer): boolean }).write(chunk);
       },
       onDrain(resume: () => void) {
-        res.once('drain', resume);
+        if (z) z.once('drain', resume);
+        else res.once('drain', resume);
       },
       onEnd() {
+        if (z) {
+          z.end();
+          return;
+        }
         ctx.done = true;
         res.end();
       },
@@ -347,6 +367,7 @@ function passThrough(
         if (afterHead || headSent) {
           // The body was cut: abort the visitor's connection so a truncated body is never
           // taken as complete (a clean end would look like success with Content-Length absent).
+          z?.destroy();
           ctx.errorCode = err.code;
           ctx.errorDetail = { ...err.detail, nodeCode: err.nodeCode, cause: causeMessage(err) };
           ctx.aborted = true;
@@ -364,6 +385,32 @@ function passThrough(
   );
   ctx.protocol = state.protocol;
   ctx.protocolReason = state.protocolReason;
+}
+
+/** Send a compressor's output to the visitor with backpressure; returns the compressor. */
+function compressTo(ctx: RequestContext, z: Transform): Transform {
+  const res = ctx.res;
+  z.on('data', (c: Buffer) => {
+    ctx.bytes += c.length;
+    if (!(res as { write(c: Buffer): boolean }).write(c)) {
+      z.pause();
+      res.once('drain', () => z.resume());
+    }
+  });
+  z.once('end', () => {
+    ctx.done = true;
+    res.end();
+  });
+  z.once('error', (err) => {
+    if (ctx.done) return;
+    ctx.aborted = true;
+    if (!ctx.errorCode) {
+      ctx.errorCode = 'EDGE_INTERNAL_ERROR';
+      ctx.errorDetail = { cause: err.message };
+    }
+    abortResponse(res);
+  });
+  return z;
 }
 
 /**
@@ -505,6 +552,13 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
     if (!ctx.errorCode) ctx.errorCode = 'CLIENT_ABORTED';
   }
   ctx.phase = 'log';
+  deps.metrics?.record(
+    ctx.site?.name ?? null,
+    ctx.cacheState,
+    ctx.status || (ctx.aborted ? 499 : res.statusCode),
+    ctx.bytes,
+    ctx.errorCode,
+  );
   // Nobody reads the log (log.access: off, no listener): skip building the record.
   if (!deps.accessLog.active) return;
   const total = performance.now() - ctx.start;

@@ -17,6 +17,7 @@ import { peekClientHello, UNRECOGNIZED_NAME_ALERT } from '../tls/client-hello.js
 import { EdgeCache } from './cache.js';
 import { errorJson } from './error-page.js';
 import { createHandler, nextRequestId } from './handler.js';
+import { EdgeMetrics } from './metrics.js';
 import { peerAddress } from './peer.js';
 import { Runtime } from './runtime.js';
 
@@ -61,11 +62,17 @@ export class Edge {
   readonly #clientErrored = new WeakSet<net.Socket>();
   #draining = false;
   #cache: EdgeCache | undefined;
+  readonly #metrics = new EdgeMetrics();
 
   constructor(config: ResolvedConfig, opts: EdgeOptions) {
     this.#log = opts.logger;
     this.#accessLog = opts.accessLog;
     this.#runtime = new Runtime(config, this.#pools, this.#health);
+  }
+
+  /** request and cache counters (GET /metrics on the admin endpoint) */
+  get metrics(): EdgeMetrics {
+    return this.#metrics;
   }
 
   /** the cache (undefined before start) */
@@ -91,8 +98,10 @@ export class Edge {
     const cfg = this.#runtime.config;
     // A cache directory that cannot be used stops the start with an error naming it.
     this.#cache = await EdgeCache.open(cfg);
+    this.#metrics.useStore(this.#cache.store);
     const deps = {
       cache: this.#cache,
+      metrics: this.#metrics,
       runtime: () => this.#runtime,
       accessLog: this.#accessLog,
       onInternalError: (err: unknown, id: string) =>
@@ -261,6 +270,7 @@ export class Edge {
     socket.end(
       `HTTP/1.1 ${spec.status} ${http.STATUS_CODES[spec.status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nx-request-id: ${id}\r\nconnection: close\r\n\r\n${body}`,
     );
+    this.#metrics.record(null, undefined, spec.status, body.length, code);
     this.#accessLog.write({
       time: new Date().toISOString(),
       id,

@@ -1,0 +1,177 @@
+/**
+ * Edge metrics in the Prometheus text format (prom-client), served by the admin endpoint at
+ * GET /metrics. The request path only bumps plain numbers in a Map (one lookup per request);
+ * prom-client reads them when scraped, so label hashing never runs per request.
+ */
+import { Counter, Gauge, Registry } from 'prom-client';
+import type { CacheStore, StoreStats } from '../cache/storage.js';
+
+interface Tally {
+  requests: number;
+  bytes: number;
+}
+
+/** Per-process counters; one per edge. */
+export class EdgeMetrics {
+  readonly registry = new Registry();
+  /** `${site}\0${cacheState}\0${statusClass}` -> counts */
+  readonly #tally = new Map<string, Tally>();
+  /** `${site}\0${code}` -> count */
+  readonly #errors = new Map<string, number>();
+  #cache: CacheStore | undefined;
+
+  constructor() {
+    const tally = this.#tally;
+    const errors = this.#errors;
+    new Counter({
+      name: 'verge_requests_total',
+      help: 'Requests answered, by site, cache state (X-Cache, "none" when not cached) and status class.',
+      labelNames: ['site', 'cache', 'status'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [k, t] of tally) {
+          const [site, cache, status] = k.split('\0') as [string, string, string];
+          this.inc({ site, cache, status }, t.requests);
+        }
+      },
+    });
+    new Counter({
+      name: 'verge_response_bytes_total',
+      help: 'Body bytes sent to visitors, by site and cache state (bytes hit ratio: HIT / all).',
+      labelNames: ['site', 'cache'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [k, t] of tally) {
+          const [site, cache] = k.split('\0') as [string, string];
+          this.inc({ site, cache }, t.bytes);
+        }
+      },
+    });
+    new Counter({
+      name: 'verge_errors_total',
+      help: 'Requests that ended with an error code from the registry (docs/errors.md), by site and code.',
+      labelNames: ['site', 'code'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [k, n] of errors) {
+          const [site, code] = k.split('\0') as [string, string];
+          this.inc({ site, code }, n);
+        }
+      },
+    });
+    new Gauge({
+      name: 'verge_cache_hit_ratio',
+      help: 'Share of cacheable-path requests (HIT, STALE, REVALIDATED, MISS, EXPIRED) served from storage since start, by requests and by bytes.',
+      labelNames: ['by'],
+      registers: [this.registry],
+      collect() {
+        let hitReq = 0;
+        let allReq = 0;
+        let hitBytes = 0;
+        let allBytes = 0;
+        for (const [k, t] of tally) {
+          const cache = k.split('\0')[1];
+          if (cache === 'none' || cache === 'BYPASS') continue;
+          allReq += t.requests;
+          allBytes += t.bytes;
+          if (cache === 'HIT' || cache === 'STALE' || cache === 'REVALIDATED') {
+            hitReq += t.requests;
+            hitBytes += t.bytes;
+          }
+        }
+        this.set({ by: 'requests' }, allReq ? hitReq / allReq : 0);
+        this.set({ by: 'bytes' }, allBytes ? hitBytes / allBytes : 0);
+      },
+    });
+    const tiers = (): Array<[string, StoreStats]> => {
+      const store = this.#cache;
+      if (!store) return [];
+      const s = store as CacheStore & { tierStats?: () => { memory: StoreStats; disk: StoreStats } };
+      if (s.tierStats) {
+        const t = s.tierStats();
+        return [
+          ['memory', t.memory],
+          ['disk', t.disk],
+        ];
+      }
+      return [[store.kind, store.stats()]];
+    };
+    const perTier = (name: string, help: string, pick: (s: StoreStats) => number, counter = false) => {
+      const Kind = counter ? Counter : Gauge;
+      new Kind({
+        name,
+        help,
+        labelNames: ['tier'],
+        registers: [this.registry],
+        collect(this: Gauge | Counter) {
+          this.reset();
+          for (const [tier, st] of tiers()) {
+            if (this instanceof Gauge) this.set({ tier }, pick(st));
+            else this.inc({ tier }, pick(st));
+          }
+        },
+      });
+    };
+    perTier('verge_cache_objects', 'Objects stored, per tier.', (s) => s.objects);
+    perTier('verge_cache_bytes', 'Bytes stored (bodies plus per-object overhead), per tier.', (s) => s.bytes);
+    perTier('verge_cache_max_bytes', 'Configured size of each tier.', (s) => s.maxBytes);
+    perTier(
+      'verge_cache_evictions_total',
+      'Objects evicted to make room, per tier.',
+      (s) => s.evictions,
+      true,
+    );
+    perTier(
+      'verge_cache_write_errors_total',
+      'Store writes that failed (full disk, unwritable directory): those responses were served from the origin without storing.',
+      (s) => s.writeErrors,
+      true,
+    );
+    perTier(
+      'verge_cache_corrupt_dropped_total',
+      'Stored objects found truncated or corrupt on read and dropped.',
+      (s) => s.corruptDropped,
+      true,
+    );
+  }
+
+  /** The store whose tiers are reported. */
+  useStore(store: CacheStore | undefined): void {
+    this.#cache = store;
+  }
+
+  /** Count one finished request (log phase). */
+  record(
+    site: string | null,
+    cache: string | undefined,
+    status: number,
+    bytes: number,
+    errorCode: string | undefined,
+  ): void {
+    const s = site ?? '-';
+    const key = `${s}\0${cache ?? 'none'}\0${Math.floor(status / 100)}xx`;
+    let t = this.#tally.get(key);
+    if (!t) {
+      t = { requests: 0, bytes: 0 };
+      this.#tally.set(key, t);
+    }
+    t.requests++;
+    t.bytes += bytes;
+    if (errorCode) {
+      const ek = `${s}\0${errorCode}`;
+      this.#errors.set(ek, (this.#errors.get(ek) ?? 0) + 1);
+    }
+  }
+
+  /** The exposition text (Prometheus 0.0.4). */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,63 @@
+// GET /metrics on the admin endpoint: request, byte and error counters by site and cache state,
+// the hit ratio, and the storage tiers (objects, bytes, evictions), in the Prometheus format.
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { test } from 'node:test';
+import { admin, startAdmin } from './helpers/admin.js';
+import { request, startEdge } from './helpers/edge.js';
+import { freePort } from './helpers/nginx.js';
+
+function value(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+test('metrics count requests, bytes, hits, errors and what each tier holds', async (t) => {
+  const origin = http.createServer((req, res) => {
+    res.writeHead(200, {
+      'content-type': 'text/plain',
+      'cache-control': 'public, max-age=60',
+      'content-length': 1000,
+    });
+    res.end('x'.repeat(1000));
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
+  t.after(() => origin.close());
+  const closed = await freePort();
+  const edge = await startEdge([
+    {
+      name: 'www.example.com',
+      origin: { servers: [{ host: '127.0.0.1', port: (origin.address() as AddressInfo).port }] },
+    },
+    { name: 'down.example.com', origin: { servers: [{ host: '127.0.0.1', port: closed }] } },
+  ]);
+  t.after(() => edge.close());
+  const a = await startAdmin(edge);
+  t.after(() => a.close());
+
+  for (let i = 0; i < 4; i++) {
+    const r = await request(`http://127.0.0.1:${edge.httpPort}/a`, { headers: { host: 'www.example.com' } });
+    assert.equal(r.status, 200);
+  }
+  const bad = await request(`http://127.0.0.1:${edge.httpPort}/`, { headers: { host: 'down.example.com' } });
+  assert.equal(bad.status, 502);
+
+  const unauth = await admin(a.port, 'GET', '/metrics', undefined, { token: null });
+  assert.equal(unauth.status, 401, 'metrics need the admin token like everything else there');
+  const res = await admin(a.port, 'GET', '/metrics');
+  assert.equal(res.status, 200);
+  assert.match(String(res.headers['content-type']), /^text\/plain/);
+  const text = String(res.body['text']);
+  assert.equal(value(text, 'verge_requests_total{site="www.example.com",cache="MISS",status="2xx"}'), 1);
+  assert.equal(value(text, 'verge_requests_total{site="www.example.com",cache="HIT",status="2xx"}'), 3);
+  assert.equal(value(text, 'verge_response_bytes_total{site="www.example.com",cache="HIT"}'), 3000);
+  assert.equal(
+    value(text, 'verge_errors_total{site="down.example.com",code="ORIGIN_CONNECTION_REFUSED"}'),
+    1,
+  );
+  assert.equal(value(text, 'verge_cache_hit_ratio{by="requests"}'), 0.75);
+  assert.equal(value(text, 'verge_cache_objects{tier="memory"}'), 1);
+  assert.ok((value(text, 'verge_cache_bytes{tier="memory"}') ?? 0) >= 1000);
+  assert.equal(value(text, 'verge_cache_evictions_total{tier="memory"}'), 0);
+});
