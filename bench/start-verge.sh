@@ -18,6 +18,7 @@ config() {  # http-port https-port cache-enabled workers
   cat <<YAML
 edge:
   workers: $4
+  admin: { listen: "127.0.0.1:0" }
   http: { listen: ["127.0.0.1:$1"] }
   https: { listen: $https }
 log: { access: "${VERGE_ACCESS_LOG:-off}" }

@@ -178,14 +178,26 @@ async function supervise(
   for (let i = 1; i <= workers; i++) slots.set(fork(i).id, i);
   // purges and prefetch-job lookups received by one worker reach the others through here
   new PrimaryRelay(log, (w) => slots.get(w.id));
-  let listening = 0;
-  cluster.on('listening', () => {
-    listening++;
-  });
+  const listening = new Set<number>();
+  cluster.on('listening', (w) => listening.add(w.id));
+  let failedStarts = 0;
+  let failed = false;
   cluster.on('exit', (w, code, signal) => {
     const slot = slots.get(w.id);
     slots.delete(w.id);
     if (stopping || slot === undefined) return;
+    // A worker that dies before it listens (a port in use, an unusable cache directory) will die
+    // again: after three such starts, stop instead of restarting it forever.
+    if (!listening.has(w.id) && ++failedStarts >= 3) {
+      log.error(
+        { worker: slot, code, signal },
+        'workers keep failing at start (see their errors above); stopping',
+      );
+      stopping = true;
+      for (const other of Object.values(cluster.workers ?? {})) other?.process.kill('SIGTERM');
+      failed = true;
+      return;
+    }
     log.error({ worker: slot, code, signal }, 'worker exited; starting a new one');
     slots.set(fork(slot).id, slot);
   });
@@ -193,7 +205,6 @@ async function supervise(
     { workers, pid: process.pid, http: config.edge.http.listen, https: config.edge.https.listen },
     'edge primary started',
   );
-  void listening;
   process.on('SIGHUP', () => {
     try {
       loadConfigFile(file);
@@ -224,7 +235,7 @@ async function supervise(
     cluster.on('exit', check);
   });
   log.info('stopped');
-  return 0;
+  return failed ? 1 : 0;
 }
 
 async function serve(args: string[]): Promise<number> {
@@ -394,7 +405,8 @@ main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
     // The demo origin and timers would keep the process alive after a drain.
-    if (code === 0) setImmediate(() => process.exit(0));
+    // stdout and stderr are synchronous on Linux (files, pipes, TTYs), so nothing is lost.
+    setImmediate(() => process.exit(code));
   },
   (err) => {
     process.stderr.write(`verge: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
