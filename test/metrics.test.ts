@@ -14,7 +14,7 @@ function value(text: string, series: string): number | undefined {
 }
 
 test('metrics count requests, bytes, hits, errors and what each tier holds', async (t) => {
-  const origin = http.createServer((req, res) => {
+  const origin = http.createServer((_req, res) => {
     res.writeHead(200, {
       'content-type': 'text/plain',
       'cache-control': 'public, max-age=60',
