@@ -627,14 +627,19 @@ export class DiskStore implements CacheStore {
    * a busy 2-core machine (bench/cache-index.ts). The cost is that a stalled disk stalls the
    * event loop for that read.
    */
-  #readHeaderSync(key: string, e: IndexEntry): ParsedHeader | undefined {
-    let fd: number;
+  /** Open an entry's file for reading; a file gone from under the index is forgotten. */
+  #openOrForget(key: string, e: IndexEntry): number | undefined {
     try {
-      fd = openSync(this.pathOf(key), 'r');
+      return openSync(this.pathOf(key), 'r');
     } catch {
       if (this.#index.get(key) === e) this.#removeFromIndex(key);
       return undefined;
     }
+  }
+
+  #readHeaderSync(key: string, e: IndexEntry): ParsedHeader | undefined {
+    const fd = this.#openOrForget(key, e);
+    if (fd === undefined) return undefined;
     try {
       let buf = Buffer.allocUnsafe(4096);
       let p = parseHeader(buf, readSync(fd, buf, 0, buf.length, 0));
@@ -763,13 +768,8 @@ export class DiskStore implements CacheStore {
    * entirely before any byte is handed out. 'large': the file is bigger than the index said.
    */
   #openSmallSync(key: string, e: IndexEntry, range: BodyRange | undefined): OpenEntry | undefined | 'large' {
-    let fd: number;
-    try {
-      fd = openSync(this.pathOf(key), 'r');
-    } catch {
-      if (this.#index.get(key) === e) this.#removeFromIndex(key);
-      return undefined;
-    }
+    const fd = this.#openOrForget(key, e);
+    if (fd === undefined) return undefined;
     try {
       const buf = Buffer.allocUnsafe(Math.max(4096, e.fileSize + 1));
       const n = readSync(fd, buf, 0, buf.length, 0);

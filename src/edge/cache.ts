@@ -189,6 +189,27 @@ export async function cachePhase(
   }
 }
 
+/**
+ * A memory hit: the stored buffer in one write, no stream. False when the body is not resident
+ * (or not the expected length), so the caller opens the entry as a stream instead.
+ */
+function sendResident(
+  ctx: RequestContext,
+  deps: CachePhaseDeps,
+  key: string,
+  size: number,
+  status: number,
+  headers: HeaderMap,
+): boolean {
+  const resident = deps.cache.store.bodySync?.(key);
+  if (!resident || resident.length !== size) return false;
+  deps.writeHead(ctx, status, headers);
+  ctx.bytes += resident.length;
+  ctx.done = true;
+  ctx.res.end(resident);
+  return true;
+}
+
 /** Serve a stored entry: preconditions (304/412), Range (206/416), HEAD, or the whole body. */
 async function serveStored(
   ctx: RequestContext,
@@ -267,15 +288,7 @@ async function serveStored(
     ctx.res.end();
     return;
   }
-  const resident = deps.cache.store.bodySync?.(meta.key);
-  if (resident && resident.length === meta.size) {
-    // a memory hit: one write, no stream
-    deps.writeHead(ctx, meta.status, headers);
-    ctx.bytes += resident.length;
-    ctx.done = true;
-    ctx.res.end(resident);
-    return;
-  }
+  if (sendResident(ctx, deps, meta.key, meta.size, meta.status, headers)) return;
   const opened = await deps.cache.store.open(meta.key);
   // dropped between lookup and open (evicted, purged, or found corrupt): fetch it again
   if (!opened) return missAfterVanish(ctx, info, deps, creq);
@@ -310,14 +323,7 @@ async function serveCompressed(
       ctx.res.end();
       return;
     }
-    const resident = store.bodySync?.(dkey);
-    if (resident && resident.length === derived.size) {
-      deps.writeHead(ctx, meta.status, h);
-      ctx.bytes += resident.length;
-      ctx.done = true;
-      ctx.res.end(resident);
-      return;
-    }
+    if (sendResident(ctx, deps, dkey, derived.size, meta.status, h)) return;
     const opened = await store.open(dkey);
     if (opened && opened.meta.checksum === derived.checksum) {
       deps.writeHead(ctx, meta.status, h);
