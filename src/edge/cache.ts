@@ -641,7 +641,23 @@ async function fetchForCache(
       size,
     );
     head.fill = { requestTime, responseTime, freshness: decision.freshness, tags: decision.tags };
-    return { head, body: pulled.body, cacheable: true, sink };
+    // A store write failing midway (full disk, body larger than the tier) leaves the visitors
+    // served from the origin; the leader's log line says why nothing was stored.
+    const noted = <T>(p: Promise<T>): Promise<T> =>
+      p.catch((e: unknown) => {
+        ctx.cacheReason = `store failed: ${(e as { code?: string }).code ?? (e as Error).message}`;
+        throw e;
+      });
+    return {
+      head,
+      body: pulled.body,
+      cacheable: true,
+      sink: {
+        write: (c) => noted(sink.write(c)),
+        commit: () => noted(sink.commit()),
+        abort: (r) => sink.abort(r),
+      },
+    };
   } catch (e) {
     // The store cannot take it (too large, disk error): serve from the origin all the same.
     ctx.cacheReason = `store failed: ${(e as { code?: string }).code ?? (e as Error).message}`;

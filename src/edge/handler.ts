@@ -456,7 +456,13 @@ function armH2RequestTimeout(ctx: RequestContext, deps: HandlerDeps, ms: number)
       // The stream stays open while the client keeps sending; after a complete response,
       // RST_STREAM(NO_ERROR) asks it to stop (RFC 9113 section 8.1), and the close aborts the pull.
       // With NO_ERROR on an ending stream, Node sends the reset only after the response is out.
-      (res as Http2ServerResponse).stream.close(h2constants.NGHTTP2_NO_ERROR);
+      const stream = (res as Http2ServerResponse).stream;
+      stream.close(h2constants.NGHTTP2_NO_ERROR);
+      // If that graceful reset has not gone out within a second (the response still queued behind
+      // flow control), cut the stream: the deadline must hold whatever the client does.
+      setTimeout(() => {
+        if (!stream.closed) stream.destroy();
+      }, 1000).unref();
       return;
     }
     ctx.errorCode = 'CLIENT_TIMEOUT';
