@@ -104,7 +104,9 @@ test('kill -9 while storing, restart: every object served is byte-identical', {
   const startup = second.logs().find((l) => l.msg === 'edge listening');
   assert.ok(startup, 'the restarted edge came up');
   assert.ok(hits < keys.length, 'the kill happened while objects were still being stored');
-  assert.ok(hits >= 1, 'objects stored before the kill survived it');
+  // How many completed stores the kill spared depends on the scheduler (0 is possible when every
+  // commit was still queued); that committed objects survive a restart is proven by
+  // test/cache-disk.test.ts. Here the claim is that nothing served is ever wrong.
   // after the restart each object is complete: a second pass is all HITs, byte-identical
   for (const k of keys) {
     const res = await request(`http://127.0.0.1:${second.httpPort}${k}`, {
