@@ -132,7 +132,7 @@ export interface CacheRequestInfo {
   rules: CacheRules;
   path: string;
   /** request headers as forwarded to the origin (flat) */
-  forward: string[];
+  readonly forward: string[];
 }
 
 /** Note the cache outcome for the X-Cache header and the log line. */

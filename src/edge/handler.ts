@@ -210,11 +210,20 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
 
   // access: nothing configured yet.
 
-  const headers = forwardHeaders(ctx, site.origin.hostHeader);
   const method = req.method ?? 'GET';
   // cache (phase 5): GET and HEAD on a caching site; everything else goes to the origin as is
   if (deps.cache && site.cacheRules && (method === 'GET' || method === 'HEAD')) {
-    const info = { site, rules: site.cacheRules, path: checked.path, forward: headers };
+    // The origin request headers are built only if the origin is asked: a hit never needs them.
+    let forward: string[] | undefined;
+    const info = {
+      site,
+      rules: site.cacheRules,
+      path: checked.path,
+      get forward(): string[] {
+        forward ??= forwardHeaders(ctx, site.origin.hostHeader);
+        return forward;
+      },
+    };
     cachePhase(ctx, info, cacheDeps(deps, info, cl)).catch((err) => {
       deps.onInternalError(err, ctx.id);
       if (!ctx.res.headersSent) fail(ctx, deps, 'EDGE_INTERNAL_ERROR', { error: String(err) });
@@ -226,7 +235,7 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
     ctx,
     deps,
     checked.path,
-    headers,
+    forwardHeaders(ctx, site.origin.hostHeader),
     cl,
     site.cacheRules ? 'BYPASS' : undefined,
     site.cacheRules ? `method ${method}` : undefined,
