@@ -297,12 +297,26 @@ describe('HTTP/2', () => {
           s.on('data', (d: string) => {
             body += d;
           });
-          s.on('close', () => resolve({ status, body, id, ms: performance.now() - t0 }));
+          // Done once the whole response has been read and the edge has reset the stream. Not on
+          // 'close': Node's client never emits it when the reset lands while one of its own
+          // writes is pending (its writable side cannot finish on a closed stream).
+          let ended = false;
+          const done = () => {
+            if (ended && s.closed) resolve({ status, body, id, ms: performance.now() - t0 });
+          };
+          s.on('end', () => {
+            ended = true;
+            done();
+          });
+          s.on('close', done);
           s.on('error', reject);
           // 1000 bytes at 10 bytes per 100 ms would take 10 s; requestTimeout is 2 s
           let sent = 0;
           trickle = setInterval(() => {
-            if (s.destroyed || s.closed) return clearInterval(trickle);
+            if (s.destroyed || s.closed) {
+              clearInterval(trickle);
+              return done();
+            }
             s.write('b'.repeat(10));
             sent += 10;
             if (sent >= 1000) {

@@ -468,9 +468,11 @@ function armH2RequestTimeout(ctx: RequestContext, deps: HandlerDeps, ms: number)
       const stream = (res as Http2ServerResponse).stream;
       stream.close(h2constants.NGHTTP2_NO_ERROR);
       // If that graceful reset has not gone out within a second (the response still queued behind
-      // flow control), cut the stream: the deadline must hold whatever the client does.
+      // flow control), cut the stream: the deadline must hold whatever the client does. `closed`
+      // is already true here (close() sets it before the reset is sent); `destroyed` is not
+      // until the reset has gone out, so that is the flag to test.
       setTimeout(() => {
-        if (!stream.closed) stream.destroy();
+        if (!stream.destroyed) stream.destroy();
       }, 1000).unref();
       return;
     }
