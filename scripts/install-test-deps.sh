@@ -2,7 +2,7 @@
 # Installs the Debian packages that Verge's tests need (real nginx origins and the like), so a
 # fresh machine or CI run can pass without anything installed by hand.
 #
-#   scripts/install-test-deps.sh            # default set: nginx
+#   scripts/install-test-deps.sh            # default set: nginx pebble
 #   scripts/install-test-deps.sh nginx ...  # only the named packages
 #
 # Only packages that are missing get installed; with everything present it prints nothing and
@@ -12,7 +12,7 @@ set -euo pipefail
 
 prog="install-test-deps"
 if [ "$#" -eq 0 ]; then
-  set -- nginx
+  set -- nginx pebble
 fi
 
 # A file each package must provide, beyond dpkg saying it is installed: catches a package whose
@@ -20,6 +20,8 @@ fi
 binary_for() {
   case "$1" in
     nginx) echo /usr/sbin/nginx ;;
+    # pebble ships no service; the ACME tests start it (and pebble-challtestsrv) themselves
+    pebble) echo /usr/bin/pebble ;;
     *) echo "" ;;
   esac
 }
