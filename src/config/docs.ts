@@ -40,6 +40,8 @@ function typeOf(s: JsonSchema): string {
         : '';
     return `integer${range}`;
   }
+  if (!t[0] && s.anyOf?.every((o) => o.type === 'object')) return 'one of the objects below';
+  if (!t[0] && s.anyOf) return s.anyOf.map(typeOf).join(' \\| ');
   return t[0] ?? 'any';
 }
 
@@ -70,6 +72,12 @@ export function configKeys(): ConfigKeyDoc[] {
     const base = s.type === 'array' ? `${path}[]` : path;
     for (const [k, v] of Object.entries(obj.properties ?? {})) {
       walk(v, base ? `${base}.${k}` : k, (obj.required ?? []).includes(k) && v.default === undefined);
+    }
+    // a union of objects (sites[].tls): each alternative's keys, required within that alternative
+    for (const alt of s.anyOf ?? []) {
+      for (const [k, v] of Object.entries(alt.properties ?? {})) {
+        walk(v, `${base}.${k}`, (alt.required ?? []).includes(k) && v.default === undefined);
+      }
     }
   };
   walk(root, '', false);

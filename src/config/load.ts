@@ -193,8 +193,30 @@ function unreadableFiles(input: unknown, baseDir: string, locate: Locator): Conf
   return out;
 }
 
+/**
+ * Where certificates that are not files come from: the control plane's store. Without one (a
+ * plain config file), `tls: {certificate}`, `tls: {acme: true}` and `origin.ca: verge` are errors.
+ */
+export interface MaterialSource {
+  /** a stored certificate by name */
+  certificate(name: string): { chainPem: string; keyPem: string } | undefined;
+  /** the current ACME certificate of a site, if one has been issued yet */
+  acme(site: string): { chainPem: string; keyPem: string } | undefined;
+  /** the PEM of Verge's own origin CA (src/tls/origin-ca.ts), if one exists */
+  originCaPem(): string | undefined;
+}
+
+/** The `origin.ca` value that means "Verge's own origin CA" (`verge origin-cert issue`). */
+export const VERGE_ORIGIN_CA = 'verge';
+
 /** Read every file a config references and check it (certificate/key pair, CA bundle). */
-export function resolveConfig(cfg: Config, baseDir: string, file?: string, locate?: Locator): ResolvedConfig {
+export function resolveConfig(
+  cfg: Config,
+  baseDir: string,
+  file?: string,
+  locate?: Locator,
+  material?: MaterialSource,
+): ResolvedConfig {
   const issues: ConfigIssue[] = [];
   const issue = (path: PropertyKey[], message: string) =>
     issues.push({ path: pathString(path), message, ...locate?.(path) });
@@ -206,8 +228,26 @@ export function resolveConfig(cfg: Config, baseDir: string, file?: string, locat
   const sites = cfg.sites.map((site, i): ResolvedSite => {
     const out: ResolvedSite = { ...site };
     if (site.tls) {
-      const certPem = read(site.tls.cert, ['sites', i, 'tls', 'cert']);
-      const keyPem = read(site.tls.key, ['sites', i, 'tls', 'key']);
+      let certPem: string | undefined;
+      let keyPem: string | undefined;
+      const tls = site.tls;
+      if ('cert' in tls) {
+        certPem = read(tls.cert, ['sites', i, 'tls', 'cert']);
+        keyPem = read(tls.key, ['sites', i, 'tls', 'key']);
+      } else if (!material) {
+        issue(
+          ['sites', i, 'tls'],
+          'stored and ACME certificates need the control plane: run `verge serve --data DIR` (or give tls.cert and tls.key files)',
+        );
+      } else if ('certificate' in tls) {
+        const c = material.certificate(tls.certificate);
+        if (!c) issue(['sites', i, 'tls', 'certificate'], `no stored certificate named "${tls.certificate}"`);
+        else ({ chainPem: certPem, keyPem } = c);
+      } else {
+        // ACME: until the first certificate is issued the site is served over HTTP only
+        const c = material.acme(site.name);
+        if (c) ({ chainPem: certPem, keyPem } = c);
+      }
       if (certPem && keyPem) {
         try {
           const leaf = new X509Certificate(certPem);
@@ -223,7 +263,15 @@ export function resolveConfig(cfg: Config, baseDir: string, file?: string, locat
         }
       }
     }
-    if (site.origin.ca) {
+    if (site.origin.ca === VERGE_ORIGIN_CA) {
+      const ca = material?.originCaPem();
+      if (ca) out.originCaPem = ca;
+      else
+        issue(
+          ['sites', i, 'origin', 'ca'],
+          'Verge has no origin CA yet: create it with `verge origin-cert issue NAME`, which also gives the origin its certificate',
+        );
+    } else if (site.origin.ca) {
       const ca = read(site.origin.ca, ['sites', i, 'origin', 'ca']);
       if (ca !== undefined) {
         if (!ca.includes('-----BEGIN CERTIFICATE-----')) {

@@ -141,7 +141,7 @@ export const originSchema = z
       .min(1)
       .optional()
       .describe(
-        "PEM file of CA certificates to trust for the origin, instead of the system's public CAs (e.g. Verge's origin CA). Relative to the config file.",
+        "PEM file of CA certificates to trust for the origin, instead of the system's public CAs. Relative to the config file. The value `verge` means Verge's own origin CA (`verge origin-cert issue`).",
       ),
     timeouts: z
       .strictObject({
@@ -216,7 +216,14 @@ export const siteCacheSchema = z
       .default([])
       .describe('TTL overrides by path prefix or extension; the first match wins.'),
     query: z
-      .union([z.enum(['all', 'ignore']), z.strictObject({ keep: z.array(z.string()) })])
+      .union([
+        z.enum(['all', 'ignore']),
+        z.strictObject({
+          keep: z
+            .array(z.string())
+            .describe('Query parameter names kept in the key (in this order); others are dropped.'),
+        }),
+      ])
       .default('all')
       .describe('Query string in the cache key: "all" (sorted), "ignore", or { keep: [names] }.'),
     visitorNoCache: z
@@ -264,15 +271,30 @@ export const siteSchema = z
       .default([])
       .describe('Other names served by this site; wildcards such as *.example.com match one label.'),
     tls: z
-      .strictObject({
-        cert: z
-          .string()
-          .min(1)
-          .describe('PEM certificate chain file (leaf first). Relative to the config file.'),
-        key: z.string().min(1).describe('PEM private key file. Relative to the config file.'),
-      })
+      .union([
+        z.strictObject({
+          cert: z
+            .string()
+            .min(1)
+            .describe('PEM certificate chain file (leaf first). Relative to the config file.'),
+          key: z.string().min(1).describe('PEM private key file. Relative to the config file.'),
+        }),
+        z.strictObject({
+          certificate: z
+            .string()
+            .regex(/^[a-z0-9][a-z0-9._-]{0,127}$/, 'a certificate name: a-z, 0-9, ".", "_", "-"')
+            .describe('Name of a certificate stored in the control plane (`verge cert add`).'),
+        }),
+        z.strictObject({
+          acme: z
+            .literal(true)
+            .describe('Obtain and renew the certificate automatically over ACME (HTTP-01).'),
+        }),
+      ])
       .optional()
-      .describe('Certificate for HTTPS visitors. Without it the site is served over HTTP only.'),
+      .describe(
+        'Certificate for HTTPS visitors: files {cert, key}, a stored certificate {certificate: NAME}, or {acme: true}. Without it the site is served over HTTP only.',
+      ),
     https: z
       .strictObject({
         forceHttps: z
@@ -412,6 +434,16 @@ export const edgeSchema = z
           .describe(
             'File holding the admin token (first line), relative to the config file; read at start. Use instead of token to keep the secret out of the config.',
           ),
+        names: z
+          .array(z.string().min(1))
+          .default([])
+          .describe(
+            'Host names the admin API answers to besides localhost, loopback addresses and the listen address (DNS rebinding protection: any other Host header gets 403).',
+          ),
+        cors: z
+          .array(z.string().regex(/^https?:\/\/[^/]+$/, 'an origin such as https://admin.example.com'))
+          .default([])
+          .describe('Browser origins allowed to call the admin API cross-origin (CORS). Default: none.'),
       })
       .prefault({})
       .describe('Local admin endpoint: `verge purge` and `verge prefetch` talk to it.'),

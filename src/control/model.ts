@@ -1,0 +1,149 @@
+/**
+ * What the control plane keeps in the ConfigStore (src/store), and under which keys. The edge
+ * (src/edge/store-source.ts), the admin API (src/control/api.ts), the ACME manager
+ * (src/control/acme.ts) and the CLI's direct-store commands (`verge token create`,
+ * `verge config import|export`) all read and write these shapes, so they live in one place.
+ *
+ * Every value is JSON. Documents are keys (put / delete, each with its mod revision, which is
+ * also the ETag the API hands out); purges are log-only records (store.append('purges', ...)),
+ * applied by every edge in revision order and never stored as documents.
+ */
+import type { JsonValue } from '../store/types.js';
+
+/** Key layout. Names are validated before they become part of a key (see src/config/schema.ts). */
+export const KEYS = {
+  /** the `edge:` section of the config (EdgeConfig input, defaults not filled in) */
+  edgeSettings: 'settings/edge',
+  /** the `log:` section of the config */
+  logSettings: 'settings/log',
+  /** Verge's private origin CA: {certPem, keyPem} (see src/tls/origin-ca.ts) */
+  originCa: 'settings/origin-ca',
+  sitesPrefix: 'sites/',
+  /** one site: the site object as the config schema takes it (SiteInput), tls by reference */
+  site: (name: string) => `sites/${name}`,
+  certsPrefix: 'certs/',
+  /** one certificate: CertRecord (the private key is stored, never returned by the API) */
+  cert: (name: string) => `certs/${name}`,
+  tokensPrefix: 'tokens/',
+  /** one API token: TokenRecord (only the hash of the secret) */
+  token: (id: string) => `tokens/${id}`,
+  nodesPrefix: 'nodes/',
+  /** one edge node's heartbeat: NodeRecord */
+  node: (id: string) => `nodes/${id}`,
+  jobsPrefix: 'jobs/',
+  /** one purge or prefetch job: JobRecord */
+  job: (id: string) => `jobs/${id}`,
+  acmePrefix: 'acme/',
+  /** ACME state of one site with `tls: {acme: true}`: AcmeRecord */
+  acme: (site: string) => `acme/${site}`,
+  challengesPrefix: 'challenges/',
+  /** an HTTP-01 challenge the edges answer on their HTTP port: ChallengeRecord */
+  challenge: (token: string) => `challenges/${token}`,
+} as const;
+
+/** The log kind of purge records: store.append(PURGE_KIND, PurgeRecord). */
+export const PURGE_KIND = 'purges';
+
+/** A certificate as stored. PEM text; `chainPem` is leaf first, then intermediates. */
+export interface CertRecord {
+  name: string;
+  chainPem: string;
+  keyPem: string;
+  source: 'upload' | 'acme' | 'import';
+  /** names the leaf covers (SAN DNS names), lower-case */
+  names: string[];
+  /** ISO 8601 */
+  notBefore: string;
+  notAfter: string;
+  issuer: string;
+  /** SHA-256 fingerprint of the leaf, hex with colons (as X509Certificate.fingerprint256) */
+  fingerprint: string;
+  createdAt: string;
+}
+
+/** An API token. The secret is shown once at creation; only its SHA-256 (hex) is kept. */
+export interface TokenRecord {
+  id: string;
+  name: string;
+  hash: string;
+  createdAt: string;
+}
+
+/** An edge node's heartbeat, written on start, on every applied change and every 5 s. */
+export interface NodeRecord {
+  id: string;
+  hostname: string;
+  pid: number;
+  version: string;
+  startedAt: string;
+  lastSeen: string;
+  /** the last store revision this node has applied */
+  appliedRevision: number;
+  /** HTTP and HTTPS listener addresses, "127.0.0.1:8080" */
+  http: string[];
+  https: string[];
+}
+
+/** A node is live when its heartbeat is younger than this. */
+export const NODE_LIVE_MS = 15_000;
+
+export type PurgeType = 'url' | 'prefix' | 'tag' | 'host' | 'all';
+
+/** A purge as logged: every edge applies it to its cache, in revision order. */
+export interface PurgeRecord {
+  jobId: string;
+  type: PurgeType;
+  /** URLs for url/prefix, tags for tag, host names for host, [] for all */
+  values: string[];
+  mode: 'hard' | 'soft';
+}
+
+export interface PrefetchFailure {
+  url: string;
+  status?: number;
+  code?: string;
+  msg: string;
+}
+
+/**
+ * A purge or prefetch job. A purge is `done` once every live node has applied revision >=
+ * `revision`; a prefetch runs in the control process through a local edge.
+ */
+export interface JobRecord {
+  id: string;
+  type: 'purge' | 'prefetch';
+  state: 'pending' | 'running' | 'done' | 'failed';
+  createdAt: string;
+  finishedAt?: string;
+  /** purge: the revision of its PurgeRecord in the log */
+  revision?: number;
+  purge?: Omit<PurgeRecord, 'jobId'>;
+  prefetch?: { total: number; done: number; failed: PrefetchFailure[]; cache: Record<string, number> };
+  error?: string;
+}
+
+/** ACME state of one site. */
+export interface AcmeRecord {
+  site: string;
+  state: 'pending' | 'valid' | 'failed';
+  /** the certificate name in certs/ once issued (the site's name) */
+  certificate?: string;
+  /** last failure, kept until the next success */
+  lastError?: { at: string; stage: string; message: string };
+  attempts: number;
+  /** ISO time of the next attempt (issuance retry with backoff, or renewal at 2/3 lifetime) */
+  nextAttempt?: string;
+}
+
+/** An HTTP-01 challenge: GET /.well-known/acme-challenge/<token> answers keyAuthorization. */
+export interface ChallengeRecord {
+  token: string;
+  keyAuthorization: string;
+  site: string;
+  createdAt: string;
+}
+
+/** Narrow a stored JSON value to a record type (documents are written only through this module's shapes). */
+export function asRecord<T>(v: JsonValue): T {
+  return v as unknown as T;
+}
