@@ -1,0 +1,30 @@
+/**
+ * The data directory of a store-backed Verge (`verge serve --data DIR`, default $VERGE_HOME or
+ * ~/.verge): the SQLite store `verge.db` and the generated admin token `admin.token`. The
+ * directory is created mode 0700 and the store file 0600, because the store holds private keys
+ * (site certificates, the origin CA) and token hashes.
+ */
+import { chmodSync, mkdirSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { openSqliteStore, type SqliteStore } from '../store/sqlite.js';
+
+/** The store file inside a data directory. */
+export const STORE_FILE = 'verge.db';
+
+/** The data directory: the --data flag, else $VERGE_HOME, else ~/.verge. */
+export function resolveDataDir(flag?: string): string {
+  return resolve(flag ?? process.env['VERGE_HOME'] ?? join(homedir(), '.verge'));
+}
+
+/**
+ * Opens (creating when missing) the store of a data directory. Throws StoreOpenError (from the
+ * SQLite backend) naming the file when it is unreadable or corrupt; never returns an empty store
+ * in place of an existing one.
+ */
+export function openDataStore(dir: string): SqliteStore {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // an existing directory keeps its mode from mkdir; tighten it when it is group/world-readable
+  if ((statSync(dir).mode & 0o077) !== 0) chmodSync(dir, 0o700);
+  return openSqliteStore({ file: join(dir, STORE_FILE) });
+}
