@@ -109,7 +109,7 @@ function parseWithLocator(
   text: string,
   file?: string,
   baseDir?: string,
-): { config: Config; locate: Locator } {
+): { config: Config; locate: Locator; input: unknown } {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -149,7 +149,7 @@ function parseWithLocator(
   };
   const input = doc.toJS() ?? {};
   try {
-    return { config: validateObject(input, locate), locate };
+    return { config: validateObject(input, locate), locate, input };
   } catch (e) {
     if (e instanceof ConfigError) {
       // resolveConfig reads referenced files only once the schema passes; check the raw input's
@@ -163,6 +163,8 @@ function parseWithLocator(
 
 /** Read a file named in a config (relative to `baseDir`); the message says why it cannot be. */
 function readRef(baseDir: string, p: string): { text: string } | { message: string } {
+  // PEM given inline (the control plane's stored sites and `verge config export` do this)
+  if (p.startsWith('-----BEGIN')) return { text: p };
   try {
     return { text: readFileSync(resolve(baseDir, p), 'utf8') };
   } catch (e) {
@@ -185,7 +187,7 @@ function unreadableFiles(input: unknown, baseDir: string, locate: Locator): Conf
       [s?.origin?.ca, ['sites', i, 'origin', 'ca']],
     ];
     for (const [p, path] of refs) {
-      if (typeof p !== 'string' || p === '') continue;
+      if (typeof p !== 'string' || p === '' || p === VERGE_ORIGIN_CA) continue;
       const r = readRef(baseDir, p);
       if ('message' in r) out.push({ path: pathString(path), message: r.message, ...locate(path) });
     }
@@ -288,7 +290,18 @@ export function resolveConfig(
 }
 
 /** Load, validate and resolve a YAML config file. Throws ConfigError listing every problem. */
-export function loadConfigFile(file: string): ResolvedConfig {
+export function loadConfigFile(file: string, material?: MaterialSource): ResolvedConfig {
+  return loadConfigFileWithInput(file, material).config;
+}
+
+/**
+ * As loadConfigFile, also returning the input as written (defaults not filled in), which is what
+ * `verge config import` stores so that an export gives back what the user wrote.
+ */
+export function loadConfigFileWithInput(
+  file: string,
+  material?: MaterialSource,
+): { config: ResolvedConfig; input: Record<string, unknown> } {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -298,6 +311,9 @@ export function loadConfigFile(file: string): ResolvedConfig {
       file,
     );
   }
-  const { config, locate } = parseWithLocator(text, file, dirname(resolve(file)));
-  return resolveConfig(config, dirname(resolve(file)), file, locate);
+  const { config, locate, input } = parseWithLocator(text, file, dirname(resolve(file)));
+  return {
+    config: resolveConfig(config, dirname(resolve(file)), file, locate, material),
+    input: input as Record<string, unknown>,
+  };
 }

@@ -465,6 +465,27 @@ export const logSchema = z
   .prefault({})
   .describe('Logging.');
 
+export const acmeSchema = z
+  .strictObject({
+    directory: z
+      .url({ protocol: /^https?$/ })
+      .default('https://acme-v02.api.letsencrypt.org/directory')
+      .describe("ACME directory URL. Default: Let's Encrypt production."),
+    email: z
+      .email()
+      .optional()
+      .describe('Contact address given to the ACME CA (expiry notices). Default: none.'),
+    ca: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "PEM file of CAs to trust for the ACME directory's own HTTPS, for a private ACME server (e.g. pebble in tests). Default: the system's public CAs.",
+      ),
+  })
+  .prefault({})
+  .describe('Automatic certificates (sites with `tls: {acme: true}`), with `verge serve --data` only.');
+
 /** Whether a listen address ("127.0.0.1:8091", "[::1]:8091") is on the loopback interface. */
 export function isLoopbackListen(listen: string): boolean {
   const host = listen
@@ -501,6 +522,7 @@ export const configSchema = z
   .strictObject({
     edge: edgeSchema,
     log: logSchema,
+    acme: acmeSchema,
     sites: z.array(siteSchema).default([]).describe('The sites this edge serves.'),
   })
   .superRefine(

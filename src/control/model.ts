@@ -16,6 +16,8 @@ export const KEYS = {
   edgeSettings: 'settings/edge',
   /** the `log:` section of the config */
   logSettings: 'settings/log',
+  /** the `acme:` section of the config (directory, email, ca as inline PEM) */
+  acmeSettings: 'settings/acme',
   /** Verge's private origin CA: {certPem, keyPem} (see src/tls/origin-ca.ts) */
   originCa: 'settings/origin-ca',
   sitesPrefix: 'sites/',

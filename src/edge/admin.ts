@@ -13,12 +13,17 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import https from 'node:https';
 import { type AddressInfo, isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { type PurgeMode, type PurgeSelector, prefixSelector, urlSelector } from '../cache/purge.js';
 import type { EdgeConfig } from '../config/schema.js';
-import { ERRORS } from '../core/errors.js';
+import {
+  type FetchResult,
+  fetchThrough,
+  type PrefetchAgents,
+  prefetchAgents,
+  runPrefetch,
+} from '../control/prefetch.js';
 import type { Logger } from '../core/log.js';
 import type { EdgeCache } from './cache.js';
 import type { EdgeMetrics } from './metrics.js';
@@ -35,8 +40,6 @@ const MAX_BODY = 16 * 1024 * 1024;
 const RELAY_TIMEOUT_MS = 5000;
 /** Finished prefetch jobs kept for GET /jobs/:id; older ones are forgotten first. */
 const KEEP_JOBS = 100;
-/** A prefetch fetch that stays silent this long fails with PREFETCH_TIMEOUT. */
-const FETCH_IDLE_MS = 60_000;
 
 export interface AdminToken {
   token: string;
@@ -111,7 +114,7 @@ const PURGE_TYPES = ['url', 'prefix', 'tag', 'host', 'all'] as const;
 type PurgeType = (typeof PURGE_TYPES)[number];
 
 /** A validated purge: one selector per distinct value (one for "all"), with its label. */
-interface PurgeRequest {
+export interface PurgeRequest {
   mode: PurgeMode;
   items: Array<{ value: string; selector: PurgeSelector }>;
 }
@@ -357,20 +360,17 @@ export class AdminServer {
     urls: Array<{ url: URL; site: CompiledSite }>,
     concurrency: number,
   ): Promise<void> {
-    const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
-    let next = 0;
-    const lane = async () => {
-      while (next < urls.length) {
-        const item = urls[next++]!;
-        const r = await this.#fetchOne(item.url, item.site, agents).catch(
-          (e: NodeJS.ErrnoException): FetchResult => ({ code: e.code ?? 'PREFETCH_FAILED', msg: e.message }),
-        );
+    const agents = prefetchAgents();
+    await runPrefetch({
+      items: urls,
+      concurrency,
+      fetch: (item) => this.#fetchOne(item.url, item.site, agents),
+      onResult: (item, r) => {
         if ('xcache' in r) job.cache[r.xcache] = (job.cache[r.xcache] ?? 0) + 1;
         else job.failed.push({ url: item.url.href, ...r });
         job.done++;
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(concurrency, urls.length) }, lane));
+      },
+    });
     agents.http.destroy();
     agents.https.destroy();
     job.state = 'done';
@@ -378,56 +378,17 @@ export class AdminServer {
   }
 
   /**
-   * Fetch one URL through this edge's own listener, as a visitor would, so routing, forceHttps,
-   * the site's cache rules, collapsed forwarding and the access log all apply unchanged. The
-   * body is read and dropped: the cache fill completes as it streams.
+   * Fetch one URL through this edge's own listener, as a visitor would (src/control/prefetch.ts
+   * does the fetching, shared with the control API's prefetch jobs).
    */
-  #fetchOne(
-    url: URL,
-    site: CompiledSite,
-    agents: { http: http.Agent; https: https.Agent },
-  ): Promise<FetchResult> {
+  #fetchOne(url: URL, site: CompiledSite, agents: PrefetchAgents): Promise<FetchResult> {
     const target = listenerFor(this.#opts.edge, url, site);
     if (!target)
       return Promise.resolve({
         code: 'PREFETCH_NO_LISTENER',
         msg: 'this edge has no HTTP or HTTPS listener for the URL',
       });
-    const mod = target.tls ? https : http;
-    return new Promise<FetchResult>((done, fail) => {
-      const req = mod.request(
-        {
-          host: target.host,
-          port: target.port,
-          method: 'GET',
-          path: `${url.pathname}${url.search}`,
-          headers: {
-            host: url.host,
-            'user-agent': 'verge-prefetch',
-            accept: '*/*',
-            // the coding most browsers ask for, so the variant visitors want is the one stored
-            'accept-encoding': 'gzip, deflate, br',
-          },
-          agent: target.tls ? agents.https : agents.http,
-          ...(target.tls
-            ? {
-                // our own listener on this machine: the certificate is the site's, not to be checked
-                rejectUnauthorized: false,
-                ...(isIP(url.hostname.replace(/^\[|\]$/g, '')) ? {} : { servername: url.hostname }),
-              }
-            : {}),
-          timeout: FETCH_IDLE_MS,
-        },
-        (res) => collect(res, done),
-      );
-      req.on('timeout', () =>
-        req.destroy(
-          Object.assign(new Error('no answer from the edge in time'), { code: 'PREFETCH_TIMEOUT' }),
-        ),
-      );
-      req.on('error', fail);
-      req.end();
-    });
+    return fetchThrough(url, target, agents);
   }
 
   #forgetOldJobs(): void {
@@ -462,49 +423,6 @@ export class AdminServer {
   }
 }
 
-type FetchResult = { xcache: string } | { status?: number; code?: string; msg: string };
-
-/** Read a prefetch response to its end and judge it. */
-function collect(res: http.IncomingMessage, done: (r: FetchResult) => void): void {
-  const status = res.statusCode ?? 0;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  res.on('data', (c: Buffer) => {
-    // keep a small error body (a Verge error names its code); drop content bodies as they come
-    if (status >= 400 && size < 4096) chunks.push(c);
-    size += c.length;
-  });
-  res.on('error', () => undefined);
-  res.on('close', () => {
-    if (!res.complete) {
-      done({ status, code: 'PREFETCH_INCOMPLETE', msg: 'the response was cut before its end' });
-      return;
-    }
-    if (status < 400) {
-      done({ xcache: String(res.headers['x-cache'] ?? 'NONE') });
-      return;
-    }
-    const code = vergeErrorCode(res, Buffer.concat(chunks));
-    const msg = code
-      ? ERRORS[code as keyof typeof ERRORS].msg
-      : `answered ${status} ${http.STATUS_CODES[status] ?? ''}`.trim();
-    done({ status, ...(code ? { code } : {}), msg });
-  });
-}
-
-/** The Verge error code of an error response the edge made itself (its JSON body names it). */
-function vergeErrorCode(res: http.IncomingMessage, body: Buffer): string | undefined {
-  if (!String(res.headers['content-type'] ?? '').startsWith('application/json')) return undefined;
-  try {
-    const j = JSON.parse(body.toString('utf8')) as { code?: unknown; id?: unknown };
-    // the origin may answer JSON with a "code" too: the edge's own carries the request id
-    if (typeof j.code === 'string' && j.code in ERRORS && j.id === res.headers['x-request-id']) return j.code;
-  } catch {
-    // not JSON after all: an origin body
-  }
-  return undefined;
-}
-
 /**
  * Which of the edge's own listeners to fetch a URL through: HTTPS for https URLs and for sites
  * that redirect HTTP to HTTPS (forceHttps: an HTTP fetch would only get the redirect), else HTTP.
@@ -527,7 +445,8 @@ function listenerFor(
 
 // ---- input ---------------------------------------------------------------------------------
 
-function parsePurge(body: unknown, rt: Runtime): PurgeRequest {
+/** Validates a purge request against the running config (names must be served here). */
+export function parsePurge(body: unknown, rt: Runtime): PurgeRequest {
   const o = object(body, ['type', 'values', 'mode']);
   const type = o['type'];
   if (!PURGE_TYPES.includes(type as PurgeType))

@@ -68,7 +68,12 @@ export interface HandlerDeps {
   accessLog: AccessLog;
   /** called for request failures that are Verge's fault */
   onInternalError(err: unknown, id: string): void;
+  /** ACME HTTP-01 key authorization for a token (src/control/acme.ts puts them in the store) */
+  challenge?: (token: string) => string | undefined;
 }
+
+/** RFC 8555 section 8.3: the HTTP-01 challenge path, answered on the HTTP port. */
+const ACME_CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
 
 /** Names listed in a Connection header, which are hop-by-hop too (RFC 9110 section 7.6.1). */
 function connectionTokens(v: string | string[] | undefined): Set<string> | undefined {
@@ -188,6 +193,24 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
   // route
   ctx.phase = 'route';
   ctx.host = host ?? '';
+  // ACME HTTP-01 (RFC 8555 section 8.3): answered by the edge itself, over plain HTTP and before
+  // any force-HTTPS redirect. A token Verge did not issue goes on to the origin, which may run
+  // its own ACME client.
+  if (deps.challenge && ctx.scheme === 'http' && checked.path.startsWith(ACME_CHALLENGE_PREFIX)) {
+    const keyAuth = deps.challenge(checked.path.slice(ACME_CHALLENGE_PREFIX.length));
+    if (keyAuth !== undefined) {
+      ctx.status = 200;
+      res.writeHead(200, {
+        'content-type': 'text/plain',
+        'content-length': String(Buffer.byteLength(keyAuth)),
+        'cache-control': 'no-store',
+        'x-request-id': ctx.id,
+      });
+      if (req.method === 'HEAD') res.end();
+      else res.end(keyAuth);
+      return;
+    }
+  }
   const site = host ? rt.route(host) : undefined;
   if (!site) {
     fail(ctx, deps, 'SITE_NOT_FOUND', { host: host ?? '(none)' });

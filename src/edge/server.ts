@@ -24,6 +24,8 @@ import { Runtime } from './runtime.js';
 export interface EdgeOptions {
   logger: Logger;
   accessLog: AccessLog;
+  /** ACME HTTP-01: the key authorization for a challenge token, when the control plane set one */
+  challenge?: (token: string) => string | undefined;
 }
 
 export interface ListenAddress {
@@ -51,6 +53,7 @@ export class Edge {
   readonly #pools = new PoolRegistry();
   readonly #health = new HealthTable();
   readonly #log: Logger;
+  readonly #challenge: ((token: string) => string | undefined) | undefined;
   readonly #accessLog: AccessLog;
   readonly #httpServers: http.Server[] = [];
   readonly #tlsListeners: net.Server[] = [];
@@ -67,6 +70,7 @@ export class Edge {
   constructor(config: ResolvedConfig, opts: EdgeOptions) {
     this.#log = opts.logger;
     this.#accessLog = opts.accessLog;
+    this.#challenge = opts.challenge;
     this.#runtime = new Runtime(config, this.#pools, this.#health);
   }
 
@@ -106,6 +110,7 @@ export class Edge {
       accessLog: this.#accessLog,
       onInternalError: (err: unknown, id: string) =>
         this.#log.error({ err, id }, 'internal error while handling a request'),
+      ...(this.#challenge ? { challenge: this.#challenge } : {}),
     };
     const httpHandler = this.#track(createHandler(deps, 'http'));
     const httpsHandler = this.#track(createHandler(deps, 'https'));

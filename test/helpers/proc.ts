@@ -2,7 +2,7 @@
 // an operator does: a YAML file the test writes into a fresh temp dir, loopback listeners on ports
 // the kernel picks (127.0.0.1:0, read back from the "edge listening" log line, so no port race),
 // the access log in a file. Signals, exit, logs and memory are observed from outside the process.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -64,6 +64,14 @@ export interface EdgeProcOptions {
   /** files written into the temp dir before start (paths in the config are relative to it) */
   files?: Record<string, string>;
   env?: Record<string, string>;
+  /**
+   * Store mode: import the config into the store of this data directory (created when missing)
+   * with `verge config import`, then run `verge serve --data DIR`. The directory is kept on
+   * kill() (a restarted edge must find its store); the caller removes it.
+   */
+  dataDir?: string;
+  /** store mode only: false to start from the store as it is (a restart); default true */
+  importConfig?: boolean;
 }
 
 // Children still running, killed if the test process exits without kill() so no edge outlives
@@ -123,7 +131,18 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
   };
   writeConfig(opts.config);
 
-  const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], {
+  if (opts.dataDir && opts.importConfig !== false) {
+    const imp = spawnSync(process.execPath, [CLI, 'config', 'import', configFile, '--data', opts.dataDir], {
+      encoding: 'utf8',
+      env: { ...process.env, ...opts.env },
+    });
+    if (imp.status !== 0) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`verge config import failed (${imp.status}):\n${imp.stderr}`);
+    }
+  }
+  const serveArgs = opts.dataDir ? ['serve', '--data', opts.dataDir] : ['serve', '--config', configFile];
+  const child = spawn(process.execPath, [CLI, ...serveArgs], {
     cwd: dir,
     env: { ...process.env, VERGE_HOME: dir, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

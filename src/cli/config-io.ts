@@ -1,0 +1,243 @@
+/**
+ * `verge config import FILE` and `verge config export`: the YAML file as a way into (and out of)
+ * the control plane's store.
+ *
+ * Import validates the whole file first (schema, certificate files, key pairs) and writes nothing
+ * when anything is wrong. It stores each section as written (defaults not filled in, so a later
+ * default change reaches the site), each certificate/key pair as a certificate record named after
+ * its file (`certs/www.crt` -> `www`; the site's name when two different files share a name), and
+ * each site with `tls: {certificate: NAME}`. Sites that are in the store but not in the file are
+ * removed: the file is the whole config.
+ *
+ * Export writes the reverse: DIR/verge.yaml with `tls: {cert, key}` file references and
+ * DIR/certs/NAME.crt + NAME.key (0600), so `import(export(store))` gives the same documents.
+ * Without --out it prints the YAML with `tls: {certificate: NAME}` references instead.
+ */
+import { X509Certificate } from 'node:crypto';
+import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { basename, extname, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { stringify } from 'yaml';
+import { ConfigError, formatIssues, loadConfigFileWithInput, type MaterialSource } from '../config/load.js';
+import { openDataStore, resolveDataDir } from '../control/data.js';
+import { asRecord, type CertRecord, KEYS } from '../control/model.js';
+import type { ConfigStore, JsonValue } from '../store/types.js';
+import { StoreOpenError } from '../store/types.js';
+
+const CERT_NAME = /^[a-z0-9][a-z0-9._-]{0,127}$/;
+
+/** The documents an import writes, and the site/cert keys it replaces. */
+export interface ImportPlan {
+  docs: Map<string, JsonValue>;
+}
+
+function certRecord(
+  name: string,
+  chainPem: string,
+  keyPem: string,
+  source: CertRecord['source'],
+): CertRecord {
+  const leaf = new X509Certificate(chainPem);
+  const names = (leaf.subjectAltName ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.startsWith('DNS:'))
+    .map((s) => s.slice(4).toLowerCase());
+  return {
+    name,
+    chainPem,
+    keyPem,
+    source,
+    names,
+    notBefore: new Date(leaf.validFrom).toISOString(),
+    notAfter: new Date(leaf.validTo).toISOString(),
+    issuer: leaf.issuer.replace(/\n/g, ', '),
+    fingerprint: leaf.fingerprint256,
+    createdAt: new Date().toISOString(),
+  };
+}
+
+/**
+ * Reads and validates FILE and turns it into store documents. `existing` resolves
+ * `tls: {certificate}` references to certificates already in the store. Throws ConfigError.
+ */
+export function planImport(file: string, existing: ReadonlyMap<string, JsonValue>): ImportPlan {
+  const material: MaterialSource = {
+    certificate: (name) => {
+      const v = existing.get(KEYS.cert(name));
+      if (!v) return undefined;
+      const c = asRecord<CertRecord>(v);
+      return { chainPem: c.chainPem, keyPem: c.keyPem };
+    },
+    acme: () => undefined,
+    originCaPem: () => (existing.get(KEYS.originCa) as { certPem?: string } | undefined)?.certPem,
+  };
+  const { config, input } = loadConfigFileWithInput(file, material);
+  const docs = new Map<string, JsonValue>();
+  if (input['edge'] !== undefined) docs.set(KEYS.edgeSettings, input['edge'] as JsonValue);
+  if (input['log'] !== undefined) docs.set(KEYS.logSettings, input['log'] as JsonValue);
+  if (input['acme'] !== undefined) docs.set(KEYS.acmeSettings, input['acme'] as JsonValue);
+  const rawSites = (input['sites'] ?? []) as Array<Record<string, unknown>>;
+  // certificate name per distinct (cert file, key file) pair
+  const byFiles = new Map<string, string>();
+  const taken = new Set<string>();
+  config.sites.forEach((site, i) => {
+    const raw = { ...rawSites[i]! };
+    const tls = site.tls;
+    if (tls && 'cert' in tls && site.certPem && site.keyPem) {
+      const pair = `${resolve(config.baseDir, tls.cert)}\0${resolve(config.baseDir, tls.key)}`;
+      let name = byFiles.get(pair);
+      if (!name) {
+        const stem = basename(tls.cert, extname(tls.cert)).toLowerCase();
+        name = CERT_NAME.test(stem) && !taken.has(stem) ? stem : site.name;
+        taken.add(name);
+        byFiles.set(pair, name);
+        docs.set(
+          KEYS.cert(name),
+          certRecord(name, site.certPem, site.keyPem, 'import') as unknown as JsonValue,
+        );
+      }
+      raw['tls'] = { certificate: name };
+    }
+    // a CA bundle file becomes inline PEM: the store has no files
+    if (
+      site.originCaPem &&
+      typeof raw['origin'] === 'object' &&
+      (raw['origin'] as { ca?: string }).ca !== 'verge'
+    ) {
+      raw['origin'] = { ...(raw['origin'] as object), ca: site.originCaPem };
+    }
+    docs.set(KEYS.site(site.name), raw as JsonValue);
+  });
+  return { docs };
+}
+
+/** Applies an import: writes every document and removes sites the file no longer has. */
+export async function applyImport(
+  store: ConfigStore,
+  plan: ImportPlan,
+): Promise<{ written: number; removed: string[] }> {
+  const snap = await store.snapshot(KEYS.sitesPrefix);
+  const removed: string[] = [];
+  let written = 0;
+  for (const [key, value] of plan.docs) {
+    const cur = await store.get(key);
+    if (cur && JSON.stringify(cur.value) === JSON.stringify(value)) continue;
+    await store.put(key, value);
+    written++;
+  }
+  for (const e of snap.entries) {
+    if (!plan.docs.has(e.key)) {
+      await store.delete(e.key);
+      removed.push(e.key.slice(KEYS.sitesPrefix.length));
+    }
+  }
+  for (const key of [KEYS.edgeSettings, KEYS.logSettings, KEYS.acmeSettings]) {
+    if (!plan.docs.has(key) && (await store.get(key))) await store.delete(key);
+  }
+  return { written, removed };
+}
+
+/** The YAML of the store's config; with `certDir`, certificates are written there as files. */
+export async function exportConfig(
+  store: ConfigStore,
+  certDir?: { dir: string; relative: string },
+): Promise<string> {
+  const snap = await store.snapshot();
+  const docs = new Map(snap.entries.map((e) => [e.key, e.value]));
+  const out: Record<string, unknown> = {};
+  if (docs.has(KEYS.edgeSettings)) out['edge'] = docs.get(KEYS.edgeSettings);
+  if (docs.has(KEYS.logSettings)) out['log'] = docs.get(KEYS.logSettings);
+  if (docs.has(KEYS.acmeSettings)) out['acme'] = docs.get(KEYS.acmeSettings);
+  const sites: unknown[] = [];
+  for (const [key, value] of docs) {
+    if (!key.startsWith(KEYS.sitesPrefix)) continue;
+    const site = { ...(value as Record<string, unknown>) };
+    const tls = site['tls'] as { certificate?: string } | undefined;
+    if (certDir && tls?.certificate) {
+      const rec = docs.get(KEYS.cert(tls.certificate));
+      if (rec) {
+        const c = asRecord<CertRecord>(rec);
+        mkdirSync(certDir.dir, { recursive: true, mode: 0o700 });
+        writeSecret(join(certDir.dir, `${c.name}.crt`), c.chainPem, 0o644);
+        writeSecret(join(certDir.dir, `${c.name}.key`), c.keyPem, 0o600);
+        site['tls'] = { cert: `${certDir.relative}/${c.name}.crt`, key: `${certDir.relative}/${c.name}.key` };
+      }
+    }
+    sites.push(site);
+  }
+  out['sites'] = sites;
+  return `# Exported from the Verge store at revision ${snap.revision}\n${stringify(out, { lineWidth: 0 })}`;
+}
+
+/** Write aside then rename, with the mode set whatever the umask. */
+function writeSecret(file: string, text: string, mode: number): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, text, { mode });
+  chmodSync(tmp, mode);
+  renameSync(tmp, file);
+}
+
+export async function configStoreCmd(sub: 'import' | 'export', args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { data: { type: 'string' }, out: { type: 'string' }, 'dry-run': { type: 'boolean' } },
+    allowPositionals: true,
+  });
+  const dir = resolveDataDir(values.data);
+  let store: ConfigStore;
+  try {
+    store = openDataStore(dir);
+  } catch (e) {
+    if (e instanceof StoreOpenError) {
+      process.stderr.write(`verge: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+  try {
+    if (sub === 'export') {
+      if (values.out) {
+        const outDir = resolve(values.out);
+        const yaml = await exportConfig(store, { dir: join(outDir, 'certs'), relative: 'certs' });
+        mkdirSync(outDir, { recursive: true });
+        writeSecret(join(outDir, 'verge.yaml'), yaml, 0o600);
+        process.stdout.write(
+          `wrote ${join(outDir, 'verge.yaml')} and its certificates in ${join(outDir, 'certs')}\n`,
+        );
+      } else {
+        process.stdout.write(await exportConfig(store));
+      }
+      return 0;
+    }
+    const file = positionals[0];
+    if (!file) {
+      process.stderr.write('usage: verge config import FILE [--data DIR] [--dry-run]\n');
+      return 2;
+    }
+    const snap = await store.snapshot();
+    let plan: ImportPlan;
+    try {
+      plan = planImport(file, new Map(snap.entries.map((e) => [e.key, e.value])));
+    } catch (e) {
+      if (e instanceof ConfigError) {
+        process.stderr.write(`${formatIssues(e.issues, e.file)}\nverge: nothing imported\n`);
+        return 1;
+      }
+      throw e;
+    }
+    if (values['dry-run']) {
+      process.stdout.write(
+        `${file}: OK, ${plan.docs.size} documents would be written to ${store.location}\n`,
+      );
+      return 0;
+    }
+    const r = await applyImport(store, plan);
+    process.stdout.write(
+      `imported ${file} into ${store.location}: ${r.written} document(s) changed${r.removed.length ? `, removed site(s) ${r.removed.join(', ')}` : ''}\n`,
+    );
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
