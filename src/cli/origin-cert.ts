@@ -1,0 +1,199 @@
+/**
+ * `verge origin-cert issue NAME [NAME...]`: gives an origin server a certificate from Verge's own
+ * origin CA (src/tls/origin-ca.ts), creating the CA in the data directory's store on first use,
+ * and prints the two settings that complete the secure setup: the nginx directives for the origin
+ * and the site setting that makes Verge pull over HTTPS and verify the origin with that CA.
+ *
+ * Exit codes: 0 written, 1 failed (store, names, files), 2 usage.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { openDataStore, resolveDataDir } from '../control/data.js';
+import type { ConfigStore } from '../store/types.js';
+import { issueOriginCert, loadOrCreateOriginCa, loadOriginCa, nginxSnippet } from '../tls/origin-ca.js';
+
+const USAGE = `usage: verge origin-cert issue NAME [NAME...] [--data DIR] [--out DIR] [--days N] [--json]
+  NAME     host names the origin certificate covers (the first names the files NAME.crt, NAME.key)
+  --data   Verge's data directory (default $VERGE_HOME or ~/.verge), where the origin CA is kept
+  --out    where to write NAME.crt and NAME.key (default: the current directory)
+  --days   lifetime in days (default 825)
+  --json   print {certFile, keyFile, caPem, notAfter, nginx, siteSettings} instead of text
+`;
+
+/** The site setting that makes Verge pull over HTTPS and verify the origin with its origin CA. */
+export const SITE_SETTINGS = { origin: { protocol: 'https', verify: true, ca: 'verge' } } as const;
+
+export interface IssuedFiles {
+  certFile: string;
+  keyFile: string;
+  caPem: string;
+  notAfter: string;
+  /** nginx directives for the origin's server { } block */
+  nginx: string;
+  siteSettings: typeof SITE_SETTINGS;
+  /** the CA was created by this call (first use in this data directory) */
+  caCreated: boolean;
+}
+
+/** File-name form of a host name: a wildcard's `*` cannot go into a portable file name. */
+function fileBase(name: string): string {
+  return name.toLowerCase().replace(/^\*\./, 'wildcard.').replace(/:/g, '_');
+}
+
+/**
+ * Writes `content` to `file` with exactly `mode`: written to a temp file beside it, chmod'ed
+ * explicitly (the umask may have removed bits, or a group-readable umask must not add any),
+ * then renamed over the target, so a reader never sees a half-written key.
+ */
+function writeAside(file: string, content: string, mode: number): void {
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    writeFileSync(tmp, content, { mode, flag: 'wx' });
+    chmodSync(tmp, mode);
+    renameSync(tmp, file);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * Issues an origin certificate for `names` from the store's origin CA (created when missing) and
+ * writes OUT/NAME.crt (leaf, then the CA: the chain nginx sends) and OUT/NAME.key (mode 0600).
+ */
+export async function issueToFiles(opts: {
+  store: ConfigStore;
+  names: string[];
+  outDir: string;
+  days?: number;
+}): Promise<IssuedFiles> {
+  const first = opts.names[0];
+  if (first === undefined) throw new Error('give at least one host name for the origin certificate');
+  const caCreated = (await loadOriginCa(opts.store)) === undefined;
+  const ca = await loadOrCreateOriginCa(opts.store);
+  const issued = await issueOriginCert(ca, opts.names, opts.days === undefined ? {} : { days: opts.days });
+  const outDir = resolve(opts.outDir);
+  mkdirSync(outDir, { recursive: true });
+  const certFile = join(outDir, `${fileBase(first)}.crt`);
+  const keyFile = join(outDir, `${fileBase(first)}.key`);
+  // Key first: a certificate file without its key is harmless, the reverse leaves nginx broken.
+  writeAside(keyFile, issued.keyPem, 0o600);
+  writeAside(certFile, `${issued.certPem.trimEnd()}\n${issued.caPem.trimEnd()}\n`, 0o644);
+  return {
+    certFile,
+    keyFile,
+    caPem: issued.caPem,
+    notAfter: issued.notAfter,
+    nginx: nginxSnippet({ certFile, keyFile, serverName: first }),
+    siteSettings: SITE_SETTINGS,
+    caCreated,
+  };
+}
+
+class UsageError extends Error {}
+
+const OPTIONS = {
+  data: { type: 'string' },
+  out: { type: 'string' },
+  days: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+function parse(args: string[]): {
+  names: string[];
+  data?: string;
+  out: string;
+  days?: number;
+  json: boolean;
+} {
+  const parsed = (() => {
+    try {
+      return parseArgs({ args, options: OPTIONS, allowPositionals: true });
+    } catch (err) {
+      // parseArgs names the unknown option or the missing value; that is the usage error.
+      throw new UsageError((err as Error).message);
+    }
+  })();
+  const { values, positionals } = parsed;
+  const [sub, ...names] = positionals;
+  if (sub !== 'issue') throw new UsageError(sub ? `unknown subcommand "${sub}"` : 'what to do? (issue)');
+  if (names.length === 0) throw new UsageError('origin-cert issue needs at least one host name');
+  let days: number | undefined;
+  if (values.days !== undefined) {
+    days = Number(values.days);
+    if (!/^\d+$/.test(values.days) || days < 1)
+      throw new UsageError(`--days must be a whole number of days, at least 1 (got "${values.days}")`);
+  }
+  return {
+    names,
+    ...(values.data === undefined ? {} : { data: values.data }),
+    out: values.out ?? process.cwd(),
+    ...(days === undefined ? {} : { days }),
+    json: values.json === true,
+  };
+}
+
+function text(r: IssuedFiles, name: string, storeLocation: string): string {
+  const indent = (s: string) =>
+    s
+      .trimEnd()
+      .split('\n')
+      .map((l) => `    ${l}`)
+      .join('\n');
+  return `${r.caCreated ? `Created Verge's origin CA (kept in ${storeLocation}).\n` : ''}Wrote ${r.certFile}
+  the certificate for ${name}, then Verge's origin CA; valid until ${r.notAfter.slice(0, 10)}
+Wrote ${r.keyFile}
+  its private key (mode 0600: readable only by you; nginx reads it as root at start)
+
+1. On the origin, add to the server { } block of ${name} in nginx (copy both files there first
+   and adjust the paths if nginx runs on another machine), then run: nginx -t && nginx -s reload
+
+${indent(r.nginx)}
+
+2. Make Verge pull from the origin over HTTPS and verify it with this CA. The site setting:
+
+    origin: {protocol: https, verify: true, ca: verge}
+
+   or, with the control plane running:
+
+    verge site edit ${name} --set origin.protocol=https --set origin.verify=true --set origin.ca=verge
+
+   Verge checks that the origin's certificate covers the site's name (or origin.verifyName).
+`;
+}
+
+export async function originCertCmd(args: string[]): Promise<number> {
+  let opts: ReturnType<typeof parse>;
+  try {
+    opts = parse(args);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`verge origin-cert: ${err.message}\n${USAGE}`);
+    return 2;
+  }
+  const dataDir = resolveDataDir(opts.data);
+  let store: ConfigStore | undefined;
+  try {
+    store = openDataStore(dataDir);
+    const r = await issueToFiles({
+      store,
+      names: opts.names,
+      outDir: opts.out,
+      ...(opts.days === undefined ? {} : { days: opts.days }),
+    });
+    if (opts.json) {
+      const { certFile, keyFile, caPem, notAfter, nginx, siteSettings } = r;
+      process.stdout.write(
+        `${JSON.stringify({ certFile, keyFile, caPem, notAfter, nginx, siteSettings }, null, 2)}\n`,
+      );
+    } else process.stdout.write(text(r, opts.names[0]!, store.location));
+    return 0;
+  } catch (err) {
+    process.stderr.write(`verge origin-cert: ${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    await store?.close();
+  }
+}
