@@ -61,3 +61,21 @@ test('metrics count requests, bytes, hits, errors and what each tier holds', asy
   assert.ok((value(text, 'verge_cache_bytes{tier="memory"}') ?? 0) >= 1000);
   assert.equal(value(text, 'verge_cache_evictions_total{tier="memory"}'), 0);
 });
+
+test('a certificate within 21 days of expiry shows in the metrics', async (t) => {
+  const { leafFor } = await import('./helpers/pki.js');
+  const soon = await leafFor('soon.example.com', { days: 10 });
+  const later = await leafFor('later.example.com', { days: 90 });
+  const edge = await startEdge([
+    { name: 'soon.example.com', cert: soon, origin: { servers: [{ host: '127.0.0.1', port: 9 }] } },
+    { name: 'later.example.com', cert: later, origin: { servers: [{ host: '127.0.0.1', port: 9 }] } },
+  ]);
+  t.after(() => edge.close());
+  const a = await startAdmin(edge);
+  t.after(() => a.close());
+  const text = String((await admin(a.port, 'GET', '/metrics')).body['text']);
+  assert.equal(value(text, 'verge_certificate_expires_soon{site="soon.example.com"}'), 1);
+  assert.equal(value(text, 'verge_certificate_expires_soon{site="later.example.com"}'), 0);
+  const at = value(text, 'verge_certificate_expiry_timestamp_seconds{site="soon.example.com"}')!;
+  assert.ok(Math.abs(at - (Date.now() / 1000 + 10 * 86400)) < 86400 * 1.1, `expiry ${at}`);
+});

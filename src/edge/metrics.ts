@@ -6,6 +6,9 @@
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { CacheStore, StoreStats } from '../cache/storage.js';
 
+/** How far ahead an expiring certificate is warned about (log and metric). */
+export const CERT_WARNING_MS = 21 * 24 * 3600 * 1000;
+
 interface Tally {
   requests: number;
   bytes: number;
@@ -19,6 +22,7 @@ export class EdgeMetrics {
   /** `${site}\0${code}` -> count */
   readonly #errors = new Map<string, number>();
   #cache: CacheStore | undefined;
+  #certs: () => Array<{ site: string; notAfter: number }> = () => [];
 
   constructor() {
     const tally = this.#tally;
@@ -86,6 +90,28 @@ export class EdgeMetrics {
         this.set({ by: 'bytes' }, allBytes ? hitBytes / allBytes : 0);
       },
     });
+    const certs = () => this.#certs();
+    new Gauge({
+      name: 'verge_certificate_expiry_timestamp_seconds',
+      help: 'When the HTTPS certificate of each site expires (Unix time). Alert when it is less than 21 days away.',
+      labelNames: ['site'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const c of certs()) this.set({ site: c.site }, Math.floor(c.notAfter / 1000));
+      },
+    });
+    new Gauge({
+      name: 'verge_certificate_expires_soon',
+      help: 'Per site: 1 when its HTTPS certificate expires within 21 days (or has expired), else 0.',
+      labelNames: ['site'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const soon = Date.now() + CERT_WARNING_MS;
+        for (const c of certs()) this.set({ site: c.site }, c.notAfter <= soon ? 1 : 0);
+      },
+    });
     const tiers = (): Array<[string, StoreStats]> => {
       const store = this.#cache;
       if (!store) return [];
@@ -139,6 +165,11 @@ export class EdgeMetrics {
   }
 
   /** The store whose tiers are reported. */
+  /** The sites' certificates, read when scraped. */
+  useCertificates(fn: () => Array<{ site: string; notAfter: number }>): void {
+    this.#certs = fn;
+  }
+
   useStore(store: CacheStore | undefined): void {
     this.#cache = store;
   }

@@ -17,7 +17,7 @@ import { peekClientHello, UNRECOGNIZED_NAME_ALERT } from '../tls/client-hello.js
 import { EdgeCache } from './cache.js';
 import { errorJson } from './error-page.js';
 import { createHandler, nextRequestId } from './handler.js';
-import { EdgeMetrics } from './metrics.js';
+import { CERT_WARNING_MS, EdgeMetrics } from './metrics.js';
 import { peerAddress } from './peer.js';
 import { Runtime } from './runtime.js';
 
@@ -54,6 +54,7 @@ export class Edge {
   readonly #health = new HealthTable();
   readonly #log: Logger;
   readonly #challenge: ((token: string) => string | undefined) | undefined;
+  #expiryTimer: NodeJS.Timeout | undefined;
   readonly #accessLog: AccessLog;
   readonly #httpServers: http.Server[] = [];
   readonly #tlsListeners: net.Server[] = [];
@@ -96,6 +97,22 @@ export class Edge {
     this.#pools.retainOnly(next.poolKeys);
     this.#applyLimits();
     this.#accessLog.retarget(config.accessLogFile ?? config.log.access);
+    this.#warnExpiring();
+  }
+
+  /** A warning per site whose certificate expires within 21 days (at start, reload, twice a day). */
+  #warnExpiring(): void {
+    const now = Date.now();
+    for (const c of certificateExpiries(this.#runtime)) {
+      if (c.notAfter - now > CERT_WARNING_MS) continue;
+      const days = Math.floor((c.notAfter - now) / 86_400_000);
+      this.#log.warn(
+        { site: c.site, notAfter: new Date(c.notAfter).toISOString(), daysLeft: days },
+        days < 0
+          ? `the certificate of ${c.site} has expired: visitors get certificate errors; upload a new one (verge cert add) or use tls: {acme: true}`
+          : `the certificate of ${c.site} expires in ${days} day(s): renew it (verge cert add) or use tls: {acme: true}`,
+      );
+    }
   }
 
   async start(): Promise<void> {
@@ -103,6 +120,10 @@ export class Edge {
     // A cache directory that cannot be used stops the start with an error naming it.
     this.#cache = await EdgeCache.open(cfg);
     this.#metrics.useStore(this.#cache.store);
+    this.#metrics.useCertificates(() => certificateExpiries(this.#runtime));
+    this.#warnExpiring();
+    this.#expiryTimer = setInterval(() => this.#warnExpiring(), 12 * 3600 * 1000);
+    this.#expiryTimer.unref();
     const deps = {
       cache: this.#cache,
       metrics: this.#metrics,
@@ -402,6 +423,7 @@ export class Edge {
    */
   async drain(timeoutMs: number): Promise<void> {
     this.#draining = true;
+    clearInterval(this.#expiryTimer);
     const closed = [...this.#httpServers, ...this.#tlsListeners].map(
       (s) => new Promise<void>((r) => s.close(() => r())),
     );
@@ -426,6 +448,7 @@ export class Edge {
   /** Immediate stop (tests). */
   async close(): Promise<void> {
     this.#draining = true;
+    clearInterval(this.#expiryTimer);
     for (const s of [...this.#httpServers, ...this.#tlsListeners]) s.close();
     for (const session of this.#h2Sessions) session.destroy();
     for (const socket of this.#conns.keys()) socket.destroy();
@@ -443,4 +466,13 @@ function listen(server: Listener, addr: ListenAddress): Promise<void> {
       resolve();
     });
   });
+}
+
+/** Each HTTPS site's certificate expiry (ms since epoch). */
+function certificateExpiries(rt: Runtime): Array<{ site: string; notAfter: number }> {
+  const out: Array<{ site: string; notAfter: number }> = [];
+  for (const site of rt.config.sites) {
+    if (site.leaf) out.push({ site: site.name, notAfter: Date.parse(site.leaf.validTo) });
+  }
+  return out;
 }
