@@ -133,7 +133,7 @@ describe('config', () => {
       /edge\.admin\.token: too short/,
     );
     const cfg = validateObject({});
-    assert.deepEqual(cfg.edge.admin, { listen: '127.0.0.1:8091' });
+    assert.deepEqual(cfg.edge.admin, { listen: '127.0.0.1:8091', names: [], cors: [] });
   });
 });
 

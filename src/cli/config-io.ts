@@ -14,7 +14,7 @@
  * Without --out it prints the YAML with `tls: {certificate: NAME}` references instead.
  */
 import { X509Certificate } from 'node:crypto';
-import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
@@ -76,7 +76,14 @@ export function planImport(file: string, existing: ReadonlyMap<string, JsonValue
   const docs = new Map<string, JsonValue>();
   if (input['edge'] !== undefined) docs.set(KEYS.edgeSettings, input['edge'] as JsonValue);
   if (input['log'] !== undefined) docs.set(KEYS.logSettings, input['log'] as JsonValue);
-  if (input['acme'] !== undefined) docs.set(KEYS.acmeSettings, input['acme'] as JsonValue);
+  if (input['acme'] !== undefined) {
+    const acme = { ...(input['acme'] as Record<string, unknown>) };
+    // the store has no files: a CA file for the ACME directory is stored as its PEM
+    if (typeof acme['ca'] === 'string' && !acme['ca'].startsWith('-----BEGIN')) {
+      acme['ca'] = readFileSync(resolve(config.baseDir, acme['ca']), 'utf8');
+    }
+    docs.set(KEYS.acmeSettings, acme as JsonValue);
+  }
   const rawSites = (input['sites'] ?? []) as Array<Record<string, unknown>>;
   // certificate name per distinct (cert file, key file) pair
   const byFiles = new Map<string, string>();

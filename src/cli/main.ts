@@ -16,19 +16,30 @@ import {
   resolveConfig,
   validateObject,
 } from '../config/load.js';
+import { resolveDataDir } from '../control/data.js';
 import { AccessLog, createLogger, type Logger } from '../core/log.js';
 import { ADMIN_TOKEN_FILE, AdminServer, loadAdminToken } from '../edge/admin.js';
 import { PrimaryRelay, WorkerRelay } from '../edge/relay.js';
 import { Edge } from '../edge/server.js';
 import { prefetchCmd, purgeCmd } from './admin-client.js';
+import { configStoreCmd } from './config-io.js';
 import { dataDir, ensureDevCerts, startDemoOrigin } from './demo.js';
 import { explainRecord, findRecord } from './explain.js';
+import { originCertCmd } from './origin-cert.js';
+import { serveStore } from './serve-store.js';
 
 const USAGE = `Usage: verge [command] [options]
 
 Commands:
   serve [--config FILE]      Run the edge. Without --config: a demo edge on 127.0.0.1
                              (HTTP 8080, HTTPS 8443) in front of a bundled demo origin.
+  serve --data DIR           Run the edge with the control plane: config in the store
+                             DIR/verge.db, admin API on edge.admin.listen (127.0.0.1:8091),
+                             ACME certificates; changes apply at once, no restart.
+  config import FILE         Load a YAML config into the store (--data DIR); nothing is
+                             written when the file has errors.
+  config export [--out DIR]  Print the store's config as YAML (--out: write verge.yaml and
+                             the certificate files to DIR).
   config validate FILE       Check a config file; print every error with its key path and line.
   explain ID --config FILE   Tell the story of one request (the X-Request-Id of any response):
                              the stage reached, origin, protocol and why, the cause and the fix.
@@ -39,6 +50,9 @@ Commands:
                              --admin URL --token TOKEN); --json prints the raw answer.
   prefetch FILE              Warm the cache with the URLs in FILE (one per line, # comments),
                              --concurrency N (1-32, default 4); reports what failed.
+  origin-cert issue NAME...  Issue a certificate for your origin server from Verge's own
+                             origin CA (--data DIR, --out DIR); prints the nginx lines and the
+                             site setting that makes Verge verify it (origin.ca: verge).
   help                       Show this text.
 
 Signals (serve): SIGHUP reloads the config file (an invalid file is rejected and the running
@@ -54,6 +68,8 @@ async function main(argv: string[]): Promise<number> {
       return configCmd(rest);
     case 'explain':
       return explainCmd(rest);
+    case 'origin-cert':
+      return originCertCmd(rest);
     case 'purge':
       return purgeCmd(rest);
     case 'prefetch':
@@ -70,10 +86,13 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-function configCmd(args: string[]): number {
+function configCmd(args: string[]): number | Promise<number> {
   const [sub, file] = args;
+  if (sub === 'import' || sub === 'export') return configStoreCmd(sub, args.slice(1));
   if (sub !== 'validate' || !file) {
-    process.stderr.write('usage: verge config validate FILE\n');
+    process.stderr.write(
+      'usage: verge config validate FILE | import FILE [--data DIR] | export [--data DIR] [--out DIR]\n',
+    );
     return 2;
   }
   try {
@@ -241,10 +260,17 @@ async function supervise(
 async function serve(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { config: { type: 'string', short: 'c' } },
+    options: { config: { type: 'string', short: 'c' }, data: { type: 'string', short: 'd' } },
     allowPositionals: false,
   });
   const log = createLogger();
+  if (values.data !== undefined) {
+    if (values.config) {
+      process.stderr.write('verge: give either --config FILE or --data DIR, not both\n');
+      return 2;
+    }
+    return serveStore(resolveDataDir(values.data), log);
+  }
   const file = values.config ? resolve(values.config) : undefined;
   let config: ResolvedConfig;
   let banner = '';

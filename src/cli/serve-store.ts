@@ -1,0 +1,192 @@
+/**
+ * `verge serve --data DIR`: one process that is a complete CDN node with the control plane
+ * embedded (DESIGN.md "The parts"): the edge fed by the store (src/edge/store-source.ts), the
+ * admin API (src/control/api.ts) on edge.admin.listen, and the ACME manager.
+ *
+ * Start-up order matters for "nothing is lost": the store is opened first (a missing, unreadable
+ * or corrupt store stops the start with a message naming the file, never an empty config), the
+ * config it describes is validated before anything listens, and the edge applies changes from
+ * the revision its snapshot was taken at, so none made during start-up is missed.
+ */
+import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { CacheStoreError } from '../cache/storage.js';
+import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
+import { AcmeManager } from '../control/acme.js';
+import { type ControlApi, startControlApi } from '../control/api.js';
+import { openDataStore } from '../control/data.js';
+import { createToken, verifyToken } from '../control/tokens.js';
+import { AccessLog, type Logger } from '../core/log.js';
+import { Edge } from '../edge/server.js';
+import { nodeId, StoreSource } from '../edge/store-source.js';
+import type { SqliteStore } from '../store/sqlite.js';
+import { StoreOpenError } from '../store/types.js';
+
+/** The generated admin token, for the CLI on this machine (mode 0600). */
+export const STORE_ADMIN_TOKEN_FILE = 'admin.token';
+/** Log entries kept behind the newest revision; older ones are compacted away every 10 minutes. */
+const KEEP_LOG_ENTRIES = 10_000;
+
+/**
+ * The CLI reads the admin token from DIR/admin.token. Make sure it holds a token the store
+ * accepts: a fresh store (or a revoked or missing file) gets a new "admin (generated)" token.
+ */
+async function ensureAdminToken(store: SqliteStore, dir: string, log: Logger): Promise<void> {
+  const file = join(dir, STORE_ADMIN_TOKEN_FILE);
+  try {
+    const existing = (readFileSync(file, 'utf8').split('\n')[0] ?? '').trim();
+    if (existing && (await verifyToken(store, existing))) return;
+  } catch {
+    // missing or unreadable: write a new one below
+  }
+  const { token, id } = await createToken(store, 'admin (generated)');
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${token}\n`, { mode: 0o600 });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, file);
+  log.info({ file, id }, `admin API token generated in ${file} (mode 0600)`);
+}
+
+function acmeCa(ca: string | undefined, dir: string): string | undefined {
+  if (!ca) return undefined;
+  return ca.startsWith('-----BEGIN') ? ca : readFileSync(resolve(dir, ca), 'utf8');
+}
+
+export async function serveStore(dir: string, log: Logger): Promise<number> {
+  let store: SqliteStore;
+  try {
+    store = openDataStore(dir);
+  } catch (e) {
+    if (e instanceof StoreOpenError) {
+      process.stderr.write(`verge: ${e.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`verge: cannot use the data directory ${dir}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  const source = new StoreSource({ store, baseDir: dir, log, nodeId: nodeId(dir) });
+  let config: ResolvedConfig;
+  try {
+    config = await source.load();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(
+        `${formatIssues(e.issues, store.location)}\nverge: the config in the store has errors; not starting (fix it with \`verge config import FILE --data ${dir}\`)\n`,
+      );
+      await store.close();
+      return 1;
+    }
+    throw e;
+  }
+  if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
+  if (config.edge.workers !== 1) {
+    log.warn(
+      { workers: config.edge.workers },
+      'edge.workers is not supported with --data yet: running one edge process',
+    );
+  }
+  await ensureAdminToken(store, dir, log);
+
+  const accessLog = new AccessLog(config.accessLogFile ?? config.log.access);
+  const edge = new Edge(config, { logger: log, accessLog, challenge: source.challenge });
+  let api: ControlApi;
+  try {
+    await edge.start();
+    source.attach(edge);
+    const first = (list: Array<{ address: string; port: number }>) =>
+      list[0]
+        ? `${list[0].address.includes(':') ? `[${list[0].address}]` : list[0].address}:${list[0].port}`
+        : undefined;
+    api = await startControlApi({
+      store,
+      listen: config.edge.admin.listen,
+      names: config.edge.admin.names,
+      cors: config.edge.admin.cors,
+      log,
+      edgeAddress: () => {
+        const a = edge.addresses();
+        const http = first(a.http);
+        const https = first(a.https);
+        return { ...(http ? { http } : {}), ...(https ? { https } : {}) };
+      },
+      metrics: async () => ({ contentType: edge.metrics.contentType, text: await edge.metrics.text() }),
+    }).catch(async (e: unknown) => {
+      await source.close();
+      await edge.close();
+      throw e;
+    });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { address?: string; port?: number };
+    await store.close().catch(() => undefined);
+    if (err.code === 'EADDRINUSE' || err.code === 'EACCES') {
+      process.stderr.write(
+        `verge: cannot listen on ${err.address}:${err.port}: ${err.code === 'EADDRINUSE' ? 'the port is already in use' : 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)'}\n`,
+      );
+      return 1;
+    }
+    if (e instanceof CacheStoreError) {
+      process.stderr.write(`verge: cannot use the cache: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+
+  const acme = new AcmeManager({
+    store,
+    directoryUrl: config.acme.directory,
+    ...(config.acme.email ? { email: config.acme.email } : {}),
+    log,
+    ...(config.acme.ca ? { httpsCa: acmeCa(config.acme.ca, dir)! } : {}),
+    // ask our own HTTP listener for each challenge before the CA does: it proves the edge has
+    // applied it (and catches a listener the CA could never reach through this machine)
+    ...(edge.addresses().http[0]
+      ? { selfCheck: { host: edge.addresses().http[0]!.address, port: edge.addresses().http[0]!.port } }
+      : {}),
+  });
+  acme.start().catch((e: unknown) => log.error({ err: e }, 'the ACME manager could not start'));
+
+  const compact = setInterval(() => {
+    void store
+      .revision()
+      .then((rev) => (rev - KEEP_LOG_ENTRIES > 1 ? store.compact(rev - KEEP_LOG_ENTRIES) : undefined))
+      .catch((e: unknown) => log.warn({ err: e }, 'compacting the store log failed'));
+  }, 10 * 60_000);
+  compact.unref();
+
+  const addrs = edge.addresses();
+  log.info(
+    {
+      http: addrs.http.map((a) => `${a.address}:${a.port}`),
+      https: addrs.https.map((a) => `${a.address}:${a.port}`),
+      sites: config.sites.length,
+      pid: process.pid,
+      admin: `${api.address.address}:${api.address.port}`,
+      store: store.location,
+      revision: source.appliedRevision,
+    },
+    'edge listening',
+  );
+  process.on('SIGUSR1', () => accessLog.reopen());
+  process.on('SIGHUP', () => log.info('SIGHUP: with --data the store is watched; nothing to reload'));
+
+  await new Promise<void>((resolveStop) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      clearInterval(compact);
+      const timeout = edge.runtime.config.edge.limits.drainTimeout;
+      const drained = Promise.all([edge.drain(timeout), api.close(), acme.stop(), source.close()]);
+      log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
+      drained
+        .then(() => store.close())
+        .then(() => {
+          log.info('stopped');
+          resolveStop();
+        });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}

@@ -1,0 +1,556 @@
+/**
+ * The admin REST API of the control plane (docs/api.md; routes in src/control/openapi.ts): sites,
+ * certificates, purge and prefetch jobs, nodes, tokens, the effective config and metrics, over
+ * the ConfigStore. Started by `verge serve --data` (and by tests) through startControlApi.
+ *
+ * Guards, in this order, on every request:
+ * 1. Host check against DNS rebinding: a web page that makes its own name resolve to 127.0.0.1
+ *    would otherwise reach the API from a browser. Allowed: localhost, loopback IPs, the listen
+ *    host, opts.names, and, when listening on every interface, IP literals (nothing to rebind).
+ * 2. CORS only for origins listed in opts.cors; for any other origin no Access-Control-* header
+ *    at all, and bodies must be JSON, so a browser cannot send a cross-origin request that acts.
+ * 3. A bearer token (src/control/tokens.ts), except for GET /api/v1/health.
+ *
+ * Every error, fastify's own included, has one shape: {code: "API_...", msg, errors?}.
+ */
+import type { AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
+import { type FastifyError, type FastifyReply, type FastifyRequest, fastify } from 'fastify';
+import { pathString } from '../config/load.js';
+import { configSchema, type SiteConfig } from '../config/schema.js';
+import type { Logger } from '../core/log.js';
+import type { ConfigStore, JsonValue } from '../store/types.js';
+import {
+  createPrefetchJob,
+  createPurge,
+  getJob,
+  jobNotFound,
+  listJobs,
+  listNodes,
+  parsePrefetch,
+} from './jobs.js';
+import { KEYS } from './model.js';
+import { type Method, openApiDocument, ROUTES, tokenRequestSchema } from './openapi.js';
+import { runPrefetchJob } from './prefetch.js';
+import {
+  badInput,
+  createSite,
+  deleteCert,
+  deleteSite,
+  type Finding,
+  getCertView,
+  getSite,
+  isObject,
+  issuesOf,
+  listCertViews,
+  listSites,
+  notFoundSite,
+  parseIfMatch,
+  patchSite,
+  replaceSite,
+  ServiceError,
+  siteView,
+  uploadCert,
+  type ValidSite,
+} from './sites.js';
+import { createToken, listTokens, revokeToken, verifyToken } from './tokens.js';
+
+export type { Finding } from './sites.js';
+
+export interface ControlApiOptions {
+  store: ConfigStore;
+  /** "127.0.0.1:8091"; "127.0.0.1:0" in tests */
+  listen: string;
+  /** extra Host names accepted (edge.admin.names) */
+  names?: string[];
+  /** allowed browser origins (edge.admin.cors) */
+  cors?: string[];
+  /** pino, from src/core/log.ts createLogger */
+  log: Logger;
+  /** a local edge to prefetch through ("127.0.0.1:8080") */
+  edgeAddress?: () => { http?: string; https?: string } | undefined;
+  metrics?: () => Promise<{ contentType: string; text: string }>;
+  /** doctor hook: findings about a site, returned as its warnings on POST/PUT/PATCH */
+  checkSite?: (site: SiteConfig) => Promise<Finding[]>;
+  /** extra trusted roots for certificate chain checks (tests) */
+  trustedCas?: string[];
+  now?: () => number;
+}
+
+export interface ControlApi {
+  readonly address: AddressInfo;
+  /** "http://127.0.0.1:PORT" */
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/** Largest request body: a prefetch of 100,000 URLs, or a long certificate chain. */
+const BODY_LIMIT = 16 * 1024 * 1024;
+const REALM = 'Bearer realm="verge-admin"';
+
+/** An answer with an API error code. */
+class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly errors: ServiceError['errors'];
+  readonly headers: Record<string, string>;
+  constructor(
+    status: number,
+    code: string,
+    message: string,
+    opts: { errors?: ServiceError['errors']; headers?: Record<string, string> } = {},
+  ) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.errors = opts.errors;
+    this.headers = opts.headers ?? {};
+  }
+}
+
+const SERVICE_STATUS: Record<ServiceError['kind'], [number, string]> = {
+  bad_input: [400, 'API_BAD_INPUT'],
+  not_found: [404, 'API_NOT_FOUND'],
+  conflict: [409, 'API_CONFLICT'],
+  precondition: [412, 'API_PRECONDITION_FAILED'],
+};
+
+type Handler = (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
+
+/** Starts the API; rejects like server.listen does (EADDRINUSE, EACCES). */
+export async function startControlApi(opts: ControlApiOptions): Promise<ControlApi> {
+  const { store, log } = opts;
+  const now = opts.now ?? Date.now;
+  const listen = splitListen(opts.listen);
+  const names = new Set((opts.names ?? []).map((n) => n.toLowerCase().replace(/\.$/, '')));
+  const cors = new Set(opts.cors ?? []);
+  const running = new Set<Promise<void>>();
+  const stopping = new AbortController();
+
+  const app = fastify({
+    logger: false,
+    bodyLimit: BODY_LIMIT,
+    forceCloseConnections: true,
+    return503OnClosing: true,
+    // a malformed URL never reaches the hooks: answer it in our shape here
+    frameworkErrors: (error, _req, reply) => {
+      void sendError(
+        reply,
+        new ApiError(400, 'API_BAD_INPUT', `the request URL is malformed: ${error.message}`),
+      );
+    },
+  });
+
+  // JSON only: no text/plain (a browser may send that cross-origin without asking first)
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser(
+    ['application/json', 'application/merge-patch+json'],
+    { parseAs: 'string' },
+    (_req, body, done) => {
+      const text = String(body);
+      if (text.trim() === '') return done(null, undefined);
+      try {
+        done(null, JSON.parse(text));
+      } catch (e) {
+        done(
+          new ApiError(
+            400,
+            'API_BAD_INPUT',
+            `the request body is not valid JSON (${(e as Error).message}): send one JSON document`,
+          ),
+          undefined,
+        );
+      }
+    },
+  );
+
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('cache-control', 'no-store');
+    reply.header('x-content-type-options', 'nosniff');
+    checkHost(req.headers.host, listen.host, names, opts.listen);
+    const origin = req.headers.origin;
+    if (origin !== undefined && cors.has(origin)) {
+      reply.header('access-control-allow-origin', origin);
+      reply.header('vary', 'Origin');
+      reply.header('access-control-expose-headers', 'ETag, Location, WWW-Authenticate');
+      if (req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) {
+        // a preflight carries no credentials: answer it before the token check
+        reply
+          .header('access-control-allow-methods', 'GET, POST, PUT, PATCH, DELETE')
+          .header('access-control-allow-headers', 'Authorization, Content-Type, If-Match')
+          .header('access-control-max-age', '600')
+          .code(204)
+          .send();
+        return reply;
+      }
+    }
+    const path = req.url.split('?')[0];
+    if ((req.method === 'GET' || req.method === 'HEAD') && path === '/api/v1/health') return;
+    const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? '');
+    const token = m ? await verifyToken(store, m[1]!) : undefined;
+    if (!token) {
+      throw new ApiError(
+        401,
+        'API_UNAUTHORIZED',
+        m
+          ? 'the bearer token is not valid (unknown, revoked or mistyped): create one with `verge token create` or POST /api/v1/tokens'
+          : 'this API needs a token: send Authorization: Bearer vrg_... (`verge token create` makes one)',
+        { headers: { 'www-authenticate': REALM } },
+      );
+    }
+  });
+
+  app.setErrorHandler((error: FastifyError | ApiError | ServiceError, req, reply) => {
+    if (error instanceof ApiError) return sendError(reply, error);
+    if (error instanceof ServiceError) {
+      const [status, code] = SERVICE_STATUS[error.kind];
+      return sendError(reply, new ApiError(status, code, error.message, { errors: error.errors }));
+    }
+    switch (error.code) {
+      case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+        return sendError(
+          reply,
+          new ApiError(
+            415,
+            'API_UNSUPPORTED_MEDIA_TYPE',
+            `content type ${JSON.stringify(req.headers['content-type'] ?? '')} is not accepted: send the body as Content-Type: application/json`,
+          ),
+        );
+      case 'FST_ERR_CTP_BODY_TOO_LARGE':
+        return sendError(
+          reply,
+          new ApiError(
+            413,
+            'API_BODY_TOO_LARGE',
+            `the request body is over ${BODY_LIMIT} bytes: split it into smaller requests`,
+          ),
+        );
+    }
+    const status = error.statusCode ?? 500;
+    if (status >= 400 && status < 500)
+      return sendError(reply, new ApiError(status, 'API_BAD_INPUT', `bad request: ${error.message}`));
+    log.error({ err: error, method: req.method, url: req.url }, 'admin API request failed');
+    return sendError(
+      reply,
+      new ApiError(
+        500,
+        'API_INTERNAL',
+        'internal error in the admin API: see the Verge log for the cause, then retry',
+      ),
+    );
+  });
+
+  app.setNotFoundHandler(async (req, reply) => {
+    const path = req.url.split('?')[0] ?? '/';
+    const allowed = ROUTES.filter((r) => patternOf(r.path).test(path)).map((r) => r.method);
+    if (allowed.length > 0) {
+      const allow = [...new Set(allowed.flatMap((m) => (m === 'GET' ? ['GET', 'HEAD'] : [m])))].join(', ');
+      return sendError(
+        reply,
+        new ApiError(
+          405,
+          'API_METHOD_NOT_ALLOWED',
+          `${req.method} is not supported on ${path}: use ${allow}`,
+          {
+            headers: { allow },
+          },
+        ),
+      );
+    }
+    return sendError(
+      reply,
+      new ApiError(
+        404,
+        'API_NOT_FOUND',
+        `no API route ${path}: the routes are listed in GET /api/v1/openapi.json (and docs/api.md)`,
+      ),
+    );
+  });
+
+  // ---- handlers ------------------------------------------------------------------------------
+
+  const handlers = new Map<string, Handler>();
+  const on = (method: Method, path: string, h: Handler) => handlers.set(`${method} ${path}`, h);
+  const param = (req: FastifyRequest, name: string) => (req.params as Record<string, string>)[name] ?? '';
+  const ifMatch = (req: FastifyRequest) => {
+    const v = req.headers['if-match'];
+    return parseIfMatch(Array.isArray(v) ? v.join(',') : v);
+  };
+  const etag = (reply: FastifyReply, rev: number) => reply.header('etag', `"${rev}"`);
+  const warningsFor = async (v: ValidSite): Promise<Finding[]> => {
+    if (!opts.checkSite) return v.warnings;
+    try {
+      return [...v.warnings, ...(await opts.checkSite(v.effective))];
+    } catch (err) {
+      // a crashing check is reported apart from a failing one (expo-doctor's rule)
+      log.error({ err, site: v.name }, 'site check crashed');
+      return [
+        ...v.warnings,
+        {
+          code: 'CHECK_CRASHED',
+          severity: 'info',
+          summary: `the site check crashed (${(err as Error).message}); the site was saved`,
+          fix: 'run `verge doctor` for this site',
+        },
+      ];
+    }
+  };
+  const savedSite = async (reply: FastifyReply, v: ValidSite & { revision: number }, status: number) => {
+    etag(reply, v.revision);
+    const view = await siteView(
+      store,
+      { name: v.name, revision: v.revision, input: v.input },
+      await warningsFor(v),
+      now(),
+    );
+    return reply.code(status).send(view);
+  };
+
+  on('GET', '/api/v1/health', async () => ({ ok: true, revision: await store.revision() }));
+  on('GET', '/api/v1/openapi.json', async () => openApiDocument());
+
+  on('GET', '/api/v1/sites', async () => {
+    const { revision, sites } = await listSites(store);
+    return { revision, items: await Promise.all(sites.map((s) => siteView(store, s, [], now()))) };
+  });
+  on('POST', '/api/v1/sites', async (req, reply) => {
+    const v = await createSite(store, requireBody(req));
+    reply.header('location', `/api/v1/sites/${encodeURIComponent(v.name)}`);
+    return savedSite(reply, v, 201);
+  });
+  on('GET', '/api/v1/sites/:name', async (req, reply) => {
+    const s = await getSite(store, param(req, 'name'));
+    if (!s) throw notFoundSite(param(req, 'name'));
+    etag(reply, s.revision);
+    return siteView(store, s, [], now());
+  });
+  on('PUT', '/api/v1/sites/:name', async (req, reply) => {
+    const v = await replaceSite(store, param(req, 'name'), requireBody(req), ifMatch(req));
+    return savedSite(reply, v, 200);
+  });
+  on('PATCH', '/api/v1/sites/:name', async (req, reply) => {
+    const v = await patchSite(store, param(req, 'name'), requireBody(req), ifMatch(req));
+    return savedSite(reply, v, 200);
+  });
+  on('DELETE', '/api/v1/sites/:name', async (req, reply) => {
+    const rev = await deleteSite(store, param(req, 'name'), ifMatch(req));
+    etag(reply, rev);
+    return reply.code(204).send();
+  });
+
+  on('GET', '/api/v1/certificates', async () => ({ items: await listCertViews(store, now()) }));
+  on('POST', '/api/v1/certificates', async (req, reply) => {
+    const view = await uploadCert(store, requireBody(req), {
+      ifMatch: ifMatch(req),
+      ...(opts.trustedCas ? { trusted: opts.trustedCas } : {}),
+      now: now(),
+    });
+    etag(reply, view.revision);
+    reply.header('location', `/api/v1/certificates/${encodeURIComponent(view.name)}`);
+    return reply.code(201).send(view);
+  });
+  on('GET', '/api/v1/certificates/:name', async (req, reply) => {
+    const view = await getCertView(store, param(req, 'name'), now());
+    if (!view)
+      throw new ServiceError(
+        'not_found',
+        `no certificate named ${JSON.stringify(param(req, 'name'))}: list them with GET /api/v1/certificates`,
+      );
+    etag(reply, view.revision);
+    return view;
+  });
+  on('DELETE', '/api/v1/certificates/:name', async (req, reply) => {
+    const rev = await deleteCert(store, param(req, 'name'), ifMatch(req));
+    etag(reply, rev);
+    return reply.code(204).send();
+  });
+
+  on('POST', '/api/v1/purge', async (req, reply) => {
+    const job = await createPurge(store, requireBody(req), now());
+    log.info({ job: job.id, purge: job.purge, revision: job.revision }, 'purge logged');
+    reply.header('location', `/api/v1/jobs/${job.id}`);
+    return reply.code(202).send((await getJob(store, job.id, now())) ?? job);
+  });
+  on('POST', '/api/v1/prefetch', async (req, reply) => {
+    const request = await parsePrefetch(store, requireBody(req));
+    const job = await createPrefetchJob(store, request.urls.length, now());
+    const forceHttps = new Set<string>();
+    for (const s of (await listSites(store)).sites) {
+      const h = s.input['https'];
+      if (isObject(h) && h['forceHttps'] === true) forceHttps.add(s.name);
+    }
+    const run = runPrefetchJob({
+      store,
+      job: structuredClone(job),
+      urls: request.urls,
+      concurrency: request.concurrency,
+      edge: opts.edgeAddress?.(),
+      forceHttps,
+      log,
+      now,
+      signal: stopping.signal,
+    }).finally(() => running.delete(run));
+    running.add(run);
+    reply.header('location', `/api/v1/jobs/${job.id}`);
+    return reply.code(202).send(job);
+  });
+  on('GET', '/api/v1/jobs', async () => ({ items: await listJobs(store, now()) }));
+  on('GET', '/api/v1/jobs/:id', async (req) => {
+    const job = await getJob(store, param(req, 'id'), now());
+    if (!job) throw jobNotFound(param(req, 'id'));
+    return job;
+  });
+
+  on('GET', '/api/v1/nodes', async () => ({ items: await listNodes(store, now()) }));
+  on('GET', '/api/v1/config', async () => effectiveConfig(store));
+
+  on('GET', '/api/v1/tokens', async () => ({
+    items: (await listTokens(store)).map(({ id, name, createdAt }) => ({ id, name, createdAt })),
+  }));
+  on('POST', '/api/v1/tokens', async (req, reply) => {
+    const parsed = tokenRequestSchema.safeParse(requireBody(req));
+    if (!parsed.success) throw badInput(issuesOf(parsed.error), 'the token request');
+    const { token, record } = await createToken(store, parsed.data.name);
+    log.info({ token: record.id, name: record.name }, 'API token created');
+    return reply.code(201).send({ id: record.id, name: record.name, createdAt: record.createdAt, token });
+  });
+  on('DELETE', '/api/v1/tokens/:id', async (req, reply) => {
+    if (!(await revokeToken(store, param(req, 'id'))))
+      throw new ServiceError(
+        'not_found',
+        `no token with id ${JSON.stringify(param(req, 'id'))}: list them with GET /api/v1/tokens`,
+      );
+    log.info({ token: param(req, 'id') }, 'API token revoked');
+    return reply.code(204).send();
+  });
+
+  on('GET', '/metrics', async (_req, reply) => {
+    if (!opts.metrics)
+      throw new ServiceError('not_found', 'this process keeps no metrics: scrape the edge processes instead');
+    const m = await opts.metrics();
+    return reply.type(m.contentType).send(m.text);
+  });
+
+  // the route table in openapi.ts is the documentation: refuse to start when they differ
+  const documented = new Set(ROUTES.map((r) => `${r.method} ${r.path}`));
+  const undocumented = [...handlers.keys()].filter((k) => !documented.has(k));
+  const unhandled = [...documented].filter((k) => !handlers.has(k));
+  if (undocumented.length > 0 || unhandled.length > 0)
+    throw new Error(
+      `admin API routes and src/control/openapi.ts ROUTES differ: undocumented ${undocumented.join(', ') || '-'}; unhandled ${unhandled.join(', ') || '-'}`,
+    );
+  for (const [key, handler] of handlers) {
+    const [method, url] = key.split(' ') as [Method, string];
+    app.route({ method, url, handler });
+  }
+
+  await app.listen({ host: listen.host ?? '0.0.0.0', port: listen.port });
+  const address = app.server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  log.info({ listen: `${host}:${address.port}` }, 'admin API listening');
+  return {
+    address,
+    url: `http://${host}:${address.port}`,
+    async close() {
+      await app.close();
+      // running prefetches stop and write their final state before the caller closes the store
+      stopping.abort();
+      await Promise.allSettled([...running]);
+    },
+  };
+}
+
+/** The body of a write; 415 when none was sent as JSON. */
+function requireBody(req: FastifyRequest): unknown {
+  if (req.body === undefined) {
+    if (req.headers['content-type'] === undefined && Number(req.headers['content-length'] ?? 0) === 0)
+      throw new ApiError(
+        415,
+        'API_UNSUPPORTED_MEDIA_TYPE',
+        'this request needs a JSON body: send it with Content-Type: application/json',
+      );
+    throw new ApiError(400, 'API_BAD_INPUT', 'the request body is empty: send a JSON object');
+  }
+  return req.body;
+}
+
+function sendError(reply: FastifyReply, e: ApiError): FastifyReply {
+  reply.headers(e.headers);
+  return reply
+    .code(e.status)
+    .type('application/json')
+    .send({ code: e.code, msg: e.message, ...(e.errors && e.errors.length > 0 ? { errors: e.errors } : {}) });
+}
+
+/** "/api/v1/sites/:name" as a regex matching one path segment per parameter. */
+function patternOf(path: string): RegExp {
+  const re = path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace(/:[A-Za-z]+/g, '[^/]+');
+  return new RegExp(`^${re}$`);
+}
+
+function splitListen(listen: string): { host: string | undefined; port: number } {
+  const i = listen.lastIndexOf(':');
+  const host = listen.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = Number(listen.slice(i + 1));
+  if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new Error(
+      `admin API listen address ${JSON.stringify(listen)} is not "host:port", e.g. "127.0.0.1:8091"`,
+    );
+  return { host: host === '' ? undefined : host.toLowerCase(), port };
+}
+
+function checkHost(
+  raw: string | undefined,
+  listenHost: string | undefined,
+  names: Set<string>,
+  listen: string,
+): void {
+  const host = hostName(raw ?? '');
+  const wildcard = listenHost === undefined || listenHost === '0.0.0.0' || listenHost === '::';
+  const ok =
+    host !== '' &&
+    (host === 'localhost' ||
+      host === '::1' ||
+      /^127\.\d+\.\d+\.\d+$/.test(host) ||
+      host === listenHost ||
+      names.has(host) ||
+      (wildcard && isIP(host) !== 0));
+  if (!ok)
+    throw new ApiError(
+      403,
+      'API_BAD_HOST',
+      `Host ${JSON.stringify(raw ?? '')} is not a name of this admin API: use localhost, a loopback address or ${listen}, or add the name to edge.admin.names`,
+    );
+}
+
+/** The host part of a Host header value, lower-cased, without port or IPv6 brackets. */
+function hostName(raw: string): string {
+  const h = raw.trim().toLowerCase();
+  if (h.startsWith('[')) return h.slice(1, Math.max(1, h.indexOf(']')));
+  const colon = h.indexOf(':');
+  return (colon >= 0 ? h.slice(0, colon) : h).replace(/\.$/, '');
+}
+
+/** GET /api/v1/config: edge, log and sites from the store with every default filled in. */
+async function effectiveConfig(store: ConfigStore): Promise<unknown> {
+  const snap = await store.snapshot();
+  const doc = (key: string): JsonValue | undefined => snap.entries.find((e) => e.key === key)?.value;
+  const sites = snap.entries.filter((e) => e.key.startsWith(KEYS.sitesPrefix)).map((e) => e.value);
+  const parsed = configSchema.safeParse({
+    edge: doc(KEYS.edgeSettings) ?? {},
+    log: doc(KEYS.logSettings) ?? {},
+    sites,
+  });
+  if (!parsed.success) {
+    const errs = parsed.error.issues.map((i) => `${pathString(i.path)}: ${i.message}`).join('; ');
+    throw new ApiError(
+      500,
+      'API_INTERNAL',
+      `the stored configuration does not validate (${errs}): fix it with the sites API or \`verge config import\``,
+    );
+  }
+  const config = parsed.data;
+  // the file-mode admin token is a secret like the keys: say that it is set, not what it is
+  if (config.edge.admin.token !== undefined) config.edge.admin.token = '(redacted)';
+  return { revision: snap.revision, config };
+}

@@ -1,0 +1,265 @@
+/**
+ * Purge and prefetch jobs, kept in the store under jobs/<id> (JobRecord).
+ *
+ * A purge is a job document plus a PurgeRecord appended to the store's log: every edge applies
+ * the log in revision order and reports the last revision it applied in its nodes/<id>
+ * heartbeat, so a purge is done once every live node has reached the record's revision. That
+ * state is computed when the job is read, never stored: the nodes are the truth.
+ *
+ * A prefetch runs in the control process through a local edge (src/control/prefetch.ts) and
+ * writes its progress into its job document.
+ */
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import type { ConfigStore, JsonValue } from '../store/types.js';
+import {
+  asRecord,
+  type JobRecord,
+  KEYS,
+  NODE_LIVE_MS,
+  type NodeRecord,
+  PURGE_KIND,
+  type PurgeRecord,
+} from './model.js';
+import { badInput, type FieldError, isObject, issuesOf, listSites, ServiceError } from './sites.js';
+
+/** A job as the API shows it: purges get their state from the nodes. */
+export type JobView = JobRecord & { waitingFor?: string[] };
+
+/** Jobs GET /api/v1/jobs returns (newest first). */
+export const JOBS_LISTED = 100;
+/** Jobs kept in the store; older finished ones are deleted when new ones are made. */
+export const JOBS_KEPT = 1000;
+
+export const purgeSchema = z.strictObject({
+  type: z
+    .enum(['url', 'prefix', 'tag', 'host', 'all'])
+    .describe(
+      'url: exact URLs; prefix: URL prefixes; tag: Cache-Tag values; host: whole sites; all: everything',
+    ),
+  values: z
+    .array(z.string())
+    .max(1000)
+    .default([])
+    .describe('What to purge: absolute URLs (url, prefix), tags (tag), site names (host); empty for all.'),
+  mode: z
+    .enum(['hard', 'soft'])
+    .default('hard')
+    .describe('hard: delete; soft: mark stale (served while revalidating).'),
+});
+
+export const prefetchSchema = z.strictObject({
+  urls: z
+    .array(z.string())
+    .min(1)
+    .max(100_000)
+    .describe('Absolute http(s) URLs of configured sites to fetch into the cache.'),
+  concurrency: z.number().int().min(1).max(32).default(4).describe('Fetches in flight at once.'),
+});
+
+/** Which configured site serves `host` (a name, an alias, or a "*.example.com" alias/name). */
+export function siteServing(names: Map<string, string>, host: string): string | undefined {
+  const h = host.toLowerCase().replace(/\.$/, '');
+  const exact = names.get(h);
+  if (exact !== undefined) return exact;
+  const dot = h.indexOf('.');
+  return dot > 0 ? names.get(`*${h.slice(dot)}`) : undefined;
+}
+
+/** name or alias -> the site's name, for every stored site. */
+export async function servedNames(store: ConfigStore): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const s of (await listSites(store)).sites) {
+    out.set(s.name, s.name);
+    const aliases = s.input['aliases'];
+    if (Array.isArray(aliases)) for (const a of aliases) if (typeof a === 'string') out.set(a, s.name);
+  }
+  return out;
+}
+
+/** An absolute http(s) URL whose host is served by a configured site, else a FieldError. */
+export function checkSiteUrl(
+  names: Map<string, string>,
+  value: string,
+  path: string,
+): { url: URL; site: string } | FieldError {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return {
+      path,
+      message: `${JSON.stringify(value)} is not an absolute URL: write it in full, e.g. https://www.example.com/a.css`,
+    };
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    return { path, message: `${JSON.stringify(value)}: only http and https URLs can be cached` };
+  const site = siteServing(names, url.hostname);
+  if (site === undefined)
+    return {
+      path,
+      message: `no configured site serves host ${url.hostname} (in ${JSON.stringify(value)}): add it as a site name or alias, or fix the URL`,
+    };
+  return { url, site };
+}
+
+function newJobId(): string {
+  // time first, so ids sort roughly by age in listings and logs
+  return `${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
+}
+
+/**
+ * Validates a purge, stores its job, appends its PurgeRecord to the log and records the log
+ * revision in the job. Nothing is written on invalid input.
+ */
+export async function createPurge(store: ConfigStore, body: unknown, now: number): Promise<JobRecord> {
+  const parsed = purgeSchema.safeParse(body);
+  const errors: FieldError[] = parsed.success ? [] : issuesOf(parsed.error);
+  // with a schema error elsewhere (say, mode) the values are still checked, so one answer
+  // lists every problem
+  const raw = isObject(body) ? body : {};
+  const type = parsed.success ? parsed.data.type : purgeSchema.shape.type.safeParse(raw['type']).data;
+  const rawValues = parsed.success ? parsed.data.values : raw['values'];
+  const values = Array.isArray(rawValues)
+    ? rawValues.filter((v): v is string => typeof v === 'string').map((v) => v.trim())
+    : [];
+  if (type === undefined || !Array.isArray(rawValues)) {
+    // nothing more to check without a type and a list
+  } else if (type === 'all') {
+    if (values.length > 0)
+      errors.push({ path: 'values', message: 'a purge of everything takes no values: send []' });
+  } else if (values.length === 0) {
+    errors.push({ path: 'values', message: `a ${type} purge needs 1 to 1000 values` });
+  } else {
+    const names = await servedNames(store);
+    values.forEach((v, i) => {
+      const path = `values[${i}]`;
+      if (v === '') errors.push({ path, message: 'must not be empty' });
+      else if (type === 'url' || type === 'prefix') {
+        const r = checkSiteUrl(names, v, path);
+        if ('path' in r) errors.push(r);
+      } else if (type === 'host' && siteServing(names, v) === undefined) {
+        errors.push({
+          path,
+          message: `no configured site serves host ${JSON.stringify(v)}: use a site's name or alias (GET /api/v1/sites)`,
+        });
+      }
+    });
+  }
+  if (errors.length > 0 || !parsed.success) throw badInput(errors, 'the purge');
+  const { mode, type: purgeType } = parsed.data;
+
+  const unique = [...new Set(values)];
+  const id = newJobId();
+  const job: JobRecord = {
+    id,
+    type: 'purge',
+    state: 'pending',
+    createdAt: new Date(now).toISOString(),
+    purge: { type: purgeType, values: unique, mode },
+  };
+  await store.put(KEYS.job(id), job as unknown as JsonValue, { ifRevision: 0 });
+  const record: PurgeRecord = { jobId: id, type: purgeType, values: unique, mode };
+  job.revision = await store.append(PURGE_KIND, record as unknown as JsonValue);
+  await store.put(KEYS.job(id), job as unknown as JsonValue);
+  await pruneJobs(store);
+  return job;
+}
+
+/** Node heartbeats with their liveness. */
+export async function listNodes(
+  store: ConfigStore,
+  now: number,
+): Promise<Array<NodeRecord & { live: boolean }>> {
+  const snap = await store.snapshot(KEYS.nodesPrefix);
+  return snap.entries.map((e) => {
+    const n = asRecord<NodeRecord>(e.value);
+    return { ...n, live: now - Date.parse(n.lastSeen) < NODE_LIVE_MS };
+  });
+}
+
+/** A purge is done once at least one node is live and every live node has applied its revision. */
+function purgeState(job: JobRecord, nodes: Array<NodeRecord & { live: boolean }>): JobView {
+  if (job.type !== 'purge' || job.revision === undefined) return job;
+  const live = nodes.filter((n) => n.live);
+  const waiting = live.filter((n) => !(n.appliedRevision >= job.revision!)).map((n) => n.id);
+  if (live.length > 0 && waiting.length === 0) return { ...job, state: 'done' };
+  return { ...job, state: 'pending', waitingFor: waiting };
+}
+
+export async function getJob(store: ConfigStore, id: string, now: number): Promise<JobView | undefined> {
+  if (!/^[A-Za-z0-9-]{1,64}$/.test(id)) return undefined;
+  const s = await store.get(KEYS.job(id));
+  if (!s) return undefined;
+  return purgeState(asRecord<JobRecord>(s.value), await listNodes(store, now));
+}
+
+export async function listJobs(store: ConfigStore, now: number): Promise<JobView[]> {
+  const [snap, nodes] = await Promise.all([store.snapshot(KEYS.jobsPrefix), listNodes(store, now)]);
+  return snap.entries
+    .map((e) => asRecord<JobRecord>(e.value))
+    .sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id))
+    .slice(0, JOBS_LISTED)
+    .map((j) => purgeState(j, nodes));
+}
+
+/** Keeps the store from growing without bound: deletes the oldest jobs past JOBS_KEPT. */
+async function pruneJobs(store: ConfigStore): Promise<void> {
+  const snap = await store.snapshot(KEYS.jobsPrefix);
+  if (snap.entries.length <= JOBS_KEPT) return;
+  const old = snap.entries
+    .map((e) => ({ key: e.key, rev: e.revision, job: asRecord<JobRecord>(e.value) }))
+    // a running prefetch is still writing its progress
+    .filter((e) => e.job.state !== 'running')
+    .sort((a, b) => a.job.createdAt.localeCompare(b.job.createdAt))
+    .slice(0, snap.entries.length - JOBS_KEPT);
+  for (const e of old) await store.delete(e.key, { ifRevision: e.rev }).catch(() => undefined);
+}
+
+/** A validated prefetch request. */
+export interface PrefetchRequest {
+  urls: Array<{ url: URL; site: string }>;
+  concurrency: number;
+}
+
+/** Validates a prefetch body: every URL absolute http(s) and served by a configured site. */
+export async function parsePrefetch(store: ConfigStore, body: unknown): Promise<PrefetchRequest> {
+  const parsed = prefetchSchema.safeParse(body);
+  const errors: FieldError[] = parsed.success ? [] : issuesOf(parsed.error);
+  const raw = isObject(body) ? body['urls'] : undefined;
+  const names = await servedNames(store);
+  const urls: PrefetchRequest['urls'] = [];
+  // checked even when another field is wrong, so one answer lists every problem
+  if (Array.isArray(raw) && raw.length <= 100_000)
+    raw.forEach((u, i) => {
+      if (typeof u !== 'string') return;
+      const r = checkSiteUrl(names, u.trim(), `urls[${i}]`);
+      if ('path' in r) errors.push(r);
+      else urls.push(r);
+    });
+  // 100,000 bad URLs would make a 10 MB answer; the first hundred say what is wrong
+  if (errors.length > 0 || !parsed.success) throw badInput(errors.slice(0, 100), 'the prefetch');
+  return { urls, concurrency: parsed.data.concurrency };
+}
+
+/** Stores a new prefetch job in state "running". */
+export async function createPrefetchJob(store: ConfigStore, total: number, now: number): Promise<JobRecord> {
+  const id = newJobId();
+  const job: JobRecord = {
+    id,
+    type: 'prefetch',
+    state: 'running',
+    createdAt: new Date(now).toISOString(),
+    prefetch: { total, done: 0, failed: [], cache: {} },
+  };
+  await store.put(KEYS.job(id), job as unknown as JsonValue, { ifRevision: 0 });
+  await pruneJobs(store);
+  return job;
+}
+
+export function jobNotFound(id: string): ServiceError {
+  return new ServiceError(
+    'not_found',
+    `no job ${JSON.stringify(id)}: list recent jobs with GET /api/v1/jobs (the last ${JOBS_KEPT} are kept)`,
+  );
+}

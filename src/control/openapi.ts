@@ -1,0 +1,514 @@
+/**
+ * The admin API's route table and its OpenAPI 3.1 document. The table is the one list of
+ * routes: src/control/api.ts refuses to start unless it registers exactly these, so the
+ * document cannot drift from the server. Request schemas come from the zod schemas (the config
+ * schema for sites) through z.toJSONSchema; the views are described here by hand.
+ */
+import { z } from 'zod';
+import { prefetchSchema, purgeSchema } from './jobs.js';
+import { apiSiteSchema, certUploadSchema } from './sites.js';
+import { TOKEN_NAME_MAX } from './tokens.js';
+
+type JsonSchema = Record<string, unknown>;
+
+export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+export interface RouteDoc {
+  method: Method;
+  /** fastify syntax: /api/v1/sites/:name */
+  path: string;
+  summary: string;
+  /** false only for the health check */
+  auth: boolean;
+  /** request body schema (a $ref or an inline schema) and the content types it is accepted as */
+  body?: { schema: JsonSchema; types: string[] };
+  /** takes If-Match */
+  ifMatch?: boolean;
+  /** status -> description and (optional) body schema */
+  responses: Record<string, { description: string; schema?: JsonSchema; etag?: boolean }>;
+}
+
+const ref = (name: string): JsonSchema => ({ $ref: `#/components/schemas/${name}` });
+const JSON_TYPES = ['application/json'];
+const err = (description: string) => ({ description, schema: ref('Error') });
+const E400 = err('Invalid input (API_BAD_INPUT); `errors` lists every field with its path.');
+const E404 = err('No such resource (API_NOT_FOUND).');
+const E409 = err('Conflict with stored data (API_CONFLICT); msg names what clashes.');
+const E412 = err('If-Match does not match the current revision (API_PRECONDITION_FAILED).');
+
+export const ROUTES: RouteDoc[] = [
+  {
+    method: 'GET',
+    path: '/api/v1/health',
+    summary: 'Liveness and the store revision. No token needed.',
+    auth: false,
+    responses: {
+      '200': {
+        description: 'Up.',
+        schema: {
+          type: 'object',
+          properties: { ok: { const: true }, revision: { type: 'integer' } },
+          required: ['ok', 'revision'],
+        },
+      },
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/openapi.json',
+    summary: 'This document.',
+    auth: true,
+    responses: { '200': { description: 'OpenAPI 3.1 document.', schema: { type: 'object' } } },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/sites',
+    summary: 'Every site.',
+    auth: true,
+    responses: {
+      '200': {
+        description: 'The sites and the store revision they are consistent at.',
+        schema: {
+          type: 'object',
+          properties: { revision: { type: 'integer' }, items: { type: 'array', items: ref('SiteView') } },
+          required: ['revision', 'items'],
+        },
+      },
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/sites',
+    summary: 'Create a site.',
+    auth: true,
+    body: { schema: ref('SiteInput'), types: JSON_TYPES },
+    responses: {
+      '201': { description: 'Created; Location names it.', schema: ref('SiteView'), etag: true },
+      '400': E400,
+      '409': E409,
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/sites/:name',
+    summary: 'One site.',
+    auth: true,
+    responses: { '200': { description: 'The site.', schema: ref('SiteView'), etag: true }, '404': E404 },
+  },
+  {
+    method: 'PUT',
+    path: '/api/v1/sites/:name',
+    summary: 'Replace a site (body.name must equal :name).',
+    auth: true,
+    ifMatch: true,
+    body: { schema: ref('SiteInput'), types: JSON_TYPES },
+    responses: {
+      '200': { description: 'Replaced.', schema: ref('SiteView'), etag: true },
+      '400': E400,
+      '404': E404,
+      '409': E409,
+      '412': E412,
+    },
+  },
+  {
+    method: 'PATCH',
+    path: '/api/v1/sites/:name',
+    summary: 'Change a site with a JSON merge patch (RFC 7396) of its stored document.',
+    auth: true,
+    ifMatch: true,
+    body: {
+      schema: { type: 'object', description: 'A JSON merge patch: null removes a key.' },
+      types: ['application/merge-patch+json', 'application/json'],
+    },
+    responses: {
+      '200': { description: 'Changed.', schema: ref('SiteView'), etag: true },
+      '400': E400,
+      '404': E404,
+      '409': E409,
+      '412': E412,
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/api/v1/sites/:name',
+    summary: 'Delete a site.',
+    auth: true,
+    ifMatch: true,
+    responses: { '204': { description: 'Deleted.', etag: true }, '404': E404, '412': E412 },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/certificates',
+    summary: 'Every stored certificate (never the keys).',
+    auth: true,
+    responses: {
+      '200': {
+        description: 'The certificates.',
+        schema: { type: 'object', properties: { items: { type: 'array', items: ref('CertView') } } },
+      },
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/certificates',
+    summary: 'Upload a certificate chain and its key (checked first); with If-Match, replace one.',
+    auth: true,
+    ifMatch: true,
+    body: { schema: ref('CertUpload'), types: JSON_TYPES },
+    responses: {
+      '201': { description: 'Stored.', schema: ref('CertView'), etag: true },
+      '400': err('Invalid certificate or key: errors carry path (certificate|key), message and code.'),
+      '409': E409,
+      '412': E412,
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/certificates/:name',
+    summary: 'One certificate.',
+    auth: true,
+    responses: {
+      '200': { description: 'The certificate.', schema: ref('CertView'), etag: true },
+      '404': E404,
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/api/v1/certificates/:name',
+    summary: 'Delete a certificate no site uses.',
+    auth: true,
+    ifMatch: true,
+    responses: { '204': { description: 'Deleted.' }, '404': E404, '409': E409, '412': E412 },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/purge',
+    summary: 'Purge cached objects on every edge.',
+    auth: true,
+    body: { schema: ref('PurgeRequest'), types: JSON_TYPES },
+    responses: {
+      '202': { description: 'Accepted; Location names the job.', schema: ref('JobView') },
+      '400': E400,
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/prefetch',
+    summary: 'Fetch URLs into the cache through the local edge.',
+    auth: true,
+    body: { schema: ref('PrefetchRequest'), types: JSON_TYPES },
+    responses: {
+      '202': { description: 'Accepted; Location names the job.', schema: ref('JobView') },
+      '400': E400,
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/jobs',
+    summary: 'The last 100 jobs, newest first.',
+    auth: true,
+    responses: {
+      '200': {
+        description: 'Jobs.',
+        schema: { type: 'object', properties: { items: { type: 'array', items: ref('JobView') } } },
+      },
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/jobs/:id',
+    summary: 'One job; a purge is done once every live node applied it.',
+    auth: true,
+    responses: { '200': { description: 'The job.', schema: ref('JobView') }, '404': E404 },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/nodes',
+    summary: 'Edge nodes and their heartbeats.',
+    auth: true,
+    responses: {
+      '200': {
+        description: 'Nodes.',
+        schema: { type: 'object', properties: { items: { type: 'array', items: ref('Node') } } },
+      },
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/config',
+    summary: 'The effective configuration: every default filled in.',
+    auth: true,
+    responses: {
+      '200': {
+        description: 'The effective config at a revision.',
+        schema: {
+          type: 'object',
+          properties: {
+            revision: { type: 'integer' },
+            config: {
+              type: 'object',
+              properties: {
+                edge: { type: 'object' },
+                log: { type: 'object' },
+                sites: { type: 'array', items: { type: 'object' } },
+              },
+            },
+          },
+        },
+      },
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/tokens',
+    summary: 'API tokens (never their secrets).',
+    auth: true,
+    responses: {
+      '200': {
+        description: 'Tokens.',
+        schema: { type: 'object', properties: { items: { type: 'array', items: ref('Token') } } },
+      },
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/tokens',
+    summary: 'Create a token; the secret is in this answer only.',
+    auth: true,
+    body: { schema: ref('TokenRequest'), types: JSON_TYPES },
+    responses: {
+      '201': {
+        description: 'Created.',
+        schema: {
+          allOf: [
+            ref('Token'),
+            { type: 'object', properties: { token: { type: 'string' } }, required: ['token'] },
+          ],
+        },
+      },
+      '400': E400,
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/api/v1/tokens/:id',
+    summary: 'Revoke a token at once.',
+    auth: true,
+    responses: { '204': { description: 'Revoked.' }, '404': E404 },
+  },
+  {
+    method: 'GET',
+    path: '/metrics',
+    summary: 'Prometheus metrics (404 when this process has none).',
+    auth: true,
+    responses: { '200': { description: 'Prometheus text format.' }, '404': E404 },
+  },
+];
+
+/** The request body of POST /api/v1/tokens. */
+export const tokenRequestSchema = z.strictObject({
+  name: z.string().trim().min(1).max(TOKEN_NAME_MAX).describe('A label: who or what uses the token.'),
+});
+
+function jsonSchema(schema: z.ZodType): JsonSchema {
+  // unrepresentable: the transforms (durations, sizes) are described by their input side
+  const s = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as JsonSchema;
+  delete s['$schema'];
+  return s;
+}
+
+const findingSchema: JsonSchema = {
+  type: 'object',
+  properties: {
+    code: { type: 'string' },
+    severity: { enum: ['info', 'warn', 'fail'] },
+    summary: { type: 'string' },
+    explanation: { type: 'string' },
+    fix: { type: 'string' },
+  },
+  required: ['code', 'severity', 'summary'],
+};
+
+let cached: JsonSchema | undefined;
+
+/** The OpenAPI 3.1 document of the admin API (built once). */
+export function openApiDocument(): JsonSchema {
+  if (cached) return cached;
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const r of ROUTES) {
+    const path = r.path.replace(/:([A-Za-z]+)/g, '{$1}');
+    const params: JsonSchema[] = [...r.path.matchAll(/:([A-Za-z]+)/g)].map((m) => ({
+      name: m[1],
+      in: 'path',
+      required: true,
+      schema: { type: 'string' },
+    }));
+    if (r.ifMatch)
+      params.push({
+        name: 'If-Match',
+        in: 'header',
+        required: false,
+        description: 'The ETag ("<revision>") the write is based on; a mismatch answers 412.',
+        schema: { type: 'string' },
+      });
+    const responses: Record<string, unknown> = {};
+    for (const [status, resp] of Object.entries(r.responses)) {
+      responses[status] = {
+        description: resp.description,
+        ...(resp.etag
+          ? { headers: { ETag: { description: 'The revision, quoted.', schema: { type: 'string' } } } }
+          : {}),
+        ...(resp.schema ? { content: { 'application/json': { schema: resp.schema } } } : {}),
+      };
+    }
+    if (r.auth) responses['401'] = err('No valid token (API_UNAUTHORIZED).');
+    responses['403'] = err('The Host header is not one of this API (API_BAD_HOST).');
+    paths[path] ??= {};
+    paths[path][r.method.toLowerCase()] = {
+      summary: r.summary,
+      operationId: `${r.method.toLowerCase()}${path.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ?? '').toUpperCase())}`,
+      ...(params.length > 0 ? { parameters: params } : {}),
+      ...(r.body
+        ? {
+            requestBody: {
+              required: true,
+              content: Object.fromEntries(r.body.types.map((t) => [t, { schema: r.body!.schema }])),
+            },
+          }
+        : {}),
+      responses,
+      ...(r.auth ? {} : { security: [] }),
+    };
+  }
+  cached = {
+    openapi: '3.1.0',
+    info: {
+      title: 'Verge admin API',
+      version: '1',
+      description:
+        'Sites, certificates, purge and prefetch jobs, nodes and tokens of a Verge CDN. See docs/api.md.',
+    },
+    servers: [{ url: '/' }],
+    security: [{ bearer: [] }],
+    paths,
+    components: {
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'vrg_<id>_<secret>' } },
+      schemas: {
+        SiteInput: jsonSchema(apiSiteSchema),
+        CertUpload: jsonSchema(certUploadSchema),
+        PurgeRequest: jsonSchema(purgeSchema),
+        PrefetchRequest: jsonSchema(prefetchSchema),
+        TokenRequest: jsonSchema(tokenRequestSchema),
+        Error: {
+          type: 'object',
+          properties: {
+            code: { type: 'string', pattern: '^API_' },
+            msg: { type: 'string' },
+            errors: {
+              type: 'array',
+              items: {
+                type: 'object',
+                properties: {
+                  path: { type: 'string' },
+                  message: { type: 'string' },
+                  code: { type: 'string' },
+                },
+                required: ['path', 'message'],
+              },
+            },
+          },
+          required: ['code', 'msg'],
+        },
+        Finding: findingSchema,
+        SiteView: {
+          type: 'object',
+          properties: {
+            name: { type: 'string' },
+            revision: { type: 'integer' },
+            site: ref('SiteInput'),
+            effective: { type: 'object', description: 'The site with every default filled in.' },
+            certificate: ref('CertView'),
+            acme: { type: 'object' },
+            warnings: { type: 'array', items: ref('Finding') },
+          },
+          required: ['name', 'revision', 'site', 'effective', 'warnings'],
+        },
+        CertView: {
+          type: 'object',
+          properties: {
+            name: { type: 'string' },
+            revision: { type: 'integer' },
+            source: { enum: ['upload', 'acme', 'import'] },
+            names: { type: 'array', items: { type: 'string' } },
+            subject: { type: 'string' },
+            issuer: { type: 'string' },
+            notBefore: { type: 'string', format: 'date-time' },
+            notAfter: { type: 'string', format: 'date-time' },
+            fingerprint: { type: 'string' },
+            daysLeft: { type: 'integer' },
+            expiresSoon: { type: 'boolean' },
+            usedBy: { type: 'array', items: { type: 'string' } },
+          },
+          required: ['name', 'revision', 'source', 'names', 'issuer', 'notBefore', 'notAfter', 'fingerprint'],
+          additionalProperties: false,
+        },
+        JobView: {
+          type: 'object',
+          properties: {
+            id: { type: 'string' },
+            type: { enum: ['purge', 'prefetch'] },
+            state: { enum: ['pending', 'running', 'done', 'failed'] },
+            createdAt: { type: 'string', format: 'date-time' },
+            finishedAt: { type: 'string', format: 'date-time' },
+            revision: { type: 'integer' },
+            purge: { type: 'object' },
+            prefetch: {
+              type: 'object',
+              properties: {
+                total: { type: 'integer' },
+                done: { type: 'integer' },
+                failed: {
+                  type: 'array',
+                  items: {
+                    type: 'object',
+                    properties: {
+                      url: { type: 'string' },
+                      status: { type: 'integer' },
+                      code: { type: 'string' },
+                      msg: { type: 'string' },
+                    },
+                  },
+                },
+                cache: { type: 'object', additionalProperties: { type: 'integer' } },
+              },
+            },
+            error: { type: 'string' },
+            waitingFor: { type: 'array', items: { type: 'string' } },
+          },
+          required: ['id', 'type', 'state', 'createdAt'],
+        },
+        Node: {
+          type: 'object',
+          properties: {
+            id: { type: 'string' },
+            hostname: { type: 'string' },
+            pid: { type: 'integer' },
+            version: { type: 'string' },
+            startedAt: { type: 'string' },
+            lastSeen: { type: 'string' },
+            appliedRevision: { type: 'integer' },
+            http: { type: 'array', items: { type: 'string' } },
+            https: { type: 'array', items: { type: 'string' } },
+            live: { type: 'boolean' },
+          },
+        },
+        Token: {
+          type: 'object',
+          properties: { id: { type: 'string' }, name: { type: 'string' }, createdAt: { type: 'string' } },
+          required: ['id', 'name', 'createdAt'],
+        },
+      },
+    },
+  };
+  return cached;
+}
