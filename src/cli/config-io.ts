@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { ConfigError, formatIssues, loadConfigFileWithInput, type MaterialSource } from '../config/load.js';
 import { openDataStore, resolveDataDir } from '../control/data.js';
-import { asRecord, type CertRecord, KEYS } from '../control/model.js';
+import { asRecord, type CertRecord, KEYS, SECTION_KEYS } from '../control/model.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
 import { StoreOpenError } from '../store/types.js';
 
@@ -74,8 +74,9 @@ export function planImport(file: string, existing: ReadonlyMap<string, JsonValue
   };
   const { config, input } = loadConfigFileWithInput(file, material);
   const docs = new Map<string, JsonValue>();
-  if (input['edge'] !== undefined) docs.set(KEYS.edgeSettings, input['edge'] as JsonValue);
-  if (input['log'] !== undefined) docs.set(KEYS.logSettings, input['log'] as JsonValue);
+  for (const section of ['edge', 'log', 'dns'] as const) {
+    if (input[section] !== undefined) docs.set(SECTION_KEYS[section], input[section] as JsonValue);
+  }
   if (input['acme'] !== undefined) {
     const acme = { ...(input['acme'] as Record<string, unknown>) };
     // the store has no files: a CA file for the ACME directory is stored as its PEM
@@ -139,7 +140,7 @@ export async function applyImport(
       removed.push(e.key.slice(KEYS.sitesPrefix.length));
     }
   }
-  for (const key of [KEYS.edgeSettings, KEYS.logSettings, KEYS.acmeSettings]) {
+  for (const key of Object.values(SECTION_KEYS)) {
     if (!plan.docs.has(key) && (await store.get(key))) await store.delete(key);
   }
   return { written, removed };
@@ -153,9 +154,9 @@ export async function exportConfig(
   const snap = await store.snapshot();
   const docs = new Map(snap.entries.map((e) => [e.key, e.value]));
   const out: Record<string, unknown> = {};
-  if (docs.has(KEYS.edgeSettings)) out['edge'] = docs.get(KEYS.edgeSettings);
-  if (docs.has(KEYS.logSettings)) out['log'] = docs.get(KEYS.logSettings);
-  if (docs.has(KEYS.acmeSettings)) out['acme'] = docs.get(KEYS.acmeSettings);
+  for (const [section, key] of Object.entries(SECTION_KEYS)) {
+    if (docs.has(key)) out[section] = docs.get(key);
+  }
   const sites: unknown[] = [];
   for (const [key, value] of docs) {
     if (!key.startsWith(KEYS.sitesPrefix)) continue;

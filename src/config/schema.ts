@@ -465,6 +465,38 @@ export const logSchema = z
   .prefault({})
   .describe('Logging.');
 
+export const dnsSchema = z
+  .strictObject({
+    cnameTarget: z
+      .string()
+      .regex(
+        /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+\.?$/i,
+        'a host name such as edge.cdn.example.net',
+      )
+      .optional()
+      .describe(
+        "The name each site owner points a CNAME record at (e.g. edge.cdn.example.net); `verge doctor` checks the sites' DNS against it. Default: none.",
+      ),
+    addresses: z
+      .array(z.union([z.ipv4(), z.ipv6()]))
+      .default([])
+      .describe(
+        'Public IP addresses of the edges, for sites whose names point at them with A/AAAA records (e.g. a zone apex, where a CNAME is not allowed).',
+      ),
+    resolvers: z
+      .array(
+        z
+          .string()
+          .regex(/^(\[[0-9a-f:]+\]|[0-9.]+|[0-9a-f:]+)(:\d{1,5})?$/i, 'an IP address, optionally with :port'),
+      )
+      .default([])
+      .describe(
+        'DNS servers `verge doctor` asks ("192.0.2.53" or "127.0.0.1:5353"). Default: the system\'s resolvers.',
+      ),
+  })
+  .prefault({})
+  .describe('Where visitors should find the edges, for `verge doctor`.');
+
 export const acmeSchema = z
   .strictObject({
     directory: z
@@ -523,6 +555,7 @@ export const configSchema = z
     edge: edgeSchema,
     log: logSchema,
     acme: acmeSchema,
+    dns: dnsSchema,
     sites: z.array(siteSchema).default([]).describe('The sites this edge serves.'),
   })
   .superRefine(

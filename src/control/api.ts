@@ -29,7 +29,7 @@ import {
   listNodes,
   parsePrefetch,
 } from './jobs.js';
-import { KEYS } from './model.js';
+import { KEYS, SECTION_KEYS } from './model.js';
 import { type Method, openApiDocument, ROUTES, tokenRequestSchema } from './openapi.js';
 import { runPrefetchJob } from './prefetch.js';
 import {
@@ -536,11 +536,12 @@ async function effectiveConfig(store: ConfigStore): Promise<unknown> {
   const snap = await store.snapshot();
   const doc = (key: string): JsonValue | undefined => snap.entries.find((e) => e.key === key)?.value;
   const sites = snap.entries.filter((e) => e.key.startsWith(KEYS.sitesPrefix)).map((e) => e.value);
-  const parsed = configSchema.safeParse({
-    edge: doc(KEYS.edgeSettings) ?? {},
-    log: doc(KEYS.logSettings) ?? {},
-    sites,
-  });
+  const input: Record<string, unknown> = { sites };
+  for (const [section, key] of Object.entries(SECTION_KEYS)) {
+    const v = doc(key);
+    if (v !== undefined) input[section] = v;
+  }
+  const parsed = configSchema.safeParse(input);
   if (!parsed.success) {
     const errs = parsed.error.issues.map((i) => `${pathString(i.path)}: ${i.message}`).join('; ');
     throw new ApiError(
@@ -552,5 +553,6 @@ async function effectiveConfig(store: ConfigStore): Promise<unknown> {
   const config = parsed.data;
   // the file-mode admin token is a secret like the keys: say that it is set, not what it is
   if (config.edge.admin.token !== undefined) config.edge.admin.token = '(redacted)';
+  if (config.acme.ca !== undefined) config.acme.ca = `(PEM, ${config.acme.ca.length} characters)`;
   return { revision: snap.revision, config };
 }

@@ -18,6 +18,8 @@ export const KEYS = {
   logSettings: 'settings/log',
   /** the `acme:` section of the config (directory, email, ca as inline PEM) */
   acmeSettings: 'settings/acme',
+  /** the `dns:` section of the config (cnameTarget, addresses, resolvers) */
+  dnsSettings: 'settings/dns',
   /** Verge's private origin CA: {certPem, keyPem} (see src/tls/origin-ca.ts) */
   originCa: 'settings/origin-ca',
   sitesPrefix: 'sites/',
@@ -41,6 +43,14 @@ export const KEYS = {
   challengesPrefix: 'challenges/',
   /** an HTTP-01 challenge the edges answer on their HTTP port: ChallengeRecord */
   challenge: (token: string) => `challenges/${token}`,
+} as const;
+
+/** Config sections stored as one document each, by their key in the YAML file. */
+export const SECTION_KEYS = {
+  edge: 'settings/edge',
+  log: 'settings/log',
+  acme: 'settings/acme',
+  dns: 'settings/dns',
 } as const;
 
 /** The log kind of purge records: store.append(PURGE_KIND, PurgeRecord). */

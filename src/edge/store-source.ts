@@ -26,7 +26,14 @@ import {
   resolveConfig,
   validateObject,
 } from '../config/load.js';
-import { asRecord, type CertRecord, KEYS, type NodeRecord, type PurgeRecord } from '../control/model.js';
+import {
+  asRecord,
+  type CertRecord,
+  KEYS,
+  type NodeRecord,
+  type PurgeRecord,
+  SECTION_KEYS,
+} from '../control/model.js';
 import type { Logger } from '../core/log.js';
 import { type Change, type ConfigStore, type JsonValue, StoreGapError } from '../store/types.js';
 import { parsePurge } from './admin.js';
@@ -45,12 +52,10 @@ export function configFromDocs(docs: ReadonlyMap<string, JsonValue>, baseDir: st
     .filter(([k]) => k.startsWith(KEYS.sitesPrefix))
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
     .map(([, v]) => v);
-  const input = {
-    edge: docs.get(KEYS.edgeSettings) ?? {},
-    log: docs.get(KEYS.logSettings) ?? {},
-    ...(docs.has(KEYS.acmeSettings) ? { acme: docs.get(KEYS.acmeSettings) } : {}),
-    sites,
-  };
+  const input: Record<string, unknown> = { sites };
+  for (const [section, key] of Object.entries(SECTION_KEYS)) {
+    if (docs.has(key)) input[section] = docs.get(key);
+  }
   return resolveConfig(validateObject(input), baseDir, undefined, undefined, materialFrom(docs));
 }
 
