@@ -1,0 +1,245 @@
+/**
+ * `verge purge` and `verge prefetch` against the control API (POST /api/v1/purge, /prefetch, then
+ * GET /api/v1/jobs/:id). Used when no --config is given; with --config the file-mode client in
+ * ./admin-client.ts talks to the edge's own admin endpoint instead.
+ *
+ * A purge is a record in the store's log that every edge applies in revision order; the job is
+ * done once every live edge node has applied it. A prefetch runs in the control process.
+ */
+import { readFileSync } from 'node:fs';
+import type { JobRecord, PrefetchFailure } from '../control/model.js';
+import {
+  ApiClient,
+  CheckError,
+  CONNECTION_OPTIONS,
+  parseCommand,
+  printJson,
+  runCommand,
+  UsageError,
+} from './api-client.js';
+
+export const API_PURGE_USAGE = `usage: verge purge url URL... | prefix URL... | tag TAG... | host NAME... | all
+         [--soft] [--wait | --no-wait] [--timeout SECONDS] [--json]
+         [--api URL] [--token TOKEN] [--data DIR]
+  --soft marks objects stale instead of deleting them; --wait (default, except with --json) waits
+  until every live edge has applied the purge, at most --timeout seconds (default 30)
+`;
+
+export const API_PREFETCH_USAGE = `usage: verge prefetch FILE [--concurrency N] [--json] [--api URL] [--token TOKEN] [--data DIR]
+  FILE: one absolute http(s) URL per line; blank lines and lines starting with # are skipped
+`;
+
+/** A job as GET /api/v1/jobs/:id answers it. */
+export type JobView = JobRecord & { waitingFor?: string[] };
+
+const POLL_MS = 250;
+const DEFAULT_WAIT_S = 30;
+const MAX_PREFETCH_URLS = 100_000;
+const PURGE_TYPES = ['url', 'prefix', 'tag', 'host', 'all'] as const;
+
+const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));
+
+export async function apiPurgeCmd(args: string[]): Promise<number> {
+  return runCommand(API_PURGE_USAGE, args, async () => {
+    const { values, positionals } = parseCommand({
+      args,
+      options: {
+        ...CONNECTION_OPTIONS,
+        soft: { type: 'boolean' },
+        wait: { type: 'boolean' },
+        'no-wait': { type: 'boolean' },
+        timeout: { type: 'string' },
+      },
+      allowPositionals: true,
+    });
+    const [type, ...items] = positionals;
+    if (!type) throw new UsageError('what to purge? url, prefix, tag, host or all');
+    if (!(PURGE_TYPES as readonly string[]).includes(type))
+      throw new UsageError(`unknown purge type "${type}": expected url, prefix, tag, host or all`);
+    if (type === 'all' && items.length > 0) throw new UsageError('"purge all" takes no values');
+    if (type !== 'all' && items.length === 0) throw new UsageError(`purge ${type} needs at least one value`);
+    if (items.length > 1000)
+      throw new UsageError(`at most 1000 values per purge (got ${items.length}): split them`);
+    if (values.wait && values['no-wait']) throw new UsageError('--wait and --no-wait contradict each other');
+    const timeoutS = values.timeout === undefined ? DEFAULT_WAIT_S : Number(values.timeout);
+    if (!(timeoutS > 0 && timeoutS <= 3600))
+      throw new UsageError(`--timeout ${values.timeout}: expected a number of seconds from 1 to 3600`);
+    // humans want to know the purge took effect; scripts asking for --json get the job at once
+    const wait = values['no-wait'] ? false : (values.wait ?? !values.json);
+
+    const client = ApiClient.fromFlags(values);
+    const mode = values.soft ? 'soft' : 'hard';
+    const started = await client.request<JobView>('POST', 'purge', { body: { type, values: items, mode } });
+    let job = started.body;
+    if (!values.json) {
+      const what =
+        type === 'all'
+          ? 'everything'
+          : `${type} ${items[0]}${items.length > 1 ? ` (+${items.length - 1} more)` : ''}`;
+      process.stdout.write(
+        `purge job ${job.id}: ${mode} purge of ${what}${job.revision !== undefined ? ` at store revision ${job.revision}` : ''}\n`,
+      );
+    }
+    if (!wait) {
+      if (values.json) printJson(job);
+      return 0;
+    }
+    const deadline = Date.now() + timeoutS * 1000;
+    while (job.state === 'pending' || job.state === 'running') {
+      if (Date.now() >= deadline) {
+        if (values.json) printJson(job);
+        const pending = job.waitingFor ?? [];
+        process.stderr.write(
+          `verge: purge job ${job.id} was not applied everywhere within ${timeoutS} s: ${
+            pending.length > 0
+              ? `still pending on node${pending.length === 1 ? '' : 's'} ${pending.join(', ')} (check they are running and reach the store)`
+              : 'no edge node is live (none has sent a heartbeat lately): is an edge running against this store?'
+          }. The purge stays in the log; each edge applies it when it catches up. Follow it with GET /api/v1/jobs/${job.id}\n`,
+        );
+        return 1;
+      }
+      await sleep(POLL_MS);
+      job = (await client.request<JobView>('GET', `jobs/${encodeURIComponent(job.id)}`)).body;
+    }
+    if (values.json) printJson(job);
+    if (job.state === 'failed') {
+      if (!values.json)
+        process.stderr.write(`verge: purge job ${job.id} failed: ${job.error ?? 'no reason given'}\n`);
+      return 1;
+    }
+    if (!values.json) process.stdout.write('done: applied by every live edge node\n');
+    return 0;
+  });
+}
+
+/**
+ * The URLs of a prefetch list: one per line, blank lines and # comments skipped. Every invalid
+ * line is reported (FILE:LINE) in one error, so nothing is sent until the whole file is right.
+ */
+export function readUrlFile(file: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new CheckError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`);
+  }
+  const urls: string[] = [];
+  const bad: string[] = [];
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) return;
+    let ok = false;
+    try {
+      const u = new URL(line);
+      ok = (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
+    } catch {
+      ok = false;
+    }
+    if (ok) urls.push(line);
+    else
+      bad.push(
+        `  ${file}:${i + 1}: "${line.length > 80 ? `${line.slice(0, 80)}...` : line}" is not an absolute http(s) URL`,
+      );
+  });
+  if (bad.length > 0)
+    throw new CheckError(
+      `${file} has ${bad.length} invalid line${bad.length === 1 ? '' : 's'}; nothing was sent. Fix or remove ${bad.length === 1 ? 'it' : 'them'} (a URL such as https://www.example.com/path; # starts a comment):\n${bad.join('\n')}`,
+    );
+  if (urls.length === 0)
+    throw new CheckError(`${file} lists no URLs: write one absolute http(s) URL per line`);
+  if (urls.length > MAX_PREFETCH_URLS)
+    throw new CheckError(
+      `${file} lists ${urls.length} URLs; at most ${MAX_PREFETCH_URLS} per prefetch: split the file`,
+    );
+  return urls;
+}
+
+export async function apiPrefetchCmd(args: string[]): Promise<number> {
+  return runCommand(API_PREFETCH_USAGE, args, async () => {
+    const { values, positionals } = parseCommand({
+      args,
+      options: { ...CONNECTION_OPTIONS, concurrency: { type: 'string', short: 'n' } },
+      allowPositionals: true,
+    });
+    const [file, ...extra] = positionals;
+    if (!file) throw new UsageError('give the FILE of URLs to prefetch');
+    if (extra.length > 0) throw new UsageError(`one FILE at a time (got "${extra[0]}" too)`);
+    const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
+    if (
+      concurrency !== undefined &&
+      !(Number.isInteger(concurrency) && concurrency >= 1 && concurrency <= 32)
+    )
+      throw new UsageError(`--concurrency ${values.concurrency}: expected an integer from 1 to 32`);
+    const urls = readUrlFile(file);
+
+    const client = ApiClient.fromFlags(values);
+    const started = await client.request<JobView>('POST', 'prefetch', {
+      body: { urls, ...(concurrency !== undefined ? { concurrency } : {}) },
+    });
+    let job = started.body;
+    if (!values.json) process.stderr.write(`prefetch job ${job.id}: ${urls.length} URLs\n`);
+    const progress = values.json ? undefined : new Progress();
+    for (;;) {
+      const p = job.prefetch;
+      if (p) progress?.update(p.done, p.total, p.failed.length);
+      if (job.state === 'done' || job.state === 'failed') break;
+      await sleep(POLL_MS);
+      job = (await client.request<JobView>('GET', `jobs/${encodeURIComponent(job.id)}`)).body;
+    }
+    progress?.end();
+    const failed = job.prefetch?.failed ?? [];
+    if (values.json) printJson(job);
+    else report(job, failed);
+    return job.state === 'failed' || failed.length > 0 ? 1 : 0;
+  });
+}
+
+/**
+ * Progress on stderr: a bar redrawn in place on a terminal (`[#####.....] 50/100  2 failed`);
+ * otherwise (logs, CI) one line each time another 10% is done, so a log is not flooded.
+ */
+class Progress {
+  readonly #tty = process.stderr.isTTY === true;
+  #lastDecile = -1;
+  #drawn = false;
+
+  update(done: number, total: number, failed: number): void {
+    const text = `${done}/${total}${failed > 0 ? `  ${failed} failed` : ''}`;
+    if (this.#tty) {
+      const width = 20;
+      const filled = total > 0 ? Math.min(width, Math.floor((done / total) * width)) : 0;
+      process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${text}  `);
+      this.#drawn = true;
+      return;
+    }
+    const decile = total > 0 ? Math.floor((done / total) * 10) : 0;
+    if (decile > this.#lastDecile && done > 0) {
+      this.#lastDecile = decile;
+      process.stderr.write(`prefetch: ${text} (${total > 0 ? Math.floor((done / total) * 100) : 0}%)\n`);
+    }
+  }
+
+  end(): void {
+    if (this.#tty && this.#drawn) process.stderr.write('\n');
+  }
+}
+
+function report(job: JobView, failed: PrefetchFailure[]): void {
+  const p = job.prefetch;
+  if (p) {
+    const states = Object.entries(p.cache ?? {})
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
+    process.stdout.write(
+      `prefetched ${p.total - failed.length}/${p.total} URLs${states ? ` (${states})` : ''}\n`,
+    );
+  }
+  if (job.state === 'failed')
+    process.stderr.write(`verge: prefetch job ${job.id} failed: ${job.error ?? 'no reason given'}\n`);
+  if (failed.length === 0) return;
+  process.stdout.write(`${failed.length} failed:\n`);
+  for (const f of failed) {
+    const why = [f.status, f.code].filter((x) => x !== undefined).join(' ');
+    process.stdout.write(`  ${f.url}  ${why}  ${f.msg}\n`);
+  }
+}
