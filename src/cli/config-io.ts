@@ -13,14 +13,16 @@
  * DIR/certs/NAME.crt + NAME.key (0600), so `import(export(store))` gives the same documents.
  * Without --out it prints the YAML with `tls: {certificate: NAME}` references instead.
  */
+
 import { X509Certificate } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { ConfigError, formatIssues, loadConfigFileWithInput, type MaterialSource } from '../config/load.js';
 import { openDataStore, resolveDataDir } from '../control/data.js';
 import { asRecord, type CertRecord, KEYS, SECTION_KEYS } from '../control/model.js';
+import { writeFileAtomic } from '../core/files.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
 import { StoreOpenError } from '../store/types.js';
 
@@ -167,8 +169,8 @@ export async function exportConfig(
       if (rec) {
         const c = asRecord<CertRecord>(rec);
         mkdirSync(certDir.dir, { recursive: true, mode: 0o700 });
-        writeSecret(join(certDir.dir, `${c.name}.crt`), c.chainPem, 0o644);
-        writeSecret(join(certDir.dir, `${c.name}.key`), c.keyPem, 0o600);
+        writeFileAtomic(join(certDir.dir, `${c.name}.crt`), c.chainPem, 0o644);
+        writeFileAtomic(join(certDir.dir, `${c.name}.key`), c.keyPem, 0o600);
         site['tls'] = { cert: `${certDir.relative}/${c.name}.crt`, key: `${certDir.relative}/${c.name}.key` };
       }
     }
@@ -176,14 +178,6 @@ export async function exportConfig(
   }
   out['sites'] = sites;
   return `# Exported from the Verge store at revision ${snap.revision}\n${stringify(out, { lineWidth: 0 })}`;
-}
-
-/** Write aside then rename, with the mode set whatever the umask. */
-function writeSecret(file: string, text: string, mode: number): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, text, { mode });
-  chmodSync(tmp, mode);
-  renameSync(tmp, file);
 }
 
 export async function configStoreCmd(sub: 'import' | 'export', args: string[]): Promise<number> {
@@ -209,7 +203,7 @@ export async function configStoreCmd(sub: 'import' | 'export', args: string[]): 
         const outDir = resolve(values.out);
         const yaml = await exportConfig(store, { dir: join(outDir, 'certs'), relative: 'certs' });
         mkdirSync(outDir, { recursive: true });
-        writeSecret(join(outDir, 'verge.yaml'), yaml, 0o600);
+        writeFileAtomic(join(outDir, 'verge.yaml'), yaml, 0o600);
         process.stdout.write(
           `wrote ${join(outDir, 'verge.yaml')} and its certificates in ${join(outDir, 'certs')}\n`,
         );

@@ -9,8 +9,16 @@ import { ConfigError, formatIssues, loadConfigFile } from '../config/load.js';
 import { CONTROL_USAGE } from './api-client.js';
 import { explainRecord, findRecord } from './explain.js';
 
+/** `--config FILE` or `--admin URL`: the file-mode edge's own admin endpoint, not the control API. */
 function hasConfigFlag(args: string[]): boolean {
-  return args.some((a) => a === '--config' || a === '-c' || a.startsWith('--config='));
+  return args.some(
+    (a) =>
+      a === '--config' ||
+      a === '-c' ||
+      a.startsWith('--config=') ||
+      a === '--admin' ||
+      a.startsWith('--admin='),
+  );
 }
 
 const USAGE = `Usage: verge [command] [options]
@@ -61,7 +69,6 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./cert.js')).certCmd(rest);
     case 'token':
       return (await import('./token.js')).tokenCmd(rest);
-    // with --config: the file-mode edge's own admin endpoint; otherwise the control plane's API
     case 'purge':
       return hasConfigFlag(rest)
         ? (await import('./admin-client.js')).purgeCmd(rest)

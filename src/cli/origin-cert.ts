@@ -1,16 +1,8 @@
-/**
- * `verge origin-cert issue NAME [NAME...]`: gives an origin server a certificate from Verge's own
- * origin CA (src/tls/origin-ca.ts), creating the CA in the data directory's store on first use,
- * and prints the two settings that complete the secure setup: the nginx directives for the origin
- * and the site setting that makes Verge pull over HTTPS and verify the origin with that CA.
- *
- * Exit codes: 0 written, 1 failed (store, names, files), 2 usage.
- */
-import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openDataStore, resolveDataDir } from '../control/data.js';
+import { writeFileAtomic } from '../core/files.js';
 import type { ConfigStore } from '../store/types.js';
 import { issueOriginCert, loadOrCreateOriginCa, loadOriginCa, nginxSnippet } from '../tls/origin-ca.js';
 
@@ -43,23 +35,6 @@ function fileBase(name: string): string {
 }
 
 /**
- * Writes `content` to `file` with exactly `mode`: written to a temp file beside it, chmod'ed
- * explicitly (the umask may have removed bits, or a group-readable umask must not add any),
- * then renamed over the target, so a reader never sees a half-written key.
- */
-function writeAside(file: string, content: string, mode: number): void {
-  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  try {
-    writeFileSync(tmp, content, { mode, flag: 'wx' });
-    chmodSync(tmp, mode);
-    renameSync(tmp, file);
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    throw err;
-  }
-}
-
-/**
  * Issues an origin certificate for `names` from the store's origin CA (created when missing) and
  * writes OUT/NAME.crt (leaf, then the CA: the chain nginx sends) and OUT/NAME.key (mode 0600).
  */
@@ -79,8 +54,8 @@ export async function issueToFiles(opts: {
   const certFile = join(outDir, `${fileBase(first)}.crt`);
   const keyFile = join(outDir, `${fileBase(first)}.key`);
   // Key first: a certificate file without its key is harmless, the reverse leaves nginx broken.
-  writeAside(keyFile, issued.keyPem, 0o600);
-  writeAside(certFile, `${issued.certPem.trimEnd()}\n${issued.caPem.trimEnd()}\n`, 0o644);
+  writeFileAtomic(keyFile, issued.keyPem, 0o600);
+  writeFileAtomic(certFile, `${issued.certPem.trimEnd()}\n${issued.caPem.trimEnd()}\n`, 0o644);
   return {
     certFile,
     keyFile,

@@ -8,7 +8,8 @@
  * config it describes is validated before anything listens, and the edge applies changes from
  * the revision its snapshot was taken at, so none made during start-up is missed.
  */
-import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CacheStoreError } from '../cache/storage.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
@@ -16,11 +17,13 @@ import { AcmeManager } from '../control/acme.js';
 import { type ControlApi, startControlApi } from '../control/api.js';
 import { openDataStore } from '../control/data.js';
 import { createToken, verifyToken } from '../control/tokens.js';
+import { writeFileAtomic } from '../core/files.js';
 import { AccessLog, type Logger } from '../core/log.js';
 import { Edge } from '../edge/server.js';
 import { nodeId, StoreSource } from '../edge/store-source.js';
 import type { SqliteStore } from '../store/sqlite.js';
 import { StoreOpenError } from '../store/types.js';
+import { listenErrorMessage } from './listen-error.js';
 
 /** The generated admin token, for the CLI on this machine (mode 0600). */
 export const STORE_ADMIN_TOKEN_FILE = 'admin.token';
@@ -40,10 +43,7 @@ async function ensureAdminToken(store: SqliteStore, dir: string, log: Logger): P
     // missing or unreadable: write a new one below
   }
   const { token, id } = await createToken(store, 'admin (generated)');
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, `${token}\n`, { mode: 0o600 });
-  chmodSync(tmp, 0o600);
-  renameSync(tmp, file);
+  writeFileAtomic(file, `${token}\n`, 0o600);
   log.info({ file, id }, `admin API token generated in ${file} (mode 0600)`);
 }
 
@@ -116,12 +116,10 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
       throw e;
     });
   } catch (e) {
-    const err = e as NodeJS.ErrnoException & { address?: string; port?: number };
     await store.close().catch(() => undefined);
-    if (err.code === 'EADDRINUSE' || err.code === 'EACCES') {
-      process.stderr.write(
-        `verge: cannot listen on ${err.address}:${err.port}: ${err.code === 'EADDRINUSE' ? 'the port is already in use' : 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)'}\n`,
-      );
+    const listenError = listenErrorMessage(e);
+    if (listenError) {
+      process.stderr.write(`verge: ${listenError}\n`);
       return 1;
     }
     if (e instanceof CacheStoreError) {

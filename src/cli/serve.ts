@@ -22,6 +22,7 @@ import { ADMIN_TOKEN_FILE, AdminServer, loadAdminToken } from '../edge/admin.js'
 import { PrimaryRelay, WorkerRelay } from '../edge/relay.js';
 import { Edge } from '../edge/server.js';
 import { dataDir, ensureDevCerts, startDemoOrigin } from './demo.js';
+import { listenErrorMessage } from './listen-error.js';
 
 async function demoConfig(
   log: Logger,
@@ -211,11 +212,9 @@ export async function serve(args: string[]): Promise<number> {
       throw e;
     });
   } catch (e) {
-    const err = e as NodeJS.ErrnoException & { address?: string; port?: number };
-    if (err.code === 'EADDRINUSE' || err.code === 'EACCES') {
-      process.stderr.write(
-        `verge: cannot listen on ${err.address}:${err.port}: ${err.code === 'EADDRINUSE' ? 'the port is already in use' : 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)'}\n`,
-      );
+    const listenError = listenErrorMessage(e);
+    if (listenError) {
+      process.stderr.write(`verge: ${listenError}\n`);
       return 1;
     }
     if (e instanceof CacheStoreError) {

@@ -10,8 +10,9 @@
  *   POST /prefetch  {urls, concurrency}    -> 202 {id}
  *   GET  /jobs/:id                         -> 200 {id, state, total, done, failed, cache}
  */
+
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { type AddressInfo, isIP } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -24,6 +25,7 @@ import {
   prefetchAgents,
   runPrefetch,
 } from '../control/prefetch.js';
+import { writeFileAtomic } from '../core/files.js';
 import type { Logger } from '../core/log.js';
 import type { EdgeCache } from './cache.js';
 import type { EdgeMetrics } from './metrics.js';
@@ -64,12 +66,8 @@ export function loadAdminToken(admin: EdgeConfig['admin'], baseDir: string, gene
   if (!generate)
     return { token: readToken(file, 'the generated admin token file'), source: 'generated', file };
   const token = randomBytes(32).toString('hex');
-  // write aside then rename, so a reader never sees a half-written token; 0600 whatever the umask
-  const tmp = `${file}.${process.pid}.tmp`;
   try {
-    writeFileSync(tmp, `${token}\n`, { mode: 0o600 });
-    chmodSync(tmp, 0o600);
-    renameSync(tmp, file);
+    writeFileAtomic(file, `${token}\n`, 0o600);
   } catch (e) {
     throw new Error(`cannot write the admin token to ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`);
   }
