@@ -222,6 +222,43 @@ describe('an edge fed by the store', () => {
   });
 });
 
+describe('verge trace through a store-fed edge', () => {
+  test('prints the stages, the cache decision and the origin, from the record the API keeps', async () => {
+    const a = await namedOrigin('T');
+    const dataDir = tempDir();
+    const p = await startEdgeProc({
+      dataDir,
+      config: { sites: [{ name: 't.test', origin: { servers: [{ host: '127.0.0.1', port: a.port }] } }] },
+    });
+    try {
+      const args = (url: string) => [
+        'trace',
+        url,
+        '--edge',
+        `127.0.0.1:${p.httpPort}`,
+        '--api',
+        `http://127.0.0.1:${p.adminPort}`,
+        '--data',
+        dataDir,
+      ];
+      const miss = await runCli(args('http://t.test/traced'));
+      assert.equal(miss.code, 0, miss.stderr);
+      assert.match(miss.stdout, /MISS/);
+      assert.match(
+        miss.stdout,
+        new RegExp(`origin +127\\.0\\.0\\.1 port ${a.port} over http`),
+        'the origin server chosen',
+      );
+      const hit = await runCli([...args('http://t.test/traced'), '--json']);
+      const t = JSON.parse(hit.stdout) as { status: number; record?: { cache?: { state?: string } } };
+      assert.equal(t.status, 200);
+      assert.equal(t.record?.cache?.state, 'HIT', 'the edge record came back through the API');
+    } finally {
+      await p.kill();
+    }
+  });
+});
+
 describe('durability', () => {
   test('kill -9 during a burst of API writes: every acknowledged write is there after restart, nothing half-written', async () => {
     const a = await namedOrigin('A');

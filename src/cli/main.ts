@@ -46,7 +46,13 @@ Commands:
   origin-cert issue NAME...  Issue a certificate for your origin server from Verge's own
                              origin CA (--data DIR, --out DIR); prints the nginx lines and the
                              site setting that makes Verge verify it (origin.ca: verge).
-${CONTROL_USAGE}  help                       Show this text.
+${CONTROL_USAGE}  doctor NAME                Diagnose a site end to end (DNS, edge certificate, origin ports,
+                             TLS, HTTP, caching): what visitors get, why, and the fix.
+                             --config FILE for a file's site; --json for the findings as data.
+  trace URL                  Send one request through the edge and print each stage with its
+                             timing, the cache decision and why, and for errors the code,
+                             cause and fix (--edge HOST:PORT; the control API gives the record).
+  help                       Show this text.
 
 Signals (serve): SIGHUP reloads the config file (an invalid file is rejected and the running
 config keeps serving); SIGTERM and SIGINT drain in-flight requests and exit.
@@ -63,6 +69,10 @@ async function main(argv: string[]): Promise<number> {
       return explainCmd(rest);
     case 'origin-cert':
       return (await import('./origin-cert.js')).originCertCmd(rest);
+    case 'trace':
+      return (await import('./trace.js')).traceCmd(rest);
+    case 'doctor':
+      return (await import('./doctor.js')).doctorCmd(rest);
     case 'site':
       return (await import('./site.js')).siteCmd(rest);
     case 'cert':

@@ -19,6 +19,8 @@ import { openDataStore } from '../control/data.js';
 import { createToken, verifyToken } from '../control/tokens.js';
 import { writeFileAtomic } from '../core/files.js';
 import { AccessLog, type Logger } from '../core/log.js';
+import { doctorStoredSite, storedSiteWarnings } from '../doctor/site.js';
+import { RequestLog } from '../edge/request-log.js';
 import { Edge } from '../edge/server.js';
 import { nodeId, StoreSource } from '../edge/store-source.js';
 import type { SqliteStore } from '../store/sqlite.js';
@@ -88,6 +90,9 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
   await ensureAdminToken(store, dir, log);
 
   const accessLog = new AccessLog(config.accessLogFile ?? config.log.access);
+  // the last requests' records, for `verge trace` and GET /api/v1/requests/:id
+  const requests = new RequestLog();
+  requests.attach(accessLog);
   const edge = new Edge(config, { logger: log, accessLog, challenge: source.challenge });
   let api: ControlApi;
   try {
@@ -110,6 +115,10 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
         return { ...(http ? { http } : {}), ...(https ? { https } : {}) };
       },
       metrics: async () => ({ contentType: edge.metrics.contentType, text: await edge.metrics.text() }),
+      // the doctor's origin checks: their warnings come back with every saved site
+      checkSite: (site) => storedSiteWarnings(store, site, dir),
+      doctor: (name) => doctorStoredSite(store, name, dir),
+      requests: (id) => requests.lookup(id),
     }).catch(async (e: unknown) => {
       await source.close();
       await edge.close();

@@ -72,6 +72,10 @@ export interface ControlApiOptions {
   metrics?: () => Promise<{ contentType: string; text: string }>;
   /** doctor hook: findings about a site, returned as its warnings on POST/PUT/PATCH */
   checkSite?: (site: SiteConfig) => Promise<Finding[]>;
+  /** The edge's record of a recent request by id (src/edge/request-log.ts), for `verge trace`. */
+  requests?: (id: string) => Record<string, unknown> | undefined;
+  /** The full doctor for a stored site (src/doctor/site.ts); undefined when there is no such site. */
+  doctor?: (name: string) => Promise<unknown | undefined>;
   /** extra trusted roots for certificate chain checks (tests) */
   trustedCas?: string[];
   now?: () => number;
@@ -401,6 +405,25 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
     return job;
   });
 
+  on('GET', '/api/v1/sites/:name/doctor', async (req) => {
+    const name = param(req, 'name');
+    const report = opts.doctor ? await opts.doctor(name) : undefined;
+    if (report === undefined) {
+      if (!opts.doctor) throw new ServiceError('not_found', 'this control process runs no doctor');
+      throw notFoundSite(name);
+    }
+    return report;
+  });
+  on('GET', '/api/v1/requests/:id', async (req) => {
+    const id = param(req, 'id');
+    const rec = opts.requests?.(id);
+    if (!rec)
+      throw new ServiceError(
+        'not_found',
+        `no record of request ${JSON.stringify(id)} on this node: it is older than the last 10,000 requests, was served by another node, or has not finished yet`,
+      );
+    return rec;
+  });
   on('GET', '/api/v1/nodes', async () => ({ items: await listNodes(store, now()) }));
   on('GET', '/api/v1/config', async () => effectiveConfig(store));
 

@@ -138,6 +138,31 @@ export const ROUTES: RouteDoc[] = [
   },
   {
     method: 'GET',
+    path: '/api/v1/sites/:name/doctor',
+    summary:
+      'Diagnose a site end to end (DNS, edge certificate, origin ports, TLS, certificate, HTTP, cacheability): a verdict, findings with fixes, and the protocol x verify matrix (docs/doctor.md). Takes up to a few seconds: it probes the origin.',
+    auth: true,
+    responses: {
+      '200': {
+        description: 'The doctor report: {site, verdict, ok, findings[], matrix[], durationMs}.',
+        schema: { type: 'object', required: ['site', 'verdict', 'ok', 'findings'] },
+      },
+      '404': E404,
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/requests/:id',
+    summary:
+      "The edge's record of one recent request (the X-Request-Id of any response): stage reached, cache decision and reason, origin and protocol and why, timings, error. Kept for the last 10,000 requests of this node (`verge trace`, `verge explain`).",
+    auth: true,
+    responses: {
+      '200': { description: 'The access-log record.', schema: { type: 'object', required: ['id'] } },
+      '404': E404,
+    },
+  },
+  {
+    method: 'GET',
     path: '/api/v1/certificates',
     summary: 'Every stored certificate (never the keys).',
     auth: true,

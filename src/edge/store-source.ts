@@ -19,21 +19,9 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import {
-  ConfigError,
-  type MaterialSource,
-  type ResolvedConfig,
-  resolveConfig,
-  validateObject,
-} from '../config/load.js';
-import {
-  asRecord,
-  type CertRecord,
-  KEYS,
-  type NodeRecord,
-  type PurgeRecord,
-  SECTION_KEYS,
-} from '../control/model.js';
+import { ConfigError, type ResolvedConfig } from '../config/load.js';
+import { configFromDocs } from '../control/config-docs.js';
+import { asRecord, KEYS, type NodeRecord, type PurgeRecord } from '../control/model.js';
 import type { Logger } from '../core/log.js';
 import { type Change, type ConfigStore, type JsonValue, StoreGapError } from '../store/types.js';
 import { parsePurge } from './admin.js';
@@ -45,37 +33,6 @@ export const HEARTBEAT_MS = 5000;
 const REPORT_DELAY_MS = 100;
 
 const VERSION = '0.1.0';
-
-/** The config the documents describe. Throws ConfigError (paths like "sites[2].tls.certificate"). */
-export function configFromDocs(docs: ReadonlyMap<string, JsonValue>, baseDir: string): ResolvedConfig {
-  const sites = [...docs.entries()]
-    .filter(([k]) => k.startsWith(KEYS.sitesPrefix))
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([, v]) => v);
-  const input: Record<string, unknown> = { sites };
-  for (const [section, key] of Object.entries(SECTION_KEYS)) {
-    if (docs.has(key)) input[section] = docs.get(key);
-  }
-  return resolveConfig(validateObject(input), baseDir, undefined, undefined, materialFrom(docs));
-}
-
-/** Certificates and the origin CA, looked up in the documents. */
-export function materialFrom(docs: ReadonlyMap<string, JsonValue>): MaterialSource {
-  const cert = (name: string) => {
-    const v = docs.get(KEYS.cert(name));
-    if (!v) return undefined;
-    const r = asRecord<CertRecord>(v);
-    return { chainPem: r.chainPem, keyPem: r.keyPem };
-  };
-  return {
-    certificate: cert,
-    acme: cert,
-    originCaPem: () => {
-      const v = docs.get(KEYS.originCa) as { certPem?: string } | undefined;
-      return v?.certPem;
-    },
-  };
-}
 
 /** Keys whose change means the edge's config must be rebuilt. */
 function affectsConfig(key: string): boolean {

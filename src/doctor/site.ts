@@ -1,0 +1,136 @@
+/**
+ * Where the doctor gets a site from: the control plane's store (the admin API's doctor route and
+ * the checks run when a site is saved) or a config file (`verge doctor NAME --config FILE`). Either
+ * way the site is resolved exactly as the edge resolves it (defaults filled in, certificates and
+ * the origin CA read), so the doctor examines the config the edge runs.
+ */
+import { ConfigError, type MaterialSource, resolveConfig, validateObject } from '../config/load.js';
+import type { Config, SiteConfig } from '../config/schema.js';
+import { materialFrom } from '../control/config-docs.js';
+import { KEYS, SECTION_KEYS } from '../control/model.js';
+import type { ConfigStore, JsonValue } from '../store/types.js';
+import { dnsCheck } from './dns.js';
+import { edgeCertCheck } from './edge-cert.js';
+import { originWarnings, runDoctor } from './index.js';
+import type { DoctorContext, DoctorReport, DoctorSite, Finding } from './types.js';
+
+/** Probe timeout: long enough for a slow origin, short enough for an interactive command. */
+export const DOCTOR_TIMEOUT_MS = 3000;
+
+/** The doctor's context from the config's `dns` section. */
+export function doctorContext(
+  dns: Config['dns'],
+  originCaAvailable: boolean,
+  timeoutMs = DOCTOR_TIMEOUT_MS,
+): DoctorContext {
+  return {
+    now: Date.now(),
+    timeoutMs,
+    ...(dns.resolvers.length > 0 ? { resolvers: dns.resolvers } : {}),
+    ...(dns.cnameTarget ? { cnameTarget: dns.cnameTarget } : {}),
+    ...(dns.addresses.length > 0 ? { edgeAddresses: dns.addresses } : {}),
+    originCaAvailable,
+  };
+}
+
+/** A site of a validated config, with its certificate and origin CA, as the doctor takes it. */
+export function doctorSiteOf(
+  cfg: Config,
+  name: string,
+  material: MaterialSource | undefined,
+  baseDir: string,
+): DoctorSite | undefined {
+  const site = cfg.sites.find((s) => s.name === name);
+  if (!site) return undefined;
+  const resolved = resolveConfig({ ...cfg, sites: [site] }, baseDir, undefined, undefined, material)
+    .sites[0]!;
+  return {
+    config: site,
+    ...(resolved.originCaPem ? { originCaPem: resolved.originCaPem } : {}),
+    ...(resolved.certPem ? { certPem: resolved.certPem } : {}),
+    ...(resolved.keyPem ? { keyPem: resolved.keyPem } : {}),
+  };
+}
+
+/** Every check, DNS and the edge certificate included. */
+export function fullDoctor(site: DoctorSite, ctx: DoctorContext): Promise<DoctorReport> {
+  return runDoctor(site, ctx, { dns: dnsCheck, edgeCert: edgeCertCheck });
+}
+
+async function storeDocs(store: ConfigStore): Promise<Map<string, JsonValue>> {
+  const snap = await store.snapshot();
+  return new Map(snap.entries.map((e) => [e.key, e.value]));
+}
+
+/**
+ * The full doctor for a stored site; undefined when there is no such site. Only that site and
+ * the settings are validated, so one broken site does not stop the doctor examining another.
+ * Throws ConfigError when the site itself does not resolve (e.g. its certificate is missing).
+ */
+export async function doctorStoredSite(
+  store: ConfigStore,
+  name: string,
+  baseDir: string,
+): Promise<DoctorReport | undefined> {
+  const docs = await storeDocs(store);
+  const doc = docs.get(KEYS.site(name));
+  if (doc === undefined) return undefined;
+  const input: Record<string, unknown> = { sites: [doc] };
+  for (const [section, key] of Object.entries(SECTION_KEYS)) {
+    if (docs.has(key)) input[section] = docs.get(key);
+  }
+  const cfg = validateObject(input);
+  const material = materialFrom(docs);
+  const site = doctorSiteOf(cfg, name, material, baseDir)!;
+  return fullDoctor(site, doctorContext(cfg.dns, true));
+}
+
+/**
+ * What saving a site returns: the quick origin checks' warnings, as the admin API shows them
+ * (one line of fix text each; the secure fix first).
+ */
+export async function storedSiteWarnings(
+  store: ConfigStore,
+  site: SiteConfig,
+  baseDir: string,
+): Promise<
+  Array<{
+    code: string;
+    severity: 'info' | 'warn' | 'fail';
+    summary: string;
+    explanation?: string;
+    fix?: string;
+  }>
+> {
+  const docs = await storeDocs(store);
+  let resolvedSite: DoctorSite;
+  try {
+    const cfg = validateObject({ sites: [site] });
+    resolvedSite = doctorSiteOf(cfg, site.name, materialFrom(docs), baseDir)!;
+  } catch (e) {
+    if (e instanceof ConfigError) return [];
+    throw e;
+  }
+  const dns = validateObject({ dns: docs.get(SECTION_KEYS.dns) ?? {} }).dns;
+  const findings = await originWarnings(resolvedSite, doctorContext(dns, true, 2000));
+  return findings.map(toApiWarning);
+}
+
+function toApiWarning(f: Finding): {
+  code: string;
+  severity: 'info' | 'warn' | 'fail';
+  summary: string;
+  explanation?: string;
+  fix?: string;
+} {
+  const fix = f.fix
+    ?.map((x) => `${x.secure ? '' : '(insecure) '}${x.summary}${x.command ? `: ${x.command}` : ''}`)
+    .join('; or ');
+  return {
+    code: f.code,
+    severity: f.severity === 'pass' ? 'info' : f.severity,
+    summary: f.summary,
+    ...(f.explanation ? { explanation: f.explanation } : {}),
+    ...(fix ? { fix } : {}),
+  };
+}
