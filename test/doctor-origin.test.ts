@@ -26,7 +26,13 @@ function keep<T extends ScriptedOrigin>(o: T): T {
 }
 
 function siteConfig(origin: Record<string, unknown>, extra: Record<string, unknown> = {}): SiteConfig {
-  return siteSchema.parse({ name: NAME, origin: { servers: [{ host: '127.0.0.1' }], ...origin }, ...extra });
+  // served over HTTPS (the certificate itself is the edge-certificate check's business)
+  return siteSchema.parse({
+    name: NAME,
+    tls: { acme: true },
+    origin: { servers: [{ host: '127.0.0.1' }], ...origin },
+    ...extra,
+  });
 }
 
 function ctx(over: Partial<DoctorContext> = {}): DoctorContext {
@@ -549,4 +555,32 @@ describe('real nginx: the three states of the story', () => {
     assert.equal(row(r.matrix, 'follow', true).httpsVisitor.code, 'ORIGIN_CERT_UNTRUSTED');
     assert.equal(row(r.matrix, 'follow', false).httpsVisitor.status, 200);
   });
+});
+
+test('a site without a certificate: HTTPS visitors get a TLS alert, not an origin error', async () => {
+  const origin = keep(
+    await httpOrigin((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('ok');
+    }),
+  );
+  const closed = await freePort();
+  const site = siteSchema.parse({
+    name: NAME,
+    origin: {
+      servers: [{ host: '127.0.0.1' }],
+      protocol: 'follow',
+      ports: { http: origin.port, https: closed },
+    },
+  });
+  const r = await runDoctor({ config: site }, ctx());
+  const cur = r.matrix!.find((row) => row.current)!;
+  assert.equal(cur.httpVisitor.status, 200);
+  assert.equal(cur.httpsVisitor.code, 'EDGE_NO_CERTIFICATE');
+  assert.equal(
+    r.findings.find((f) => f.code === 'VISITOR_HTTPS_FAILS'),
+    undefined,
+    'the origin is not blamed',
+  );
+  assert.match(renderText(r), /TLS alert \(no certificate\)/);
 });

@@ -9,7 +9,7 @@
  * originWarnings for the quick origin checks only.
  */
 import { buildMatrix, works } from './matrix.js';
-import { originFindings } from './origin-checks.js';
+import { matrixOptions, originFindings } from './origin-checks.js';
 import { DEFAULT_PROBE_TIMEOUT_MS, type OriginFacts, probeOrigin } from './probe.js';
 import { trapFindings } from './traps.js';
 import type { Check, DoctorContext, DoctorReport, DoctorSite, Finding, Fix, MatrixRow } from './types.js';
@@ -64,10 +64,7 @@ async function originPart(
   const findings: Finding[] = [];
   findings.push(
     ...(await guarded('matrix', async () => {
-      matrix = buildMatrix(facts, {
-        forceHttps: site.config.https.forceHttps,
-        names: [site.config.name, ...site.config.aliases, facts.hostHeader],
-      });
+      matrix = buildMatrix(facts, matrixOptions(site, facts));
       return originFindings(site, facts, ctx, matrix);
     })),
   );

@@ -63,7 +63,16 @@ export interface MatrixOptions {
   forceHttps: boolean;
   /** the site's names (name, aliases, Host header): a redirect to https on one of them can loop */
   names: string[];
+  /**
+   * The site has a certificate configured (`tls`). Without one the edge refuses HTTPS visitors in
+   * the TLS handshake (unrecognized_name alert), before any pull: the origin plays no part.
+   * Default true.
+   */
+  hasCertificate?: boolean;
 }
+
+/** The HTTPS-visitor outcome of a site without a certificate (not an edge error code: no response at all). */
+export const NO_EDGE_CERTIFICATE = 'EDGE_NO_CERTIFICATE';
 
 /** True when the visitor ends up with a response from the origin (any status, no edge error, no loop). */
 export function works(o: Outcome): boolean {
@@ -86,6 +95,13 @@ function httpsVisitor(
   verify: boolean,
   o: MatrixOptions,
 ): Outcome {
+  if (o.hasCertificate === false) {
+    return {
+      status: 0,
+      code: NO_EDGE_CERTIFICATE,
+      note: 'the site has no certificate: the edge ends the TLS handshake with an alert, whatever the origin does',
+    };
+  }
   const pp = pullProtocolFor(protocol, 'https');
   const r = pullResult(s, pp, verify);
   if (!r.ok) return fromError(r);

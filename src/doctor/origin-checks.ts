@@ -8,7 +8,16 @@
  * with `secure: false` so every output labels them.
  */
 import { ERRORS, type ErrorCode } from '../core/errors.js';
-import { buildMatrix, mainServer, type PullResult, pullResult, REDIRECT_LOOP, works } from './matrix.js';
+import {
+  buildMatrix,
+  type MatrixOptions,
+  mainServer,
+  NO_EDGE_CERTIFICATE,
+  type PullResult,
+  pullResult,
+  REDIRECT_LOOP,
+  works,
+} from './matrix.js';
 import type { HttpFact, OriginFacts, ProbeError, ServerFacts, TlsFact } from './probe.js';
 import type { DoctorContext, DoctorSite, Finding, Fix, MatrixRow, Outcome, Severity } from './types.js';
 
@@ -551,7 +560,9 @@ function outcomeText(o: Outcome): string {
 
 /** Fixes from the matrix: the rows that work for both visitors, secure (verify on, HTTPS) first. */
 function matrixFixes(site: DoctorSite, facts: OriginFacts, ctx: DoctorContext, rows: MatrixRow[]): Fix[] {
-  const good = rows.filter((r) => !r.current && works(r.httpVisitor) && works(r.httpsVisitor));
+  // without a certificate no setting serves HTTPS visitors: judge the rows by HTTP visitors alone
+  const ok = (o: Outcome) => works(o) || o.code === NO_EDGE_CERTIFICATE;
+  const good = rows.filter((r) => !r.current && ok(r.httpVisitor) && ok(r.httpsVisitor));
   const fixes: Fix[] = [];
   const secureRow = good.find((r) => r.protocol === 'https' && r.verify);
   if (secureRow)
@@ -598,6 +609,8 @@ export function matrixFindings(
   for (const v of ['https', 'http'] as const) {
     const o = v === 'https' ? cur.httpsVisitor : cur.httpVisitor;
     if (works(o) || o.code === REDIRECT_LOOP) continue; // a loop is reported by the trap
+    // no certificate: the edge-certificate check says so; the origin settings cannot help
+    if (o.code === NO_EDGE_CERTIFICATE) continue;
     const pp = facts.protocol === 'follow' ? v : facts.protocol;
     // An HTTP visitor forced to HTTPS fails as the HTTPS visitor does: one finding is enough.
     if (v === 'http' && site.config.https.forceHttps) continue;
@@ -631,10 +644,7 @@ export function originFindings(
   site: DoctorSite,
   facts: OriginFacts,
   ctx: DoctorContext,
-  rows: MatrixRow[] = buildMatrix(facts, {
-    forceHttps: site.config.https.forceHttps,
-    names: [site.config.name, ...site.config.aliases, facts.hostHeader],
-  }),
+  rows: MatrixRow[] = buildMatrix(facts, matrixOptions(site, facts)),
 ): Finding[] {
   const out: Finding[] = [];
   out.push(...matrixFindings(site, facts, ctx, rows));
@@ -645,4 +655,13 @@ export function originFindings(
   }
   out.push(...settingFindings(site, facts, ctx));
   return out;
+}
+
+/** How the matrix is built for a site (shared by the doctor run and originFindings' default). */
+export function matrixOptions(site: DoctorSite, facts: OriginFacts): MatrixOptions {
+  return {
+    forceHttps: site.config.https.forceHttps,
+    names: [site.config.name, ...site.config.aliases, facts.hostHeader],
+    hasCertificate: site.config.tls !== undefined || site.certPem !== undefined,
+  };
 }

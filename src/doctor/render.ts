@@ -47,6 +47,7 @@ function renderFinding(f: Finding): string {
 }
 
 function cell(o: Outcome): string {
+  if (o.status === 0) return 'TLS alert (no certificate)';
   return `${o.status}${o.code ? ` ${o.code}` : ''}`;
 }
 
