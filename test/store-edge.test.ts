@@ -253,6 +253,43 @@ describe('verge trace through a store-fed edge', () => {
       const t = JSON.parse(hit.stdout) as { status: number; record?: { cache?: { state?: string } } };
       assert.equal(t.status, 200);
       assert.equal(t.record?.cache?.state, 'HIT', 'the edge record came back through the API');
+      // `verge explain ID` against the control plane tells the same record's story
+      const id = String((t.record as { id?: string } | undefined)?.id);
+      const story = await runCli([
+        'explain',
+        id,
+        '--api',
+        `http://127.0.0.1:${p.adminPort}`,
+        '--data',
+        dataDir,
+      ]);
+      assert.equal(story.code, 0, story.stderr);
+      assert.match(story.stdout, /the request was served/);
+      const unknown = await runCli([
+        'explain',
+        'nope',
+        '--api',
+        `http://127.0.0.1:${p.adminPort}`,
+        '--data',
+        dataDir,
+      ]);
+      assert.equal(unknown.code, 1);
+      assert.match(unknown.stderr, /no record of request "nope"/);
+
+      // saving a site runs the doctor's origin checks and returns their warnings
+      const closed = await new Promise<number>((r) => {
+        const srv = http.createServer().listen(0, '127.0.0.1', () => {
+          const port = (srv.address() as { port: number }).port;
+          srv.close(() => r(port));
+        });
+      });
+      const saved = await api(p, dataDir, 'PATCH', '/api/v1/sites/t.test', {
+        origin: { servers: [{ host: '127.0.0.1', port: closed }] },
+      });
+      assert.equal(saved.status, 200, JSON.stringify(saved.json));
+      const warnings = saved.json['warnings'] as Array<{ code: string; fix?: string }>;
+      const refused = warnings.find((w) => w.code === 'ORIGIN_HTTP_PORT_REFUSED');
+      assert.ok(refused, `warnings: ${JSON.stringify(warnings)}`);
     } finally {
       await p.kill();
     }

@@ -127,13 +127,47 @@ function configCmd(args: string[]): number | Promise<number> {
 async function explainCmd(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
-    options: { config: { type: 'string', short: 'c' }, log: { type: 'string' }, json: { type: 'boolean' } },
+    options: {
+      config: { type: 'string', short: 'c' },
+      log: { type: 'string' },
+      json: { type: 'boolean' },
+      api: { type: 'string' },
+      token: { type: 'string' },
+      data: { type: 'string' },
+    },
     allowPositionals: true,
   });
   const id = positionals[0];
-  if (!id || (!values.config && !values.log)) {
-    process.stderr.write('usage: verge explain REQUEST_ID --config FILE  (or --log ACCESS_LOG_FILE)\n');
+  if (!id) {
+    process.stderr.write(
+      'usage: verge explain REQUEST_ID --config FILE  (or --log ACCESS_LOG_FILE, or the control API: [--api URL] [--data DIR])\n',
+    );
     return 2;
+  }
+  if (!values.config && !values.log) {
+    // the control plane keeps each node's recent records: ask its API
+    const { ApiClient, ApiError, runCommand } = await import('./api-client.js');
+    return runCommand(
+      'usage: verge explain REQUEST_ID [--api URL] [--token T] [--data DIR] [--json]\n',
+      args,
+      async () => {
+        const client = ApiClient.fromFlags(values);
+        try {
+          const r = await client.request<Record<string, unknown>>(
+            'GET',
+            `requests/${encodeURIComponent(id)}`,
+          );
+          process.stdout.write(values.json ? `${JSON.stringify(r.body, null, 2)}\n` : explainRecord(r.body));
+          return 0;
+        } catch (e) {
+          if (e instanceof ApiError && e.status === 404 && !values.json) {
+            process.stderr.write(`verge: ${e.body.msg}. With a log file: verge explain ${id} --log FILE\n`);
+            return 1;
+          }
+          throw e;
+        }
+      },
+    );
   }
   let logFile = values.log;
   if (!logFile && values.config) {
