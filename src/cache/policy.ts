@@ -763,6 +763,16 @@ export function evaluateConditionals(
   stored: CacheResponse & { receivedAt?: number },
 ): ConditionalOutcome {
   if (stored.status < 200 || stored.status > 299) return 'proceed';
+  const rh = req.headers;
+  // No precondition field at all (most requests): nothing to evaluate, so the stored ETag and
+  // Last-Modified are not parsed (this runs on every hit).
+  if (
+    rh['if-match'] === undefined &&
+    rh['if-none-match'] === undefined &&
+    rh['if-modified-since'] === undefined &&
+    rh['if-unmodified-since'] === undefined
+  )
+    return 'proceed';
   const getOrHead = req.method === 'GET' || req.method === 'HEAD';
   const etag = parseEtag(headerValue(stored.headers, 'etag'));
   const lm = parseHttpDate(headerValue(stored.headers, 'last-modified'));

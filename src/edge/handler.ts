@@ -15,7 +15,9 @@ import {
   type CacheState,
   cachePhase,
   type EdgeCache,
+  type FinalHeaders,
   invalidateAfterUnsafe,
+  serveResidentHit,
 } from './cache.js';
 import { addVary, compressedHeaders, compressionPlan, createCompressor, lengthOf } from './compress.js';
 import { sendError } from './error-page.js';
@@ -236,6 +238,9 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
   const method = req.method ?? 'GET';
   // cache (phase 5): GET and HEAD on a caching site; everything else goes to the origin as is
   if (deps.cache && site.cacheRules && (method === 'GET' || method === 'HEAD')) {
+    // A fresh memory-resident hit is answered here, synchronously (no promise, no closures).
+    const primary = serveResidentHit(ctx, deps.cache, site, site.cacheRules, checked.path, finalHeaders);
+    if (primary === true) return;
     // The origin request headers are built only if the origin is asked: a hit never needs them.
     let forward: string[] | undefined;
     const info = {
@@ -247,7 +252,7 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
         return forward;
       },
     };
-    cachePhase(ctx, info, cacheDeps(deps, info, cl)).catch((err) => {
+    cachePhase(ctx, info, cacheDeps(deps, info, cl), primary).catch((err) => {
       deps.onInternalError(err, ctx.id);
       if (!ctx.res.headersSent) fail(ctx, deps, 'EDGE_INTERNAL_ERROR', { error: String(err) });
       else abortResponse(ctx.res);
@@ -550,6 +555,9 @@ function forwardHeaders(ctx: RequestContext, hostHeader: string): string[] {
   );
   return out;
 }
+
+/** responseHeaders() as the cache's hit fast path takes it (it builds a template from it). */
+const finalHeaders: FinalHeaders = (ctx, h) => responseHeaders(ctx, h as IncomingHttpHeaders);
 
 function responseHeaders(ctx: RequestContext, h: IncomingHttpHeaders): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};

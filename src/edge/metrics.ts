@@ -19,6 +19,11 @@ export class EdgeMetrics {
   readonly registry = new Registry();
   /** `${site}\0${cacheState}\0${statusClass}` -> counts */
   readonly #tally = new Map<string, Tally>();
+  /**
+   * The same Tally objects by site, then cache state, then status class (index 0..9), so that
+   * record() builds no key string per request; #tally stays the exposition's source.
+   */
+  readonly #bySite = new Map<string, Map<string, Array<Tally | undefined>>>();
   /** `${site}\0${code}` -> count */
   readonly #errors = new Map<string, number>();
   #cache: CacheStore | undefined;
@@ -183,11 +188,28 @@ export class EdgeMetrics {
     errorCode: string | undefined,
   ): void {
     const s = site ?? '-';
-    const key = `${s}\0${cache ?? 'none'}\0${Math.floor(status / 100)}xx`;
-    let t = this.#tally.get(key);
+    const c = cache ?? 'none';
+    const cls = Math.floor(status / 100);
+    let byCache = this.#bySite.get(s);
+    if (!byCache) {
+      byCache = new Map();
+      this.#bySite.set(s, byCache);
+    }
+    let byClass = byCache.get(c);
+    if (!byClass) {
+      byClass = [];
+      byCache.set(c, byClass);
+    }
+    // statuses are 100..999 in practice; anything else takes the keyed way
+    let t = cls >= 0 && cls <= 9 ? byClass[cls] : undefined;
     if (!t) {
-      t = { requests: 0, bytes: 0 };
-      this.#tally.set(key, t);
+      const key = `${s}\0${c}\0${cls}xx`;
+      t = this.#tally.get(key);
+      if (!t) {
+        t = { requests: 0, bytes: 0 };
+        this.#tally.set(key, t);
+      }
+      if (cls >= 0 && cls <= 9) byClass[cls] = t;
     }
     t.requests++;
     t.bytes += bytes;

@@ -1,0 +1,62 @@
+// Self time by function from a V8 .cpuprofile (node --cpu-prof), over the load run only: from
+// 1 s after the first parsed request to the last one (start-up and idle tail left out).
+//   node dist/bench/profile-top.js CPU.*.cpuprofile [top=40]
+import { readFileSync } from 'node:fs';
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+}
+interface Profile {
+  nodes: ProfileNode[];
+  startTime: number;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+const file = process.argv[2];
+if (!file) throw new Error('usage: profile-top.js <file.cpuprofile> [top]');
+const top = Number(process.argv[3] ?? 40);
+const p = JSON.parse(readFileSync(file, 'utf8')) as Profile;
+const ts: number[] = [];
+let t = p.startTime;
+for (const d of p.timeDeltas) {
+  t += d;
+  ts.push(t);
+}
+const busy = new Set(
+  p.nodes.filter((n) => n.callFrame.functionName === 'parserOnHeadersComplete').map((n) => n.id),
+);
+let first = Number.POSITIVE_INFINITY;
+let last = 0;
+p.samples.forEach((id, i) => {
+  if (busy.has(id)) {
+    first = Math.min(first, ts[i]!);
+    last = ts[i]!;
+  }
+});
+const self = new Map<number, number>();
+for (let i = 1; i < p.samples.length; i++) {
+  if (ts[i]! < first + 1e6 || ts[i]! > last) continue;
+  const id = p.samples[i]!;
+  self.set(id, (self.get(id) ?? 0) + ts[i]! - ts[i - 1]!);
+}
+const byName = new Map<string, number>();
+let total = 0;
+for (const n of p.nodes) {
+  const us = self.get(n.id) ?? 0;
+  total += us;
+  const url = n.callFrame.url.replace(/^.*\/(node_modules\/|dist\/)/, '$1').replace('file://', '');
+  const k = `${n.callFrame.functionName || '(anonymous)'} ${url}:${n.callFrame.lineNumber + 1}`;
+  byName.set(k, (byName.get(k) ?? 0) + us);
+}
+let verge = 0;
+for (const [k, us] of byName) if (k.includes('dist/src/')) verge += us;
+for (const [k, us] of [...byName].sort((a, b) => b[1] - a[1]).slice(0, top)) {
+  console.log(
+    `${((100 * us) / total).toFixed(2).padStart(6)}%  ${(us / 1000).toFixed(0).padStart(6)} ms  ${k}`,
+  );
+}
+console.log(
+  `total ${(total / 1000).toFixed(0)} ms, Verge's own code (dist/src) ${((100 * verge) / total).toFixed(1)} %`,
+);
