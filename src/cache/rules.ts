@@ -1,9 +1,9 @@
 /**
- * Per-site cache rules: the knobs a webmaster sets in a commercial CDN's console. The config
- * schema (src/config) does not carry them yet; whoever wires the cache into the edge adds a
- * `cache` block to the site schema with these names and defaults and passes the parsed value to
- * `cacheRules()`. Every rule's default is stated beside it and in DEFAULT_CACHE_RULES.
+ * Per-site cache rules: the knobs a webmaster sets in a commercial CDN's console. The site
+ * schema's `cache` block (src/config/schema.ts) carries them; siteCacheRules() turns it into the
+ * CacheRules the policy takes. Every rule's default is stated beside it and in DEFAULT_CACHE_RULES.
  */
+import type { SiteConfig } from '../config/schema.js';
 
 /** One TTL override. The first rule whose prefix or extension matches the path wins. */
 export interface TtlRule {
@@ -104,4 +104,32 @@ export function matchTtlRule(rules: CacheRules, path: string): TtlRule | undefin
     if (ext !== undefined && r.extensions?.some((e) => e.replace(/^\./, '').toLowerCase() === ext)) return r;
   }
   return undefined;
+}
+
+/**
+ * A site's `cache` settings as the rules the policy takes; undefined when caching is off. The
+ * edge compiles its sites with it and the doctor judges cacheability with the same rules.
+ */
+export function siteCacheRules(c: SiteConfig['cache']): CacheRules | undefined {
+  if (!c.enabled) return undefined;
+  return cacheRules({
+    honourOrigin: c.honourOrigin,
+    defaultTtl: c.defaultTtl,
+    ttl: c.rules.map((r) => ({
+      ...(r.prefix !== undefined ? { prefix: r.prefix } : {}),
+      ...(r.extensions ? { extensions: r.extensions } : {}),
+      ttl: r.ttl,
+      ...(r.honourOrigin !== undefined ? { honourOrigin: r.honourOrigin } : {}),
+    })),
+    query:
+      c.query === 'all'
+        ? { mode: 'all' }
+        : c.query === 'ignore'
+          ? { mode: 'ignore' }
+          : { mode: 'list', keep: c.query.keep },
+    visitorNoCache: c.visitorNoCache,
+    setCookie: c.setCookie,
+    ...(c.targetedField ? { targetedField: c.targetedField } : {}),
+    maxObjectSize: c.maxObjectSize,
+  });
 }

@@ -11,12 +11,14 @@
  * Exit codes of every command built on this: 0 ok, 1 the API (or a local check) reported a
  * failure, 2 usage error.
  */
+
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { join } from 'node:path';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { resolveDataDir } from '../control/data.js';
+import type { Finding } from '../control/sites.js';
 
 export const DEFAULT_API_URL = 'http://127.0.0.1:8091';
 /** The token file `verge serve --data DIR` writes into the data directory. */
@@ -251,6 +253,31 @@ export async function runCommand(
   }
 }
 
+/** The one NAME a command takes (`verge site show NAME`); a usage error otherwise. */
+export function oneName(positionals: string[], kind: 'site' | 'cert', cmd: string): string {
+  const [name, ...extra] = positionals;
+  const what = kind === 'cert' ? 'certificate' : 'site';
+  if (!name) throw new UsageError(`give the ${what} NAME: verge ${kind} ${cmd} NAME`);
+  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}" (one ${what} at a time)`);
+  return name;
+}
+
+/** `verge site rm NAME` / `verge cert rm NAME`: DELETE /api/v1/<collection>/NAME. */
+export async function removeResource(
+  args: string[],
+  kind: 'site' | 'cert',
+  collection: string,
+): Promise<number> {
+  const { values, positionals } = parseCommand({ args, options: CONNECTION_OPTIONS, allowPositionals: true });
+  const name = oneName(positionals, kind, 'rm');
+  const client = ApiClient.fromFlags(values);
+  await client.request('DELETE', `${collection}/${encodeURIComponent(name)}`);
+  // DELETE answers 204 without a body; --json still prints a JSON document saying what happened
+  if (values.json) printJson({ deleted: name });
+  else process.stdout.write(`${kind === 'cert' ? 'certificate' : 'site'} ${name} removed\n`);
+  return 0;
+}
+
 /** `error CODE: msg`, then `  path: message` for each field error. */
 export function printApiError(e: ApiError): void {
   const lines = [`error ${e.body.code}: ${e.body.msg}`];
@@ -273,13 +300,7 @@ export function table(header: string[], rows: string[][]): string {
 }
 
 /** A warning or hint the API attached to a site (src/control/api.ts `warnings`). */
-export interface Finding {
-  code: string;
-  severity: 'info' | 'warn' | 'fail';
-  summary: string;
-  explanation?: string;
-  fix?: string;
-}
+export type { Finding } from '../control/sites.js';
 
 /** Prints findings on stderr, one block each: `warn CODE: summary` then the fix. */
 export function printFindings(findings: Finding[] | undefined): void {

@@ -6,13 +6,16 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import type { CertView } from '../control/sites.js';
 import {
   ApiClient,
   ApiError,
   CheckError,
   CONNECTION_OPTIONS,
+  oneName,
   parseCommand,
   printJson,
+  removeResource,
   runCommand,
   table,
   UsageError,
@@ -27,21 +30,8 @@ export const CERT_USAGE = `usage: verge cert add NAME --cert FILE --key FILE [--
   --replace: overwrite an existing certificate of that name
 `;
 
-/** The API's view of a certificate: never the key. */
-export interface CertView {
-  name: string;
-  revision: number;
-  source: string;
-  names: string[];
-  subject?: string;
-  issuer: string;
-  notBefore: string;
-  notAfter: string;
-  fingerprint: string;
-  daysLeft: number;
-  expiresSoon: boolean;
-  usedBy: string[];
-}
+/** The API's view of a certificate (never the key): the server's own type. */
+export type { CertView } from '../control/sites.js';
 
 export async function certCmd(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
@@ -56,7 +46,7 @@ export async function certCmd(args: string[]): Promise<number> {
         return showCert(rest);
       case 'rm':
       case 'remove':
-        return remove(rest);
+        return removeResource(rest, 'cert', 'certificates');
       case 'help':
       case '--help':
       case '-h':
@@ -94,7 +84,7 @@ async function add(args: string[]): Promise<number> {
     },
     allowPositionals: true,
   });
-  const name = oneName(positionals, 'add');
+  const name = oneName(positionals, 'cert', 'add');
   if (!values.cert || !values.key)
     throw new UsageError('give both --cert FILE (the PEM chain) and --key FILE (its private key)');
   const certificate = readPem(values.cert, '--cert');
@@ -169,30 +159,12 @@ async function list(args: string[]): Promise<number> {
 
 async function showCert(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand({ args, options: CONNECTION_OPTIONS, allowPositionals: true });
-  const name = oneName(positionals, 'show');
+  const name = oneName(positionals, 'cert', 'show');
   const client = ApiClient.fromFlags(values);
   const r = await client.request<CertView>('GET', `certificates/${encodeURIComponent(name)}`);
   if (values.json) printJson(r.body);
   else process.stdout.write(`certificate ${r.body.name} (revision ${r.body.revision})\n${details(r.body)}`);
   return 0;
-}
-
-async function remove(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand({ args, options: CONNECTION_OPTIONS, allowPositionals: true });
-  const name = oneName(positionals, 'rm');
-  const client = ApiClient.fromFlags(values);
-  await client.request('DELETE', `certificates/${encodeURIComponent(name)}`);
-  // DELETE answers 204 without a body; --json still prints a JSON document saying what happened
-  if (values.json) printJson({ deleted: name });
-  else process.stdout.write(`certificate ${name} removed\n`);
-  return 0;
-}
-
-function oneName(positionals: string[], cmd: string): string {
-  const [name, ...extra] = positionals;
-  if (!name) throw new UsageError(`give the certificate NAME: verge cert ${cmd} NAME`);
-  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}" (one certificate at a time)`);
-  return name;
 }
 
 function details(c: CertView): string {

@@ -13,12 +13,14 @@ import {
   type Finding,
   type Json,
   mergePatch,
+  oneName,
   parseAssignment,
   parseCommand,
   parsePath,
   printApiError,
   printFindings,
   printJson,
+  removeResource,
   runCommand,
   setPath,
   table,
@@ -84,7 +86,7 @@ export async function siteCmd(args: string[]): Promise<number> {
         return edit(rest);
       case 'rm':
       case 'remove':
-        return remove(rest);
+        return removeResource(rest, 'site', 'sites');
       case 'help':
       case '--help':
       case '-h':
@@ -192,7 +194,7 @@ async function list(args: string[]): Promise<number> {
 
 async function showSite(args: string[]): Promise<number> {
   const { values, positionals } = parseCommand({ args, options: CONNECTION_OPTIONS, allowPositionals: true });
-  const name = oneName(positionals, 'show');
+  const name = oneName(positionals, 'site', 'show');
   const client = ApiClient.fromFlags(values);
   const r = await client.request<SiteView>('GET', `sites/${encodeURIComponent(name)}`);
   if (values.json) {
@@ -221,7 +223,7 @@ async function edit(args: string[]): Promise<number> {
     },
     allowPositionals: true,
   });
-  const name = oneName(positionals, 'edit');
+  const name = oneName(positionals, 'site', 'edit');
   const sets = (values.set ?? []).map(parseAssignment);
   const unsets = (values.unset ?? []).map((p) => ({ text: p, path: parsePath(p) }));
   if (sets.length === 0 && unsets.length === 0)
@@ -277,25 +279,7 @@ async function edit(args: string[]): Promise<number> {
   }
 }
 
-async function remove(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand({ args, options: CONNECTION_OPTIONS, allowPositionals: true });
-  const name = oneName(positionals, 'rm');
-  const client = ApiClient.fromFlags(values);
-  await client.request('DELETE', `sites/${encodeURIComponent(name)}`);
-  // DELETE answers 204 without a body; --json still prints a JSON document saying what happened
-  if (values.json) printJson({ deleted: name });
-  else process.stdout.write(`site ${name} removed\n`);
-  return 0;
-}
-
 // ---- output ----------------------------------------------------------------------------------
-
-function oneName(positionals: string[], cmd: string): string {
-  const [name, ...extra] = positionals;
-  if (!name) throw new UsageError(`give the site NAME: verge site ${cmd} NAME`);
-  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}" (one site at a time)`);
-  return name;
-}
 
 function originText(e: EffectiveSite): string {
   const { servers, protocol, ports } = e.origin;

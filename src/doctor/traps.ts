@@ -7,8 +7,7 @@
  */
 
 import { decideStore } from '../cache/policy.js';
-import { type CacheRules, cacheRules } from '../cache/rules.js';
-import type { SiteConfig } from '../config/schema.js';
+import { type CacheRules, siteCacheRules } from '../cache/rules.js';
 import { inspectCertificate } from '../tls/certs.js';
 import { redirectsToHttpsSelf } from './matrix.js';
 import { editCommand, secureOriginFix, usedProtocols } from './origin-checks.js';
@@ -17,31 +16,6 @@ import type { DoctorContext, DoctorSite, Finding, Fix } from './types.js';
 
 function siteNames(site: DoctorSite, facts: OriginFacts): string[] {
   return [site.config.name, ...site.config.aliases, facts.hostHeader];
-}
-
-/** The site's cache rules, as the edge compiles them (src/edge/runtime.ts); undefined when off. */
-export function siteCacheRules(c: SiteConfig['cache']): CacheRules | undefined {
-  if (!c.enabled) return undefined;
-  return cacheRules({
-    honourOrigin: c.honourOrigin,
-    defaultTtl: c.defaultTtl,
-    ttl: c.rules.map((r) => ({
-      ...(r.prefix !== undefined ? { prefix: r.prefix } : {}),
-      ...(r.extensions ? { extensions: r.extensions } : {}),
-      ttl: r.ttl,
-      ...(r.honourOrigin !== undefined ? { honourOrigin: r.honourOrigin } : {}),
-    })),
-    query:
-      c.query === 'all'
-        ? { mode: 'all' }
-        : c.query === 'ignore'
-          ? { mode: 'ignore' }
-          : { mode: 'list', keep: c.query.keep },
-    visitorNoCache: c.visitorNoCache,
-    setCookie: c.setCookie,
-    ...(c.targetedField ? { targetedField: c.targetedField } : {}),
-    maxObjectSize: c.maxObjectSize,
-  });
 }
 
 /** The edge's store decision for a probe response (GET /). */

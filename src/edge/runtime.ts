@@ -6,7 +6,7 @@
 import { constants as cryptoConstants } from 'node:crypto';
 import tls from 'node:tls';
 import type { KeySite } from '../cache/key.js';
-import { type CacheRules, cacheRules } from '../cache/rules.js';
+import { type CacheRules, siteCacheRules } from '../cache/rules.js';
 import type { ResolvedConfig, ResolvedSite } from '../config/load.js';
 import type { HealthTable } from '../origin/balancer.js';
 import type { PoolRegistry } from '../origin/pools.js';
@@ -42,30 +42,6 @@ export interface CompiledSite {
   /** caching rules; undefined when the site's cache is off */
   readonly cacheRules: CacheRules | undefined;
   readonly keySite: KeySite;
-}
-
-function compileCacheRules(c: ResolvedSite['cache']): CacheRules | undefined {
-  if (!c.enabled) return undefined;
-  return cacheRules({
-    honourOrigin: c.honourOrigin,
-    defaultTtl: c.defaultTtl,
-    ttl: c.rules.map((r) => ({
-      ...(r.prefix !== undefined ? { prefix: r.prefix } : {}),
-      ...(r.extensions ? { extensions: r.extensions } : {}),
-      ttl: r.ttl,
-      ...(r.honourOrigin !== undefined ? { honourOrigin: r.honourOrigin } : {}),
-    })),
-    query:
-      c.query === 'all'
-        ? { mode: 'all' }
-        : c.query === 'ignore'
-          ? { mode: 'ignore' }
-          : { mode: 'list', keep: c.query.keep },
-    visitorNoCache: c.visitorNoCache,
-    setCookie: c.setCookie,
-    ...(c.targetedField ? { targetedField: c.targetedField } : {}),
-    maxObjectSize: c.maxObjectSize,
-  });
 }
 
 export class Runtime {
@@ -109,7 +85,7 @@ export class Runtime {
         hsts,
         secureContext,
         alpn: s.https.http2 ? ['h2', 'http/1.1'] : ['http/1.1'],
-        cacheRules: compileCacheRules(s.cache),
+        cacheRules: siteCacheRules(s.cache),
         keySite: { name: s.name, origin: { protocol: s.origin.protocol } },
       };
       for (const n of [s.name, ...s.aliases]) {
