@@ -78,8 +78,10 @@ export interface HandlerDeps {
 const ACME_CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
 
 /** Names listed in a Connection header, which are hop-by-hop too (RFC 9110 section 7.6.1). */
-function connectionTokens(v: string | string[] | undefined): Set<string> | undefined {
+function connectionTokens(v: string | string[] | undefined): ReadonlySet<string> | undefined {
   if (!v) return undefined;
+  // nearly every message says just one of these: both are hop-by-hop already, nothing to add
+  if (v === 'keep-alive' || v === 'close' || v === 'Keep-Alive' || v === 'Close') return undefined;
   const s = Array.isArray(v) ? v.join(',') : v;
   const out = new Set<string>();
   for (const t of s.split(',')) {
