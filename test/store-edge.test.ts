@@ -216,6 +216,23 @@ describe('an edge fed by the store', () => {
       assert.equal(after.headers['x-cache'], 'MISS');
       assert.equal(after.body, 'v2 /a');
       assert.equal(hits, 2);
+
+      // prefetch through the API warms the edge: the next visitor gets a HIT
+      const list = join(dataDir, 'urls.txt');
+      writeFileSync(list, '# warm these\nhttp://p.test/b\nhttp://p.test/c\n');
+      const pre = await runCli([
+        'prefetch',
+        list,
+        '--api',
+        `http://127.0.0.1:${p.adminPort}`,
+        '--data',
+        dataDir,
+      ]);
+      assert.equal(pre.code, 0, pre.stderr + pre.stdout);
+      assert.equal(hits, 4, 'the origin was asked once for each URL');
+      const warm = await get(p.httpPort, 'p.test', '/b', false);
+      assert.equal(warm.headers['x-cache'], 'HIT');
+      assert.equal(hits, 4);
     } finally {
       await p.kill();
     }
