@@ -79,3 +79,26 @@ test('a certificate within 21 days of expiry shows in the metrics', async (t) =>
   const at = value(text, 'verge_certificate_expiry_timestamp_seconds{site="soon.example.com"}')!;
   assert.ok(Math.abs(at - (Date.now() / 1000 + 10 * 86400)) < 86400 * 1.1, `expiry ${at}`);
 });
+
+test('a certificate within 21 days of expiry is warned about in the log at start', async (t) => {
+  const { leafFor } = await import('./helpers/pki.js');
+  const { startEdgeProc } = await import('./helpers/proc.js');
+  const soon = await leafFor('soon.example.com', { days: 10 });
+  const p = await startEdgeProc({
+    config: {
+      sites: [
+        {
+          name: 'soon.example.com',
+          tls: { cert: 'soon.crt', key: 'soon.key' },
+          origin: { servers: [{ host: '127.0.0.1', port: 9 }] },
+        },
+      ],
+    },
+    files: { 'soon.crt': soon.certPem, 'soon.key': soon.keyPem },
+  });
+  t.after(() => p.kill());
+  const line = await p.waitForLog((l) => String(l.msg).includes('certificate of soon.example.com expires'));
+  assert.equal(line['site'], 'soon.example.com');
+  assert.ok(Number(line['daysLeft']) >= 9 && Number(line['daysLeft']) <= 10, `daysLeft ${line['daysLeft']}`);
+  assert.match(String(line.msg), /renew it/);
+});
