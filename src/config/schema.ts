@@ -425,14 +425,14 @@ export const edgeSchema = z
           .min(16, 'too short: use at least 16 characters (e.g. `openssl rand -hex 32`)')
           .optional()
           .describe(
-            'Bearer token the admin endpoint requires. Default: none configured, so a random one is generated at each start into admin.token beside the config file (mode 0600).',
+            'With --config: the bearer token the admin endpoint requires. Default: none configured, so a random one is generated at each start into admin.token beside the config file (mode 0600). With --data the API uses the stored tokens (`verge token create`) and ignores this.',
           ),
         tokenFile: z
           .string()
           .min(1)
           .optional()
           .describe(
-            'File holding the admin token (first line), relative to the config file; read at start. Use instead of token to keep the secret out of the config.',
+            'With --config: file holding the admin token (first line), relative to the config file; read at start. Use instead of token to keep the secret out of the config. Ignored with --data.',
           ),
         names: z
           .array(z.string().min(1))
