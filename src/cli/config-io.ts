@@ -20,11 +20,10 @@ import { basename, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { ConfigError, formatIssues, loadConfigFileWithInput, type MaterialSource } from '../config/load.js';
-import { openDataStore, resolveDataDir } from '../control/data.js';
+import { openDataStoreOrSay, resolveDataDir } from '../control/data.js';
 import { asRecord, type CertRecord, KEYS, SECTION_KEYS } from '../control/model.js';
 import { writeFileAtomic } from '../core/files.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
-import { StoreOpenError } from '../store/types.js';
 
 const CERT_NAME = /^[a-z0-9][a-z0-9._-]{0,127}$/;
 
@@ -187,16 +186,8 @@ export async function configStoreCmd(sub: 'import' | 'export', args: string[]): 
     allowPositionals: true,
   });
   const dir = resolveDataDir(values.data);
-  let store: ConfigStore;
-  try {
-    store = openDataStore(dir);
-  } catch (e) {
-    if (e instanceof StoreOpenError) {
-      process.stderr.write(`verge: ${e.message}\n`);
-      return 1;
-    }
-    throw e;
-  }
+  const store = openDataStoreOrSay(dir);
+  if (!store) return 1;
   try {
     if (sub === 'export') {
       if (values.out) {

@@ -15,7 +15,7 @@ import { CacheStoreError } from '../cache/storage.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
 import { AcmeManager } from '../control/acme.js';
 import { type ControlApi, startControlApi } from '../control/api.js';
-import { openDataStore } from '../control/data.js';
+import { openDataStoreOrSay } from '../control/data.js';
 import { createToken, verifyToken } from '../control/tokens.js';
 import { writeFileAtomic } from '../core/files.js';
 import { AccessLog, type Logger } from '../core/log.js';
@@ -24,7 +24,6 @@ import { RequestLog } from '../edge/request-log.js';
 import { Edge } from '../edge/server.js';
 import { nodeId, StoreSource } from '../edge/store-source.js';
 import type { SqliteStore } from '../store/sqlite.js';
-import { StoreOpenError } from '../store/types.js';
 import { listenErrorMessage } from './listen-error.js';
 
 /** The generated admin token, for the CLI on this machine (mode 0600). */
@@ -55,17 +54,8 @@ function acmeCa(ca: string | undefined, dir: string): string | undefined {
 }
 
 export async function serveStore(dir: string, log: Logger): Promise<number> {
-  let store: SqliteStore;
-  try {
-    store = openDataStore(dir);
-  } catch (e) {
-    if (e instanceof StoreOpenError) {
-      process.stderr.write(`verge: ${e.message}\n`);
-      return 1;
-    }
-    process.stderr.write(`verge: cannot use the data directory ${dir}: ${(e as Error).message}\n`);
-    return 1;
-  }
+  const store = openDataStoreOrSay(dir);
+  if (!store) return 1;
   const source = new StoreSource({ store, baseDir: dir, log, nodeId: nodeId(dir) });
   let config: ResolvedConfig;
   try {

@@ -8,6 +8,7 @@ import { chmodSync, mkdirSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { openSqliteStore, type SqliteStore } from '../store/sqlite.js';
+import { StoreOpenError } from '../store/types.js';
 
 /** The store file inside a data directory. */
 export const STORE_FILE = 'verge.db';
@@ -27,4 +28,21 @@ export function openDataStore(dir: string): SqliteStore {
   // an existing directory keeps its mode from mkdir; tighten it when it is group/world-readable
   if ((statSync(dir).mode & 0o077) !== 0) chmodSync(dir, 0o700);
   return openSqliteStore({ file: join(dir, STORE_FILE) });
+}
+
+/**
+ * openDataStore for a command: on failure the reason (naming the file and what to do) goes to
+ * stderr and the result is undefined, so the command exits 1 instead of starting empty.
+ */
+export function openDataStoreOrSay(dir: string): SqliteStore | undefined {
+  try {
+    return openDataStore(dir);
+  } catch (e) {
+    const why =
+      e instanceof StoreOpenError
+        ? e.message
+        : `cannot use the data directory ${dir}: ${(e as Error).message}`;
+    process.stderr.write(`verge: ${why}\n`);
+    return undefined;
+  }
 }

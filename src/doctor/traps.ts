@@ -251,6 +251,21 @@ function cachedRedirect(site: DoctorSite, facts: OriginFacts, s: ServerFacts, ru
   return out;
 }
 
+/** The two ways out of an origin Cache-Control that forbids sharing: fix the origin, or override it. */
+function cacheControlFixes(site: string, originFix: string): Fix[] {
+  const settings = { 'cache.honourOrigin': false, 'cache.defaultTtl': '5m' };
+  return [
+    { summary: originFix, secure: true, nginx: 'add_header Cache-Control "public, max-age=300" always;' },
+    {
+      summary:
+        'Or ignore the origin’s Cache-Control and cache for a fixed time (never for pages that differ per visitor)',
+      secure: false,
+      command: editCommand(site, settings),
+      settings,
+    },
+  ];
+}
+
 const NEVER_CACHED: Record<string, { code: string; what: string; fix: (n: string) => Fix[] }> = {
   'set-cookie': {
     code: 'CACHE_SET_COOKIE',
@@ -275,38 +290,17 @@ const NEVER_CACHED: Record<string, { code: string; what: string; fix: (n: string
   private: {
     code: 'CACHE_PRIVATE',
     what: 'the origin marks it Cache-Control: private (meant for one visitor only)',
-    fix: (n) => [
-      {
-        summary: 'If the page is the same for everyone, send a public Cache-Control from the origin',
-        secure: true,
-        nginx: 'add_header Cache-Control "public, max-age=300" always;',
-      },
-      {
-        summary:
-          'Or ignore the origin’s Cache-Control and cache for a fixed time (never for pages that differ per visitor)',
-        secure: false,
-        command: editCommand(n, { 'cache.honourOrigin': false, 'cache.defaultTtl': '5m' }),
-        settings: { 'cache.honourOrigin': false, 'cache.defaultTtl': '5m' },
-      },
-    ],
+    fix: (n) =>
+      cacheControlFixes(
+        n,
+        'If the page is the same for everyone, send a public Cache-Control from the origin',
+      ),
   },
   'no-store': {
     code: 'CACHE_NO_STORE',
     what: 'the origin forbids storing it (Cache-Control: no-store)',
-    fix: (n) => [
-      {
-        summary: 'If the page may be cached, send a caching Cache-Control from the origin',
-        secure: true,
-        nginx: 'add_header Cache-Control "public, max-age=300" always;',
-      },
-      {
-        summary:
-          'Or ignore the origin’s Cache-Control and cache for a fixed time (never for pages that differ per visitor)',
-        secure: false,
-        command: editCommand(n, { 'cache.honourOrigin': false, 'cache.defaultTtl': '5m' }),
-        settings: { 'cache.honourOrigin': false, 'cache.defaultTtl': '5m' },
-      },
-    ],
+    fix: (n) =>
+      cacheControlFixes(n, 'If the page may be cached, send a caching Cache-Control from the origin'),
   },
   'vary-star': {
     code: 'CACHE_VARY_STAR',
