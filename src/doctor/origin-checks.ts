@@ -221,12 +221,12 @@ function fixesForPull(
         }),
       );
     else fixes.push(secureOriginFix(site, facts, ctx));
+    // The port is already what Verge uses: the fix is on the origin (or, if it serves HTTP on
+    // another port, `--set origin.ports.http=THAT_PORT`, which only the webmaster knows).
     fixes.push({
-      summary: `Make the origin answer HTTP on port ${s.ports.http}, or set the port Verge uses`,
+      summary: `Make the origin answer HTTP on port ${s.ports.http} (or, if it listens on another port, tell Verge with --set origin.ports.http=PORT)`,
       secure: false,
-      command: editCommand(name, { 'origin.ports.http': s.ports.http }),
       nginx: `listen ${s.ports.http};`,
-      settings: { 'origin.ports.http': s.ports.http },
     });
   }
   return fixes;
