@@ -14,14 +14,13 @@
  * Without --out it prints the YAML with `tls: {certificate: NAME}` references instead.
  */
 
-import { X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { ConfigError, formatIssues, loadConfigFileWithInput, type MaterialSource } from '../config/load.js';
 import { openDataStoreOrSay, resolveDataDir } from '../control/data.js';
-import { asRecord, type CertRecord, KEYS, SECTION_KEYS } from '../control/model.js';
+import { asRecord, type CertRecord, certRecordOf, KEYS, SECTION_KEYS } from '../control/model.js';
 import { writeFileAtomic } from '../core/files.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
 
@@ -30,32 +29,6 @@ const CERT_NAME = /^[a-z0-9][a-z0-9._-]{0,127}$/;
 /** The documents an import writes, and the site/cert keys it replaces. */
 export interface ImportPlan {
   docs: Map<string, JsonValue>;
-}
-
-function certRecord(
-  name: string,
-  chainPem: string,
-  keyPem: string,
-  source: CertRecord['source'],
-): CertRecord {
-  const leaf = new X509Certificate(chainPem);
-  const names = (leaf.subjectAltName ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s.startsWith('DNS:'))
-    .map((s) => s.slice(4).toLowerCase());
-  return {
-    name,
-    chainPem,
-    keyPem,
-    source,
-    names,
-    notBefore: new Date(leaf.validFrom).toISOString(),
-    notAfter: new Date(leaf.validTo).toISOString(),
-    issuer: leaf.issuer.replace(/\n/g, ', '),
-    fingerprint: leaf.fingerprint256,
-    createdAt: new Date().toISOString(),
-  };
 }
 
 /**
@@ -103,7 +76,13 @@ export function planImport(file: string, existing: ReadonlyMap<string, JsonValue
         byFiles.set(pair, name);
         docs.set(
           KEYS.cert(name),
-          certRecord(name, site.certPem, site.keyPem, 'import') as unknown as JsonValue,
+          certRecordOf(
+            name,
+            site.certPem,
+            site.keyPem,
+            'import',
+            new Date().toISOString(),
+          ) as unknown as JsonValue,
         );
       }
       raw['tls'] = { certificate: name };

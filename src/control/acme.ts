@@ -29,7 +29,14 @@ import { rootCertificates } from 'node:tls';
 import { axios as acmeAxios, crypto as acmeCrypto, Client } from 'acme-client';
 import type { Logger } from '../core/log.js';
 import { type Change, type ConfigStore, type JsonValue, StoreConflictError } from '../store/types.js';
-import { type AcmeRecord, asRecord, type CertRecord, type ChallengeRecord, KEYS } from './model.js';
+import {
+  type AcmeRecord,
+  asRecord,
+  type CertRecord,
+  type ChallengeRecord,
+  certRecordOf,
+  KEYS,
+} from './model.js';
 
 /**
  * Store key of the ACME account: AcmeAccountRecord. Written create-only, so two control
@@ -151,15 +158,6 @@ function acmeSiteFrom(value: JsonValue): AcmeSite | undefined {
   return { name: normalName(name), names };
 }
 
-/** The leaf's SAN DNS names, lower-case. */
-function sanDnsNames(cert: X509Certificate): string[] {
-  const san = cert.subjectAltName ?? '';
-  return san
-    .split(', ')
-    .filter((e) => e.startsWith('DNS:'))
-    .map((e) => e.slice(4).replace(/^"|"$/g, '').toLowerCase());
-}
-
 /** Builds the stored record from what the CA returned, checking it is what we asked for. */
 function certRecordFrom(site: AcmeSite, chainPem: string, keyPem: string, createdAt: string): CertRecord {
   const pems = chainPem.match(PEM_CERT) ?? [];
@@ -169,25 +167,15 @@ function certRecordFrom(site: AcmeSite, chainPem: string, keyPem: string, create
   const leaf = new X509Certificate(leafPem);
   if (!leaf.checkPrivateKey(createPrivateKey(keyPem)))
     throw new Error("the CA's certificate does not match the key of our CSR (wrong certificate downloaded)");
-  const covered = sanDnsNames(leaf);
+  // leaf first, then intermediates, as the CA sent them; normalised to one trailing newline each
+  const record = certRecordOf(site.name, `${pems.join('\n')}\n`, keyPem, 'acme', createdAt);
+  const covered = record.names;
   const missing = site.names.filter((n) => !covered.includes(n));
   if (missing.length > 0)
     throw new Error(
       `the CA's certificate does not cover ${missing.join(', ')} (it covers ${covered.join(', ') || 'no DNS name'})`,
     );
-  return {
-    name: site.name,
-    // leaf first, then intermediates, as the CA sent them; normalised to one trailing newline each
-    chainPem: `${pems.join('\n')}\n`,
-    keyPem,
-    source: 'acme',
-    names: covered,
-    notBefore: new Date(leaf.validFrom).toISOString(),
-    notAfter: new Date(leaf.validTo).toISOString(),
-    issuer: leaf.issuer.split('\n').filter(Boolean).join(', '),
-    fingerprint: leaf.fingerprint256,
-    createdAt,
-  };
+  return record;
 }
 
 /** One GET with a Host header (fetch cannot set Host); resolves with status and body. */

@@ -9,6 +9,7 @@
  * applied by every edge in revision order and never stored as documents.
  */
 import type { JsonValue } from '../store/types.js';
+import { inspectCertificate } from '../tls/certs.js';
 
 /** Key layout. Names are validated before they become part of a key (see src/config/schema.ts). */
 export const KEYS = {
@@ -71,6 +72,33 @@ export interface CertRecord {
   /** SHA-256 fingerprint of the leaf, hex with colons (as X509Certificate.fingerprint256) */
   fingerprint: string;
   createdAt: string;
+}
+
+/**
+ * The stored record of a certificate chain and its key, described by its leaf (names, validity,
+ * issuer, fingerprint as src/tls/certs.ts reads them). The one place a CertRecord is built: upload,
+ * import and ACME all store the same fields the same way. Throws when the chain holds no PEM leaf.
+ */
+export function certRecordOf(
+  name: string,
+  chainPem: string,
+  keyPem: string,
+  source: CertRecord['source'],
+  createdAt: string,
+): CertRecord {
+  const info = inspectCertificate(chainPem);
+  return {
+    name,
+    chainPem,
+    keyPem,
+    source,
+    names: info.names,
+    notBefore: info.notBefore,
+    notAfter: info.notAfter,
+    issuer: info.issuer,
+    fingerprint: info.fingerprint,
+    createdAt,
+  };
 }
 
 /** An API token. The secret is shown once at creation; only its SHA-256 (hex) is kept. */

@@ -12,7 +12,7 @@ import { pathString } from '../config/load.js';
 import { type SiteConfig, siteSchema } from '../config/schema.js';
 import { type ConfigStore, type JsonValue, StoreConflictError } from '../store/types.js';
 import { certCovers, inspectCertificate, validateCertificate } from '../tls/certs.js';
-import { type AcmeRecord, asRecord, type CertRecord, KEYS } from './model.js';
+import { type AcmeRecord, asRecord, type CertRecord, certRecordOf, KEYS } from './model.js';
 
 /** A doctor finding (src/doctor): what the site's warnings are made of. */
 export interface Finding {
@@ -560,19 +560,7 @@ export async function uploadCert(
       'the certificate',
     );
   }
-  const info = checked.info;
-  const record: CertRecord = {
-    name,
-    chainPem: certificate,
-    keyPem: key,
-    source: 'upload',
-    names: info.names,
-    notBefore: info.notBefore,
-    notAfter: info.notAfter,
-    issuer: info.issuer,
-    fingerprint: info.fingerprint,
-    createdAt: new Date(opts.now).toISOString(),
-  };
+  const record = certRecordOf(name, certificate, key, 'upload', new Date(opts.now).toISOString());
   let revision: number;
   try {
     const ifRevision = opts.ifMatch === undefined ? 0 : opts.ifMatch === '*' ? undefined : opts.ifMatch;
