@@ -88,10 +88,6 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
   try {
     await edge.start();
     source.attach(edge);
-    const first = (list: Array<{ address: string; port: number }>) =>
-      list[0]
-        ? `${list[0].address.includes(':') ? `[${list[0].address}]` : list[0].address}:${list[0].port}`
-        : undefined;
     api = await startControlApi({
       store,
       listen: config.edge.admin.listen,
@@ -99,9 +95,10 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
       cors: config.edge.admin.cors,
       log,
       edgeAddress: () => {
-        const a = edge.addresses();
-        const http = first(a.http);
-        const https = first(a.https);
+        const {
+          http: [http],
+          https: [https],
+        } = edge.listenAddresses();
         return { ...(http ? { http } : {}), ...(https ? { https } : {}) };
       },
       metrics: async () => ({ contentType: edge.metrics.contentType, text: await edge.metrics.text() }),
@@ -128,6 +125,7 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
     throw e;
   }
 
+  const [httpListener] = edge.addresses().http;
   const acme = new AcmeManager({
     store,
     directoryUrl: config.acme.directory,
@@ -136,9 +134,7 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
     ...(config.acme.ca ? { httpsCa: acmeCa(config.acme.ca, dir)! } : {}),
     // ask our own HTTP listener for each challenge before the CA does: it proves the edge has
     // applied it (and catches a listener the CA could never reach through this machine)
-    ...(edge.addresses().http[0]
-      ? { selfCheck: { host: edge.addresses().http[0]!.address, port: edge.addresses().http[0]!.port } }
-      : {}),
+    ...(httpListener ? { selfCheck: { host: httpListener.address, port: httpListener.port } } : {}),
   });
   acme.start().catch((e: unknown) => log.error({ err: e }, 'the ACME manager could not start'));
 
@@ -150,11 +146,11 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
   }, 10 * 60_000);
   compact.unref();
 
-  const addrs = edge.addresses();
+  const addrs = edge.listenAddresses();
   log.info(
     {
-      http: addrs.http.map((a) => `${a.address}:${a.port}`),
-      https: addrs.https.map((a) => `${a.address}:${a.port}`),
+      http: addrs.http,
+      https: addrs.https,
       sites: config.sites.length,
       pid: process.pid,
       admin: `${api.address.address}:${api.address.port}`,

@@ -227,11 +227,11 @@ export async function serve(args: string[]): Promise<number> {
     }
     throw e;
   }
-  const addrs = edge.addresses();
+  const addrs = edge.listenAddresses();
   log.info(
     {
-      http: addrs.http.map((a) => `${a.address}:${a.port}`),
-      https: addrs.https.map((a) => `${a.address}:${a.port}`),
+      http: addrs.http,
+      https: addrs.https,
       sites: config.sites.length,
       pid: process.pid,
       admin: `${admin.address.address}:${admin.address.port}`,

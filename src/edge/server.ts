@@ -417,6 +417,14 @@ export class Edge {
     };
   }
 
+  /** The bound listeners as "127.0.0.1:8080" / "[::1]:8443" (logs, heartbeats, prefetch targets). */
+  listenAddresses(): { http: string[]; https: string[] } {
+    const text = (a: net.AddressInfo) =>
+      a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+    const a = this.addresses();
+    return { http: a.http.map(text), https: a.https.map(text) };
+  }
+
   /**
    * Graceful stop: stop accepting, let requests in flight finish (up to `timeoutMs`), close idle
    * keep-alive connections and HTTP/2 sessions (GOAWAY), then close what is left.

@@ -249,7 +249,7 @@ export class StoreSource {
   async #writeHeartbeat(): Promise<void> {
     const edge = this.#edge;
     if (!edge || this.#closed) return;
-    const a = edge.addresses();
+    const a = edge.listenAddresses();
     const rec: NodeRecord = {
       id: this.#opts.nodeId,
       hostname: hostname(),
@@ -258,8 +258,8 @@ export class StoreSource {
       startedAt: this.#startedAt,
       lastSeen: new Date().toISOString(),
       appliedRevision: this.#applied,
-      http: a.http.map((x) => `${x.address}:${x.port}`),
-      https: a.https.map((x) => `${x.address}:${x.port}`),
+      http: a.http,
+      https: a.https,
     };
     try {
       await this.#opts.store.put(KEYS.node(this.#opts.nodeId), rec as unknown as JsonValue);
