@@ -2,11 +2,12 @@
 // fresh temp dir, loopback-only listeners, one foreground process per origin, nothing left behind.
 // Install it with `bash scripts/install-test-deps.sh`.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { accessSync, constants as fsConstants, rmSync } from 'node:fs';
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { killAtExit, removeAtExit } from './children.js';
 
 export const NGINX_BIN = '/usr/sbin/nginx';
 
@@ -58,22 +59,6 @@ export function freePort(): Promise<number> {
       const { port } = server.address() as net.AddressInfo;
       server.close(() => resolve(port));
     });
-  });
-}
-
-// Origins still running, killed synchronously if the test process exits without stop() so no
-// nginx outlives its test file (and none keeps the ports).
-const live = new Map<ChildProcess, string>();
-let exitHookInstalled = false;
-function trackForExit(child: ChildProcess, dir: string): void {
-  live.set(child, dir);
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const [proc, procDir] of live) {
-      proc.kill('SIGKILL');
-      rmSync(procDir, { recursive: true, force: true });
-    }
   });
 }
 
@@ -199,7 +184,8 @@ export async function startNginx(servers: NginxServerBlock[]): Promise<NginxOrig
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
-  trackForExit(child, dir);
+  killAtExit(child);
+  const keepDir = removeAtExit(dir);
 
   let stderr = '';
   child.stderr?.setEncoding('utf8');
@@ -226,8 +212,8 @@ export async function startNginx(servers: NginxServerBlock[]): Promise<NginxOrig
           await waitForExit(child, STOP_GRACE_MS);
         }
       }
-      live.delete(child);
       await rm(dir, { recursive: true, force: true });
+      keepDir();
     })();
     return stopped;
   };

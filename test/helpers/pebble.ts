@@ -3,12 +3,12 @@
 // `httpPort`). Config and TLS material are generated into a fresh temp dir; both processes are
 // killed on stop() and, if a test forgets, at process exit.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { killAtExit, removeAtExit } from './children.js';
 import { freePort } from './nginx.js';
 import { leafFor, testCa } from './pki.js';
 
@@ -28,21 +28,6 @@ export interface Pebble {
   stop(): Promise<void>;
 }
 
-// Processes still running, killed synchronously at exit so none outlives its test file.
-const live = new Set<ChildProcess>();
-const liveDirs = new Set<string>();
-let exitHook = false;
-function track(child: ChildProcess): void {
-  live.add(child);
-  child.once('exit', () => live.delete(child));
-  if (exitHook) return;
-  exitHook = true;
-  process.on('exit', () => {
-    for (const c of live) c.kill('SIGKILL');
-    for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
-  });
-}
-
 interface Proc {
   child: ChildProcess;
   output(): string;
@@ -51,7 +36,7 @@ interface Proc {
 
 function run(bin: string, args: string[], env: NodeJS.ProcessEnv): Proc {
   const child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  track(child);
+  killAtExit(child);
   let out = '';
   let exit: string | undefined;
   const collect = (s: string) => {
@@ -118,7 +103,7 @@ function canConnect(port: number): Promise<boolean> {
  */
 export async function startPebble(opts: { httpPort: number }): Promise<Pebble> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'verge-pebble-'));
-  liveDirs.add(dir);
+  const keepDir = removeAtExit(dir);
   const [dnsPort, challMgmtPort, acmePort, mgmtPort, tlsPort] = await Promise.all([
     freePort(),
     freePort(),
@@ -160,7 +145,7 @@ export async function startPebble(opts: { httpPort: number }): Promise<Pebble> {
     stopped ??= (async () => {
       await Promise.all(procs.map(kill));
       await rm(dir, { recursive: true, force: true });
-      liveDirs.delete(dir);
+      keepDir();
     })();
     return stopped;
   };

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { killAtExit } from './children.js';
 
 /** The compiled CLI entry point (this file runs from dist/test/helpers/). */
 export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -74,20 +75,6 @@ export interface EdgeProcOptions {
   importConfig?: boolean;
 }
 
-// Children still running, killed if the test process exits without kill() so no edge outlives
-// its test file (and none keeps a port).
-const live = new Set<ChildProcess>();
-let exitHook = false;
-function track(child: ChildProcess): void {
-  live.add(child);
-  child.once('exit', () => live.delete(child));
-  if (exitHook) return;
-  exitHook = true;
-  process.on('exit', () => {
-    for (const c of live) c.kill('SIGKILL');
-  });
-}
-
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -147,7 +134,7 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
     env: { ...process.env, VERGE_HOME: dir, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  track(child);
+  killAtExit(child);
   let stderr = '';
   let stdout = '';
   const logs: LogLine[] = [];
@@ -304,7 +291,7 @@ export function runCli(
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    track(child);
+    killAtExit(child);
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (s: string) => {
