@@ -212,6 +212,25 @@ describe('an edge fed by the store', () => {
         await new Promise((r) => setTimeout(r, 50));
       }
       assert.equal(state, 'done');
+      // the same, read on the command line: the job, the node that applied it, the config
+      const cli = ['--api', `http://127.0.0.1:${p.adminPort}`, '--data', dataDir];
+      const jobs = await runCli(['jobs', id, ...cli]);
+      assert.equal(jobs.code, 0, jobs.stderr);
+      assert.match(jobs.stdout, new RegExp(`^${id} +done .*hard purge url http://p\\.test/a$`, 'm'));
+      const nodes = await runCli(['nodes', '--json', ...cli]);
+      const items = JSON.parse(nodes.stdout).items as Array<{
+        live: boolean;
+        appliedRevision: number;
+        http: string[];
+      }>;
+      assert.equal(items.length, 1);
+      assert.equal(items[0]!.live, true);
+      assert.ok(items[0]!.appliedRevision >= Number(job.json['revision']));
+      assert.deepEqual(items[0]!.http, [`127.0.0.1:${p.httpPort}`]);
+      const shown = await runCli(['config', 'show', ...cli]);
+      assert.equal(shown.code, 0, shown.stderr);
+      assert.match(shown.stdout, /name: p\.test/);
+      assert.match(shown.stdout, /defaultTtl:/, 'defaults filled in');
       const after = await get(p.httpPort, 'p.test', '/a', false);
       assert.equal(after.headers['x-cache'], 'MISS');
       assert.equal(after.body, 'v2 /a');

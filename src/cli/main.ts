@@ -34,6 +34,10 @@ Commands:
   config export [--out DIR]  Print the store's config as YAML (--out: write verge.yaml and
                              the certificate files to DIR).
   config validate FILE       Check a config file; print every error with its key path and line.
+  config show                The effective config of the control plane, every default filled in.
+  nodes                      The edge nodes: live or gone, last heartbeat, revision applied.
+  jobs [ID]                  Purge and prefetch jobs and their state (a purge is done once every
+                             live node applied it).
   explain ID --config FILE   Tell the story of one request (the X-Request-Id of any response):
                              the stage reached, origin, protocol and why, the cause and the fix.
                              (--log FILE reads an access-log file directly.)
@@ -71,6 +75,10 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./origin-cert.js')).originCertCmd(rest);
     case 'trace':
       return (await import('./trace.js')).traceCmd(rest);
+    case 'nodes':
+      return (await import('./status.js')).nodesCmd(rest);
+    case 'jobs':
+      return (await import('./status.js')).jobsCmd(rest);
     case 'doctor':
       return (await import('./doctor.js')).doctorCmd(rest);
     case 'site':
@@ -101,11 +109,12 @@ async function main(argv: string[]): Promise<number> {
 
 function configCmd(args: string[]): number | Promise<number> {
   const [sub, file] = args;
+  if (sub === 'show') return import('./status.js').then((m) => m.configShowCmd(args.slice(1)));
   if (sub === 'import' || sub === 'export')
     return import('./config-io.js').then((m) => m.configStoreCmd(sub, args.slice(1)));
   if (sub !== 'validate' || !file) {
     process.stderr.write(
-      'usage: verge config validate FILE | import FILE [--data DIR] | export [--data DIR] [--out DIR]\n',
+      'usage: verge config validate FILE | import FILE [--data DIR] | export [--data DIR] [--out DIR] | show\n',
     );
     return 2;
   }

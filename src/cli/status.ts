@@ -1,0 +1,122 @@
+/**
+ * `verge nodes`, `verge jobs [ID]` and `verge config show`: the read-only parts of the control
+ * API (/api/v1/nodes, /api/v1/jobs, /api/v1/config) on the command line, human output by
+ * default and `--json` for the API's own document.
+ */
+
+import { stringify } from 'yaml';
+import type { JobView } from '../control/jobs.js';
+import type { NodeRecord } from '../control/model.js';
+import {
+  ApiClient,
+  CONNECTION_OPTIONS,
+  parseCommand,
+  printJson,
+  runCommand,
+  table,
+  UsageError,
+} from './api-client.js';
+
+export const STATUS_USAGE = `usage: verge nodes [--json]
+       verge jobs [ID] [--json]
+       verge config show [--json]
+  common: [--api URL] [--token TOKEN] [--data DIR]
+`;
+
+type NodeView = NodeRecord & { live: boolean };
+
+/** "12 s ago" for an ISO time, relative to now. */
+function ago(iso: string): string {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return s < 120
+    ? `${s} s ago`
+    : s < 7200
+      ? `${Math.round(s / 60)} min ago`
+      : `${Math.round(s / 3600)} h ago`;
+}
+
+export async function nodesCmd(args: string[]): Promise<number> {
+  return runCommand(STATUS_USAGE, args, async () => {
+    const { values, positionals } = parseCommand({
+      args,
+      options: CONNECTION_OPTIONS,
+      allowPositionals: true,
+    });
+    if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+    const r = await ApiClient.fromFlags(values).request<{ items: NodeView[] }>('GET', 'nodes');
+    if (values.json) {
+      printJson(r.body);
+      return 0;
+    }
+    const rows = r.body.items.map((n) => [
+      n.id,
+      n.live ? 'live' : 'GONE',
+      ago(n.lastSeen),
+      String(n.appliedRevision),
+      [...n.http, ...n.https].join(' ') || '-',
+    ]);
+    process.stdout.write(
+      rows.length === 0
+        ? 'no edge node has reported yet: is `verge serve --data DIR` running?\n'
+        : table(['NODE', 'STATE', 'LAST SEEN', 'APPLIED REV', 'LISTENERS'], rows),
+    );
+    return 0;
+  });
+}
+
+export async function jobsCmd(args: string[]): Promise<number> {
+  return runCommand(STATUS_USAGE, args, async () => {
+    const { values, positionals } = parseCommand({
+      args,
+      options: CONNECTION_OPTIONS,
+      allowPositionals: true,
+    });
+    if (positionals.length > 1) throw new UsageError('one job ID at a time');
+    const client = ApiClient.fromFlags(values);
+    const id = positionals[0];
+    const jobs = id
+      ? [(await client.request<JobView>('GET', `jobs/${encodeURIComponent(id)}`)).body]
+      : (await client.request<{ items: JobView[] }>('GET', 'jobs')).body.items;
+    if (values.json) {
+      printJson(id ? jobs[0] : { items: jobs });
+      return 0;
+    }
+    const what = (j: JobView) =>
+      j.purge
+        ? `${j.purge.mode} purge ${j.purge.type} ${j.purge.values.join(' ')}`.trimEnd()
+        : j.prefetch
+          ? `prefetch ${j.prefetch.done}/${j.prefetch.total}${j.prefetch.failed.length ? `, ${j.prefetch.failed.length} failed` : ''}`
+          : j.type;
+    const rows = jobs.map((j) => [
+      j.id,
+      j.state + (j.waitingFor?.length ? ` (waiting for ${j.waitingFor.join(', ')})` : ''),
+      ago(j.createdAt),
+      what(j),
+    ]);
+    process.stdout.write(
+      rows.length === 0 ? 'no jobs yet\n' : table(['JOB', 'STATE', 'CREATED', 'WHAT'], rows),
+    );
+    return 0;
+  });
+}
+
+export async function configShowCmd(args: string[]): Promise<number> {
+  return runCommand(STATUS_USAGE, args, async () => {
+    const { values, positionals } = parseCommand({
+      args,
+      options: CONNECTION_OPTIONS,
+      allowPositionals: true,
+    });
+    if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+    const r = await ApiClient.fromFlags(values).request<{ revision: number; config: unknown }>(
+      'GET',
+      'config',
+    );
+    if (values.json) printJson(r.body);
+    else
+      process.stdout.write(
+        `# the effective config at store revision ${r.body.revision} (every default filled in)\n${stringify(r.body.config, { lineWidth: 0 })}`,
+      );
+    return 0;
+  });
+}
