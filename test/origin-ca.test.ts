@@ -7,7 +7,8 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { issueToFiles, originCertCmd } from '../src/cli/origin-cert.js';
+import { issueToFiles } from '../src/cli/origin-cert.js';
+import { runProgram } from '../src/cli/program.js';
 import { resolveConfig, validateObject } from '../src/config/load.js';
 import { openDataStore, STORE_FILE } from '../src/control/data.js';
 import { KEYS } from '../src/control/model.js';
@@ -179,7 +180,9 @@ test('issueToFiles writes NAME.crt (leaf + CA) and NAME.key mode 0600 whatever t
 test('verge origin-cert issue: text and --json output; usage errors exit 2, bad names exit 1', async () => {
   const data = join(tmp, 'data-d');
   const out = join(tmp, 'out-d');
-  const json = await capture(() => originCertCmd(['issue', NAME, '--data', data, '--out', out, '--json']));
+  const json = await capture(() =>
+    runProgram(['origin-cert', 'issue', NAME, '--data', data, '--out', out, '--json']),
+  );
   assert.equal(json.result, 0, json.err);
   const body = JSON.parse(json.out) as Record<string, unknown>;
   assert.deepEqual(Object.keys(body).sort(), [
@@ -195,7 +198,7 @@ test('verge origin-cert issue: text and --json output; usage errors exit 2, bad 
   assert.deepEqual(body['siteSettings'], { origin: { protocol: 'https', verify: true, ca: 'verge' } });
 
   const text = await capture(() =>
-    originCertCmd(['issue', NAME, 'alt.example.test', '--data', data, '--out', out]),
+    runProgram(['origin-cert', 'issue', NAME, 'alt.example.test', '--data', data, '--out', out]),
   );
   assert.equal(text.result, 0, text.err);
   assert.ok(text.out.includes(`Wrote ${join(out, `${NAME}.crt`)}`), text.out);
@@ -216,11 +219,13 @@ test('verge origin-cert issue: text and --json output; usage errors exit 2, bad 
     ['issue', NAME, '--days', '0'],
     ['issue', NAME, '--bogus'],
   ]) {
-    const r = await capture(() => originCertCmd([...args, '--data', data]));
+    const r = await capture(() => runProgram(['origin-cert', ...args, '--data', data]));
     assert.equal(r.result, 2, `${args.join(' ')}: ${r.err}`);
-    assert.match(r.err, /^verge origin-cert: .*\nusage: verge origin-cert issue NAME/);
+    assert.match(r.err, /Usage: verge origin-cert( issue)? \[options\]/);
   }
-  const bad = await capture(() => originCertCmd(['issue', 'bad_name!', '--data', data, '--out', out]));
+  const bad = await capture(() =>
+    runProgram(['origin-cert', 'issue', 'bad_name!', '--data', data, '--out', out]),
+  );
   assert.equal(bad.result, 1);
   assert.match(bad.err, /^verge origin-cert: "bad_name!" is not a host name/);
 });

@@ -1,34 +1,42 @@
 /**
- * The client side of the control API (src/control/api.ts, /api/v1) shared by `verge site`,
- * `verge cert`, `verge purge` and `verge prefetch`: where the API is and which token to send,
- * one request function, the error printing every command uses, and the `--set path=value`
+ * The one client of a running Verge, in every mode: the control API of `verge serve --data DIR`
+ * and the admin endpoint of `verge serve --config FILE` and of the demo serve the same /api/v1
+ * paths for purge and prefetch jobs, requests by id and nodes (src/control/api.ts,
+ * src/edge/admin.ts). Shared by every command that talks to one: where it is and which token to
+ * send (ApiClient.locate), one request function, the error printing, and the `--set path=value`
  * machinery that turns command-line assignments into site documents and merge patches.
  *
- * Connection: the URL from --api, else $VERGE_API, else http://127.0.0.1:8091; the token from
- * --token, else $VERGE_TOKEN, else the first line of <data dir>/admin.token (the token
- * `verge serve --data DIR` generates), the data dir being --data or resolveDataDir().
+ * Where the running Verge is: the URL and the token are each taken from the first of these that
+ * gives one (docs/cli.md "Reaching a running Verge"):
+ *   1. --api URL, --token TOKEN
+ *   2. --config FILE: its edge.admin.listen; edge.admin.token, edge.admin.tokenFile or the
+ *      admin.token file beside it
+ *   3. --data DIR: the API address stored in DIR (127.0.0.1:8091 by default); DIR/admin.token
+ *   4. $VERGE_API, $VERGE_TOKEN
+ *   5. $VERGE_CONFIG, as --config
+ *   6. the data directory $VERGE_HOME or ~/.verge, as --data (the demo keeps its token there too)
+ * When no token was given (--token, $VERGE_TOKEN) and the Verge that answers refuses the one
+ * found, it names, to a loopback client only, the config file or data directory it runs from;
+ * the CLI retries once with that instance's token, and only when that instance's own address is
+ * the one it asked. So `verge explain ID` works as printed on the machine that runs Verge.
  *
  * Exit codes of every command built on this: 0 ok, 1 the API (or a local check) reported a
  * failure, 2 usage error.
  */
 
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import { join } from 'node:path';
-import { type ParseArgsConfig, parseArgs } from 'node:util';
-import { resolveDataDir } from '../control/data.js';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import type { Finding } from '../control/sites.js';
+import { CheckError, UsageError } from './errors.js';
 
 export const DEFAULT_API_URL = 'http://127.0.0.1:8091';
 /** The token file `verge serve --data DIR` writes into the data directory. */
 export const TOKEN_FILE = 'admin.token';
 
-/** A mistake on the command line: the command prints it with its usage and exits 2. */
-export class UsageError extends Error {}
-
-/** A failure found before or instead of an API answer (unreadable file, unreachable API): exit 1. */
-export class CheckError extends Error {}
+export { CheckError, UsageError } from './errors.js';
 
 /** The error body every API error carries (see the API spec). */
 export interface ApiErrorBody {
@@ -48,27 +56,15 @@ export class ApiError extends Error {
   }
 }
 
-/** The options every API command accepts, for parseArgs. */
-export const CONNECTION_OPTIONS = {
-  api: { type: 'string' },
-  token: { type: 'string' },
-  data: { type: 'string' },
-  json: { type: 'boolean' },
-} as const;
-
+/** The options of every command that reaches a running Verge (src/cli/program.ts). */
 export interface ConnectionFlags {
   api?: string | undefined;
   token?: string | undefined;
+  config?: string | undefined;
   data?: string | undefined;
-}
-
-/** parseArgs, with its errors turned into usage errors. */
-export function parseCommand<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
-  try {
-    return parseArgs(config);
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  /** deprecated spelling of --api */
+  admin?: string | undefined;
+  json?: boolean | undefined;
 }
 
 // ---- connection ----------------------------------------------------------------------------
@@ -87,56 +83,221 @@ export interface RequestOptions {
   contentType?: string;
 }
 
-/** A connection to the control API: its URL and the token to send. */
+/** A place the URL or the token came from, named in messages ("--config verge.yaml"). */
+interface Found<T> {
+  value: T;
+  from: string;
+  /** how to start the Verge this source describes, for "nothing answers there" */
+  start?: string;
+}
+
+/** What one source says about the running Verge: its URL, its token, both or neither. */
+interface Instance {
+  url?: Found<URL>;
+  token?: Found<string>;
+  /** why the token is missing, when the source should have had one (the file it looked for) */
+  noToken?: string;
+}
+
+/** The instance a 401 answer names: `{"instance": {"config": FILE} | {"data": DIR}}`. */
+interface InstanceHint {
+  config?: string;
+  data?: string;
+}
+
+let warnedAdmin = false;
+
+/** A URL from --api or $VERGE_API: `host:port` alone means http. */
+function apiUrl(raw: string, from: string): URL {
+  let url: URL;
+  try {
+    url = new URL(raw.includes('://') ? raw : `http://${raw}`);
+  } catch {
+    throw new UsageError(`${from} "${raw}" is not a URL (e.g. ${DEFAULT_API_URL})`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new UsageError(`${from} ${raw} must start with http:// or https://`);
+  return url;
+}
+
+/** Where to connect for a listen address: a wildcard bind address is reached over loopback. */
+export function connectUrl(listen: string): URL {
+  const i = listen.lastIndexOf(':');
+  let host = listen.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = listen.slice(i + 1);
+  if (host === '' || host === '0.0.0.0') host = '127.0.0.1';
+  else if (host === '::') host = '::1';
+  return new URL(`http://${host.includes(':') ? `[${host}]` : host}:${port}`);
+}
+
+function firstLine(file: string): string | undefined {
+  try {
+    return (readFileSync(file, 'utf8').split('\n')[0] ?? '').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The running Verge a config file describes: edge.admin.listen and its token (edge.admin.token,
+ * edge.admin.tokenFile, or the admin.token a running `verge serve --config FILE` writes beside
+ * it). Only the schema is read: no certificate files, nothing of the edge is loaded.
+ */
+async function configInstance(file: string, from: string): Promise<Instance> {
+  const abs = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(abs, 'utf8');
+  } catch (e) {
+    throw new CheckError(
+      `cannot read the config file ${abs} (${from}): ${(e as NodeJS.ErrnoException).code ?? e}`,
+    );
+  }
+  const { ConfigError, formatIssues, parseConfigText } = await import('../config/load.js');
+  let admin: { listen: string; token?: string | undefined; tokenFile?: string | undefined };
+  try {
+    admin = parseConfigText(text, abs).edge.admin;
+  } catch (e) {
+    if (e instanceof ConfigError)
+      throw new CheckError(`the config has errors:\n${formatIssues(e.issues, e.file)}`);
+    throw e;
+  }
+  const start = `verge serve --config ${file}`;
+  const url: Found<URL> = { value: connectUrl(admin.listen), from: `edge.admin.listen of ${file}`, start };
+  if (admin.token !== undefined)
+    return { url, token: { value: admin.token, from: `edge.admin.token of ${file}` } };
+  const tokenFile = resolve(dirname(abs), admin.tokenFile ?? TOKEN_FILE);
+  const token = firstLine(tokenFile);
+  if (token) return { url, token: { value: token, from: tokenFile } };
+  return {
+    url,
+    noToken: admin.tokenFile
+      ? `edge.admin.tokenFile ${tokenFile} cannot be read`
+      : `${tokenFile} does not exist (\`${start}\` writes it at start)`,
+  };
+}
+
+/**
+ * The running Verge of a data directory: the API address stored in it (edge.admin.listen,
+ * 127.0.0.1:8091 by default; the demo uses the default too) and DIR/admin.token.
+ */
+async function dataInstance(dir: string, from: string): Promise<Instance> {
+  const abs = resolve(dir);
+  let listen = DEFAULT_LISTEN;
+  const storeFile = join(abs, 'verge.db');
+  if (existsSync(storeFile)) {
+    // read only when there is a store: a lookup must not create one
+    try {
+      const { openDataStore } = await import('../control/data.js');
+      const store = openDataStore(abs);
+      try {
+        const edge = (await store.get('settings/edge'))?.value as
+          | { admin?: { listen?: unknown } }
+          | undefined;
+        if (typeof edge?.admin?.listen === 'string') listen = edge.admin.listen;
+      } finally {
+        await store.close();
+      }
+    } catch {
+      // unreadable store (permissions): the default address is what the API most likely uses
+    }
+  }
+  const start = `verge serve --data ${dir}`;
+  const url: Found<URL> = {
+    value: connectUrl(listen),
+    from: `the API address of data directory ${abs}`,
+    start,
+  };
+  const tokenFile = join(abs, TOKEN_FILE);
+  const token = firstLine(tokenFile);
+  return token
+    ? { url, token: { value: token, from: tokenFile } }
+    : { url, noToken: `${tokenFile} cannot be read (\`${start}\` writes it at start)` };
+}
+
+/** The default data directory: $VERGE_HOME, else ~/.verge. */
+export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env['VERGE_HOME'] ?? join(homedir(), '.verge'));
+}
+
+const DEFAULT_LISTEN = '127.0.0.1:8091';
+
+const sameEndpoint = (a: URL, b: URL) => a.protocol === b.protocol && a.host === b.host;
+
+/** A connection to a running Verge's API: its URL and the token to send. */
 export class ApiClient {
   readonly url: URL;
-  readonly token: string;
+  #token: string | undefined;
   /** where the token came from, to name it when the API rejects it */
-  readonly tokenSource: string;
-  readonly dataDir: string;
+  #tokenFrom: string;
+  /** the token was given (--token, $VERGE_TOKEN): never swapped for the one a 401 names */
+  readonly #explicitToken: boolean;
+  readonly #urlFrom: string;
+  readonly #start: string | undefined;
+  readonly #noToken: string | undefined;
 
-  constructor(url: URL, token: string, tokenSource: string, dataDir: string) {
-    this.url = url;
-    this.token = token;
-    this.tokenSource = tokenSource;
-    this.dataDir = dataDir;
+  constructor(
+    url: Found<URL>,
+    token: Found<string> | undefined,
+    opts: { explicitToken?: boolean; noToken?: string } = {},
+  ) {
+    this.url = url.value;
+    this.#urlFrom = url.from;
+    this.#start = url.start;
+    this.#token = token?.value;
+    this.#tokenFrom = token?.from ?? 'no token';
+    this.#explicitToken = opts.explicitToken ?? false;
+    this.#noToken = opts.noToken;
   }
 
-  /** The URL and token from the flags, the environment and the data directory (see the file comment). */
-  static fromFlags(flags: ConnectionFlags): ApiClient {
-    const dataDir = resolveDataDir(flags.data);
-    const raw = flags.api ?? process.env['VERGE_API'] ?? DEFAULT_API_URL;
-    let url: URL;
-    try {
-      url = new URL(raw.includes('://') ? raw : `http://${raw}`);
-    } catch {
-      throw new UsageError(
-        `${flags.api ? '--api' : '$VERGE_API'} "${raw}" is not a URL (e.g. ${DEFAULT_API_URL})`,
-      );
+  get token(): string | undefined {
+    return this.#token;
+  }
+
+  /** Where the running Verge is, from the options, the environment and the default data directory (see the file comment). */
+  static async locate(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process.env): Promise<ApiClient> {
+    let api = flags.api;
+    if (flags.admin !== undefined) {
+      if (!warnedAdmin)
+        process.stderr.write('verge: --admin is deprecated and will be removed: use --api (same meaning)\n');
+      warnedAdmin = true;
+      api ??= flags.admin;
     }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:')
-      throw new UsageError(`the control API URL ${raw} must start with http:// or https://`);
-    if (flags.token) return new ApiClient(url, flags.token, '--token', dataDir);
-    const env = process.env['VERGE_TOKEN'];
-    if (env) return new ApiClient(url, env, '$VERGE_TOKEN', dataDir);
-    const file = join(dataDir, TOKEN_FILE);
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new CheckError(
-        `no API token: --token and $VERGE_TOKEN are not set and ${file} cannot be read (${code ?? e}). ` +
-          'Pass --token TOKEN, set VERGE_TOKEN, point --data at the directory `verge serve --data DIR` uses, ' +
-          'or create a token with `verge token create NAME --data DIR`.',
-      );
+    let envToken = env['VERGE_TOKEN'];
+    if (envToken === undefined && env['VERGE_ADMIN_TOKEN'] !== undefined) {
+      process.stderr.write('verge: $VERGE_ADMIN_TOKEN is deprecated and will be removed: use $VERGE_TOKEN\n');
+      envToken = env['VERGE_ADMIN_TOKEN'];
     }
-    const token = text.split('\n')[0]?.trim() ?? '';
-    if (!token)
-      throw new CheckError(
-        `the token file ${file} is empty: write the token on its first line, or use --token`,
-      );
-    return new ApiClient(url, token, file, dataDir);
+    // in order; each source is only read when an earlier one left the URL or the token open
+    const sources: Array<() => Promise<Instance>> = [
+      async () => ({
+        ...(api !== undefined ? { url: { value: apiUrl(api, '--api'), from: '--api' } } : {}),
+        ...(flags.token !== undefined ? { token: { value: flags.token, from: '--token' } } : {}),
+      }),
+      async () => (flags.config !== undefined ? configInstance(flags.config, '--config') : {}),
+      async () => (flags.data !== undefined ? dataInstance(flags.data, '--data') : {}),
+      async () => ({
+        ...(env['VERGE_API']
+          ? { url: { value: apiUrl(env['VERGE_API'], '$VERGE_API'), from: '$VERGE_API' } }
+          : {}),
+        ...(envToken ? { token: { value: envToken, from: '$VERGE_TOKEN' } } : {}),
+      }),
+      async () => (env['VERGE_CONFIG'] ? configInstance(env['VERGE_CONFIG'], '$VERGE_CONFIG') : {}),
+      async () => dataInstance(defaultDataDir(env), 'the data directory'),
+    ];
+    let url: Found<URL> | undefined;
+    let token: Found<string> | undefined;
+    let noToken: string | undefined;
+    for (const source of sources) {
+      if (url && token) break;
+      const i = await source();
+      url ??= i.url;
+      if (!token && i.token) token = i.token;
+      noToken ??= i.noToken;
+    }
+    const explicitToken =
+      flags.token !== undefined || (envToken !== undefined && token?.from === '$VERGE_TOKEN');
+    return new ApiClient(url!, token, { explicitToken, ...(noToken ? { noToken } : {}) });
   }
 
   /**
@@ -144,12 +305,50 @@ export class ApiClient {
    * for 4xx/5xx answers and CheckError when the API cannot be reached.
    */
   async request<T = unknown>(method: string, path: string, opts: RequestOptions = {}): Promise<ApiReply<T>> {
+    try {
+      return await this.#request<T>(method, path, opts);
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.status !== 401 || this.#explicitToken) throw e;
+      // the Verge that answered names where it runs from: use its token if it is this one
+      const hint = (e.body as ApiErrorBody & { instance?: InstanceHint }).instance;
+      const named = hint?.config
+        ? await configInstance(hint.config, 'the running Verge').catch(() => undefined)
+        : hint?.data
+          ? await dataInstance(hint.data, 'the running Verge').catch(() => undefined)
+          : undefined;
+      if (
+        !named?.url ||
+        !named.token ||
+        !sameEndpoint(named.url.value, this.url) ||
+        named.token.value === this.#token
+      ) {
+        throw this.#refused(e, hint);
+      }
+      this.#token = named.token.value;
+      this.#tokenFrom = named.token.from;
+      return this.#request<T>(method, path, opts);
+    }
+  }
+
+  /** A 401 the CLI cannot fix itself: say which token it sent and where a good one is. */
+  #refused(e: ApiError, hint: InstanceHint | undefined): ApiError {
+    const where = hint?.config
+      ? ` It runs from the config file ${hint.config}: pass --config ${hint.config} (as a user who can read its token file)`
+      : hint?.data
+        ? ` It runs from the data directory ${hint.data}: pass --data ${hint.data} (as a user who can read ${join(hint.data, TOKEN_FILE)})`
+        : '';
+    const sent =
+      this.#token === undefined
+        ? `no token was found (${this.#noToken ?? 'none given'})`
+        : `the token came from ${this.#tokenFrom}`;
+    return new ApiError(e.status, { ...e.body, msg: `${e.body.msg} (${sent}).${where}` });
+  }
+
+  async #request<T>(method: string, path: string, opts: RequestOptions): Promise<ApiReply<T>> {
     const target = new URL(`api/v1/${path.replace(/^\//, '')}`, this.url.href.replace(/\/?$/, '/'));
     const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
-    const headers: Record<string, string | number> = {
-      authorization: `Bearer ${this.token}`,
-      accept: 'application/json',
-    };
+    const headers: Record<string, string | number> = { accept: 'application/json' };
+    if (this.#token !== undefined) headers['authorization'] = `Bearer ${this.#token}`;
     if (payload !== undefined) {
       headers['content-type'] = opts.contentType ?? 'application/json';
       headers['content-length'] = Buffer.byteLength(payload);
@@ -181,7 +380,7 @@ export class ApiClient {
       try {
         body = JSON.parse(text);
       } catch {
-        // not the API (a proxy, another server on the port): keep what it said for the message
+        // not Verge (a proxy, another server on the port): keep what it said for the message
         body = undefined;
       }
     }
@@ -190,25 +389,25 @@ export class ApiClient {
       if (b && typeof b.code === 'string' && typeof b.msg === 'string')
         throw new ApiError(status, b as ApiErrorBody);
       throw new CheckError(
-        `${method} ${target.href} answered ${status} without a Verge error body${text ? `: ${text.trim().slice(0, 200)}` : ''}. Is ${this.url.origin} the Verge control API?`,
+        `${method} ${target.href} answered ${status} without a Verge error body${text ? `: ${text.trim().slice(0, 200)}` : ''}. Is ${this.url.origin} (${this.#urlFrom}) a running Verge?`,
       );
     }
     if (text.length > 0 && body === undefined)
       throw new CheckError(
-        `${method} ${target.href} answered ${status} with something that is not JSON: is ${this.url.origin} the Verge control API?`,
+        `${method} ${target.href} answered ${status} with something that is not JSON: is ${this.url.origin} (${this.#urlFrom}) a running Verge?`,
       );
     const rev = etag ? Number(etag.replace(/^W\//, '').replace(/"/g, '')) : Number.NaN;
     return { status, revision: Number.isSafeInteger(rev) ? rev : undefined, body: body as T };
   }
 
   #unreachable(e: NodeJS.ErrnoException): CheckError {
-    const where = this.url.origin;
+    const where = `${this.url.origin} (${this.#urlFrom})`;
     if (e.code === 'ECONNREFUSED')
       return new CheckError(
-        `no Verge control API at ${where}: is \`verge serve --data ${this.dataDir}\` running? (--api URL to use another)`,
+        `no running Verge answers at ${where}: ${this.#start ? `is \`${this.#start}\` running? ` : 'is Verge running there? '}Say where it is with --api URL, --config FILE or --data DIR.`,
       );
     return new CheckError(
-      `cannot reach the Verge control API at ${where}: ${e.code ?? e.message}. Check the address (--api URL or $VERGE_API).`,
+      `cannot reach Verge at ${where}: ${e.code ?? e.message}. Check the address (--api URL).`,
     );
   }
 }
@@ -221,24 +420,15 @@ export function printJson(value: unknown): void {
 }
 
 /**
- * Runs one command body and turns what it throws into output and an exit code: usage errors
- * (stderr, with the usage, 2), API errors (`error CODE: msg` and one line per field error on
- * stderr, or the raw body on stdout with --json; 1), anything else (`verge: message`, 1).
+ * Runs one command body and turns what it throws into output and an exit code: API errors
+ * (`error CODE: msg` and one line per field error on stderr, or the raw body on stdout with
+ * --json; 1), CheckError (`verge: message`, or {"code": "CLI_ERROR", "msg"} with --json; 1).
+ * Usage errors go on to the program, which prints them with the command's usage (exit 2).
  */
-export async function runCommand(
-  usage: string,
-  args: string[],
-  body: () => Promise<number>,
-): Promise<number> {
-  // --json decides how errors look, including those thrown before the body parsed its flags
-  const json = args.includes('--json');
+export async function runCommand(json: boolean | undefined, body: () => Promise<number>): Promise<number> {
   try {
     return await body();
   } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`verge: ${e.message}\n${usage}`);
-      return 2;
-    }
     if (e instanceof ApiError) {
       if (json) printJson(e.body);
       else printApiError(e);
@@ -253,29 +443,21 @@ export async function runCommand(
   }
 }
 
-/** The one NAME a command takes (`verge site show NAME`); a usage error otherwise. */
-export function oneName(positionals: string[], kind: 'site' | 'cert', cmd: string): string {
-  const [name, ...extra] = positionals;
-  const what = kind === 'cert' ? 'certificate' : 'site';
-  if (!name) throw new UsageError(`give the ${what} NAME: verge ${kind} ${cmd} NAME`);
-  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}" (one ${what} at a time)`);
-  return name;
-}
-
 /** `verge site rm NAME` / `verge cert rm NAME`: DELETE /api/v1/<collection>/NAME. */
 export async function removeResource(
-  args: string[],
+  name: string,
+  flags: ConnectionFlags,
   kind: 'site' | 'cert',
   collection: string,
 ): Promise<number> {
-  const { values, positionals } = parseCommand({ args, options: CONNECTION_OPTIONS, allowPositionals: true });
-  const name = oneName(positionals, kind, 'rm');
-  const client = ApiClient.fromFlags(values);
-  await client.request('DELETE', `${collection}/${encodeURIComponent(name)}`);
-  // DELETE answers 204 without a body; --json still prints a JSON document saying what happened
-  if (values.json) printJson({ deleted: name });
-  else process.stdout.write(`${kind === 'cert' ? 'certificate' : 'site'} ${name} removed\n`);
-  return 0;
+  return runCommand(flags.json, async () => {
+    const client = await ApiClient.locate(flags);
+    await client.request('DELETE', `${collection}/${encodeURIComponent(name)}`);
+    // DELETE answers 204 without a body; --json still prints a JSON document saying what happened
+    if (flags.json) printJson({ deleted: name });
+    else process.stdout.write(`${kind === 'cert' ? 'certificate' : 'site'} ${name} removed\n`);
+    return 0;
+  });
 }
 
 /** `error CODE: msg`, then `  path: message` for each field error. */
@@ -448,28 +630,3 @@ export function mergePatch(from: Json | undefined, to: Json): Json | undefined {
 export function clone<T extends Json>(v: T): T {
   return structuredClone(v);
 }
-
-/** The usage lines of the control-API commands, in the style of main.ts's USAGE, for `verge help`. */
-export const CONTROL_USAGE = `  site add NAME --origin HOST[:PORT]
-                             Add a site to the control plane. Also --protocol http|https|follow,
-                             --verify/--no-verify, --alias NAME, --acme or --cert CERTNAME,
-                             --set path=value (e.g. --set cache.defaultTtl=60s).
-  site list | show NAME      List the sites, or show one with every default filled in.
-  site edit NAME --set path=value --unset path
-                             Change a site (read, merge, write with If-Match; retried once on a
-                             concurrent change); prints the warnings the change causes.
-  site rm NAME               Remove a site.
-  cert add NAME --cert FILE --key FILE [--site SITE] [--replace]
-                             Upload a certificate chain and key; sites refer to it by NAME.
-  cert list | show NAME | rm NAME
-                             Stored certificates: names, issuer, expiry (never the key).
-  token create NAME | list | revoke ID
-                             API tokens, made directly in the data directory's store (--data DIR):
-                             the way to get the first token. The secret is shown once.
-  purge TYPE VALUE...        Without --config: purge through the control API and wait until every
-                             live edge applied it (--no-wait, --timeout SECONDS).
-  prefetch FILE              Without --config: prefetch through the control API, with progress.
-                             Control-API commands take --api URL (or $VERGE_API, default
-                             http://127.0.0.1:8091), --token TOKEN (or $VERGE_TOKEN, default
-                             DIR/admin.token), --data DIR and --json (the raw API answer).
-`;

@@ -11,52 +11,14 @@ import {
   ApiClient,
   ApiError,
   CheckError,
-  CONNECTION_OPTIONS,
-  oneName,
-  parseCommand,
+  type ConnectionFlags,
   printJson,
-  removeResource,
   runCommand,
   table,
-  UsageError,
 } from './api-client.js';
-
-export const CERT_USAGE = `usage: verge cert add NAME --cert FILE --key FILE [--site SITE] [--replace] [--json]
-       verge cert list [--json]
-       verge cert show NAME [--json]
-       verge cert rm NAME [--json]
-  common: [--api URL] [--token TOKEN] [--data DIR]
-  --cert: PEM chain, leaf first; --key: its PEM private key; --site: check it covers that site's names;
-  --replace: overwrite an existing certificate of that name
-`;
 
 /** The API's view of a certificate (never the key): the server's own type. */
 export type { CertView } from '../control/sites.js';
-
-export async function certCmd(args: string[]): Promise<number> {
-  const [sub, ...rest] = args;
-  return runCommand(CERT_USAGE, rest, async () => {
-    switch (sub) {
-      case 'add':
-        return add(rest);
-      case 'list':
-      case 'ls':
-        return list(rest);
-      case 'show':
-        return showCert(rest);
-      case 'rm':
-      case 'remove':
-        return removeResource(rest, 'cert', 'certificates');
-      case 'help':
-      case '--help':
-      case '-h':
-        process.stdout.write(CERT_USAGE);
-        return 0;
-      default:
-        throw new UsageError(sub ? `unknown cert command "${sub}"` : 'which cert command?');
-    }
-  });
-}
 
 /** "not after 2026-05-01 (12 days left) EXPIRES SOON" */
 export function certExpiry(c: CertView): string {
@@ -72,24 +34,22 @@ function readPem(file: string, flag: string): string {
   }
 }
 
-async function add(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand({
-    args,
-    options: {
-      ...CONNECTION_OPTIONS,
-      cert: { type: 'string' },
-      key: { type: 'string' },
-      site: { type: 'string' },
-      replace: { type: 'boolean' },
-    },
-    allowPositionals: true,
-  });
-  const name = oneName(positionals, 'cert', 'add');
-  if (!values.cert || !values.key)
-    throw new UsageError('give both --cert FILE (the PEM chain) and --key FILE (its private key)');
+/** The options of `verge cert add` (src/cli/program.ts; --cert and --key are required there). */
+export interface CertAddOptions extends ConnectionFlags {
+  cert: string;
+  key: string;
+  site?: string;
+  replace?: boolean;
+}
+
+export function certAdd(name: string, values: CertAddOptions): Promise<number> {
+  return runCommand(values.json, () => add(name, values));
+}
+
+async function add(name: string, values: CertAddOptions): Promise<number> {
   const certificate = readPem(values.cert, '--cert');
   const key = readPem(values.key, '--key');
-  const client = ApiClient.fromFlags(values);
+  const client = await ApiClient.locate(values);
   let ifMatch: number | undefined;
   if (values.replace) {
     try {
@@ -127,10 +87,12 @@ async function add(args: string[]): Promise<number> {
   return 0;
 }
 
-async function list(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand({ args, options: CONNECTION_OPTIONS, allowPositionals: true });
-  if (positionals.length > 0) throw new UsageError(`cert list takes no arguments (got "${positionals[0]}")`);
-  const client = ApiClient.fromFlags(values);
+export function certList(values: ConnectionFlags): Promise<number> {
+  return runCommand(values.json, () => list(values));
+}
+
+async function list(values: ConnectionFlags): Promise<number> {
+  const client = await ApiClient.locate(values);
   const r = await client.request<{ items: CertView[] }>('GET', 'certificates');
   if (values.json) {
     printJson(r.body);
@@ -157,10 +119,12 @@ async function list(args: string[]): Promise<number> {
   return 0;
 }
 
-async function showCert(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand({ args, options: CONNECTION_OPTIONS, allowPositionals: true });
-  const name = oneName(positionals, 'cert', 'show');
-  const client = ApiClient.fromFlags(values);
+export function certShow(name: string, values: ConnectionFlags): Promise<number> {
+  return runCommand(values.json, () => showCert(name, values));
+}
+
+async function showCert(name: string, values: ConnectionFlags): Promise<number> {
+  const client = await ApiClient.locate(values);
   const r = await client.request<CertView>('GET', `certificates/${encodeURIComponent(name)}`);
   if (values.json) printJson(r.body);
   else process.stdout.write(`certificate ${r.body.name} (revision ${r.body.revision})\n${details(r.body)}`);

@@ -16,7 +16,6 @@
 
 import { mkdirSync, readFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { ConfigError, formatIssues, loadConfigFileWithInput, type MaterialSource } from '../config/load.js';
 import { openDataStoreOrSay, resolveDataDir } from '../control/data.js';
@@ -158,12 +157,21 @@ export async function exportConfig(
   return `# Exported from the Verge store at revision ${snap.revision}\n${stringify(out, { lineWidth: 0 })}`;
 }
 
-export async function configStoreCmd(sub: 'import' | 'export', args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    options: { data: { type: 'string' }, out: { type: 'string' }, 'dry-run': { type: 'boolean' } },
-    allowPositionals: true,
-  });
+/** The options of `verge config import|export` (src/cli/program.ts). */
+export interface ConfigStoreOptions {
+  data?: string;
+  out?: string;
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+export async function configStoreCmd(
+  sub: 'import' | 'export',
+  values: ConfigStoreOptions,
+  file?: string,
+): Promise<number> {
+  const say = (text: string, json: Record<string, unknown>) =>
+    process.stdout.write(values.json ? `${JSON.stringify(json, null, 2)}\n` : text);
   const dir = resolveDataDir(values.data);
   const store = openDataStoreOrSay(dir);
   if (!store) return 1;
@@ -174,19 +182,17 @@ export async function configStoreCmd(sub: 'import' | 'export', args: string[]): 
         const yaml = await exportConfig(store, { dir: join(outDir, 'certs'), relative: 'certs' });
         mkdirSync(outDir, { recursive: true });
         writeFileAtomic(join(outDir, 'verge.yaml'), yaml, 0o600);
-        process.stdout.write(
-          `wrote ${join(outDir, 'verge.yaml')} and its certificates in ${join(outDir, 'certs')}\n`,
-        );
+        say(`wrote ${join(outDir, 'verge.yaml')} and its certificates in ${join(outDir, 'certs')}\n`, {
+          file: join(outDir, 'verge.yaml'),
+          certs: join(outDir, 'certs'),
+        });
       } else {
-        process.stdout.write(await exportConfig(store));
+        const yaml = await exportConfig(store);
+        say(yaml, (await import('yaml')).parse(yaml) as Record<string, unknown>);
       }
       return 0;
     }
-    const file = positionals[0];
-    if (!file) {
-      process.stderr.write('usage: verge config import FILE [--data DIR] [--dry-run]\n');
-      return 2;
-    }
+    if (!file) throw new Error('config import needs a FILE (the program requires it)');
     const snap = await store.snapshot();
     let plan: ImportPlan;
     try {
@@ -198,15 +204,19 @@ export async function configStoreCmd(sub: 'import' | 'export', args: string[]): 
       }
       throw e;
     }
-    if (values['dry-run']) {
-      process.stdout.write(
-        `${file}: OK, ${plan.docs.size} documents would be written to ${store.location}\n`,
-      );
+    if (values.dryRun) {
+      say(`${file}: OK, ${plan.docs.size} documents would be written to ${store.location}\n`, {
+        file,
+        store: store.location,
+        documents: plan.docs.size,
+        dryRun: true,
+      });
       return 0;
     }
     const r = await applyImport(store, plan);
-    process.stdout.write(
+    say(
       `imported ${file} into ${store.location}: ${r.written} document(s) changed${r.removed.length ? `, removed site(s) ${r.removed.join(', ')}` : ''}\n`,
+      { file, store: store.location, written: r.written, removed: r.removed },
     );
     return 0;
   } finally {

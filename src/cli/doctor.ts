@@ -11,22 +11,7 @@ import { renderJson, renderText } from '../doctor/render.js';
 import { DOCTOR_TIMEOUT_MS, doctorContext, doctorSiteOf, fullDoctor } from '../doctor/site.js';
 import type { DoctorReport } from '../doctor/types.js';
 import { loadOriginCa } from '../tls/origin-ca.js';
-import {
-  ApiClient,
-  CheckError,
-  CONNECTION_OPTIONS,
-  parseCommand,
-  runCommand,
-  UsageError,
-} from './api-client.js';
-
-export const DOCTOR_USAGE = `usage: verge doctor NAME [--json] [--config FILE] [--timeout MS]
-  Diagnoses the site NAME: DNS, the edge certificate, the origin's ports, TLS and certificate,
-  its HTTP answers and their caching headers; what HTTP and HTTPS visitors get now, for every
-  protocol x verify choice, and the fix (the secure one first).
-  --config FILE: a site of a config file (checks run here); otherwise the control API is asked
-  (--api URL, --token TOKEN, --data DIR as for the other control-plane commands).
-`;
+import { ApiClient, CheckError, type ConnectionFlags, runCommand, UsageError } from './api-client.js';
 
 /** Verge's origin CA from the data directory, when one was made (`verge origin-cert issue`). */
 async function originCaOf(dataDir: string): Promise<string | undefined> {
@@ -72,23 +57,20 @@ async function fromFile(
   return fullDoctor(site, doctorContext(cfg.dns, true, timeoutMs));
 }
 
-export async function doctorCmd(args: string[]): Promise<number> {
-  return runCommand(DOCTOR_USAGE, args, async () => {
-    const { values, positionals } = parseCommand({
-      args,
-      options: { ...CONNECTION_OPTIONS, config: { type: 'string', short: 'c' }, timeout: { type: 'string' } },
-      allowPositionals: true,
-    });
-    const name = positionals[0];
-    if (!name || positionals.length > 1) throw new UsageError('give one site name');
+export async function doctorCmd(
+  name: string,
+  values: ConnectionFlags & { timeout?: string },
+): Promise<number> {
+  return runCommand(values.json, async () => {
     const timeoutMs = values.timeout ? Number(values.timeout) : DOCTOR_TIMEOUT_MS;
     if (!Number.isInteger(timeoutMs) || timeoutMs < 100 || timeoutMs > 60_000)
       throw new UsageError('--timeout is in milliseconds, from 100 to 60000');
     let report: DoctorReport;
-    if (values.config) {
-      report = await fromFile(values.config, name, resolveDataDir(values.data), timeoutMs);
+    const configFile = values.config ?? (values.api || values.data ? undefined : process.env['VERGE_CONFIG']);
+    if (configFile) {
+      report = await fromFile(configFile, name, resolveDataDir(values.data), timeoutMs);
     } else {
-      const client = ApiClient.fromFlags(values);
+      const client = await ApiClient.locate(values);
       report = (await client.request<DoctorReport>('GET', `sites/${encodeURIComponent(name)}/doctor`)).body;
     }
     process.stdout.write(values.json ? renderJson(report) : renderText(report));

@@ -1,36 +1,42 @@
 /**
- * `verge purge` and `verge prefetch` against the control API (POST /api/v1/purge, /prefetch, then
- * GET /api/v1/jobs/:id). Used when no --config is given; with --config the file-mode client in
- * ./admin-client.ts talks to the edge's own admin endpoint instead.
+ * `verge purge` and `verge prefetch`, in every mode through the same /api/v1 endpoints
+ * (POST /api/v1/purge, /prefetch, then GET /api/v1/jobs/:id): the control API of
+ * `verge serve --data DIR`, or the admin endpoint of an edge running from a config file or the
+ * demo (src/edge/admin.ts).
  *
- * A purge is a record in the store's log that every edge applies in revision order; the job is
- * done once every live edge node has applied it. A prefetch runs in the control process.
+ * With the control plane a purge is a record in the store's log that every edge applies in
+ * revision order; the job is done once every live edge node has applied it. A file-mode edge
+ * applies it before answering (to every worker), with the number of objects purged per value.
+ * A prefetch runs in the process that received it, through its local edge.
  */
 import { readFileSync } from 'node:fs';
 import type { JobRecord, PrefetchFailure } from '../control/model.js';
 import {
   ApiClient,
   CheckError,
-  CONNECTION_OPTIONS,
-  parseCommand,
+  type ConnectionFlags,
   printJson,
   runCommand,
   UsageError,
 } from './api-client.js';
 
-export const API_PURGE_USAGE = `usage: verge purge url URL... | prefix URL... | tag TAG... | host NAME... | all
-         [--soft] [--wait | --no-wait] [--timeout SECONDS] [--json]
-         [--api URL] [--token TOKEN] [--data DIR]
-  --soft marks objects stale instead of deleting them; --wait (default, except with --json) waits
-  until every live edge has applied the purge, at most --timeout seconds (default 30)
-`;
+/**
+ * A job as GET /api/v1/jobs/:id answers it; a file-mode edge adds the objects purged per value
+ * and, with several workers, which of them applied the purge.
+ */
+export type JobView = JobRecord & {
+  waitingFor?: string[];
+  purged?: Record<string, number>;
+  workers?: { answered: number[]; missing: number[] };
+};
 
-export const API_PREFETCH_USAGE = `usage: verge prefetch FILE [--concurrency N] [--json] [--api URL] [--token TOKEN] [--data DIR]
-  FILE: one absolute http(s) URL per line; blank lines and lines starting with # are skipped
-`;
-
-/** A job as GET /api/v1/jobs/:id answers it. */
-export type JobView = JobRecord & { waitingFor?: string[] };
+/** The options of `verge purge TYPE` (src/cli/program.ts). */
+export interface PurgeOptions extends ConnectionFlags {
+  soft?: boolean;
+  /** undefined unless --wait or --no-wait was given */
+  wait?: boolean;
+  timeout?: string;
+}
 
 const POLL_MS = 250;
 const DEFAULT_WAIT_S = 30;
@@ -39,35 +45,19 @@ const PURGE_TYPES = ['url', 'prefix', 'tag', 'host', 'all'] as const;
 
 const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));
 
-export async function apiPurgeCmd(args: string[]): Promise<number> {
-  return runCommand(API_PURGE_USAGE, args, async () => {
-    const { values, positionals } = parseCommand({
-      args,
-      options: {
-        ...CONNECTION_OPTIONS,
-        soft: { type: 'boolean' },
-        wait: { type: 'boolean' },
-        'no-wait': { type: 'boolean' },
-        timeout: { type: 'string' },
-      },
-      allowPositionals: true,
-    });
-    const [type, ...items] = positionals;
-    if (!type) throw new UsageError('what to purge? url, prefix, tag, host or all');
+export async function purgeCmd(type: string, items: string[], values: PurgeOptions): Promise<number> {
+  return runCommand(values.json, async () => {
     if (!(PURGE_TYPES as readonly string[]).includes(type))
       throw new UsageError(`unknown purge type "${type}": expected url, prefix, tag, host or all`);
-    if (type === 'all' && items.length > 0) throw new UsageError('"purge all" takes no values');
-    if (type !== 'all' && items.length === 0) throw new UsageError(`purge ${type} needs at least one value`);
     if (items.length > 1000)
       throw new UsageError(`at most 1000 values per purge (got ${items.length}): split them`);
-    if (values.wait && values['no-wait']) throw new UsageError('--wait and --no-wait contradict each other');
     const timeoutS = values.timeout === undefined ? DEFAULT_WAIT_S : Number(values.timeout);
     if (!(timeoutS > 0 && timeoutS <= 3600))
       throw new UsageError(`--timeout ${values.timeout}: expected a number of seconds from 1 to 3600`);
     // humans want to know the purge took effect; scripts asking for --json get the job at once
-    const wait = values['no-wait'] ? false : (values.wait ?? !values.json);
+    const wait = values.wait ?? !values.json;
 
-    const client = ApiClient.fromFlags(values);
+    const client = await ApiClient.locate(values);
     const mode = values.soft ? 'soft' : 'hard';
     const started = await client.request<JobView>('POST', 'purge', { body: { type, values: items, mode } });
     let job = started.body;
@@ -82,7 +72,9 @@ export async function apiPurgeCmd(args: string[]): Promise<number> {
     }
     if (!wait) {
       if (values.json) printJson(job);
-      return 0;
+      else if (job.state === 'failed')
+        process.stderr.write(`verge: purge job ${job.id} failed: ${job.error ?? 'no reason given'}\n`);
+      return job.state === 'failed' ? 1 : 0;
     }
     const deadline = Date.now() + timeoutS * 1000;
     while (job.state === 'pending' || job.state === 'running') {
@@ -107,7 +99,12 @@ export async function apiPurgeCmd(args: string[]): Promise<number> {
         process.stderr.write(`verge: purge job ${job.id} failed: ${job.error ?? 'no reason given'}\n`);
       return 1;
     }
-    if (!values.json) process.stdout.write('done: applied by every live edge node\n');
+    if (!values.json) {
+      process.stdout.write('done: applied by every live edge node\n');
+      // a file-mode edge counts what it purged
+      for (const [value, n] of Object.entries(job.purged ?? {}))
+        process.stdout.write(`  ${value}: ${n} object${n === 1 ? '' : 's'} purged\n`);
+    }
     return 0;
   });
 }
@@ -154,16 +151,11 @@ export function readUrlFile(file: string): string[] {
   return urls;
 }
 
-export async function apiPrefetchCmd(args: string[]): Promise<number> {
-  return runCommand(API_PREFETCH_USAGE, args, async () => {
-    const { values, positionals } = parseCommand({
-      args,
-      options: { ...CONNECTION_OPTIONS, concurrency: { type: 'string', short: 'n' } },
-      allowPositionals: true,
-    });
-    const [file, ...extra] = positionals;
-    if (!file) throw new UsageError('give the FILE of URLs to prefetch');
-    if (extra.length > 0) throw new UsageError(`one FILE at a time (got "${extra[0]}" too)`);
+export async function prefetchCmd(
+  file: string,
+  values: ConnectionFlags & { concurrency?: string },
+): Promise<number> {
+  return runCommand(values.json, async () => {
     const concurrency = values.concurrency === undefined ? undefined : Number(values.concurrency);
     if (
       concurrency !== undefined &&
@@ -172,7 +164,7 @@ export async function apiPrefetchCmd(args: string[]): Promise<number> {
       throw new UsageError(`--concurrency ${values.concurrency}: expected an integer from 1 to 32`);
     const urls = readUrlFile(file);
 
-    const client = ApiClient.fromFlags(values);
+    const client = await ApiClient.locate(values);
     const started = await client.request<JobView>('POST', 'prefetch', {
       body: { urls, ...(concurrency !== undefined ? { concurrency } : {}) },
     });

@@ -1,18 +1,10 @@
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { openDataStore, resolveDataDir } from '../control/data.js';
 import { writeFileAtomic } from '../core/files.js';
 import type { ConfigStore } from '../store/types.js';
 import { issueOriginCert, loadOrCreateOriginCa, loadOriginCa, nginxSnippet } from '../tls/origin-ca.js';
-
-const USAGE = `usage: verge origin-cert issue NAME [NAME...] [--data DIR] [--out DIR] [--days N] [--json]
-  NAME     host names the origin certificate covers (the first names the files NAME.crt, NAME.key)
-  --data   Verge's data directory (default $VERGE_HOME or ~/.verge), where the origin CA is kept
-  --out    where to write NAME.crt and NAME.key (default: the current directory)
-  --days   lifetime in days (default 825)
-  --json   print {certFile, keyFile, caPem, notAfter, nginx, siteSettings} instead of text
-`;
+import { UsageError } from './errors.js';
 
 /** The site setting that makes Verge pull over HTTPS and verify the origin with its origin CA. */
 export const SITE_SETTINGS = { origin: { protocol: 'https', verify: true, ca: 'verge' } } as const;
@@ -67,47 +59,12 @@ export async function issueToFiles(opts: {
   };
 }
 
-class UsageError extends Error {}
-
-const OPTIONS = {
-  data: { type: 'string' },
-  out: { type: 'string' },
-  days: { type: 'string' },
-  json: { type: 'boolean' },
-} as const;
-
-function parse(args: string[]): {
-  names: string[];
+/** The options of `verge origin-cert issue` (src/cli/program.ts). */
+export interface IssueOptions {
   data?: string;
-  out: string;
-  days?: number;
-  json: boolean;
-} {
-  const parsed = (() => {
-    try {
-      return parseArgs({ args, options: OPTIONS, allowPositionals: true });
-    } catch (err) {
-      // parseArgs names the unknown option or the missing value; that is the usage error.
-      throw new UsageError((err as Error).message);
-    }
-  })();
-  const { values, positionals } = parsed;
-  const [sub, ...names] = positionals;
-  if (sub !== 'issue') throw new UsageError(sub ? `unknown subcommand "${sub}"` : 'what to do? (issue)');
-  if (names.length === 0) throw new UsageError('origin-cert issue needs at least one host name');
-  let days: number | undefined;
-  if (values.days !== undefined) {
-    days = Number(values.days);
-    if (!/^\d+$/.test(values.days) || days < 1)
-      throw new UsageError(`--days must be a whole number of days, at least 1 (got "${values.days}")`);
-  }
-  return {
-    names,
-    ...(values.data === undefined ? {} : { data: values.data }),
-    out: values.out ?? process.cwd(),
-    ...(days === undefined ? {} : { days }),
-    json: values.json === true,
-  };
+  out?: string;
+  days?: string;
+  json?: boolean;
 }
 
 function text(r: IssuedFiles, name: string, storeLocation: string): string {
@@ -139,15 +96,20 @@ ${indent(r.nginx)}
 `;
 }
 
-export async function originCertCmd(args: string[]): Promise<number> {
-  let opts: ReturnType<typeof parse>;
-  try {
-    opts = parse(args);
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`verge origin-cert: ${err.message}\n${USAGE}`);
-    return 2;
+export async function originCertCmd(names: string[], values: IssueOptions): Promise<number> {
+  let days: number | undefined;
+  if (values.days !== undefined) {
+    days = Number(values.days);
+    if (!/^\d+$/.test(values.days) || days < 1)
+      throw new UsageError(`--days must be a whole number of days, at least 1 (got "${values.days}")`);
   }
+  const opts = {
+    names,
+    data: values.data,
+    out: values.out ?? process.cwd(),
+    days,
+    json: values.json === true,
+  };
   const dataDir = resolveDataDir(opts.data);
   let store: ConfigStore | undefined;
   try {

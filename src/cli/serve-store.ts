@@ -106,6 +106,8 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
       checkSite: (site) => storedSiteWarnings(store, site, dir),
       doctor: (name) => doctorStoredSite(store, name, dir),
       requests: (id) => requests.lookup(id),
+      // named to local CLIs on a 401, so `verge explain ID` finds DIR/admin.token
+      instance: { data: dir },
     }).catch(async (e: unknown) => {
       await source.close();
       await edge.close();

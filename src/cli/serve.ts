@@ -6,7 +6,6 @@
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { CacheStoreError } from '../cache/storage.js';
 import {
   ConfigError,
@@ -124,12 +123,38 @@ async function supervise(
   return failed ? 1 : 0;
 }
 
-export async function serve(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: { config: { type: 'string', short: 'c' }, data: { type: 'string', short: 'd' } },
-    allowPositionals: false,
-  });
+/** `verge serve [--config FILE | --data DIR]` (options parsed by src/cli/program.ts). */
+/**
+ * What the demo prints once it listens: the URLs, the CA, and commands to try that work as
+ * printed (the CLI finds the demo at its admin address and its token in VERGE_HOME).
+ */
+async function demoBanner(
+  config: ResolvedConfig,
+  demo: { caFile: string; originPort: number },
+): Promise<string> {
+  const port = (l: string | undefined) => l?.split(':').pop();
+  const http = port(config.edge.http.listen[0]);
+  const https = port(config.edge.https.listen[0]);
+  const { pathNote } = await import('./on-path.js');
+  return [
+    'Verge is running (demo mode: no --config given).',
+    `  HTTP   http://localhost:${http}/`,
+    `  HTTPS  https://localhost:${https}/`,
+    `  demo origin  http://127.0.0.1:${demo.originPort}/`,
+    `  API    http://${config.edge.admin.listen}/api/v1 (token in ${join(config.baseDir, ADMIN_TOKEN_FILE)})`,
+    'The HTTPS certificate is signed by a development CA made on this machine:',
+    `  curl --cacert ${demo.caFile} https://localhost:${https}/`,
+    `  (or import ${demo.caFile} into your browser's trusted authorities)`,
+    'Try, from another terminal on this machine:',
+    `  verge trace https://localhost:${https}/hello.txt     # each stage of one request`,
+    `  verge purge url https://localhost:${https}/hello.txt # and the next request is a MISS`,
+    '  verge explain ID     # ID: the X-Request-Id header of any response',
+    `${pathNote()}Next: write a config file (docs/config.md) and run  verge serve --config verge.yaml`,
+    '',
+  ].join('\n');
+}
+
+export async function serve(values: { config?: string; data?: string }): Promise<number> {
   const log = createLogger();
   if (values.data !== undefined) {
     if (values.config) {
@@ -148,21 +173,7 @@ export async function serve(args: string[]): Promise<number> {
     } else {
       const demo = await demoConfig(log);
       config = demo.config;
-      const http = config.edge.http.listen[0];
-      const https = config.edge.https.listen[0];
-      banner = [
-        'Verge is running (demo mode: no --config given).',
-        `  HTTP   http://localhost:${http?.split(':').pop()}/`,
-        `  HTTPS  https://localhost:${https?.split(':').pop()}/`,
-        `  demo origin  http://127.0.0.1:${demo.originPort}/`,
-        `  admin (verge purge, verge prefetch)  http://${config.edge.admin.listen}/`,
-        `    token in ${join(config.baseDir, ADMIN_TOKEN_FILE)}`,
-        `The HTTPS certificate is signed by a development CA made on this machine:`,
-        `  curl --cacert ${demo.caFile} https://localhost:${https?.split(':').pop()}/`,
-        `  (or import ${demo.caFile} into your browser's trusted authorities)`,
-        'Next: write a config file (docs/config.md) and run  verge serve --config verge.yaml',
-        '',
-      ].join('\n');
+      banner = await demoBanner(config, demo);
     }
   } catch (e) {
     if (e instanceof ConfigError) {
@@ -206,6 +217,9 @@ export async function serve(args: string[]): Promise<number> {
       listen: config.edge.admin.listen,
       token: adminToken.token,
       log,
+      // GET /api/v1/requests/:id for `verge explain` and `verge trace`, and where to find the token
+      accessLog,
+      instance: file ? { config: file } : { data: config.baseDir },
       ...(relay ? { relay } : {}),
     }).catch(async (e: unknown) => {
       await edge.close();

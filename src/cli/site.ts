@@ -8,19 +8,16 @@ import { stringify } from 'yaml';
 import {
   ApiClient,
   ApiError,
-  CONNECTION_OPTIONS,
+  type ConnectionFlags,
   clone,
   type Finding,
   type Json,
   mergePatch,
-  oneName,
   parseAssignment,
-  parseCommand,
   parsePath,
   printApiError,
   printFindings,
   printJson,
-  removeResource,
   runCommand,
   setPath,
   table,
@@ -28,18 +25,6 @@ import {
   unsetPath,
 } from './api-client.js';
 import { type CertView, certExpiry } from './cert.js';
-
-export const SITE_USAGE = `usage: verge site add NAME --origin HOST[:PORT] [--origin HOST[:PORT]]... [--protocol http|https|follow]
-                      [--verify | --no-verify] [--alias NAME]... [--acme | --cert CERTNAME]
-                      [--set path=value]... [--json]
-       verge site list [--json]
-       verge site show NAME [--json]
-       verge site edit NAME [--set path=value]... [--unset path]... [--json]
-       verge site rm NAME [--json]
-  common: [--api URL] [--token TOKEN] [--data DIR]
-  --set values are JSON when they parse as JSON (8080, true, ["a","b"], "8080"), else text;
-  paths use "." and [N]: --set origin.servers[0].port=8080
-`;
 
 type JsonObject = { [key: string]: Json };
 
@@ -71,31 +56,16 @@ interface EffectiveSite {
   [key: string]: unknown;
 }
 
-export async function siteCmd(args: string[]): Promise<number> {
-  const [sub, ...rest] = args;
-  return runCommand(SITE_USAGE, rest, async () => {
-    switch (sub) {
-      case 'add':
-        return add(rest);
-      case 'list':
-      case 'ls':
-        return list(rest);
-      case 'show':
-        return showSite(rest);
-      case 'edit':
-        return edit(rest);
-      case 'rm':
-      case 'remove':
-        return removeResource(rest, 'site', 'sites');
-      case 'help':
-      case '--help':
-      case '-h':
-        process.stdout.write(SITE_USAGE);
-        return 0;
-      default:
-        throw new UsageError(sub ? `unknown site command "${sub}"` : 'which site command?');
-    }
-  });
+/** The options of `verge site add` (src/cli/program.ts). */
+export interface SiteAddOptions extends ConnectionFlags {
+  origin?: string[];
+  protocol?: string;
+  /** undefined unless --verify or --no-verify was given */
+  verify?: boolean;
+  alias?: string[];
+  acme?: boolean;
+  cert?: string;
+  set?: string[];
 }
 
 /** `HOST`, `HOST:PORT`, `[v6]` or `[v6]:PORT` → an origin server. */
@@ -110,28 +80,11 @@ export function parseOrigin(text: string): { host: string; port?: number } {
   return { host, port };
 }
 
-async function add(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand({
-    args,
-    options: {
-      ...CONNECTION_OPTIONS,
-      origin: { type: 'string', multiple: true },
-      protocol: { type: 'string' },
-      verify: { type: 'boolean' },
-      'no-verify': { type: 'boolean' },
-      alias: { type: 'string', multiple: true },
-      acme: { type: 'boolean' },
-      cert: { type: 'string' },
-      set: { type: 'string', multiple: true },
-    },
-    allowPositionals: true,
-  });
-  const [name, ...extra] = positionals;
-  if (!name)
-    throw new UsageError('give the site NAME, e.g. verge site add www.example.com --origin 10.0.0.5');
-  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}" (one site at a time)`);
-  if (values.verify && values['no-verify'])
-    throw new UsageError('--verify and --no-verify contradict each other');
+export function siteAdd(name: string, values: SiteAddOptions): Promise<number> {
+  return runCommand(values.json, () => add(name, values));
+}
+
+async function add(name: string, values: SiteAddOptions): Promise<number> {
   if (values.acme && values.cert) throw new UsageError('--acme and --cert contradict each other: pick one');
   if (values.protocol && !['http', 'https', 'follow'].includes(values.protocol))
     throw new UsageError(`--protocol ${values.protocol}: expected http, https or follow`);
@@ -146,13 +99,12 @@ async function add(args: string[]): Promise<number> {
   if (values.origin?.length) {
     const origin: JsonObject = { servers: values.origin.map(parseOrigin) };
     if (values.protocol) origin['protocol'] = values.protocol;
-    if (values.verify) origin['verify'] = true;
-    if (values['no-verify']) origin['verify'] = false;
+    if (values.verify !== undefined) origin['verify'] = values.verify;
     site['origin'] = origin;
   }
   for (const s of sets) setPath(site, s.path, s.value);
 
-  const client = ApiClient.fromFlags(values);
+  const client = await ApiClient.locate(values);
   const r = await client.request<SiteView>('POST', 'sites', { body: site });
   if (values.json) printJson(r.body);
   else {
@@ -163,10 +115,12 @@ async function add(args: string[]): Promise<number> {
   return 0;
 }
 
-async function list(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand({ args, options: CONNECTION_OPTIONS, allowPositionals: true });
-  if (positionals.length > 0) throw new UsageError(`site list takes no arguments (got "${positionals[0]}")`);
-  const client = ApiClient.fromFlags(values);
+export function siteList(values: ConnectionFlags): Promise<number> {
+  return runCommand(values.json, () => list(values));
+}
+
+async function list(values: ConnectionFlags): Promise<number> {
+  const client = await ApiClient.locate(values);
   const r = await client.request<{ revision: number; items: SiteView[] }>('GET', 'sites');
   if (values.json) {
     printJson(r.body);
@@ -192,10 +146,12 @@ async function list(args: string[]): Promise<number> {
   return 0;
 }
 
-async function showSite(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand({ args, options: CONNECTION_OPTIONS, allowPositionals: true });
-  const name = oneName(positionals, 'site', 'show');
-  const client = ApiClient.fromFlags(values);
+export function siteShow(name: string, values: ConnectionFlags): Promise<number> {
+  return runCommand(values.json, () => showSite(name, values));
+}
+
+async function showSite(name: string, values: ConnectionFlags): Promise<number> {
+  const client = await ApiClient.locate(values);
   const r = await client.request<SiteView>('GET', `sites/${encodeURIComponent(name)}`);
   if (values.json) {
     printJson(r.body);
@@ -213,22 +169,22 @@ async function showSite(args: string[]): Promise<number> {
   return 0;
 }
 
-async function edit(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand({
-    args,
-    options: {
-      ...CONNECTION_OPTIONS,
-      set: { type: 'string', multiple: true },
-      unset: { type: 'string', multiple: true },
-    },
-    allowPositionals: true,
-  });
-  const name = oneName(positionals, 'site', 'edit');
+export function siteEdit(
+  name: string,
+  values: ConnectionFlags & { set?: string[]; unset?: string[] },
+): Promise<number> {
+  return runCommand(values.json, () => edit(name, values));
+}
+
+async function edit(
+  name: string,
+  values: ConnectionFlags & { set?: string[]; unset?: string[] },
+): Promise<number> {
   const sets = (values.set ?? []).map(parseAssignment);
   const unsets = (values.unset ?? []).map((p) => ({ text: p, path: parsePath(p) }));
   if (sets.length === 0 && unsets.length === 0)
     throw new UsageError('nothing to change: give --set path=value or --unset path');
-  const client = ApiClient.fromFlags(values);
+  const client = await ApiClient.locate(values);
   const path = `sites/${encodeURIComponent(name)}`;
 
   // Compare-and-set: on 412 someone changed the site between our read and our write; apply the

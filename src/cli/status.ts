@@ -7,21 +7,7 @@
 import { stringify } from 'yaml';
 import type { JobView } from '../control/jobs.js';
 import type { NodeRecord } from '../control/model.js';
-import {
-  ApiClient,
-  CONNECTION_OPTIONS,
-  parseCommand,
-  printJson,
-  runCommand,
-  table,
-  UsageError,
-} from './api-client.js';
-
-export const STATUS_USAGE = `usage: verge nodes [--json]
-       verge jobs [ID] [--json]
-       verge config show [--json]
-  common: [--api URL] [--token TOKEN] [--data DIR]
-`;
+import { ApiClient, type ConnectionFlags, printJson, runCommand, table } from './api-client.js';
 
 type NodeView = NodeRecord & { live: boolean };
 
@@ -35,15 +21,9 @@ function ago(iso: string): string {
       : `${Math.round(s / 3600)} h ago`;
 }
 
-export async function nodesCmd(args: string[]): Promise<number> {
-  return runCommand(STATUS_USAGE, args, async () => {
-    const { values, positionals } = parseCommand({
-      args,
-      options: CONNECTION_OPTIONS,
-      allowPositionals: true,
-    });
-    if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
-    const r = await ApiClient.fromFlags(values).request<{ items: NodeView[] }>('GET', 'nodes');
+export async function nodesCmd(values: ConnectionFlags): Promise<number> {
+  return runCommand(values.json, async () => {
+    const r = await (await ApiClient.locate(values)).request<{ items: NodeView[] }>('GET', 'nodes');
     if (values.json) {
       printJson(r.body);
       return 0;
@@ -64,16 +44,9 @@ export async function nodesCmd(args: string[]): Promise<number> {
   });
 }
 
-export async function jobsCmd(args: string[]): Promise<number> {
-  return runCommand(STATUS_USAGE, args, async () => {
-    const { values, positionals } = parseCommand({
-      args,
-      options: CONNECTION_OPTIONS,
-      allowPositionals: true,
-    });
-    if (positionals.length > 1) throw new UsageError('one job ID at a time');
-    const client = ApiClient.fromFlags(values);
-    const id = positionals[0];
+export async function jobsCmd(id: string | undefined, values: ConnectionFlags): Promise<number> {
+  return runCommand(values.json, async () => {
+    const client = await ApiClient.locate(values);
     const jobs = id
       ? [(await client.request<JobView>('GET', `jobs/${encodeURIComponent(id)}`)).body]
       : (await client.request<{ items: JobView[] }>('GET', 'jobs')).body.items;
@@ -100,15 +73,9 @@ export async function jobsCmd(args: string[]): Promise<number> {
   });
 }
 
-export async function configShowCmd(args: string[]): Promise<number> {
-  return runCommand(STATUS_USAGE, args, async () => {
-    const { values, positionals } = parseCommand({
-      args,
-      options: CONNECTION_OPTIONS,
-      allowPositionals: true,
-    });
-    if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
-    const r = await ApiClient.fromFlags(values).request<{ revision: number; config: unknown }>(
+export async function configShowCmd(values: ConnectionFlags): Promise<number> {
+  return runCommand(values.json, async () => {
+    const r = await (await ApiClient.locate(values)).request<{ revision: number; config: unknown }>(
       'GET',
       'config',
     );

@@ -9,37 +9,12 @@
 import { openDataStore, resolveDataDir } from '../control/data.js';
 import { createToken, listTokens, revokeToken } from '../control/tokens.js';
 import type { ConfigStore } from '../store/types.js';
-import { CheckError, parseCommand, printJson, runCommand, table, UsageError } from './api-client.js';
+import { CheckError, printJson, runCommand, table } from './api-client.js';
 
-export const TOKEN_USAGE = `usage: verge token create NAME [--data DIR] [--json]
-       verge token list [--data DIR] [--json]
-       verge token revoke ID [--data DIR] [--json]
-  works on the store in the data directory (--data DIR, else $VERGE_HOME, else ~/.verge)
-`;
-
-const OPTIONS = { data: { type: 'string' }, json: { type: 'boolean' } } as const;
-
-export async function tokenCmd(args: string[]): Promise<number> {
-  const [sub, ...rest] = args;
-  return runCommand(TOKEN_USAGE, rest, async () => {
-    switch (sub) {
-      case 'create':
-        return create(rest);
-      case 'list':
-      case 'ls':
-        return list(rest);
-      case 'revoke':
-      case 'rm':
-        return revoke(rest);
-      case 'help':
-      case '--help':
-      case '-h':
-        process.stdout.write(TOKEN_USAGE);
-        return 0;
-      default:
-        throw new UsageError(sub ? `unknown token command "${sub}"` : 'which token command?');
-    }
-  });
+/** The options of `verge token ...` (src/cli/program.ts). */
+interface TokenOptions {
+  data?: string;
+  json?: boolean;
 }
 
 /** Opens the data directory's store for `fn` and closes it after, naming the store on failure. */
@@ -67,16 +42,11 @@ async function withStore<T>(
   }
 }
 
-function oneArg(positionals: string[], what: string, cmd: string): string {
-  const [v, ...extra] = positionals;
-  if (!v) throw new UsageError(`give the token ${what}: verge token ${cmd} ${what}`);
-  if (extra.length > 0) throw new UsageError(`unexpected argument "${extra[0]}"`);
-  return v;
+export function tokenCreate(name: string, values: TokenOptions): Promise<number> {
+  return runCommand(values.json, () => create(name, values));
 }
 
-async function create(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand({ args, options: OPTIONS, allowPositionals: true });
-  const name = oneArg(positionals, 'NAME', 'create');
+async function create(name: string, values: TokenOptions): Promise<number> {
   const made = await withStore(values.data, (store) => createToken(store, name));
   if (values.json) {
     printJson({ id: made.id, name: made.record.name, createdAt: made.record.createdAt, token: made.token });
@@ -92,9 +62,11 @@ async function create(args: string[]): Promise<number> {
   return 0;
 }
 
-async function list(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand({ args, options: OPTIONS, allowPositionals: true });
-  if (positionals.length > 0) throw new UsageError(`token list takes no arguments (got "${positionals[0]}")`);
+export function tokenList(values: TokenOptions): Promise<number> {
+  return runCommand(values.json, () => list(values));
+}
+
+async function list(values: TokenOptions): Promise<number> {
   const tokens = await withStore(values.data, (store) => listTokens(store));
   // only these fields: the stored hash is nobody's business, even hashed
   const items = tokens.map((t) => ({ id: t.id, name: t.name, createdAt: t.createdAt }));
@@ -115,9 +87,11 @@ async function list(args: string[]): Promise<number> {
   return 0;
 }
 
-async function revoke(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommand({ args, options: OPTIONS, allowPositionals: true });
-  const id = oneArg(positionals, 'ID', 'revoke');
+export function tokenRevoke(id: string, values: TokenOptions): Promise<number> {
+  return runCommand(values.json, () => revoke(id, values));
+}
+
+async function revoke(id: string, values: TokenOptions): Promise<number> {
   const dir = resolveDataDir(values.data);
   const revoked = await withStore(values.data, (store) => revokeToken(store, id));
   if (values.json) printJson({ id, revoked });

@@ -1,8 +1,10 @@
 /**
  * `verge trace URL`: one request through an edge, each stage with its timing (see
- * src/doctor/trace.ts). The edge's side of the story is fetched from the control API
- * (GET /api/v1/requests/{id}); the edge address comes from --edge, else the first live node the
- * API lists, else the defaults of `verge serve` (127.0.0.1:8080 and :8443).
+ * src/doctor/trace.ts). The edge's side of the story comes from the running Verge
+ * (GET /api/v1/requests/{id}), found as every command finds it (--config, --data, --api;
+ * src/cli/api-client.ts). The request goes to --edge, else the listener of the first live node
+ * the running Verge lists (GET /api/v1/nodes), else the listeners of the config file (--config),
+ * else the defaults of `verge serve` (127.0.0.1:8080 and :8443).
  *
  * Exit codes: 0 the edge answered without an error, 1 it answered with an error (or could not
  * be reached), 2 usage error.
@@ -12,22 +14,19 @@ import {
   ApiClient,
   ApiError,
   CheckError,
-  CONNECTION_OPTIONS,
-  parseCommand,
+  type ConnectionFlags,
+  connectUrl,
   printJson,
   runCommand,
   UsageError,
 } from './api-client.js';
 
-export const TRACE_USAGE = `usage: verge trace URL [--edge HOST:PORT] [--api URL --token TOKEN | --data DIR]
-                   [-H 'Name: value']... [-X METHOD] [--json]
-  Sends one request for URL through the edge and prints each stage (route, cache, origin,
-  response) with its timing, the cache decision and its reason, the origin and protocol chosen
-  and why, and for an error its code, cause and fix.
-  --edge     the edge to send it to (default: the first live node's listener, else
-             127.0.0.1:8080 for http:// and 127.0.0.1:8443 for https://)
-  --api, --token, --data   where the control API is and how to authenticate (as verge site)
-`;
+/** The options of `verge trace` (src/cli/program.ts). */
+export interface TraceOptions extends ConnectionFlags {
+  edge?: string;
+  header?: string[];
+  method?: string;
+}
 
 const DEFAULT_HTTP = '127.0.0.1:8080';
 const DEFAULT_HTTPS = '127.0.0.1:8443';
@@ -40,7 +39,22 @@ interface NodeView {
 
 /** A listener address as a place to connect to: a wildcard bind address means this machine. */
 function connectable(listen: string): string {
-  return listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:');
+  return connectUrl(listen).host;
+}
+
+/** The first HTTP and HTTPS listeners of a config file (edge.http.listen, edge.https.listen). */
+async function configListeners(file: string): Promise<{ http?: string; https?: string }> {
+  const { readFileSync } = await import('node:fs');
+  const { parseConfigText } = await import('../config/load.js');
+  try {
+    const edge = parseConfigText(readFileSync(file, 'utf8'), file).edge;
+    const [http] = edge.http.listen;
+    const [https] = edge.https.listen;
+    return { ...(http ? { http: connectable(http) } : {}), ...(https ? { https: connectable(https) } : {}) };
+  } catch {
+    // unreadable or invalid: locating the running Verge has said so already, or will
+    return {};
+  }
 }
 
 function parseHeaders(list: string[]): Record<string, string> {
@@ -54,28 +68,15 @@ function parseHeaders(list: string[]): Record<string, string> {
 }
 
 /** `verge trace URL ...`; returns the exit code. */
-export async function traceCmd(args: string[]): Promise<number> {
-  return runCommand(TRACE_USAGE, args, async () => {
-    const { values, positionals } = parseCommand({
-      args,
-      allowPositionals: true,
-      options: {
-        ...CONNECTION_OPTIONS,
-        edge: { type: 'string' },
-        header: { type: 'string', short: 'H', multiple: true },
-        method: { type: 'string', short: 'X' },
-      },
-    });
-    if (positionals.length !== 1)
-      throw new UsageError(positionals.length === 0 ? 'give the URL to trace' : 'trace one URL at a time');
-    const url = positionals[0]!;
+export async function traceCmd(url: string, values: TraceOptions): Promise<number> {
+  return runCommand(values.json, async () => {
     const headers = parseHeaders(values.header ?? []);
 
-    // Without an API the trace still shows the visitor's side; say why the rest is missing.
+    // Without a running Verge the trace still shows the visitor's side; say why the rest is missing.
     let client: ApiClient | undefined;
     let noApi: string | undefined;
     try {
-      client = ApiClient.fromFlags(values);
+      client = await ApiClient.locate(values);
     } catch (e) {
       if (e instanceof UsageError) throw e;
       noApi = (e as Error).message;
@@ -89,9 +90,16 @@ export async function traceCmd(args: string[]): Promise<number> {
         const live = nodes.find((n) => n.live && ((n.http?.length ?? 0) > 0 || (n.https?.length ?? 0) > 0));
         if (live?.http?.[0]) edge = connectable(live.http[0]);
         if (live?.https?.[0]) httpsEdge = connectable(live.https[0]);
-      } catch {
-        // no node list (older API, API down): the defaults below are what `verge serve` uses
+      } catch (e) {
+        // no node list (Verge not running, refused): the config's listeners or the defaults
+        if (e instanceof CheckError || e instanceof ApiError) noApi ??= e.message;
       }
+    }
+    const configFile = values.config ?? process.env['VERGE_CONFIG'];
+    if (!values.edge && configFile && (!edge || !httpsEdge)) {
+      const listeners = await configListeners(configFile);
+      edge ??= listeners.http;
+      httpsEdge ??= listeners.https;
     }
 
     let result: TraceResult;
@@ -102,7 +110,7 @@ export async function traceCmd(args: string[]): Promise<number> {
         headers,
         ...(values.method ? { method: values.method } : {}),
         lookup: async (id) => {
-          if (!client) throw new Error(noApi ?? 'no control API');
+          if (!client) throw new Error(noApi ?? 'no running Verge found');
           try {
             return (
               await client.request<Record<string, unknown>>('GET', `requests/${encodeURIComponent(id)}`)

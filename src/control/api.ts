@@ -76,6 +76,11 @@ export interface ControlApiOptions {
   requests?: (id: string) => Record<string, unknown> | undefined;
   /** The full doctor for a stored site (src/doctor/site.ts); undefined when there is no such site. */
   doctor?: (name: string) => Promise<unknown | undefined>;
+  /**
+   * Where this Verge runs from: named in a 401 answer to loopback clients only, so the CLI on
+   * the same machine can read DIR/admin.token as `--data DIR` would (src/cli/api-client.ts).
+   */
+  instance?: { data: string };
   /** extra trusted roots for certificate chain checks (tests) */
   trustedCas?: string[];
   now?: () => number;
@@ -98,17 +103,24 @@ class ApiError extends Error {
   readonly code: string;
   readonly errors: ServiceError['errors'];
   readonly headers: Record<string, string>;
+  /** where this Verge runs from, on a 401 to a loopback client */
+  readonly instance: { data: string } | undefined;
   constructor(
     status: number,
     code: string,
     message: string,
-    opts: { errors?: ServiceError['errors']; headers?: Record<string, string> } = {},
+    opts: {
+      errors?: ServiceError['errors'];
+      headers?: Record<string, string>;
+      instance?: { data: string };
+    } = {},
   ) {
     super(message);
     this.status = status;
     this.code = code;
     this.errors = opts.errors;
     this.headers = opts.headers ?? {};
+    this.instance = opts.instance;
   }
 }
 
@@ -199,7 +211,12 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
         m
           ? 'the bearer token is not valid (unknown, revoked or mistyped): create one with `verge token create` or POST /api/v1/tokens'
           : 'this API needs a token: send Authorization: Bearer vrg_... (`verge token create` makes one)',
-        { headers: { 'www-authenticate': REALM } },
+        {
+          headers: { 'www-authenticate': REALM },
+          ...(opts.instance && isLoopbackAddress(req.socket.remoteAddress ?? '')
+            ? { instance: opts.instance }
+            : {}),
+        },
       );
     }
   });
@@ -502,7 +519,12 @@ function sendError(reply: FastifyReply, e: ApiError): FastifyReply {
   return reply
     .code(e.status)
     .type('application/json')
-    .send({ code: e.code, msg: e.message, ...(e.errors && e.errors.length > 0 ? { errors: e.errors } : {}) });
+    .send({
+      code: e.code,
+      msg: e.message,
+      ...(e.errors && e.errors.length > 0 ? { errors: e.errors } : {}),
+      ...(e.instance ? { instance: e.instance } : {}),
+    });
 }
 
 /** "/api/v1/sites/:name" as a regex matching one path segment per parameter. */
@@ -578,4 +600,10 @@ async function effectiveConfig(store: ConfigStore): Promise<unknown> {
   if (config.edge.admin.token !== undefined) config.edge.admin.token = '(redacted)';
   if (config.acme.ca !== undefined) config.acme.ca = `(PEM, ${config.acme.ca.length} characters)`;
   return { revision: snap.revision, config };
+}
+
+/** 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6 addresses. */
+function isLoopbackAddress(addr: string): boolean {
+  const a = addr.replace(/^::ffff:/i, '');
+  return a === '::1' || /^127\.\d+\.\d+\.\d+$/.test(a);
 }

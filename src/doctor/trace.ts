@@ -73,6 +73,11 @@ export interface TraceResult {
   /** negotiated TLS version with the edge, for https */
   tls?: string;
   timings: VisitorTimings;
+  /**
+   * The public error body of an error response ({code, msg, stage}), so the code is known even
+   * when the edge's record is not (no running Verge to ask).
+   */
+  errorBody?: { code: string; msg?: string; stage?: string };
   /** the edge's access-log record of this request */
   record?: Record<string, unknown>;
   /** why `record` is missing */
@@ -111,6 +116,22 @@ function sleep(msec: number): Promise<void> {
   return new Promise((r) => setTimeout(r, msec));
 }
 
+/** Verge's public error body ({"code", "msg", "id", "stage"}), when that is what `body` is. */
+function errorBodyOf(body: Buffer): TraceResult['errorBody'] {
+  try {
+    const b = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
+    if (typeof b['code'] !== 'string') return undefined;
+    return {
+      code: b['code'],
+      ...(typeof b['msg'] === 'string' ? { msg: b['msg'] } : {}),
+      ...(typeof b['stage'] === 'string' ? { stage: b['stage'] } : {}),
+    };
+  } catch {
+    // an HTML page or the origin's own error body: no code to show
+    return undefined;
+  }
+}
+
 /** Sends the request and measures the visitor's side. */
 function send(
   u: URL,
@@ -143,7 +164,11 @@ function send(
       (res) => {
         timings.firstByte = ms(t0);
         let bytes = 0;
+        // the first bytes of an error answer: Verge's error body names the code (at most 16 KiB)
+        const keep: Buffer[] = [];
+        const wantBody = (res.statusCode ?? 0) >= 400;
         res.on('data', (c: Buffer) => {
+          if (wantBody && bytes < 16_384) keep.push(c);
           bytes += c.length;
         });
         const done = (complete: boolean) => {
@@ -156,7 +181,9 @@ function send(
           const id = res.headers['x-request-id'];
           const socket = res.socket as TLSSocket | null;
           const tlsVersion = isHttps ? socket?.getProtocol?.() : undefined;
+          const errorBody = wantBody ? errorBodyOf(Buffer.concat(keep).subarray(0, 16_384)) : undefined;
           resolve({
+            ...(errorBody ? { errorBody } : {}),
             method,
             status: res.statusCode ?? 0,
             statusText: res.statusMessage ?? '',
@@ -332,7 +359,9 @@ export function renderTrace(t: TraceResult): string {
       ),
     );
     out.push(...headerLines(t));
+    if (t.errorBody) out.push('', ...failure(t.errorBody.code, t.errorBody.stage));
     out.push('', `No edge-side story: ${t.recordNote ?? 'no record'}`);
+    if (t.errorBody && t.requestId) out.push(`More: verge explain ${t.requestId}`);
     return `${out.join('\n')}\n`;
   }
 
@@ -416,24 +445,28 @@ export function renderTrace(t: TraceResult): string {
 
   if (error?.code) {
     out.push('');
-    const spec = error.code in ERRORS ? ERRORS[error.code as ErrorCode] : undefined;
-    out.push(
-      spec
-        ? `Failed: ${error.code} at stage ${spec.stage} (caused by the ${spec.source}${spec.retryable ? '; a retry may help' : ''})`
-        : `Failed: ${error.code}${error.stage ? ` at stage ${error.stage}` : ''}`,
-    );
+    const [first, ...rest] = failure(error.code, error.stage);
+    out.push(first!);
     const cause = [error['nodeCode'], error['cause']].filter(Boolean).map(str).join(': ');
     if (cause) out.push(`Cause: ${cause}`);
     if (error['reason']) out.push(`Reason: ${str(error['reason'])}`);
-    if (spec) {
-      out.push(`What happened: ${spec.explanation}`);
-      out.push(`Fix: ${spec.fix}`);
-    }
+    out.push(...rest);
     out.push(
       `More: verge explain ${t.requestId ?? str(rec['id'])}; verge doctor ${str(site) || str(rec['host'])}`,
     );
   }
   return `${out.join('\n')}\n`;
+}
+
+/** "Failed: CODE at stage ..." with what happened and the fix, from the error registry. */
+function failure(code: string, stage: string | undefined): string[] {
+  const spec = code in ERRORS ? ERRORS[code as ErrorCode] : undefined;
+  if (!spec) return [`Failed: ${code}${stage ? ` at stage ${stage}` : ''}`];
+  return [
+    `Failed: ${code} at stage ${spec.stage} (caused by the ${spec.source}${spec.retryable ? '; a retry may help' : ''})`,
+    `What happened: ${spec.explanation}`,
+    `Fix: ${spec.fix}`,
+  ];
 }
 
 function headerLines(t: TraceResult): string[] {

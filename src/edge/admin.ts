@@ -1,23 +1,32 @@
 /**
- * The local admin endpoint (edge.admin): purge and prefetch over JSON, for `verge purge` and
- * `verge prefetch`. It can empty the cache, so it is guarded three ways: a bearer token compared
- * in constant time, a Host check against DNS rebinding (a web page that makes its own name
- * resolve to 127.0.0.1 would otherwise reach it from a browser), and no CORS (no
- * Access-Control-* headers, JSON content type required, so a browser cannot send a simple
- * cross-origin request that acts). The control-plane API will take these operations over.
+ * The admin endpoint of an edge running from a config file (`verge serve --config FILE`) or the
+ * demo (edge.admin): the same /api/v1 paths and shapes as the control API (src/control/api.ts,
+ * docs/api.md) for what a single edge can answer, so one client (src/cli/api-client.ts) and one
+ * set of commands (`verge purge`, `verge prefetch`, `verge explain`, `verge trace`, `verge jobs`,
+ * `verge nodes`) work the same in every mode.
  *
- *   POST /purge     {type, values, mode}   -> 200 {purged: {value: n}, mode}
- *   POST /prefetch  {urls, concurrency}    -> 202 {id}
- *   GET  /jobs/:id                         -> 200 {id, state, total, done, failed, cache}
+ *   GET  /api/v1/health                         -> 200 {ok: true}            (no token needed)
+ *   POST /api/v1/purge     {type, values, mode}  -> 200 job {state: "done"|"failed", purge, purged}
+ *   POST /api/v1/prefetch  {urls, concurrency}   -> 202 job {state: "running", prefetch}
+ *   GET  /api/v1/jobs                            -> 200 {items: [job]}
+ *   GET  /api/v1/jobs/:id                        -> 200 job
+ *   GET  /api/v1/requests/:id                    -> 200 the request's access-log record
+ *   GET  /api/v1/nodes                           -> 200 {items: [this edge]}
+ *   GET  /metrics                                -> Prometheus text
+ *
+ * It can empty the cache, so it is guarded three ways: a bearer token compared in constant time,
+ * a Host check against DNS rebinding (a web page that makes its own name resolve to 127.0.0.1
+ * would otherwise reach it from a browser), and no CORS (no Access-Control-* headers, JSON
+ * content type required, so a browser cannot send a simple cross-origin request that acts).
+ * Errors have the API's shape: {code: "API_...", msg, errors?: [{path, message}]}.
  */
 
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { type AddressInfo, isIP } from 'node:net';
-import { join, resolve } from 'node:path';
+import { hostname } from 'node:os';
 import { type PurgeMode, type PurgeSelector, prefixSelector, urlSelector } from '../cache/purge.js';
-import type { EdgeConfig } from '../config/schema.js';
+import type { JobRecord, NodeRecord, PrefetchFailure } from '../control/model.js';
 import {
   type FetchResult,
   fetchThrough,
@@ -25,68 +34,26 @@ import {
   prefetchAgents,
   runPrefetch,
 } from '../control/prefetch.js';
-import { writeFileAtomic } from '../core/files.js';
-import type { Logger } from '../core/log.js';
+import type { AccessLog, Logger } from '../core/log.js';
 import type { EdgeCache } from './cache.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { RelayAnswer, RelayOp, WorkerRelay } from './relay.js';
+import { RequestLog } from './request-log.js';
 import type { CompiledSite, Runtime } from './runtime.js';
 import { parseListen } from './server.js';
 
-/** The file a generated token is written to, in the config file's directory (or VERGE_HOME). */
-export const ADMIN_TOKEN_FILE = 'admin.token';
+export type { PrefetchFailure } from '../control/model.js';
+export { ADMIN_TOKEN_FILE, type AdminToken, loadAdminToken } from './admin-token.js';
 
 /** Largest request body: a prefetch list of ~100,000 URLs. */
 const MAX_BODY = 16 * 1024 * 1024;
 /** How long a purge waits for the other workers before answering without them. */
 const RELAY_TIMEOUT_MS = 5000;
-/** Finished prefetch jobs kept for GET /jobs/:id; older ones are forgotten first. */
+/** Finished jobs kept for GET /api/v1/jobs/:id; older ones are forgotten first. */
 const KEEP_JOBS = 100;
+const REALM = 'Bearer realm="verge-admin"';
 
-export interface AdminToken {
-  token: string;
-  /** where it came from: the config, edge.admin.tokenFile, or a file generated at this start */
-  source: 'config' | 'tokenFile' | 'generated';
-  file?: string;
-}
-
-/**
- * The admin token: edge.admin.token, else the first line of edge.admin.tokenFile, else the
- * generated file <baseDir>/admin.token. `generate`: write a new random one there (at start; the
- * cluster primary does it once and its workers, like the CLI, read it). Throws an Error naming
- * the file when it cannot be read or written.
- */
-export function loadAdminToken(admin: EdgeConfig['admin'], baseDir: string, generate: boolean): AdminToken {
-  if (admin.token !== undefined) return { token: admin.token, source: 'config' };
-  if (admin.tokenFile !== undefined) {
-    const file = resolve(baseDir, admin.tokenFile);
-    return { token: readToken(file, 'edge.admin.tokenFile'), source: 'tokenFile', file };
-  }
-  const file = join(baseDir, ADMIN_TOKEN_FILE);
-  if (!generate)
-    return { token: readToken(file, 'the generated admin token file'), source: 'generated', file };
-  const token = randomBytes(32).toString('hex');
-  try {
-    writeFileAtomic(file, `${token}\n`, 0o600);
-  } catch (e) {
-    throw new Error(`cannot write the admin token to ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`);
-  }
-  return { token, source: 'generated', file };
-}
-
-function readToken(file: string, what: string): string {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new Error(`cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`);
-  }
-  const token = (text.split('\n')[0] ?? '').trim();
-  if (token.length < 16) throw new Error(`${what} ${file} holds no token of at least 16 characters`);
-  return token;
-}
-
-/** Invalid input: answered 400 with the field path (e.g. "values[2]"). */
+/** Invalid input: answered 400 API_BAD_INPUT with the field path (e.g. "values[2]"). */
 class BadInput extends Error {
   readonly path: string;
   constructor(path: string, message: string) {
@@ -95,16 +62,24 @@ class BadInput extends Error {
   }
 }
 
-/** An answer with an error code of the admin API (not the visitor error registry). */
+/** An answer with an API error code (docs/api.md "Errors"). */
 class AdminError extends Error {
   readonly status: number;
   readonly code: string;
   readonly headers: Record<string, string>;
-  constructor(status: number, code: string, message: string, headers: Record<string, string> = {}) {
+  readonly extra: Record<string, unknown>;
+  constructor(
+    status: number,
+    code: string,
+    message: string,
+    headers: Record<string, string> = {},
+    extra: Record<string, unknown> = {},
+  ) {
     super(message);
     this.status = status;
     this.code = code;
     this.headers = headers;
+    this.extra = extra;
   }
 }
 
@@ -113,6 +88,7 @@ type PurgeType = (typeof PURGE_TYPES)[number];
 
 /** A validated purge: one selector per distinct value (one for "all"), with its label. */
 export interface PurgeRequest {
+  type: PurgeType;
   mode: PurgeMode;
   items: Array<{ value: string; selector: PurgeSelector }>;
 }
@@ -123,6 +99,7 @@ export interface AdminEdge {
   readonly runtime: Runtime;
   readonly metrics: EdgeMetrics;
   addresses(): { http: AddressInfo[]; https: AddressInfo[] };
+  listenAddresses(): { http: string[]; https: string[] };
 }
 
 export interface AdminOptions {
@@ -131,29 +108,26 @@ export interface AdminOptions {
   listen: string;
   token: string;
   log: Logger;
-  /** in a cluster worker: how purges reach the other workers and job lookups the owner */
+  /** in a cluster worker: how purges reach the other workers and lookups the owner */
   relay?: WorkerRelay;
+  /** the edge's access log: its records are kept for GET /api/v1/requests/:id */
+  accessLog?: AccessLog;
+  /**
+   * Where this Verge runs from, named in a 401 to loopback clients so the CLI can read the token
+   * the same way `--config FILE` would (src/cli/api-client.ts): the file, or the demo's directory.
+   */
+  instance?: { config: string } | { data: string };
 }
 
-/** One prefetch failure. `code`: a Verge error code or a Node error code (ECONNREFUSED, ...). */
-export interface PrefetchFailure {
-  url: string;
-  status?: number;
-  code?: string;
-  msg: string;
-}
+/** A job as GET /api/v1/jobs/:id answers it: the control API's JobRecord, plus purge counts. */
+export type JobView = JobRecord & {
+  /** purge: objects purged per value, all workers together */
+  purged?: Record<string, number>;
+  /** purge with edge.workers > 1: the worker slots that applied it and those that did not answer */
+  workers?: { answered: number[]; missing: number[] };
+};
 
-/** A prefetch job as GET /jobs/:id returns it. */
-export interface JobView {
-  id: string;
-  state: 'running' | 'done';
-  total: number;
-  /** URLs finished, failed ones included */
-  done: number;
-  failed: PrefetchFailure[];
-  /** X-Cache of the successful fetches (MISS: fetched from the origin now; HIT: was cached) */
-  cache: Record<string, number>;
-}
+const STARTED = new Date().toISOString();
 
 export class AdminServer {
   readonly #opts: AdminOptions;
@@ -161,15 +135,21 @@ export class AdminServer {
   readonly #tokenHash: Buffer;
   readonly #listenHost: string | undefined;
   readonly #jobs = new Map<string, JobView>();
+  readonly #requests = new RequestLog();
+  readonly #detach: (() => void) | undefined;
 
   private constructor(opts: AdminOptions) {
     this.#opts = opts;
     this.#tokenHash = sha256(opts.token);
     this.#listenHost = parseListen(opts.listen).host?.toLowerCase();
+    this.#detach = opts.accessLog ? this.#requests.attach(opts.accessLog) : undefined;
     this.#server = http.createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {
       this.#handle(req, res).catch((err: unknown) => {
         opts.log.error({ err }, 'admin request failed');
-        send(res, 500, { code: 'ADMIN_INTERNAL_ERROR', msg: 'internal error; see the edge log' });
+        send(res, 500, {
+          code: 'API_INTERNAL',
+          msg: 'internal error in the admin endpoint: see the Verge log for the cause, then retry',
+        });
       });
     });
     this.#server.headersTimeout = 10_000;
@@ -196,6 +176,7 @@ export class AdminServer {
   }
 
   close(): Promise<void> {
+    this.#detach?.();
     return new Promise((ok) => {
       this.#server.close(() => ok());
       this.#server.closeAllConnections();
@@ -205,29 +186,51 @@ export class AdminServer {
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     try {
       this.#checkHost(req.headers.host);
-      this.#checkToken(req.headers.authorization);
-      await this.#route(req, res);
+      const path = (req.url ?? '/').split('?')[0]!;
+      if (path !== '/api/v1/health') this.#checkToken(req);
+      await this.#route(req, res, path);
     } catch (e) {
       if (e instanceof BadInput) {
-        send(res, 400, { code: 'ADMIN_BAD_INPUT', path: e.path, msg: `${e.path}: ${e.message}` });
+        send(res, 400, {
+          code: 'API_BAD_INPUT',
+          msg: `${e.path}: ${e.message}`,
+          errors: [{ path: e.path, message: e.message }],
+        });
       } else if (e instanceof AdminError) {
-        send(res, e.status, { code: e.code, msg: e.message }, e.headers);
+        send(res, e.status, { code: e.code, msg: e.message, ...e.extra }, e.headers);
       } else throw e;
     }
   }
 
-  async #route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const path = (req.url ?? '/').split('?')[0]!;
+  async #route(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
     const method = req.method ?? 'GET';
-    if (path === '/purge' || path === '/prefetch') {
-      if (method !== 'POST') throw notAllowed('POST');
-      const body = await readJson(req);
-      if (path === '/purge') send(res, ...(await this.#purge(body)));
-      else send(res, 202, this.#prefetch(body));
-      return;
+    const get = method === 'GET' || method === 'HEAD';
+    const only = (allow: string, ok: boolean) => {
+      if (!ok) throw notAllowed(path, allow);
+    };
+    if (path === '/api/v1/health') {
+      only('GET, HEAD', get);
+      return send(res, 200, { ok: true });
+    }
+    if (path === '/api/v1/purge') {
+      only('POST', method === 'POST');
+      return send(res, 200, await this.#purge(await readJson(req)));
+    }
+    if (path === '/api/v1/prefetch') {
+      only('POST', method === 'POST');
+      const job = this.#prefetch(await readJson(req));
+      return send(res, 202, job, { location: `/api/v1/jobs/${job.id}` });
+    }
+    if (path === '/api/v1/jobs') {
+      only('GET, HEAD', get);
+      return send(res, 200, { items: await this.#allJobs() });
+    }
+    if (path === '/api/v1/nodes') {
+      only('GET, HEAD', get);
+      return send(res, 200, { items: [this.#node()] });
     }
     if (path === '/metrics') {
-      if (method !== 'GET' && method !== 'HEAD') throw notAllowed('GET, HEAD');
+      only('GET, HEAD', get);
       // Prometheus text format; with edge.workers each worker answers for itself (docs/caching.md)
       const text = await this.#opts.edge.metrics.text();
       res.writeHead(200, {
@@ -237,16 +240,24 @@ export class AdminServer {
       res.end(method === 'HEAD' ? undefined : text);
       return;
     }
-    const job = /^\/jobs\/([A-Za-z0-9-]{1,64})$/.exec(path);
+    const job = /^\/api\/v1\/jobs\/([^/]+)$/.exec(path);
     if (job) {
-      if (method !== 'GET' && method !== 'HEAD') throw notAllowed('GET, HEAD');
-      send(res, 200, await this.#job(job[1]!));
-      return;
+      only('GET, HEAD', get);
+      return send(res, 200, await this.#job(decodeURIComponent(job[1]!)));
     }
+    const request = /^\/api\/v1\/requests\/([^/]+)$/.exec(path);
+    if (request) {
+      only('GET, HEAD', get);
+      return send(res, 200, await this.#request(decodeURIComponent(request[1]!)));
+    }
+    const moved: Record<string, string> = { '/purge': '/api/v1/purge', '/prefetch': '/api/v1/prefetch' };
+    const target = moved[path] ?? (path.startsWith('/jobs/') ? `/api/v1${path}` : undefined);
     throw new AdminError(
       404,
-      'ADMIN_NOT_FOUND',
-      `no admin resource ${path}: use POST /purge, POST /prefetch, GET /jobs/ID or GET /metrics`,
+      'API_NOT_FOUND',
+      target
+        ? `${path} moved to ${target} (the same paths as the control API; see docs/api.md)`
+        : `no admin resource ${path}: this edge serves /api/v1/purge, /api/v1/prefetch, /api/v1/jobs, /api/v1/requests/ID, /api/v1/nodes, /api/v1/health and /metrics`,
     );
   }
 
@@ -263,30 +274,34 @@ export class AdminServer {
     if (!ok) {
       throw new AdminError(
         403,
-        'ADMIN_BAD_HOST',
+        'API_BAD_HOST',
         `Host ${JSON.stringify(raw ?? '')} is not this admin endpoint: use a loopback name or ${this.#opts.listen}`,
       );
     }
   }
 
-  #checkToken(auth: string | undefined): void {
-    const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(auth ?? '');
+  #checkToken(req: http.IncomingMessage): void {
+    const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? '');
     // compare digests: equal length whatever was sent, and no early exit on the first difference
-    if (!m || !timingSafeEqual(sha256(m[1]!), this.#tokenHash)) {
-      throw new AdminError(
-        401,
-        'ADMIN_UNAUTHORIZED',
-        m
-          ? 'wrong admin token'
-          : 'missing "Authorization: Bearer TOKEN" (the token is in edge.admin or admin.token)',
-        { 'www-authenticate': 'Bearer realm="verge-admin"' },
-      );
-    }
+    if (m && timingSafeEqual(sha256(m[1]!), this.#tokenHash)) return;
+    // A client on this machine may learn where this Verge runs from (`ps` shows it anyway), so
+    // the CLI can read the token as --config FILE would; nobody else learns anything.
+    const local = isLoopbackAddress(req.socket.remoteAddress ?? '');
+    throw new AdminError(
+      401,
+      'API_UNAUTHORIZED',
+      m
+        ? "the bearer token is not this edge's admin token (edge.admin.token, edge.admin.tokenFile, or admin.token beside the config file)"
+        : 'this endpoint needs a token: send Authorization: Bearer TOKEN (edge.admin.token, edge.admin.tokenFile, or admin.token beside the config file)',
+      { 'www-authenticate': REALM },
+      local && this.#opts.instance ? { instance: this.#opts.instance } : {},
+    );
   }
 
   // ---- purge -------------------------------------------------------------------------------
 
-  async #purge(body: unknown): Promise<[number, Record<string, unknown>]> {
+  /** Applies a purge to every worker, then answers its job: done, or failed naming the missing workers. */
+  async #purge(body: unknown): Promise<JobView> {
     const p = parsePurge(body, this.#opts.edge.runtime);
     const selectors = p.items.map((i) => i.selector);
     const relay = this.#opts.relay;
@@ -309,24 +324,34 @@ export class AdminServer {
     p.items.forEach((item, i) => {
       purged[item.value] = counts.reduce((n, [, c]) => n + (Number(c[i]) || 0), local[i] ?? 0);
     });
-    const out: Record<string, unknown> = { purged, mode: p.mode };
-    if (relay) out['workers'] = { answered, missing };
+    const job: JobView = {
+      id: this.#newJobId(),
+      type: 'purge',
+      state: missing.length > 0 ? 'failed' : 'done',
+      createdAt: new Date().toISOString(),
+      finishedAt: new Date().toISOString(),
+      purge: { type: p.type, values: p.type === 'all' ? [] : p.items.map((i) => i.value), mode: p.mode },
+      purged,
+      ...(relay ? { workers: { answered, missing } } : {}),
+      ...(missing.length > 0
+        ? {
+            error: `worker(s) ${missing.join(', ')} did not confirm the purge within ${RELAY_TIMEOUT_MS} ms (a restarted worker applies it when it starts)`,
+          }
+        : {}),
+    };
+    this.#keep(job);
     this.#opts.log.info(
-      { purge: p.items.map((i) => i.value), mode: p.mode, purged, missing },
+      { job: job.id, purge: p.items.map((i) => i.value), mode: p.mode, purged, missing },
       'purge applied',
     );
-    if (missing.length > 0) {
-      out['code'] = 'ADMIN_WORKERS_MISSING';
-      out['msg'] = `worker(s) ${missing.join(', ')} did not confirm the purge within ${RELAY_TIMEOUT_MS} ms`;
-      return [504, out];
-    }
-    return [200, out];
+    return job;
   }
 
   /** Apply selectors to this process's store; one count per selector. */
   async #applyPurge(selectors: PurgeSelector[], mode: PurgeMode): Promise<number[]> {
     const cache = this.#opts.edge.cache;
-    if (!cache) throw new AdminError(503, 'ADMIN_NOT_READY', 'the edge cache is not open yet');
+    if (!cache)
+      throw new AdminError(503, 'API_NOT_READY', 'the edge cache is not open yet: retry in a moment');
     const out: number[] = [];
     // one after the other: the disk store logs each purge durably before applying it
     for (const s of selectors) out.push(await cache.store.purge(s, mode));
@@ -334,23 +359,33 @@ export class AdminServer {
   }
 
   #onRelayed(op: RelayOp): Promise<unknown> {
-    if (op.kind === 'purge') return this.#applyPurge(op.selectors, op.mode);
-    return Promise.resolve(this.#jobs.get(op.id) ?? null);
+    switch (op.kind) {
+      case 'purge':
+        return this.#applyPurge(op.selectors, op.mode);
+      case 'job':
+        return Promise.resolve(this.#jobs.get(op.id) ?? null);
+      case 'jobs':
+        return Promise.resolve([...this.#jobs.values()]);
+      case 'request':
+        return Promise.resolve(this.#requests.lookup(op.id) ?? null);
+    }
   }
 
   // ---- prefetch ----------------------------------------------------------------------------
 
-  #prefetch(body: unknown): { id: string } {
+  #prefetch(body: unknown): JobView {
     const { urls, concurrency } = parsePrefetch(body, this.#opts.edge.runtime);
-    const slot = this.#opts.relay?.slot ?? 0;
-    // the worker slot leads the id, so any worker can tell which one runs the job
-    const id = `${slot}-${randomBytes(8).toString('hex')}`;
-    const job: JobView = { id, state: 'running', total: urls.length, done: 0, failed: [], cache: {} };
-    this.#jobs.set(id, job);
-    this.#forgetOldJobs();
-    this.#opts.log.info({ job: id, urls: urls.length, concurrency }, 'prefetch started');
+    const job: JobView = {
+      id: this.#newJobId(),
+      type: 'prefetch',
+      state: 'running',
+      createdAt: new Date().toISOString(),
+      prefetch: { total: urls.length, done: 0, failed: [], cache: {} },
+    };
+    this.#keep(job);
+    this.#opts.log.info({ job: job.id, urls: urls.length, concurrency }, 'prefetch started');
     void this.#runJob(job, urls, concurrency);
-    return { id };
+    return structuredClone(job);
   }
 
   async #runJob(
@@ -359,20 +394,22 @@ export class AdminServer {
     concurrency: number,
   ): Promise<void> {
     const agents = prefetchAgents();
+    const p = job.prefetch!;
     await runPrefetch({
       items: urls,
       concurrency,
       fetch: (item) => this.#fetchOne(item.url, item.site, agents),
       onResult: (item, r) => {
-        if ('xcache' in r) job.cache[r.xcache] = (job.cache[r.xcache] ?? 0) + 1;
-        else job.failed.push({ url: item.url.href, ...r });
-        job.done++;
+        if ('xcache' in r) p.cache[r.xcache] = (p.cache[r.xcache] ?? 0) + 1;
+        else p.failed.push({ url: item.url.href, ...r } as PrefetchFailure);
+        p.done++;
       },
     });
     agents.http.destroy();
     agents.https.destroy();
     job.state = 'done';
-    this.#opts.log.info({ job: job.id, total: job.total, failed: job.failed.length }, 'prefetch finished');
+    job.finishedAt = new Date().toISOString();
+    this.#opts.log.info({ job: job.id, total: p.total, failed: p.failed.length }, 'prefetch finished');
   }
 
   /**
@@ -389,11 +426,19 @@ export class AdminServer {
     return fetchThrough(url, target, agents);
   }
 
-  #forgetOldJobs(): void {
+  // ---- jobs, requests, nodes ---------------------------------------------------------------
+
+  /** The worker slot leads the id, so any worker can tell which one holds the job. */
+  #newJobId(): string {
+    return `${this.#opts.relay?.slot ?? 0}-${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
+  }
+
+  #keep(job: JobView): void {
+    this.#jobs.set(job.id, job);
     if (this.#jobs.size <= KEEP_JOBS) return;
     for (const [id, j] of this.#jobs) {
       if (this.#jobs.size <= KEEP_JOBS) break;
-      if (j.state === 'done') this.#jobs.delete(id);
+      if (j.state !== 'running') this.#jobs.delete(id);
     }
   }
 
@@ -409,17 +454,67 @@ export class AdminServer {
       if (a.missing.length > 0)
         throw new AdminError(
           504,
-          'ADMIN_WORKERS_MISSING',
-          `worker ${slot}, which runs job ${id}, did not answer`,
+          'API_WORKERS_MISSING',
+          `worker ${slot}, which holds job ${id}, did not answer`,
         );
     }
     throw new AdminError(
       404,
-      'ADMIN_NOT_FOUND',
-      `no job ${id} (jobs are kept until the edge restarts, the last ${KEEP_JOBS} finished ones)`,
+      'API_NOT_FOUND',
+      `no job ${JSON.stringify(id)}: jobs are kept in memory until the edge restarts (the last ${KEEP_JOBS}); list them with GET /api/v1/jobs`,
     );
   }
+
+  /** Every worker's jobs, newest first. */
+  async #allJobs(): Promise<JobView[]> {
+    const all = [...this.#jobs.values()];
+    const relay = this.#opts.relay;
+    if (relay) {
+      const a = await relay.ask('others', { kind: 'jobs' }, RELAY_TIMEOUT_MS);
+      for (const r of Object.values(a.results)) if (Array.isArray(r)) all.push(...(r as JobView[]));
+    }
+    return all.sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id));
+  }
+
+  /** The record of a request this edge served; any worker may have served it. */
+  async #request(id: string): Promise<Record<string, unknown>> {
+    const own = this.#requests.lookup(id);
+    if (own) return own;
+    const relay = this.#opts.relay;
+    if (relay) {
+      const a = await relay.ask('others', { kind: 'request', id }, RELAY_TIMEOUT_MS);
+      const found = Object.values(a.results).find((r) => r !== null && typeof r === 'object');
+      if (found) return found as Record<string, unknown>;
+    }
+    throw new AdminError(
+      404,
+      'API_NOT_FOUND',
+      `no record of request ${JSON.stringify(id)} on this edge: it is older than the last 10,000 requests, was served before a restart or by another edge, or has not finished yet`,
+    );
+  }
+
+  /** This edge as a node of GET /api/v1/nodes: always live while it answers. */
+  #node(): NodeRecord & { live: boolean } {
+    const now = new Date().toISOString();
+    const { http: h, https: s } = this.#opts.edge.listenAddresses();
+    return {
+      id: hostname(),
+      hostname: hostname(),
+      pid: process.pid,
+      version: VERSION,
+      startedAt: STARTED,
+      lastSeen: now,
+      // a file-mode edge has no store: its config is the file it loaded
+      appliedRevision: 0,
+      http: h,
+      https: s,
+      live: true,
+    };
+  }
 }
+
+/** The version reported by GET /api/v1/nodes (as src/edge/store-source.ts reports it). */
+const VERSION = '0.1.0';
 
 /**
  * Which of the edge's own listeners to fetch a URL through: HTTPS for https URLs and for sites
@@ -454,14 +549,14 @@ export function parsePurge(body: unknown, rt: Runtime): PurgeRequest {
   if (type === 'all') {
     if (o['values'] !== undefined && !(Array.isArray(o['values']) && o['values'].length === 0))
       throw new BadInput('values', 'a purge of everything takes no values');
-    return { mode, items: [{ value: 'all', selector: { type: 'all' } }] };
+    return { type: 'all', mode, items: [{ value: 'all', selector: { type: 'all' } }] };
   }
   const values = [...new Set(strings(o['values'], 'values', 10_000))];
   const items = values.map((value, i) => ({
     value,
     selector: selectorFor(type as Exclude<PurgeType, 'all'>, value, `values[${i}]`, rt),
   }));
-  return { mode, items };
+  return { type: type as PurgeType, mode, items };
 }
 
 function selectorFor(
@@ -544,8 +639,15 @@ function routeName(rt: Runtime, name: string, path: string): CompiledSite {
   return site;
 }
 
-function notAllowed(allow: string): AdminError {
-  return new AdminError(405, 'ADMIN_METHOD_NOT_ALLOWED', `method not allowed here; use ${allow}`, { allow });
+function notAllowed(path: string, allow: string): AdminError {
+  return new AdminError(
+    405,
+    'API_METHOD_NOT_ALLOWED',
+    `this method is not supported on ${path}: use ${allow}`,
+    {
+      allow,
+    },
+  );
 }
 
 /** The request body as JSON: a JSON content type, at most MAX_BODY bytes. */
@@ -556,7 +658,7 @@ async function readJson(req: http.IncomingMessage): Promise<unknown> {
     req.resume();
     throw new AdminError(
       415,
-      'ADMIN_UNSUPPORTED_MEDIA_TYPE',
+      'API_UNSUPPORTED_MEDIA_TYPE',
       'send the body as Content-Type: application/json',
     );
   }
@@ -565,7 +667,7 @@ async function readJson(req: http.IncomingMessage): Promise<unknown> {
   for await (const c of req) {
     size += (c as Buffer).length;
     if (size > MAX_BODY)
-      throw new AdminError(413, 'ADMIN_BODY_TOO_LARGE', `request body over ${MAX_BODY} bytes`);
+      throw new AdminError(413, 'API_BODY_TOO_LARGE', `the request body is over ${MAX_BODY} bytes: split it`);
     chunks.push(c as Buffer);
   }
   try {
@@ -610,4 +712,10 @@ function hostName(raw: string): string {
 
 function isLoopbackName(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6 addresses. */
+function isLoopbackAddress(addr: string): boolean {
+  const a = addr.replace(/^::ffff:/i, '');
+  return a === '::1' || /^127\.\d+\.\d+\.\d+$/.test(a);
 }

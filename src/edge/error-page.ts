@@ -32,7 +32,7 @@ code{background:#f3f3f3;padding:.1rem .3rem;border-radius:3px}dt{font-weight:600
 <p>${escapeHtml(who)}</p>
 <dl><dt>Error code</dt><dd><code>${code}</code></dd><dt>Stage</dt><dd><code>${spec.stage}</code></dd>
 <dt>Request id</dt><dd><code>${escapeHtml(id)}</code></dd></dl>
-<p>If you run this site: <code>verge explain ${escapeHtml(id)}</code> tells what failed and how to fix it.</p>
+<p>If you run this site: <code>verge explain ${escapeHtml(id)}</code>, on the machine that runs Verge, tells what failed and how to fix it.</p>
 </body></html>
 `;
 }

@@ -17,7 +17,11 @@ import type { Logger } from '../core/log.js';
 /** What one worker asks the others to do. */
 export type RelayOp =
   | { kind: 'purge'; selectors: PurgeSelector[]; mode: PurgeMode }
-  | { kind: 'job'; id: string };
+  | { kind: 'job'; id: string }
+  /** every job the worker keeps (GET /api/v1/jobs) */
+  | { kind: 'jobs' }
+  /** the access-log record of a request the worker served (GET /api/v1/requests/:id) */
+  | { kind: 'request'; id: string };
 
 /** What the asking worker gets back: each answering worker's result by its slot number. */
 export interface RelayAnswer {
