@@ -18,6 +18,12 @@ before(async () => {
 });
 after(() => origin.close());
 
+/** The path of the one field error of a 400 answer ({errors: [{path, message}]}). */
+function fieldPath(body: Record<string, unknown>): string | undefined {
+  const errors = body['errors'] as Array<{ path: string }> | undefined;
+  return errors?.length === 1 ? errors[0]!.path : undefined;
+}
+
 describe('guards', () => {
   let edge: TestEdge;
   let port: number;
@@ -34,17 +40,19 @@ describe('guards', () => {
   });
 
   test('401 without a token and with a wrong one; 200 with the right one', async () => {
-    const none = await admin(port, 'POST', '/purge', { type: 'all' }, { token: null });
+    const none = await admin(port, 'POST', '/api/v1/purge', { type: 'all' }, { token: null });
     assert.equal(none.status, 401);
-    assert.equal(none.body['code'], 'ADMIN_UNAUTHORIZED');
+    assert.equal(none.body['code'], 'API_UNAUTHORIZED');
     assert.match(String(none.headers['www-authenticate']), /^Bearer/);
-    const wrong = await admin(port, 'POST', '/purge', { type: 'all' }, { token: `${TOKEN}x` });
+    const wrong = await admin(port, 'POST', '/api/v1/purge', { type: 'all' }, { token: `${TOKEN}x` });
     assert.equal(wrong.status, 401);
-    const short = await admin(port, 'POST', '/purge', { type: 'all' }, { token: 'a' });
+    const short = await admin(port, 'POST', '/api/v1/purge', { type: 'all' }, { token: 'a' });
     assert.equal(short.status, 401);
-    const ok = await admin(port, 'POST', '/purge', { type: 'all' });
+    const ok = await admin(port, 'POST', '/api/v1/purge', { type: 'all' });
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
     assert.deepEqual(ok.body['purged'], { all: 0 });
+    assert.equal(ok.body['state'], 'done');
+    assert.deepEqual(ok.body['purge'], { type: 'all', values: [], mode: 'hard' });
     // no CORS: nothing invites a browser to read the answer
     assert.equal(ok.headers['access-control-allow-origin'], undefined);
     assert.equal(ok.headers['content-type'], 'application/json');
@@ -54,17 +62,17 @@ describe('guards', () => {
     const evil = await admin(
       port,
       'POST',
-      '/purge',
+      '/api/v1/purge',
       { type: 'all' },
       { host: `rebind.attacker.example:${port}` },
     );
     assert.equal(evil.status, 403);
-    assert.equal(evil.body['code'], 'ADMIN_BAD_HOST');
+    assert.equal(evil.body['code'], 'API_BAD_HOST');
     for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`, 'localhost']) {
-      const r = await admin(port, 'POST', '/purge', { type: 'all' }, { host });
+      const r = await admin(port, 'POST', '/api/v1/purge', { type: 'all' }, { host });
       assert.equal(r.status, 200, host);
     }
-    const other = await admin(port, 'POST', '/purge', { type: 'all' }, { host: '10.1.2.3' });
+    const other = await admin(port, 'POST', '/api/v1/purge', { type: 'all' }, { host: '10.1.2.3' });
     assert.equal(other.status, 403, 'an IP that is not the listen address');
   });
 
@@ -83,10 +91,10 @@ describe('guards', () => {
       [{ type: 'tag', values: ['t'], typo: 1 }, 'typo', /unknown key/],
     ];
     for (const [body, path, msg] of cases) {
-      const r = await admin(port, 'POST', '/purge', body);
+      const r = await admin(port, 'POST', '/api/v1/purge', body);
       assert.equal(r.status, 400, JSON.stringify(body));
-      assert.equal(r.body['code'], 'ADMIN_BAD_INPUT');
-      assert.equal(r.body['path'], path, JSON.stringify(r.body));
+      assert.equal(r.body['code'], 'API_BAD_INPUT');
+      assert.equal(fieldPath(r.body), path, JSON.stringify(r.body));
       if (msg) assert.match(String(r.body['msg']), msg);
     }
     const prefetch: Array<[unknown, string]> = [
@@ -96,21 +104,25 @@ describe('guards', () => {
       [{ urls: ['http://g.test/a', 'http://nope.test/'] }, 'urls[1]'],
     ];
     for (const [body, path] of prefetch) {
-      const r = await admin(port, 'POST', '/prefetch', body);
+      const r = await admin(port, 'POST', '/api/v1/prefetch', body);
       assert.equal(r.status, 400, JSON.stringify(body));
-      assert.equal(r.body['path'], path);
+      assert.equal(fieldPath(r.body), path);
     }
-    const notJson = await admin(port, 'POST', '/purge', undefined, { raw: '{"type": ' });
+    const notJson = await admin(port, 'POST', '/api/v1/purge', undefined, { raw: '{"type": ' });
     assert.equal(notJson.status, 400);
-    assert.equal(notJson.body['path'], '(body)');
-    const plain = await admin(port, 'POST', '/purge', undefined, {
+    assert.equal(fieldPath(notJson.body), '(body)');
+    const plain = await admin(port, 'POST', '/api/v1/purge', undefined, {
       raw: '{"type":"all"}',
       contentType: 'text/plain',
     });
     assert.equal(plain.status, 415, 'a cross-origin "simple" request cannot act');
-    assert.equal((await admin(port, 'GET', '/purge')).status, 405);
+    assert.equal((await admin(port, 'GET', '/api/v1/purge')).status, 405);
     assert.equal((await admin(port, 'GET', '/nothing')).status, 404);
-    assert.equal((await admin(port, 'GET', '/jobs/0-ffff')).status, 404);
+    // the paths before 0.2 answer 404 naming where they moved
+    const moved = await admin(port, 'POST', '/purge', { type: 'all' });
+    assert.equal(moved.status, 404);
+    assert.match(String(moved.body['msg']), /\/purge moved to \/api\/v1\/purge/);
+    assert.equal((await admin(port, 'GET', '/api/v1/jobs/0-ffff')).status, 404);
   });
 });
 
@@ -174,12 +186,15 @@ describe('CLI against a child-process edge', () => {
     assert.equal((await get(p, '/cli1')).headers['x-cache'], 'HIT');
     let r = await runCli(['purge', 'url', 'http://www.example.com/cli1', '--config', p.configFile]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /hard purge http:\/\/www\.example\.com\/cli1: 1 object\n/);
+    assert.match(r.stdout, /^ {2}http:\/\/www\.example\.com\/cli1: 1 object purged$/m);
     assert.equal((await get(p, '/cli1')).headers['x-cache'], 'MISS');
 
     r = await runCli(['purge', 'tag', 'cli', '--soft', '--json', '--config', p.configFile]);
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout), { purged: { cli: 1 }, mode: 'soft' });
+    const job = JSON.parse(r.stdout) as Record<string, unknown>;
+    assert.deepEqual(job['purged'], { cli: 1 });
+    assert.deepEqual(job['purge'], { type: 'tag', values: ['cli'], mode: 'soft' });
+    assert.equal(job['state'], 'done');
 
     r = await runCli(['purge', 'all', '--config', p.configFile]);
     assert.equal(r.code, 0, r.stderr);
@@ -190,7 +205,8 @@ describe('CLI against a child-process edge', () => {
 
     r = await runCli(['purge', 'sideways', 'x', '--config', p.configFile]);
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /usage: verge purge/);
+    assert.match(r.stderr, /^verge: unknown command 'sideways'/m);
+    assert.match(r.stderr, /^Usage: verge purge /m);
     r = await runCli(['purge', 'url', '--config', p.configFile]);
     assert.equal(r.code, 2);
 
@@ -203,7 +219,9 @@ describe('CLI against a child-process edge', () => {
       'wrong-token-0123456789',
     ]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /401/);
+    assert.match(r.stderr, /^error API_UNAUTHORIZED: .*the token came from --token/m);
+    // --admin is the spelling before 0.2: it still works, with a warning
+    assert.match(r.stderr, /--admin is deprecated .* use --api/);
   });
 
   test('verge prefetch FILE: progress, a report of failures, exit 1 when any failed and 0 when none', async () => {
@@ -219,7 +237,11 @@ describe('CLI against a child-process edge', () => {
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stdout, /prefetched 2\/3 URLs/);
       assert.match(r.stdout, /http:\/\/www\.example\.com\/absent {2}404/);
-      assert.match(r.stderr, /prefetch: 3\/3, 1 failed/, 'plain progress lines when not on a terminal');
+      assert.match(
+        r.stderr,
+        /prefetch: 3\/3 {2}1 failed \(100%\)/,
+        'plain progress lines when not on a terminal',
+      );
       assert.equal(origin.count('/w1'), 1);
       assert.equal((await get(p, '/w1')).headers['x-cache'], 'HIT');
 

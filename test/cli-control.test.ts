@@ -248,7 +248,8 @@ describe('verge purge and prefetch', () => {
 
     const usage = await run(['purge', 'url']);
     assert.equal(usage.code, 2);
-    assert.match(usage.stderr, /purge url needs at least one value/);
+    assert.match(usage.stderr, /^verge: missing required argument 'URL'$/m);
+    assert.match(usage.stderr, /^Usage: verge purge url \[options\] <URL\.\.\.>$/m);
   });
 
   test('prefetch rejects a file with an invalid line, naming the line, and sends nothing', async () => {
@@ -403,9 +404,13 @@ describe('verge token (directly on the data directory)', () => {
   test('without a token anywhere the message says where to get one', async () => {
     const empty = mkdtempSync(join(tmpdir(), 'verge-cli-notoken-'));
     try {
-      const r = await run(['site', 'list', '--data', empty], { VERGE_TOKEN: '' });
+      // --data names where the token should be: none there, none given, none in VERGE_HOME
+      const r = await run(['site', 'list', '--api', api.url, '--data', empty], { VERGE_TOKEN: '' });
       assert.equal(r.code, 1);
-      assert.match(r.stderr, /no API token: .*admin\.token.*verge token create NAME --data DIR/s);
+      assert.match(
+        r.stderr,
+        /^error API_UNAUTHORIZED: .*`verge token create` makes one.*no token was found \(.*admin\.token cannot be read/m,
+      );
     } finally {
       rmSync(empty, { recursive: true, force: true });
     }
@@ -422,11 +427,11 @@ test('a refused connection says no API is there and how to start or point at one
   assert.equal(r.code, 1);
   assert.equal(
     r.stderr,
-    `verge: no Verge control API at ${url}: is \`verge serve --data ${dir}\` running? (--api URL to use another)\n`,
+    `verge: no running Verge answers at ${url} ($VERGE_API): is Verge running (verge serve)? Say where it is with --api URL, --config FILE or --data DIR\n`,
   );
   const j = await run(['site', 'list', '--json', '--api', url]);
   assert.equal(j.code, 1);
-  assert.match(String(json(j.stdout)['msg']), /no Verge control API/);
+  assert.match(String(json(j.stdout)['msg']), /no running Verge answers at .* \(--api\)/);
 });
 
 describe('--set paths and merge patches', () => {

@@ -36,7 +36,7 @@ function get(
 }
 
 function purge(type: string, values: string[] | undefined, mode?: string) {
-  return admin(adminPort, 'POST', '/purge', {
+  return admin(adminPort, 'POST', '/api/v1/purge', {
     type,
     ...(values ? { values } : {}),
     ...(mode ? { mode } : {}),
@@ -108,7 +108,7 @@ test('purge url: every variant and both schemes of one URL, nothing else', async
   const r = await purge('url', ['http://c.test/v', 'https://f.test/f']);
   assert.equal(r.status, 200, JSON.stringify(r.body));
   assert.deepEqual(r.body['purged'], { 'http://c.test/v': 2, 'https://f.test/f': 2 });
-  assert.equal(r.body['mode'], 'hard');
+  assert.equal((r.body['purge'] as { mode: string }).mode, 'hard');
 
   for (const h of AE) assert.equal((await get('c.test', '/v', h)).headers['x-cache'], 'MISS');
   assert.equal(origin.count('/v'), 4);
@@ -167,7 +167,11 @@ test('purge host: one site (named by an alias too); unknown names are refused', 
   assert.equal((await get('c.test', '/h')).headers['x-cache'], 'HIT');
   const bad = await purge('host', ['nowhere.test']);
   assert.equal(bad.status, 400);
-  assert.equal(bad.body['path'], 'values[0]');
+  assert.equal(bad.body['code'], 'API_BAD_INPUT');
+  assert.deepEqual(
+    (bad.body['errors'] as Array<{ path: string }>).map((e) => e.path),
+    ['values[0]'],
+  );
   assert.match(String(bad.body['msg']), /nowhere\.test/);
 });
 
@@ -187,7 +191,10 @@ test('hard purge refetches in full; soft purge revalidates (If-None-Match, REVAL
   origin.fixed('/hard', 'hard body', { 'cache-control': 'max-age=600', etag: '"h1"' });
   await get('c.test', '/soft');
   await get('c.test', '/hard');
-  assert.equal((await purge('url', ['http://c.test/soft'], 'soft')).body['mode'], 'soft');
+  assert.equal(
+    ((await purge('url', ['http://c.test/soft'], 'soft')).body['purge'] as { mode: string }).mode,
+    'soft',
+  );
   await purge('url', ['http://c.test/hard'], 'hard');
 
   const s = await get('c.test', '/soft');
@@ -237,9 +244,13 @@ describe('disk tier', () => {
       let a = await startAdmin(e);
       for (const p of ['/k', '/s', '/stay']) assert.equal((await at(e, p)).headers['x-cache'], 'MISS');
       await sleep(300); // commits land on disk after the body
-      const r = await admin(a.port, 'POST', '/purge', { type: 'url', values: ['http://k.test/k'] });
+      const r = await admin(a.port, 'POST', '/api/v1/purge', { type: 'url', values: ['http://k.test/k'] });
       assert.deepEqual(r.body['purged'], { 'http://k.test/k': 1 });
-      await admin(a.port, 'POST', '/purge', { type: 'url', values: ['http://k.test/s'], mode: 'soft' });
+      await admin(a.port, 'POST', '/api/v1/purge', {
+        type: 'url',
+        values: ['http://k.test/s'],
+        mode: 'soft',
+      });
       await a.close();
       await e.close();
 
@@ -270,9 +281,11 @@ describe('prefetch', () => {
   test('a list: one origin request per URL, then HITs; the job reports done', async () => {
     const paths = ['/p1', '/p2', '/p3', '/p4', '/p5'];
     for (const p of paths) origin.fixed(p, `pre ${p}`, { 'cache-control': 'max-age=600' });
-    const r = await admin(adminPort, 'POST', '/prefetch', { urls: paths.map((p) => `http://c.test${p}`) });
+    const r = await admin(adminPort, 'POST', '/api/v1/prefetch', {
+      urls: paths.map((p) => `http://c.test${p}`),
+    });
     assert.equal(r.status, 202);
-    assert.match(String(r.body['id']), /^0-[0-9a-f]+$/);
+    assert.match(String(r.body['id']), /^0-[0-9a-z]+-[0-9a-f]+$/);
     const job = await waitJob(adminPort, String(r.body['id']));
     assert.equal(job['total'], 5);
     assert.equal(job['done'], 5);
@@ -289,9 +302,8 @@ describe('prefetch', () => {
     const again = await waitJob(
       adminPort,
       String(
-        (await admin(adminPort, 'POST', '/prefetch', { urls: paths.map((p) => `http://c.test${p}`) })).body[
-          'id'
-        ],
+        (await admin(adminPort, 'POST', '/api/v1/prefetch', { urls: paths.map((p) => `http://c.test${p}`) }))
+          .body['id'],
       ),
     );
     assert.deepEqual(again['cache'], { HIT: 5 });
@@ -299,7 +311,7 @@ describe('prefetch', () => {
 
   test('failures are reported with the status and the Verge error code', async () => {
     origin.fixed('/ok', 'ok', { 'cache-control': 'max-age=600' });
-    const r = await admin(adminPort, 'POST', '/prefetch', {
+    const r = await admin(adminPort, 'POST', '/api/v1/prefetch', {
       urls: ['http://c.test/ok', 'http://c.test/missing', 'http://s.test/down'],
     });
     assert.equal(r.status, 202);
@@ -318,7 +330,7 @@ describe('prefetch', () => {
     const paths = Array.from({ length: 12 }, (_, i) => `/slow${i}`);
     for (const p of paths) origin.fixed(p, p, { 'cache-control': 'max-age=600' }, 150);
     origin.maxInflight = 0;
-    const r = await admin(adminPort, 'POST', '/prefetch', {
+    const r = await admin(adminPort, 'POST', '/api/v1/prefetch', {
       urls: paths.map((p) => `http://c.test${p}`),
       concurrency: 3,
     });

@@ -202,17 +202,18 @@ async function dataInstance(dir: string, from: string): Promise<Instance> {
       // unreadable store (permissions): the default address is what the API most likely uses
     }
   }
-  const start = `verge serve --data ${dir}`;
+  // the default directory is where every mode's API listens by default: no one command to name
+  const start = from === '--data' ? `verge serve --data ${dir}` : undefined;
   const url: Found<URL> = {
     value: connectUrl(listen),
-    from: `the API address of data directory ${abs}`,
-    start,
+    from: `the API address of ${from} ${abs}`,
+    ...(start ? { start } : {}),
   };
   const tokenFile = join(abs, TOKEN_FILE);
   const token = firstLine(tokenFile);
   return token
     ? { url, token: { value: token, from: tokenFile } }
-    : { url, noToken: `${tokenFile} cannot be read (\`${start}\` writes it at start)` };
+    : { url, noToken: `${tokenFile} cannot be read (\`verge serve --data ${dir}\` writes it at start)` };
 }
 
 /** The default data directory: $VERGE_HOME, else ~/.verge. */
@@ -308,9 +309,10 @@ export class ApiClient {
     try {
       return await this.#request<T>(method, path, opts);
     } catch (e) {
-      if (!(e instanceof ApiError) || e.status !== 401 || this.#explicitToken) throw e;
-      // the Verge that answered names where it runs from: use its token if it is this one
+      if (!(e instanceof ApiError) || e.status !== 401) throw e;
       const hint = (e.body as ApiErrorBody & { instance?: InstanceHint }).instance;
+      if (this.#explicitToken) throw this.#refused(e, hint);
+      // the Verge that answered names where it runs from: use its token if it is this one
       const named = hint?.config
         ? await configInstance(hint.config, 'the running Verge').catch(() => undefined)
         : hint?.data
@@ -404,7 +406,7 @@ export class ApiClient {
     const where = `${this.url.origin} (${this.#urlFrom})`;
     if (e.code === 'ECONNREFUSED')
       return new CheckError(
-        `no running Verge answers at ${where}: ${this.#start ? `is \`${this.#start}\` running? ` : 'is Verge running there? '}Say where it is with --api URL, --config FILE or --data DIR.`,
+        `no running Verge answers at ${where}: ${this.#start ? `is \`${this.#start}\` running? ` : 'is Verge running (verge serve)? '}Say where it is with --api URL, --config FILE or --data DIR`,
       );
     return new CheckError(
       `cannot reach Verge at ${where}: ${e.code ?? e.message}. Check the address (--api URL).`,

@@ -48,7 +48,9 @@ export function explainCmd(id: string, values: ConnectionFlags & { log?: string 
       if (rec) return print(rec);
       throw new CheckError(`${asked}; and no request ${id} in the access log ${logFile}`);
     }
-    throw new CheckError(`${asked}. With an access-log file: verge explain ${id} --log FILE`);
+    throw new CheckError(
+      `${asked.replace(/\.$/, '')}. With an access-log file: verge explain ${id} --log FILE`,
+    );
   });
 }
 

@@ -412,8 +412,11 @@ SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 reopens the access
       .option('--wait', 'wait until every live edge applied the purge (the default without --json)')
       .option('--timeout <SECONDS>', 'wait at most this long (1-3600, default 30)')
       .addHelpText('after', examples([example, `${example} --json`]))
-      .action((values: string[] | undefined) =>
-        run(sub, async () => (await import('./jobs.js')).purgeCmd(type, values ?? [], sub.opts())),
+      // `purge all` has no argument: commander then passes the options first
+      .action((...args: unknown[]) =>
+        run(sub, async () =>
+          (await import('./jobs.js')).purgeCmd(type, arg ? (args[0] as string[]) : [], sub.opts()),
+        ),
       );
   }
 

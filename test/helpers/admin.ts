@@ -125,7 +125,7 @@ export async function startAdmin(e: TestEdge): Promise<{ port: number; close(): 
   return { port: a.address.port, close: () => a.close() };
 }
 
-/** Poll a prefetch job until it is done (or `timeoutMs` passes). */
+/** Poll a prefetch job until it is done (or `timeoutMs` passes); returns its `prefetch` progress. */
 export async function waitJob(
   port: number,
   id: string,
@@ -133,9 +133,9 @@ export async function waitJob(
 ): Promise<Record<string, unknown>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const r = await admin(port, 'GET', `/jobs/${id}`);
-    if (r.status !== 200) throw new Error(`GET /jobs/${id}: ${r.status} ${JSON.stringify(r.body)}`);
-    if (r.body['state'] === 'done') return r.body;
+    const r = await admin(port, 'GET', `/api/v1/jobs/${id}`);
+    if (r.status !== 200) throw new Error(`GET /api/v1/jobs/${id}: ${r.status} ${JSON.stringify(r.body)}`);
+    if (r.body['state'] === 'done') return r.body['prefetch'] as Record<string, unknown>;
     if (Date.now() > deadline) throw new Error(`job ${id} not done: ${JSON.stringify(r.body)}`);
     await new Promise((ok) => setTimeout(ok, 100));
   }
