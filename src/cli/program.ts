@@ -613,7 +613,7 @@ the value is JSON when it parses as JSON (8080, true, ["a","b"]), else text (5m,
     .description(
       "API tokens, made directly in the data directory's store (no running Verge needed): the way to the first token.",
     )
-    .addHelpText('after', examples(['TOKEN=$(verge token create ci)', 'verge token list']));
+    .addHelpText('after', examples(['verge token create ci                # TOKEN=$(verge token create ci) in a script', 'verge token list']));
   const tokenCreate = jsonOption(
     dataOption(
       token
@@ -657,8 +657,8 @@ the value is JSON when it parses as JSON (8080, true, ["a","b"]), else text (5m,
     .addHelpText(
       'after',
       `${examples([
-        'source <(verge completion bash)                 # this shell',
         'verge completion bash > /etc/bash_completion.d/verge',
+        'source <(verge completion bash)                 # this shell only',
         'source <(verge completion zsh)                  # zsh: add the line to ~/.zshrc',
       ])}`,
     )
