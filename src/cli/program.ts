@@ -613,7 +613,13 @@ the value is JSON when it parses as JSON (8080, true, ["a","b"]), else text (5m,
     .description(
       "API tokens, made directly in the data directory's store (no running Verge needed): the way to the first token.",
     )
-    .addHelpText('after', examples(['verge token create ci                # TOKEN=$(verge token create ci) in a script', 'verge token list']));
+    .addHelpText(
+      'after',
+      examples([
+        'verge token create ci                # TOKEN=$(verge token create ci) in a script',
+        'verge token list',
+      ]),
+    );
   const tokenCreate = jsonOption(
     dataOption(
       token

@@ -27,7 +27,8 @@ import { clientIp } from './peer.js';
 import type { Runtime } from './runtime.js';
 
 // Request ids: a random per-process prefix plus a counter; unique across restarts and cheap.
-const ID_PREFIX = randomBytes(6).toString('base64url');
+// Never a leading '-': `verge explain -4_hp...` would be read as an option (1 start in 64).
+const ID_PREFIX = randomBytes(6).toString('base64url').replace(/^-/, 'x');
 let idCounter = 0;
 export function nextRequestId(): string {
   idCounter = (idCounter + 1) % Number.MAX_SAFE_INTEGER;
