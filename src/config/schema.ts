@@ -261,6 +261,34 @@ export const siteCacheSchema = z
   .prefault({})
   .describe('Caching rules.');
 
+export const siteWebSocketSchema = z
+  .strictObject({
+    enabled: z
+      .boolean()
+      .default(true)
+      .describe(
+        "Proxy WebSocket handshakes (RFC 6455 over an HTTP/1.1 Upgrade, RFC 8441 over HTTP/2) to the origin with the site's origin settings. Off: a handshake gets 403 WEBSOCKET_DISABLED.",
+      ),
+    idleTimeout: duration(
+      '5m',
+      'Close a WebSocket session (close code 1001 to both sides) when no data flowed in either direction for this long; pings count as data.',
+    ),
+    maxConnections: z
+      .number()
+      .int()
+      .min(1)
+      .default(1000)
+      .describe(
+        'Concurrent WebSocket sessions of this site per edge process, handshakes in progress included; more get 503 WEBSOCKET_TOO_MANY.',
+      ),
+    maxHandshakeSize: size(
+      '16KiB',
+      "Largest handshake response head (status line and headers) taken from the origin; larger is ORIGIN_INVALID_RESPONSE. The visitor's handshake is bounded by edge.limits.maxHeaderSize.",
+    ),
+  })
+  .prefault({})
+  .describe('WebSocket proxying (docs/security.md, "WebSocket").');
+
 export const siteSchema = z
   .strictObject({
     name: siteName.describe(
@@ -323,6 +351,7 @@ export const siteSchema = z
       .describe('HTTPS settings for visitors.'),
     origin: originSchema,
     cache: siteCacheSchema,
+    websocket: siteWebSocketSchema,
   })
   .describe('One site.');
 
@@ -599,3 +628,4 @@ export type SiteConfig = z.output<typeof siteSchema>;
 export type OriginConfig = z.output<typeof originSchema>;
 export type OriginServerConfig = z.output<typeof originServerSchema>;
 export type EdgeConfig = z.output<typeof edgeSchema>;
+export type SiteWebSocketConfig = z.output<typeof siteWebSocketSchema>;

@@ -250,6 +250,36 @@ export const ERRORS = spec({
     explanation: 'The visitor closed the connection before the response was complete. Logged only.',
     fix: 'Nothing to fix on the edge; many such lines for one URL can mean the response is too slow.',
   },
+  WEBSOCKET_BAD_HANDSHAKE: {
+    status: 400,
+    stage: 'accept',
+    source: 'client',
+    retryable: false,
+    msg: 'invalid websocket handshake',
+    explanation:
+      'The request asked for a WebSocket (Upgrade: websocket, or an HTTP/2 extended CONNECT) but broke a rule of RFC 6455 section 4.1 or RFC 8441 section 4: method other than GET (CONNECT over HTTP/2), HTTP/1.0, Upgrade without Connection: Upgrade, a Sec-WebSocket-Key that is not 16 bytes in base64, a Sec-WebSocket-Version other than 13, or a request body. It was refused before reaching the origin; the log line names the rule.',
+    fix: 'Fix the client (browsers always send valid handshakes); a library that speaks an old draft of the protocol must be upgraded to version 13.',
+  },
+  WEBSOCKET_DISABLED: {
+    status: 403,
+    stage: 'access',
+    source: 'client',
+    retryable: false,
+    msg: 'websocket not enabled for this site',
+    explanation:
+      'The request was a WebSocket handshake for a site whose websocket.enabled is false, so Verge refused it before reaching the origin (RFC 6455 section 4.2.2 lets a server refuse a handshake with 403).',
+    fix: 'Set websocket.enabled to true on the site (it is on by default) if its origin serves WebSockets.',
+  },
+  WEBSOCKET_TOO_MANY: {
+    status: 503,
+    stage: 'access',
+    source: 'edge',
+    retryable: true,
+    msg: 'too many websocket connections',
+    explanation:
+      'The site already has websocket.maxConnections WebSocket sessions (handshakes in progress included) open on this edge process, so the handshake was refused before reaching the origin.',
+    fix: 'Raise sites[].websocket.maxConnections if the origin can hold more sessions; many sessions from few addresses in the log usually mean a client that reconnects in a loop without closing.',
+  },
   EDGE_INTERNAL_ERROR: {
     status: 500,
     stage: 'respond',

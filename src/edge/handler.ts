@@ -73,6 +73,11 @@ export interface HandlerDeps {
   onInternalError(err: unknown, id: string): void;
   /** ACME HTTP-01 key authorization for a token (src/control/acme.ts puts them in the store) */
   challenge?: (token: string) => string | undefined;
+  /**
+   * WebSocket handshakes (src/edge/websocket.ts): called after the access phase with the origin-form
+   * path; true when it took the request (proxied or refused), false for every other request.
+   */
+  upgrade?: (ctx: RequestContext, path: string) => boolean;
 }
 
 /** RFC 8555 section 8.3: the HTTP-01 challenge path, answered on the HTTP port. */
@@ -193,7 +198,9 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
     fail(ctx, deps, 'CLIENT_BODY_TOO_LARGE', { contentLength: Number(cl) }, true);
     return;
   }
-  if (ctx.httpVersion === '2.0') armH2RequestTimeout(ctx, deps, rt.config.edge.limits.requestTimeout);
+  // An extended CONNECT stream (RFC 8441) is a WebSocket session, not a request body: no deadline.
+  if (ctx.httpVersion === '2.0' && req.method !== 'CONNECT')
+    armH2RequestTimeout(ctx, deps, rt.config.edge.limits.requestTimeout);
 
   // route
   ctx.phase = 'route';
@@ -237,6 +244,10 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
   }
 
   // access: nothing configured yet.
+
+  // A WebSocket handshake (RFC 6455 section 4, RFC 8441) is routed, redirected and let through
+  // like any request, then leaves before the cache: src/edge/websocket.ts proxies it.
+  if (deps.upgrade?.(ctx, checked.path)) return;
 
   const method = req.method ?? 'GET';
   // cache (phase 5): GET and HEAD on a caching site; everything else goes to the origin as is
@@ -526,7 +537,7 @@ function abortResponse(res: VisitorResponse): void {
 }
 
 /** Request headers for the origin, as undici's flat array; X-Request-Id first (see pull.ts). */
-function forwardHeaders(ctx: RequestContext, hostHeader: string): string[] {
+export function forwardHeaders(ctx: RequestContext, hostHeader: string): string[] {
   const req = ctx.req;
   const out = ['x-request-id', ctx.id, 'host', hostHeader];
   const raw = req.rawHeaders;
@@ -562,7 +573,7 @@ function forwardHeaders(ctx: RequestContext, hostHeader: string): string[] {
 /** responseHeaders() as the cache's hit fast path takes it (it builds a template from it). */
 const finalHeaders: FinalHeaders = (ctx, h) => responseHeaders(ctx, h as IncomingHttpHeaders);
 
-function responseHeaders(ctx: RequestContext, h: IncomingHttpHeaders): OutgoingHttpHeaders {
+export function responseHeaders(ctx: RequestContext, h: IncomingHttpHeaders): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   const conn = connectionTokens(h.connection);
   for (const name in h) {

@@ -28,6 +28,7 @@ export class EdgeMetrics {
   readonly #errors = new Map<string, number>();
   #cache: CacheStore | undefined;
   #certs: () => Array<{ site: string; notAfter: number }> = () => [];
+  #webSockets: () => Iterable<[string, number]> = () => [];
 
   constructor() {
     const tally = this.#tally;
@@ -117,6 +118,17 @@ export class EdgeMetrics {
         for (const c of certs()) this.set({ site: c.site }, c.notAfter <= soon ? 1 : 0);
       },
     });
+    const webSockets = () => this.#webSockets();
+    new Gauge({
+      name: 'verge_websocket_connections',
+      help: 'Open WebSocket sessions per site (handshakes in progress included), the number websocket.maxConnections caps.',
+      labelNames: ['site'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [site, n] of webSockets()) this.set({ site }, n);
+      },
+    });
     const tiers = (): Array<[string, StoreStats]> => {
       const store = this.#cache;
       if (!store) return [];
@@ -173,6 +185,11 @@ export class EdgeMetrics {
   /** The sites' certificates, read when scraped. */
   useCertificates(fn: () => Array<{ site: string; notAfter: number }>): void {
     this.#certs = fn;
+  }
+
+  /** Open WebSocket sessions by site, read when scraped. */
+  useWebSockets(fn: () => Iterable<[string, number]>): void {
+    this.#webSockets = fn;
   }
 
   useStore(store: CacheStore | undefined): void {

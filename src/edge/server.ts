@@ -20,6 +20,7 @@ import { createHandler, nextRequestId } from './handler.js';
 import { CERT_WARNING_MS, EdgeMetrics } from './metrics.js';
 import { peerAddress } from './peer.js';
 import { Runtime } from './runtime.js';
+import { WebSocketProxy } from './websocket.js';
 
 export interface EdgeOptions {
   logger: Logger;
@@ -67,12 +68,25 @@ export class Edge {
   #draining = false;
   #cache: EdgeCache | undefined;
   readonly #metrics = new EdgeMetrics();
+  /** WebSocket handshakes and sessions (src/edge/websocket.ts) */
+  readonly #ws: WebSocketProxy;
 
   constructor(config: ResolvedConfig, opts: EdgeOptions) {
     this.#log = opts.logger;
     this.#accessLog = opts.accessLog;
     this.#challenge = opts.challenge;
     this.#runtime = new Runtime(config, this.#pools, this.#health);
+    this.#ws = new WebSocketProxy({
+      runtime: () => this.#runtime,
+      accessLog: this.#accessLog,
+      metrics: this.#metrics,
+      log: this.#log,
+    });
+  }
+
+  /** open WebSocket sessions */
+  get webSockets(): number {
+    return this.#ws.size;
   }
 
   /** request and cache counters (GET /metrics on the admin endpoint) */
@@ -132,6 +146,7 @@ export class Edge {
       onInternalError: (err: unknown, id: string) =>
         this.#log.error({ err, id }, 'internal error while handling a request'),
       ...(this.#challenge ? { challenge: this.#challenge } : {}),
+      upgrade: this.#ws.take,
     };
     const httpHandler = this.#track(createHandler(deps, 'http'));
     const httpsHandler = this.#track(createHandler(deps, 'https'));
@@ -150,6 +165,7 @@ export class Edge {
         httpHandler,
       );
       this.#setupH1(server);
+      server.on('upgrade', this.#ws.upgradeListener(httpHandler));
       this.#httpServers.push(server);
       await listen(server, parseListen(addr));
     }
@@ -161,7 +177,8 @@ export class Edge {
       const s = http2.createSecureServer(
         {
           allowHTTP1: true,
-          settings: { maxConcurrentStreams: limits.http2MaxStreams },
+          // enableConnectProtocol: WebSocket over HTTP/2 (RFC 8441 section 3)
+          settings: { maxConcurrentStreams: limits.http2MaxStreams, enableConnectProtocol: true },
           maxSessionMemory: 16,
         },
         httpsHandler,
@@ -173,6 +190,8 @@ export class Edge {
       });
       // HTTP/1.1 connections on the HTTP/2 server use the http module's machinery.
       this.#setupH1(s as unknown as http.Server);
+      s.on('upgrade', this.#ws.upgradeListener(httpsHandler));
+      s.on('connect', this.#ws.connectListener(httpsHandler));
       // This server never listens (connections are handed to it), but the http module only
       // starts its header/request-timeout checks on 'listening'. Node sets the check interval to
       // 30 s for HTTP/1.1 on an HTTP/2 server (and ignores the option); at that period a 1 s or
@@ -441,6 +460,8 @@ export class Edge {
     while (this.#conns.size > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
     }
+    // WebSocket sessions run until the deadline, then get a close frame (1001) each way.
+    await this.#ws.closeAll(1000);
     for (const socket of this.#conns.keys()) socket.destroy();
     for (const session of this.#h2Sessions) session.destroy();
     await Promise.all(closed);
@@ -460,6 +481,7 @@ export class Edge {
     for (const s of [...this.#httpServers, ...this.#tlsListeners]) s.close();
     for (const session of this.#h2Sessions) session.destroy();
     for (const socket of this.#conns.keys()) socket.destroy();
+    this.#ws.destroyAll();
     await this.#pools.destroyAll();
     await this.#cache?.close().catch(() => undefined);
     this.#accessLog.flush();
