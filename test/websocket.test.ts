@@ -656,10 +656,18 @@ describe('WebSocket: misbehaving origins never take the edge down', () => {
     assert.equal(rec.error?.code, 'CLIENT_ABORTED');
   });
 
-  test('after all of it the edge still answers', async () => {
+  test('after all of it the edge still answers, and every connection slot was given back', async () => {
     const res = await request(`http://127.0.0.1:${edge.httpPort}/plain`, { headers: { host: 'evil.test' } });
     assert.equal(res.status, 200);
     assert.equal(res.body.toString(), 'plain GET ');
+    await within(
+      (async () => {
+        while (edge.edge.webSockets > 0) await new Promise((r) => setTimeout(r, 20));
+      })(),
+      5000,
+      'sessions closed',
+    );
+    assert.doesNotMatch(await edge.edge.metrics.text(), /^verge_websocket_connections\{/m);
   });
 });
 

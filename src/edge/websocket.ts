@@ -223,8 +223,18 @@ export class WebSocketProxy {
       return true;
     }
     this.#perSite.set(site.name, open + 1);
+    // the slot is given back once, whichever way the handshake or the session ends
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      const n = (this.#perSite.get(site.name) ?? 1) - 1;
+      if (n <= 0) this.#perSite.delete(site.name);
+      else this.#perSite.set(site.name, n);
+    };
     ctx.phase = 'origin';
-    this.#proxy(ctx, p, site, path).catch((err: unknown) => {
+    this.#proxy(ctx, p, site, path, release).catch((err: unknown) => {
+      release();
       this.#deps.log.error({ err, id: ctx.id }, 'internal error while proxying a WebSocket');
       // this handler must not throw: a rejection here would end the process
       try {
@@ -237,17 +247,12 @@ export class WebSocketProxy {
     return true;
   };
 
-  #release(site: string): void {
-    const n = (this.#perSite.get(site) ?? 1) - 1;
-    if (n <= 0) this.#perSite.delete(site);
-    else this.#perSite.set(site, n);
-  }
-
   async #proxy(
     ctx: RequestContext,
     p: Extract<Pending, { kind: 'h1' | 'h2' }>,
     site: CompiledSite,
     path: string,
+    release: () => void,
   ): Promise<void> {
     const visitor: Duplex = p.kind === 'h1' ? p.socket : p.stream;
     const abort: Abort = { gone: false };
@@ -269,7 +274,7 @@ export class WebSocketProxy {
     try {
       answer = await originHandshake(ctx, site, path, headers, key, abort);
     } catch (err) {
-      this.#release(site.name);
+      release();
       if (abort.gone) return; // the response's close logs CLIENT_ABORTED
       const verr = err instanceof VergeError ? err : toVergeError(err, false, {});
       refuse(ctx, verr.code, { ...verr.detail, nodeCode: verr.nodeCode, cause: causeOf(verr) });
@@ -279,7 +284,7 @@ export class WebSocketProxy {
       abort.cancel = undefined;
     }
     if (answer.kind === 'response') {
-      this.#release(site.name);
+      release();
       if (abort.gone) {
         answer.res.destroy();
         return;
@@ -299,7 +304,7 @@ export class WebSocketProxy {
     const { origin, head: originHead, res: originRes } = answer;
     if (abort.gone || visitor.destroyed) {
       origin.destroy();
-      this.#release(site.name);
+      release();
       return;
     }
     const out = responseHeaders(ctx, originRes.headers);
@@ -322,7 +327,7 @@ export class WebSocketProxy {
         p.stream.respond({ ...out, ':status': 200 });
       } catch (err) {
         origin.destroy();
-        this.#release(site.name);
+        release();
         ctx.phase = 'respond';
         refuse(ctx, 'ORIGIN_INVALID_RESPONSE', {
           reason: `response headers not valid over HTTP/2: ${String(err)}`,
@@ -331,9 +336,10 @@ export class WebSocketProxy {
       }
       this.#h2Open(p.stream.session);
     }
-    const session = new Session(ctx, site.name, visitor, origin, site.config.websocket.idleTimeout, (s) =>
-      this.#ended(s, p),
-    );
+    const session = new Session(ctx, visitor, origin, site.config.websocket.idleTimeout, (s) => {
+      release();
+      this.#ended(s, p);
+    });
     this.#sessions.add(session);
     session.start(p.kind === 'h1' ? p.head : Buffer.alloc(0), originHead);
     if (this.#closing) session.edgeClose('the edge is shutting down');
@@ -341,7 +347,6 @@ export class WebSocketProxy {
 
   #ended(s: Session, p: Extract<Pending, { kind: 'h1' | 'h2' }>): void {
     this.#sessions.delete(s);
-    this.#release(s.site);
     if (p.kind === 'h2') this.#h2Closed(p.stream.session);
     this.#logSession(s);
   }
@@ -910,7 +915,6 @@ class Pipe {
 /** One proxied WebSocket: a visitor socket (or HTTP/2 stream) and an origin socket. */
 class Session {
   readonly ctx: RequestContext;
-  readonly site: string;
   readonly #visitor: Duplex;
   readonly #origin: net.Socket;
   readonly #idleMs: number;
@@ -929,14 +933,12 @@ class Session {
 
   constructor(
     ctx: RequestContext,
-    site: string,
     visitor: Duplex,
     origin: net.Socket,
     idleMs: number,
     onDone: (s: Session) => void,
   ) {
     this.ctx = ctx;
-    this.site = site;
     this.#visitor = visitor;
     this.#origin = origin;
     this.#idleMs = idleMs;
