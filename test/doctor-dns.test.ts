@@ -6,7 +6,8 @@ import { describe, test } from 'node:test';
 import { type SiteConfig, siteSchema } from '../src/config/schema.js';
 import { dnsCheck } from '../src/doctor/dns.js';
 import { edgeCertCheck } from '../src/doctor/edge-cert.js';
-import type { DoctorContext, DoctorSite, Finding } from '../src/doctor/types.js';
+import { fixCommands } from '../src/doctor/fixes.js';
+import type { DoctorContext, DoctorSite, Finding, Fix } from '../src/doctor/types.js';
 import { createLeaf } from '../src/tls/pki.js';
 import { type DnsServer, startDnsServer, type Zone } from './helpers/dns-server.js';
 import { leafFor, selfSignedFor, testCa } from './helpers/pki.js';
@@ -58,8 +59,13 @@ function only(findings: Finding[], code: string): Finding {
   return found[0]!;
 }
 
+/** The first command of a fix. */
+function cmd(f: Fix | undefined): string | undefined {
+  return f ? fixCommands(f)[0] : undefined;
+}
+
 function fixText(f: Finding): string {
-  return (f.fix ?? []).map((x) => `${x.summary} ${x.command ?? ''}`).join('\n');
+  return (f.fix ?? []).map((x) => `${x.summary} ${fixCommands(x).join(' ')}`).join('\n');
 }
 
 async function withDns<T>(z: Zone, fn: (s: DnsServer) => Promise<T>, opts = {}): Promise<T> {
@@ -322,9 +328,30 @@ describe('edgeCertCheck', () => {
     const f = only(await edgeCertCheck({ config: site('www.shop.test') }, now()), 'EDGE_CERT_MISSING');
     assert.equal(f.severity, 'info');
     assert.match(f.explanation ?? '', /TLS error/);
-    assert.equal(f.fix?.[0]?.command, 'verge site edit www.shop.test --set tls.acme=true');
+    assert.equal(cmd(f.fix?.[0]), 'verge site edit www.shop.test --set tls.acme=true');
     assert.deepEqual(f.fix?.[0]?.settings, { 'tls.acme': true });
-    assert.match(f.fix?.[1]?.command ?? '', /^verge cert add www\.shop\.test --cert FILE --key FILE/);
+    assert.match(cmd(f.fix?.[1]) ?? '', /^verge cert add www\.shop\.test --cert FILE --key FILE/);
+  });
+
+  test('EDGE_CERT_MISSING in file mode: a YAML edit naming certificate files, no ACME (a control-plane feature)', async () => {
+    const f = only(
+      await edgeCertCheck(
+        { config: site('www.shop.test') },
+        { ...now(), target: { mode: 'file', configFile: 'verge.yaml' } },
+      ),
+      'EDGE_CERT_MISSING',
+    );
+    assert.equal(f.fix?.length, 1);
+    assert.ok(!JSON.stringify(f.fix).includes('acme'), JSON.stringify(f.fix));
+    const step = f.fix?.[0]?.steps.at(-1);
+    assert.equal(step?.kind, 'config');
+    assert.ok(step?.kind === 'config');
+    assert.equal(step.file, 'verge.yaml');
+    assert.equal(step.command, undefined);
+    assert.equal(
+      step.yaml,
+      'sites:\n  - name: www.shop.test\n    tls:\n      cert: www.shop.test.crt\n      key: www.shop.test.key',
+    );
   });
 
   test('EDGE_CERT_MISSING: an ACME site whose certificate was not issued yet is a warning', async () => {
@@ -353,7 +380,7 @@ describe('edgeCertCheck', () => {
     const f = only(findings, 'EDGE_CERT_NAME_NOT_COVERED');
     assert.equal(f.severity, 'fail');
     assert.deepEqual(f.evidence?.['uncovered'], ['shop.test', 'a.b.shop.test']);
-    assert.equal(f.fix?.[0]?.command, 'verge cert add shop --cert FILE --key FILE --replace');
+    assert.equal(cmd(f.fix?.[0]), 'verge cert add shop --cert FILE --key FILE --replace');
     assert.match(fixText(f), /remove shop\.test, a\.b\.shop\.test from the site's names/);
   });
 
@@ -413,7 +440,7 @@ describe('edgeCertCheck', () => {
     const self = await selfSignedFor(names);
     const findings = await edgeCertCheck({ config: site('www.shop.test', stored), ...self }, now());
     assert.deepEqual(codes(findings), ['EDGE_CERT_SELF_SIGNED']);
-    assert.equal(findings[0]!.fix?.[0]?.command, 'verge site edit www.shop.test --set tls.acme=true');
+    assert.equal(cmd(findings[0]!.fix?.[0]), 'verge site edit www.shop.test --set tls.acme=true');
   });
 
   test('EDGE_CERT_UNREADABLE: garbage instead of a certificate', async () => {

@@ -5,11 +5,20 @@ import assert from 'node:assert/strict';
 import type http from 'node:http';
 import { after, describe, test } from 'node:test';
 import { type SiteConfig, siteSchema } from '../src/config/schema.js';
+import { fixCommands } from '../src/doctor/fixes.js';
 import { originWarnings, runDoctor } from '../src/doctor/index.js';
 import { buildMatrix } from '../src/doctor/matrix.js';
 import type { OriginFacts, ServerFacts } from '../src/doctor/probe.js';
 import { renderJson, renderText } from '../src/doctor/render.js';
-import type { DoctorContext, DoctorReport, DoctorSite, Finding, MatrixRow } from '../src/doctor/types.js';
+import type {
+  DoctorContext,
+  DoctorReport,
+  DoctorSite,
+  Finding,
+  Fix,
+  MatrixRow,
+} from '../src/doctor/types.js';
+import { createCa, createLeaf } from '../src/tls/pki.js';
 import { nginxAvailable, startNginx } from './helpers/nginx.js';
 import { freePort, httpOrigin, type ScriptedOrigin, tlsOrigin } from './helpers/origins.js';
 import { leafFor, selfSignedFor, testCa } from './helpers/pki.js';
@@ -44,6 +53,11 @@ function find(r: DoctorReport | Finding[], code: string): Finding {
   const f = list.find((x) => x.code === code);
   assert.ok(f, `finding ${code} present; got ${list.map((x) => `${x.code}:${x.severity}`).join(', ')}`);
   return f;
+}
+
+/** The first command of a fix (a shell command, or the `verge site edit` of a settings step). */
+function cmd(f: Fix | undefined): string | undefined {
+  return f ? fixCommands(f)[0] : undefined;
 }
 
 function codes(r: DoctorReport | Finding[]): string[] {
@@ -84,14 +98,35 @@ describe('the story: follow + verify, origin only on HTTP', () => {
     assert.equal(v.check, 'matrix');
     const fixes = v.fix ?? [];
     assert.equal(fixes[0]?.secure, true, 'the secure fix comes first');
-    assert.equal(
-      fixes[0]?.command,
-      `verge origin-cert issue ${NAME} && verge site edit ${NAME} --set origin.protocol=https --set origin.verify=true --set origin.ca=verge`,
+    // in a safe order: the certificate, nginx, a check, and only then the switch
+    const steps = fixes[0]?.steps ?? [];
+    assert.deepEqual(
+      steps.map((x) => x.kind),
+      ['run', 'nginx', 'check', 'config'],
     );
-    assert.match(fixes[0]?.nginx ?? '', new RegExp(`listen ${closed} ssl;`));
-    const plain = fixes.find((f) => f.command === `verge site edit ${NAME} --set origin.protocol=http`);
+    assert.deepEqual(fixCommands(fixes[0]!), [
+      `verge origin-cert issue ${NAME} --out /etc/nginx/ssl`,
+      `verge doctor ${NAME}`,
+      `verge site edit ${NAME} --set origin.protocol=https --set origin.verify=true --set origin.ca=verge`,
+    ]);
+    const nginx = steps[1];
+    assert.ok(nginx?.kind === 'nginx');
+    assert.deepEqual(nginx.remove, [], 'nothing listens on the port: nothing to replace');
+    assert.equal(nginx.add[0], `listen ${closed} ssl;`);
+    const check = steps[2];
+    assert.ok(check?.kind === 'check');
+    assert.equal(check.expect, 'ORIGIN_CA_READY');
+    const plain = fixes.find((f) => cmd(f) === `verge site edit ${NAME} --set origin.protocol=http`);
     assert.ok(plain, 'HTTP pull is recommended too');
     assert.equal(plain.secure, false, 'and labelled insecure');
+
+    // one problem: what HTTPS visitors get and the refused port are the same cause
+    assert.equal(r.problems.length, 1, JSON.stringify(r.problems.map((p) => p.codes)));
+    assert.deepEqual(r.problems[0]?.codes, ['ORIGIN_HTTPS_PORT_REFUSED', 'VISITOR_HTTPS_FAILS']);
+    assert.deepEqual(r.problems[0]?.visitors, {
+      http: '200 (pulled over http)',
+      https: '502 ORIGIN_CONNECTION_REFUSED (this problem)',
+    });
 
     const port = find(r, 'ORIGIN_HTTPS_PORT_REFUSED');
     assert.equal(port.severity, 'fail');
@@ -116,8 +151,42 @@ describe('the story: follow + verify, origin only on HTTP', () => {
 
     const text = renderText(r);
     assert.equal(text.split('\n')[0], r.verdict);
-    assert.match(text, /FAIL {2}HTTPS visitors get 502 ORIGIN_CONNECTION_REFUSED/);
-    assert.match(text, /pull over plain HTTP .*\(insecure\)/i);
+    const body = text.split('\n').slice(1).join('\n');
+    assert.equal(
+      body.split(`refuses connections on port ${closed}`).length - 1,
+      1,
+      `the cause is printed once below the verdict:\n${text}`,
+    );
+    assert.match(
+      body,
+      new RegExp(
+        `FAIL {2}Problem 1: Origin 127\\.0\\.0\\.1 refuses connections on port ${closed} {2}\\[ORIGIN_HTTPS_PORT_REFUSED, VISITOR_HTTPS_FAILS\\]\n {6}HTTP visitors get 200 \\(pulled over http\\); HTTPS visitors get 502 ORIGIN_CONNECTION_REFUSED \\(this problem\\)\\.`,
+      ),
+    );
+    assert.match(text, /Fix 2 \(insecure\): Pull over plain HTTP/);
+    // the steps in the order of the JSON, numbered
+    const at = (needle: string) => {
+      const i = text.indexOf(needle);
+      assert.ok(i >= 0, `${needle} printed`);
+      return i;
+    };
+    const order = [
+      `1. Issue a certificate for ${NAME}`,
+      `verge origin-cert issue ${NAME} --out /etc/nginx/ssl`,
+      `2. On the origin, in the nginx server { } block of ${NAME}, add TLS on port ${closed}`,
+      `listen ${closed} ssl;`,
+      'nginx -t && nginx -s reload',
+      '3. Check that a verified HTTPS pull from the origin works now',
+      `verge doctor ${NAME}\n`,
+      'it must report ORIGIN_CA_READY',
+      '4. Then switch the site to verified HTTPS pulls',
+      `verge site edit ${NAME} --set origin.protocol=https --set origin.verify=true --set origin.ca=verge`,
+    ].map(at);
+    assert.deepEqual(
+      order,
+      [...order].sort((a, b) => a - b),
+      'printed in order',
+    );
     assert.match(text, /> +follow +on +200 +502 ORIGIN_CONNECTION_REFUSED/);
     const json = JSON.parse(renderJson(r)) as DoctorReport;
     assert.deepEqual(codes(json), codes(r));
@@ -205,7 +274,20 @@ describe('TLS failures on the HTTPS port', () => {
       f.summary,
       new RegExp(`^Port ${plainOnTls.port} of origin 127\\.0\\.0\\.1 speaks plain HTTP, not TLS`),
     );
-    assert.match(f.fix?.[0]?.nginx ?? '', new RegExp(`listen ${plainOnTls.port} ssl;\\nssl_certificate `));
+    // the plain `listen PORT;` must be replaced, not kept beside the new one ("duplicate listen")
+    const nginx = f.fix?.[0]?.steps.find((x) => x.kind === 'nginx');
+    assert.ok(nginx?.kind === 'nginx');
+    assert.deepEqual(nginx.remove, [`listen ${plainOnTls.port};`]);
+    assert.deepEqual(nginx.add.slice(0, 2), [
+      `listen ${plainOnTls.port} ssl;`,
+      `ssl_certificate     /etc/nginx/ssl/${NAME}.crt;`,
+    ]);
+    assert.match(
+      renderText(r),
+      new RegExp(
+        `replace these lines:\\n +listen ${plainOnTls.port};\\n +with these:\\n +listen ${plainOnTls.port} ssl;`,
+      ),
+    );
     assert.equal(row(r.matrix, 'https', true).httpsVisitor.code, 'ORIGIN_TLS_HANDSHAKE_FAILED');
     assert.equal(row(r.matrix, 'https', true).httpVisitor.code, 'ORIGIN_TLS_HANDSHAKE_FAILED');
     assert.match(
@@ -224,14 +306,18 @@ describe('TLS failures on the HTTPS port', () => {
     assert.equal(f.evidence?.['edgeCode'], 'ORIGIN_CERT_UNTRUSTED');
     assert.equal(f.evidence?.['trustStore'], 'system');
     assert.equal(f.fix?.[0]?.secure, true);
-    assert.match(f.fix?.[0]?.command ?? '', /^verge origin-cert issue /);
+    assert.match(cmd(f.fix?.[0]) ?? '', /^verge origin-cert issue /);
     const off = f.fix?.find((x) => x.settings?.['origin.verify'] === false);
     assert.ok(off);
     assert.equal(off.secure, false);
-    assert.equal(off.command, `verge site edit ${NAME} --set origin.verify=false`);
+    assert.equal(cmd(off), `verge site edit ${NAME} --set origin.verify=false`);
+    // the certificate is on the port already: the nginx edit swaps the certificate lines
+    const nginx = f.fix?.[0]?.steps.find((x) => x.kind === 'nginx');
+    assert.ok(nginx?.kind === 'nginx');
+    assert.deepEqual(nginx.remove, ['ssl_certificate ...;', 'ssl_certificate_key ...;']);
     assert.equal(row(r.matrix, 'https', true).httpsVisitor.code, 'ORIGIN_CERT_UNTRUSTED');
     assert.equal(row(r.matrix, 'https', false).httpsVisitor.status, 200);
-    assert.match(renderText(r), /Turn certificate verification off.*\(insecure\)/);
+    assert.match(renderText(r), /Fix \d \(insecure\): Turn certificate verification off/);
 
     // the same origin with verify off: it works, with warnings
     const r2 = await runDoctor({ config: siteConfig({ protocol: 'https', verify: false, ports }) }, ctx());
@@ -268,7 +354,7 @@ describe('TLS failures on the HTTPS port', () => {
     assert.match(mm.summary, /does not cover www\.example\.com \(it covers default\.example\.net\)/);
     const trap = find(r, 'TRAP_SNI_OTHER_VHOST');
     assert.equal(trap.severity, 'fail');
-    assert.equal(trap.fix?.[0]?.command, `verge site edit ${NAME} --set origin.sni=${NAME}`);
+    assert.equal(cmd(trap.fix?.[0]), `verge site edit ${NAME} --set origin.sni=${NAME}`);
     assert.equal(row(r.matrix, 'https', true).httpsVisitor.code, 'ORIGIN_CERT_NAME_MISMATCH');
 
     // the default SNI (the site name) picks the right certificate
@@ -296,7 +382,7 @@ describe('TLS failures on the HTTPS port', () => {
     assert.equal(find(r, 'ORIGIN_CERT_NAME_MISMATCH').severity, 'fail');
     const trap = find(r, 'TRAP_SNI_OTHER_VHOST');
     assert.match(trap.summary, /has no HTTPS virtual host for www\.example\.com/);
-    assert.match(trap.fix?.[0]?.command ?? '', /^verge origin-cert issue www\.example\.com && /);
+    assert.match(cmd(trap.fix?.[0]) ?? '', /^verge origin-cert issue www\.example\.com --out /);
     assert.equal(trap.fix?.[1]?.settings?.['origin.verifyName'], 'other.example.net');
   });
 
@@ -348,7 +434,7 @@ describe('TLS failures on the HTTPS port', () => {
     assert.equal(f.severity, 'fail');
     assert.match(f.summary, /Verge verifies the name origin\.internal\.example/);
     assert.equal(
-      f.fix?.[0]?.command,
+      cmd(f.fix?.[0]),
       `verge site edit ${NAME} --set origin.verifyName=${NAME} --set origin.sni=${NAME}`,
     );
     assert.ok(!codes(r).includes('TRAP_SNI_OTHER_VHOST'), 'one explanation per problem');
@@ -383,7 +469,7 @@ describe('traps', () => {
       /^Redirect loop: Verge pulls over HTTP and origin 127\.0\.0\.1 answers 301 to https:\/\/www\.example\.com\//,
     );
     assert.equal(loop.fix?.[0]?.secure, true);
-    assert.match(loop.fix?.[0]?.command ?? '', /origin-cert issue/);
+    assert.match(cmd(loop.fix?.[0]) ?? '', /origin-cert issue/);
     assert.equal(row(r.matrix, 'http', true).httpsVisitor.code, 'TRAP_REDIRECT_LOOP');
     assert.equal(row(r.matrix, 'http', true).httpVisitor.code, 'TRAP_REDIRECT_LOOP');
 
@@ -391,7 +477,7 @@ describe('traps', () => {
     assert.equal(cached.severity, 'warn');
     assert.match(cached.summary, /caches for 3600 s/);
     assert.deepEqual(
-      cached.fix?.map((f) => f.command),
+      cached.fix?.map((f) => cmd(f)),
       [`verge purge url http://${NAME}/ https://${NAME}/`, `verge purge host ${NAME}`],
     );
   });
@@ -583,4 +669,185 @@ test('a site without a certificate: HTTPS visitors get a TLS alert, not an origi
     'the origin is not blamed',
   );
   assert.match(renderText(r), /TLS alert \(no certificate\)/);
+});
+
+describe('fixes follow the cause and the place the user works in', () => {
+  test('an origin name that does not resolve: the fixes are DNS ones, not the origin CA', async () => {
+    const site: DoctorSite = {
+      config: siteConfig({
+        servers: [{ host: 'origin.does-not-exist.invalid' }],
+        protocol: 'follow',
+        verify: true,
+      }),
+    };
+    const r = await runDoctor(site, ctx());
+    assert.equal(find(r, 'ORIGIN_HOST_UNRESOLVED').severity, 'fail');
+    for (const code of ['VISITOR_HTTPS_FAILS', 'VISITOR_HTTP_FAILS']) {
+      const v = find(r, code);
+      const text = JSON.stringify(v.fix);
+      assert.ok(!/origin-cert|origin CA/i.test(text), `${code} offers the origin CA: ${text}`);
+      assert.match(v.fix?.[0]?.summary ?? '', /DNS record of origin\.does-not-exist\.invalid/);
+    }
+    // one cause, both visitors
+    assert.equal(r.problems.length, 1, JSON.stringify(r.problems.map((p) => p.codes)));
+    assert.deepEqual(r.problems[0]?.visitors, {
+      http: '502 ORIGIN_DNS_FAILED (this problem)',
+      https: '502 ORIGIN_DNS_FAILED (this problem)',
+    });
+    assert.equal(r.problems[0]?.fix.length, 2);
+    assert.equal(
+      cmd(r.problems[0]?.fix[1]),
+      `verge site edit ${NAME} --set origin.servers[0].host=ORIGIN_IP`,
+    );
+    assert.match(r.verdict, /Fix: fix the DNS record of origin\.does-not-exist\.invalid/);
+  });
+
+  test('a site pulling over plain HTTP: "All good" with advice, the secure setup as numbered steps', async () => {
+    const web = keep(await httpOrigin(ok200));
+    const closed = await freePort();
+    const r = await runDoctor(
+      { config: siteConfig({ protocol: 'http', ports: { http: web.port, https: closed } }) },
+      ctx(),
+    );
+    assert.equal(r.ok, true);
+    const f = find(r, 'ORIGIN_PULL_PLAIN_HTTP');
+    assert.equal(f.severity, 'advice');
+    assert.match(
+      r.verdict,
+      /^All good: HTTP visitors get 200, HTTPS visitors get 200\. Advice: the hop from Verge to the origin is not encrypted/,
+    );
+    assert.equal(r.problems.length, 1);
+    assert.equal(r.problems[0]?.severity, 'advice');
+    const fix = r.problems[0]?.fix[0];
+    assert.equal(fix?.secure, true);
+    assert.deepEqual(
+      fix?.steps.map((x) => x.kind),
+      ['run', 'nginx', 'check', 'config'],
+    );
+    const text = renderText(r);
+    assert.match(text, /\nADVICE {2}The hop from Verge to the origin is not encrypted/);
+    assert.match(text, /Fix 1: Give the origin a certificate from Verge's origin CA/);
+    // advice is not a warning: saving the site shows nothing
+    assert.deepEqual(
+      await originWarnings(
+        { config: siteConfig({ protocol: 'http', ports: { http: web.port, https: closed } }) },
+        ctx(),
+      ),
+      [],
+    );
+  });
+
+  test('a certificate from a CA of your own: "trust your own CA with origin.ca" is a numbered fix', async () => {
+    const web = keep(await httpOrigin(ok200));
+    // issued by the test CA, which the system does not trust
+    const tlsO = keep(await tlsOrigin({ cert: await leafFor(NAME), handler: ok200 }));
+    const config = siteConfig({
+      protocol: 'https',
+      verify: true,
+      ports: { http: web.port, https: tlsO.port },
+    });
+    const r = await runDoctor({ config }, ctx());
+    assert.equal(find(r, 'ORIGIN_CERT_UNTRUSTED').severity, 'fail');
+    const fixes = r.problems[0]?.fix ?? [];
+    const own = fixes.findIndex((f) => /^Trust your own CA \(.+\) with origin\.ca$/.test(f.summary));
+    assert.ok(own >= 0, fixes.map((f) => f.summary).join(' | '));
+    assert.equal(fixes[own]?.secure, true);
+    assert.equal(
+      cmd(fixes[own]),
+      `verge site edit ${NAME} --set "origin.ca=$(cat /etc/verge/origin-ca.pem)"`,
+    );
+    assert.match(renderText(r), new RegExp(`Fix ${own + 1}: Trust your own CA`));
+
+    // in file mode: the YAML key
+    const rf = await runDoctor({ config }, ctx({ target: { mode: 'file', configFile: 'verge.yaml' } }));
+    const ownF = rf.problems[0]?.fix.find((f) => f.summary.startsWith('Trust your own CA'));
+    const step = ownF?.steps.find((x) => x.kind === 'config');
+    assert.ok(step?.kind === 'config');
+    assert.equal(step.yaml, `sites:\n  - name: ${NAME}\n    origin:\n      ca: /etc/verge/origin-ca.pem`);
+  });
+
+  test('file mode: every change is a YAML edit of the file, verge commands carry --config (and --data)', async () => {
+    const web = keep(await httpOrigin(ok200));
+    const plainOnTls = keep(await httpOrigin(ok200));
+    const r = await runDoctor(
+      {
+        config: siteConfig({
+          protocol: 'follow',
+          verify: true,
+          ports: { http: web.port, https: plainOnTls.port },
+        }),
+      },
+      ctx({ target: { mode: 'file', configFile: '/etc/verge/verge.yaml', dataDir: '/var/lib/verge' } }),
+    );
+    const all = [...r.findings.flatMap((f) => f.fix ?? []), ...r.problems.flatMap((p) => p.fix)];
+    assert.ok(all.length > 0);
+    for (const f of all) {
+      for (const st of f.steps) {
+        if (st.kind === 'config') {
+          assert.equal(st.command, undefined, `no control-plane command in file mode: ${f.summary}`);
+          assert.equal(st.file, '/etc/verge/verge.yaml');
+          assert.match(st.yaml ?? '', new RegExp(`^sites:\\n  - name: ${NAME.replace(/\./g, '\\.')}\\n`));
+          assert.match(st.reload ?? '', /kill -HUP/);
+        }
+        if (st.kind === 'run' || st.kind === 'check') assert.doesNotMatch(st.command, /site edit/);
+      }
+    }
+    assert.deepEqual(fixCommands(r.problems[0]!.fix[0]!), [
+      `verge origin-cert issue ${NAME} --out /etc/nginx/ssl --data /var/lib/verge`,
+      `verge doctor ${NAME} --config /etc/verge/verge.yaml --data /var/lib/verge`,
+    ]);
+    const sw = r.problems[0]!.fix[0]!.steps.at(-1);
+    assert.ok(sw?.kind === 'config');
+    assert.equal(
+      sw.yaml,
+      `sites:\n  - name: ${NAME}\n    origin:\n      protocol: https\n      verify: true\n      ca: verge`,
+    );
+    const text = renderText(r);
+    assert.match(
+      text,
+      /in \/etc\/verge\/verge\.yaml, set these keys \(merge them into the site; keep the rest\):/,
+    );
+    assert.doesNotMatch(text, /verge site edit/);
+  });
+
+  test("the origin already serves a certificate from Verge's origin CA: ORIGIN_CA_READY, and only the switch is left", async () => {
+    const vergeCa = await createCa({ commonName: 'Verge Origin CA test' });
+    const leaf = await createLeaf({ names: [NAME], issuer: vergeCa });
+    const web = keep(await httpOrigin(ok200));
+    const tlsO = keep(await tlsOrigin({ cert: leaf, handler: ok200 }));
+    const config = siteConfig({
+      protocol: 'follow',
+      verify: true,
+      ports: { http: web.port, https: tlsO.port },
+    });
+    const r = await runDoctor({ config, vergeCaPem: vergeCa.certPem }, ctx());
+    assert.equal(find(r, 'ORIGIN_CA_READY').severity, 'pass');
+    assert.equal(find(r, 'VISITOR_HTTPS_FAILS').evidence?.['outcome'] instanceof Object, true);
+    const first = r.problems[0]?.fix[0];
+    assert.deepEqual(
+      first?.steps.map((x) => x.kind),
+      ['config'],
+    );
+    assert.equal(
+      cmd(first),
+      `verge site edit ${NAME} --set origin.protocol=https --set origin.verify=true --set origin.ca=verge`,
+    );
+    // switched: verified with Verge's CA, nothing left to do
+    const done = await runDoctor(
+      {
+        config: siteConfig({
+          protocol: 'https',
+          verify: true,
+          ca: 'verge',
+          ports: { http: web.port, https: tlsO.port },
+        }),
+        originCaPem: vergeCa.certPem,
+        vergeCaPem: vergeCa.certPem,
+      },
+      ctx(),
+    );
+    assert.equal(done.ok, true, done.verdict);
+    assert.equal(find(done, 'ORIGIN_TLS_OK').severity, 'pass');
+    assert.ok(!codes(done).includes('ORIGIN_CA_READY'));
+  });
 });

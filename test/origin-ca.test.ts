@@ -25,6 +25,7 @@ import {
 import { request, startEdge } from './helpers/edge.js';
 import { freePort, nginxAvailable, startNginx } from './helpers/nginx.js';
 import { expectError, expectOk } from './helpers/origins.js';
+import { runCli } from './helpers/proc.js';
 
 // Missing nginx skips locally but fails in CI, where scripts/install-test-deps.sh must have run.
 const skipNginx =
@@ -325,4 +326,37 @@ test('the secure fix with real nginx: an origin certificate from Verge, HTTPS pu
     await edge2.close();
     await nginx2.stop();
   }
+});
+
+test('a config file with `origin.ca: verge`: the CA of the data directory ($VERGE_HOME, or --data for the doctor)', async () => {
+  const home = mkdtempSync(join(tmp, 'home-'));
+  const dir = mkdtempSync(join(tmp, 'file-mode-'));
+  const file = join(dir, 'verge.yaml');
+  writeFileSync(
+    file,
+    `sites:\n  - name: ${NAME}\n    origin:\n      servers: [{host: 127.0.0.1, port: 9}]\n      protocol: https\n      ca: verge\n`,
+  );
+  const env = { VERGE_HOME: home };
+  // no CA yet: the error names the key, its line and where Verge looked
+  const none = await runCli(['config', 'validate', file], { env });
+  assert.equal(none.code, 1, none.stdout);
+  assert.match(none.stderr, /sites\[0\]\.origin\.ca/);
+  assert.match(
+    none.stderr,
+    new RegExp(`no origin CA in the data directory ${home.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`),
+  );
+  assert.match(none.stderr, /verge origin-cert issue NAME/);
+
+  const issued = await runCli(['origin-cert', 'issue', NAME, '--out', dir], { env });
+  assert.equal(issued.code, 0, issued.stderr);
+  const ok = await runCli(['config', 'validate', file], { env });
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /OK \(1 site\)/);
+  // the doctor finds it through --data as well as through VERGE_HOME
+  const doc = await runCli(['doctor', NAME, '--config', file, '--data', home, '--json', '--timeout', '500'], {
+    env: { VERGE_HOME: join(tmp, 'elsewhere') },
+  });
+  assert.ok(doc.stdout.startsWith('{'), doc.stderr);
+  const report = JSON.parse(doc.stdout) as { findings: { code: string }[] };
+  assert.ok(report.findings.length > 0);
 });

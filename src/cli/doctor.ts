@@ -5,40 +5,25 @@
  * the same checks here on the file's site. Exit 0 when nothing fails, 1 when something does.
  */
 import { dirname, resolve } from 'node:path';
-import { ConfigError, formatIssues, loadConfigFile, type MaterialSource } from '../config/load.js';
-import { openDataStore, resolveDataDir } from '../control/data.js';
+import { ConfigError, formatIssues, loadConfigFile } from '../config/load.js';
+import { fileModeMaterial, resolveDataDir } from '../control/data.js';
 import { renderJson, renderText } from '../doctor/render.js';
 import { DOCTOR_TIMEOUT_MS, doctorContext, doctorSiteOf, fullDoctor } from '../doctor/site.js';
 import type { DoctorReport } from '../doctor/types.js';
-import { loadOriginCa } from '../tls/origin-ca.js';
 import { ApiClient, CheckError, type ConnectionFlags, runCommand, UsageError } from './api-client.js';
 
-/** Verge's origin CA from the data directory, when one was made (`verge origin-cert issue`). */
-async function originCaOf(dataDir: string): Promise<string | undefined> {
-  let store: ReturnType<typeof openDataStore> | undefined;
-  try {
-    store = openDataStore(dataDir);
-    return (await loadOriginCa(store))?.certPem;
-  } catch {
-    // no store or unreadable: `origin.ca: verge` then reports that Verge has no origin CA
-    return undefined;
-  } finally {
-    await store?.close();
-  }
-}
-
+/**
+ * A site of a config file, checked here. `origin.ca: verge` is the origin CA of the data directory
+ * (`--data`, else $VERGE_HOME, else ~/.verge: where `verge origin-cert issue` keeps it), as for
+ * `verge serve --config`; the fixes are YAML edits of FILE.
+ */
 async function fromFile(
   file: string,
   name: string,
-  dataDir: string,
+  dataFlag: string | undefined,
   timeoutMs: number,
 ): Promise<DoctorReport> {
-  const caPem = await originCaOf(dataDir);
-  const material: MaterialSource = {
-    certificate: () => undefined,
-    acme: () => undefined,
-    originCaPem: () => caPem,
-  };
+  const material = fileModeMaterial(resolveDataDir(dataFlag));
   let cfg: ReturnType<typeof loadConfigFile>;
   try {
     cfg = loadConfigFile(file, material);
@@ -47,14 +32,27 @@ async function fromFile(
       throw new CheckError(`the config has errors:\n${formatIssues(e.issues, e.file)}`);
     throw e;
   }
-  const site = doctorSiteOf(cfg, name, material, dirname(resolve(file)));
+  let vergeCaPem: string | undefined;
+  try {
+    vergeCaPem = material.originCaPem();
+  } catch {
+    // an unreadable store: the doctor then cannot say whether the origin is ready for `ca: verge`
+  }
+  const site = doctorSiteOf(cfg, name, material, dirname(resolve(file)), vergeCaPem);
   if (!site) {
     throw new CheckError(
       `no site named ${name} in ${file} (sites: ${cfg.sites.map((s) => s.name).join(', ') || 'none'})`,
     );
   }
   // `verge origin-cert issue` makes the origin CA on first use, so it is always on offer
-  return fullDoctor(site, doctorContext(cfg.dns, true, timeoutMs));
+  return fullDoctor(
+    site,
+    doctorContext(cfg.dns, true, timeoutMs, {
+      mode: 'file',
+      configFile: file,
+      ...(dataFlag ? { dataDir: dataFlag } : {}),
+    }),
+  );
 }
 
 export async function doctorCmd(
@@ -68,7 +66,7 @@ export async function doctorCmd(
     let report: DoctorReport;
     const configFile = values.config ?? (values.api || values.data ? undefined : process.env['VERGE_CONFIG']);
     if (configFile) {
-      report = await fromFile(configFile, name, resolveDataDir(values.data), timeoutMs);
+      report = await fromFile(configFile, name, values.data, timeoutMs);
     } else {
       const client = await ApiClient.locate(values);
       report = (await client.request<DoctorReport>('GET', `sites/${encodeURIComponent(name)}/doctor`)).body;

@@ -57,8 +57,9 @@ export function explainCmd(id: string, values: ConnectionFlags & { log?: string 
 /** The access-log file a config file names (log.access), or undefined for stdout/off. */
 async function accessLogOf(configFile: string): Promise<string | undefined> {
   const { loadConfigFile } = await import('../config/load.js');
+  const { fileModeMaterial } = await import('../control/data.js');
   try {
-    return loadConfigFile(configFile).accessLogFile;
+    return loadConfigFile(configFile, fileModeMaterial()).accessLogFile;
   } catch {
     // an unreadable or invalid config was reported when the running Verge was looked for
     return undefined;

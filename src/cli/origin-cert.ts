@@ -80,15 +80,20 @@ Wrote ${r.keyFile}
   its private key (mode 0600: readable only by you; nginx reads it as root at start)
 
 1. On the origin, add to the server { } block of ${name} in nginx (copy both files there first
-   and adjust the paths if nginx runs on another machine), then run: nginx -t && nginx -s reload
+   and adjust the paths if nginx runs on another machine; a \`listen 443;\` or \`ssl_certificate\`
+   line already there must go: two listen lines for one port fail with "duplicate listen"),
+   then run: nginx -t && nginx -s reload
 
 ${indent(r.nginx)}
 
-2. Make Verge pull from the origin over HTTPS and verify it with this CA. The site setting:
+2. Check: \`verge doctor ${name}\` (with --config FILE for a config file) must report
+   ORIGIN_CA_READY. Until then, do not switch: the switch sends every pull to HTTPS.
+
+3. Make Verge pull from the origin over HTTPS and verify it with this CA. The site setting:
 
     origin: {protocol: https, verify: true, ca: verge}
 
-   or, with the control plane running:
+   (in a config file, then kill -HUP the edge) or, with the control plane running:
 
     verge site edit ${name} --set origin.protocol=https --set origin.verify=true --set origin.ca=verge
 

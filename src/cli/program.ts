@@ -319,11 +319,11 @@ SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 reopens the access
       .option('--token <TOKEN>', 'the API token (env VERGE_TOKEN; default: DIR/admin.token)')
       .option(
         '-c, --config <FILE>',
-        'diagnose the site as this config file describes it, here, without a running Verge (env VERGE_CONFIG)',
+        'diagnose the site as this config file describes it, here, without a running Verge (env VERGE_CONFIG); the fixes are then edits of FILE',
       )
       .option(
         '-d, --data <DIR>',
-        'the data directory of a running `verge serve --data DIR` (env VERGE_HOME; default ~/.verge)',
+        'the data directory of a running `verge serve --data DIR` (env VERGE_HOME; default ~/.verge); with --config, where origin.ca: verge finds the origin CA',
       )
       .option('--timeout <MS>', 'give up on each network check after MS milliseconds (100-60000)'),
   )

@@ -15,7 +15,7 @@ import {
   resolveConfig,
   validateObject,
 } from '../config/load.js';
-import { resolveDataDir } from '../control/data.js';
+import { fileModeMaterial, resolveDataDir } from '../control/data.js';
 import { AccessLog, createLogger, type Logger } from '../core/log.js';
 import { ADMIN_TOKEN_FILE, AdminServer, loadAdminToken } from '../edge/admin.js';
 import { PrimaryRelay, WorkerRelay } from '../edge/relay.js';
@@ -92,7 +92,7 @@ async function supervise(
   );
   process.on('SIGHUP', () => {
     try {
-      loadConfigFile(file);
+      loadConfigFile(file, fileModeMaterial());
     } catch (e) {
       if (e instanceof ConfigError) {
         log.error(
@@ -169,7 +169,7 @@ export async function serve(values: { config?: string; data?: string }): Promise
   let banner = '';
   try {
     if (file) {
-      config = loadConfigFile(file);
+      config = loadConfigFile(file, fileModeMaterial());
     } else {
       const demo = await demoConfig(log);
       config = demo.config;
@@ -260,7 +260,7 @@ export async function serve(values: { config?: string; data?: string }): Promise
       return;
     }
     try {
-      const next = loadConfigFile(file);
+      const next = loadConfigFile(file, fileModeMaterial());
       const prev = edge.runtime.config.edge;
       if (
         JSON.stringify([prev.http.listen, prev.https.listen]) !==

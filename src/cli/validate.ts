@@ -8,7 +8,9 @@ import { printJson } from './api-client.js';
 
 export async function validateCmd(file: string, values: { json?: boolean }): Promise<number> {
   try {
-    const cfg = loadConfigFile(file);
+    // `origin.ca: verge` is Verge's origin CA in the data directory ($VERGE_HOME, else ~/.verge)
+    const { fileModeMaterial } = await import('../control/data.js');
+    const cfg = loadConfigFile(file, fileModeMaterial());
     if (values.json) printJson({ file, ok: true, sites: cfg.sites.map((s) => s.name) });
     else process.stdout.write(`${file}: OK (${cfg.sites.length} site${cfg.sites.length === 1 ? '' : 's'})\n`);
     return 0;

@@ -196,16 +196,21 @@ function unreadableFiles(input: unknown, baseDir: string, locate: Locator): Conf
 }
 
 /**
- * Where certificates that are not files come from: the control plane's store. Without one (a
- * plain config file), `tls: {certificate}`, `tls: {acme: true}` and `origin.ca: verge` are errors.
+ * Where certificates that are not files come from: the control plane's store. Without one,
+ * `tls: {certificate}`, `tls: {acme: true}` and `origin.ca: verge` are errors. A plain config file
+ * (file mode) gets a source with only `originCaPem`, read from the data directory that
+ * `verge origin-cert issue` uses (src/control/data.ts fileModeMaterial): stored and ACME
+ * certificates stay control-plane features.
  */
 export interface MaterialSource {
-  /** a stored certificate by name */
-  certificate(name: string): { chainPem: string; keyPem: string } | undefined;
-  /** the current ACME certificate of a site, if one has been issued yet */
-  acme(site: string): { chainPem: string; keyPem: string } | undefined;
+  /** a stored certificate by name; absent in file mode */
+  certificate?(name: string): { chainPem: string; keyPem: string } | undefined;
+  /** the current ACME certificate of a site, if one has been issued yet; absent in file mode */
+  acme?(site: string): { chainPem: string; keyPem: string } | undefined;
   /** the PEM of Verge's own origin CA (src/tls/origin-ca.ts), if one exists */
   originCaPem(): string | undefined;
+  /** where originCaPem looks, for the error when there is none (e.g. "the data directory /x") */
+  originCaWhere?: string;
 }
 
 /** The `origin.ca` value that means "Verge's own origin CA" (`verge origin-cert issue`). */
@@ -236,7 +241,7 @@ export function resolveConfig(
       if ('cert' in tls) {
         certPem = read(tls.cert, ['sites', i, 'tls', 'cert']);
         keyPem = read(tls.key, ['sites', i, 'tls', 'key']);
-      } else if (!material) {
+      } else if (!material?.certificate || !material.acme) {
         issue(
           ['sites', i, 'tls'],
           'stored and ACME certificates need the control plane: run `verge serve --data DIR` (or give tls.cert and tls.key files)',
@@ -266,12 +271,22 @@ export function resolveConfig(
       }
     }
     if (site.origin.ca === VERGE_ORIGIN_CA) {
-      const ca = material?.originCaPem();
+      let ca: string | undefined;
+      let unreadable: string | undefined;
+      try {
+        ca = material?.originCaPem();
+      } catch (e) {
+        // a data directory whose store cannot be read: name it where the setting is
+        unreadable = (e as Error).message;
+      }
       if (ca) out.originCaPem = ca;
+      else if (unreadable) issue(['sites', i, 'origin', 'ca'], unreadable);
       else
         issue(
           ['sites', i, 'origin', 'ca'],
-          'Verge has no origin CA yet: create it with `verge origin-cert issue NAME`, which also gives the origin its certificate',
+          material?.originCaWhere
+            ? `Verge has no origin CA in ${material.originCaWhere}: create it there with \`verge origin-cert issue NAME\` (which also gives the origin its certificate), or point VERGE_HOME at the data directory that has it`
+            : 'Verge has no origin CA yet: create it with `verge origin-cert issue NAME`, which also gives the origin its certificate',
         );
     } else if (site.origin.ca) {
       const ca = read(site.origin.ca, ['sites', i, 'origin', 'ca']);

@@ -7,8 +7,10 @@
 import { chmodSync, mkdirSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { openSqliteStore, type SqliteStore } from '../store/sqlite.js';
+import type { MaterialSource } from '../config/load.js';
+import { openSqliteStore, readStoredValueSync, type SqliteStore } from '../store/sqlite.js';
 import { StoreOpenError } from '../store/types.js';
+import { KEYS } from './model.js';
 
 /** The store file inside a data directory. */
 export const STORE_FILE = 'verge.db';
@@ -45,4 +47,24 @@ export function openDataStoreOrSay(dir: string): SqliteStore | undefined {
     process.stderr.write(`verge: ${why}\n`);
     return undefined;
   }
+}
+
+/**
+ * What a plain config file (`verge serve --config`, `verge config validate`, `verge doctor
+ * --config`) may take from a data directory: Verge's origin CA, so that `origin.ca: verge` means
+ * the CA that `verge origin-cert issue` (same directory: --data, else $VERGE_HOME, else ~/.verge)
+ * signs origin certificates with. Read at every load, so a reload (SIGHUP) after the first
+ * `verge origin-cert issue` finds the CA it just made. Only the CA certificate is read, never its
+ * key; nothing is created. Stored and ACME certificates stay control-plane features.
+ */
+export function fileModeMaterial(dir: string = resolveDataDir()): MaterialSource {
+  const file = join(dir, STORE_FILE);
+  return {
+    originCaPem: () => {
+      const v = readStoredValueSync(file, KEYS.originCa);
+      const pem = v !== null && typeof v === 'object' && !Array.isArray(v) ? v['certPem'] : undefined;
+      return typeof pem === 'string' ? pem : undefined;
+    },
+    originCaWhere: `the data directory ${dir}`,
+  };
 }

@@ -155,16 +155,22 @@ function createRecordsFix(
 ): Fix[] {
   const fixes: Fix[] = [];
   if (target && !apex)
-    fixes.push({ summary: `At your DNS host, create a CNAME record: ${name} -> ${target}`, secure: true });
+    fixes.push({
+      summary: `At your DNS host, create a CNAME record: ${name} -> ${target}`,
+      secure: true,
+      steps: [],
+    });
   if (addresses.length > 0)
     fixes.push({
       summary: `At your DNS host, create ${addresses.map((a) => `an ${recordType(a)} record ${name} -> ${a}`).join(', ')}${target && !apex ? ' (instead of the CNAME, when your DNS host cannot make one)' : ''}`,
       secure: true,
+      steps: [],
     });
   if (target && apex)
     fixes.push({
       summary: `Or, if your DNS host offers it, create an ALIAS/ANAME (also called CNAME flattening) record: ${name} -> ${target}`,
       secure: true,
+      steps: [],
     });
   return fixes;
 }
@@ -196,6 +202,7 @@ function judge(
         {
           summary: `Check that the name servers listed for the domain at the registrar are the ones that hold its records, and that they answer (dig ${name} @${o.resolver.replace(/:\d+$/, '')})`,
           secure: true,
+          steps: [],
         },
       ],
       evidence: { name, resolver: o.resolver, error: o.failure.code },
@@ -230,6 +237,7 @@ function judge(
             {
               summary: `Set dns.cnameTarget in the Verge config to the name your edges answer on, then create a CNAME record ${name} -> that name`,
               secure: true,
+              steps: [],
             },
           ],
       evidence,
@@ -251,12 +259,14 @@ function judge(
               {
                 summary: `At your DNS host, delete the CNAME record ${name} -> ${cnameTo} and create ${edgeAddrs.map((a) => `an ${recordType(a)} record ${name} -> ${a}`).join(', ')}`,
                 secure: true,
+                steps: [],
               },
             ]
           : []),
         {
           summary: `Or delete the CNAME record and create an ALIAS/ANAME (CNAME flattening) record ${name} -> ${target ?? cnameTo}, if your DNS host offers one`,
           secure: true,
+          steps: [],
         },
         ...(edgeAddrs.length === 0
           ? [
@@ -264,6 +274,7 @@ function judge(
                 summary:
                   'Set dns.addresses in the Verge config to the public IP addresses of your edges, so the doctor can tell you which A/AAAA records to create',
                 secure: true,
+                steps: [],
               },
             ]
           : []),
@@ -297,10 +308,12 @@ function judge(
           ? {
               summary: `At your DNS host, change the CNAME record of ${name}: delete ${name} -> ${to.join(', ')} and create ${name} -> ${target}`,
               secure: true,
+              steps: [],
             }
           : {
               summary: `At your DNS host, delete the CNAME record ${name} -> ${to.join(', ')} and create ${edgeAddrs.map((a) => `an ${recordType(a)} record ${name} -> ${a}`).join(', ')}`,
               secure: true,
+              steps: [],
             },
       ],
       evidence,
@@ -329,6 +342,7 @@ function judge(
         {
           summary: `At your DNS host, delete ${addrs.map((a) => `the ${recordType(a)} record ${name} -> ${a}`).join(', ')}`,
           secure: true,
+          steps: [],
         },
         ...(hasOurs ? [] : createRecordsFix(name, target, edgeAddrs, apex)),
       ],
@@ -411,6 +425,7 @@ export const dnsCheck: Check = async (site: DoctorSite, ctx: DoctorContext): Pro
           summary:
             'Set dns.cnameTarget in the Verge config to the name your edges answer on (e.g. edge.cdn.example.net), or dns.addresses to their public IP addresses',
           secure: true,
+          steps: [],
           settings: { 'dns.cnameTarget': 'edge.cdn.example.net' },
         },
       ],

@@ -10,43 +10,46 @@
  */
 import type { SiteConfig } from '../config/schema.js';
 import { type CertProblem, certCovers, EXPIRY_WARNING_DAYS, validateCertificate } from '../tls/certs.js';
+import { commandFix, configStep, doStep, FILE_RELOAD, settingsFix, targetOf } from './fixes.js';
 import type { Check, DoctorContext, DoctorSite, Finding, Fix } from './types.js';
 
+/** ACME: a control-plane feature (`verge serve --data`), so offered only there. */
+function acmeFix(ctx: DoctorContext, config: SiteConfig, summary: string): Fix[] {
+  if (targetOf(ctx).mode === 'file') return [];
+  return [settingsFix(ctx, config.name, summary, true, { 'tls.acme': true })];
+}
+
 /** How to put a new certificate in place, for the way this site gets its certificate. */
-function replaceFix(config: SiteConfig, what: string): Fix[] {
+function replaceFix(ctx: DoctorContext, config: SiteConfig, what: string): Fix[] {
   const tls = config.tls;
   if (tls && 'acme' in tls)
     return [
       {
         summary: `The certificate comes from ACME and should renew by itself: check the edge's log for ACME errors (the HTTP-01 challenge needs every name's DNS to point at the edges and port 80 to reach them)`,
         secure: true,
+        steps: [],
       },
     ];
   if (tls && 'certificate' in tls)
     return [
-      {
-        summary: `Upload ${what} in place of the stored certificate ${tls.certificate}`,
-        secure: true,
-        command: `verge cert add ${tls.certificate} --cert FILE --key FILE --replace`,
-      },
-      {
-        summary: 'Or let Verge obtain and renew the certificate itself over ACME',
-        secure: true,
-        command: `verge site edit ${config.name} --set tls.acme=true`,
-        settings: { 'tls.acme': true },
-      },
+      commandFix(
+        `Upload ${what} in place of the stored certificate ${tls.certificate}`,
+        true,
+        `verge cert add ${tls.certificate} --cert FILE --key FILE --replace`,
+      ),
+      ...acmeFix(ctx, config, 'Or let Verge obtain and renew the certificate itself over ACME'),
     ];
   if (tls && 'cert' in tls)
     return [
       {
-        summary: `Replace the files ${tls.cert} and ${tls.key} with ${what}, then reload the edge (SIGHUP)`,
+        summary: `Replace the files ${tls.cert} and ${tls.key} with ${what}, then reload the edge`,
         secure: true,
+        steps: [
+          doStep(`Replace the files ${tls.cert} and ${tls.key} with ${what}`),
+          doStep(targetOf(ctx).mode === 'file' ? `Then ${FILE_RELOAD}` : 'Then reload the edge (SIGHUP)'),
+        ],
       },
-      {
-        summary: 'Or let Verge obtain and renew the certificate itself over ACME',
-        secure: true,
-        settings: { 'tls.acme': true },
-      },
+      ...acmeFix(ctx, config, 'Or let Verge obtain and renew the certificate itself over ACME'),
     ];
   return [];
 }
@@ -83,21 +86,36 @@ export const edgeCertCheck: Check = async (site: DoctorSite, ctx: DoctorContext)
               {
                 summary: `Check the edge's log for ACME errors: every name (${names.join(', ')}) must point at the edges in DNS and port 80 must reach them for the HTTP-01 challenge`,
                 secure: true,
+                steps: [],
               },
             ]
-          : [
-              {
-                summary: 'Let Verge obtain and renew a certificate automatically over ACME',
-                secure: true,
-                command: `verge site edit ${config.name} --set tls.acme=true`,
-                settings: { 'tls.acme': true },
-              },
-              {
-                summary: 'Or upload a certificate you already have and use it for this site',
-                secure: true,
-                command: `verge cert add ${config.name} --cert FILE --key FILE --site ${config.name}`,
-              },
-            ],
+          : targetOf(ctx).mode === 'file'
+            ? [
+                {
+                  summary: `Put a certificate for ${names.join(', ')} and its key in files beside the config, and name them in the site`,
+                  secure: true,
+                  steps: [
+                    doStep(
+                      `Get a certificate for ${names.join(', ')} (with its intermediates) into ${config.name}.crt and its key into ${config.name}.key`,
+                    ),
+                    configStep(
+                      ctx,
+                      config.name,
+                      { 'tls.cert': `${config.name}.crt`, 'tls.key': `${config.name}.key` },
+                      'Name the files in the site',
+                    ),
+                  ],
+                  settings: { 'tls.cert': `${config.name}.crt`, 'tls.key': `${config.name}.key` },
+                },
+              ]
+            : [
+                ...acmeFix(ctx, config, 'Let Verge obtain and renew a certificate automatically over ACME'),
+                commandFix(
+                  'Or upload a certificate you already have and use it for this site',
+                  true,
+                  `verge cert add ${config.name} --cert FILE --key FILE --site ${config.name}`,
+                ),
+              ],
         evidence: { tls: config.tls ?? null },
       },
     ];
@@ -135,7 +153,7 @@ export const edgeCertCheck: Check = async (site: DoctorSite, ctx: DoctorContext)
         check: 'edge-cert',
         summary: `The certificate of ${config.name} cannot be read`,
         explanation: `The edge cannot present it, so HTTPS visitors get a TLS error. ${problemText(unreadable)}`,
-        fix: replaceFix(config, 'a valid PEM certificate chain'),
+        fix: replaceFix(ctx, config, 'a valid PEM certificate chain'),
       },
     ];
   }
@@ -150,12 +168,14 @@ export const edgeCertCheck: Check = async (site: DoctorSite, ctx: DoctorContext)
       explanation: `Browsers check that the certificate names the address in the address bar. Visitors of ${uncovered.join(', ')} see a full-page "your connection is not private" warning, and apps and curl refuse to connect. A wildcard such as *.example.com covers exactly one label: a.example.com, but not example.com or a.b.example.com.`,
       fix: [
         ...replaceFix(
+          ctx,
           config,
           `a certificate that includes ${[...new Set([...info.names, ...uncovered])].join(', ')}`,
         ),
         {
           summary: `Or remove ${uncovered.join(', ')} from the site's names`,
           secure: true,
+          steps: [],
         },
       ],
       evidence: { ...evidence, uncovered },
@@ -170,7 +190,7 @@ export const edgeCertCheck: Check = async (site: DoctorSite, ctx: DoctorContext)
       check: 'edge-cert',
       summary: `The certificate of ${config.name} has expired (${info.notAfter.slice(0, 10)})`,
       explanation: `Browsers refuse an expired certificate: HTTPS visitors see a full-page warning and apps cannot connect. ${problemText(expired)}`,
-      fix: replaceFix(config, 'a renewed certificate'),
+      fix: replaceFix(ctx, config, 'a renewed certificate'),
       evidence,
     });
   } else if (info.daysLeft <= EXPIRY_WARNING_DAYS) {
@@ -180,7 +200,7 @@ export const edgeCertCheck: Check = async (site: DoctorSite, ctx: DoctorContext)
       check: 'edge-cert',
       summary: `The certificate of ${config.name} expires in ${info.daysLeft} day${info.daysLeft === 1 ? '' : 's'} (${info.notAfter.slice(0, 10)})`,
       explanation: `Once it expires, browsers refuse it and HTTPS visitors see a full-page warning. Renewing takes time (some CAs validate for days), so it is worth doing now; the doctor warns ${EXPIRY_WARNING_DAYS} days ahead.`,
-      fix: replaceFix(config, 'a renewed certificate'),
+      fix: replaceFix(ctx, config, 'a renewed certificate'),
       evidence,
     });
   }
@@ -193,7 +213,7 @@ export const edgeCertCheck: Check = async (site: DoctorSite, ctx: DoctorContext)
       check: 'edge-cert',
       summary: `The certificate of ${config.name} is not valid yet`,
       explanation: `Browsers refuse it until its start date. ${problemText(notYet)}`,
-      fix: replaceFix(config, 'a certificate that is valid now'),
+      fix: replaceFix(ctx, config, 'a certificate that is valid now'),
       evidence,
     });
   }
@@ -209,6 +229,7 @@ export const edgeCertCheck: Check = async (site: DoctorSite, ctx: DoctorContext)
         : `The certificate chain of ${config.name} is in the wrong order`,
       explanation: `Visitors' software must link the certificate to a root it trusts through the intermediates the edge sends. Desktop browsers sometimes fill in a missing one, but curl, many phones and other servers do not, so the site works for you and fails for them. ${problemText(incomplete)}`,
       fix: replaceFix(
+        ctx,
         config,
         'the full chain: your certificate first, then the intermediates your CA gave you (often chain.pem, fullchain.pem or ca-bundle)',
       ),
@@ -224,7 +245,7 @@ export const edgeCertCheck: Check = async (site: DoctorSite, ctx: DoctorContext)
       check: 'edge-cert',
       summary: `The private key of ${config.name} does not ${of('KEY_PARSE').length ? 'load' : 'belong to its certificate'}`,
       explanation: `The edge proves it owns the certificate with its private key; with the wrong key no TLS handshake can complete and every HTTPS visitor gets an error. ${problemText(key)}`,
-      fix: replaceFix(config, 'the certificate and the private key its request (CSR) was made with'),
+      fix: replaceFix(ctx, config, 'the certificate and the private key its request (CSR) was made with'),
       evidence,
     });
   }
@@ -238,12 +259,10 @@ export const edgeCertCheck: Check = async (site: DoctorSite, ctx: DoctorContext)
       explanation:
         'No certificate authority vouches for it, so browsers show a full-page warning to every HTTPS visitor. It is fine for testing only.',
       fix: [
-        {
-          summary: 'Let Verge obtain a publicly trusted certificate over ACME',
-          secure: true,
-          command: `verge site edit ${config.name} --set tls.acme=true`,
-          settings: { 'tls.acme': true },
-        },
+        ...acmeFix(ctx, config, 'Let Verge obtain a publicly trusted certificate over ACME'),
+        ...(targetOf(ctx).mode === 'file'
+          ? replaceFix(ctx, config, 'a certificate from a public CA (with its intermediates)')
+          : []),
       ],
       evidence,
     });

@@ -11,11 +11,22 @@
 import { buildMatrix, works } from './matrix.js';
 import { matrixOptions, originFindings } from './origin-checks.js';
 import { DEFAULT_PROBE_TIMEOUT_MS, type OriginFacts, probeOrigin } from './probe.js';
+import { problemsOf } from './problems.js';
 import { trapFindings } from './traps.js';
-import type { Check, DoctorContext, DoctorReport, DoctorSite, Finding, Fix, MatrixRow } from './types.js';
+import type {
+  Check,
+  DoctorContext,
+  DoctorReport,
+  DoctorSite,
+  Finding,
+  Fix,
+  MatrixRow,
+  Problem,
+} from './types.js';
 
 export { buildMatrix } from './matrix.js';
 export { probeOrigin } from './probe.js';
+export { problemsOf } from './problems.js';
 export { renderJson, renderText } from './render.js';
 export type * from './types.js';
 
@@ -72,7 +83,7 @@ async function originPart(
   return { findings, ...(matrix ? { matrix } : {}) };
 }
 
-/** "fix a, or fix b (insecure)." from the first fixes of a finding. */
+/** "fix a, or fix b (insecure)." from the first fixes of a problem. */
 function fixClause(fixes: Fix[] | undefined): string {
   if (!fixes || fixes.length === 0) return '';
   const parts = fixes.slice(0, 2).map((f) => {
@@ -80,28 +91,26 @@ function fixClause(fixes: Fix[] | undefined): string {
     const short = f.summary.split(/;|: /)[0] ?? f.summary;
     return `${short.charAt(0).toLowerCase()}${short.slice(1)}${f.secure ? '' : ' (insecure)'}`;
   });
-  return ` Fix: ${parts.join(', or ')}.`;
+  return ` Fix: ${parts.join(', or ')}${fixes.some((f) => f.steps.length > 1) ? ' (steps below)' : ''}.`;
 }
 
-/** The first line: names the cause. */
-export function verdictOf(findings: Finding[], matrix: MatrixRow[] | undefined): string {
-  const fails = findings.filter((f) => f.severity === 'fail' && f.check !== 'internal');
-  // what visitors get is the headline; a redirect loop is the one failure the matrix leaves to its trap
-  const headline =
-    fails.find((f) => f.check === 'matrix') ??
-    fails.find((f) => f.code === 'TRAP_REDIRECT_LOOP') ??
-    fails.find((f) => f.check === 'dns') ??
-    fails.find((f) => f.check === 'edge-cert') ??
-    fails[0];
-  if (headline) {
+/** The first line: names the cause of the first problem, or says that all is well. */
+export function verdictOf(
+  findings: Finding[],
+  matrix: MatrixRow[] | undefined,
+  problems: Problem[] = problemsOf(findings, matrix),
+): string {
+  const fails = problems.filter((p) => p.severity === 'fail');
+  const head = fails[0];
+  if (head) {
     const more =
       fails.length > 1 ? ` (${fails.length - 1} more problem${fails.length > 2 ? 's' : ''} below)` : '';
-    return `${headline.summary}.${fixClause(headline.fix)}${more}`;
+    return `${head.summary}.${fixClause(head.fix)}${more}`;
   }
   const crashed = findings.filter((f) => f.check === 'internal');
   if (crashed.length > 0)
     return `No problem found, but ${crashed.length} check${crashed.length > 1 ? 's' : ''} could not run: ${crashed[0]?.summary}`;
-  const warns = findings.filter((f) => f.severity === 'warn');
+  const warns = problems.filter((p) => p.severity === 'warn');
   const cur = matrix?.find((r) => r.current);
   const visitors =
     cur && works(cur.httpVisitor) && works(cur.httpsVisitor)
@@ -109,6 +118,8 @@ export function verdictOf(findings: Finding[], matrix: MatrixRow[] | undefined):
       : 'the checks pass';
   if (warns.length > 0)
     return `Works (${visitors}), with ${warns.length} warning${warns.length > 1 ? 's' : ''}: ${warns[0]?.summary}.`;
+  const advice = problems.find((p) => p.severity === 'advice');
+  if (advice) return `All good: ${visitors}. Advice: ${advice.cause.summary}; how to secure it is below.`;
   return `All good: ${visitors}.`;
 }
 
@@ -139,11 +150,13 @@ export async function runDoctor(
     ...all.filter((f) => f.check !== 'internal'),
     ...all.filter((f) => f.check === 'internal'),
   ];
+  const problems = problemsOf(findings, origin.matrix);
   return {
     site: site.config.name,
-    verdict: verdictOf(findings, origin.matrix),
+    verdict: verdictOf(findings, origin.matrix, problems),
     ok: !findings.some((f) => f.severity === 'fail'),
     findings,
+    problems,
     ...(origin.matrix ? { matrix: origin.matrix } : {}),
     durationMs: Math.round(performance.now() - t0),
   };

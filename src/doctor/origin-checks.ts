@@ -1,6 +1,6 @@
 /**
  * Origin findings: the probe facts turned into plain-words findings with concrete fixes (the
- * setting, the `verge site edit` command, the nginx lines). A finding about a protocol or a check
+ * setting as a `verge site edit` command or a YAML edit, the nginx lines to replace, the order). A finding about a protocol or a check
  * the site does not use right now is only `info`: it matters the day the setting changes.
  *
  * Fix order is a rule: the secure fix (HTTPS with a verified certificate, Verge's origin CA when
@@ -8,6 +8,17 @@
  * with `secure: false` so every output labels them.
  */
 import { ERRORS, type ErrorCode } from '../core/errors.js';
+import {
+  checkStep,
+  configStep,
+  doStep,
+  nginxStep,
+  ORIGIN_CERT_DIR,
+  runStep,
+  settingsFix,
+  targetOf,
+  vergeCommand,
+} from './fixes.js';
 import {
   buildMatrix,
   type MatrixOptions,
@@ -19,68 +30,128 @@ import {
   works,
 } from './matrix.js';
 import type { HttpFact, OriginFacts, ProbeError, ServerFacts, TlsFact } from './probe.js';
-import type { DoctorContext, DoctorSite, Finding, Fix, MatrixRow, Outcome, Severity } from './types.js';
+import type {
+  Cause,
+  DoctorContext,
+  DoctorSite,
+  Finding,
+  Fix,
+  FixStep,
+  MatrixRow,
+  Outcome,
+  Severity,
+} from './types.js';
 
 // ---- fixes --------------------------------------------------------------------------------------
 
-function setValue(v: unknown): string {
-  const s = typeof v === 'string' ? v : JSON.stringify(v);
-  // The CLI splits on the first "=" and takes the rest; quote only what a shell would split.
-  return /^[A-Za-z0-9._:/@*+-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`;
-}
-
-/** `verge site edit NAME --set a=b --set c=d` */
-export function editCommand(site: string, settings: Record<string, unknown>): string {
-  const sets = Object.entries(settings).map(([k, v]) => `--set ${k}=${setValue(v)}`);
-  return ['verge site edit', site, ...sets].join(' ');
-}
-
-function editFix(site: string, summary: string, secure: boolean, settings: Record<string, unknown>): Fix {
-  return { summary, secure, command: editCommand(site, settings), settings };
-}
-
-/** The nginx lines that serve TLS on `port` with a certificate for `name`. */
-export function nginxTlsLines(name: string, port: number): string {
+/** The nginx lines that serve TLS on `port` with the origin certificate for `name`. */
+export function nginxTlsLines(name: string, port: number, withListen = true): string[] {
   return [
-    `listen ${port} ssl;`,
-    `ssl_certificate     /etc/nginx/ssl/${name}.crt;`,
-    `ssl_certificate_key /etc/nginx/ssl/${name}.key;`,
-    'ssl_protocols TLSv1.2 TLSv1.3;',
-  ].join('\n');
+    ...(withListen ? [`listen ${port} ssl;`] : []),
+    `ssl_certificate     ${ORIGIN_CERT_DIR}/${name}.crt;`,
+    `ssl_certificate_key ${ORIGIN_CERT_DIR}/${name}.key;`,
+    ...(withListen ? ['ssl_protocols TLSv1.2 TLSv1.3;'] : []),
+  ];
+}
+
+/**
+ * The nginx edit that makes `port` serve the origin certificate: what to replace follows the
+ * evidence. A closed port needs new lines only; a port that answers plain HTTP has a `listen
+ * PORT;` that must go (two `listen` lines for one port fail with "duplicate listen options"); a
+ * port that already serves this site's name over TLS has `ssl_certificate` lines to swap.
+ */
+function nginxEdit(s: ServerFacts | undefined, name: string, port: number): FixStep {
+  const t = s?.tls;
+  const where = `On the origin, in the nginx server { } block of ${name}`;
+  if (t && !t.handshake && t.plainHttp)
+    return nginxStep(
+      `${where}, replace the plain-HTTP listen line of port ${port} with TLS on that port`,
+      [`listen ${port};`],
+      nginxTlsLines(name, port),
+    );
+  if (t?.handshake && t.coversVerifyName)
+    return nginxStep(
+      `${where}, replace the certificate lines (port ${port} already speaks TLS for ${name})`,
+      ['ssl_certificate ...;', 'ssl_certificate_key ...;'],
+      nginxTlsLines(name, port, false),
+    );
+  return nginxStep(`${where}, add TLS on port ${port}`, [], nginxTlsLines(name, port));
+}
+
+/** The settings of the secure setup: HTTPS pulls, verified, with Verge's origin CA when there is one. */
+function secureSettings(ctx: DoctorContext): Record<string, unknown> {
+  return ctx.originCaAvailable
+    ? { 'origin.protocol': 'https', 'origin.verify': true, 'origin.ca': 'verge' }
+    : { 'origin.protocol': 'https', 'origin.verify': true };
 }
 
 /**
  * The secure setup: a certificate from Verge's origin CA on the origin, and HTTPS pulls that
- * verify it. Without an origin CA, the same with a certificate from any CA Verge trusts.
+ * verify it. Without an origin CA, the same with a certificate from any CA Verge trusts. The
+ * steps keep working visitors working: the origin gets TLS first (HTTP pulls are untouched), the
+ * doctor confirms that a verified HTTPS pull would work, and only then does Verge switch.
  */
 export function secureOriginFix(site: DoctorSite, facts: OriginFacts, ctx: DoctorContext): Fix {
   const name = site.config.name;
   const certName = facts.verifyName;
-  const port = mainServer(facts)?.ports.https ?? 443;
-  if (ctx.originCaAvailable) {
-    const settings = { 'origin.protocol': 'https', 'origin.verify': true, 'origin.ca': 'verge' };
+  const s = mainServer(facts);
+  const port = s?.ports.https ?? 443;
+  const settings = secureSettings(ctx);
+  const usesVergeCa = site.originCaPem !== undefined && site.originCaPem === site.vergeCaPem;
+  const switchSummary = 'Then switch the site to verified HTTPS pulls';
+  if (ctx.originCaAvailable && s?.tls?.vergeCa?.ok) {
+    // the origin already serves a certificate from Verge's origin CA: only the switch is left
     return {
-      summary: "Give the origin a certificate from Verge's origin CA and pull over verified HTTPS",
+      summary:
+        "Pull over verified HTTPS with Verge's origin CA: the origin already serves a certificate from it",
       secure: true,
-      command: `verge origin-cert issue ${certName} && ${editCommand(name, settings)}`,
-      nginx: nginxTlsLines(certName, port),
+      steps: [configStep(ctx, name, settings, 'Switch the site to verified HTTPS pulls')],
       settings,
     };
   }
-  const settings = { 'origin.protocol': 'https', 'origin.verify': true };
+  const steps: FixStep[] = [];
+  if (ctx.originCaAvailable) {
+    steps.push(
+      runStep(
+        `Issue a certificate for ${certName} from Verge's origin CA: it writes ${certName}.crt (the certificate, then the CA) and ${certName}.key into ${ORIGIN_CERT_DIR} (if nginx runs on another machine, copy both files to ${ORIGIN_CERT_DIR} there)`,
+        vergeCommand(ctx, `origin-cert issue ${certName} --out ${ORIGIN_CERT_DIR}`, { data: true }),
+      ),
+    );
+  } else {
+    steps.push(
+      doStep(
+        `Get a certificate for ${certName} from a public CA and put it (with its intermediates) and its key at ${ORIGIN_CERT_DIR}/${certName}.crt and ${ORIGIN_CERT_DIR}/${certName}.key on the origin`,
+      ),
+    );
+  }
+  steps.push(nginxEdit(s, certName, port));
+  // Until the switch the site does not trust Verge's origin CA, so the check looks for the
+  // finding that says "it would verify with origin.ca: verge".
+  const expect = ctx.originCaAvailable && !usesVergeCa ? 'ORIGIN_CA_READY' : 'ORIGIN_TLS_OK';
+  steps.push(
+    checkStep(
+      ctx,
+      name,
+      expect,
+      'Check that a verified HTTPS pull from the origin works now, before you switch',
+    ),
+  );
+  steps.push(configStep(ctx, name, settings, switchSummary));
   return {
-    summary: `Give the origin a certificate for ${certName} from a public CA and pull over verified HTTPS`,
+    summary: ctx.originCaAvailable
+      ? "Give the origin a certificate from Verge's origin CA and pull over verified HTTPS"
+      : `Give the origin a certificate for ${certName} from a public CA and pull over verified HTTPS`,
     secure: true,
-    command: editCommand(name, settings),
-    nginx: nginxTlsLines(certName, port),
+    steps,
     settings,
   };
 }
 
 /** Plain HTTP pull: works with any origin, but the traffic to the origin is not encrypted. */
-export function httpPullFix(site: DoctorSite, facts: OriginFacts): Fix {
+export function httpPullFix(site: DoctorSite, facts: OriginFacts, ctx: DoctorContext): Fix {
   const port = mainServer(facts)?.ports.http ?? 80;
-  return editFix(
+  return settingsFix(
+    ctx,
     site.config.name,
     `Pull over plain HTTP (port ${port}); not encrypted between Verge and the origin`,
     false,
@@ -89,13 +160,74 @@ export function httpPullFix(site: DoctorSite, facts: OriginFacts): Fix {
 }
 
 /** Turn certificate verification off: the connection is encrypted but anyone can pose as the origin. */
-export function verifyOffFix(site: DoctorSite): Fix {
-  return editFix(
+export function verifyOffFix(site: DoctorSite, ctx: DoctorContext): Fix {
+  return settingsFix(
+    ctx,
     site.config.name,
     'Turn certificate verification off; anyone on the path can then pose as the origin',
     false,
     { 'origin.verify': false },
   );
+}
+
+/** Where the trust-your-own-CA fix tells the user to put the CA certificate. */
+const OWN_CA_FILE = '/etc/verge/origin-ca.pem';
+
+/**
+ * Trust the CA that issued the origin's certificate (a company CA, say) with `origin.ca`. Secure:
+ * Verge then trusts that CA, and only it, for this site. In the control plane the store keeps the
+ * PEM itself, so the command reads the file into the setting.
+ */
+function ownCaFix(site: DoctorSite, facts: OriginFacts, ctx: DoctorContext, issuer: string): Fix {
+  const name = site.config.name;
+  const t = targetOf(ctx);
+  const setCa: FixStep =
+    t.mode === 'file'
+      ? configStep(ctx, name, { 'origin.ca': OWN_CA_FILE }, 'Make Verge trust that CA for this site')
+      : {
+          kind: 'config',
+          summary: 'Make Verge trust that CA for this site (the store keeps the PEM itself)',
+          settings: { 'origin.ca': `<the PEM of ${OWN_CA_FILE}>` },
+          command: `verge site edit ${name} --set "origin.ca=$(cat ${OWN_CA_FILE})"`,
+        };
+  const steps: FixStep[] = [
+    doStep(
+      `Put the certificate of the CA that issued the origin's certificate (${issuer}) in ${OWN_CA_FILE} (PEM; intermediates too if the origin does not send them)`,
+    ),
+    setCa,
+  ];
+  if (!facts.verify) {
+    steps.push(
+      checkStep(
+        ctx,
+        name,
+        'ORIGIN_TLS_OK',
+        'Check that the certificate now verifies: the doctor must report ORIGIN_TLS_OK',
+      ),
+      configStep(ctx, name, { 'origin.verify': true }, 'Then turn verification on'),
+    );
+  }
+  return {
+    summary: `Trust your own CA (${issuer}) with origin.ca`,
+    secure: true,
+    steps,
+    settings: { 'origin.ca': OWN_CA_FILE, ...(facts.verify ? {} : { 'origin.verify': true }) },
+  };
+}
+
+/** The origin name does not resolve: the fix is DNS (or an address), whatever the protocol. */
+function dnsFixes(site: DoctorSite, ctx: DoctorContext, s: ServerFacts): Fix[] {
+  const index = site.config.origin.servers.findIndex((x) => x.host === s.host);
+  return [
+    {
+      summary: `Fix the DNS record of ${s.host} at its DNS host, so that it resolves to the origin's address`,
+      secure: true,
+      steps: [],
+    },
+    settingsFix(ctx, site.config.name, 'Or give the origin server by its IP address', true, {
+      [`origin.servers[${Math.max(0, index)}].host`]: 'ORIGIN_IP',
+    }),
+  ];
 }
 
 // ---- helpers ------------------------------------------------------------------------------------
@@ -168,8 +300,22 @@ export function causeClause(
   }
 }
 
-/** Fixes for a failed pull, secure first. */
-function fixesForPull(
+/** The cause of a failed pull: one id per server, port and edge code (DNS: per server). */
+export function pullCause(
+  s: ServerFacts,
+  protocol: 'http' | 'https',
+  e: ProbeError,
+  verifyName: string,
+): Cause {
+  const id =
+    e.code === 'ORIGIN_DNS_FAILED'
+      ? `origin:${s.host}:dns`
+      : `origin:${s.host}:${s.ports[protocol]}:${e.code}`;
+  return { id, summary: causeClause(s, protocol, e, verifyName) };
+}
+
+/** Fixes for a failed pull, secure first; they follow the cause (DNS, firewall, TLS, certificate). */
+export function fixesForPull(
   site: DoctorSite,
   facts: OriginFacts,
   ctx: DoctorContext,
@@ -177,11 +323,19 @@ function fixesForPull(
   protocol: 'http' | 'https',
   e: ProbeError,
 ): Fix[] {
+  if (e.code === 'ORIGIN_DNS_FAILED') return dnsFixes(site, ctx, s);
   const fixes: Fix[] = [];
   const httpWorks = pullResult(s, 'http', false).ok;
   const httpsWorksVerified = pullResult(s, 'https', true).ok;
   const httpsWorksUnverified = pullResult(s, 'https', false).ok;
   const name = site.config.name;
+  if (e.code === 'ORIGIN_CONNECT_TIMEOUT') {
+    fixes.push({
+      summary: `Let Verge's address through the firewall in front of origin ${s.host} (port ${s.ports[protocol]}), or correct origin.servers[].host if the address is wrong`,
+      secure: true,
+      steps: [],
+    });
+  }
   if (protocol === 'https') {
     switch (e.code as ErrorCode) {
       case 'ORIGIN_CERT_NAME_MISMATCH': {
@@ -189,7 +343,8 @@ function fixesForPull(
         const covered = s.tls?.chain[0]?.names.find((n) => !n.startsWith('*.'));
         if (covered)
           fixes.push(
-            editFix(
+            settingsFix(
+              ctx,
               name,
               `Verify the name the certificate covers (${covered}) instead of ${facts.verifyName}`,
               true,
@@ -201,33 +356,47 @@ function fixesForPull(
           );
         break;
       }
-      case 'ORIGIN_CERT_UNTRUSTED':
-      case 'ORIGIN_CERT_EXPIRED':
-      case 'ORIGIN_CERT_INVALID':
+      case 'ORIGIN_CERT_UNTRUSTED': {
         fixes.push(secureOriginFix(site, facts, ctx));
+        const leaf = s.tls?.chain[0];
+        // a certificate from a CA of your own: trusting that CA is as secure, and needs no change on the origin
+        if (leaf && !leaf.selfSigned && !s.tls?.vergeCa?.ok)
+          fixes.push(ownCaFix(site, facts, ctx, leaf.issuer));
+        break;
+      }
+      case 'ORIGIN_CONNECT_TIMEOUT':
         break;
       default:
-        // The port is closed, not TLS, or the handshake fails: the origin needs TLS on that port.
+        // The port is closed, not TLS, or the handshake fails; or the certificate expired or is
+        // invalid: the origin needs a (new) certificate on that port.
         fixes.push(secureOriginFix(site, facts, ctx));
     }
-    if (facts.protocol !== 'http' && httpWorks) fixes.push(httpPullFix(site, facts));
-    if (facts.verify && !httpsWorksVerified && httpsWorksUnverified) fixes.push(verifyOffFix(site));
+    if (facts.protocol !== 'http' && httpWorks) fixes.push(httpPullFix(site, facts, ctx));
+    if (facts.verify && !httpsWorksVerified && httpsWorksUnverified) fixes.push(verifyOffFix(site, ctx));
   } else {
     if (httpsWorksVerified)
       fixes.push(
-        editFix(name, 'Pull over verified HTTPS instead', true, {
+        settingsFix(ctx, name, 'Pull over verified HTTPS instead', true, {
           'origin.protocol': 'https',
           'origin.verify': true,
         }),
       );
     else fixes.push(secureOriginFix(site, facts, ctx));
-    // The port is already what Verge uses: the fix is on the origin (or, if it serves HTTP on
-    // another port, `--set origin.ports.http=THAT_PORT`, which only the webmaster knows).
-    fixes.push({
-      summary: `Make the origin answer HTTP on port ${s.ports.http} (or, if it listens on another port, tell Verge with --set origin.ports.http=PORT)`,
-      secure: false,
-      nginx: `listen ${s.ports.http};`,
-    });
+    if (e.code !== 'ORIGIN_CONNECT_TIMEOUT') {
+      // The port is already what Verge uses: the fix is on the origin (or, if it serves HTTP on
+      // another port, `origin.ports.http`, which only the webmaster knows).
+      fixes.push({
+        summary: `Make the origin answer HTTP on port ${s.ports.http} (or, if it listens on another port, set origin.ports.http to that port)`,
+        secure: false,
+        steps: [
+          nginxStep(
+            `On the origin, in the nginx server { } block of ${name}, add`,
+            [],
+            [`listen ${s.ports.http};`],
+          ),
+        ],
+      });
+    }
   }
   return fixes;
 }
@@ -245,11 +414,8 @@ function portFindings(site: DoctorSite, facts: OriginFacts, ctx: DoctorContext, 
       check: 'origin',
       summary: `The origin name ${s.host} does not resolve, so Verge cannot connect to it`,
       explanation: ERRORS.ORIGIN_DNS_FAILED.explanation,
-      fix: [
-        editFix(site.config.name, 'Give the origin server by IP address (or fix its DNS record)', true, {
-          'origin.servers[0].host': 'ORIGIN_IP',
-        }),
-      ],
+      fix: dnsFixes(site, ctx, s),
+      cause: pullCause(s, 'http', dns, facts.verifyName),
       evidence: { host: s.host, error: dns },
     });
     return out;
@@ -287,6 +453,7 @@ function portFindings(site: DoctorSite, facts: OriginFacts, ctx: DoctorContext, 
           : `Verge pulls over HTTP from port ${t.port}. ${ERRORS[e.code].explanation}`) +
         (used[p] ? '' : notUsedNote(facts, p)),
       fix: fixesForPull(site, facts, ctx, s, p, e),
+      cause: pullCause(s, p, e, facts.verifyName),
       evidence: { host: s.host, port: t.port, edgeCode: e.code, nodeCode: e.nodeCode, message: e.message },
     });
   }
@@ -342,6 +509,7 @@ function tlsFindings(site: DoctorSite, facts: OriginFacts, ctx: DoctorContext, s
           ? `Something listens on port ${t.port}, but it answers in plain HTTP: the origin has no certificate configured there. Verge starts a TLS handshake and gets an HTTP reply instead, so the handshake fails ("handshake failure"). In nginx this is \`listen ${t.port};\` without \`ssl\`.`
           : ERRORS[e.code].explanation) + note,
       fix: fixesForPull(site, facts, ctx, s, 'https', e),
+      cause: pullCause(s, 'https', e, facts.verifyName),
       evidence: {
         host: s.host,
         port: t.port,
@@ -401,8 +569,18 @@ function tlsFindings(site: DoctorSite, facts: OriginFacts, ctx: DoctorContext, s
           : ''
       }${note}`,
       fix: fixesForPull(site, facts, ctx, s, 'https', e),
+      cause: pullCause(s, 'https', e, facts.verifyName),
       evidence: { ...ev, edgeCode: e.code, nodeCode: e.nodeCode },
     });
+    if (t.vergeCa?.ok) {
+      out.push({
+        code: 'ORIGIN_CA_READY',
+        severity: 'pass',
+        check: 'origin',
+        summary: `Origin ${s.host} serves a certificate from Verge's origin CA for ${t.verifyName} on port ${t.port} that verifies: ready to switch to verified HTTPS with origin.ca: verge`,
+        evidence: ev,
+      });
+    }
   }
   if (leaf && leaf.daysLeft >= 0 && leaf.expiresSoon) {
     out.push({
@@ -412,7 +590,11 @@ function tlsFindings(site: DoctorSite, facts: OriginFacts, ctx: DoctorContext, s
       summary: `The certificate of origin ${s.host} expires in ${leaf.daysLeft} days (${leaf.notAfter.slice(0, 10)})`,
       explanation:
         'When it expires, verified HTTPS pulls fail with 502 ORIGIN_CERT_EXPIRED for every visitor whose request reaches the origin.',
-      fix: [secureOriginFix(site, facts, ctx)],
+      fix: [renewFix(site, facts, ctx, s)],
+      cause: {
+        id: `origin:${s.host}:${t.port}:expires-soon`,
+        summary: `the certificate of origin ${s.host} expires in ${leaf.daysLeft} days`,
+      },
       evidence: ev,
     });
   }
@@ -439,6 +621,7 @@ function responseFindings(
         summary: `${cap(causeClause(s, p, e, facts.verifyName))}: ${p.toUpperCase()} pulls fail with ${ERRORS[e.code].status} ${e.code}`,
         explanation: ERRORS[e.code].explanation + (used[p] ? '' : notUsedNote(facts, p)),
         fix: fixesForPull(site, facts, ctx, s, p, e),
+        cause: pullCause(s, p, e, facts.verifyName),
         evidence: {
           host: s.host,
           port: r.port,
@@ -504,7 +687,11 @@ function settingFindings(site: DoctorSite, facts: OriginFacts, ctx: DoctorContex
   const out: Finding[] = [];
   const s = mainServer(facts);
   const httpsVerified = s ? pullResult(s, 'https', true).ok : false;
+  const name = site.config.name;
   if (facts.protocol !== 'http' && !facts.verify) {
+    // with verify off and a certificate that would not verify, this and the certificate finding
+    // are one problem: the certificate is the cause
+    const verifyError = s?.tls?.handshake && !s.tls.verified.ok ? s.tls.verified.error : undefined;
     out.push({
       code: 'ORIGIN_VERIFY_OFF',
       severity: 'warn',
@@ -514,30 +701,35 @@ function settingFindings(site: DoctorSite, facts: OriginFacts, ctx: DoctorContex
         'HTTPS pulls are encrypted, but without checking the certificate anyone on the network path between Verge and the origin can pretend to be the origin and read or change every page.',
       fix: [
         httpsVerified
-          ? editFix(
-              site.config.name,
-              'Turn verification on: the origin’s certificate already verifies',
-              true,
-              {
-                'origin.verify': true,
-              },
-            )
+          ? settingsFix(ctx, name, 'Turn verification on: the origin’s certificate already verifies', true, {
+              'origin.verify': true,
+            })
           : secureOriginFix(site, facts, ctx),
       ],
+      cause:
+        s && verifyError
+          ? pullCause(s, 'https', verifyError, facts.verifyName)
+          : {
+              id: 'setting:verify-off',
+              summary: "Verge does not check the origin's certificate (origin.verify is off)",
+            },
     });
   }
   if (facts.protocol === 'http') {
+    const summary = 'Verge pulls from the origin over plain HTTP (origin.protocol http)';
     out.push({
       code: 'ORIGIN_PULL_PLAIN_HTTP',
-      severity: 'info',
+      // advice, not an error: it works, and the secure setup is a few steps away
+      severity: 'advice',
       check: 'origin',
-      summary: 'Verge pulls from the origin over plain HTTP (origin.protocol http)',
+      summary,
       explanation:
-        'Visitors may use HTTPS to reach Verge, but the hop from Verge to the origin is not encrypted. Fine on a private network; over the internet, prefer HTTPS with a verified certificate.',
+        'Visitors may use HTTPS to reach Verge, but the hop from Verge to the origin is not encrypted: anyone on that path can read or change every page. Fine on a private network; over the internet, pull over HTTPS with a verified certificate (the steps below keep the site working at each step).',
       fix: [
         httpsVerified
-          ? editFix(
-              site.config.name,
+          ? settingsFix(
+              ctx,
+              name,
               'Pull over verified HTTPS: the origin’s certificate already verifies',
               true,
               {
@@ -547,9 +739,48 @@ function settingFindings(site: DoctorSite, facts: OriginFacts, ctx: DoctorContex
             )
           : secureOriginFix(site, facts, ctx),
       ],
+      cause: {
+        id: 'setting:plain-http',
+        summary: 'the hop from Verge to the origin is not encrypted (origin.protocol http)',
+      },
     });
   }
   return out;
+}
+
+/**
+ * Renewing a certificate that still works: from Verge's origin CA, issue a new one and swap the
+ * files (the site already trusts the CA, so nothing on Verge changes); from another CA, renew it
+ * there. Never "switch CA" here: that would break verified pulls between the two steps.
+ */
+function renewFix(site: DoctorSite, facts: OriginFacts, ctx: DoctorContext, s: ServerFacts): Fix {
+  const name = site.config.name;
+  const fromVergeCa =
+    site.vergeCaPem !== undefined && site.originCaPem === site.vergeCaPem && s.tls?.verified.ok === true;
+  if (!fromVergeCa) {
+    return {
+      summary: `Renew the certificate with the CA that issued it (${s.tls?.chain[0]?.issuer ?? 'its CA'}), install it on the origin and reload nginx`,
+      secure: true,
+      steps: [],
+    };
+  }
+  return {
+    summary: "Issue a new certificate from Verge's origin CA and swap it in on the origin",
+    secure: true,
+    steps: [
+      runStep(
+        `Issue a new certificate for ${facts.verifyName}; it writes ${facts.verifyName}.crt and .key into ${ORIGIN_CERT_DIR}`,
+        vergeCommand(ctx, `origin-cert issue ${facts.verifyName} --out ${ORIGIN_CERT_DIR}`, { data: true }),
+      ),
+      nginxEdit(s, facts.verifyName, s.ports.https),
+      checkStep(
+        ctx,
+        name,
+        'ORIGIN_TLS_OK',
+        'Check: the doctor must report ORIGIN_TLS_OK with the new end date',
+      ),
+    ],
+  };
 }
 
 // ---- matrix findings ---------------------------------------------------------------------------
@@ -558,43 +789,10 @@ function outcomeText(o: Outcome): string {
   return `${o.status}${o.code ? ` ${o.code}` : ''}`;
 }
 
-/** Fixes from the matrix: the rows that work for both visitors, secure (verify on, HTTPS) first. */
-function matrixFixes(site: DoctorSite, facts: OriginFacts, ctx: DoctorContext, rows: MatrixRow[]): Fix[] {
-  // without a certificate no setting serves HTTPS visitors: judge the rows by HTTP visitors alone
-  const ok = (o: Outcome) => works(o) || o.code === NO_EDGE_CERTIFICATE;
-  const good = rows.filter((r) => !r.current && ok(r.httpVisitor) && ok(r.httpsVisitor));
-  const fixes: Fix[] = [];
-  const secureRow = good.find((r) => r.protocol === 'https' && r.verify);
-  if (secureRow)
-    fixes.push(
-      editFix(site.config.name, 'Pull over verified HTTPS', true, {
-        'origin.protocol': 'https',
-        'origin.verify': true,
-      }),
-    );
-  else fixes.push(secureOriginFix(site, facts, ctx));
-  const followRow = good.find((r) => r.protocol === 'follow' && r.verify);
-  if (followRow && !secureRow)
-    fixes.push(
-      editFix(
-        site.config.name,
-        'Follow the visitor’s protocol (HTTPS visitors pulled over verified HTTPS)',
-        false,
-        {
-          'origin.protocol': 'follow',
-          'origin.verify': true,
-        },
-      ),
-    );
-  if (good.some((r) => r.protocol === 'http') && facts.protocol !== 'http')
-    fixes.push(httpPullFix(site, facts));
-  if (!secureRow && !followRow && good.some((r) => r.protocol !== 'http' && !r.verify) && facts.verify)
-    fixes.push(verifyOffFix(site));
-  return fixes;
-}
-
 /**
  * What visitors get right now (the current row), as findings; the verdict is built from these.
+ * Each names its cause (the failed pull), so it and the origin finding that explains the same
+ * failure are one problem, and its fixes follow that cause.
  */
 export function matrixFindings(
   site: DoctorSite,
@@ -624,7 +822,9 @@ export function matrixFindings(
       summary: `${v.toUpperCase()} visitors get ${outcomeText(o)}: ${cause} (${why(facts, pp)})`,
       explanation:
         `${e ? ERRORS[e.code as ErrorCode].explanation : ''} The table of alternatives below shows what each setting would give.`.trim(),
-      fix: matrixFixes(site, facts, ctx, rows),
+      ...(e
+        ? { fix: fixesForPull(site, facts, ctx, s, pp, e), cause: pullCause(s, pp, e, facts.verifyName) }
+        : {}),
       evidence: { visitor: v, pullProtocol: pp, port: s.ports[pp], host: s.host, outcome: o },
     });
   }

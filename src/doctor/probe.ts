@@ -86,6 +86,11 @@ export interface TlsFact {
   verified: { ok: true } | { ok: false; error: ProbeError };
   /** other certificates the origin has, asked without SNI or with SNI = verifyName */
   alternates: AlternateCert[];
+  /**
+   * The full verification again with Verge's origin CA as the trust store, when the site does not
+   * use it yet and the configured trust fails: ok means switching to `origin.ca: verge` is safe.
+   */
+  vergeCa?: { ok: true } | { ok: false; error: ProbeError };
 }
 
 /** One GET / through the edge's code path. */
@@ -255,6 +260,7 @@ async function tlsProbe(
   port: number,
   names: { sni: string; verifyName: string; site: string },
   ctx: DoctorContext,
+  vergeCaPem: string | undefined,
 ): Promise<TlsFact> {
   const sni = sniSent(names.sni);
   const base: TlsFact = {
@@ -302,6 +308,16 @@ async function tlsProbe(
   } catch (err) {
     verified = { ok: false, error: probeError(err, 'ORIGIN_CERT_INVALID') };
   }
+  let vergeCa: TlsFact['vergeCa'];
+  if (!verified.ok && vergeCaPem && vergeCaPem !== b.ca) {
+    try {
+      const v = await connectOrigin({ ...target, ca: vergeCaPem, verify: true });
+      v.socket.destroy();
+      vergeCa = { ok: true };
+    } catch (err) {
+      vergeCa = { ok: false, error: probeError(err, 'ORIGIN_CERT_INVALID') };
+    }
+  }
   const leaf = chain[0];
   const coversVerifyName = leaf ? certCovers(leaf.names, names.verifyName) : false;
   const alternates: AlternateCert[] = [];
@@ -325,6 +341,7 @@ async function tlsProbe(
     coversVerifyName,
     verified,
     alternates,
+    ...(vergeCa ? { vergeCa } : {}),
   };
 }
 
@@ -420,7 +437,8 @@ async function probeServer(
     tcp: { http: tcpHttp, https: tcpHttps },
     responses: {},
   };
-  if (tcpHttps.open) facts.tls = await tlsProbe(b, ports.https, { ...names, site: site.config.name }, ctx);
+  if (tcpHttps.open)
+    facts.tls = await tlsProbe(b, ports.https, { ...names, site: site.config.name }, ctx, site.vergeCaPem);
   const firstByte = Math.min(timeout, cfg.timeouts.firstByte);
   if (tcpHttp.open)
     facts.responses.http = await httpProbe(b, 'http', ports.http, names.hostHeader, names.sni, firstByte);

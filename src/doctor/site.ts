@@ -11,8 +11,9 @@ import { KEYS, SECTION_KEYS } from '../control/model.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
 import { dnsCheck } from './dns.js';
 import { edgeCertCheck } from './edge-cert.js';
+import { fixCommands } from './fixes.js';
 import { originWarnings, runDoctor } from './index.js';
-import type { DoctorContext, DoctorReport, DoctorSite, Finding } from './types.js';
+import type { DoctorContext, DoctorReport, DoctorSite, Finding, FixTarget } from './types.js';
 
 /** Probe timeout: long enough for a slow origin, short enough for an interactive command. */
 export const DOCTOR_TIMEOUT_MS = 3000;
@@ -22,10 +23,12 @@ export function doctorContext(
   dns: Config['dns'],
   originCaAvailable: boolean,
   timeoutMs = DOCTOR_TIMEOUT_MS,
+  target?: FixTarget,
 ): DoctorContext {
   return {
     now: Date.now(),
     timeoutMs,
+    ...(target ? { target } : {}),
     ...(dns.resolvers.length > 0 ? { resolvers: dns.resolvers } : {}),
     ...(dns.cnameTarget ? { cnameTarget: dns.cnameTarget } : {}),
     ...(dns.addresses.length > 0 ? { edgeAddresses: dns.addresses } : {}),
@@ -33,12 +36,16 @@ export function doctorContext(
   };
 }
 
-/** A site of a validated config, with its certificate and origin CA, as the doctor takes it. */
+/**
+ * A site of a validated config, with its certificate and origin CA, as the doctor takes it.
+ * `vergeCaPem` is Verge's origin CA when there is one, used or not by the site.
+ */
 export function doctorSiteOf(
   cfg: Config,
   name: string,
   material: MaterialSource | undefined,
   baseDir: string,
+  vergeCaPem?: string,
 ): DoctorSite | undefined {
   const site = cfg.sites.find((s) => s.name === name);
   if (!site) return undefined;
@@ -49,7 +56,15 @@ export function doctorSiteOf(
     ...(resolved.originCaPem ? { originCaPem: resolved.originCaPem } : {}),
     ...(resolved.certPem ? { certPem: resolved.certPem } : {}),
     ...(resolved.keyPem ? { keyPem: resolved.keyPem } : {}),
+    ...(vergeCaPem ? { vergeCaPem } : {}),
   };
+}
+
+/** Verge's origin CA certificate among the store's documents, if one was made. */
+function vergeCaOf(docs: Map<string, JsonValue>): string | undefined {
+  const v = docs.get(KEYS.originCa);
+  const pem = v !== null && typeof v === 'object' && !Array.isArray(v) ? v['certPem'] : undefined;
+  return typeof pem === 'string' ? pem : undefined;
 }
 
 /** Every check, DNS and the edge certificate included. */
@@ -81,7 +96,7 @@ export async function doctorStoredSite(
   }
   const cfg = validateObject(input);
   const material = materialFrom(docs);
-  const site = doctorSiteOf(cfg, name, material, baseDir)!;
+  const site = doctorSiteOf(cfg, name, material, baseDir, vergeCaOf(docs))!;
   return fullDoctor(site, doctorContext(cfg.dns, true));
 }
 
@@ -106,7 +121,7 @@ export async function storedSiteWarnings(
   let resolvedSite: DoctorSite;
   try {
     const cfg = validateObject({ sites: [site] });
-    resolvedSite = doctorSiteOf(cfg, site.name, materialFrom(docs), baseDir)!;
+    resolvedSite = doctorSiteOf(cfg, site.name, materialFrom(docs), baseDir, vergeCaOf(docs))!;
   } catch (e) {
     if (e instanceof ConfigError) return [];
     throw e;
@@ -124,11 +139,14 @@ function toApiWarning(f: Finding): {
   fix?: string;
 } {
   const fix = f.fix
-    ?.map((x) => `${x.secure ? '' : '(insecure) '}${x.summary}${x.command ? `: ${x.command}` : ''}`)
+    ?.map((x) => {
+      const commands = fixCommands(x);
+      return `${x.secure ? '' : '(insecure) '}${x.summary}${commands.length > 0 ? `: ${commands.join(', then ')}` : ''}`;
+    })
     .join('; or ');
   return {
     code: f.code,
-    severity: f.severity === 'pass' ? 'info' : f.severity,
+    severity: f.severity === 'pass' || f.severity === 'advice' ? 'info' : f.severity,
     summary: f.summary,
     ...(f.explanation ? { explanation: f.explanation } : {}),
     ...(fix ? { fix } : {}),

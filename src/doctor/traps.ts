@@ -9,10 +9,11 @@
 import { decideStore } from '../cache/policy.js';
 import { type CacheRules, siteCacheRules } from '../cache/rules.js';
 import { inspectCertificate } from '../tls/certs.js';
+import { commandFix, configStep, nginxStep, settingsFix, vergeCommand } from './fixes.js';
 import { redirectsToHttpsSelf } from './matrix.js';
-import { editCommand, secureOriginFix, usedProtocols } from './origin-checks.js';
+import { pullCause, secureOriginFix, usedProtocols } from './origin-checks.js';
 import type { HttpFact, OriginFacts, ServerFacts } from './probe.js';
-import type { DoctorContext, DoctorSite, Finding, Fix } from './types.js';
+import type { Cause, DoctorContext, DoctorSite, Finding, Fix } from './types.js';
 
 function siteNames(site: DoctorSite, facts: OriginFacts): string[] {
   return [site.config.name, ...site.config.aliases, facts.hostHeader];
@@ -28,16 +29,26 @@ function storeDecision(r: HttpFact, rules: CacheRules) {
   );
 }
 
-function purgeFix(site: DoctorSite): Fix[] {
+function purgeFix(site: DoctorSite, ctx: DoctorContext): Fix[] {
   const n = site.config.name;
   return [
-    {
-      summary: 'After fixing the origin, purge the cached redirect so visitors stop getting it',
-      secure: true,
-      command: `verge purge url http://${n}/ https://${n}/`,
-    },
-    { summary: 'Or purge everything cached for the site', secure: true, command: `verge purge host ${n}` },
+    commandFix(
+      'After fixing the origin, purge the cached redirect so visitors stop getting it',
+      true,
+      vergeCommand(ctx, `purge url http://${n}/ https://${n}/`, { config: true }),
+    ),
+    commandFix(
+      'Or purge everything cached for the site',
+      true,
+      vergeCommand(ctx, `purge host ${n}`, { config: true }),
+    ),
   ];
+}
+
+/** The cause a certificate trap explains: the failed verification of that server's certificate. */
+function verifyCause(s: ServerFacts, facts: OriginFacts): Cause | undefined {
+  const t = s.tls;
+  return t && !t.verified.ok ? pullCause(s, 'https', t.verified.error, facts.verifyName) : undefined;
 }
 
 // ---- redirect loop -------------------------------------------------------------------------------
@@ -50,19 +61,27 @@ function redirectLoop(site: DoctorSite, facts: OriginFacts, ctx: DoctorContext, 
   const httpsOk = s.tls?.verified.ok === true && s.responses.https?.ok === true;
   const fixes: Fix[] = [];
   if (httpsOk)
-    fixes.push({
-      summary: 'Pull over verified HTTPS: the origin already serves HTTPS with a certificate that verifies',
-      secure: true,
-      command: editCommand(n, { 'origin.protocol': 'https', 'origin.verify': true }),
-      settings: { 'origin.protocol': 'https', 'origin.verify': true },
-    });
+    fixes.push(
+      settingsFix(
+        ctx,
+        n,
+        'Pull over verified HTTPS: the origin already serves HTTPS with a certificate that verifies',
+        true,
+        { 'origin.protocol': 'https', 'origin.verify': true },
+      ),
+    );
   else fixes.push(secureOriginFix(site, facts, ctx));
   fixes.push({
-    summary:
-      'Or stop redirecting on the origin and let Verge force HTTPS instead (remove the `return 301 https://...` from the origin’s port-80 server block)',
+    summary: 'Or stop redirecting on the origin and let Verge force HTTPS instead',
     secure: false,
-    command: editCommand(n, { 'https.forceHttps': true }),
-    nginx: "# in the origin's `listen 80` server block, remove:\n# return 301 https://$host$request_uri;",
+    steps: [
+      nginxStep(
+        `On the origin, in the nginx server { } block of ${n} that listens on port ${r.port}, remove the redirect`,
+        ['return 301 https://...;'],
+        [],
+      ),
+      configStep(ctx, n, { 'https.forceHttps': true }, 'Then make Verge send HTTP visitors to HTTPS'),
+    ],
     settings: { 'https.forceHttps': true },
   });
   return [
@@ -104,20 +123,20 @@ function edgeCertOnOrigin(
   const fixes: Fix[] = [];
   if (!presented && other) {
     cause = `the origin presents it only for SNI ${other.sni ?? '(none)'}, but Verge ${t.sni === null ? 'sends no SNI (origin.sni is an IP address)' : `sends SNI ${t.sni}`}, so the origin answers with another certificate`;
-    fixes.push({
-      summary: `Send SNI ${coveredName} and verify that name`,
-      secure: true,
-      command: editCommand(n, { 'origin.sni': coveredName, 'origin.verifyName': coveredName }),
-      settings: { 'origin.sni': coveredName, 'origin.verifyName': coveredName },
-    });
+    fixes.push(
+      settingsFix(ctx, n, `Send SNI ${coveredName} and verify that name`, true, {
+        'origin.sni': coveredName,
+        'origin.verifyName': coveredName,
+      }),
+    );
   } else if (!t.coversVerifyName) {
     cause = `it covers ${edge.names.join(', ')}, but Verge verifies the name ${t.verifyName}${t.sni === null ? ' (origin.sni is an IP address, so no SNI is sent and the IP is what gets verified)' : ''}`;
-    fixes.push({
-      summary: `Verify the name the certificate covers (${coveredName})`,
-      secure: true,
-      command: editCommand(n, { 'origin.verifyName': coveredName, 'origin.sni': coveredName }),
-      settings: { 'origin.verifyName': coveredName, 'origin.sni': coveredName },
-    });
+    fixes.push(
+      settingsFix(ctx, n, `Verify the name the certificate covers (${coveredName})`, true, {
+        'origin.verifyName': coveredName,
+        'origin.sni': coveredName,
+      }),
+    );
   } else {
     cause = `the name matches, but the certificate does not verify against ${t.trustStore === 'origin.ca' ? 'the CA in origin.ca' : "the system's public CAs"} (${t.trustError ?? t.verified.error.code})`;
   }
@@ -131,6 +150,7 @@ function edgeCertOnOrigin(
       explanation:
         "Copying the visitor-facing certificate onto the origin is a common way to give the origin HTTPS. It only verifies when Verge asks for and checks a name the certificate covers, and trusts its issuer. Verge's origin CA avoids all three problems, and keeps the public certificate's key off the origin.",
       fix: fixes,
+      ...withCause(verifyCause(s, facts)),
       evidence: {
         host: s.host,
         port: t.port,
@@ -159,14 +179,8 @@ function sniOtherVhost(site: DoctorSite, facts: OriginFacts, ctx: DoctorContext,
         summary: `The SNI Verge sends (${t.sni ?? 'none'}) makes origin ${s.host} pick another virtual host (certificate for ${leaf.names.join(', ')}); with SNI ${better.sni} it presents a certificate for ${t.verifyName}`,
         explanation:
           'An origin serving several sites over HTTPS chooses the certificate by the name the client sends in the TLS handshake (SNI). Verge sends origin.sni (default: the site name); the origin has no certificate for that name and answers with its default one.',
-        fix: [
-          {
-            summary: `Send SNI ${better.sni}`,
-            secure: true,
-            command: editCommand(n, { 'origin.sni': better.sni }),
-            settings: { 'origin.sni': better.sni },
-          },
-        ],
+        fix: [settingsFix(ctx, n, `Send SNI ${better.sni}`, true, { 'origin.sni': better.sni })],
+        ...withCause(verifyCause(s, facts)),
         evidence: { host: s.host, port: t.port, sni: t.sni, names: leaf.names, alternates: t.alternates },
       },
     ];
@@ -181,19 +195,26 @@ function sniOtherVhost(site: DoctorSite, facts: OriginFacts, ctx: DoctorContext,
         'The certificate the origin sends belongs to another site on the same server (its default HTTPS virtual host). Either the origin lacks a server block with a certificate for this site, or Verge should ask for (and verify) the name the origin really serves.',
       fix: [
         secureOriginFix(site, facts, ctx),
-        {
-          summary: `Or verify the name the origin's certificate covers (${leaf.names[0]}), if that is the same site`,
-          secure: true,
-          command: editCommand(n, { 'origin.sni': leaf.names[0], 'origin.verifyName': leaf.names[0] }),
-          settings: { 'origin.sni': leaf.names[0], 'origin.verifyName': leaf.names[0] },
-        },
+        settingsFix(
+          ctx,
+          n,
+          `Or verify the name the origin's certificate covers (${leaf.names[0]}), if that is the same site`,
+          true,
+          { 'origin.sni': leaf.names[0], 'origin.verifyName': leaf.names[0] },
+        ),
       ],
+      ...withCause(verifyCause(s, facts)),
       evidence: { host: s.host, port: t.port, sni: t.sni, verifyName: t.verifyName, names: leaf.names },
     },
   ];
 }
 
-function hostDefaultVhost(site: DoctorSite, facts: OriginFacts, s: ServerFacts): Finding[] {
+function hostDefaultVhost(
+  site: DoctorSite,
+  facts: OriginFacts,
+  ctx: DoctorContext,
+  s: ServerFacts,
+): Finding[] {
   const o = s.otherHost;
   if (!o?.ok) return [];
   const r = s.responses[o.protocol];
@@ -212,14 +233,17 @@ function hostDefaultVhost(site: DoctorSite, facts: OriginFacts, s: ServerFacts):
         {
           summary: `Add ${facts.hostHeader} to the right server block on the origin`,
           secure: true,
-          nginx: `server_name ${facts.hostHeader};`,
+          steps: [
+            nginxStep(
+              `On the origin, in the nginx server { } block that serves the site, add`,
+              [],
+              [`server_name ${facts.hostHeader};`],
+            ),
+          ],
         },
-        {
-          summary: 'Or send the Host name the origin serves',
-          secure: true,
-          command: editCommand(n, { 'origin.hostHeader': 'NAME_THE_ORIGIN_SERVES' }),
-          settings: { 'origin.hostHeader': 'NAME_THE_ORIGIN_SERVES' },
-        },
+        settingsFix(ctx, n, 'Or send the Host name the origin serves', true, {
+          'origin.hostHeader': 'NAME_THE_ORIGIN_SERVES',
+        }),
       ],
       evidence: { host: s.host, protocol: o.protocol, status: r.status, madeUpHost: o.host },
     },
@@ -228,7 +252,13 @@ function hostDefaultVhost(site: DoctorSite, facts: OriginFacts, s: ServerFacts):
 
 // ---- caching ----------------------------------------------------------------------------------
 
-function cachedRedirect(site: DoctorSite, facts: OriginFacts, s: ServerFacts, rules: CacheRules): Finding[] {
+function cachedRedirect(
+  site: DoctorSite,
+  facts: OriginFacts,
+  ctx: DoctorContext,
+  s: ServerFacts,
+  rules: CacheRules,
+): Finding[] {
   const out: Finding[] = [];
   const used = usedProtocols(facts);
   for (const p of ['http', 'https'] as const) {
@@ -244,7 +274,7 @@ function cachedRedirect(site: DoctorSite, facts: OriginFacts, s: ServerFacts, ru
       summary: `Origin ${s.host} answers ${p.toUpperCase()} pulls with a permanent redirect (${r.status} to ${r.location ?? '?'}) that Verge caches for ${secs} s`,
       explanation:
         'A cached redirect keeps being served after the origin is fixed, until it expires (browsers may keep a 301 even longer). Once the origin is right, purge it.',
-      fix: purgeFix(site),
+      fix: purgeFix(site, ctx),
       evidence: { host: s.host, protocol: p, status: r.status, location: r.location, lifetimeSeconds: secs },
     });
   }
@@ -252,46 +282,64 @@ function cachedRedirect(site: DoctorSite, facts: OriginFacts, s: ServerFacts, ru
 }
 
 /** The two ways out of an origin Cache-Control that forbids sharing: fix the origin, or override it. */
-function cacheControlFixes(site: string, originFix: string): Fix[] {
-  const settings = { 'cache.honourOrigin': false, 'cache.defaultTtl': '5m' };
+function cacheControlFixes(ctx: DoctorContext, site: string, originFix: string): Fix[] {
   return [
-    { summary: originFix, secure: true, nginx: 'add_header Cache-Control "public, max-age=300" always;' },
     {
-      summary:
-        'Or ignore the origin’s Cache-Control and cache for a fixed time (never for pages that differ per visitor)',
-      secure: false,
-      command: editCommand(site, settings),
-      settings,
+      summary: originFix,
+      secure: true,
+      steps: [
+        nginxStep(
+          'On the origin, in the location that serves the page, add',
+          [],
+          ['add_header Cache-Control "public, max-age=300" always;'],
+        ),
+      ],
     },
+    settingsFix(
+      ctx,
+      site,
+      'Or ignore the origin’s Cache-Control and cache for a fixed time (never for pages that differ per visitor)',
+      false,
+      { 'cache.honourOrigin': false, 'cache.defaultTtl': '5m' },
+    ),
   ];
 }
 
-const NEVER_CACHED: Record<string, { code: string; what: string; fix: (n: string) => Fix[] }> = {
+const NEVER_CACHED: Record<
+  string,
+  { code: string; what: string; fix: (ctx: DoctorContext, n: string) => Fix[] }
+> = {
   'set-cookie': {
     code: 'CACHE_SET_COOKIE',
     what: 'it sets a cookie (Set-Cookie), and one visitor’s cookie must never be handed to another',
-    fix: (n) => [
+    fix: (ctx, n) => [
       {
         summary:
-          'Stop setting cookies on pages that are the same for everyone (e.g. static files, public pages)',
+          'Stop setting cookies on pages that are the same for everyone (e.g. static files, public pages): remove the session start from these pages, or for static locations on nginx add',
         secure: true,
-        nginx:
-          '# for static locations:\nproxy_hide_header Set-Cookie;   # or remove the session start from these pages',
+        steps: [
+          nginxStep(
+            'On the origin, in the locations of static files, add',
+            [],
+            ['proxy_hide_header Set-Cookie;'],
+          ),
+        ],
       },
-      {
-        summary:
-          'Or store such responses without their Set-Cookie (the visitor that caused the fetch still gets it)',
-        secure: true,
-        command: editCommand(n, { 'cache.setCookie': 'strip' }),
-        settings: { 'cache.setCookie': 'strip' },
-      },
+      settingsFix(
+        ctx,
+        n,
+        'Or store such responses without their Set-Cookie (the visitor that caused the fetch still gets it)',
+        true,
+        { 'cache.setCookie': 'strip' },
+      ),
     ],
   },
   private: {
     code: 'CACHE_PRIVATE',
     what: 'the origin marks it Cache-Control: private (meant for one visitor only)',
-    fix: (n) =>
+    fix: (ctx, n) =>
       cacheControlFixes(
+        ctx,
         n,
         'If the page is the same for everyone, send a public Cache-Control from the origin',
       ),
@@ -299,8 +347,8 @@ const NEVER_CACHED: Record<string, { code: string; what: string; fix: (n: string
   'no-store': {
     code: 'CACHE_NO_STORE',
     what: 'the origin forbids storing it (Cache-Control: no-store)',
-    fix: (n) =>
-      cacheControlFixes(n, 'If the page may be cached, send a caching Cache-Control from the origin'),
+    fix: (ctx, n) =>
+      cacheControlFixes(ctx, n, 'If the page may be cached, send a caching Cache-Control from the origin'),
   },
   'vary-star': {
     code: 'CACHE_VARY_STAR',
@@ -310,8 +358,13 @@ const NEVER_CACHED: Record<string, { code: string; what: string; fix: (n: string
         summary:
           'Send Vary with the request headers that really change the answer (e.g. Accept-Encoding), or none',
         secure: true,
-        nginx:
-          '# find where Vary: * is added (application or add_header) and replace it, e.g.\nadd_header Vary "Accept-Encoding";',
+        steps: [
+          nginxStep(
+            'On the origin, where Vary: * is added (the application or an add_header), replace it',
+            ['add_header Vary "*";'],
+            ['add_header Vary "Accept-Encoding";'],
+          ),
+        ],
       },
     ],
   },
@@ -320,6 +373,7 @@ const NEVER_CACHED: Record<string, { code: string; what: string; fix: (n: string
 function cacheability(
   site: DoctorSite,
   facts: OriginFacts,
+  ctx: DoctorContext,
   s: ServerFacts,
   rules: CacheRules | undefined,
 ): Finding[] {
@@ -331,14 +385,7 @@ function cacheability(
         severity: 'info',
         check: 'cache',
         summary: 'Caching is off for this site (cache.enabled false): every request goes to the origin',
-        fix: [
-          {
-            summary: 'Turn caching on',
-            secure: true,
-            command: editCommand(n, { 'cache.enabled': true }),
-            settings: { 'cache.enabled': true },
-          },
-        ],
+        fix: [settingsFix(ctx, n, 'Turn caching on', true, { 'cache.enabled': true })],
       },
     ];
   }
@@ -369,7 +416,7 @@ function cacheability(
         check: 'cache',
         summary: `GET / can never be cached: ${known.what}`,
         explanation: `Every visitor's request for it goes to the origin, so the CDN does not take load off the origin for this page. The edge's cache policy says: ${d.detail}.`,
-        fix: known.fix(n),
+        fix: known.fix(ctx, n),
         evidence: { ...ev, reason: d.reason, detail: d.detail },
       },
     ];
@@ -386,14 +433,15 @@ function cacheability(
         {
           summary: 'Send a Cache-Control from the origin',
           secure: true,
-          nginx: 'add_header Cache-Control "public, max-age=300";',
+          steps: [
+            nginxStep(
+              'On the origin, in the location that serves the page, add',
+              [],
+              ['add_header Cache-Control "public, max-age=300";'],
+            ),
+          ],
         },
-        {
-          summary: 'Or give the site a default TTL',
-          secure: true,
-          command: editCommand(n, { 'cache.defaultTtl': '5m' }),
-          settings: { 'cache.defaultTtl': '5m' },
-        },
+        settingsFix(ctx, n, 'Or give the site a default TTL', true, { 'cache.defaultTtl': '5m' }),
       ],
       evidence: { ...ev, reason: d.reason, detail: d.detail },
     },
@@ -410,10 +458,14 @@ export function trapFindings(site: DoctorSite, facts: OriginFacts, ctx: DoctorCo
     out.push(...edge);
     // the edge-certificate trap already explains a name problem of the same server
     if (edge.length === 0) out.push(...sniOtherVhost(site, facts, ctx, s));
-    out.push(...hostDefaultVhost(site, facts, s));
-    if (rules) out.push(...cachedRedirect(site, facts, s, rules));
+    out.push(...hostDefaultVhost(site, facts, ctx, s));
+    if (rules) out.push(...cachedRedirect(site, facts, ctx, s, rules));
   }
   const main = facts.servers.find((x) => !x.backup) ?? facts.servers[0];
-  if (main) out.push(...cacheability(site, facts, main, rules));
+  if (main) out.push(...cacheability(site, facts, ctx, main, rules));
   return out;
+}
+
+function withCause(cause: Cause | undefined): { cause?: Cause } {
+  return cause ? { cause } : {};
 }

@@ -5,8 +5,11 @@
  */
 import type { SiteConfig } from '../config/schema.js';
 
-/** pass: checked and fine; info: worth knowing; warn: works but risky or slow; fail: broken. */
-export type Severity = 'pass' | 'info' | 'warn' | 'fail';
+/**
+ * pass: checked and fine; info: worth knowing; advice: works, and a safer setup is within reach
+ * (not an error: the report stays "All good"); warn: works but risky or slow; fail: broken.
+ */
+export type Severity = 'pass' | 'info' | 'advice' | 'warn' | 'fail';
 
 /** One thing the doctor found, with advice. */
 export interface Finding {
@@ -20,20 +23,78 @@ export interface Finding {
   explanation?: string;
   /** ordered: the secure fix first; insecure ones labelled */
   fix?: Fix[];
+  /**
+   * The root cause this finding is a symptom of: findings with the same `cause.id` (say, "HTTPS
+   * visitors get 502" and "port 443 refuses connections") are one problem, printed once.
+   */
+  cause?: Cause;
   evidence?: Record<string, unknown>;
 }
 
-/** One way to fix a problem. */
+/** A root cause: a stable id for grouping and one plain-words clause that names it. */
+export interface Cause {
+  id: string;
+  /** e.g. "origin 203.0.113.7 refuses connections on port 443" */
+  summary: string;
+}
+
+/**
+ * One way to fix a problem: steps to run in order. The order is part of the advice: no step
+ * breaks what visitors get before the last step switches over (first change the origin, check
+ * with `verge doctor`, then switch Verge).
+ */
 export interface Fix {
   summary: string;
   /** false: labelled "insecure" in output */
   secure: boolean;
-  /** e.g. `verge site edit www.example.com --set origin.protocol=http` */
-  command?: string;
-  /** lines to add on the origin */
-  nginx?: string;
-  /** the setting(s) to change, dotted paths -> value */
+  /** in order; none when the summary says it all (e.g. "At your DNS host, create a CNAME record") */
+  steps: FixStep[];
+  /** the setting(s) the fix changes in the end, dotted paths -> value (for programs and tests) */
   settings?: Record<string, unknown>;
+}
+
+/** One step of a fix. */
+export type FixStep =
+  /** a shell command, as printed */
+  | { kind: 'run'; summary: string; command: string }
+  /**
+   * An edit on the origin's nginx, inside the site's `server { }` block: the lines to remove (only
+   * those the doctor saw evidence of, e.g. `listen 443;` on a port that answers plain HTTP; a line
+   * ending in `...;` stands for that directive whatever its value) and the lines to put instead,
+   * then `reload`.
+   */
+  | { kind: 'nginx'; summary: string; remove: string[]; add: string[]; reload: string }
+  /**
+   * A change of Verge's settings for the site. With the control plane: `command` (`verge site
+   * edit`). With a config file: the YAML to merge into the site in `file` (`yaml`, the site's
+   * entry with only the changed keys), then `reload`.
+   */
+  | {
+      kind: 'config';
+      summary: string;
+      settings: Record<string, unknown>;
+      command?: string;
+      file?: string;
+      yaml?: string;
+      reload?: string;
+    }
+  /** run `command` and look for the finding `expect` (a code) before going on */
+  | { kind: 'check'; summary: string; command: string; expect: string }
+  /** something to do by hand that no command does (at a DNS host, in another program) */
+  | { kind: 'do'; summary: string };
+
+/** One problem (a root cause) with what it does to visitors, its explanation and its fixes. */
+export interface Problem {
+  cause: Cause;
+  /** one line with the impact, for the verdict (e.g. "HTTPS visitors get 502 ...: <cause>") */
+  summary: string;
+  severity: Severity;
+  /** the findings that are this problem, most specific first */
+  codes: string[];
+  /** what HTTP and HTTPS visitors get, when the cause decides it */
+  visitors?: { http: string; https: string };
+  explanation?: string;
+  fix: Fix[];
 }
 
 /** The whole diagnosis of one site. */
@@ -43,6 +104,11 @@ export interface DoctorReport {
   verdict: string;
   ok: boolean;
   findings: Finding[];
+  /**
+   * The findings that need action (fail, warn, advice) grouped by cause, in the order the text
+   * prints them: failures, then warnings, then advice.
+   */
+  problems: Problem[];
   matrix?: MatrixRow[];
   durationMs: number;
 }
@@ -73,6 +139,11 @@ export interface DoctorSite {
   config: SiteConfig;
   /** PEM of origin.ca, already resolved (the file's contents, or Verge's origin CA for `verge`) */
   originCaPem?: string;
+  /**
+   * Verge's origin CA, whether or not the site uses it: the doctor tells "the origin already has a
+   * certificate from Verge's origin CA, switch when ready" from "the origin needs one".
+   */
+  vergeCaPem?: string;
   /** the edge's certificate chain for this site (PEM) */
   certPem?: string;
   keyPem?: string;
@@ -91,4 +162,12 @@ export interface DoctorContext {
   edgeAddresses?: string[];
   /** Verge has an origin CA (offer it as the secure fix) */
   originCaAvailable: boolean;
+  /**
+   * Where the user applies fixes. 'control' (the default): `verge` CLI commands against the
+   * control plane. 'file': YAML edits of `configFile` and a reload; `verge` commands get
+   * `--config FILE` (and `--data DIR` when the doctor was given one).
+   */
+  target?: FixTarget;
 }
+
+export type FixTarget = { mode: 'control' } | { mode: 'file'; configFile: string; dataDir?: string };

@@ -568,3 +568,34 @@ function migrate(db: Database.Database, file: string): void {
     // version === SCHEMA_VERSION: nothing to migrate yet; future versions add steps here.
   }).immediate();
 }
+
+/**
+ * One document of an existing store file, read synchronously over a read-only connection, for the
+ * places that must resolve a value while loading a config file (`origin.ca: verge` in file mode,
+ * src/control/data.ts). undefined when the file or the key does not exist. Throws StoreOpenError
+ * when the file exists but is not a readable Verge store. Nothing is created or migrated here.
+ */
+export function readStoredValueSync(file: string, key: string): JsonValue | undefined {
+  let db: Database.Database;
+  try {
+    db = new Database(file, { readonly: true, fileMustExist: true });
+  } catch (e) {
+    if ((e as { code?: string }).code === 'SQLITE_CANTOPEN') {
+      try {
+        statSync(file);
+      } catch {
+        return undefined; // no store yet
+      }
+    }
+    throw openError(file, 'SQLite cannot open it', 'Check that it is readable by Verge.', e);
+  }
+  try {
+    db.pragma('busy_timeout = 5000');
+    const row = db.prepare('SELECT value FROM kv WHERE key = ?').get(key) as { value: string } | undefined;
+    return row ? (JSON.parse(row.value) as JsonValue) : undefined;
+  } catch (e) {
+    throw openError(file, 'it is not a readable Verge store', FIX_CORRUPT, e);
+  } finally {
+    db.close();
+  }
+}
