@@ -9,9 +9,13 @@
  * each site with `tls: {certificate: NAME}`. Sites that are in the store but not in the file are
  * removed: the file is the whole config.
  *
- * Export writes the reverse: DIR/verge.yaml with `tls: {cert, key}` file references and
- * DIR/certs/NAME.crt + NAME.key (0600), so `import(export(store))` gives the same documents.
- * Without --out it prints the YAML with `tls: {certificate: NAME}` references instead.
+ * Export writes the reverse: DIR/verge.yaml with `tls: {cert, key}` file references, and what a
+ * restore needs besides (src/cli/backup.ts): every stored certificate as DIR/certs/NAME.crt +
+ * NAME.key (0600), Verge's origin CA (DIR/origin-ca.key, 0600, with a warning on screen) and the
+ * manifest DIR/verge-backup.json (API token hashes, ACME state). `verge config import DIR` (or
+ * DIR/verge.yaml) restores all of it, so `import(export(store))` gives the same documents, in a
+ * new data directory too. Without --out it prints the YAML with `tls: {certificate: NAME}`
+ * references instead (the config only: no keys on a terminal).
  */
 
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -22,6 +26,16 @@ import { openDataStoreOrSay, resolveDataDir } from '../control/data.js';
 import { asRecord, type CertRecord, certRecordOf, KEYS, SECTION_KEYS } from '../control/model.js';
 import { writeFileAtomic } from '../core/files.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
+import {
+  BACKUP_MANIFEST as BACKUP_MANIFEST_NAME,
+  type Backup,
+  type BackupManifest,
+  backupDocs,
+  certFileNames,
+  importSource,
+  readBackup,
+  writeBackupMaterial,
+} from './backup.js';
 
 const CERT_NAME = /^[a-z0-9][a-z0-9._-]{0,127}$/;
 
@@ -32,18 +46,27 @@ export interface ImportPlan {
 
 /**
  * Reads and validates FILE and turns it into store documents. `existing` resolves
- * `tls: {certificate}` references to certificates already in the store. Throws ConfigError.
+ * `tls: {certificate}` references to certificates already in the store. A `backup` (from
+ * `verge config export --out`) adds its origin CA, certificates, tokens and ACME state, and
+ * resolves references to them. Throws ConfigError.
  */
-export function planImport(file: string, existing: ReadonlyMap<string, JsonValue>): ImportPlan {
+export function planImport(
+  file: string,
+  existing: ReadonlyMap<string, JsonValue>,
+  backup?: Backup,
+): ImportPlan {
+  const restored = backup ? backupDocs(backup, existing) : new Map<string, JsonValue>();
   const material: MaterialSource = {
     certificate: (name) => {
-      const v = existing.get(KEYS.cert(name));
+      const v = restored.get(KEYS.cert(name)) ?? existing.get(KEYS.cert(name));
       if (!v) return undefined;
       const c = asRecord<CertRecord>(v);
       return { chainPem: c.chainPem, keyPem: c.keyPem };
     },
     acme: () => undefined,
-    originCaPem: () => (existing.get(KEYS.originCa) as { certPem?: string } | undefined)?.certPem,
+    originCaPem: () =>
+      ((restored.get(KEYS.originCa) ?? existing.get(KEYS.originCa)) as { certPem?: string } | undefined)
+        ?.certPem,
   };
   const { config, input } = loadConfigFileWithInput(file, material);
   const docs = new Map<string, JsonValue>();
@@ -96,6 +119,8 @@ export function planImport(file: string, existing: ReadonlyMap<string, JsonValue
     }
     docs.set(KEYS.site(site.name), raw as JsonValue);
   });
+  // the backup's records last: they keep each certificate's source and date
+  for (const [k, v] of restored) docs.set(k, v);
   return { docs };
 }
 
@@ -125,13 +150,32 @@ export async function applyImport(
   return { written, removed };
 }
 
-/** The YAML of the store's config; with `certDir`, certificates are written there as files. */
-export async function exportConfig(
+/** The YAML of the store's config, sites referring to stored certificates by name. */
+export async function exportConfig(store: ConfigStore): Promise<string> {
+  const snap = await store.snapshot();
+  return yamlOf(new Map(snap.entries.map((e) => [e.key, e.value])), snap.revision, false);
+}
+
+/**
+ * A backup in `outDir` (created mode 0700): verge.yaml and, from the same snapshot, every
+ * certificate, the origin CA and the manifest (src/cli/backup.ts). Returns the warnings about the
+ * private keys it wrote, for the screen.
+ */
+export async function exportBackup(
   store: ConfigStore,
-  certDir?: { dir: string; relative: string },
-): Promise<string> {
+  outDir: string,
+): Promise<{ warnings: string[]; manifest: BackupManifest }> {
   const snap = await store.snapshot();
   const docs = new Map(snap.entries.map((e) => [e.key, e.value]));
+  mkdirSync(join(outDir, 'certs'), { recursive: true, mode: 0o700 });
+  const yaml = yamlOf(docs, snap.revision, true);
+  const { warnings, manifest } = writeBackupMaterial(docs, snap.revision, outDir);
+  writeFileAtomic(join(outDir, 'verge.yaml'), yaml, 0o600);
+  return { warnings, manifest };
+}
+
+/** The config as YAML; with `certFiles`, sites refer to certs/NAME.crt + .key (writeCertificate). */
+function yamlOf(docs: Map<string, JsonValue>, revision: number, certFiles: boolean): string {
   const out: Record<string, unknown> = {};
   for (const [section, key] of Object.entries(SECTION_KEYS)) {
     if (docs.has(key)) out[section] = docs.get(key);
@@ -141,20 +185,14 @@ export async function exportConfig(
     if (!key.startsWith(KEYS.sitesPrefix)) continue;
     const site = { ...(value as Record<string, unknown>) };
     const tls = site['tls'] as { certificate?: string } | undefined;
-    if (certDir && tls?.certificate) {
+    if (certFiles && tls?.certificate) {
       const rec = docs.get(KEYS.cert(tls.certificate));
-      if (rec) {
-        const c = asRecord<CertRecord>(rec);
-        mkdirSync(certDir.dir, { recursive: true, mode: 0o700 });
-        writeFileAtomic(join(certDir.dir, `${c.name}.crt`), c.chainPem, 0o644);
-        writeFileAtomic(join(certDir.dir, `${c.name}.key`), c.keyPem, 0o600);
-        site['tls'] = { cert: `${certDir.relative}/${c.name}.crt`, key: `${certDir.relative}/${c.name}.key` };
-      }
+      if (rec) site['tls'] = certFileNames(asRecord<CertRecord>(rec).name);
     }
     sites.push(site);
   }
   out['sites'] = sites;
-  return `# Exported from the Verge store at revision ${snap.revision}\n${stringify(out, { lineWidth: 0 })}`;
+  return `# Exported from the Verge store at revision ${revision}\n${stringify(out, { lineWidth: 0 })}`;
 }
 
 /** The options of `verge config import|export` (src/cli/program.ts). */
@@ -179,24 +217,38 @@ export async function configStoreCmd(
     if (sub === 'export') {
       if (values.out) {
         const outDir = resolve(values.out);
-        const yaml = await exportConfig(store, { dir: join(outDir, 'certs'), relative: 'certs' });
-        mkdirSync(outDir, { recursive: true });
-        writeFileAtomic(join(outDir, 'verge.yaml'), yaml, 0o600);
-        say(`wrote ${join(outDir, 'verge.yaml')} and its certificates in ${join(outDir, 'certs')}\n`, {
-          file: join(outDir, 'verge.yaml'),
-          certs: join(outDir, 'certs'),
-        });
+        const { warnings, manifest } = await exportBackup(store, outDir);
+        say(
+          `wrote a backup of ${store.location} to ${outDir}: verge.yaml, ${manifest.certificates.length} certificate(s) in ${join(outDir, 'certs')}, ${manifest.originCa ? "Verge's origin CA, " : ''}${manifest.tokens.length} API token hash(es) (${BACKUP_MANIFEST_NAME})\nrestore it with: verge config import ${outDir} --data DIR\n`,
+          {
+            file: join(outDir, 'verge.yaml'),
+            certs: join(outDir, 'certs'),
+            manifest: join(outDir, BACKUP_MANIFEST_NAME),
+            warnings,
+          },
+        );
+        for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
       } else {
         const yaml = await exportConfig(store);
         say(yaml, (await import('yaml')).parse(yaml) as Record<string, unknown>);
+        if (!values.json)
+          process.stderr.write(
+            'verge: this is the config only; for a backup that restores (certificates, origin CA, API tokens) use --out DIR\n',
+          );
       }
       return 0;
     }
     if (!file) throw new Error('config import needs a FILE (the program requires it)');
+    // a backup directory (or its verge.yaml): the manifest beside the YAML is restored too
+    const source = importSource(file);
+    const manifest = source.manifest;
+    file = source.file;
     const snap = await store.snapshot();
     let plan: ImportPlan;
+    let backup: Backup | undefined;
     try {
-      plan = planImport(file, new Map(snap.entries.map((e) => [e.key, e.value])));
+      backup = manifest ? readBackup(manifest) : undefined;
+      plan = planImport(file, new Map(snap.entries.map((e) => [e.key, e.value])), backup);
     } catch (e) {
       if (e instanceof ConfigError) {
         process.stderr.write(`${formatIssues(e.issues, e.file)}\nverge: nothing imported\n`);
@@ -214,9 +266,27 @@ export async function configStoreCmd(
       return 0;
     }
     const r = await applyImport(store, plan);
+    const restored = backup
+      ? {
+          manifest: backup.manifestFile,
+          originCa: backup.originCa !== undefined,
+          certificates: backup.certificates.length,
+          tokens: backup.tokens.length,
+        }
+      : undefined;
     say(
-      `imported ${file} into ${store.location}: ${r.written} document(s) changed${r.removed.length ? `, removed site(s) ${r.removed.join(', ')}` : ''}\n`,
-      { file, store: store.location, written: r.written, removed: r.removed },
+      `imported ${file} into ${store.location}: ${r.written} document(s) changed${r.removed.length ? `, removed site(s) ${r.removed.join(', ')}` : ''}\n${
+        restored
+          ? `restored from ${restored.manifest}: ${restored.originCa ? "Verge's origin CA, " : ''}${restored.certificates} certificate(s), ${restored.tokens} API token(s)\n`
+          : ''
+      }`,
+      {
+        file,
+        store: store.location,
+        written: r.written,
+        removed: r.removed,
+        ...(restored ? { restored } : {}),
+      },
     );
     return 0;
   } finally {

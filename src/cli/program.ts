@@ -182,7 +182,10 @@ SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 reopens the access
         .description(
           'Load a YAML config into the store of a data directory; nothing is written when the file has errors. Sites not in the file are removed.',
         )
-        .argument('<FILE>', 'the YAML config file'),
+        .argument(
+          '<FILE>',
+          'the YAML config file, or a backup directory written by `verge config export --out` (its certificates, origin CA and token hashes are restored too)',
+        ),
     ).option('--dry-run', 'check the file and say what would be written, write nothing'),
   )
     .addHelpText(
@@ -203,9 +206,12 @@ SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 reopens the access
       config
         .command('export')
         .description(
-          "Print the store's config as YAML, or with --out write DIR/verge.yaml and the certificate files.",
+          "Print the store's config as YAML, or with --out write a backup that restores: DIR/verge.yaml, every certificate, Verge's origin CA (its key 0600) and the API tokens' hashes.",
         ),
-    ).option('-o, --out <DIR>', 'write verge.yaml and certs/ into DIR instead of printing'),
+    ).option(
+      '-o, --out <DIR>',
+      'write the backup into DIR instead of printing (verge.yaml, certs/, origin-ca.key, verge-backup.json)',
+    ),
   )
     .addHelpText(
       'after',
