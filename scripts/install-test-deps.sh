@@ -2,7 +2,7 @@
 # Installs the Debian packages that Verge's tests need (real nginx origins and the like), so a
 # fresh machine or CI run can pass without anything installed by hand.
 #
-#   scripts/install-test-deps.sh            # default set: nginx pebble curl
+#   scripts/install-test-deps.sh            # default set: nginx pebble curl logrotate
 #   scripts/install-test-deps.sh nginx ...  # only the named packages
 #
 # Only packages that are missing get installed; with everything present it prints nothing and
@@ -12,7 +12,7 @@ set -euo pipefail
 
 prog="install-test-deps"
 if [ "$#" -eq 0 ]; then
-  set -- nginx pebble curl
+  set -- nginx pebble curl logrotate
 fi
 
 # A file each package must provide, beyond dpkg saying it is installed: catches a package whose
@@ -22,6 +22,8 @@ binary_for() {
     nginx) echo /usr/sbin/nginx ;;
     # pebble ships no service; the ACME tests start it (and pebble-challtestsrv) themselves
     pebble) echo /usr/bin/pebble ;;
+    # docs/deploy.md's log rotation, run against a real edge (test/deploy-docs.test.ts)
+    logrotate) echo /usr/sbin/logrotate ;;
     # test/docs-commands.test.ts runs the README's curl line
     curl) echo /usr/bin/curl ;;
     *) echo "" ;;

@@ -60,7 +60,7 @@ const EXPECT: Array<[RegExp, number, RegExp]> = [
   [/^source <\(verge completion bash\)$/, 0, /^$/],
   [/^verge config validate /, 0, /^verge\.yaml: OK \(1 site\)$/m],
   [/^verge config import /, 0, /^imported verge\.yaml into /m],
-  [/^verge config export /, 0, /^wrote .*\/verge\.yaml and its certificates/m],
+  [/^verge config export /, 0, /^wrote a backup of .+: verge\.yaml, \d+ certificate\(s\) in /m],
   [/^verge config show/, 0, /^# the effective config at store revision \d+/m],
   [/^verge site add /, 0, /^site shop\.example\.com added \(revision \d+\)$/m],
   [/^verge site edit /, 0, /^site www\.example\.com updated \(revision \d+ → \d+\)$/m],
