@@ -144,7 +144,8 @@ export const ROUTES: RouteDoc[] = [
     auth: true,
     responses: {
       '200': {
-        description: 'The doctor report: {site, verdict, ok, findings[], matrix[], durationMs}.',
+        description:
+          'The doctor report: {site, verdict, ok, findings[], problems[] (the findings grouped by cause, with the fixes as ordered steps), matrix[], durationMs}.',
         schema: { type: 'object', required: ['site', 'verdict', 'ok', 'findings'] },
       },
       '404': E404,
