@@ -2,7 +2,7 @@
 # Installs the Debian packages that Verge's tests need (real nginx origins and the like), so a
 # fresh machine or CI run can pass without anything installed by hand.
 #
-#   scripts/install-test-deps.sh            # default set: nginx pebble curl logrotate
+#   scripts/install-test-deps.sh            # default set: nginx pebble curl logrotate strace
 #   scripts/install-test-deps.sh nginx ...  # only the named packages
 #
 # Only packages that are missing get installed; with everything present it prints nothing and
@@ -12,7 +12,7 @@ set -euo pipefail
 
 prog="install-test-deps"
 if [ "$#" -eq 0 ]; then
-  set -- nginx pebble curl logrotate
+  set -- nginx pebble curl logrotate strace
 fi
 
 # A file each package must provide, beyond dpkg saying it is installed: catches a package whose
@@ -26,6 +26,8 @@ binary_for() {
     logrotate) echo /usr/sbin/logrotate ;;
     # test/docs-commands.test.ts runs the README's curl line
     curl) echo /usr/bin/curl ;;
+    # durability tests watch fdatasync/fsync calls of a real edge (test/helpers/strace.ts)
+    strace) echo /usr/bin/strace ;;
     *) echo "" ;;
   esac
 }

@@ -5,6 +5,8 @@ import type { ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 
 const live = new Set<ChildProcess>();
+/** children started in their own process group (detached): the whole group is killed */
+const groups = new Set<ChildProcess>();
 const dirs = new Set<string>();
 let hooked = false;
 
@@ -12,16 +14,37 @@ function hook(): void {
   if (hooked) return;
   hooked = true;
   process.on('exit', () => {
-    for (const c of live) c.kill('SIGKILL');
+    for (const c of live) {
+      if (groups.has(c) && c.pid !== undefined) killGroup(c.pid, 'SIGKILL');
+      else c.kill('SIGKILL');
+    }
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 }
 
-/** Kills `child` when the test process exits, unless it has exited by then. */
-export function killAtExit(child: ChildProcess): void {
+/**
+ * Kills `child` when the test process exits, unless it has exited by then. `group`: the child
+ * leads its own process group (spawned detached), and the whole group is killed, so processes it
+ * started (workers of a supervisor) go too.
+ */
+export function killAtExit(child: ChildProcess, opts: { group?: boolean } = {}): void {
   hook();
   live.add(child);
-  child.once('exit', () => live.delete(child));
+  if (opts.group) groups.add(child);
+  child.once('exit', () => {
+    live.delete(child);
+    groups.delete(child);
+  });
+}
+
+/** Signal every process of the process group `pgid`; false when none is left. */
+export function killGroup(pgid: number, signal: NodeJS.Signals): boolean {
+  try {
+    process.kill(-pgid, signal);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Removes `dir` when the test process exits; the returned function takes that back. */

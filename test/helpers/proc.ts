@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { killAtExit } from './children.js';
+import { killAtExit, killGroup } from './children.js';
 
 /** The compiled CLI entry point (this file runs from dist/test/helpers/). */
 export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -54,6 +54,11 @@ export interface EdgeProc {
   memory(field?: 'VmHWM' | 'VmRSS'): number;
   /** kill (SIGKILL) if still running and remove `dir`; safe to call twice */
   kill(): Promise<void>;
+  /**
+   * kill -9 without cleaning up, as a crash or the OOM killer would: SIGKILL to the process (with
+   * `group`, to every process of its group at once) and wait for the exit. `dir` stays.
+   */
+  crash(): Promise<ExitInfo>;
 }
 
 export interface EdgeProcOptions {
@@ -73,6 +78,13 @@ export interface EdgeProcOptions {
   dataDir?: string;
   /** store mode only: false to start from the store as it is (a restart); default true */
   importConfig?: boolean;
+  /**
+   * Start Verge in its own process group, so crash() and kill() reach every process of it at once
+   * (a supervisor and its workers, as `systemctl kill -s KILL` would). Default false.
+   */
+  group?: boolean;
+  /** a command to run Verge under, e.g. ['strace', '-f', ...]: argv becomes wrap + node CLI ... */
+  wrap?: string[];
 }
 
 type Obj = Record<string, unknown>;
@@ -129,12 +141,14 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
     }
   }
   const serveArgs = opts.dataDir ? ['serve', '--data', opts.dataDir] : ['serve', '--config', configFile];
-  const child = spawn(process.execPath, [CLI, ...serveArgs], {
+  const argv = [...(opts.wrap ?? []), process.execPath, CLI, ...serveArgs];
+  const child = spawn(argv[0]!, argv.slice(1), {
     cwd: dir,
     env: { ...process.env, VERGE_HOME: dir, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: opts.group === true,
   });
-  killAtExit(child);
+  killAtExit(child, { group: opts.group === true });
   let stderr = '';
   let stdout = '';
   const logs: LogLine[] = [];
@@ -194,16 +208,25 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
     });
   };
 
+  const sigkill = () => {
+    if (!(opts.group && child.pid !== undefined && killGroup(child.pid, 'SIGKILL'))) child.kill('SIGKILL');
+  };
   let killed: Promise<void> | undefined;
   const kill = (): Promise<void> => {
     killed ??= (async () => {
       if (!exit) {
-        child.kill('SIGKILL');
+        sigkill();
         await exited;
+      } else if (opts.group && child.pid !== undefined) {
+        killGroup(child.pid, 'SIGKILL'); // what the leader left behind
       }
       rmSync(dir, { recursive: true, force: true });
     })();
     return killed;
+  };
+  const crash = async (): Promise<ExitInfo> => {
+    if (!exit) sigkill();
+    return exited;
   };
 
   let ready: LogLine;
@@ -277,6 +300,7 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
       return Number(m[1]) * 1024;
     },
     kill,
+    crash,
   };
 }
 
