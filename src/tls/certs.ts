@@ -66,9 +66,19 @@ function pemBlocks(text: string): string[] {
   return text.match(PEM_CERT) ?? [];
 }
 
-/** "CN=a\nO=b" (node's multi-line form) -> "CN=a, O=b". */
-function oneLine(name: string): string {
-  return name.split('\n').filter(Boolean).join(', ');
+/** "CN=a\nO=b" (node's multi-line form) -> "CN=a, O=b". Node gives undefined for an empty name. */
+function oneLine(name: string | undefined): string {
+  return (name ?? '').split('\n').filter(Boolean).join(', ');
+}
+
+/** A SAN entry's value as Node printed it: JSON-decoded when Node quoted it. */
+function unquote(value: string): string {
+  if (!(value.length >= 2 && value.startsWith('"') && value.endsWith('"'))) return value;
+  try {
+    return String(JSON.parse(value));
+  } catch {
+    return value;
+  }
 }
 
 /** The leaf's SAN DNS names, lower-case. */
@@ -76,10 +86,12 @@ function dnsNames(cert: X509Certificate): string[] {
   const san = cert.subjectAltName;
   if (!san) return [];
   const out: string[] = [];
-  // Node prints "DNS:a.example.com, DNS:b.example.com, IP Address:127.0.0.1"; names that hold a
-  // comma or quote are printed JSON-quoted (DNS:"..."), which no valid DNS name needs.
+  // Node prints "DNS:a.example.com, DNS:b.example.com, IP Address:127.0.0.1"; a name that holds a
+  // character that would make that list ambiguous (a comma, a quote) is printed as a JSON string
+  // with the character escaped (DNS:"a\u002cb"), so splitting on ", " is safe and the name is
+  // decoded. No valid DNS name needs that, but the messages must show what the certificate says.
   for (const part of san.split(', ')) {
-    if (part.startsWith('DNS:')) out.push(part.slice(4).replace(/^"|"$/g, '').toLowerCase());
+    if (part.startsWith('DNS:')) out.push(unquote(part.slice(4)).toLowerCase());
   }
   return out;
 }
