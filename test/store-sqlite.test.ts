@@ -16,17 +16,26 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { openSqliteStore, type SqliteStore } from '../src/store/sqlite.js';
-import { type Change, StoreOpenError } from '../src/store/types.js';
+import {
+  type Change,
+  type JsonValue,
+  StoreConflictError,
+  StoreError,
+  StoreGapError,
+  StoreOpenError,
+} from '../src/store/types.js';
 import { docKey, docValue } from './fixtures/store-writer.js';
 import { configStoreConformance, sleep, until } from './helpers/store-conformance.js';
 import { readStrace, straceCommand, straceSkip } from './helpers/strace.js';
 
+const require = createRequire(import.meta.url);
 const WRITER = fileURLToPath(new URL('./fixtures/store-writer.js', import.meta.url));
 const OPEN_AS = fileURLToPath(new URL('./fixtures/open-store-as.js', import.meta.url));
 
@@ -381,5 +390,199 @@ describe('sqlite store: files and processes', () => {
       );
       prev = ack.end;
     }
+  });
+});
+
+// ---- What the SQLite store promises at its edges, one test per promise (each kills mutants that
+// survived the tests above; docs/testing.md lists what remains and why).
+describe('sqlite store: argument checks, compaction bounds, locking', () => {
+  async function fresh(opts: { busyTimeoutMs?: number } = {}): Promise<SqliteStore> {
+    return openSqliteStore({ file: join(tempDir(), 'verge.db'), ...opts });
+  }
+
+  test('keys: empty, over 1024 characters or holding NUL are refused; 1024 is fine', async () => {
+    const s = await fresh();
+    try {
+      for (const key of ['', 'k'.repeat(1025), 'a\0b']) {
+        await assert.rejects(s.put(key, 1), (e: unknown) => {
+          assert.ok(e instanceof StoreError);
+          assert.equal(
+            e.message,
+            `invalid key ${JSON.stringify(key)} for store ${s.location}: a key is a non-empty string of at most 1024 characters without NUL`,
+          );
+          assert.equal(e.key, key);
+          return true;
+        });
+      }
+      assert.equal(await s.put('k'.repeat(1024), 1), 1);
+      await assert.rejects(
+        s.put(42 as unknown as string, 1),
+        (e: unknown) => e instanceof StoreError && e.key === undefined,
+      );
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('values that are not JSON and bad log kinds are refused with the key named', async () => {
+    const s = await fresh();
+    try {
+      await assert.rejects(s.put('k', undefined as unknown as JsonValue), {
+        message: `value for "k" in store ${s.location} is not JSON (undefined)`,
+      });
+      await assert.rejects(s.put('k', { n: 1n } as unknown as JsonValue), (e: unknown) => {
+        assert.ok(e instanceof StoreError);
+        assert.match(e.message, /^value for "k" in store .* is not JSON: TypeError: .*BigInt/);
+        assert.ok(e.cause instanceof TypeError);
+        return true;
+      });
+      await assert.rejects(s.append('purges', undefined as unknown as JsonValue), {
+        message: `value for "purges/…" in store ${s.location} is not JSON (undefined)`,
+      });
+      for (const kind of ['bad kind', 'ok!', '!ok', 'a/b', '']) {
+        await assert.rejects(s.append(kind, 1), {
+          message: `invalid log record kind ${JSON.stringify(kind)} for store ${s.location}: use letters, digits, '.', '_' or '-'`,
+        });
+      }
+      assert.equal(await s.revision(), 0, 'nothing was written');
+      assert.equal(await s.append('a.b_c-1', 1), 1);
+      for (const rev of [-1, 1.5, Number.NaN]) {
+        await assert.rejects(s.changes(rev), {
+          message: `invalid revision ${String(rev)} for store ${s.location}: use an integer >= 0`,
+        });
+      }
+      assert.deepEqual(await s.snapshot(''), await s.snapshot(), "prefix '' is everything");
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('compaction: up to one past the current revision; never lowered again', async () => {
+    const s = await fresh();
+    try {
+      for (let i = 0; i < 6; i++) await s.put(`k${i}`, i);
+      await s.compact(7); // everything, one past revision 6
+      await assert.rejects(s.compact(8), {
+        message: `cannot compact store ${s.location} below revision 8: the store is only at revision 6`,
+      });
+      await s.put('k6', 6);
+      // a lower compaction afterwards must not make the deleted log readable again
+      await s.compact(3);
+      await assert.rejects(s.changes(2), (e: unknown) => e instanceof StoreGapError);
+      assert.deepEqual(
+        (await s.changes(6)).map((c) => c.revision),
+        [7],
+      );
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a deleted key reaches a watcher at once; a closed store refuses everything, twice', async () => {
+    const s = await fresh();
+    await s.put('k', 1);
+    const got: Change[] = [];
+    const stop = s.watch(await s.revision(), (c) => {
+      got.push(c);
+    });
+    try {
+      await s.delete('k');
+      await until(() => got.length === 1, 2000, 'the delete delivered');
+      assert.equal(got[0]!.type, 'delete');
+      assert.equal(await s.delete('k'), undefined, 'deleting what is gone writes nothing');
+    } finally {
+      stop();
+    }
+    await s.close();
+    await s.close();
+    await assert.rejects(s.get('k'), { message: `store ${s.location} is closed` });
+    await assert.rejects(s.put('k', 1), { message: `store ${s.location} is closed` });
+  });
+
+  test('a write waits for another process holding the lock, up to busyTimeoutMs, then fails naming the key', async () => {
+    const file = join(tempDir(), 'verge.db');
+    // opened before the lock is taken (opening checks the schema in a write transaction too)
+    const impatient = openSqliteStore({ file, busyTimeoutMs: 50 });
+    const patient = openSqliteStore({ file });
+    // another process takes the write lock and holds it for 600 ms
+    const holder = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const D = require(${JSON.stringify(require.resolve('better-sqlite3'))}); const db = new D(${JSON.stringify(file)});
+         db.exec('BEGIN IMMEDIATE'); process.stdout.write('locked\\n'); setTimeout(() => { db.exec('COMMIT'); db.close(); }, 600);`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    children.add(holder);
+    const exited = new Promise((r) => holder.once('exit', r));
+    await new Promise<void>((r) => holder.stdout!.once('data', () => r()));
+    try {
+      await assert.rejects(impatient.put('sites/x', 1), (e: unknown) => {
+        assert.ok(e instanceof StoreError && !(e instanceof StoreConflictError));
+        assert.equal(e.message, `write of "sites/x" to store ${file} failed: database is locked`);
+        assert.equal(e.key, 'sites/x');
+        assert.equal((e.cause as { code?: string }).code, 'SQLITE_BUSY');
+        return true;
+      });
+      // the default (5 s) waits the holder out
+      assert.equal(await patient.put('sites/y', 1), 1);
+    } finally {
+      await impatient.close();
+      await patient.close();
+    }
+    await exited;
+  });
+});
+
+describe('sqlite store: the exact words of each refusal', () => {
+  function refusal(file: string): string {
+    try {
+      openSqliteStore({ file }).close();
+    } catch (e) {
+      assert.ok(e instanceof StoreOpenError, String(e));
+      return e.message;
+    }
+    assert.fail(`${file} was opened`);
+  }
+
+  test('a directory, a FIFO, a foreign database, a newer schema, an empty schema table', () => {
+    const dir = tempDir();
+    const asDir = join(dir, 'dir.db');
+    mkdirSync(asDir);
+    assert.equal(
+      refusal(asDir),
+      `cannot open store file ${asDir}: it is a directory. Point the store setting at a file path (e.g. DATADIR/verge.db).`,
+    );
+    const fifo = join(dir, 'fifo.db');
+    const made = spawnSync('mkfifo', [fifo]);
+    assert.equal(made.status, 0, String(made.stderr));
+    assert.equal(
+      refusal(fifo),
+      `cannot open store file ${fifo}: it is not a regular file. Point the store setting at a regular file path.`,
+    );
+    const foreign = join(dir, 'foreign.db');
+    const db = new Database(foreign);
+    db.exec('CREATE TABLE t (x)');
+    db.close();
+    assert.equal(
+      refusal(foreign),
+      `cannot open store file ${foreign}: it is a SQLite database but not a Verge store (no schema_version table). Point the store setting at a Verge store file, or at a path that does not exist yet to create one.`,
+    );
+    const newer = join(dir, 'newer.db');
+    openSqliteStore({ file: newer }).close();
+    const db2 = new Database(newer);
+    db2.exec('UPDATE schema_version SET version = 99');
+    db2.close();
+    assert.equal(
+      refusal(newer),
+      `cannot open store file ${newer}: it was written by a newer Verge (store schema 99; this version knows 1). Upgrade Verge, or restore a backup made by this version.`,
+    );
+    const empty = join(dir, 'empty.db');
+    openSqliteStore({ file: empty }).close();
+    const db3 = new Database(empty);
+    db3.exec('DELETE FROM schema_version');
+    db3.close();
+    assert.match(refusal(empty), /: its schema_version table is empty\. Stop Verge, move the file/);
   });
 });
