@@ -36,10 +36,14 @@ test('docs/config.md matches the schema (run `npm run docs` after changing it)',
   );
 });
 
-test('docs/lifecycle.md lists the phases of src/edge/lifecycle.ts in order', () => {
-  const listed = [...doc('lifecycle.md').matchAll(/^\d+\. \*\*([a-z.]+)\*\*/gm)].map((m) => m[1]);
+test('docs/lifecycle.md lists the phases of src/edge/lifecycle.ts in order, with the same descriptions', () => {
+  // Each list item is "N. **name**: description", the description wrapped over indented lines;
+  // compared with PHASES word for word (whitespace aside), so neither can change alone.
+  const listed = [
+    ...doc('lifecycle.md').matchAll(/^\d+\. \*\*([a-z.]+)\*\*: ((?:.+\n?)+?)(?=^\d+\. |^$)/gm),
+  ].map((m) => ({ name: m[1], does: m[2]!.replace(/\s+/g, ' ').trim() }));
   assert.deepEqual(
     listed,
-    PHASES.map((p) => p.name),
+    PHASES.map((p) => ({ name: p.name, does: p.does })),
   );
 });

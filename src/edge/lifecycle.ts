@@ -1,7 +1,7 @@
 /**
  * The edge request lifecycle: the phases, in order, and the one per-request context object they
- * share. docs/lifecycle.md draws the same list (a test keeps them in step). Each phase either
- * continues or responds.
+ * share. docs/lifecycle.md draws the same list with the same words (test/docs.test.ts compares
+ * each phase's name and description). Each phase either continues or responds.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
@@ -12,31 +12,67 @@ import type { CompiledSite } from './runtime.js';
 export const PHASES = [
   {
     name: 'accept',
-    does: 'TCP, or TLS with SNI choosing the site certificate; ALPN h2 / http/1.1; request framing checks',
+    does:
+      "TCP, or TLS with SNI choosing the site's certificate (the ClientHello is read first: an unknown " +
+      'name gets the `unrecognized_name` alert); ALPN `h2` / `http/1.1`; request framing checks ' +
+      '(ambiguous Content-Length / Transfer-Encoding, missing or duplicate Host, absolute-form target, ' +
+      'header size), answered with 400 / 431 / 413 and a closed connection.',
   },
   {
     name: 'route',
-    does: 'Host header (lowercased, port stripped) to a site; unknown host is SITE_NOT_FOUND',
+    does:
+      'the Host header (lowercased, port stripped) to a site: exact names first, then a wildcard ' +
+      'covering one label. An unknown host is `SITE_NOT_FOUND` (404).',
   },
-  { name: 'redirect', does: 'force HTTPS (301 for GET/HEAD, 308 otherwise); HSTS on HTTPS responses' },
+  {
+    name: 'redirect',
+    does: 'force HTTPS (301 for GET/HEAD, 308 otherwise, so the method survives); HSTS on HTTPS responses.',
+  },
   {
     name: 'access',
-    does: 'IP allow/deny, referer, signed URLs, rate limits (not yet implemented: always continues)',
+    does: 'IP allow/deny, referer, signed URLs, rate limits. Not implemented yet: continues.',
   },
   {
     name: 'cache',
-    does: 'cache key and lookup: hit / stale / miss / bypass (not yet implemented: always miss)',
+    does:
+      "GET and HEAD on a caching site: the key (scheme only with `follow`, the site's name, path, " +
+      "normalised query), the Vary variant, then the stored entry's state: fresh (HIT), within " +
+      'stale-while-revalidate (STALE, one background refresh), stale (revalidate with If-None-Match / ' +
+      'If-Modified-Since: REVALIDATED on 304, EXPIRED on a new body), or none (MISS). Hits answer the ' +
+      "visitor's own conditionals (304), Range (206, multipart, 416) and HEAD from the stored GET. A " +
+      'key remembered as uncacheable (hit-for-pass) goes straight to the origin.',
   },
   {
     name: 'origin',
-    does: 'pick a server (weights, backups, health) and protocol (http, https, follow), connect, TLS, verify, send',
+    does:
+      'pick a server (smooth weighted round robin among healthy primaries, backups when all primaries ' +
+      "are down), pick the protocol (`http`, `https`, or `follow` the visitor's), then DNS, TCP, TLS " +
+      'and certificate verification, each failure with its own code; send the request with hop-by-hop ' +
+      'headers removed and `Via`, `X-Forwarded-*` and `X-Request-Id` set. A request that failed before ' +
+      'anything reached the origin is retried on the next server when its method is idempotent.',
   },
   {
     name: 'store',
-    does: 'decide storability (RFC 9111 plus site rules), stream to visitors and storage at once, commit a complete body',
+    does:
+      "decide storability (RFC 9111 with CDN-Cache-Control first, plus the site's rules) and stream to " +
+      'every waiting visitor and to storage at once; concurrent misses for one key share one origin ' +
+      'pull. The object becomes visible only when the complete body has been written and verified; an ' +
+      'origin failure mid-body leaves nothing stored. Unsafe methods (POST, PUT, DELETE, PATCH) mark ' +
+      'the target and same-host Location / Content-Location stale.',
   },
-  { name: 'respond', does: 'response headers (X-Request-Id, Via, HSTS), body streamed to the visitor' },
-  { name: 'log', does: 'one structured access-log line per request' },
+  {
+    name: 'respond',
+    does:
+      'response headers (`X-Request-Id`, `X-Cache`, `Age`, `Via`, HSTS) and the body, streamed with ' +
+      "backpressure. A body cut by the origin aborts the visitor's connection: it is never finished as " +
+      'if complete.',
+  },
+  {
+    name: 'log',
+    does:
+      'one JSON access-log line per request: id, site, method, path, status, bytes, timings (connect, ' +
+      'TLS, first byte, total), origin server, port, protocol and why, error code and the Node cause.',
+  },
 ] as const;
 
 export type PhaseName = (typeof PHASES)[number]['name'];
