@@ -254,6 +254,19 @@ describe('sqlite store: refusing files it cannot trust', () => {
       assert.equal(statSync(file).mode & 0o777, 0o600, 'left as it was');
     }
 
+    // a data directory the user may enter but not write to: the file cannot be created
+    if (asRoot) {
+      const readOnly = join(base, 'read-only');
+      mkdirSync(readOnly, { mode: 0o755 });
+      const file = join(readOnly, 'verge.db');
+      const out = openAs(file);
+      assert.equal(out.ok, false);
+      assert.equal(
+        out.message,
+        `cannot open store file ${file}: the file cannot be created (EACCES: permission denied, open '${file}'). Check that Verge's user may create files in ${readOnly}.`,
+      );
+    }
+
     // a data directory the user cannot enter
     const closed = join(base, 'closed');
     mkdirSync(closed);
@@ -497,6 +510,27 @@ describe('sqlite store: argument checks, compaction bounds, locking', () => {
     await s.close();
     await assert.rejects(s.get('k'), { message: `store ${s.location} is closed` });
     await assert.rejects(s.put('k', 1), { message: `store ${s.location} is closed` });
+  });
+
+  test('a watcher stopped from its own callback gets nothing more, not even the rest of a batch', async () => {
+    const s = await fresh();
+    try {
+      for (let i = 0; i < 3; i++) await s.put(`k${i}`, i);
+      const got: Change[] = [];
+      const stop = s.watch(0, (c) => {
+        got.push(c);
+        stop();
+      });
+      await sleep(300);
+      await s.put('k3', 3);
+      await sleep(300);
+      assert.deepEqual(
+        got.map((c) => c.revision),
+        [1],
+      );
+    } finally {
+      await s.close();
+    }
   });
 
   test('a write waits for another process holding the lock, up to busyTimeoutMs, then fails naming the key', async () => {
