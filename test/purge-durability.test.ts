@@ -131,18 +131,20 @@ test('file mode: purges acknowledged by the admin endpoint survive kill -9', {
   const first = await startEdgeProc({ config, group: true });
   try {
     await warm(first, cacheDir, origin);
-    const hard = await admin(first.adminPort, 'POST', '/purge', {
+    const hard = await admin(first.adminPort, 'POST', '/api/v1/purge', {
       type: 'url',
       values: [`http://${HOST}/hard`],
     });
     assert.equal(hard.status, 200, JSON.stringify(hard.body));
+    assert.equal(hard.body['state'], 'done');
     assert.deepEqual(hard.body['purged'], { [`http://${HOST}/hard`]: 1 });
-    const soft = await admin(first.adminPort, 'POST', '/purge', {
+    const soft = await admin(first.adminPort, 'POST', '/api/v1/purge', {
       type: 'url',
       values: [`http://${HOST}/soft`],
       mode: 'soft',
     });
     assert.equal(soft.status, 200, JSON.stringify(soft.body));
+    assert.equal(soft.body['state'], 'done');
     assert.deepEqual(soft.body['purged'], { [`http://${HOST}/soft`]: 1 });
     // acknowledged: crash now, before anything else can happen
     assert.equal((await first.crash()).signal, 'SIGKILL');
@@ -222,12 +224,13 @@ test('the purge log reaches the disk (fdatasync) before the admin endpoint ackno
       ['/hard', 'hard'],
       ['/soft', 'soft'],
     ] as const) {
-      const r = await admin(p.adminPort, 'POST', '/purge', {
+      const r = await admin(p.adminPort, 'POST', '/api/v1/purge', {
         type: 'url',
         values: [`http://${HOST}${path}`],
         mode,
       });
       assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(r.body['state'], 'done');
     }
     // strace writes each line as it goes: killing it with the edge loses nothing before this
     await p.crash();
