@@ -1,12 +1,19 @@
 // Purge (src/cache/purge.ts): selectors, the persistent purge log, purges surviving a restart.
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { DiskStore } from '../src/cache/disk.js';
 import { MemoryStore } from '../src/cache/memory.js';
-import { applyPurge, PurgeLog, prefixSelector, purgeMatches, urlSelector } from '../src/cache/purge.js';
+import {
+  applyPurge,
+  InflightPurges,
+  PurgeLog,
+  prefixSelector,
+  purgeMatches,
+  urlSelector,
+} from '../src/cache/purge.js';
 import { TieredStore } from '../src/cache/tiered.js';
 import { put, readAll } from './helpers/cache-data.js';
 
@@ -138,4 +145,72 @@ test('tiered: a purge hits both tiers and persists through the disk tier', async
   assert.equal(await t2.open('//www.example.com/x'), undefined);
   assert.equal((await t2.get('//www.example.com/y'))?.stale, true);
   await t2.close();
+});
+
+// ---- Pinned down one by one (each kills mutants that survived the tests above; docs/testing.md).
+
+test('selectors cut the variant part off at the NUL, and a prefix may be the whole key', () => {
+  assert.ok(
+    purgeMatches({ type: 'prefix', prefix: '//h/x' }, { key: '//h/x' }),
+    'the whole key is its own prefix',
+  );
+  assert.ok(purgeMatches({ type: 'prefix', prefix: '//h/x' }, { key: 'https://h/x\0accept-encoding=br' }));
+  assert.ok(!purgeMatches({ type: 'prefix', prefix: '//h/x\0a' }, { key: '//h/x\0accept-encoding=br' }));
+  assert.ok(purgeMatches({ type: 'url', key: '//h/x' }, { key: 'http://h/x\0accept-encoding=br' }));
+  assert.ok(!purgeMatches({ type: 'url', key: '//h/x\0accept' }, { key: '//h/x\0accept-encoding=br' }));
+});
+
+test('in-flight purges: a verdict for writers that began before them, pruned once none did', () => {
+  const p = new InflightPurges();
+  assert.equal(p.size, 0);
+  p.add({ seq: 10, selector: { type: 'tag', tag: 'a' }, mode: 'soft' });
+  p.add({ seq: 20, selector: { type: 'key', key: '//h/x' }, mode: 'hard' });
+  assert.equal(p.size, 2);
+  assert.equal(p.verdict({ key: '//h/x', tags: ['a'], seq: 5 }), 'hard');
+  assert.equal(p.verdict({ key: '//h/y', tags: ['a'], seq: 5 }), 'soft');
+  assert.equal(p.verdict({ key: '//h/x', tags: ['a'], seq: 20 }), undefined, 'began after both');
+  p.prune(10); // the oldest writer in flight began at 10: the purge at 10 cannot touch it
+  assert.equal(p.size, 1);
+  assert.equal(p.verdict({ key: '//h/y', tags: ['a'], seq: 5 }), undefined);
+  assert.equal(p.verdict({ key: '//h/x', seq: 5 }), 'hard');
+  p.prune(19);
+  assert.equal(p.size, 1, 'the purge at 20 still matters to a writer that began at 19');
+  p.prune(undefined);
+  assert.equal(p.size, 0, 'no writer in flight: nothing to keep');
+});
+
+test('the purge log: skips lines that are not purges, refuses a log it cannot read, closes once', async () => {
+  const dir = tempDir();
+  const file = join(dir, 'purges.log');
+  appendFileSync(
+    file,
+    [
+      JSON.stringify({ seq: 1, selector: { type: 'all' }, mode: 'hard', at: 0 }),
+      '',
+      JSON.stringify({ seq: '2', selector: { type: 'all' }, mode: 'hard', at: 0 }),
+      JSON.stringify({ seq: 3, mode: 'hard', at: 0 }),
+      JSON.stringify({ seq: 4, selector: { type: 'all' }, mode: 'medium', at: 0 }),
+      JSON.stringify({ seq: 5, selector: { type: 'all' }, at: 0 }),
+      JSON.stringify({ seq: 6, selector: { type: 'tag', tag: 't' }, mode: 'soft', at: 0 }),
+      '',
+    ].join('\n'),
+  );
+  const log = await PurgeLog.open(file);
+  assert.deepEqual(
+    log.entries.map((e) => e.seq),
+    [1, 6],
+  );
+  assert.equal(log.maxSeq, 6);
+  await log.reset();
+  assert.deepEqual(log.entries, []);
+  assert.equal(log.verdict({ key: '//h/x', seq: 0 }), undefined, 'nothing left after the reset');
+  await log.close();
+  await log.close();
+  await assert.rejects(log.append({ seq: 7, selector: { type: 'all' }, mode: 'hard', at: 0 }), {
+    message: `purge log ${file} is closed`,
+  });
+  // a log that exists but cannot be read is an error, not an empty log
+  const dirAsLog = join(dir, 'is-a-dir.log');
+  mkdirSync(dirAsLog);
+  await assert.rejects(PurgeLog.open(dirAsLog), { code: 'EISDIR' });
 });
