@@ -74,6 +74,18 @@ async function until(cond: () => boolean, ms: number, what: string): Promise<voi
   }
 }
 
+/** File mode with a disk tier in `cacheDir` and a configured admin token. */
+function fileModeConfig(cacheDir: string, originPort: number): Record<string, unknown> {
+  return {
+    edge: {
+      https: { listen: [] },
+      cache: { memory: '4MiB', disk: { path: cacheDir, size: '64MiB' } },
+      admin: { token: TOKEN },
+    },
+    sites: [{ name: HOST, origin: { servers: [{ host: '127.0.0.1', port: originPort }] } }],
+  };
+}
+
 function get(p: EdgeProc, path: string) {
   return request(`http://127.0.0.1:${p.httpPort}${path}`, { headers: { host: HOST } });
 }
@@ -120,14 +132,7 @@ test('file mode: purges acknowledged by the admin endpoint survive kill -9', {
 }, async () => {
   const origin = await countingOrigin();
   const cacheDir = tempDir('verge-dur-cache-');
-  const config = {
-    edge: {
-      https: { listen: [] },
-      cache: { memory: '4MiB', disk: { path: cacheDir, size: '64MiB' } },
-      admin: { token: TOKEN },
-    },
-    sites: [{ name: HOST, origin: { servers: [{ host: '127.0.0.1', port: origin.port }] } }],
-  };
+  const config = fileModeConfig(cacheDir, origin.port);
   const first = await startEdgeProc({ config, group: true });
   try {
     await warm(first, cacheDir, origin);
@@ -205,14 +210,7 @@ test('the purge log reaches the disk (fdatasync) before the admin endpoint ackno
   const origin = await countingOrigin();
   const cacheDir = tempDir('verge-dur-cache-');
   const traceFile = join(tempDir('verge-dur-trace-'), 'trace.txt');
-  const config = {
-    edge: {
-      https: { listen: [] },
-      cache: { memory: '4MiB', disk: { path: cacheDir, size: '64MiB' } },
-      admin: { token: TOKEN },
-    },
-    sites: [{ name: HOST, origin: { servers: [{ host: '127.0.0.1', port: origin.port }] } }],
-  };
+  const config = fileModeConfig(cacheDir, origin.port);
   const p = await startEdgeProc({
     config,
     wrap: straceCommand(traceFile, ['fdatasync', 'fsync', 'write', 'writev']),
