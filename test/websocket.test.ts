@@ -267,7 +267,8 @@ describe('WebSocket over HTTP/1.1', () => {
     assert.equal(h['sec-websocket-key'], v.key);
     assert.equal(h['sec-websocket-version'], '13');
     assert.equal(h['sec-websocket-protocol'], 'chat');
-    assert.equal(h['x-forwarded-for'], '203.0.113.9, 127.0.0.1');
+    // the edge is the first trusted hop: a visitor's X-Forwarded-For is replaced (docs/security.md)
+    assert.equal(h['x-forwarded-for'], '127.0.0.1');
     assert.equal(h['x-forwarded-proto'], 'http');
     assert.equal(h['x-forwarded-host'], 'ws.test');
     assert.equal(h.via, '1.1 verge');

@@ -19,6 +19,13 @@
  * When the leader learns the response is not cacheable, waiting followers are released ('pass':
  * each goes to the origin itself) and the key is remembered as hit-for-pass for hitForPassMs, so
  * later requests skip the wait. When the fetch fails, followers receive the same error.
+ *
+ * A request that may get a personal answer (one with Authorization, RFC 9111 section 3.5) joins
+ * `alone`: it neither follows a flight (it would be given another visitor's response) nor leads
+ * one others follow (they would be given its response), and an uncacheable answer to it says
+ * nothing about the URL for anyone else, so it never marks the key hit-for-pass: otherwise one
+ * such request every hitForPassMs would switch caching off for that URL. A response that allows
+ * sharing all the same (public, s-maxage, must-revalidate) is still stored through its sink.
  */
 import { Readable } from 'node:stream';
 
@@ -69,6 +76,12 @@ interface Flight<H> {
   ready: Promise<{ up: Upstream<H>; broadcast: Broadcast | undefined }>;
   /** settles true when the body was committed to the store, false otherwise */
   done: Promise<boolean>;
+}
+
+/** How one request joins (join()'s third argument). */
+export interface JoinOptions {
+  /** fetch on its own: no following, no followers, no hit-for-pass marking (see the file comment) */
+  alone?: boolean;
 }
 
 /** Statistics for metrics and tests. */
@@ -151,14 +164,15 @@ export class Coalescer<H> {
    * Join the flight for `key`, or lead a new one by calling `fetch`. Runs on every cache miss
    * (after the store lookup found nothing usable). `fetch` is called at most once per flight.
    */
-  async join(key: string, fetch: () => Promise<Upstream<H>>): Promise<Joined<H>> {
+  async join(key: string, fetch: () => Promise<Upstream<H>>, opts: JoinOptions = {}): Promise<Joined<H>> {
     if (this.isHitForPass(key)) {
       this.#stats.hitForPass++;
       return { role: 'pass', reason: 'hit-for-pass' };
     }
+    if (opts.alone) return this.#lead(key, fetch, true);
     const existing = this.#flights.get(key);
     if (existing) return this.#follow(existing);
-    return this.#lead(key, fetch);
+    return this.#lead(key, fetch, false);
   }
 
   async #follow(f: Flight<H>): Promise<Joined<H>> {
@@ -177,7 +191,7 @@ export class Coalescer<H> {
     return (await f.done) ? { role: 'stored' } : { role: 'pass', reason: 'uncacheable' };
   }
 
-  async #lead(key: string, fetch: () => Promise<Upstream<H>>): Promise<Joined<H>> {
+  async #lead(key: string, fetch: () => Promise<Upstream<H>>, alone: boolean): Promise<Joined<H>> {
     this.#stats.leaders++;
     let settleReady!: (v: { up: Upstream<H>; broadcast: Broadcast | undefined }) => void;
     let failReady!: (e: unknown) => void;
@@ -192,7 +206,8 @@ export class Coalescer<H> {
       }),
     };
     flight.ready.catch(() => {}); // followers observe it; no unhandled rejection when there are none
-    this.#flights.set(key, flight);
+    // a lone flight is never registered, so nobody can follow it
+    if (!alone) this.#flights.set(key, flight);
     const finish = (ok: boolean) => {
       if (this.#flights.get(key) === flight) this.#flights.delete(key);
       settleDone(ok);
@@ -207,7 +222,7 @@ export class Coalescer<H> {
       throw e;
     }
     if (!up.cacheable) {
-      this.markHitForPass(key);
+      if (!alone) this.markHitForPass(key);
       await up.sink?.abort();
       settleReady({ up, broadcast: undefined });
       finish(false);

@@ -7,6 +7,12 @@
  * `follow` (HTTP and HTTPS visitors may then get different objects), `//<host><path>[?<query>]`
  * otherwise (one entry serves both schemes). host is the site's primary name, so aliases share
  * entries. The storage key is the primary key, a NUL, and the variant key when there is one.
+ *
+ * A site that keeps request headers the edge otherwise removes (origin.keepHeaders, see
+ * src/core/unkeyed.ts) gets them in the primary key: `<url>\u0001<name>=<value>` per kept header
+ * the request carries, sorted by name. The origin acts on them, so two values are two resources;
+ * left out of the key, one visitor's value would poison the entry for everyone. A request without
+ * any of them has the plain URL key. A URL purge covers every such key of the URL (urlOfKey()).
  */
 import type { OriginConfig, SiteConfig } from '../config/schema.js';
 import { type HeaderMap, headerValue } from './headers.js';
@@ -15,7 +21,31 @@ import type { QueryRule } from './rules.js';
 /** The part of a site's config the key depends on (SiteConfig satisfies it). */
 export interface KeySite {
   name: SiteConfig['name'];
-  origin: Pick<OriginConfig, 'protocol'>;
+  origin: Pick<OriginConfig, 'protocol'> & { keepHeaders?: readonly string[] };
+}
+
+/** Separates a primary key's URL from its kept request headers; never part of a URL. */
+const KEPT_SEP = '\u0001';
+
+/**
+ * The kept-header part of a primary key (empty when the site keeps none or the request carries
+ * none of them): `\u0001name=value` for each, names sorted, values trimmed with their lines
+ * joined. Runs with the primary key on every cache lookup of a site with origin.keepHeaders.
+ */
+export function keptPart(keep: readonly string[] | undefined, headers: HeaderMap | undefined): string {
+  if (!keep || keep.length === 0 || !headers) return '';
+  let out = '';
+  for (const name of [...keep].sort()) {
+    const v = headerValue(headers, name);
+    if (v !== undefined) out += `${KEPT_SEP}${name}=${v.trim()}`;
+  }
+  return out;
+}
+
+/** The URL part of a primary key, without its kept request headers (purge by URL). */
+export function urlOfKey(primary: string): string {
+  const i = primary.indexOf(KEPT_SEP);
+  return i < 0 ? primary : primary.slice(0, i);
 }
 
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
@@ -66,13 +96,15 @@ function safeDecode(s: string): string {
 /**
  * The primary cache key of a request. `target` is the request target as received (origin-form
  * "/path?query", or absolute-form, whose path and query are used). `scheme` is the visitor's.
- * Default query rule: keep all, sorted.
+ * Default query rule: keep all, sorted. `headers` (the request's) matter only for a site with
+ * origin.keepHeaders (keptPart()).
  */
 export function primaryKey(
   site: KeySite,
   scheme: 'http' | 'https',
   target: string,
   query: QueryRule = { mode: 'all' },
+  headers?: HeaderMap,
 ): string {
   let t = target;
   if (!t.startsWith('/')) {
@@ -86,7 +118,7 @@ export function primaryKey(
   const path = normalisePercent(q >= 0 ? t.slice(0, q) : t);
   const qs = q >= 0 ? normaliseQuery(t.slice(q + 1), query) : '';
   const prefix = site.origin.protocol === 'follow' ? `${scheme}://` : '//';
-  return `${prefix}${site.name}${path}${qs ? `?${qs}` : ''}`;
+  return `${prefix}${site.name}${path}${qs ? `?${qs}` : ''}${keptPart(site.origin.keepHeaders, headers)}`;
 }
 
 /**

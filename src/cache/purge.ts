@@ -11,7 +11,7 @@
  * deleted; soft: stale flag written into the file's header) and then emptied.
  */
 import { type FileHandle, open, readFile, rename, writeFile } from 'node:fs/promises';
-import { type KeySite, keyForUrl, schemeless, splitKey } from './key.js';
+import { type KeySite, keyForUrl, schemeless, splitKey, urlOfKey } from './key.js';
 import type { QueryRule } from './rules.js';
 import type { CacheStore } from './storage.js';
 
@@ -50,7 +50,8 @@ export function purgeMatches(sel: PurgeSelector, entry: { key: string; tags?: re
     case 'url': {
       const nul = entry.key.indexOf('\0');
       const primary = nul >= 0 ? entry.key.slice(0, nul) : entry.key;
-      return schemeless(primary) === schemeless(sel.key);
+      // every key of the URL, with or without kept request headers (key.ts)
+      return schemeless(urlOfKey(primary)) === schemeless(sel.key);
     }
     case 'prefix': {
       const nul = entry.key.indexOf('\0');

@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseDuration, parseSize } from '../core/units.js';
+import { KEEPABLE_FIELDS } from '../core/unkeyed.js';
 
 /** A duration: "500ms", "5s", "2m", "1h", "1d", or a number of milliseconds. Parsed to ms. */
 function duration(def: string, description: string) {
@@ -175,6 +176,33 @@ export const originSchema = z
       .default(3)
       .describe(
         'Servers tried for one request. A retry happens only when nothing reached the origin and the method is idempotent (RFC 9110 section 9.2.2).',
+      ),
+    keepHeaders: z
+      .array(
+        z
+          .string()
+          .transform((s) => s.trim().toLowerCase())
+          .refine((s) => KEEPABLE_FIELDS.includes(s), {
+            message: `not a header Verge removes, or one that cannot be kept: keepHeaders takes ${KEEPABLE_FIELDS.join(', ')} (X-Forwarded-For, Forwarded and the other client-address fields are always set by the edge)`,
+          }),
+      )
+      .default([])
+      .describe(
+        'Request headers the origin acts on but the cache key ignores (X-Forwarded-Host, X-Original-URL, X-HTTP-Method-Override, ...) are removed before the origin (cache poisoning); list here the ones this site needs from visitors, e.g. [X-Forwarded-Host]. A kept header is passed on as the visitor sent it and becomes part of the cache key. Default: none.',
+      ),
+    maxConnections: z
+      .number()
+      .int()
+      .min(1)
+      .default(256)
+      .describe('Most connections open to each origin server at once (per pull protocol).'),
+    maxQueue: z
+      .number()
+      .int()
+      .min(0)
+      .default(1024)
+      .describe(
+        'Requests that may wait for a free connection to one origin server once maxConnections are busy; beyond it a request gets 503 ORIGIN_BUSY at once instead of waiting.',
       ),
   })
   .describe('Where and how Verge pulls content.');

@@ -289,6 +289,56 @@ export const ERRORS = spec({
     explanation: 'Verge itself failed while handling the request; the log line carries the stack.',
     fix: 'Report it with the log line for this request id.',
   },
+  CLIENT_MISDIRECTED_REQUEST: {
+    status: 421,
+    stage: 'route',
+    source: 'client',
+    retryable: true,
+    msg: 'misdirected request',
+    explanation:
+      "The request's Host (HTTP/2 :authority) names another site than the TLS connection was made for (its SNI name). RFC 9110 section 15.5.20: the edge will not answer for a name the connection was not set up for, even when the certificate covers both names (browsers reuse a connection for every name its certificate covers); the client retries on a new connection.",
+    fix: 'Nothing for browsers: they retry on their own. A client that sends one SNI name and another Host must send the same name in both; to share one connection between names, make them aliases of one site.',
+  },
+  ORIGIN_BUSY: {
+    status: 503,
+    stage: 'origin.select',
+    source: 'origin',
+    retryable: true,
+    msg: 'origin server busy',
+    explanation:
+      'Every connection Verge may open to the origin server (origin.maxConnections) is busy and origin.maxQueue requests already wait for one, so this request was refused at once instead of queueing without end. The origin answers more slowly than requests arrive.',
+    fix: 'Make the origin answer faster, add origin servers, or raise origin.maxConnections (if the origin can take more concurrent requests) or origin.maxQueue.',
+  },
+  CLIENT_RESET_FLOOD: {
+    status: 429,
+    stage: 'accept',
+    source: 'client',
+    retryable: false,
+    msg: 'too many stream resets',
+    explanation:
+      'An HTTP/2 client cancelled more streams per second than edge.limits.http2MaxResetsPerSecond (the "rapid reset" attack, CVE-2023-44487); the edge closed the connection with GOAWAY (ENHANCE_YOUR_CALM). Streams cancelled before their request reached the origin never reach it.',
+    fix: 'Nothing for normal clients. If a legitimate client cancels that many requests (aggressive prefetching), raise edge.limits.http2MaxResetsPerSecond.',
+  },
+  CLIENT_CONNECTION_RATE: {
+    status: 429,
+    stage: 'accept',
+    source: 'client',
+    retryable: true,
+    msg: 'too many new connections',
+    explanation:
+      'One client address opened more new connections per second than edge.limits.connectionsPerIpPerSecond; the extra connections were closed at once, before any TLS handshake.',
+    fix: 'Nothing for normal clients (browsers reuse connections). If many visitors share one address (a large NAT or a proxy in front of the edge), raise edge.limits.connectionsPerIpPerSecond.',
+  },
+  EDGE_REQUEST_BUFFER_FAILED: {
+    status: 503,
+    stage: 'accept',
+    source: 'edge',
+    retryable: true,
+    msg: 'request body could not be buffered',
+    explanation:
+      'The request body was larger than edge.limits.bodyMemory, and writing it to a temporary file in edge.limits.bodyTempDir failed (disk full, directory missing or not writable). The request did not reach the origin.',
+    fix: 'Free space in (or fix the permissions of) edge.limits.bodyTempDir, or point it at a larger disk; the log line has the Node cause (ENOSPC, EACCES).',
+  },
 });
 
 export type ErrorCode = keyof typeof ERRORS;

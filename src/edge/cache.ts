@@ -181,7 +181,7 @@ export function serveResidentHit(
   finalHeaders: FinalHeaders,
 ): string | true {
   ctx.phase = 'cache';
-  const primary = primaryKey(site.keySite, ctx.scheme, path, rules.query);
+  const primary = primaryKey(site.keySite, ctx.scheme, path, rules.query, ctx.req.headers as HeaderMap);
   ctx.cacheKey = primary;
   const store = cache.store;
   if (!store.variantsSync || !store.bodySync || cache.coalescer.isHitForPass(primary)) return primary;
@@ -266,7 +266,7 @@ export async function cachePhase(
   const { site, rules, path } = info;
   const req = ctx.req;
   const creq: CacheRequest = { method: req.method ?? 'GET', url: path, headers: req.headers as HeaderMap };
-  const primary = primaryKnown ?? primaryKey(site.keySite, ctx.scheme, path, rules.query);
+  const primary = primaryKnown ?? primaryKey(site.keySite, ctx.scheme, path, rules.query, creq.headers);
   ctx.cacheKey = primary;
   const cache = deps.cache;
   if (cache.coalescer.isHitForPass(primary)) {
@@ -560,7 +560,8 @@ function missAfterVanish(
   deps: CachePhaseDeps,
   creq: CacheRequest,
 ) {
-  const primary = ctx.cacheKey ?? primaryKey(info.site.keySite, ctx.scheme, info.path, info.rules.query);
+  const primary =
+    ctx.cacheKey ?? primaryKey(info.site.keySite, ctx.scheme, info.path, info.rules.query, creq.headers);
   return miss(ctx, info, deps, primary, creq, 'MISS', 'stored object unavailable');
 }
 
@@ -584,7 +585,11 @@ async function miss(
   const fetch = () => fetchForCache(ctx, info, cache, primary, info.forward, pullState);
   let joined: Awaited<ReturnType<typeof cache.coalescer.join>>;
   try {
-    joined = await cache.coalescer.join(primary, fetch);
+    // RFC 9111 section 3.5: a request with Authorization may get a personal answer; it fetches
+    // alone and never marks the key hit-for-pass (src/cache/coalesce.ts)
+    joined = await cache.coalescer.join(primary, fetch, {
+      alone: creq.headers['authorization'] !== undefined,
+    });
   } catch (e) {
     ctx.protocol = pullState.protocol;
     ctx.protocolReason = pullState.protocolReason;

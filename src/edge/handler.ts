@@ -8,6 +8,7 @@ import { type Http2ServerResponse, constants as h2constants } from 'node:http2';
 import { type Readable, Transform } from 'node:stream';
 import { ERRORS, type ErrorCode, type VergeError } from '../core/errors.js';
 import type { AccessLog } from '../core/log.js';
+import { UNKEYED_REQUEST_FIELDS } from '../core/unkeyed.js';
 import { type Attempt, type PullProtocol, type PullState, pull } from '../origin/pull.js';
 import {
   type CachePhaseDeps,
@@ -20,11 +21,13 @@ import {
   serveResidentHit,
 } from './cache.js';
 import { addVary, compressedHeaders, compressionPlan, createCompressor, lengthOf } from './compress.js';
+import { connInfo } from './conn-info.js';
 import { sendError } from './error-page.js';
+import { edgeForwardingFields } from './forwarded.js';
 import { RequestContext, type VisitorRequest, type VisitorResponse } from './lifecycle.js';
 import type { EdgeMetrics } from './metrics.js';
 import { clientIp } from './peer.js';
-import type { Runtime } from './runtime.js';
+import type { CompiledSite, Runtime } from './runtime.js';
 
 // Request ids: a random per-process prefix plus a counter; unique across restarts and cheap.
 // Never a leading '-': `verge explain -4_hp...` would be read as an option (1 start in 64).
@@ -56,11 +59,10 @@ const SET_BY_EDGE_REQ = new Set([
   'expect',
   'host',
   'x-request-id',
-  'x-forwarded-proto',
-  'x-forwarded-host',
   'via',
-  'x-forwarded-for',
 ]);
+/** Removed before the origin unless the site keeps them (src/core/unkeyed.ts: cache poisoning). */
+const UNKEYED = new Set(UNKEYED_REQUEST_FIELDS);
 const VIA = '1.1 verge';
 
 export interface HandlerDeps {
@@ -229,6 +231,11 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
     return;
   }
   ctx.site = site;
+  // RFC 9110 section 15.5.20: a TLS connection is set up for the site its SNI named (certificate,
+  // TLS profile); a request on it for another site gets 421, whatever names the certificate
+  // covers (browsers coalesce connections across them, RFC 9113 section 9.1.1), so a client
+  // cannot reach one site's content through another site's connection. Same site: allowed.
+  if (ctx.scheme === 'https' && misdirected(ctx, deps, rt, site)) return;
 
   // redirect
   ctx.phase = 'redirect';
@@ -262,7 +269,7 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
       rules: site.cacheRules,
       path: checked.path,
       get forward(): string[] {
-        forward ??= forwardHeaders(ctx, site.origin.hostHeader);
+        forward ??= forwardHeaders(ctx, site);
         return forward;
       },
     };
@@ -277,11 +284,22 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
     ctx,
     deps,
     checked.path,
-    forwardHeaders(ctx, site.origin.hostHeader),
+    forwardHeaders(ctx, site),
     cl,
     site.cacheRules ? 'BYPASS' : undefined,
     site.cacheRules ? `method ${method}` : undefined,
   );
+}
+
+/** Answer 421 when the request's site is not the one its TLS connection was made for. */
+function misdirected(ctx: RequestContext, deps: HandlerDeps, rt: Runtime, site: CompiledSite): boolean {
+  const info = connInfo(ctx.req);
+  if (!info?.tls) return false;
+  // the site that SNI name selects now (undefined SNI: the default site, as at the handshake)
+  const connSite = rt.tlsSite(info.sni);
+  if (connSite?.name === site.name) return false;
+  fail(ctx, deps, 'CLIENT_MISDIRECTED_REQUEST', { host: ctx.host, sni: info.sni ?? '(none)' });
+  return true;
 }
 
 /** The cache phase's view of the handler: how to respond, stream and fail. */
@@ -536,33 +554,46 @@ function abortResponse(res: VisitorResponse): void {
   }
 }
 
-/** Request headers for the origin, as undici's flat array; X-Request-Id first (see pull.ts). */
-export function forwardHeaders(ctx: RequestContext, hostHeader: string): string[] {
+/**
+ * Request headers for the origin, as undici's flat array; X-Request-Id first (see pull.ts).
+ * Unkeyed fields the origin would act on are dropped unless the site keeps them (origin.keepHeaders,
+ * which also puts them in the cache key), and the edge sets its own X-Forwarded-* and Forwarded
+ * (src/edge/forwarded.ts).
+ */
+export function forwardHeaders(ctx: RequestContext, site: CompiledSite): string[] {
   const req = ctx.req;
-  const out = ['x-request-id', ctx.id, 'host', hostHeader];
+  const out = ['x-request-id', ctx.id, 'host', site.origin.hostHeader];
   const raw = req.rawHeaders;
   const conn = connectionTokens(req.headers.connection);
-  let xff: string | undefined;
+  const keep = site.config.origin.keepHeaders;
+  let keptSent: Set<string> | undefined;
   let via: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const lower = name.toLowerCase();
     if (lower.charCodeAt(0) === 58 /* : */ || HOP_BY_HOP.has(lower) || conn?.has(lower)) continue;
     if (SET_BY_EDGE_REQ.has(lower)) {
-      if (lower === 'x-forwarded-for') xff = xff ? `${xff}, ${raw[i + 1]}` : raw[i + 1];
-      else if (lower === 'via') via = via ? `${via}, ${raw[i + 1]}` : raw[i + 1];
+      if (lower === 'via') via = via ? `${via}, ${raw[i + 1]}` : raw[i + 1];
       continue;
+    }
+    if (UNKEYED.has(lower)) {
+      if (keep.length === 0 || !keep.includes(lower)) continue;
+      keptSent ??= new Set();
+      keptSent.add(lower);
     }
     out.push(lower, raw[i + 1]!);
   }
-  const ip = clientIp(req);
+  const info = connInfo(req);
   out.push(
-    'x-forwarded-for',
-    xff ? `${xff}, ${ip}` : ip,
-    'x-forwarded-proto',
-    ctx.scheme,
-    'x-forwarded-host',
-    ctx.host,
+    ...edgeForwardingFields(
+      {
+        ip: clientIp(req) || info?.remoteAddress || '',
+        host: ctx.host,
+        scheme: ctx.scheme,
+        port: info?.localPort,
+      },
+      keptSent,
+    ),
     // RFC 9110 section 7.6.3: each intermediary appends itself to Via
     'via',
     via ? `${via}, ${VIA}` : VIA,

@@ -86,7 +86,7 @@ export class Runtime {
         secureContext,
         alpn: s.https.http2 ? ['h2', 'http/1.1'] : ['http/1.1'],
         cacheRules: siteCacheRules(s.cache),
-        keySite: { name: s.name, origin: { protocol: s.origin.protocol } },
+        keySite: { name: s.name, origin: { protocol: s.origin.protocol, keepHeaders: s.origin.keepHeaders } },
       };
       for (const n of [s.name, ...s.aliases]) {
         if (n.startsWith('*.')) this.#wildcard.set(n.slice(2), site);

@@ -15,6 +15,7 @@ import { HealthTable } from '../origin/balancer.js';
 import { PoolRegistry } from '../origin/pools.js';
 import { peekClientHello, UNRECOGNIZED_NAME_ALERT } from '../tls/client-hello.js';
 import { EdgeCache } from './cache.js';
+import { setConnInfo } from './conn-info.js';
 import { errorJson } from './error-page.js';
 import { createHandler, nextRequestId } from './handler.js';
 import { CERT_WARNING_MS, EdgeMetrics } from './metrics.js';
@@ -378,7 +379,13 @@ export class Edge {
         return;
       }
       socket.removeListener('error', onError);
-      this.#handshake(socket, buf, site.secureContext!, site.alpn);
+      this.#handshake(
+        socket,
+        buf,
+        site.secureContext!,
+        site.alpn,
+        peek.kind === 'tls' ? peek.sni : undefined,
+      );
     };
     socket.on('data', onData);
   }
@@ -389,7 +396,13 @@ export class Edge {
    * and the ClientHello is fed back in: Node 20 cannot unshift data into a TLSSocket that wraps
    * a native socket, so TLSWrap.receive() (the same internal Node uses for JS streams) takes it.
    */
-  #handshake(raw: net.Socket, hello: Buffer, secureContext: tls.SecureContext, alpn: string[]): void {
+  #handshake(
+    raw: net.Socket,
+    hello: Buffer,
+    secureContext: tls.SecureContext,
+    alpn: string[],
+    sni: string | undefined,
+  ): void {
     const server = this.#tlsServer!;
     const t = new tls.TLSSocket(raw, {
       isServer: true,
@@ -402,6 +415,13 @@ export class Edge {
     });
     t.setTimeout(this.#runtime.config.edge.limits.headerTimeout, () => t.destroy());
     if (raw.remoteAddress) peerAddress.set(t, raw.remoteAddress);
+    // the SNI decides which site this connection may ask for (421 check in the handler)
+    setConnInfo(t, {
+      tls: true,
+      sni: sni?.toLowerCase(),
+      localPort: raw.localPort,
+      remoteAddress: raw.remoteAddress,
+    });
     const internals = t as unknown as {
       _handle: { receive(b: Buffer): void };
       _releaseControl(): boolean;

@@ -265,7 +265,7 @@ export class WebSocketProxy {
     // origin's HTTP/1.1 handshake needs.
     const key =
       p.kind === 'h1' ? String(ctx.req.headers['sec-websocket-key']) : randomBytes(16).toString('base64');
-    const headers = forwardHeaders(ctx, site.origin.hostHeader);
+    const headers = forwardHeaders(ctx, site);
     // Upgrade and Connection are hop-by-hop (RFC 9110 section 7.6.1) and were removed: the edge
     // asks the origin for the upgrade itself (RFC 6455 section 4.1).
     headers.push('connection', 'Upgrade', 'upgrade', 'websocket');
