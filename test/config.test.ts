@@ -227,6 +227,11 @@ describe('schema: defaults, units, unknown keys', () => {
       keepAliveTimeout: 30_000,
       drainTimeout: 30_000,
       http2MaxStreams: 128,
+      http2MaxResetsPerSecond: 200,
+      connectionsPerIpPerSecond: 100,
+      connectionRateExempt: ['127.0.0.0/8', '::1/128'],
+      bodyMemory: 16 * 1024,
+      bodyReadTimeout: 60_000,
     });
     assert.deepEqual(cfg.log, { access: 'stdout', level: 'info' });
     // An empty file is a valid (empty) config with every default.

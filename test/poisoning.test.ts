@@ -13,6 +13,7 @@ import { urlSelector } from '../src/cache/purge.js';
 import { ConfigError, validateObject } from '../src/config/load.js';
 import { forwardedElement } from '../src/edge/forwarded.js';
 import { request, startEdge, type TestEdge } from './helpers/edge.js';
+import { h2Get } from './helpers/h2.js';
 import { requestId } from './helpers/origins.js';
 import { type KeyCert, leafFor, testCa } from './helpers/pki.js';
 import { onlyResponse, raw } from './helpers/raw.js';
@@ -434,21 +435,7 @@ describe('421 Misdirected Request (RFC 9110 section 15.5.20)', () => {
       checkServerIdentity: () => undefined,
     });
     client.on('error', () => undefined);
-    const ask = (authority: string) =>
-      new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const s = client.request({ ':path': '/sni', ':authority': authority });
-        let status = 0;
-        let body = '';
-        s.on('response', (h) => {
-          status = Number(h[':status']);
-        });
-        s.setEncoding('utf8');
-        s.on('data', (d: string) => {
-          body += d;
-        });
-        s.on('end', () => resolve({ status, body }));
-        s.on('error', reject);
-      });
+    const ask = (authority: string) => h2Get(client, authority, '/sni');
     try {
       const mis = await ask('b.test');
       assert.equal(mis.status, 421);

@@ -74,6 +74,19 @@ const listenAddress = z.string().refine((s) => /^(\[[0-9a-f:.]+\]|[^:[\]]*):\d{1
 
 const port = z.number().int().min(1).max(65535);
 
+/** "10.0.0.0/8", "2001:db8::/32" or a bare address (a /32 or /128). */
+export function parseCidr(
+  s: string,
+): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
+  const [address = '', bits, ...rest] = s.trim().split('/');
+  const v = isIP(address);
+  if (v === 0 || rest.length > 0) return undefined;
+  const max = v === 4 ? 32 : 128;
+  const prefix = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : Number.NaN;
+  if (!(prefix >= 0 && prefix <= max)) return undefined;
+  return { address, prefix, family: v === 4 ? 'ipv4' : 'ipv6' };
+}
+
 export const originServerSchema = z
   .strictObject({
     host: originHost.describe('Origin server host name or IP address. Never shown to visitors.'),
@@ -445,6 +458,47 @@ export const edgeSchema = z
           .min(1)
           .default(128)
           .describe('Concurrent streams per HTTP/2 connection.'),
+        http2MaxResetsPerSecond: z
+          .number()
+          .int()
+          .min(1)
+          .default(200)
+          .describe(
+            'Streams an HTTP/2 client may cancel (RST_STREAM) per second on one connection; past it the connection is closed with GOAWAY (HTTP/2 rapid reset, CVE-2023-44487). Above http2MaxStreams, so that a browser cancelling everything it has in flight (leaving a page) is never cut.',
+          ),
+        connectionsPerIpPerSecond: z
+          .number()
+          .int()
+          .min(0)
+          .default(100)
+          .describe(
+            'New connections one client address may open per second (HTTP and HTTPS ports together); more are closed at once, before any TLS handshake. 0: no limit.',
+          ),
+        connectionRateExempt: z
+          .array(
+            z.string().refine((s) => parseCidr(s) !== undefined, {
+              message: 'expected an IP address or CIDR block, e.g. "10.0.0.0/8" or "2001:db8::/32"',
+            }),
+          )
+          .default(['127.0.0.0/8', '::1/128'])
+          .describe(
+            'Client addresses (IPs or CIDR blocks) connectionsPerIpPerSecond does not apply to. Loopback by default: a proxy or health checker on the same machine opens every connection from it.',
+          ),
+        bodyMemory: size(
+          '16KiB',
+          'Request bodies are received whole before the origin is asked (a slow upload never holds an origin connection); up to this size in memory, larger ones in a temporary file in bodyTempDir (up to maxBodySize).',
+        ),
+        bodyTempDir: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            "Directory for request bodies larger than bodyMemory, relative to the config file. Each file is created 0600 and unlinked at once, so nothing is left behind even after a crash. Default: the system's temporary directory.",
+          ),
+        bodyReadTimeout: duration(
+          '60s',
+          'Longest pause between two reads of a request body; past it the visitor gets 408 and the origin is never asked.',
+        ),
       })
       .prefault({})
       .describe('Visitor-side limits; defaults follow a hardened nginx.'),

@@ -43,3 +43,12 @@ export function connInfo(req: VisitorRequest): ConnInfo | undefined {
     return undefined;
   }
 }
+
+/** The connection facts recorded on a socket (or read through an HTTP/2 session's socket proxy). */
+export function socketConnInfo(socket: object | undefined): ConnInfo | undefined {
+  try {
+    return (socket as { [CONN_INFO]?: ConnInfo } | undefined)?.[CONN_INFO];
+  } catch {
+    return undefined;
+  }
+}

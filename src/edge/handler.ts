@@ -5,11 +5,12 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { type Http2ServerResponse, constants as h2constants } from 'node:http2';
-import { type Readable, Transform } from 'node:stream';
+import type { Readable, Transform } from 'node:stream';
 import { ERRORS, type ErrorCode, type VergeError } from '../core/errors.js';
 import type { AccessLog } from '../core/log.js';
 import { UNKEYED_REQUEST_FIELDS } from '../core/unkeyed.js';
-import { type Attempt, type PullProtocol, type PullState, pull } from '../origin/pull.js';
+import { type Attempt, type PullCallbacks, type PullProtocol, type PullState, pull } from '../origin/pull.js';
+import { bodyLimits, receiveBody } from './body.js';
 import {
   type CachePhaseDeps,
   type CacheRequestInfo,
@@ -25,6 +26,7 @@ import { connInfo } from './conn-info.js';
 import { sendError } from './error-page.js';
 import { edgeForwardingFields } from './forwarded.js';
 import { RequestContext, type VisitorRequest, type VisitorResponse } from './lifecycle.js';
+import { markEdgeReset, whenStillWanted } from './limits.js';
 import type { EdgeMetrics } from './metrics.js';
 import { clientIp } from './peer.js';
 import type { CompiledSite, Runtime } from './runtime.js';
@@ -273,21 +275,26 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
         return forward;
       },
     };
-    cachePhase(ctx, info, cacheDeps(deps, info, cl), primary).catch((err) => {
-      deps.onInternalError(err, ctx.id);
-      if (!ctx.res.headersSent) fail(ctx, deps, 'EDGE_INTERNAL_ERROR', { error: String(err) });
-      else abortResponse(ctx.res);
-    });
+    // the origin may be asked from here on: not for a stream the visitor already reset
+    whenStillWanted(ctx, () =>
+      cachePhase(ctx, info, cacheDeps(deps, info, cl), primary).catch((err) => {
+        deps.onInternalError(err, ctx.id);
+        if (!ctx.res.headersSent) fail(ctx, deps, 'EDGE_INTERNAL_ERROR', { error: String(err) });
+        else abortResponse(ctx.res);
+      }),
+    );
     return;
   }
-  passThrough(
-    ctx,
-    deps,
-    checked.path,
-    forwardHeaders(ctx, site),
-    cl,
-    site.cacheRules ? 'BYPASS' : undefined,
-    site.cacheRules ? `method ${method}` : undefined,
+  whenStillWanted(ctx, () =>
+    passThrough(
+      ctx,
+      deps,
+      checked.path,
+      forwardHeaders(ctx, site),
+      cl,
+      site.cacheRules ? 'BYPASS' : undefined,
+      site.cacheRules ? `method ${method}` : undefined,
+    ),
   );
 }
 
@@ -385,75 +392,121 @@ function passThrough(
     if (!ctx.done && state.abort) state.abort(new Error('visitor closed the connection'));
     if (!ctx.done) z?.destroy();
   });
-  pull(
-    site.origin,
-    {
-      method: req.method ?? 'GET',
-      path,
-      id: ctx.id,
-      headers,
-      body: hasBody ? (cl === undefined ? limitBody(ctx, rt.config.edge.limits.maxBodySize) : req) : null,
-      visitorScheme: ctx.scheme,
+  const send = (body: Readable | null, headers: string[]) => {
+    pull(
+      site.origin,
+      { method: req.method ?? 'GET', path, id: ctx.id, headers, body, visitorScheme: ctx.scheme },
+      cb,
+      state,
+    );
+    ctx.protocol = state.protocol;
+    ctx.protocolReason = state.protocolReason;
+  };
+  const cb: PullCallbacks = {
+    onHead(status: number, h: IncomingHttpHeaders, _a: Attempt) {
+      ctx.phase = 'respond';
+      ctx.status = status;
+      ctx.firstByteMs = state.firstByteMs;
+      headSent = true;
+      if (deps.cache && site.cacheRules) invalidateAfterUnsafe(deps.cache, site, ctx, path, status, h);
+      // edge compression (src/edge/compress.ts) applies to uncached responses too
+      const zplan = compressionPlan(site.config.cache.compress, req.headers, status, h, lengthOf(h));
+      let out = responseHeaders(ctx, h);
+      if (zplan.vary) addVary(out);
+      if (zplan.enc) {
+        out = compressedHeaders(out, zplan.enc);
+        if (req.method !== 'HEAD') z = compressTo(ctx, createCompressor(zplan.enc, lengthOf(h)));
+      }
+      res.writeHead(status, out);
     },
-    {
-      onHead(status: number, h: IncomingHttpHeaders, _a: Attempt) {
-        ctx.phase = 'respond';
-        ctx.status = status;
-        ctx.firstByteMs = state.firstByteMs;
-        headSent = true;
-        if (deps.cache && site.cacheRules) invalidateAfterUnsafe(deps.cache, site, ctx, path, status, h);
-        // edge compression (src/edge/compress.ts) applies to uncached responses too
-        const zplan = compressionPlan(site.config.cache.compress, req.headers, status, h, lengthOf(h));
-        let out = responseHeaders(ctx, h);
-        if (zplan.vary) addVary(out);
-        if (zplan.enc) {
-          out = compressedHeaders(out, zplan.enc);
-          if (req.method !== 'HEAD') z = compressTo(ctx, createCompressor(zplan.enc, lengthOf(h)));
-        }
-        res.writeHead(status, out);
-      },
-      onData(chunk: Buffer) {
-        if (z) return z.write(chunk);
-        ctx.bytes += chunk.length;
-        // the two response types' write() overloads differ only in callback types
-        return (res as { write(c: Buffer): boolean }).write(chunk);
-      },
-      onDrain(resume: () => void) {
-        if (z) z.once('drain', resume);
-        else res.once('drain', resume);
-      },
-      onEnd() {
-        if (z) {
-          z.end();
-          return;
-        }
-        ctx.done = true;
-        res.end();
-      },
-      onError(err: VergeError, afterHead: boolean) {
-        ctx.protocol = state.protocol;
-        ctx.protocolReason = state.protocolReason;
-        if (afterHead || headSent) {
-          // The body was cut: abort the visitor's connection so a truncated body is never
-          // taken as complete (a clean end would look like success with Content-Length absent).
-          z?.destroy();
-          ctx.errorCode = err.code;
-          ctx.errorDetail = { ...err.detail, nodeCode: err.nodeCode, cause: causeMessage(err) };
-          ctx.aborted = true;
-          abortResponse(res);
-          return;
-        }
-        if (ctx.bodyTooLarge) {
-          fail(ctx, deps, 'CLIENT_BODY_TOO_LARGE', { limit: rt.config.edge.limits.maxBodySize }, true);
-          return;
-        }
-        fail(ctx, deps, err.code, { ...err.detail, nodeCode: err.nodeCode, cause: causeMessage(err) });
-      },
+    onData(chunk: Buffer) {
+      if (z) return z.write(chunk);
+      ctx.bytes += chunk.length;
+      // the two response types' write() overloads differ only in callback types
+      return (res as { write(c: Buffer): boolean }).write(chunk);
     },
-    state,
-  );
-  ctx.protocol = state.protocol;
-  ctx.protocolReason = state.protocolReason;
+    onDrain(resume: () => void) {
+      if (z) z.once('drain', resume);
+      else res.once('drain', resume);
+    },
+    onEnd() {
+      if (z) {
+        z.end();
+        return;
+      }
+      ctx.done = true;
+      res.end();
+    },
+    onError(err: VergeError, afterHead: boolean) {
+      ctx.protocol = state.protocol;
+      ctx.protocolReason = state.protocolReason;
+      if (afterHead || headSent) {
+        // The body was cut: abort the visitor's connection so a truncated body is never
+        // taken as complete (a clean end would look like success with Content-Length absent).
+        z?.destroy();
+        ctx.errorCode = err.code;
+        ctx.errorDetail = { ...err.detail, nodeCode: err.nodeCode, cause: causeMessage(err) };
+        ctx.aborted = true;
+        abortResponse(res);
+        return;
+      }
+      fail(ctx, deps, err.code, { ...err.detail, nodeCode: err.nodeCode, cause: causeMessage(err) });
+    },
+  };
+  if (!hasBody) {
+    send(null, headers);
+    return;
+  }
+  // The whole body first (src/edge/body.ts): a slow upload never holds an origin connection,
+  // and the origin gets it with a Content-Length.
+  receiveBody(req, bodyLimits(rt.config), (err, body) => {
+    if (err) {
+      if (err.code === 'CLIENT_ABORTED') {
+        ctx.errorDetail = { reason: err.reason };
+        return;
+      }
+      fail(ctx, deps, err.code, { reason: err.reason, nodeCode: err.nodeCode }, true);
+      endH2Stream(res);
+      return;
+    }
+    if (!body) return;
+    if (res.closed || res.destroyed) {
+      body.dispose();
+      return;
+    }
+    // the temporary file goes with the exchange, however it ends
+    res.once('close', () => body.dispose());
+    send(body.length > 0 ? body.stream() : null, withContentLength(headers, body.length));
+  });
+}
+
+/**
+ * The origin request's fields for a body received whole: its length as Content-Length (RFC 9112
+ * section 6.2), replacing whatever framing the visitor used (chunked, or none over HTTP/2).
+ */
+function withContentLength(headers: string[], length: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i] !== 'content-length') out.push(headers[i]!, headers[i + 1]!);
+  }
+  out.push('content-length', String(length));
+  return out;
+}
+
+/**
+ * After an error reply to an HTTP/2 request whose body is still coming: ask the client to stop
+ * sending with RST_STREAM(NO_ERROR) once the reply is out (RFC 9113 section 8.1); Node sends that
+ * reset only after the response on an ending stream. If it has not gone out within a second (the
+ * reply queued behind flow control), cut the stream: `closed` is already true after close(), so
+ * `destroyed` is what tells whether the reset went out.
+ */
+function endH2Stream(res: VisitorResponse): void {
+  const stream = (res as Http2ServerResponse).stream;
+  if (!stream || typeof stream.close !== 'function' || stream.closed) return;
+  stream.close(h2constants.NGHTTP2_NO_ERROR);
+  setTimeout(() => {
+    if (!stream.destroyed) stream.destroy();
+  }, 1000).unref();
 }
 
 /** Send a compressor's output to the visitor with backpressure; returns the compressor. */
@@ -482,28 +535,6 @@ function compressTo(ctx: RequestContext, z: Transform): Transform {
   return z;
 }
 
-/**
- * A body without Content-Length (chunked, or HTTP/2 without the field) is counted as it streams
- * to the origin, and cut when it passes edge.limits.maxBodySize: the declared-length check in
- * the accept phase cannot see it.
- */
-function limitBody(ctx: RequestContext, max: number): Readable {
-  let seen = 0;
-  const t = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      seen += chunk.length;
-      if (seen > max) {
-        ctx.bodyTooLarge = true;
-        cb(new Error(`request body exceeds edge.limits.maxBodySize (${max} bytes)`));
-        return;
-      }
-      cb(null, chunk);
-    },
-  });
-  ctx.req.on('error', (e) => t.destroy(e));
-  return ctx.req.pipe(t);
-}
-
 function causeMessage(err: VergeError): string | undefined {
   const c = err.cause;
   return c instanceof Error ? c.message : c === undefined ? undefined : String(c);
@@ -522,18 +553,9 @@ function armH2RequestTimeout(ctx: RequestContext, deps: HandlerDeps, ms: number)
     const detail = { reason: 'request body not received within edge.limits.requestTimeout' };
     if (!res.headersSent) {
       fail(ctx, deps, 'CLIENT_TIMEOUT', detail, true);
-      // The stream stays open while the client keeps sending; after a complete response,
-      // RST_STREAM(NO_ERROR) asks it to stop (RFC 9113 section 8.1), and the close aborts the pull.
-      // With NO_ERROR on an ending stream, Node sends the reset only after the response is out.
-      const stream = (res as Http2ServerResponse).stream;
-      stream.close(h2constants.NGHTTP2_NO_ERROR);
-      // If that graceful reset has not gone out within a second (the response still queued behind
-      // flow control), cut the stream: the deadline must hold whatever the client does. `closed`
-      // is already true here (close() sets it before the reset is sent); `destroyed` is not
-      // until the reset has gone out, so that is the flag to test.
-      setTimeout(() => {
-        if (!stream.destroyed) stream.destroy();
-      }, 1000).unref();
+      // The stream stays open while the client keeps sending: reset it once the 408 is out (the
+      // close aborts the pull); the deadline must hold whatever the client does.
+      endH2Stream(res);
       return;
     }
     ctx.errorCode = 'CLIENT_TIMEOUT';
@@ -548,6 +570,8 @@ function armH2RequestTimeout(ctx: RequestContext, deps: HandlerDeps, ms: number)
 function abortResponse(res: VisitorResponse): void {
   const stream = (res as Http2ServerResponse).stream;
   if (stream && typeof stream.close === 'function') {
+    // the edge's own reset, not the visitor's (src/edge/limits.ts counts those)
+    markEdgeReset(stream);
     stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
   } else {
     res.destroy();

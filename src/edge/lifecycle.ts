@@ -106,8 +106,6 @@ export class RequestContext {
   /** the response was cut short (origin failed mid-body or the visitor left) */
   aborted = false;
   done = false;
-  /** the visitor's body passed edge.limits.maxBodySize while streaming */
-  bodyTooLarge = false;
   /** X-Cache value, and why (not stored: no-store, private, set-cookie, ...) */
   cacheState: 'HIT' | 'MISS' | 'STALE' | 'REVALIDATED' | 'BYPASS' | 'EXPIRED' | undefined = undefined;
   cacheReason: string | undefined = undefined;

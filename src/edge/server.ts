@@ -14,10 +14,12 @@ import type { AccessLog, Logger } from '../core/log.js';
 import { HealthTable } from '../origin/balancer.js';
 import { PoolRegistry } from '../origin/pools.js';
 import { peekClientHello, UNRECOGNIZED_NAME_ALERT } from '../tls/client-hello.js';
+import { checkBodyTempDir } from './body.js';
 import { EdgeCache } from './cache.js';
-import { setConnInfo } from './conn-info.js';
+import { setConnInfo, socketConnInfo } from './conn-info.js';
 import { errorJson } from './error-page.js';
 import { createHandler, nextRequestId } from './handler.js';
+import { ConnectionRate, guardResets } from './limits.js';
 import { CERT_WARNING_MS, EdgeMetrics } from './metrics.js';
 import { peerAddress } from './peer.js';
 import { Runtime } from './runtime.js';
@@ -71,6 +73,8 @@ export class Edge {
   readonly #metrics = new EdgeMetrics();
   /** WebSocket handshakes and sessions (src/edge/websocket.ts) */
   readonly #ws: WebSocketProxy;
+  /** new connections per client address (edge.limits.connectionsPerIpPerSecond) */
+  readonly #connRate = new ConnectionRate();
 
   constructor(config: ResolvedConfig, opts: EdgeOptions) {
     this.#log = opts.logger;
@@ -106,6 +110,7 @@ export class Edge {
 
   /** Build a runtime from `config` aside and swap it in; throws (keeping the old one) on failure. */
   reload(config: ResolvedConfig): void {
+    checkBodyTempDir(config);
     const next = new Runtime(config, this.#pools, this.#health);
     this.#useBoundHttpsPort(next);
     this.#runtime = next;
@@ -132,6 +137,7 @@ export class Edge {
 
   async start(): Promise<void> {
     const cfg = this.#runtime.config;
+    checkBodyTempDir(cfg);
     // A cache directory that cannot be used stops the start with an error naming it.
     this.#cache = await EdgeCache.open(cfg);
     this.#metrics.useStore(this.#cache.store);
@@ -165,6 +171,10 @@ export class Edge {
         },
         httpHandler,
       );
+      // before the http module sees it: a connection over the per-address rate is closed at once
+      server.prependListener('connection', (socket: net.Socket) => {
+        if (!this.#admit(socket)) socket.destroy();
+      });
       this.#setupH1(server);
       server.on('upgrade', this.#ws.upgradeListener(httpHandler));
       this.#httpServers.push(server);
@@ -185,6 +195,17 @@ export class Edge {
         httpsHandler,
       );
       s.on('session', (session: http2.ServerHttp2Session) => {
+        // HTTP/2 rapid reset (CVE-2023-44487): cap the streams a client cancels per second
+        guardResets(
+          session,
+          () => this.#runtime.config.edge.limits.http2MaxResetsPerSecond,
+          (count) =>
+            this.#refused(
+              socketConnInfo(session.socket)?.remoteAddress,
+              'CLIENT_RESET_FLOOD',
+              `${count} streams reset within a second`,
+            ),
+        );
         this.#h2Sessions.add(session);
         session.once('close', () => this.#h2Sessions.delete(session));
         if (this.#draining) session.close();
@@ -202,7 +223,10 @@ export class Edge {
       s.emit('listening');
       this.#tlsServer = s;
       for (const addr of cfg.edge.https.listen) {
-        const l = net.createServer({ noDelay: true }, (socket) => this.#onTlsConnection(socket));
+        const l = net.createServer({ noDelay: true }, (socket) => {
+          if (this.#admit(socket)) this.#onTlsConnection(socket);
+          else socket.destroy();
+        });
         this.#tlsListeners.push(l);
         await listen(l, parseListen(addr));
       }
@@ -233,6 +257,49 @@ export class Edge {
     }
     for (const s of [...this.#httpServers, ...this.#tlsListeners] as Listener[])
       s.maxConnections = limits.maxConnections;
+  }
+
+  /** edge.limits.connectionsPerIpPerSecond: whether a new connection may proceed. */
+  #admit(socket: net.Socket): boolean {
+    const limits = this.#runtime.config.edge.limits;
+    const r = this.#connRate.take(
+      socket.remoteAddress,
+      limits.connectionsPerIpPerSecond,
+      limits.connectionRateExempt,
+    );
+    if (r.allow) return true;
+    // one log line per address per second: an attacker must not turn refusals into log floods
+    if (r.first) {
+      this.#refused(
+        socket.remoteAddress,
+        'CLIENT_CONNECTION_RATE',
+        `more than ${limits.connectionsPerIpPerSecond} new connections within a second`,
+      );
+    } else
+      this.#metrics.record(
+        null,
+        undefined,
+        ERRORS.CLIENT_CONNECTION_RATE.status,
+        0,
+        'CLIENT_CONNECTION_RATE',
+      );
+    return false;
+  }
+
+  /** Log and count a connection the edge closed for abuse (no HTTP answer is sent). */
+  #refused(client: string | undefined, code: ErrorCode, reason: string): void {
+    const spec = ERRORS[code];
+    this.#metrics.record(null, undefined, spec.status, 0, code);
+    this.#log.warn({ client, code }, `connection closed: ${reason}`);
+    this.#accessLog.write({
+      time: new Date().toISOString(),
+      id: nextRequestId(),
+      site: null,
+      client,
+      status: spec.status,
+      bytes: 0,
+      error: { code, stage: spec.stage, source: spec.source, reason },
+    });
   }
 
   #setupH1(server: http.Server): void {

@@ -5,7 +5,8 @@
  * Pools outlive config reloads when their key is unchanged, keeping warm keep-alive connections.
  */
 import { createHash } from 'node:crypto';
-import { Pool } from 'undici';
+import { type Dispatcher, Pool } from 'undici';
+import { VergeError } from '../core/errors.js';
 import { type ConnectTarget, undiciConnector } from './connector.js';
 
 export interface PoolTarget extends ConnectTarget {
@@ -13,6 +14,153 @@ export interface PoolTarget extends ConnectTarget {
   firstByteTimeout: number;
   /** body idle timeout; also the idle time of kept-alive connections */
   idleTimeout: number;
+  /** most connections open at once (origin.maxConnections); default 256 */
+  maxConnections?: number;
+  /** most requests waiting for one of them (origin.maxQueue); default 1024 */
+  maxQueue?: number;
+}
+
+const DEFAULT_MAX_CONNECTIONS = 256;
+const DEFAULT_MAX_QUEUE = 1024;
+
+/** A request waiting for a free connection. */
+interface Waiting {
+  opts: Dispatcher.DispatchOptions;
+  handler: Dispatcher.DispatchHandler;
+  /** the visitor gave up (the pull was aborted) while it waited */
+  cancelled: boolean;
+}
+
+/** The handler callbacks after which a request no longer holds its connection. */
+const FINAL_CALLBACKS = [
+  'onResponseEnd',
+  'onResponseError',
+  'onRequestUpgrade',
+  'onComplete',
+  'onError',
+  'onUpgrade',
+];
+
+/**
+ * An undici Pool with at most `maxConnections` requests in flight (so at most that many
+ * connections to the origin server) and at most `maxQueue` more waiting; past that a request
+ * fails at once with ORIGIN_BUSY (503, stage origin.select) instead of queueing without end.
+ * undici queues without a limit, so the pool counts its own dispatches and keeps the queue.
+ *
+ * A waiting request is told its controller at once (onRequestStart), so a pull aborted while it
+ * waits (the visitor left, an HTTP/2 stream was reset) leaves the queue and never reaches the
+ * origin; undici tells it the real controller again when it is sent.
+ */
+export class CappedPool extends Pool {
+  readonly #max: number;
+  readonly #maxQueue: number;
+  #inflight = 0;
+  readonly #queue: Waiting[] = [];
+
+  constructor(url: string, opts: Pool.Options & { maxQueue?: number }) {
+    const { maxQueue, ...poolOpts } = opts;
+    super(url, poolOpts);
+    this.#max = poolOpts.connections ?? DEFAULT_MAX_CONNECTIONS;
+    this.#maxQueue = maxQueue ?? DEFAULT_MAX_QUEUE;
+  }
+
+  /** requests sent and not finished */
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /** requests waiting for a connection */
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    if (this.#inflight < this.#max) return this.#send(opts, handler);
+    if (this.#queue.length >= this.#maxQueue) {
+      const err = new VergeError('ORIGIN_BUSY', {
+        detail: { maxConnections: this.#max, maxQueue: this.#maxQueue, inflight: this.#inflight },
+      });
+      fail(handler, idleController(), err);
+      return true;
+    }
+    const w: Waiting = { opts, handler, cancelled: false };
+    const controller = idleController((reason) => {
+      if (w.cancelled) return;
+      w.cancelled = true;
+      const i = this.#queue.indexOf(w);
+      if (i >= 0) this.#queue.splice(i, 1);
+      fail(handler, controller, reason ?? new Error('aborted while waiting for an origin connection'));
+    });
+    this.#queue.push(w);
+    handler.onRequestStart?.(controller, {});
+    return true;
+  }
+
+  #send(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    this.#inflight++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.#inflight--;
+      this.#next();
+    };
+    // Delegate every callback to the caller's handler; the final ones release the slot first,
+    // so a retry the caller dispatches from inside them finds it free.
+    const wrapped = Object.create(handler) as Record<string, unknown>;
+    for (const name of FINAL_CALLBACKS) {
+      const fn = (handler as Record<string, unknown>)[name];
+      if (typeof fn !== 'function') continue;
+      wrapped[name] = (...args: unknown[]) => {
+        release();
+        return (fn as (...a: unknown[]) => unknown).apply(handler, args);
+      };
+    }
+    return super.dispatch(opts, wrapped as Dispatcher.DispatchHandler);
+  }
+
+  #next(): void {
+    while (this.#inflight < this.#max) {
+      const w = this.#queue.shift();
+      if (!w) return;
+      if (!w.cancelled) this.#send(w.opts, w.handler);
+    }
+  }
+}
+
+/** A controller for a request that holds no connection (waiting, or refused). */
+function idleController(onAbort?: (reason?: Error) => void): Dispatcher.DispatchController {
+  let aborted = false;
+  let reason: Error | null = null;
+  return {
+    get aborted() {
+      return aborted;
+    },
+    get paused() {
+      return false;
+    },
+    get reason() {
+      return reason;
+    },
+    abort(r?: Error) {
+      if (aborted) return;
+      aborted = true;
+      reason = r ?? null;
+      onAbort?.(r);
+    },
+    pause() {},
+    resume() {},
+  };
+}
+
+/** End a request that never got a connection with `err`, through whichever API its handler has. */
+function fail(
+  handler: Dispatcher.DispatchHandler,
+  controller: Dispatcher.DispatchController,
+  err: Error,
+): void {
+  if (handler.onResponseError) handler.onResponseError(controller, err);
+  else (handler as { onError?: (e: Error) => void }).onError?.(err);
 }
 
 export function poolKey(t: PoolTarget): string {
@@ -29,6 +177,8 @@ export function poolKey(t: PoolTarget): string {
     t.tlsTimeout,
     t.firstByteTimeout,
     t.idleTimeout,
+    t.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+    t.maxQueue ?? DEFAULT_MAX_QUEUE,
   ].join('|');
 }
 
@@ -41,7 +191,9 @@ export class PoolRegistry {
     let pool = this.#pools.get(key);
     if (!pool) {
       const host = t.host.includes(':') && !t.host.startsWith('[') ? `[${t.host}]` : t.host;
-      pool = new Pool(`${t.protocol}://${host}:${t.port}`, {
+      pool = new CappedPool(`${t.protocol}://${host}:${t.port}`, {
+        connections: t.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+        maxQueue: t.maxQueue ?? DEFAULT_MAX_QUEUE,
         connect: undiciConnector(t),
         headersTimeout: t.firstByteTimeout,
         bodyTimeout: t.idleTimeout,

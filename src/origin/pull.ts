@@ -62,6 +62,8 @@ export class CompiledOrigin {
         tlsTimeout: cfg.timeouts.tls,
         firstByteTimeout: cfg.timeouts.firstByte,
         idleTimeout: cfg.timeouts.idle,
+        maxConnections: cfg.maxConnections,
+        maxQueue: cfg.maxQueue,
       };
       return {
         id: `${siteName}|${s.host}|${s.port ?? ''}`,
