@@ -13,7 +13,7 @@ export const PHASES = [
   {
     name: 'accept',
     does:
-      "TCP, or TLS with SNI choosing the site's certificate (the ClientHello is read first: an unknown " +
+      "TCP (new connections per client address capped), or TLS with SNI choosing the site's certificate (the ClientHello is read first: an unknown " +
       'name gets the `unrecognized_name` alert); ALPN `h2` / `http/1.1`; request framing checks ' +
       '(ambiguous Content-Length / Transfer-Encoding, missing or duplicate Host, absolute-form target, ' +
       'header size), answered with 400 / 431 / 413 and a closed connection.',
@@ -22,7 +22,8 @@ export const PHASES = [
     name: 'route',
     does:
       'the Host header (lowercased, port stripped) to a site: exact names first, then a wildcard ' +
-      'covering one label. An unknown host is `SITE_NOT_FOUND` (404).',
+      'covering one label. An unknown host is `SITE_NOT_FOUND` (404); on HTTPS, a host of another site ' +
+      "than the connection's SNI name is `CLIENT_MISDIRECTED_REQUEST` (421).",
   },
   {
     name: 'redirect',
@@ -48,8 +49,13 @@ export const PHASES = [
       'pick a server (smooth weighted round robin among healthy primaries, backups when all primaries ' +
       "are down), pick the protocol (`http`, `https`, or `follow` the visitor's), then DNS, TCP, TLS " +
       'and certificate verification, each failure with its own code; send the request with hop-by-hop ' +
-      'headers removed and `Via`, `X-Forwarded-*` and `X-Request-Id` set. A request that failed before ' +
-      'anything reached the origin is retried on the next server when its method is idempotent.',
+      'headers and unkeyed headers the origin would act on removed (unless the site keeps them: ' +
+      '`origin.keepHeaders`), and `Via`, `X-Forwarded-*`, `Forwarded` and `X-Request-Id` set by the ' +
+      'edge. A request body is received whole first (in memory up to 16 KiB, then in an unlinked ' +
+      'temporary file) and sent with `Content-Length`; an HTTP/2 stream the visitor reset before this ' +
+      'phase never reaches the origin; past `origin.maxConnections` busy and `origin.maxQueue` waiting, ' +
+      '`ORIGIN_BUSY` (503). A request that failed before anything reached the origin is retried on the ' +
+      'next server when its method is idempotent.',
   },
   {
     name: 'store',
