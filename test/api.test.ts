@@ -608,7 +608,8 @@ describe('tokens, openapi, config', () => {
       list.body.items.map((t: { name: string }) => t.name),
       ['test', 'ci'],
     );
-    assert.deepEqual(Object.keys(list.body.items[1]).sort(), ['createdAt', 'id', 'name']);
+    assert.deepEqual(Object.keys(list.body.items[1]).sort(), ['createdAt', 'id', 'name', 'role']);
+    assert.equal(list.body.items[1].role, 'admin', 'a token made without a role is an admin token');
     assert.equal(list.text.includes(made.body.token.split('_')[2]), false);
     assert.equal((await h.call('DELETE', `/api/v1/tokens/${made.body.id}`)).status, 204);
     assert.equal((await h.call('DELETE', `/api/v1/tokens/${made.body.id}`)).status, 404);

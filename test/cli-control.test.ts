@@ -385,7 +385,7 @@ describe('verge token (directly on the data directory)', () => {
       'no hashes printed',
     );
     const human = await run(['token', 'list', '--data', dir]);
-    assert.match(human.stdout, new RegExp(`^${id}\\s+ci\\s+\\d{4}-`, 'm'));
+    assert.match(human.stdout, new RegExp(`^${id}\\s+ci\\s+admin\\s+\\d{4}-`, 'm'));
 
     const revoked = await run(['token', 'revoke', id, '--data', dir]);
     assert.equal(revoked.code, 0, revoked.stderr);

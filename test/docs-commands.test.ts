@@ -55,7 +55,7 @@ const INSTANCES: Record<string, Mode> = {
 /** What each command must do: the first rule whose pattern matches the command applies. */
 const EXPECT: Array<[RegExp, number, RegExp]> = [
   [/^curl --cacert /, 0, /Hello from the Verge demo origin/],
-  [/^export VERGE_TOKEN=\$\(verge token create /, 0, /^token [0-9a-f]{12} \(laptop\) created:$/m],
+  [/^export VERGE_TOKEN=\$\(verge token create /, 0, /^token [0-9a-f]{12} \(laptop, admin\) created:$/m],
   [/^export /, 0, /^$/],
   [/^source <\(verge completion bash\)$/, 0, /^$/],
   [/^verge config validate /, 0, /^verge\.yaml: OK \(1 site\)$/m],
@@ -67,6 +67,10 @@ const EXPECT: Array<[RegExp, number, RegExp]> = [
   [/^verge site list/, 0, /^www\.example\.com\s/m],
   [/^verge origin-cert issue /, 0, /^Wrote .*\/www\.example\.com\.crt$/m],
   [/^verge token create /, 0, /^vrg_[0-9a-f]{12}_\S+$/m],
+  [/^verge user add /, 0, /^http:\/\/127\.0\.0\.1:\d+\/signin\?token=vsl_[0-9a-f]{12}_[\w-]{43}$/m],
+  [/^verge user list/, 0, /^alice\s+operator\s+not set \(sign-in link\)\s/m],
+  [/^verge user reset-link /, 0, /^http:\/\/127\.0\.0\.1:\d+\/signin\?token=vsl_[0-9a-f]{12}_[\w-]{43}$/m],
+  [/^verge audit/, 0, /^TIME\s+WHO\s+WHAT\s+SITES\s+STATUS\s+REVISION\s+FROM\n.*\bPOST users\b/m],
   [/^verge purge .*--json/, 0, /"state": "done"/],
   [/^verge purge /, 0, /^done: applied by every live edge node$/m],
   [/^verge prefetch /, 0, /^prefetched 2\/2 URLs/m],

@@ -631,12 +631,17 @@ the value is JSON when it parses as JSON (8080, true, ["a","b"]), else text (5m,
       token
         .command('create')
         .description('Create a token: the secret alone on stdout (shown this once), notes on stderr.')
-        .argument('<NAME>', 'what the token is for'),
+        .argument('<NAME>', 'what the token is for')
+        .option('--role <ROLE>', 'what it may do: viewer (read only), operator or admin (the default)'),
     ),
   )
     .addHelpText(
       'after',
-      examples(['verge token create ci', 'verge token create ci --data /var/lib/verge --json']),
+      examples([
+        'verge token create ci',
+        'verge token create dashboard --role viewer',
+        'verge token create ci --data /var/lib/verge --json',
+      ]),
     )
     .action((name: string) =>
       run(tokenCreate, async () => (await import('./token.js')).tokenCreate(name, opts(tokenCreate))),
@@ -659,6 +664,142 @@ the value is JSON when it parses as JSON (8080, true, ["a","b"]), else text (5m,
     .action((id: string) =>
       run(tokenRevoke, async () => (await import('./token.js')).tokenRevoke(id, opts(tokenRevoke))),
     );
+
+  // ---- accounts -----------------------------------------------------------------------------
+
+  const user = program
+    .command('user')
+    .description(
+      'Users of the console and the API, with roles: admin (everything), operator (sites, certificates, purge, prefetch), viewer (read only).',
+    )
+    .addHelpText(
+      'after',
+      examples([
+        'verge user add alice --role operator     # prints a one-time link to choose a password',
+        'verge user list',
+        'verge user reset-link admin --data /var/lib/verge',
+      ]),
+    );
+  const userAdd = jsonOption(
+    targetOptions(
+      user
+        .command('add')
+        .description(
+          'Create a user; prints a one-time sign-in link (24 h) with which they choose their password.',
+        )
+        .argument('<NAME>', 'the user name: a lower-case letter, then a-z, 0-9, ".", "_" or "-"')
+        .option('--role <ROLE>', 'viewer (the default), operator or admin')
+        .option(
+          '--password-stdin',
+          'set the password from the first line of stdin instead of printing a link',
+        ),
+    ),
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'verge user add alice --role operator',
+        'printf \'%s\\n\' "$PASSWORD" | verge user add ci-bot --role viewer --password-stdin',
+      ]),
+    )
+    .action((name: string) =>
+      run(userAdd, async () => (await import('./user.js')).userAdd(name, opts(userAdd))),
+    );
+  const userList = jsonOption(
+    targetOptions(
+      user.command('list').alias('ls').description('The users: name, role, whether a password is set.'),
+    ),
+  )
+    .addHelpText('after', examples(['verge user list', 'verge user list --json']))
+    .action(() => run(userList, async () => (await import('./user.js')).userList(opts(userList))));
+  const userRole = jsonOption(
+    targetOptions(
+      user
+        .command('role')
+        .description(
+          "Change a user's role; it applies at their next request. The last admin cannot be demoted.",
+        )
+        .argument('<NAME>', 'the user')
+        .argument('<ROLE>', 'viewer, operator or admin'),
+    ),
+  )
+    .addHelpText('after', examples(['verge user role alice admin']))
+    .action((name: string, role: string) =>
+      run(userRole, async () => (await import('./user.js')).userRole(name, role, opts(userRole))),
+    );
+  const userRm = jsonOption(
+    targetOptions(
+      user
+        .command('rm')
+        .alias('remove')
+        .description('Remove a user; their sessions end at once. The last admin cannot be removed.')
+        .argument('<NAME>', 'the user'),
+    ),
+  )
+    .addHelpText('after', examples(['verge user rm alice']))
+    .action((name: string) =>
+      run(userRm, async () => (await import('./user.js')).userRm(name, opts(userRm))),
+    );
+  const userPasswd = jsonOption(
+    targetOptions(
+      user
+        .command('passwd')
+        .description(
+          "Change a user's password with the current one (asked on the terminal, or two lines of stdin: current, new). Their other sessions end.",
+        )
+        .argument('<NAME>', 'the user'),
+    ),
+  )
+    .addHelpText(
+      'after',
+      examples(['verge user passwd alice', 'printf \'%s\\n%s\\n\' "$OLD" "$NEW" | verge user passwd alice']),
+    )
+    .action((name: string) =>
+      run(userPasswd, async () => (await import('./user.js')).userPasswd(name, opts(userPasswd))),
+    );
+  const userSignout = jsonOption(
+    targetOptions(
+      user
+        .command('signout')
+        .description('Sign a user out everywhere: every session of theirs ends at once.')
+        .argument('<NAME>', 'the user'),
+    ),
+  )
+    .addHelpText('after', examples(['verge user signout alice']))
+    .action((name: string) =>
+      run(userSignout, async () => (await import('./user.js')).userSignout(name, opts(userSignout))),
+    );
+  const userResetLink = jsonOption(
+    dataOption(
+      user
+        .command('reset-link')
+        .description(
+          "A new one-time sign-in link for a user who lost their password, written straight into the data directory's store (no running Verge or token needed). Older links of the user stop working.",
+        )
+        .argument('<NAME>', 'the user'),
+    ),
+  )
+    .addHelpText(
+      'after',
+      examples(['verge user reset-link admin', 'verge user reset-link alice --data /var/lib/verge']),
+    )
+    .action((name: string) =>
+      run(userResetLink, async () => (await import('./user.js')).userResetLink(name, opts(userResetLink))),
+    );
+
+  const audit = jsonOption(
+    targetOptions(
+      program
+        .command('audit')
+        .description(
+          'The audit log, newest first: who changed what through the API (user or token, role), the sites concerned, when, from which address, and the store revision it made.',
+        )
+        .option('--site <NAME>', 'only the changes concerning this site')
+        .option('--limit <N>', 'at most N entries, 1-1000 (default 100)'),
+    ),
+  )
+    .addHelpText('after', examples(['verge audit', 'verge audit --site www.example.com --limit 20']))
+    .action(() => run(audit, async () => (await import('./user.js')).auditCmd(opts(audit))));
 
   // ---- the shell ----------------------------------------------------------------------------
 

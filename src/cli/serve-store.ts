@@ -17,6 +17,7 @@ import { AcmeManager } from '../control/acme.js';
 import { type ControlApi, startControlApi } from '../control/api.js';
 import { openDataStoreOrSay } from '../control/data.js';
 import { createToken, verifyToken } from '../control/tokens.js';
+import { apiBaseUrl, ensureFirstAdmin, signinUrl } from '../control/users.js';
 import { writeFileAtomic } from '../core/files.js';
 import { AccessLog, type Logger } from '../core/log.js';
 import { doctorStoredSite, storedSiteWarnings } from '../doctor/site.js';
@@ -46,6 +47,28 @@ async function ensureAdminToken(store: SqliteStore, dir: string, log: Logger): P
   const { token, id } = await createToken(store, 'admin (generated)');
   writeFileAtomic(file, `${token}\n`, 0o600);
   log.info({ file, id }, `admin API token generated in ${file} (mode 0600)`);
+}
+
+/**
+ * The first start (no user in the store; or none has a password yet and no link is pending):
+ * makes the `admin` user and prints its one-time sign-in link on stdout, once the API answers it.
+ * The link is a secret: stdout only, not the log (docs/security.md "Accounts and sessions"); the
+ * log line says that it was printed and how to get another.
+ */
+async function firstAdmin(store: SqliteStore, listen: string, dir: string, log: Logger): Promise<void> {
+  const made = await ensureFirstAdmin(store, Date.now());
+  if (!made) return;
+  const url = signinUrl(apiBaseUrl(listen), made.token);
+  process.stdout.write(
+    `\n${made.created ? `Verge: first start. The user "${made.user}" was created.` : `Verge: no user has a password yet.`}\n` +
+      `Open this one-time link to choose the password of "${made.user}" (it works once, until ${made.expiresAt}):\n\n` +
+      `  ${url}\n\n` +
+      `Lost it? A new one: verge user reset-link ${made.user} --data ${dir}\n\n`,
+  );
+  log.info(
+    { user: made.user, expiresAt: made.expiresAt },
+    `one-time sign-in link for "${made.user}" printed on stdout (not logged: it is a secret); a new one: verge user reset-link ${made.user} --data ${dir}`,
+  );
 }
 
 function acmeCa(ca: string | undefined, dir: string): string | undefined {
@@ -108,6 +131,9 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
       requests: (id) => requests.lookup(id),
       // named to local CLIs on a 401, so `verge explain ID` finds DIR/admin.token
       instance: { data: dir },
+      sessions: config.edge.admin.sessions,
+      auditKeep: config.edge.admin.audit.keep,
+      trustedProxies: config.edge.admin.trustedProxies,
     }).catch(async (e: unknown) => {
       await source.close();
       await edge.close();
@@ -126,6 +152,15 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
     }
     throw e;
   }
+
+  // the address the API really listens on (edge.admin.listen may ask for port 0)
+  const apiHost = api.address.family === 'IPv6' ? `[${api.address.address}]` : api.address.address;
+  await firstAdmin(store, `${apiHost}:${api.address.port}`, dir, log).catch((err: unknown) =>
+    log.error(
+      { err },
+      'could not make the first admin user; `verge user reset-link admin --data DIR` retries',
+    ),
+  );
 
   const [httpListener] = edge.addresses().http;
   const acme = new AcmeManager({

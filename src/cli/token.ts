@@ -7,18 +7,21 @@
  */
 
 import { openDataStore, resolveDataDir } from '../control/data.js';
-import { createToken, listTokens, revokeToken } from '../control/tokens.js';
+import { isRole } from '../control/roles.js';
+import { createToken, listTokens, revokeToken, tokenRole } from '../control/tokens.js';
 import type { ConfigStore } from '../store/types.js';
-import { CheckError, printJson, runCommand, table } from './api-client.js';
+import { CheckError, printJson, runCommand, table, UsageError } from './api-client.js';
 
 /** The options of `verge token ...` (src/cli/program.ts). */
 interface TokenOptions {
   data?: string;
   json?: boolean;
+  /** create: viewer, operator or admin (the default) */
+  role?: string;
 }
 
 /** Opens the data directory's store for `fn` and closes it after, naming the store on failure. */
-async function withStore<T>(
+export async function withStore<T>(
   dataFlag: string | undefined,
   fn: (store: ConfigStore) => Promise<T>,
 ): Promise<T> {
@@ -47,13 +50,22 @@ export function tokenCreate(name: string, values: TokenOptions): Promise<number>
 }
 
 async function create(name: string, values: TokenOptions): Promise<number> {
-  const made = await withStore(values.data, (store) => createToken(store, name));
+  const role = (values.role ?? 'admin').toLowerCase();
+  if (!isRole(role))
+    throw new UsageError(`--role must be viewer, operator or admin, not ${JSON.stringify(values.role)}`);
+  const made = await withStore(values.data, (store) => createToken(store, name, role));
   if (values.json) {
-    printJson({ id: made.id, name: made.record.name, createdAt: made.record.createdAt, token: made.token });
+    printJson({
+      id: made.id,
+      name: made.record.name,
+      role,
+      createdAt: made.record.createdAt,
+      token: made.token,
+    });
     return 0;
   }
   // The token alone on stdout, so TOKEN=$(verge token create ci) works; the notes go to stderr.
-  process.stderr.write(`token ${made.id} (${made.record.name}) created:\n`);
+  process.stderr.write(`token ${made.id} (${made.record.name}, ${role}) created:\n`);
   process.stdout.write(`${made.token}\n`);
   process.stderr.write(
     'Copy it now: it cannot be shown again (only its hash is stored). Use it with --token TOKEN or\n' +
@@ -69,7 +81,7 @@ export function tokenList(values: TokenOptions): Promise<number> {
 async function list(values: TokenOptions): Promise<number> {
   const tokens = await withStore(values.data, (store) => listTokens(store));
   // only these fields: the stored hash is nobody's business, even hashed
-  const items = tokens.map((t) => ({ id: t.id, name: t.name, createdAt: t.createdAt }));
+  const items = tokens.map((t) => ({ id: t.id, name: t.name, role: tokenRole(t), createdAt: t.createdAt }));
   if (values.json) {
     printJson({ items });
     return 0;
@@ -80,8 +92,8 @@ async function list(values: TokenOptions): Promise<number> {
   }
   process.stdout.write(
     table(
-      ['ID', 'NAME', 'CREATED'],
-      items.map((t) => [t.id, t.name, t.createdAt]),
+      ['ID', 'NAME', 'ROLE', 'CREATED'],
+      items.map((t) => [t.id, t.name, t.role, t.createdAt]),
     ),
   );
   return 0;

@@ -555,6 +555,36 @@ export const edgeSchema = z
           .array(z.string().regex(/^https?:\/\/[^/]+$/, 'an origin such as https://admin.example.com'))
           .default([])
           .describe('Browser origins allowed to call the admin API cross-origin (CORS). Default: none.'),
+        sessions: z
+          .strictObject({
+            idleTimeout: duration(
+              '30m',
+              'A signed-in console session ends after this long without a request (measured with up to a minute of lag).',
+            ),
+            absoluteTimeout: duration(
+              '12h',
+              'A signed-in console session ends this long after the sign-in, used or not.',
+            ),
+          })
+          .prefault({})
+          .describe('Console sessions (`verge serve --data`): cookie lifetimes. Read at start.'),
+        audit: z
+          .strictObject({
+            keep: z
+              .number()
+              .int()
+              .min(100)
+              .default(10000)
+              .describe('Audit-log entries kept in the store; older ones are deleted every ten minutes.'),
+          })
+          .prefault({})
+          .describe('The audit log of changes made through the admin API (`verge audit`).'),
+        trustedProxies: z
+          .array(z.union([z.ipv4(), z.ipv6()]))
+          .default([])
+          .describe(
+            'Reverse proxies in front of the admin API whose X-Forwarded-For (client address, for the sign-in rate limit and the audit log) and X-Forwarded-Proto (HTTPS: Secure cookies) are believed. Default: none.',
+          ),
       })
       .prefault({})
       .describe('Local admin endpoint: `verge purge` and `verge prefetch` talk to it.'),

@@ -9,7 +9,10 @@
  *    host, opts.names, and, when listening on every interface, IP literals (nothing to rebind).
  * 2. CORS only for origins listed in opts.cors; for any other origin no Access-Control-* header
  *    at all, and bodies must be JSON, so a browser cannot send a cross-origin request that acts.
- * 3. A bearer token (src/control/tokens.ts), except for GET /api/v1/health.
+ * 3. Who is calling and whether the route lets them (src/control/accounts-api.ts): a bearer token
+ *    (src/control/tokens.ts) or a session cookie (with its CSRF checks), and the role each route
+ *    declares in src/control/roles.ts (public routes: health, signing in); then routing. Every
+ *    change answered 2xx is recorded in the audit log before the answer is sent.
  *
  * Every error, fastify's own included, has one shape: {code: "API_...", msg, errors?}.
  */
@@ -20,6 +23,8 @@ import { pathString } from '../config/load.js';
 import { configSchema, type SiteConfig } from '../config/schema.js';
 import type { Logger } from '../core/log.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
+import { Accounts } from './accounts-api.js';
+import { HttpError } from './http-error.js';
 import {
   createPrefetchJob,
   createPurge,
@@ -32,6 +37,8 @@ import {
 import { KEYS, SECTION_KEYS } from './model.js';
 import { type Method, openApiDocument, ROUTES, tokenRequestSchema } from './openapi.js';
 import { runPrefetchJob } from './prefetch.js';
+import { ROUTE_ACCESS } from './roles.js';
+import type { SessionSettings } from './sessions.js';
 import {
   badInput,
   createSite,
@@ -53,7 +60,7 @@ import {
   uploadCert,
   type ValidSite,
 } from './sites.js';
-import { createToken, listTokens, revokeToken, verifyToken } from './tokens.js';
+import { createToken, listTokens, revokeTokenAt, tokenRole } from './tokens.js';
 
 export type { Finding } from './sites.js';
 
@@ -84,6 +91,12 @@ export interface ControlApiOptions {
   /** extra trusted roots for certificate chain checks (tests) */
   trustedCas?: string[];
   now?: () => number;
+  /** session timeouts in ms (edge.admin.sessions); defaults 30 min idle, 12 h absolute */
+  sessions?: Partial<SessionSettings>;
+  /** audit-log entries kept (edge.admin.audit.keep); default 10,000 */
+  auditKeep?: number;
+  /** reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (edge.admin.trustedProxies) */
+  trustedProxies?: string[];
 }
 
 export interface ControlApi {
@@ -142,6 +155,14 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
   const cors = new Set(opts.cors ?? []);
   const running = new Set<Promise<void>>();
   const stopping = new AbortController();
+  const accounts = new Accounts({
+    store,
+    log,
+    now,
+    ...(opts.sessions ? { sessions: opts.sessions } : {}),
+    ...(opts.auditKeep !== undefined ? { auditKeep: opts.auditKeep } : {}),
+    ...(opts.trustedProxies ? { trustedProxies: opts.trustedProxies } : {}),
+  });
 
   const app = fastify({
     logger: false,
@@ -200,17 +221,14 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
         return reply;
       }
     }
-    const path = req.url.split('?')[0];
-    if ((req.method === 'GET' || req.method === 'HEAD') && path === '/api/v1/health') return;
-    const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? '');
-    const token = m ? await verifyToken(store, m[1]!) : undefined;
-    if (!token) {
+    // the token or session, CSRF for cookie requests, and the route's role (403 API_NEEDS_*)
+    if ((await accounts.authorize(req, reply)) === 'unauthenticated') {
       throw new ApiError(
         401,
         'API_UNAUTHORIZED',
-        m
+        req.headers.authorization !== undefined
           ? 'the bearer token is not valid (unknown, revoked or mistyped): create one with `verge token create` or POST /api/v1/tokens'
-          : 'this API needs a token: send Authorization: Bearer vrg_... (`verge token create` makes one)',
+          : 'this API needs a token or a session: send Authorization: Bearer vrg_... (`verge token create` makes one), or sign in (POST /api/v1/session)',
         {
           headers: { 'www-authenticate': REALM },
           ...(opts.instance && isLoopbackAddress(req.socket.remoteAddress ?? '')
@@ -221,8 +239,20 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
     }
   });
 
-  app.setErrorHandler((error: FastifyError | ApiError | ServiceError, req, reply) => {
+  // the audit entry of a change is written before its answer goes out
+  app.addHook('onSend', async (req, reply, payload) => {
+    await accounts.audit(req, reply, payload);
+    return payload;
+  });
+
+  app.setErrorHandler((error: FastifyError | ApiError | ServiceError | HttpError, req, reply) => {
     if (error instanceof ApiError) return sendError(reply, error);
+    if (error instanceof HttpError)
+      return reply
+        .headers(error.headers)
+        .code(error.status)
+        .type('application/json')
+        .send({ code: error.code, msg: error.message, ...error.extra });
     if (error instanceof ServiceError) {
       const [status, code] = SERVICE_STATUS[error.kind];
       return sendError(reply, new ApiError(status, code, error.message, { errors: error.errors }));
@@ -445,24 +475,41 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
   on('GET', '/api/v1/config', async () => effectiveConfig(store));
 
   on('GET', '/api/v1/tokens', async () => ({
-    items: (await listTokens(store)).map(({ id, name, createdAt }) => ({ id, name, createdAt })),
+    items: (await listTokens(store)).map((t) => ({
+      id: t.id,
+      name: t.name,
+      role: tokenRole(t),
+      createdAt: t.createdAt,
+    })),
   }));
   on('POST', '/api/v1/tokens', async (req, reply) => {
     const parsed = tokenRequestSchema.safeParse(requireBody(req));
     if (!parsed.success) throw badInput(issuesOf(parsed.error), 'the token request');
-    const { token, record } = await createToken(store, parsed.data.name);
-    log.info({ token: record.id, name: record.name }, 'API token created');
-    return reply.code(201).send({ id: record.id, name: record.name, createdAt: record.createdAt, token });
+    const { token, record, revision } = await createToken(store, parsed.data.name, parsed.data.role);
+    accounts.noteRevision(req, revision);
+    log.info({ token: record.id, name: record.name, role: record.role }, 'API token created');
+    return reply.code(201).send({
+      id: record.id,
+      name: record.name,
+      role: tokenRole(record),
+      createdAt: record.createdAt,
+      token,
+    });
   });
   on('DELETE', '/api/v1/tokens/:id', async (req, reply) => {
-    if (!(await revokeToken(store, param(req, 'id'))))
+    const revision = await revokeTokenAt(store, param(req, 'id'));
+    if (revision === undefined)
       throw new ServiceError(
         'not_found',
         `no token with id ${JSON.stringify(param(req, 'id'))}: list them with GET /api/v1/tokens`,
       );
+    accounts.noteRevision(req, revision);
     log.info({ token: param(req, 'id') }, 'API token revoked');
     return reply.code(204).send();
   });
+
+  // users, sessions, sign-in links and the audit log (src/control/accounts-api.ts)
+  accounts.routes(on);
 
   on('GET', '/metrics', async (_req, reply) => {
     if (!opts.metrics)
@@ -479,19 +526,30 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
     throw new Error(
       `admin API routes and src/control/openapi.ts ROUTES differ: undocumented ${undocumented.join(', ') || '-'}; unhandled ${unhandled.join(', ') || '-'}`,
     );
+  // and every route says who may call it (src/control/roles.ts): none is open by omission
+  const served = [...handlers.keys(), 'GET /signin', 'GET /signin.js'];
+  const undeclared = served.filter((k) => ROUTE_ACCESS[k] === undefined);
+  const stale = Object.keys(ROUTE_ACCESS).filter((k) => !served.includes(k));
+  if (undeclared.length > 0 || stale.length > 0)
+    throw new Error(
+      `admin API routes and src/control/roles.ts ROUTE_ACCESS differ: no role declared for ${undeclared.join(', ') || '-'}; declared but not served ${stale.join(', ') || '-'}`,
+    );
   for (const [key, handler] of handlers) {
     const [method, url] = key.split(' ') as [Method, string];
     app.route({ method, url, handler });
   }
+  accounts.pages(app);
 
   await app.listen({ host: listen.host ?? '0.0.0.0', port: listen.port });
   const address = app.server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   log.info({ listen: `${host}:${address.port}` }, 'admin API listening');
+  accounts.start();
   return {
     address,
     url: `http://${host}:${address.port}`,
     async close() {
+      accounts.close();
       await app.close();
       // running prefetches stop and write their final state before the caller closes the store
       stopping.abort();

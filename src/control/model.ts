@@ -10,6 +10,7 @@
  */
 import type { JsonValue } from '../store/types.js';
 import { inspectCertificate } from '../tls/certs.js';
+import type { Role } from './roles.js';
 
 /** Key layout. Names are validated before they become part of a key (see src/config/schema.ts). */
 export const KEYS = {
@@ -44,6 +45,21 @@ export const KEYS = {
   challengesPrefix: 'challenges/',
   /** an HTTP-01 challenge the edges answer on their HTTP port: ChallengeRecord */
   challenge: (token: string) => `challenges/${token}`,
+  usersPrefix: 'users/',
+  /** one admin-console user: UserRecord (src/control/users.ts; the password only as a hash) */
+  user: (name: string) => `users/${name}`,
+  sessionsPrefix: 'sessions/',
+  /** one signed-in session, by the SHA-256 of its id: SessionRecord (src/control/sessions.ts) */
+  session: (idHash: string) => `sessions/${idHash}`,
+  signinLinksPrefix: 'signin-links/',
+  /** a one-time sign-in (set-password) link: SigninLinkRecord (only the hash of its secret) */
+  signinLink: (id: string) => `signin-links/${id}`,
+  loginFailuresPrefix: 'login-failures/',
+  /** failed sign-ins of one existing user, for the backoff (src/control/login-limit.ts) */
+  loginFailures: (name: string) => `login-failures/${name}`,
+  auditPrefix: 'audit/',
+  /** one audit-log entry: AuditRecord (src/control/audit.ts); ids sort by time */
+  audit: (id: string) => `audit/${id}`,
 } as const;
 
 /** Config sections stored as one document each, by their key in the YAML file. */
@@ -107,6 +123,8 @@ export interface TokenRecord {
   name: string;
   hash: string;
   createdAt: string;
+  /** what the token may do (src/control/roles.ts); tokens made before roles existed are admin */
+  role?: Role;
 }
 
 /** An edge node's heartbeat, written on start, on every applied change and every 5 s. */

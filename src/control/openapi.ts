@@ -5,9 +5,12 @@
  * schema for sites) through z.toJSONSchema; the views are described here by hand.
  */
 import { z } from 'zod';
+import { accountSchemas } from './accounts-api.js';
 import { prefetchSchema, purgeSchema } from './jobs.js';
+import { ROLES, ROUTE_ACCESS, type Role } from './roles.js';
 import { apiSiteSchema, certUploadSchema } from './sites.js';
 import { TOKEN_NAME_MAX } from './tokens.js';
+import { passwordChangeSchema, userCreateSchema, userPatchSchema } from './users.js';
 
 type JsonSchema = Record<string, unknown>;
 
@@ -35,6 +38,202 @@ const E400 = err('Invalid input (API_BAD_INPUT); `errors` lists every field with
 const E404 = err('No such resource (API_NOT_FOUND).');
 const E409 = err('Conflict with stored data (API_CONFLICT); msg names what clashes.');
 const E412 = err('If-Match does not match the current revision (API_PRECONDITION_FAILED).');
+
+const E401 = err('No valid credentials (API_UNAUTHORIZED, API_SESSION_ENDED).');
+const SESSION_VIEW = ref('Session');
+const USER_VIEW = ref('User');
+
+/** Users, sessions, sign-in links and the audit log (src/control/accounts-api.ts). */
+const ACCOUNT_ROUTES: RouteDoc[] = [
+  {
+    method: 'GET',
+    path: '/api/v1/session',
+    summary:
+      'Who is calling: the signed-in user (with the CSRF token to send as X-CSRF-Token on changes) or the token.',
+    auth: true,
+    responses: { '200': { description: 'The caller.', schema: SESSION_VIEW } },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/session',
+    summary:
+      'Sign in with user name and password: sets the session cookie (HttpOnly, SameSite=Strict). Failures are rate limited per IP and per user (429 with Retry-After).',
+    auth: false,
+    body: { schema: ref('SignIn'), types: JSON_TYPES },
+    responses: {
+      '201': { description: 'Signed in; Set-Cookie carries the session.', schema: SESSION_VIEW },
+      '400': E400,
+      '401': err('Wrong user name or password (API_SIGNIN_FAILED).'),
+      '429': err('Too many failures: wait Retry-After seconds (API_RATE_LIMITED).'),
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/api/v1/session',
+    summary: "Sign out: ends the caller's session and clears the cookie.",
+    auth: true,
+    responses: { '204': { description: 'Signed out.' }, '400': err('Called with a token, not a session.') },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/signin-link',
+    summary:
+      'Use a one-time sign-in link: set the password of the user it was made for, and sign in. The link is used up only when the password is accepted.',
+    auth: false,
+    body: { schema: ref('SigninLinkUse'), types: JSON_TYPES },
+    responses: {
+      '201': {
+        description: 'Password set, signed in; Set-Cookie carries the session.',
+        schema: SESSION_VIEW,
+      },
+      '400': E400,
+      '401': err('Unknown, used or expired link (API_SIGNIN_LINK_INVALID).'),
+      '429': err('Too many failures from this address (API_RATE_LIMITED).'),
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/users',
+    summary: 'The users of the console and API.',
+    auth: true,
+    responses: {
+      '200': {
+        description: 'Users.',
+        schema: { type: 'object', properties: { items: { type: 'array', items: USER_VIEW } } },
+      },
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/users',
+    summary:
+      'Create a user with a role; without a password the answer carries a one-time sign-in link (24 h) with which the user sets one.',
+    auth: true,
+    body: { schema: ref('UserCreate'), types: JSON_TYPES },
+    responses: {
+      '201': {
+        description: 'Created; Location names it.',
+        schema: {
+          allOf: [
+            USER_VIEW,
+            {
+              type: 'object',
+              properties: {
+                signinLink: {
+                  type: 'object',
+                  properties: { url: { type: 'string' }, expiresAt: { type: 'string', format: 'date-time' } },
+                },
+              },
+            },
+          ],
+        },
+      },
+      '400': E400,
+      '409': E409,
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/users/:name',
+    summary: 'One user.',
+    auth: true,
+    responses: { '200': { description: 'The user.', schema: USER_VIEW }, '404': E404 },
+  },
+  {
+    method: 'PATCH',
+    path: '/api/v1/users/:name',
+    summary:
+      "Change a user's role (takes effect at the user's next request). The last admin cannot be demoted.",
+    auth: true,
+    body: { schema: ref('UserPatch'), types: ['application/json', 'application/merge-patch+json'] },
+    responses: {
+      '200': { description: 'Changed.', schema: USER_VIEW },
+      '400': E400,
+      '404': E404,
+      '409': err('The last admin cannot be demoted (API_LAST_ADMIN).'),
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/api/v1/users/:name',
+    summary: 'Delete a user and end its sessions. The last admin cannot be deleted.',
+    auth: true,
+    responses: {
+      '204': { description: 'Deleted.' },
+      '404': E404,
+      '409': err('The last admin cannot be deleted (API_LAST_ADMIN).'),
+    },
+  },
+  {
+    method: 'PUT',
+    path: '/api/v1/users/:name/password',
+    summary:
+      "Change a user's password with its current one (rate limited like a sign-in). Every other session of the user ends.",
+    auth: true,
+    body: { schema: ref('PasswordChange'), types: JSON_TYPES },
+    responses: {
+      '204': { description: 'Changed.' },
+      '400': err('The new password breaks a rule, or `current` is wrong (API_BAD_INPUT).'),
+      '404': E404,
+      '409': err('The user has no password yet: it is set with a sign-in link.'),
+      '429': err('Too many wrong current passwords (API_RATE_LIMITED).'),
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/users/:name/signin-link',
+    summary:
+      'A new one-time sign-in link for a user (a lost password); older links of the user stop working.',
+    auth: true,
+    responses: {
+      '201': {
+        description: 'The link.',
+        schema: {
+          type: 'object',
+          properties: {
+            user: { type: 'string' },
+            url: { type: 'string' },
+            expiresAt: { type: 'string', format: 'date-time' },
+          },
+          required: ['user', 'url', 'expiresAt'],
+        },
+      },
+      '404': E404,
+    },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/users/:name/sessions/revoke',
+    summary:
+      "Sign a user out everywhere: every session ends at once (the caller's own session stays). Users may do it for themselves; admins for anyone.",
+    auth: true,
+    responses: {
+      '200': {
+        description: 'How many sessions ended.',
+        schema: {
+          type: 'object',
+          properties: { user: { type: 'string' }, ended: { type: 'integer' } },
+          required: ['user', 'ended'],
+        },
+      },
+      '404': E404,
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/audit',
+    summary:
+      'The audit log, newest first: who changed what, when, from where, and the revision it made. `?site=NAME` keeps the entries concerning that site; `?limit=N` (1-1000, default 100).',
+    auth: true,
+    responses: {
+      '200': {
+        description: 'Entries.',
+        schema: { type: 'object', properties: { items: { type: 'array', items: ref('AuditEntry') } } },
+      },
+      '400': E400,
+    },
+  },
+];
 
 export const ROUTES: RouteDoc[] = [
   {
@@ -329,11 +528,16 @@ export const ROUTES: RouteDoc[] = [
     auth: true,
     responses: { '200': { description: 'Prometheus text format.' }, '404': E404 },
   },
+  ...ACCOUNT_ROUTES,
 ];
 
 /** The request body of POST /api/v1/tokens. */
 export const tokenRequestSchema = z.strictObject({
   name: z.string().trim().min(1).max(TOKEN_NAME_MAX).describe('A label: who or what uses the token.'),
+  role: z
+    .enum(ROLES as [Role, ...Role[]])
+    .default('admin')
+    .describe('What the token may do: viewer, operator or admin (the default).'),
 });
 
 function jsonSchema(schema: z.ZodType): JsonSchema {
@@ -387,8 +591,17 @@ export function openApiDocument(): JsonSchema {
         ...(resp.schema ? { content: { 'application/json': { schema: resp.schema } } } : {}),
       };
     }
-    if (r.auth) responses['401'] = err('No valid token (API_UNAUTHORIZED).');
-    responses['403'] = err('The Host header is not one of this API (API_BAD_HOST).');
+    if (r.auth) responses['401'] ??= E401;
+    const access = ROUTE_ACCESS[`${r.method} ${r.path}`];
+    const refusals = ['the Host header is not one of this API (API_BAD_HOST)'];
+    if (access === 'operator' || access === 'admin')
+      refusals.push(`the caller is not ${access} (API_NEEDS_${access.toUpperCase()})`);
+    if (access === 'self') refusals.push("another user's account without the rights (API_NEEDS_ADMIN)");
+    if (r.method !== 'GET')
+      refusals.push(
+        'a session request from another origin (API_BAD_ORIGIN) or without its X-CSRF-Token (API_CSRF_TOKEN)',
+      );
+    responses['403'] = err(`Refused: ${refusals.join('; ')}.`);
     paths[path] ??= {};
     paths[path][r.method.toLowerCase()] = {
       summary: r.summary,
@@ -403,6 +616,7 @@ export function openApiDocument(): JsonSchema {
           }
         : {}),
       responses,
+      'x-verge-access': access,
       ...(r.auth ? {} : { security: [] }),
     };
   }
@@ -415,16 +629,87 @@ export function openApiDocument(): JsonSchema {
         'Sites, certificates, purge and prefetch jobs, nodes and tokens of a Verge CDN. See docs/api.md.',
     },
     servers: [{ url: '/' }],
-    security: [{ bearer: [] }],
+    security: [{ bearer: [] }, { session: [] }],
     paths,
     components: {
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'vrg_<id>_<secret>' } },
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer', description: 'vrg_<id>_<secret>' },
+        session: {
+          type: 'apiKey',
+          in: 'cookie',
+          name: 'verge_session',
+          description:
+            'The session cookie (`__Host-verge_session` over HTTPS) set by POST /api/v1/session; changes also need X-CSRF-Token and a same-origin Origin.',
+        },
+      },
       schemas: {
         SiteInput: jsonSchema(apiSiteSchema),
         CertUpload: jsonSchema(certUploadSchema),
         PurgeRequest: jsonSchema(purgeSchema),
         PrefetchRequest: jsonSchema(prefetchSchema),
         TokenRequest: jsonSchema(tokenRequestSchema),
+        SignIn: jsonSchema(accountSchemas.signinSchema),
+        SigninLinkUse: jsonSchema(accountSchemas.linkUseSchema),
+        UserCreate: jsonSchema(userCreateSchema),
+        UserPatch: jsonSchema(userPatchSchema),
+        PasswordChange: jsonSchema(passwordChangeSchema),
+        Session: {
+          type: 'object',
+          properties: {
+            kind: { enum: ['session', 'token'] },
+            user: { type: 'string', description: 'session: the user name' },
+            name: { type: 'string', description: "token: the token's name" },
+            id: { type: 'string', description: "token: the token's id" },
+            role: { enum: ['viewer', 'operator', 'admin'] },
+            csrfToken: { type: 'string', description: 'session: send it as X-CSRF-Token on changes' },
+            createdAt: { type: 'string', format: 'date-time' },
+            expiresAt: { type: 'string', format: 'date-time', description: 'the absolute timeout' },
+            idleExpiresAt: {
+              type: 'string',
+              format: 'date-time',
+              description: 'the idle timeout, if unused',
+            },
+          },
+          required: ['kind', 'role'],
+        },
+        User: {
+          type: 'object',
+          properties: {
+            name: { type: 'string' },
+            role: { enum: ['viewer', 'operator', 'admin'] },
+            passwordSet: { type: 'boolean' },
+            createdAt: { type: 'string', format: 'date-time' },
+            passwordChangedAt: { type: 'string', format: 'date-time' },
+            revision: { type: 'integer' },
+          },
+          required: ['name', 'role', 'passwordSet', 'createdAt', 'revision'],
+        },
+        AuditEntry: {
+          type: 'object',
+          properties: {
+            id: { type: 'string' },
+            at: { type: 'string', format: 'date-time' },
+            actor: {
+              type: 'object',
+              properties: {
+                kind: { enum: ['user', 'token'] },
+                name: { type: 'string' },
+                id: { type: 'string' },
+                role: { enum: ['viewer', 'operator', 'admin'] },
+              },
+              required: ['kind', 'name', 'role'],
+            },
+            ip: { type: 'string' },
+            method: { type: 'string' },
+            path: { type: 'string' },
+            resource: { type: 'string' },
+            sites: { type: 'array', items: { type: 'string' } },
+            allSites: { type: 'boolean' },
+            status: { type: 'integer' },
+            revision: { type: 'integer' },
+          },
+          required: ['id', 'at', 'actor', 'ip', 'method', 'path', 'resource', 'sites', 'status'],
+        },
         Error: {
           type: 'object',
           properties: {
@@ -530,8 +815,13 @@ export function openApiDocument(): JsonSchema {
         },
         Token: {
           type: 'object',
-          properties: { id: { type: 'string' }, name: { type: 'string' }, createdAt: { type: 'string' } },
-          required: ['id', 'name', 'createdAt'],
+          properties: {
+            id: { type: 'string' },
+            name: { type: 'string' },
+            role: { enum: ['viewer', 'operator', 'admin'] },
+            createdAt: { type: 'string' },
+          },
+          required: ['id', 'name', 'role', 'createdAt'],
         },
       },
     },

@@ -5,11 +5,13 @@
  * store file does not hand out working tokens; the secret is shown once, by createToken.
  *
  * Used by the admin API (every request but /health), by `verge token create` directly on the
- * store, and by `verge serve --data` to generate the first admin token.
+ * store, and by `verge serve --data` to generate the first admin token. Each token has a role
+ * (src/control/roles.ts); one without (made before roles existed) is an admin token.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { type ConfigStore, type JsonValue, StoreConflictError } from '../store/types.js';
 import { asRecord, KEYS, type TokenRecord } from './model.js';
+import { isRole, ROLES, type Role } from './roles.js';
 
 /** `vrg_` + 12 hex + `_` + 43 base64url characters. */
 const TOKEN_RE = /^vrg_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
@@ -28,10 +30,13 @@ function sha256Hex(s: string): string {
 export async function createToken(
   store: ConfigStore,
   name: string,
-): Promise<{ id: string; token: string; record: TokenRecord }> {
+  role: Role = 'admin',
+): Promise<{ id: string; token: string; record: TokenRecord; revision: number }> {
   const label = name.trim();
   if (label === '' || label.length > TOKEN_NAME_MAX)
     throw new Error(`token name must be 1 to ${TOKEN_NAME_MAX} characters, e.g. "ci" or "alice-laptop"`);
+  if (!isRole(role))
+    throw new Error(`token role must be one of ${ROLES.join(', ')}, not ${JSON.stringify(role)}`);
   // 6 random bytes give the id; on the (very unlikely) clash the create-only write fails and we
   // draw again rather than overwrite someone else's token
   for (let attempt = 0; ; attempt++) {
@@ -42,10 +47,11 @@ export async function createToken(
       name: label,
       hash: sha256Hex(secret),
       createdAt: new Date().toISOString(),
+      role,
     };
     try {
-      await store.put(KEYS.token(id), record as unknown as JsonValue, { ifRevision: 0 });
-      return { id, token: `vrg_${id}_${secret}`, record };
+      const revision = await store.put(KEYS.token(id), record as unknown as JsonValue, { ifRevision: 0 });
+      return { id, token: `vrg_${id}_${secret}`, record, revision };
     } catch (e) {
       if (attempt >= 3 || !(e instanceof StoreConflictError)) throw e;
     }
@@ -66,7 +72,12 @@ export async function verifyToken(store: ConfigStore, bearer: string): Promise<T
   const want = Buffer.from(String(record.hash ?? ''), 'hex');
   const got = createHash('sha256').update(m[2]!).digest();
   if (want.length !== got.length || !timingSafeEqual(want, got)) return undefined;
-  return record;
+  return { ...record, role: tokenRole(record) };
+}
+
+/** A token's role: tokens made before roles existed (no `role`) are admin tokens. */
+export function tokenRole(record: TokenRecord): Role {
+  return isRole(record.role) ? record.role : 'admin';
 }
 
 /** Every token record (hashes included: callers showing them must drop `hash`), oldest first. */
@@ -79,7 +90,12 @@ export async function listTokens(store: ConfigStore): Promise<TokenRecord[]> {
 
 /** Deletes a token; false when there was none with that id. */
 export async function revokeToken(store: ConfigStore, id: string): Promise<boolean> {
+  return (await revokeTokenAt(store, id)) !== undefined;
+}
+
+/** Deletes a token; the revision of the delete, or undefined when there was none with that id. */
+export async function revokeTokenAt(store: ConfigStore, id: string): Promise<number | undefined> {
   // an id that cannot be a token id is not a key of ours (and must not reach the store as one)
-  if (!/^[0-9a-f]{12}$/.test(id)) return false;
-  return (await store.delete(KEYS.token(id))) !== undefined;
+  if (!/^[0-9a-f]{12}$/.test(id)) return undefined;
+  return store.delete(KEYS.token(id));
 }
