@@ -115,6 +115,9 @@ test('export, then import into a new data directory: same sites, same origin ver
   assert.equal(made.code, 0, made.stderr);
   const token = (JSON.parse(made.stdout) as { token: string }).token;
   assert.equal((await api(a, '/api/v1/sites', token)).status, 200);
+  const madeViewer = await runCli(['token', 'create', 'dash', '--role', 'viewer', '--data', dataA, '--json']);
+  assert.equal(madeViewer.code, 0, madeViewer.stderr);
+  const viewerToken = (JSON.parse(madeViewer.stdout) as { token: string }).token;
 
   // The backup, taken while the old node runs.
   const backup = join(work, 'backup');
@@ -165,6 +168,11 @@ test('export, then import into a new data directory: same sites, same origin ver
   assert.match(JSON.stringify(sites.body), new RegExp(NAME.replace(/\./g, '\\.')));
   const fake = `vrg_${ciToken.id}_${'A'.repeat(43)}`;
   assert.equal((await api(b, '/api/v1/sites', fake)).status, 401);
+  // a token keeps its role: a viewer token does not come back as an admin token
+  assert.equal((await api(b, '/api/v1/sites', viewerToken)).status, 200);
+  const users = await api(b, '/api/v1/users', viewerToken);
+  assert.equal(users.status, 403, 'the restored viewer token is still a viewer');
+  assert.equal(users.body['code'], 'API_NEEDS_ADMIN');
   // every certificate, the unused one too
   const certs = await runCli([
     'cert',

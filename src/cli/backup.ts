@@ -27,6 +27,7 @@ import {
   KEYS,
   type TokenRecord,
 } from '../control/model.js';
+import { isRole } from '../control/roles.js';
 import { writeFileAtomic } from '../core/files.js';
 import type { JsonValue } from '../store/types.js';
 
@@ -226,7 +227,15 @@ export function readBackup(manifestFile: string): Backup {
   (Array.isArray(m.tokens) ? m.tokens : []).forEach((t, i) => {
     if (!t || !TOKEN_ID.test(String(t.id)) || !SHA256_HEX.test(String(t.hash)) || typeof t.name !== 'string')
       issue(`tokens[${i}]`, 'a token is {id: 12 hex digits, name, hash: 64 hex digits, createdAt}');
-    else backup.tokens.push({ id: t.id, name: t.name, hash: t.hash, createdAt: String(t.createdAt ?? '') });
+    else
+      backup.tokens.push({
+        id: t.id,
+        name: t.name,
+        hash: t.hash,
+        createdAt: String(t.createdAt ?? ''),
+        // a token keeps its role; one without (made before roles existed) is an admin token as before
+        ...(isRole(t.role) ? { role: t.role } : {}),
+      });
   });
   (Array.isArray(m.acme) ? m.acme : []).forEach((a, i) => {
     if (!a || typeof a.site !== 'string') issue(`acme[${i}]`, 'an ACME record needs its site');
