@@ -145,7 +145,14 @@ describe('config', () => {
       /edge\.admin\.token: too short/,
     );
     const cfg = validateObject({});
-    assert.deepEqual(cfg.edge.admin, { listen: '127.0.0.1:8091', names: [], cors: [] });
+    assert.deepEqual(cfg.edge.admin, {
+      listen: '127.0.0.1:8091',
+      names: [],
+      cors: [],
+      sessions: { idleTimeout: 30 * 60_000, absoluteTimeout: 12 * 3_600_000 },
+      audit: { keep: 10_000 },
+      trustedProxies: [],
+    });
   });
 });
 
