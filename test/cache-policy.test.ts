@@ -331,6 +331,35 @@ describe('CDN-Cache-Control and targeted fields (RFC 9213)', () => {
     );
   });
 
+  test('member types (RFC 9213 section 2.2): a wrong type invalidates the whole field', () => {
+    // delta-seconds directives must be non-negative Integers: a String, a Decimal, a Token or a
+    // negative number makes the field invalid, and Cache-Control applies
+    for (const bad of [
+      'max-age="10000"',
+      'max-age=10.5',
+      'max-age=-1',
+      'max-age=ten',
+      's-maxage="60"',
+      'max-age=60, stale-while-revalidate="30"',
+      'max-age=60, no-store=1',
+      'max-age=60, public="yes"',
+      'max-age=60, private=?2',
+      'max-age=60, no-cache=(1 2)',
+    ]) {
+      const d = stored(decide({ 'cache-control': 'max-age=30', 'cdn-cache-control': bad }));
+      assert.equal(d.freshness.source, 'cache-control', bad);
+      assert.equal(d.freshness.lifetime, 30 * S, bad);
+    }
+    // Booleans: ?1 and a bare key set the directive, ?0 leaves it out
+    assert.equal(lifetime({ 'cdn-cache-control': 'max-age=60, no-store=?0' }), 60 * S);
+    notStored(decide({ 'cache-control': 'max-age=60', 'cdn-cache-control': 'no-store=?1' }), 'no-store');
+    // field names of private / no-cache: a String, a Token or an Inner List of them
+    notStored(decide({ 'cdn-cache-control': 'max-age=60, private="set-cookie"' }), 'private');
+    notStored(decide({ 'cdn-cache-control': 'max-age=60, private=(x-a "x-b")' }), 'private');
+    // parameters are allowed on any member and ignored
+    assert.equal(lifetime({ 'cdn-cache-control': 'max-age=60;x=1' }), 60 * S);
+  });
+
   test("the site's own targeted field comes first", () => {
     const h = {
       'cache-control': 'max-age=1',
@@ -593,6 +622,29 @@ describe('revalidation (RFC 9111 section 4.3)', () => {
     );
     const bare = { status: 200, headers: { 'cache-control': 'max-age=1' } };
     assert.equal(mergeNotModified(GET, bare, { status: 304, headers: {} }, later, rules).matched, true);
+  });
+
+  test('RFC 9111 section 4.3.4: a 304 without validators that answers the edge conditional request updates that response', () => {
+    const rules = cacheRules();
+    const m = mergeNotModified(
+      GET,
+      storedRes,
+      { status: 304, headers: { 'cache-control': 'max-age=120', 'x-new': '2' } },
+      later,
+      rules,
+      { conditional: true },
+    );
+    assert.ok(m.matched);
+    assert.equal(m.headers['x-new'], '2');
+    assert.equal(m.headers['etag'], '"v1"', 'the stored validators stay');
+    assert.equal(stored(m.decision).freshness.lifetime, 120 * S);
+    // a validator in the 304 must still select the stored response
+    assert.equal(
+      mergeNotModified(GET, storedRes, { status: 304, headers: { etag: '"v2"' } }, later, rules, {
+        conditional: true,
+      }).matched,
+      false,
+    );
   });
 
   test('a 304 that forbids storing makes the merged response unstorable', () => {

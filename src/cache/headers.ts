@@ -201,13 +201,26 @@ export function formatCacheControl(cc: Directives): string {
   return parts.join(', ');
 }
 
+/** A Structured Field bare item (RFC 8941 section 3.3). */
+export type SfBareItem =
+  | { type: 'integer'; value: number }
+  | { type: 'decimal'; value: number }
+  | { type: 'string'; value: string }
+  | { type: 'token'; value: string }
+  | { type: 'bytes'; value: string }
+  | { type: 'boolean'; value: boolean };
+
+/** A Dictionary member's value: an Item or an Inner List (parameters are parsed and dropped). */
+export type SfMember = SfBareItem | { type: 'inner-list'; items: SfBareItem[] };
+
 /**
- * Whether a field value is a valid Structured Field Dictionary (RFC 8941 section 3.2), which
- * RFC 9213 section 2.1 requires of targeted cache-control fields (an invalid one is ignored as if
- * absent). Covers integers, decimals, strings, tokens, byte sequences, booleans, inner lists and
- * parameters.
+ * Parse a Structured Field Dictionary (RFC 8941 section 4.2.2), which RFC 9213 section 2.2
+ * requires of targeted cache-control fields. Undefined when the value does not parse or is empty
+ * (RFC 9213 section 2.1: such a field is ignored as if absent). A member without a value is
+ * Boolean true; of duplicate keys the last wins (RFC 8941 section 3.2). Runs once per response
+ * carrying a targeted field.
  */
-export function isStructuredDictionary(value: string): boolean {
+export function parseSfDictionary(value: string): Map<string, SfMember> | undefined {
   const s = value;
   let i = 0;
   const n = s.length;
@@ -217,64 +230,71 @@ export function isStructuredDictionary(value: string): boolean {
   const sp = () => {
     while (i < n && s[i] === ' ') i++;
   };
-  const key = (): boolean => {
-    if (i >= n || !/[a-z*]/.test(s[i]!)) return false;
-    i++;
+  const key = (): string | undefined => {
+    if (i >= n || !/[a-z*]/.test(s[i]!)) return undefined;
+    const from = i++;
     while (i < n && /[a-z0-9_\-.*]/.test(s[i]!)) i++;
-    return true;
+    return s.slice(from, i);
   };
-  const bareItem = (): boolean => {
+  const bareItem = (): SfBareItem | undefined => {
     const c = s[i];
-    if (c === undefined) return false;
+    if (c === undefined) return undefined;
     if (c === '-' || (c >= '0' && c <= '9')) {
+      // section 4.2.4: at most 15 integer digits; a decimal has at most 12 + 3
       const m = /^-?(\d{1,15})(\.\d{1,3})?/.exec(s.slice(i));
-      if (!m) return false;
-      if (m[2] && m[1]!.length > 12) return false;
+      if (!m) return undefined;
+      if (m[2] && m[1]!.length > 12) return undefined;
+      // "1." is not a decimal (a dot must be followed by a digit)
+      if (s[i + m[0].length] === '.') return undefined;
       i += m[0].length;
-      return true;
+      return m[2] ? { type: 'decimal', value: Number(m[0]) } : { type: 'integer', value: Number(m[0]) };
     }
     if (c === '"') {
       i++;
+      let out = '';
       while (i < n) {
         const d = s[i]!;
         if (d === '\\') {
-          if (s[i + 1] !== '"' && s[i + 1] !== '\\') return false;
+          if (s[i + 1] !== '"' && s[i + 1] !== '\\') return undefined;
+          out += s[i + 1];
           i += 2;
           continue;
         }
         if (d === '"') {
           i++;
-          return true;
+          return { type: 'string', value: out };
         }
         const code = d.charCodeAt(0);
-        if (code < 0x20 || code > 0x7e) return false;
+        if (code < 0x20 || code > 0x7e) return undefined;
+        out += d;
         i++;
       }
-      return false;
+      return undefined;
     }
     if (c === ':') {
       const end = s.indexOf(':', i + 1);
-      if (end < 0 || !/^[A-Za-z0-9+/=]*$/.test(s.slice(i + 1, end))) return false;
+      if (end < 0 || !/^[A-Za-z0-9+/=]*$/.test(s.slice(i + 1, end))) return undefined;
+      const bytes = s.slice(i + 1, end);
       i = end + 1;
-      return true;
+      return { type: 'bytes', value: bytes };
     }
     if (c === '?') {
-      if (s[i + 1] !== '0' && s[i + 1] !== '1') return false;
+      if (s[i + 1] !== '0' && s[i + 1] !== '1') return undefined;
       i += 2;
-      return true;
+      return { type: 'boolean', value: s[i - 1] === '1' };
     }
     if (/[A-Za-z*]/.test(c)) {
-      i++;
+      const from = i++;
       while (i < n && /[!#$%&'*+\-.^_`|~0-9A-Za-z:/]/.test(s[i]!)) i++;
-      return true;
+      return { type: 'token', value: s.slice(from, i) };
     }
-    return false;
+    return undefined;
   };
   const params = (): boolean => {
     while (s[i] === ';') {
       i++;
       sp();
-      if (!key()) return false;
+      if (key() === undefined) return false;
       if (s[i] === '=') {
         i++;
         if (!bareItem()) return false;
@@ -282,37 +302,54 @@ export function isStructuredDictionary(value: string): boolean {
     }
     return true;
   };
-  const item = (): boolean => bareItem() && params();
-  const memberValue = (): boolean => {
+  const item = (): SfBareItem | undefined => {
+    const v = bareItem();
+    return v && params() ? v : undefined;
+  };
+  const memberValue = (): SfMember | undefined => {
     if (s[i] === '(') {
       i++;
+      const items: SfBareItem[] = [];
       for (;;) {
         sp();
         if (s[i] === ')') {
           i++;
-          return params();
+          return params() ? { type: 'inner-list', items } : undefined;
         }
-        if (!item()) return false;
-        if (s[i] !== ' ' && s[i] !== ')') return false;
+        const v = item();
+        if (!v) return undefined;
+        items.push(v);
+        if (s[i] !== ' ' && s[i] !== ')') return undefined;
       }
     }
     return item();
   };
+  const out = new Map<string, SfMember>();
   ows();
-  if (i >= n) return false; // empty: RFC 9213 section 2.1 treats it as absent
+  if (i >= n) return undefined; // empty: RFC 9213 section 2.1 treats it as absent
   for (;;) {
-    if (!key()) return false;
+    const k = key();
+    if (k === undefined) return undefined;
+    let v: SfMember | undefined = { type: 'boolean', value: true };
     if (s[i] === '=') {
       i++;
-      if (!memberValue()) return false;
-    } else if (!params()) return false;
+      v = memberValue();
+      if (!v) return undefined;
+    } else if (!params()) return undefined;
+    out.delete(k);
+    out.set(k, v);
     ows();
-    if (i >= n) return true;
-    if (s[i] !== ',') return false;
+    if (i >= n) return out;
+    if (s[i] !== ',') return undefined;
     i++;
     ows();
-    if (i >= n) return false; // trailing comma
+    if (i >= n) return undefined; // trailing comma
   }
+}
+
+/** Whether a field value is a valid, non-empty Structured Field Dictionary (RFC 8941). */
+export function isStructuredDictionary(value: string): boolean {
+  return parseSfDictionary(value) !== undefined;
 }
 
 /** An entity tag (RFC 9110 section 8.8.3): opaque-tag with its quotes, and whether it is weak. */

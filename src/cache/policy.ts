@@ -52,11 +52,11 @@ import {
   headerLines,
   headerValue,
   hopByHop,
-  isStructuredDictionary,
   parseCacheControl,
   parseEtag,
   parseEtagList,
   parseHttpDate,
+  parseSfDictionary,
   singletonDate,
   strongMatch,
   weakMatch,
@@ -209,9 +209,10 @@ export function effectiveCacheControl(
   const targets = rules.targetedField ? [rules.targetedField, 'cdn-cache-control'] : ['cdn-cache-control'];
   for (const f of targets) {
     const v = headerValue(headers, f);
-    if (v !== undefined && isStructuredDictionary(v)) {
+    const cc = v === undefined ? undefined : targetedDirectives(v);
+    if (cc) {
       return {
-        cc: parseCacheControl(v),
+        cc,
         useExpires: false,
         source: f === 'cdn-cache-control' ? 'cdn-cache-control' : 'targeted',
         present: true,
@@ -220,6 +221,56 @@ export function effectiveCacheControl(
   }
   const v = headerValue(headers, 'cache-control');
   return { cc: parseCacheControl(v), useExpires: true, source: 'cache-control', present: v !== undefined };
+}
+
+/** Targeted-field directives whose value is delta-seconds: an Integer, 0 or more. */
+const SF_INTEGER = new Set(['max-age', 's-maxage', 'stale-while-revalidate', 'stale-if-error']);
+/** Directives without an argument in Cache-Control: a Boolean in a targeted field. */
+const SF_BOOLEAN = new Set([
+  'public',
+  'no-store',
+  'must-revalidate',
+  'proxy-revalidate',
+  'no-transform',
+  'immutable',
+  'must-understand',
+]);
+/** Directives that may name fields (RFC 9111 sections 5.2.2.4, 5.2.2.7): Boolean, or names. */
+const SF_FIELDS = new Set(['no-cache', 'private']);
+
+/**
+ * A targeted field's value (RFC 9213 section 2.2: a Structured Field Dictionary, RFC 8941) as
+ * Cache-Control directives, or undefined when the field must be ignored: it does not parse, is
+ * empty, or a known directive has a value of the wrong type (max-age="10000" is a String, not
+ * an Integer; max-age=1.5 a Decimal; max-age=-1 no delta-seconds). The caller then falls back to
+ * the next field, and last to Cache-Control (section 2.1). A Boolean false (no-store=?0) means
+ * the directive is absent; field names of no-cache / private may be a String, a Token or an
+ * Inner List of them. Unknown directives are kept, whatever their type.
+ */
+export function targetedDirectives(value: string): Directives | undefined {
+  const dict = parseSfDictionary(value);
+  if (!dict) return undefined;
+  const out: Directives = new Map();
+  for (const [name, m] of dict) {
+    if (SF_INTEGER.has(name)) {
+      if (m.type !== 'integer' || m.value < 0) return undefined;
+      out.set(name, [String(m.value)]);
+    } else if (SF_BOOLEAN.has(name)) {
+      if (m.type !== 'boolean') return undefined;
+      if (m.value) out.set(name, [true]);
+    } else if (SF_FIELDS.has(name)) {
+      if (m.type === 'boolean') {
+        if (m.value) out.set(name, [true]);
+      } else if (m.type === 'string' || m.type === 'token') out.set(name, [m.value]);
+      else if (m.type === 'inner-list' && m.items.every((x) => x.type === 'string' || x.type === 'token'))
+        out.set(name, [m.items.map((x) => String(x.value)).join(', ')]);
+      else return undefined;
+    } else if (m.type === 'boolean') {
+      if (m.value) out.set(name, [true]);
+    } else if (m.type !== 'inner-list') out.set(name, [String(m.value)]);
+    else out.set(name, [true]);
+  }
+  return out;
 }
 
 /**
@@ -704,6 +755,13 @@ export type MergeResult =
  * one by weak comparison; otherwise a Last-Modified that is equal; with no validator on either
  * side the (single) stored response is selected. Not selected means: do not update, and refetch
  * without conditionals.
+ * `conditional`: the 304 answers a conditional request the cache made from this one stored
+ * response's validators (revalidation, background refresh). A 304 that then carries no validator
+ * of its own answers exactly that response and updates it (RFC 9111 section 4.3.3: the cache
+ * "SHOULD update its stored response as described in Section 4.3.4"; the selection rules of
+ * section 4.3.4 tell stored responses apart, and the request already did). Without the option
+ * (a 304 to a request the cache did not make from its stored validators), section 4.3.4's third
+ * rule applies: it selects only a stored response that lacks validators too.
  * Update: every field of the 304 replaces all instances of the stored field or is added, except
  * hop-by-hop fields, Content-Length and the content framing fields (section 3.2). The freshness
  * is then recomputed from the merged headers and the revalidation's timing: the result may say
@@ -716,6 +774,7 @@ export function mergeNotModified(
   notModified: CacheResponse,
   timing: Timing,
   rules: CacheRules,
+  opts: { conditional?: boolean } = {},
 ): MergeResult {
   const newEtag = parseEtag(headerValue(notModified.headers, 'etag'));
   const oldEtag = parseEtag(headerValue(stored.headers, 'etag'));
@@ -733,7 +792,7 @@ export function mergeNotModified(
     ) {
       return { matched: false, why: 'Last-Modified of the 304 does not select the stored response' };
     }
-  } else if (oldEtag || oldLm !== undefined) {
+  } else if ((oldEtag || oldLm !== undefined) && !opts.conditional) {
     return { matched: false, why: 'the 304 has no validator and the stored response has one' };
   }
   const drop = hopByHop(notModified.headers);

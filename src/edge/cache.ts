@@ -840,6 +840,7 @@ async function revalidate(
       { status: 304, headers: pulled.headers as HeaderMap },
       { requestTime, responseTime },
       info.rules,
+      { conditional: true },
     );
     if (merged.matched && merged.decision.store) {
       // RFC 9111 section 4.3.4: the stored headers are updated from the 304
@@ -1011,6 +1012,7 @@ function backgroundRefresh(
           { status: 304, headers: pulled.headers as HeaderMap },
           { requestTime, responseTime },
           info.rules,
+          { conditional: true },
         );
         if (merged.matched && merged.decision.store) {
           await cache.store.update(meta.key, {
