@@ -160,8 +160,8 @@ export const ERRORS = spec({
     retryable: false,
     msg: 'invalid response from origin',
     explanation:
-      'The origin answered with something that is not valid HTTP/1.1 (Node/undici cause HPE_INVALID_* or a parser error). Often a non-HTTP service listens on that port, or an HTTPS port is reached with plain HTTP.',
-    fix: 'Check what listens on the origin port (curl -v http://ORIGIN:PORT/); make origin.protocol match what the port speaks.',
+      "The origin answered with something that is not valid HTTP/1.1 (Node/undici cause HPE_INVALID_* or a parser error): bad framing (an invalid or conflicting Content-Length, a chunk size that is not hex), a status outside 100-599, a 101 Switching Protocols the edge did not ask for, or a header section over 64 KiB (UND_ERR_HEADERS_OVERFLOW). Often a non-HTTP service listens on that port, or an HTTPS port is reached with plain HTTP. Such a response is never passed on or stored; when it breaks after the head was sent, the visitor's transfer is aborted.",
+    fix: "Check what listens on the origin port (curl -v http://ORIGIN:PORT/); make origin.protocol match what the port speaks. The access-log line's error.nodeCode, error.cause and error.reason say what was wrong with the response.",
   },
   ORIGIN_BODY_INCOMPLETE: {
     status: 502,

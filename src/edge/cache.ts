@@ -33,7 +33,7 @@ import type { CacheRules } from '../cache/rules.js';
 import { type CacheStore, type EntryMeta, type NewEntry, primaryOf } from '../cache/storage.js';
 import { TieredStore } from '../cache/tiered.js';
 import type { ResolvedConfig } from '../config/load.js';
-import type { VergeError } from '../core/errors.js';
+import { VergeError } from '../core/errors.js';
 import { type PulledResponse, type PullState, pullAsStream } from '../origin/pull.js';
 import {
   addVary,
@@ -47,6 +47,7 @@ import {
   identityMarker,
   lengthOf,
 } from './compress.js';
+import { forwardInterim } from './interim.js';
 import type { RequestContext } from './lifecycle.js';
 import type { CompiledSite } from './runtime.js';
 
@@ -638,13 +639,22 @@ async function miss(
     size,
     head.fill !== undefined,
   );
+  // The body may have failed while this request waited (the origin cut it, or broke its
+  // framing): nothing was sent yet, so the visitor gets the error as a coded answer.
+  const failed = joined.body ? hasFailed(joined.body) : undefined;
+  if (failed) {
+    deps.fail(ctx, failed);
+    return;
+  }
   let out = stripTargeted(head.headers as HeaderMap, info.rules);
   if (zplan.vary) addVary(out);
   if (zplan.enc) out = compressedHeaders(out, zplan.enc);
   deps.writeHead(ctx, head.status, out as IncomingHttpHeaders);
   if (!joined.body || creq.method === 'HEAD') {
-    // HEAD was pulled as GET so the object can be stored; this visitor only wants the head.
-    joined.body?.resume();
+    // HEAD was pulled as GET so the object can be stored; this visitor only wants the head. Its
+    // reader is let go: the store (and any other visitor) read their own copy of the body, and
+    // an uncacheable body is not needed at all.
+    joined.body?.destroy();
     ctx.res.end();
     return;
   }
@@ -660,6 +670,18 @@ async function miss(
     return;
   }
   deps.sendBody(ctx, joined.body);
+}
+
+/**
+ * The error of a pulled body that failed before it was handed on (pullAsStream handles its
+ * 'error' from the start, so a failure while nobody read it is only visible here), else
+ * undefined. A body closed early without an error (a reader let go) counts as cut off.
+ */
+function hasFailed(body: Readable): VergeError | undefined {
+  const err = body.errored;
+  if (err) return err instanceof VergeError ? err : new VergeError('ORIGIN_BODY_INCOMPLETE', { cause: err });
+  if (body.destroyed && !body.readableEnded) return new VergeError('ORIGIN_BODY_INCOMPLETE');
+  return undefined;
 }
 
 /** The variant key the pull's response is stored under (as beginEntry computes it). */
@@ -733,6 +755,7 @@ async function fetchForCache(
       visitorScheme: ctx.scheme,
     },
     state,
+    (status, h) => forwardInterim(ctx, status, h),
   );
   const responseTime = Date.now();
   const creq: CacheRequest = { method: 'GET', url: info.path, headers: ctx.req.headers as HeaderMap };
@@ -819,6 +842,7 @@ async function revalidate(
         visitorScheme: ctx.scheme,
       },
       pullState,
+      (status, h) => forwardInterim(ctx, status, h),
     );
   } catch (e) {
     ctx.protocol = pullState.protocol;
@@ -890,6 +914,12 @@ async function revalidate(
     info.rules,
   );
   mark(ctx, 'EXPIRED', d.why);
+  const failed = hasFailed(pulled.body);
+  if (failed) {
+    if (d.staleIfError) return serveStaleOnError(ctx, info, deps, meta, d, creq, failed);
+    deps.fail(ctx, failed);
+    return;
+  }
   ctx.phase = 'respond';
   const zplan = compressionPlan(
     info.site.config.cache.compress,
@@ -908,11 +938,13 @@ async function revalidate(
     zplan.enc ? sendCompressed(ctx, deps, body, zplan.enc, lengthOf(headers)) : deps.sendBody(ctx, body);
   if (!decision.store) {
     ctx.cacheReason = decision.reason;
-    await deps.cache.store.delete(meta.key);
+    // The body goes to the visitor first: awaiting the (disk) delete before it had a reader
+    // left a cut body's error with no listener, which ended the process.
     if (creq.method === 'HEAD') {
       pulled.body.destroy();
       ctx.res.end();
     } else send(pulled.body);
+    await deps.cache.store.delete(meta.key).catch(() => undefined);
     return;
   }
   const writer = await beginEntry(deps.cache.store, primary, creq.headers, pulled.status, decision, {

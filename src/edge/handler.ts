@@ -25,6 +25,7 @@ import { addVary, compressedHeaders, compressionPlan, createCompressor, lengthOf
 import { connInfo } from './conn-info.js';
 import { sendError } from './error-page.js';
 import { edgeForwardingFields } from './forwarded.js';
+import { forwardInterim } from './interim.js';
 import { RequestContext, type VisitorRequest, type VisitorResponse } from './lifecycle.js';
 import { markEdgeReset, whenStillWanted } from './limits.js';
 import type { EdgeMetrics } from './metrics.js';
@@ -205,6 +206,12 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
   // An extended CONNECT stream (RFC 8441) is a WebSocket session, not a request body: no deadline.
   if (ctx.httpVersion === '2.0' && req.method !== 'CONNECT')
     armH2RequestTimeout(ctx, deps, rt.config.edge.limits.requestTimeout);
+  // RFC 9110 section 9.3.7: OPTIONS * asks about the server, not a resource: the edge is that
+  // server and answers itself (an origin-form path is all a pull can send).
+  if (checked.path === '*') {
+    answerOptionsStar(ctx);
+    return;
+  }
 
   // route
   ctx.phase = 'route';
@@ -309,6 +316,15 @@ function misdirected(ctx: RequestContext, deps: HandlerDeps, rt: Runtime, site: 
   return true;
 }
 
+/** Methods the edge relays (RFC 9110 section 9); listed in Allow for OPTIONS *. */
+const ALLOW = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
+
+function answerOptionsStar(ctx: RequestContext): void {
+  ctx.status = 200;
+  ctx.res.writeHead(200, { allow: ALLOW, 'content-length': '0', 'x-request-id': ctx.id, via: VIA });
+  ctx.res.end();
+}
+
 /** The cache phase's view of the handler: how to respond, stream and fail. */
 function cacheDeps(deps: HandlerDeps, info: CacheRequestInfo, cl: string | undefined): CachePhaseDeps {
   return {
@@ -403,6 +419,9 @@ function passThrough(
     ctx.protocolReason = state.protocolReason;
   };
   const cb: PullCallbacks = {
+    onInterim(status: number, h: IncomingHttpHeaders) {
+      forwardInterim(ctx, status, h);
+    },
     onHead(status: number, h: IncomingHttpHeaders, _a: Attempt) {
       ctx.phase = 'respond';
       ctx.status = status;

@@ -69,17 +69,26 @@ export function classifyConnectError(err: unknown): ErrorCode {
  */
 export function classifyExchangeError(err: unknown, gotHeaders: boolean): ErrorCode {
   const code = nodeCodeOf(err) ?? '';
+  // undici 7's HTTPParserError carries no code (see nodeCodeOf), only its name and a message
+  // "Response does not match the HTTP/1.1 protocol (...)".
+  const parser = code.startsWith('HPE_') || code === 'HTTPParserError';
   if (gotHeaders) {
     if (code === 'UND_ERR_BODY_TIMEOUT') return 'ORIGIN_BODY_TIMEOUT';
+    // a body whose framing is broken (a chunk size that is not hex, RFC 9112 section 7.1) is
+    // invalid, not merely cut off
+    if (parser) return 'ORIGIN_INVALID_RESPONSE';
     return 'ORIGIN_BODY_INCOMPLETE';
   }
   if (code === 'UND_ERR_HEADERS_TIMEOUT') return 'ORIGIN_RESPONSE_TIMEOUT';
-  if (code.startsWith('HPE_') || code === 'UND_ERR_INFO' || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+  if (parser || code === 'UND_ERR_INFO' || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
     return 'ORIGIN_INVALID_RESPONSE';
   }
-  // undici 7's HTTPParserError carries no code (see nodeCodeOf), only its name and a message
-  // "Response does not match the HTTP/1.1 protocol (...)".
-  if (code === 'HTTPParserError') return 'ORIGIN_INVALID_RESPONSE';
+  // A header section over the pool's maxHeaderSize (64 KiB): the origin sent it, the connection
+  // is fine; undici destroys the socket with this code, which must not read as a reset.
+  if (code === 'UND_ERR_HEADERS_OVERFLOW') return 'ORIGIN_INVALID_RESPONSE';
+  // undici's SocketError for a 101 nobody asked for ("bad upgrade") and for a response that
+  // answers no request ("bad response"): the origin spoke out of turn.
+  if (err instanceof Error && /^bad (upgrade|response)$/.test(err.message)) return 'ORIGIN_INVALID_RESPONSE';
   // undici reports a parser failure as UND_ERR_SOCKET with an HPE_ cause or "invalid" message
   if (
     err instanceof Error &&

@@ -9,10 +9,10 @@ import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { Dispatcher, Pool } from 'undici';
 import type { OriginConfig } from '../config/schema.js';
-import { VergeError } from '../core/errors.js';
+import { type ErrorDetail, nodeCodeOf, VergeError } from '../core/errors.js';
 import { Balancer, type HealthTable, type ServerRef } from './balancer.js';
 import { toVergeError } from './classify.js';
-import { type ConnectTimings, connectionTimings } from './connector.js';
+import { type ConnectTimings, connectionTimings, isGuarded, parserPaused } from './connector.js';
 import { type PoolRegistry, type PoolTarget, poolKey } from './pools.js';
 
 export type PullProtocol = 'http' | 'https';
@@ -129,7 +129,14 @@ export interface Attempt {
 }
 
 export interface PullCallbacks {
-  /** The origin answered: write the head to the visitor. Return false to stop the pull. */
+  /**
+   * An interim (1xx) response before the final one (RFC 9110 section 15.2): 102, 103 and any
+   * other the origin sends, never 100 (dropped at the connection, see connector.ts) nor 101
+   * (an invalid response, since Verge never asks to upgrade). Optional: without it they are
+   * dropped, which RFC 9110 allows for 1xx the client cannot use.
+   */
+  onInterim?(status: number, headers: IncomingHttpHeaders): void;
+  /** The origin's final response head: write it to the visitor. */
   onHead(status: number, headers: IncomingHttpHeaders, attempt: Attempt): void;
   /** A body chunk; return false when the visitor cannot take more (backpressure). */
   onData(chunk: Buffer): boolean;
@@ -155,8 +162,18 @@ export interface PullState {
 const claimed = new Map<string, ConnectTimings>();
 const claimedSockets = new WeakSet<Socket>();
 const ID_PREFIX = '\r\nx-request-id: ';
+/** The origin connection of each pull in flight, by request id (for parserPaused, connector.ts). */
+const pullSockets = new Map<string, Socket>();
 diagnostics.subscribe('undici:client:sendHeaders', (msg) => {
   const { headers, socket } = msg as { headers: string; socket: Socket };
+  if (isGuarded(socket)) {
+    const i = headers.indexOf(ID_PREFIX);
+    if (i >= 0)
+      pullSockets.set(
+        headers.slice(i + ID_PREFIX.length, headers.indexOf('\r\n', i + ID_PREFIX.length)),
+        socket,
+      );
+  }
   if (claimedSockets.has(socket)) return;
   const t = connectionTimings.get(socket);
   if (!t) return;
@@ -172,6 +189,11 @@ function takeTimings(id: string): ConnectTimings | undefined {
   const t = claimed.get(id);
   if (t) claimed.delete(id);
   return t;
+}
+
+/** An origin reply that is not valid HTTP, for a reason undici does not check. */
+function invalidResponse(reason: string, detail: ErrorDetail): VergeError {
+  return new VergeError('ORIGIN_INVALID_RESPONSE', { detail: { ...detail, reason } });
 }
 
 /** RFC 9110 section 9.2.2: idempotent methods may be retried automatically. */
@@ -217,6 +239,8 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
     state.attempts.push(a);
     const detail = { origin: server.host, port: target.port, protocol, protocolReason: reason };
     let gotHead = false;
+    /** the final status, once the head came */
+    let status = 0;
     let controller: Dispatcher.DispatchController | undefined;
 
     const handler: Dispatcher.DispatchHandler = {
@@ -225,9 +249,29 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
         state.abort = (r) => c.abort(r);
       },
       onResponseStart(c, statusCode, headers) {
-        // 1xx interim responses are not forwarded (RFC 9110 section 15.2: a proxy may drop them
-        // unless the client asked with Expect); undici does not report them here anyway.
+        // RFC 9110 section 15: a status code is three digits from 100 to 599. undici (llhttp)
+        // takes any three digits, 000 and 999 included; such a reply is invalid, never passed on
+        // (Node refuses to write it) nor stored.
+        if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 599) {
+          c.abort(invalidResponse(`status code ${statusCode} is outside 100-599`, detail));
+          return;
+        }
+        // RFC 9110 section 15.2.2: 101 only answers a request that asked to Upgrade, and Verge's
+        // pulls never do; undici reports a 101 without an Upgrade field as an interim response.
+        if (statusCode === 101) {
+          c.abort(
+            invalidResponse('101 Switching Protocols to a request that did not ask to upgrade', detail),
+          );
+          return;
+        }
+        // RFC 9110 section 15.2: any number of 1xx may come before the final response; they are
+        // never the response itself. undici calls this for each of them and then for the final one.
+        if (statusCode < 200) {
+          cb.onInterim?.(statusCode, headers);
+          return;
+        }
         gotHead = true;
+        status = statusCode;
         const conn = takeTimings(req.id);
         if (conn) a.conn = conn;
         if (origin.balancer.tracksHealth) origin.health.ok(server.id);
@@ -238,13 +282,34 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
       onResponseData(c, chunk) {
         if (!cb.onData(chunk)) {
           c.pause();
-          cb.onDrain(() => c.resume());
+          // the connection's end must not meet the paused parser (connector.ts guardEnd)
+          const socket = pullSockets.get(req.id);
+          if (socket) parserPaused(socket, () => c.resume());
+          cb.onDrain(() => {
+            // cleared first: resuming may pause again at once, which marks it anew
+            if (socket) parserPaused(socket, undefined);
+            c.resume();
+          });
         }
       },
       onResponseEnd() {
+        pullSockets.delete(req.id);
         cb.onEnd();
       },
       onResponseError(_c, err) {
+        pullSockets.delete(req.id);
+        // RFC 9112 section 6.3: a 204 or 304 ends with its header section whatever Content-Length
+        // says (RFC 9110 section 8.6 lets a 304 carry the length of the representation it stands
+        // for). undici still compares that length with the 0 bytes read and fails the response;
+        // for these statuses the message is complete.
+        if (
+          gotHead &&
+          (status === 204 || status === 304) &&
+          nodeCodeOf(err) === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'
+        ) {
+          cb.onEnd();
+          return;
+        }
         const conn = takeTimings(req.id);
         if (conn) a.conn = conn;
         const verr = toVergeError(err, gotHead, detail);
@@ -318,6 +383,7 @@ export function pullAsStream(
   origin: CompiledOrigin,
   req: PullRequest,
   state: PullState,
+  onInterim?: PullCallbacks['onInterim'],
 ): Promise<PulledResponse> {
   return new Promise((resolve, reject) => {
     let resume: (() => void) | undefined;
@@ -333,10 +399,17 @@ export function pullAsStream(
         cb(err);
       },
     });
+    // The body may fail (origin cut, bad framing) before any reader is attached, or while its
+    // only reader merely drains it (a 304's body, a HEAD visitor, a background refresh): an
+    // 'error' without a listener would end the process. Handled here, from creation; readers
+    // attached later see the failure through `errored` (see hasFailed() in src/edge/cache.ts)
+    // or through their own 'error' listener.
+    body.on('error', () => undefined);
     pull(
       origin,
       req,
       {
+        ...(onInterim ? { onInterim } : {}),
         onHead(status, headers, attempt) {
           resolve({ status, headers, attempt, body });
         },
