@@ -683,18 +683,18 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
   if (ctx.phase === 'log') return;
   const res = ctx.res;
   if (!res.writableFinished && !ctx.aborted) {
-    // the visitor went away before the response was complete
+    // the visitor went away before the response was complete (an HTTP/2 RST_STREAM, an HTTP/1.1
+    // connection closed mid-body)
     ctx.aborted = true;
     if (!ctx.errorCode) ctx.errorCode = 'CLIENT_ABORTED';
   }
+  // A response the visitor abandoned is logged 499 whatever status its head carried, so a reset
+  // stream never counts as a 200; the status it had been sent is kept beside it (sentStatus).
+  const sentStatus = ctx.status || (res.headersSent ? res.statusCode : 0);
+  const visitorLeft = ctx.aborted && ctx.errorCode === 'CLIENT_ABORTED';
+  const status = visitorLeft ? 499 : sentStatus || (ctx.aborted ? 499 : res.statusCode);
   ctx.phase = 'log';
-  deps.metrics?.record(
-    ctx.site?.name ?? null,
-    ctx.cacheState,
-    ctx.status || (ctx.aborted ? 499 : res.statusCode),
-    ctx.bytes,
-    ctx.errorCode,
-  );
+  deps.metrics?.record(ctx.site?.name ?? null, ctx.cacheState, status, ctx.bytes, ctx.errorCode);
   // Nobody reads the log (log.access: off, no listener): skip building the record.
   if (!deps.accessLog.active) return;
   const total = performance.now() - ctx.start;
@@ -706,13 +706,13 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
     id: ctx.id,
     site: ctx.site?.name ?? null,
     host: ctx.host,
-    client: clientIp(req),
+    client: ctx.client,
     scheme: ctx.scheme,
     http: ctx.httpVersion,
     method: req.method,
     path: req.url,
-    // 499 (as nginx logs it) when the visitor left before any status was chosen
-    status: ctx.status || (ctx.aborted ? 499 : res.statusCode),
+    // 499 (as nginx logs it) when the visitor left, or no status was chosen before an abort
+    status,
     bytes: ctx.bytes,
     ms: {
       connect: conn ? round(conn.dnsMs + conn.connectMs) : 0,
@@ -747,6 +747,7 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
   if (ctx.cacheState)
     rec.cache = { state: ctx.cacheState, ...(ctx.cacheReason ? { reason: ctx.cacheReason } : {}) };
   if (ctx.aborted) rec.aborted = true;
+  if (visitorLeft && sentStatus) rec.sentStatus = sentStatus;
   deps.accessLog.write(rec);
 }
 

@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { ErrorCode } from '../core/errors.js';
 import type { Attempt, PullProtocol } from '../origin/pull.js';
+import { clientIp } from './peer.js';
 import type { CompiledSite } from './runtime.js';
 
 export const PHASES = [
@@ -96,6 +97,11 @@ export class RequestContext {
   readonly scheme: PullProtocol;
   /** "1.1" or "2.0" */
   readonly httpVersion: string;
+  /**
+   * The visitor's address, read when the request arrives: once an HTTP/2 stream has closed (when
+   * the log line is written) it no longer leads to its connection.
+   */
+  readonly client: string;
   host = '';
   site: CompiledSite | undefined = undefined;
   /** the last phase reached */
@@ -125,5 +131,6 @@ export class RequestContext {
     this.res = res;
     this.scheme = scheme;
     this.httpVersion = req.httpVersion;
+    this.client = clientIp(req);
   }
 }
