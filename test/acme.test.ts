@@ -393,4 +393,112 @@ describe('ACME manager against pebble', { timeout: 60_000 }, () => {
       await mgr.stop();
     }
   });
+
+  test('a pending order logs its progress: each authorization, challenge and order state change', async () => {
+    const name = 'seven.test';
+    const { log, lines } = captureLog();
+    const mgr = manager({ log, selfCheck: { host: '127.0.0.1', port: httpPort } });
+    try {
+      await store.put(KEYS.site(name), site(name, ['www.seven.test']));
+      await mgr.runOnce(name);
+      assert.equal((await acmeRecord(name))?.state, 'valid');
+    } finally {
+      await mgr.stop();
+    }
+    const progress = lines.filter((l) => l['site'] === name && typeof l['state'] === 'string');
+    const states = (what: string, n?: string) =>
+      progress
+        .filter((l) => l['what'] === what && (n === undefined || l['name'] === n))
+        .map((l) => l['state']);
+    for (const n of [name, 'www.seven.test']) {
+      // first seen pending, last valid; each change once, never the same state twice in a row
+      for (const what of ['authorization', 'challenge']) {
+        const seen = states(what, n);
+        assert.equal(seen[0], 'pending', `${what} ${n}: ${seen}`);
+        assert.equal(seen.at(-1), 'valid', `${what} ${n}: ${seen}`);
+        assert.ok(
+          seen.every((s, i) => i === 0 || s !== seen[i - 1]),
+          `${what} ${n}: a change is logged once: ${seen}`,
+        );
+      }
+    }
+    const order = states('order');
+    assert.equal(order[0], 'pending', `order: ${order}`);
+    assert.ok(order.includes('ready'), `order: ${order}`);
+    assert.equal(order.at(-1), 'valid', `order: ${order}`);
+    // each line says it in words, with the change
+    const line = progress.find((l) => l['what'] === 'challenge' && l['state'] === 'valid');
+    assert.match(String(line?.['msg']), /ACME: .*challenge .*seven\.test.*valid/);
+    assert.ok(
+      progress.every((l) => l['level'] === 30),
+      'progress is info, not a warning',
+    );
+  });
+
+  /** Runs one issuance against `directoryUrl` and returns the failure recorded. */
+  async function failureWith(
+    name: string,
+    directoryUrl: string,
+    httpsCa: string | undefined,
+  ): Promise<{ stage: string; message: string; took: number }> {
+    const { log } = captureLog();
+    const mgr = new AcmeManager({ store, directoryUrl, ...(httpsCa ? { httpsCa } : {}), log });
+    try {
+      await store.put(KEYS.site(name), site(name));
+      const started = Date.now();
+      await mgr.runOnce(name);
+      const rec = await acmeRecord(name);
+      assert.equal(rec?.state, 'failed', JSON.stringify(rec));
+      return {
+        stage: rec.lastError?.stage ?? '',
+        message: rec.lastError?.message ?? '',
+        took: Date.now() - started,
+      };
+    } finally {
+      await mgr.stop();
+      await store.delete(KEYS.site(name));
+      await store.delete(KEYS.acme(name));
+    }
+  }
+
+  const noJavaScript = (m: string) => {
+    assert.doesNotMatch(m, /TypeError|ReferenceError|Cannot read propert|undefined \(reading/);
+  };
+
+  test('an ACME server that refuses connections: stage account, "connection refused" in words', async (t) => {
+    const closed = await freePort();
+    const f = await failureWith('eight.test', `https://127.0.0.1:${closed}/dir`, pebble.caPem);
+    assert.equal(f.stage, 'account');
+    t.diagnostic(f.message);
+    noJavaScript(f.message);
+    assert.match(f.message, new RegExp(`connection refused by 127\\.0\\.0\\.1:${closed}`));
+    assert.match(f.message, /check acme\.directory/);
+  });
+
+  test('an ACME server whose HTTPS certificate is not trusted: stage account, says so and names acme.ca', async (t) => {
+    const f = await failureWith('nine.test', pebble.directoryUrl, undefined);
+    assert.equal(f.stage, 'account');
+    t.diagnostic(f.message);
+    noJavaScript(f.message);
+    assert.match(f.message, /certificate of 127\.0\.0\.1:\d+ is not trusted/);
+    assert.match(f.message, /acme\.ca/);
+  });
+
+  test('a directory URL that is a web page, not an ACME directory: says so', async (t) => {
+    const page = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end('<html><body>It works!</body></html>');
+    });
+    await new Promise<void>((r) => page.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(page.address() as AddressInfo).port}/directory`;
+      const f = await failureWith('ten.test', url, undefined);
+      assert.equal(f.stage, 'account');
+      t.diagnostic(f.message);
+      noJavaScript(f.message);
+      assert.match(f.message, /not an ACME directory/);
+    } finally {
+      await new Promise<void>((r) => page.close(() => r()));
+    }
+  });
 });

@@ -22,9 +22,11 @@
  * points at the edge, and cannot be pointed at a local edge); we need the stage for the error
  * record and our own store-based challenge flow.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
+import type { Socket } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import { axios as acmeAxios, crypto as acmeCrypto, Client } from 'acme-client';
 import type { Logger } from '../core/log.js';
@@ -106,6 +108,10 @@ const ACME_REQUEST_TIMEOUT_MS = 30_000;
  * in all): long enough for a real CA's validation, short enough that pebble tests stay quick.
  */
 const STATUS_POLL = { backoffMin: 250, backoffMax: 10_000, backoffAttempts: 12 };
+/** Our own polling of authorizations and the order (each state change is logged): same budget. */
+const POLL_FIRST_MS = 250;
+const POLL_MAX_MS = 10_000;
+const POLL_TOTAL_MS = 90_000;
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
@@ -123,14 +129,128 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/**
+ * What went wrong on the network during one step, recorded by the HTTP agents of requests to the
+ * ACME server: acme-client (through axios) turns a request that got no response into a
+ * `TypeError` about reading `config` of undefined, which says nothing; this keeps the real cause.
+ */
+interface NetTrouble {
+  err?: NodeJS.ErrnoException;
+  /** host:port the request went to */
+  target?: string;
+}
+const netTrouble = new AsyncLocalStorage<NetTrouble>();
+
+const UNTRUSTED = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+  'CERT_SIGNATURE_FAILURE',
+]);
+
+/** A network failure in words: which host, and what to check. */
+function networkWords(err: NodeJS.ErrnoException, target: string): string {
+  const code = err.code ?? '';
+  if (code === 'ECONNREFUSED') return `connection refused by ${target} (nothing listens there)`;
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NONAME')
+    return `the name ${target.replace(/:\d+$/, '')} does not resolve (DNS ${code})`;
+  if (code === 'ETIMEDOUT' || code === 'ECONNABORTED' || code === 'ESOCKETTIMEDOUT')
+    return `no answer from ${target} in time`;
+  if (code === 'ECONNRESET' || code === 'EPIPE') return `the connection to ${target} was reset`;
+  if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return `${target} cannot be reached (${code})`;
+  if (UNTRUSTED.has(code))
+    return `the HTTPS certificate of ${target} is not trusted (${code}): if the ACME server uses a private CA, give that CA's certificate in acme.ca`;
+  if (code === 'CERT_HAS_EXPIRED') return `the HTTPS certificate of ${target} has expired`;
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
+    return `the HTTPS certificate of ${target} is not valid for that name (${code})`;
+  if (code === 'EPROTO' || code.startsWith('ERR_SSL'))
+    return `the TLS handshake with ${target} failed (${code}): is that an HTTPS port?`;
+  return `the connection to ${target} failed (${code || err.message})`;
+}
+
+/** acme-client's own messages, in words an operator can act on. */
+function clientWords(message: string): string | undefined {
+  let m = /^Attempting to read ACME directory returned error (\d+): (.*)$/.exec(message);
+  if (m) return `the directory URL ${m[2]} answered HTTP ${m[1]}`;
+  if (message === 'Attempting to read ACME directory returned no data')
+    return 'the directory URL answered with an empty body: it is not an ACME directory';
+  m = /^Unable to locate API resource URL in ACME directory: "(.*)"$/.exec(message);
+  if (m)
+    return `the directory URL answered, but with something that is not an ACME directory (it names no "${m[1]}" resource; RFC 8555 section 7.1.1)`;
+  if (message === 'Failed to get nonce from ACME provider')
+    return 'the server gave no Replay-Nonce: it does not behave as an ACME server';
+  return undefined;
+}
+
+/**
+ * Any failure of a step, as a sentence: network causes by name, acme-client's messages reworded,
+ * the CA's problem details as the CA wrote them, and never a JavaScript error's text (a TypeError
+ * means the answer was not what RFC 8555 describes).
+ */
+function describeFailure(err: unknown, trouble: NetTrouble | undefined, fallbackTarget: string): string {
+  if (trouble?.err) return networkWords(trouble.err, trouble.target ?? fallbackTarget);
+  const e = err as NodeJS.ErrnoException & { response?: { status?: number } };
+  if (
+    e &&
+    typeof e === 'object' &&
+    typeof e.code === 'string' &&
+    !e.response &&
+    /^E[A-Z]+|^ERR_|CERT/.test(e.code)
+  )
+    return networkWords(e, fallbackTarget);
+  if (e?.response?.status) return `the ACME server answered HTTP ${e.response.status}`;
+  if (
+    err instanceof TypeError ||
+    err instanceof RangeError ||
+    err instanceof SyntaxError ||
+    err instanceof ReferenceError
+  )
+    return `no usable answer from the ACME server at ${fallbackTarget} (no response, or one that is not what RFC 8555 describes)`;
+  // the CA's problem detail (RFC 8555 section 6.7) or our own check's sentence, as written
+  const text = errorText(err);
+  return clientWords(text) ?? text;
+}
+
 /** Runs one step; any error becomes an AcmeStageError of `stage` whose message says what failed. */
-async function step<T>(stage: AcmeStage, what: string, fn: () => Promise<T>): Promise<T> {
+async function step<T>(
+  stage: AcmeStage,
+  what: string,
+  fn: () => Promise<T>,
+  target = 'the ACME server',
+): Promise<T> {
+  const trouble: NetTrouble = {};
   try {
-    return await fn();
+    return await netTrouble.run(trouble, fn);
   } catch (err) {
     if (err instanceof AcmeStageError) throw err;
-    throw new AcmeStageError(stage, `${what}: ${errorText(err)}`, { cause: err });
+    throw new AcmeStageError(stage, `${what}: ${describeFailure(err, trouble, target)}`, { cause: err });
   }
+}
+
+/**
+ * An agent for one request to the ACME server that notes a connection failure (for the message)
+ * and marks the request as not to be retried: acme-client would otherwise retry a refused or
+ * untrusted connection five times over 75 s before failing with its TypeError, while the manager
+ * retries the whole issuance with its own backoff anyway.
+ */
+function troubleAgent<A extends http.Agent>(agent: A, config: object): A {
+  const trouble = netTrouble.getStore();
+  const inner = (agent as unknown as { createConnection: (...a: unknown[]) => Socket }).createConnection.bind(
+    agent,
+  );
+  (agent as unknown as { createConnection: (...a: unknown[]) => Socket }).createConnection = (...args) => {
+    const socket = inner(...args);
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      // read by acme-client's retry interceptor: above its maximum, so no retry
+      (config as { retryAttempt?: number }).retryAttempt = Number.MAX_SAFE_INTEGER;
+      if (trouble && !trouble.err) trouble.err = err;
+    });
+    return socket;
+  };
+  return agent;
 }
 
 /** Normalises a name the way the config schema does (trim, lower-case, no trailing dot). */
@@ -207,6 +327,21 @@ function getWithHost(
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+type Order = Awaited<ReturnType<Client['createOrder']>>;
+type Authorization = Awaited<ReturnType<Client['getAuthorizations']>>[number];
+type ProgressPart = 'order' | 'authorization' | 'challenge';
+/** the last state logged per part ("challenge www.example.com" -> "pending") */
+type Progress = Map<string, string>;
+
+/** An RFC 7807 / RFC 8555 section 6.7 problem document as a sentence (the CA's own words). */
+function problemText(problem: object | undefined): string | undefined {
+  if (!problem) return undefined;
+  const p = problem as { detail?: unknown; type?: unknown };
+  const type = typeof p.type === 'string' ? p.type.replace(/^urn:ietf:params:acme:error:/, '') : undefined;
+  if (typeof p.detail === 'string' && p.detail) return type ? `${p.detail} (${type})` : p.detail;
+  return type;
+}
+
 interface PendingChallenge {
   name: string;
   token: string;
@@ -223,6 +358,8 @@ export class AcmeManager {
   readonly #store: ConfigStore;
   readonly #directoryUrl: string;
   readonly #directoryOrigin: string;
+  /** host:port of the directory, as failures name it */
+  readonly #directoryHost: string;
   readonly #email: string | undefined;
   readonly #log: Logger;
   readonly #httpsCa: string | undefined;
@@ -238,7 +375,6 @@ export class AcmeManager {
   readonly #lastTried = new Map<string, string>();
   #client: Promise<Client> | undefined;
   #interceptor: number | undefined;
-  #agent: https.Agent | undefined;
   #timer: NodeJS.Timeout | undefined;
   #unwatch: (() => void) | undefined;
   #started = false;
@@ -248,7 +384,9 @@ export class AcmeManager {
     this.#store = opts.store;
     this.#directoryUrl = opts.directoryUrl;
     try {
-      this.#directoryOrigin = new URL(opts.directoryUrl).origin;
+      const url = new URL(opts.directoryUrl);
+      this.#directoryOrigin = url.origin;
+      this.#directoryHost = `${url.hostname}:${url.port || (url.protocol === 'https:' ? 443 : 80)}`;
     } catch {
       throw new Error(
         `ACME directory "${opts.directoryUrl}" is not a URL: set acme.directory to the CA's directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory`,
@@ -289,8 +427,6 @@ export class AcmeManager {
     await Promise.allSettled([...this.#inflight.values()]);
     if (this.#interceptor !== undefined) acmeAxios.interceptors.request.eject(this.#interceptor);
     this.#interceptor = undefined;
-    this.#agent?.destroy();
-    this.#agent = undefined;
     this.#client = undefined;
   }
 
@@ -427,14 +563,19 @@ export class AcmeManager {
       const client = await this.#account();
       const names = site.names.join(', ');
 
-      const order = await step('order', `the ACME server refused an order for ${names}`, () =>
+      const order = await this.#step('order', `the ACME server refused an order for ${names}`, () =>
         client.createOrder({ identifiers: site.names.map((value) => ({ type: 'dns', value })) }),
       );
-      const authzs = await step('order', `cannot read the authorizations of the order for ${names}`, () =>
-        client.getAuthorizations(order),
+      const seen: Progress = new Map();
+      this.#progress(site, seen, 'order', undefined, order.status);
+      const authzs = await this.#step(
+        'order',
+        `cannot read the authorizations of the order for ${names}`,
+        () => client.getAuthorizations(order),
       );
       const pending: PendingChallenge[] = [];
       for (const authz of authzs) {
+        this.#progressOf(site, seen, authz);
         // the CA may remember a recent validation of this name (authorization reuse)
         if (authz.status === 'valid') continue;
         const name = authz.identifier.value;
@@ -461,9 +602,9 @@ export class AcmeManager {
         }
       });
       await this.#waitServed(pending);
-      await this.#validate(client, pending);
+      await this.#validate(client, order, site, pending, seen);
 
-      const issued = await this.#finalize(client, order, site);
+      const issued = await this.#finalize(client, order, site, seen);
 
       await step(
         'store',
@@ -531,40 +672,142 @@ export class AcmeManager {
     );
   }
 
-  /** Tells the CA to validate every challenge and waits for its verdict on each. */
-  async #validate(client: Client, pending: PendingChallenge[]): Promise<void> {
-    const results = await Promise.allSettled(
-      pending.map(async (p) => {
-        await client.completeChallenge(p.challenge);
-        await client.waitForValidStatus(p.challenge);
-      }),
-    );
-    const failed = results
-      .map((r, i) => (r.status === 'rejected' ? `${pending[i]?.name}: ${errorText(r.reason)}` : ''))
-      .filter(Boolean);
-    if (failed.length > 0)
-      throw new AcmeStageError(
-        'challenge',
-        `the ACME server could not validate ${failed.join('; ')}. It fetches http://<name>/.well-known/acme-challenge/<token> on port 80: make sure each name's DNS points at the Verge edges and port 80 reaches them`,
-      );
+  /** Runs a step of this manager (failures name the ACME server's host and port). */
+  #step<T>(stage: AcmeStage, what: string, fn: () => Promise<T>): Promise<T> {
+    return step(stage, what, fn, this.#directoryHost);
   }
 
-  async #finalize(
-    client: Client,
-    order: Awaited<ReturnType<Client['createOrder']>>,
+  /**
+   * Progress of a pending order, one info line per state change of the order, each
+   * authorization and each HTTP-01 challenge (first seen, then every change), so an operator
+   * watching a slow issuance sees where it stands.
+   */
+  #progress(
     site: AcmeSite,
-  ): Promise<CertRecord> {
+    seen: Progress,
+    what: ProgressPart,
+    name: string | undefined,
+    state: string,
+  ): void {
+    const key = `${what} ${name ?? ''}`;
+    const was = seen.get(key);
+    if (was === state) return;
+    seen.set(key, state);
+    const part = name ? `${what} for ${name}` : `${what} for ${site.names.join(', ')}`;
+    this.#log.info(
+      { site: site.name, what, ...(name ? { name } : {}), state, ...(was ? { was } : {}) },
+      was ? `ACME: ${part}: ${was} -> ${state}` : `ACME: ${part} is ${state}`,
+    );
+  }
+
+  #progressOf(site: AcmeSite, seen: Progress, authz: Authorization): void {
+    const name = authz.identifier.value;
+    this.#progress(site, seen, 'authorization', name, authz.status);
+    const challenge = authz.challenges.find((c) => c.type === 'http-01');
+    if (challenge) this.#progress(site, seen, 'challenge', name, challenge.status);
+  }
+
+  /**
+   * Tells the CA to validate every challenge, then follows the authorizations (logging each
+   * change) until every name is valid, one is invalid (the CA's problem detail is kept), or the
+   * polling budget runs out.
+   */
+  async #validate(
+    client: Client,
+    order: Order,
+    site: AcmeSite,
+    pending: PendingChallenge[],
+    seen: Progress,
+  ): Promise<void> {
+    if (pending.length === 0) return;
+    for (const p of pending)
+      await this.#step('challenge', `the ACME server did not accept the challenge answer for ${p.name}`, () =>
+        client.completeChallenge(p.challenge),
+      );
+    const names = new Set(pending.map((p) => p.name));
+    const started = Date.now();
+    for (let delay = POLL_FIRST_MS; ; delay = Math.min(delay * 2, POLL_MAX_MS)) {
+      await sleep(delay);
+      const authzs = await this.#step(
+        'challenge',
+        `cannot read the state of the authorizations for ${[...names].join(', ')}`,
+        () => client.getAuthorizations(order),
+      );
+      const failed: string[] = [];
+      let waiting = false;
+      for (const authz of authzs) {
+        this.#progressOf(site, seen, authz);
+        const name = authz.identifier.value;
+        if (!names.has(name) || authz.status === 'valid') continue;
+        const challenge = authz.challenges.find((c) => c.type === 'http-01');
+        if (authz.status === 'pending' && challenge?.status !== 'invalid') {
+          waiting = true;
+          continue;
+        }
+        failed.push(`${name}: ${problemText(challenge?.error) ?? `its authorization is ${authz.status}`}`);
+      }
+      if (failed.length > 0)
+        throw new AcmeStageError(
+          'challenge',
+          `the ACME server could not validate ${failed.join('; ')}. It fetches http://<name>/.well-known/acme-challenge/<token> on port 80: make sure each name's DNS points at the Verge edges and port 80 reaches them`,
+        );
+      if (!waiting) return;
+      if (Date.now() - started > POLL_TOTAL_MS)
+        throw new AcmeStageError(
+          'challenge',
+          `the ACME server had not validated ${[...names].join(', ')} after ${Math.round(POLL_TOTAL_MS / 1000)} s (still pending); the next attempt starts a new order`,
+        );
+    }
+  }
+
+  async #finalize(client: Client, order: Order, site: AcmeSite, seen: Progress): Promise<CertRecord> {
     const names = site.names.join(', ');
-    return step('finalize', `the ACME server did not issue the certificate for ${names}`, async () => {
+    return this.#step('finalize', `the ACME server did not issue the certificate for ${names}`, async () => {
+      // the order is ready once every authorization is valid (RFC 8555 section 7.1.6)
+      let current = await this.#followOrder(client, order, site, seen, ['ready', 'valid']);
       const keyPem = (await acmeCrypto.createPrivateEcdsaKey('P-256')).toString();
       // CN is limited to 64 characters; the SANs are what clients check, so a long name goes without
       const cn = site.name.length <= 64 ? { commonName: site.name } : {};
       const [, csr] = await acmeCrypto.createCsr({ ...cn, altNames: site.names }, keyPem);
-      let done = await client.finalizeOrder(order, csr);
-      if (done.status !== 'valid') done = await client.waitForValidStatus(done);
-      const chainPem = await client.getCertificate(done);
+      if (current.status === 'ready') {
+        current = { ...(await client.finalizeOrder(current, csr)), url: order.url };
+        this.#progress(site, seen, 'order', undefined, current.status);
+      }
+      current = await this.#followOrder(client, current, site, seen, ['valid']);
+      const chainPem = await client.getCertificate(current);
       return certRecordFrom(site, chainPem, keyPem, new Date(this.#now()).toISOString());
     });
+  }
+
+  /** Polls the order until its status is one of `until` (logging changes); invalid is an error. */
+  async #followOrder(
+    client: Client,
+    order: Order,
+    site: AcmeSite,
+    seen: Progress,
+    until: string[],
+  ): Promise<Order> {
+    let current = order;
+    const started = Date.now();
+    for (let delay = POLL_FIRST_MS; ; delay = Math.min(delay * 2, POLL_MAX_MS)) {
+      this.#progress(site, seen, 'order', undefined, current.status);
+      if (until.includes(current.status)) return current;
+      const names = site.names.join(', ');
+      if (current.status === 'invalid') {
+        const why = problemText((current as { error?: object }).error);
+        throw new AcmeStageError(
+          'finalize',
+          `the ACME server gave up the order for ${names} (it became invalid${why ? `: ${why}` : ''})`,
+        );
+      }
+      if (Date.now() - started > POLL_TOTAL_MS)
+        throw new AcmeStageError(
+          'finalize',
+          `the order for ${names} was still ${current.status} after ${Math.round(POLL_TOTAL_MS / 1000)} s; the next attempt starts a new order`,
+        );
+      await sleep(delay);
+      current = { ...(await client.getOrder(current)), url: order.url };
+    }
   }
 
   async #storeIssued(site: AcmeSite, cert: CertRecord): Promise<void> {
@@ -645,7 +888,7 @@ export class AcmeManager {
 
   /** The registered client, made once per manager (retried after a failure). */
   #account(): Promise<Client> {
-    this.#client ??= step(
+    this.#client ??= this.#step(
       'account',
       `cannot register or look up the ACME account at ${this.#directoryUrl} (check acme.directory, and that this host reaches it over HTTPS)`,
       () => this.#loadAccount(),
@@ -693,22 +936,28 @@ export class AcmeManager {
   /**
    * acme-client sends every request through one shared axios instance and has no per-client
    * TLS or timeout setting; an interceptor that only touches requests to our directory's origin
-   * is the narrowest scope it allows (other ACME clients in the process are unaffected).
+   * is the narrowest scope it allows (other ACME clients in the process are unaffected). Each such
+   * request gets its own agent that records a connection failure for the step's message (see
+   * troubleAgent); ACME makes a few requests per issuance, so losing keep-alive costs nothing.
    */
   #installHttpScope(): void {
     if (this.#interceptor !== undefined) return;
-    if (this.#httpsCa !== undefined)
-      this.#agent = new https.Agent({ keepAlive: true, ca: [...rootCertificates, this.#httpsCa] });
+    const ca = this.#httpsCa !== undefined ? [...rootCertificates, this.#httpsCa] : undefined;
     const origin = this.#directoryOrigin;
     this.#interceptor = acmeAxios.interceptors.request.use((config) => {
-      let target: string | undefined;
+      let target: URL | undefined;
       try {
-        target = config.url ? new URL(config.url).origin : undefined;
+        target = config.url ? new URL(config.url) : undefined;
       } catch {
         target = undefined;
       }
-      if (target !== origin) return config;
-      if (this.#agent) config.httpsAgent = this.#agent;
+      if (target?.origin !== origin) return config;
+      if (target.protocol === 'https:')
+        config.httpsAgent = troubleAgent(
+          new https.Agent({ keepAlive: false, ...(ca ? { ca } : {}) }),
+          config,
+        );
+      else config.httpAgent = troubleAgent(new http.Agent({ keepAlive: false }), config);
       // axios' default is 0 (wait forever)
       if (!config.timeout) config.timeout = ACME_REQUEST_TIMEOUT_MS;
       return config;
