@@ -273,8 +273,9 @@ test('edge.workers: 2 — a purge received by one worker is applied by both', as
   const p = await startEdgeProc({ config: procConfig({ workers: 2 }) });
   try {
     const pids = new Set<unknown>();
-    for (const l of p.logs()) if (l.msg === 'edge listening') pids.add(l['pid']);
-    if (pids.size < 2) await p.waitForLog((l) => l.msg === 'edge listening' && !pids.has(l['pid']), 15_000);
+    for (const l of p.logs()) if (l.msg === 'edge listening') pids.add(l['worker']);
+    if (pids.size < 2)
+      await p.waitForLog((l) => l.msg === 'edge listening' && !pids.has(l['worker']), 15_000);
     p.writeConfig(procConfig({ workers: 2 }));
     // Each worker has its own cache, so the origin sees one request per worker that stored the
     // object: bursts of parallel connections until both have it.
@@ -294,9 +295,9 @@ test('edge.workers: 2 — a purge received by one worker is applied by both', as
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout) as {
       purged: Record<string, number>;
-      workers: { answered: number[]; missing: number[] };
+      workers: { answered: number[]; missing: number[]; pending: number[] };
     };
-    assert.deepEqual(out.workers, { answered: [1, 2], missing: [] });
+    assert.deepEqual(out.workers, { answered: [1, 2], missing: [], pending: [] });
     assert.equal(out.purged['http://www.example.com/both'], 2, 'one object in each worker');
 
     // nothing is a HIT until a worker has fetched it again

@@ -21,11 +21,11 @@ test('edge.workers: two processes share the listener, reload together and stop t
     config: { edge: { workers: 2, https: { listen: [] } }, sites: [site('one.example')] },
   });
   t.after(() => edge.kill());
-  // both workers come up and report their pids
+  // both workers come up and report their slots
   const pids = new Set<unknown>();
-  for (const l of edge.logs()) if (l.msg === 'edge listening') pids.add(l['pid']);
+  for (const l of edge.logs()) if (l.msg === 'edge listening') pids.add(l['worker']);
   if (pids.size < 2) {
-    await edge.waitForLog((l) => l.msg === 'edge listening' && !pids.has(l['pid']), 10_000);
+    await edge.waitForLog((l) => l.msg === 'edge listening' && !pids.has(l['worker']), 10_000);
   }
   const primary = edge.logs().find((l) => l.msg === 'edge primary started');
   assert.equal(primary?.['workers'], 2);

@@ -41,6 +41,8 @@ const NOT_RUN: Record<string, string> = {
   'npm test': 'the whole test suite, of which this test is a part',
   'kill -HUP <pid>': 'needs the pid of an edge the reader started; test/signals.test.ts covers reloads',
   'kill -TERM <pid>': 'needs the pid of an edge the reader started; test/signals.test.ts covers draining',
+  'kill -USR1 <pid>':
+    'needs the pid of an edge the reader started; test/logging.test.ts covers reopening the access log',
   'verge cert add wildcard --cert fullchain.pem --key key.pem':
     'needs a chain from a publicly trusted CA; test/cli-control.test.ts uploads a test-CA chain',
 };

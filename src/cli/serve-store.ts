@@ -1,7 +1,9 @@
 /**
- * `verge serve --data DIR`: one process that is a complete CDN node with the control plane
- * embedded (DESIGN.md "The parts"): the edge fed by the store (src/edge/store-source.ts), the
- * admin API (src/control/api.ts) on edge.admin.listen, and the ACME manager.
+ * `verge serve --data DIR`: a complete CDN node with the control plane embedded (DESIGN.md "The
+ * parts"): the edge fed by the store (src/edge/store-source.ts), the admin API
+ * (src/control/api.ts) on edge.admin.listen, and the ACME manager. As in every mode, the process
+ * started is a supervising primary (src/cli/supervisor.ts) that only restarts, signals and waits;
+ * its one child does all of the above (docs/decisions.md says how several edge workers would fit).
  *
  * Start-up order matters for "nothing is lost": the store is opened first (a missing, unreadable
  * or corrupt store stops the start with a message naming the file, never an empty config), the
@@ -19,13 +21,14 @@ import { openDataStoreOrSay } from '../control/data.js';
 import { createToken, verifyToken } from '../control/tokens.js';
 import { apiBaseUrl, ensureFirstAdmin, signinUrl } from '../control/users.js';
 import { writeFileAtomic } from '../core/files.js';
-import { AccessLog, type Logger } from '../core/log.js';
+import { AccessLog, appLogLinesDropped, type Logger } from '../core/log.js';
 import { doctorStoredSite, storedSiteWarnings } from '../doctor/site.js';
 import { RequestLog } from '../edge/request-log.js';
 import { Edge } from '../edge/server.js';
 import { nodeId, StoreSource } from '../edge/store-source.js';
 import type { SqliteStore } from '../store/sqlite.js';
 import { listenErrorMessage } from './listen-error.js';
+import { childContext, startFailed, supervise } from './supervisor.js';
 
 /** The generated admin token, for the CLI on this machine (mode 0600). */
 export const STORE_ADMIN_TOKEN_FILE = 'admin.token';
@@ -77,8 +80,11 @@ function acmeCa(ca: string | undefined, dir: string): string | undefined {
 }
 
 export async function serveStore(dir: string, log: Logger): Promise<number> {
+  const child = childContext();
+  // the primary opens nothing: a store, API or ACME problem is its child's, reported from there
+  if (!child) return supervise({ log, workers: 1, mode: 'data' });
   const store = openDataStoreOrSay(dir);
-  if (!store) return 1;
+  if (!store) return startFailed();
   const source = new StoreSource({ store, baseDir: dir, log, nodeId: nodeId(dir) });
   let config: ResolvedConfig;
   try {
@@ -89,7 +95,7 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
         `${formatIssues(e.issues, store.location)}\nverge: the config in the store has errors; not starting (fix it with \`verge config import FILE --data ${dir}\`)\n`,
       );
       await store.close();
-      return 1;
+      return startFailed();
     }
     throw e;
   }
@@ -102,11 +108,17 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
   }
   await ensureAdminToken(store, dir, log);
 
-  const accessLog = new AccessLog(config.accessLogFile ?? config.log.access);
+  const accessLog = new AccessLog(config.accessLogFile ?? config.log.access, { log });
+  child.onCrashExit(() => accessLog.flush());
   // the last requests' records, for `verge trace` and GET /api/v1/requests/:id
   const requests = new RequestLog();
   requests.attach(accessLog);
   const edge = new Edge(config, { logger: log, accessLog, challenge: source.challenge });
+  edge.metrics.useProcess(() => ({
+    restarts: child.restarts(),
+    accessLogDropped: accessLog.dropped,
+    appLogDropped: appLogLinesDropped(),
+  }));
   let api: ControlApi;
   try {
     await edge.start();
@@ -144,11 +156,11 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
     const listenError = listenErrorMessage(e);
     if (listenError) {
       process.stderr.write(`verge: ${listenError}\n`);
-      return 1;
+      return startFailed();
     }
     if (e instanceof CacheStoreError) {
       process.stderr.write(`verge: cannot use the cache: ${e.message}\n`);
-      return 1;
+      return startFailed();
     }
     throw e;
   }
@@ -189,13 +201,17 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
       http: addrs.http,
       https: addrs.https,
       sites: config.sites.length,
-      pid: process.pid,
+      // the pid to signal is the primary's; this process is its worker
+      pid: child.primaryPid,
+      worker: child.slot,
+      workerPid: process.pid,
       admin: `${api.address.address}:${api.address.port}`,
       store: store.location,
       revision: source.appliedRevision,
     },
     'edge listening',
   );
+  child.ready(config.edge.limits.drainTimeout);
   process.on('SIGUSR1', () => accessLog.reopen());
   process.on('SIGHUP', () => log.info('SIGHUP: with --data the store is watched; nothing to reload'));
 
@@ -210,6 +226,7 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
       log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
       drained
         .then(() => store.close())
+        .then(() => accessLog.close())
         .then(() => {
           log.info('stopped');
           resolveStop();

@@ -1,7 +1,10 @@
 /**
- * `verge serve`: the edge from a config file (or the demo when none is given), one process or a
- * cluster of workers; `--data DIR` is src/cli/serve-store.ts. Loaded only by the serve command,
- * so the other commands start without the edge's modules.
+ * `verge serve`: the edge from a config file (or the demo when none is given); `--data DIR` is
+ * src/cli/serve-store.ts. In every mode the process started is a supervising primary
+ * (src/cli/supervisor.ts) and the edge runs in its worker process(es), edge.workers of them (one
+ * in the demo). Loaded only by the serve command, so the other commands start without the edge's
+ * modules; the primary does not load them either (the edge, its admin endpoint, the control
+ * plane): it starts once per `verge serve`, and each child pays for its own.
  */
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
@@ -16,20 +19,33 @@ import {
   validateObject,
 } from '../config/load.js';
 import { fileModeMaterial, resolveDataDir } from '../control/data.js';
-import { AccessLog, createLogger, type Logger } from '../core/log.js';
-import { ADMIN_TOKEN_FILE, AdminServer, loadAdminToken } from '../edge/admin.js';
-import { PrimaryRelay, WorkerRelay } from '../edge/relay.js';
-import { Edge } from '../edge/server.js';
-import { dataDir, ensureDevCerts, startDemoOrigin } from './demo.js';
+import { AccessLog, appLogLinesDropped, createLogger, type Logger } from '../core/log.js';
+import { ADMIN_TOKEN_FILE, loadAdminToken } from '../edge/admin-token.js';
+import { requestsInFlight } from '../edge/lifecycle.js';
+import { applyPurgeOp, WorkerRelay } from '../edge/relay.js';
+import type { Edge } from '../edge/server.js';
 import { listenErrorMessage } from './listen-error.js';
+import {
+  type ChildContext,
+  childContext,
+  type InFlightRequest,
+  startFailed,
+  supervise,
+} from './supervisor.js';
+
+/** The demo origin runs in the primary (it outlives edge restarts); its children get the port. */
+const ENV_DEMO_ORIGIN_PORT = 'VERGE_DEMO_ORIGIN_PORT';
 
 async function demoConfig(
   log: Logger,
 ): Promise<{ config: ResolvedConfig; caFile: string; originPort: number }> {
+  // loaded only for the demo: its certificate code is most of a serving process's start-up time
+  const { dataDir, ensureDevCerts, startDemoOrigin } = await import('./demo.js');
   const dir = dataDir();
   const certs = await ensureDevCerts(dir);
-  const origin = await startDemoOrigin(0);
-  log.info({ port: origin.port }, 'demo origin listening on 127.0.0.1');
+  const given = Number(process.env[ENV_DEMO_ORIGIN_PORT]);
+  const origin = cluster.isWorker && given > 0 ? { port: given } : await startDemoOrigin(0);
+  if (cluster.isPrimary) log.info({ port: origin.port }, 'demo origin listening on 127.0.0.1');
   const cfg = validateObject({
     sites: [
       {
@@ -44,86 +60,34 @@ async function demoConfig(
   return { config: resolveConfig(cfg, dir), caFile: certs.caFile, originPort: origin.port };
 }
 
-/**
- * Primary of a multi-process edge (edge.workers > 1): forks the workers, which share the
- * listening sockets (the kernel spreads connections, SCHED_NONE), restarts a worker that dies,
- * and relays SIGHUP (after validating the file once here, so errors are logged once) and
- * SIGTERM/SIGINT.
- */
-async function supervise(
-  file: string,
-  workers: number,
-  config: ResolvedConfig,
-  log: Logger,
-): Promise<number> {
-  cluster.schedulingPolicy = cluster.SCHED_NONE;
-  let stopping = false;
-  const fork = (n: number) => cluster.fork({ VERGE_WORKER: String(n) });
-  const slots = new Map<number, number>();
-  for (let i = 1; i <= workers; i++) slots.set(fork(i).id, i);
-  // purges and prefetch-job lookups received by one worker reach the others through here
-  new PrimaryRelay(log, (w) => slots.get(w.id));
-  const listening = new Set<number>();
-  cluster.on('listening', (w) => listening.add(w.id));
-  let failedStarts = 0;
-  let failed = false;
-  cluster.on('exit', (w, code, signal) => {
-    const slot = slots.get(w.id);
-    slots.delete(w.id);
-    if (stopping || slot === undefined) return;
-    // A worker that dies before it listens (a port in use, an unusable cache directory) will die
-    // again: after three such starts, stop instead of restarting it forever.
-    if (!listening.has(w.id) && ++failedStarts >= 3) {
-      log.error(
-        { worker: slot, code, signal },
-        'workers keep failing at start (see their errors above); stopping',
-      );
-      stopping = true;
-      for (const other of Object.values(cluster.workers ?? {})) other?.process.kill('SIGTERM');
-      failed = true;
-      return;
-    }
-    log.error({ worker: slot, code, signal }, 'worker exited; starting a new one');
-    slots.set(fork(slot).id, slot);
-  });
-  log.info(
-    { workers, pid: process.pid, http: config.edge.http.listen, https: config.edge.https.listen },
-    'edge primary started',
-  );
-  process.on('SIGHUP', () => {
-    try {
-      loadConfigFile(file, fileModeMaterial());
-    } catch (e) {
-      if (e instanceof ConfigError) {
-        log.error(
-          { file, errors: e.issues },
-          `config reload rejected, the running config keeps serving:\n${formatIssues(e.issues, file)}`,
-        );
-        return;
-      }
-      throw e;
-    }
-    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
-  });
-  await new Promise<void>((done) => {
-    const stop = (sig: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
-      log.info({ signal: sig }, 'stopping workers');
-      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
-    };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-    const check = () => {
-      if (stopping && Object.keys(cluster.workers ?? {}).length === 0) done();
-    };
-    cluster.on('exit', check);
-  });
-  log.info('stopped');
-  return failed ? 1 : 0;
+/** The requests in flight, as a crash report names them. */
+function inFlight(): InFlightRequest[] {
+  return [...requestsInFlight].map((r) => ({
+    id: r.id,
+    method: r.req.method,
+    host: r.host || r.req.headers.host,
+    path: r.req.url,
+  }));
 }
 
-/** `verge serve [--config FILE | --data DIR]` (options parsed by src/cli/program.ts). */
+/** SIGHUP in the primary: the file is validated once here, so its errors are logged once. */
+function validateForReload(file: string, log: Logger): boolean {
+  try {
+    loadConfigFile(file, fileModeMaterial());
+    return true;
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      log.error(
+        { file, errors: e.issues },
+        `config reload rejected, the running config keeps serving:\n${formatIssues(e.issues, file)}`,
+      );
+      return false;
+    }
+    log.error({ err: e }, 'config reload failed, the running config keeps serving');
+    return false;
+  }
+}
+
 /**
  * What the demo prints once it listens: the URLs, the CA, and commands to try that work as
  * printed (the CLI finds the demo at its admin address and its token in VERGE_HOME).
@@ -154,68 +118,118 @@ async function demoBanner(
   ].join('\n');
 }
 
+/** `verge serve [--config FILE | --data DIR]` (options parsed by src/cli/program.ts). */
 export async function serve(values: { config?: string; data?: string }): Promise<number> {
   const log = createLogger();
+  // A serving child (never the primary) reports a crash, with the requests in flight, to its
+  // primary before it dies: installed first, so a crash while starting is reported too.
+  const child = childContext();
+  child?.reportCrashes(log, inFlight);
   if (values.data !== undefined) {
     if (values.config) {
       process.stderr.write('verge: give either --config FILE or --data DIR, not both\n');
       return 2;
     }
+    // the primary opens nothing: the store, the API and ACME live in its child
+    if (!child) return supervise({ log, workers: 1, mode: 'data' });
     const { serveStore } = await import('./serve-store.js');
     return serveStore(resolveDataDir(values.data), log);
   }
   const file = values.config ? resolve(values.config) : undefined;
   let config: ResolvedConfig;
   let banner = '';
+  let demoOriginPort: number | undefined;
   try {
     if (file) {
       config = loadConfigFile(file, fileModeMaterial());
     } else {
       const demo = await demoConfig(log);
       config = demo.config;
-      banner = await demoBanner(config, demo);
+      demoOriginPort = demo.originPort;
+      // printed by the primary once the first child serves
+      if (!child) banner = await demoBanner(config, demo);
     }
   } catch (e) {
     if (e instanceof ConfigError) {
       process.stderr.write(`${formatIssues(e.issues, e.file)}\nverge: the config has errors; not starting\n`);
-      return 1;
+      return startFailed();
     }
     throw e;
   }
 
   if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
-  const workers = config.edge.workers === 'auto' ? availableParallelism() : config.edge.workers;
-  // The cluster primary writes a generated token once, before forking; its workers read it.
+  const workers = child
+    ? child.workers
+    : config.edge.workers === 'auto'
+      ? availableParallelism()
+      : config.edge.workers;
+  // The primary writes a generated token once, before forking; its children read it.
   let adminToken: ReturnType<typeof loadAdminToken>;
   try {
-    adminToken = loadAdminToken(config.edge.admin, config.baseDir, !cluster.isWorker);
+    adminToken = loadAdminToken(config.edge.admin, config.baseDir, !child);
   } catch (e) {
     process.stderr.write(`verge: ${(e as Error).message}; not starting\n`);
-    return 1;
+    return startFailed();
   }
-  if (adminToken.source === 'generated' && !cluster.isWorker)
-    log.info({ file: adminToken.file }, `admin token generated in ${adminToken.file} (mode 0600)`);
-  if (file && workers > 1 && cluster.isPrimary) return supervise(file, workers, config, log);
+  if (!child) {
+    if (adminToken.source === 'generated')
+      log.info({ file: adminToken.file }, `admin token generated in ${adminToken.file} (mode 0600)`);
+    return supervise({
+      log,
+      workers,
+      mode: file ? 'file' : 'demo',
+      relay: workers > 1,
+      ...(demoOriginPort ? { env: { [ENV_DEMO_ORIGIN_PORT]: String(demoOriginPort) } } : {}),
+      ...(file ? { beforeReload: () => validateForReload(file, log) } : {}),
+      ...(banner ? { onFirstReady: () => process.stdout.write(banner) } : {}),
+    });
+  }
+  return serveChild(child, config, file, workers, adminToken.token, log);
+}
+
+/** The serving process: the edge and its admin endpoint, until SIGTERM or SIGINT. */
+async function serveChild(
+  child: ChildContext,
+  config: ResolvedConfig,
+  file: string | undefined,
+  workers: number,
+  token: string,
+  log: Logger,
+): Promise<number> {
   // created before the edge starts so purges relayed meanwhile are queued, not lost
-  const relay = cluster.isWorker ? new WorkerRelay(Number(process.env['VERGE_WORKER'] ?? 1)) : undefined;
-  if (cluster.isWorker && config.edge.cache.disk) {
+  const relay = workers > 1 ? new WorkerRelay(child.slot) : undefined;
+  const [{ Edge }, { AdminServer }] = await Promise.all([
+    import('../edge/server.js'),
+    import('../edge/admin.js'),
+  ]);
+  if (workers > 1 && config.edge.cache.disk) {
     // The disk tier belongs to one process (its index and purge log are not shared): each worker
     // gets its own directory and an equal share of the size.
-    const id = Number(process.env['VERGE_WORKER'] ?? cluster.worker?.id ?? 1);
     config.edge.cache.disk = {
-      path: resolve(config.baseDir, config.edge.cache.disk.path, `worker-${id}`),
+      path: resolve(config.baseDir, config.edge.cache.disk.path, `worker-${child.slot}`),
       size: Math.floor(config.edge.cache.disk.size / workers),
     };
   }
-  const accessLog = new AccessLog(config.accessLogFile ?? config.log.access);
-  const edge = new Edge(config, { logger: log, accessLog });
-  let admin: AdminServer;
+  const accessLog = new AccessLog(config.accessLogFile ?? config.log.access, { log });
+  child.onCrashExit(() => accessLog.flush());
+  const edge = new Edge(config, {
+    logger: log,
+    accessLog,
+    // a restarted worker applies the purges it missed before it serves from its disk tier
+    ...(relay ? { beforeListen: (e: Edge) => relay.catchUp((op) => applyPurgeOp(e, op)) } : {}),
+  });
+  edge.metrics.useProcess(() => ({
+    restarts: child.restarts(),
+    accessLogDropped: accessLog.dropped,
+    appLogDropped: appLogLinesDropped(),
+  }));
+  let admin: Awaited<ReturnType<typeof AdminServer.start>>;
   try {
     await edge.start();
     admin = await AdminServer.start({
       edge,
       listen: config.edge.admin.listen,
-      token: adminToken.token,
+      token,
       log,
       // GET /api/v1/requests/:id for `verge explain` and `verge trace`, and where to find the token
       accessLog,
@@ -229,7 +243,7 @@ export async function serve(values: { config?: string; data?: string }): Promise
     const listenError = listenErrorMessage(e);
     if (listenError) {
       process.stderr.write(`verge: ${listenError}\n`);
-      return 1;
+      return startFailed();
     }
     if (e instanceof CacheStoreError) {
       // e.g. a cache directory under a file, unwritable, or holding something that is not a cache
@@ -237,7 +251,7 @@ export async function serve(values: { config?: string; data?: string }): Promise
         `verge: cannot use the cache: ${e.message}\nFix edge.cache.disk.path in the config (or remove the disk tier to run from memory only).\n`,
       );
       await edge.close().catch(() => undefined);
-      return 1;
+      return startFailed();
     }
     throw e;
   }
@@ -247,12 +261,15 @@ export async function serve(values: { config?: string; data?: string }): Promise
       http: addrs.http,
       https: addrs.https,
       sites: config.sites.length,
-      pid: process.pid,
+      // the pid to signal is the primary's; this process is one worker of it
+      pid: child.primaryPid,
+      worker: child.slot,
+      workerPid: process.pid,
       admin: `${admin.address.address}:${admin.address.port}`,
     },
     'edge listening',
   );
-  if (banner) process.stdout.write(banner);
+  child.ready(config.edge.limits.drainTimeout);
 
   process.on('SIGHUP', () => {
     if (!file) {
@@ -296,7 +313,8 @@ export async function serve(values: { config?: string; data?: string }): Promise
       // connections are already refused (a supervisor or test may act on this line).
       const drained = Promise.all([edge.drain(timeout), admin.close()]);
       log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
-      drained.then(() => {
+      drained.then(async () => {
+        await accessLog.close();
         log.info('stopped');
         resolveStop();
       });

@@ -123,9 +123,59 @@ export interface AdminOptions {
 export type JobView = JobRecord & {
   /** purge: objects purged per value, all workers together */
   purged?: Record<string, number>;
-  /** purge with edge.workers > 1: the worker slots that applied it and those that did not answer */
-  workers?: { answered: number[]; missing: number[] };
+  /**
+   * purge with edge.workers > 1: the worker slots that applied it, those that did not answer in
+   * time, and those restarting (they apply it before they serve again; the job runs until then)
+   */
+  workers?: { answered: number[]; missing: number[]; pending: number[] };
+  /** the job is running: the workers still to apply it */
+  waitingFor?: string[];
 };
+
+/**
+ * A purge job's updates from workers that were restarting when it was sent: each reports, once it
+ * applied the purge, its counts; the job is done when none is left pending.
+ */
+function lateApplications(values: string[]): {
+  job: JobView | undefined;
+  add: (slot: number, result: unknown) => void;
+  apply: () => void;
+} {
+  const reports: Array<[number, unknown]> = [];
+  const self = {
+    job: undefined as JobView | undefined,
+    add(slot: number, result: unknown) {
+      reports.push([slot, result]);
+      self.apply();
+    },
+    apply() {
+      const job = self.job;
+      const w = job?.workers;
+      if (!job || !w) return;
+      for (const [slot, result] of reports.splice(0)) {
+        if (!w.pending.includes(slot)) continue;
+        w.pending = w.pending.filter((n) => n !== slot);
+        if (!Array.isArray(result)) {
+          job.state = 'failed';
+          job.error = `worker ${slot} could not apply the purge: ${JSON.stringify(result)}`;
+          w.missing = [...w.missing, slot].sort((a, b) => a - b);
+        } else {
+          w.answered = [...w.answered, slot].sort((a, b) => a - b);
+          values.forEach((v, i) => {
+            if (job.purged) job.purged[v] = (job.purged[v] ?? 0) + (Number(result[i]) || 0);
+          });
+        }
+      }
+      if (w.pending.length > 0) job.waitingFor = w.pending.map((n) => `worker ${n}`);
+      else delete job.waitingFor;
+      if (job.state === 'running' && w.pending.length === 0) {
+        job.state = 'done';
+        job.finishedAt = new Date().toISOString();
+      }
+    },
+  };
+  return self;
+}
 
 const STARTED = new Date().toISOString();
 
@@ -305,11 +355,14 @@ export class AdminServer {
     const p = parsePurge(body, this.#opts.edge.runtime);
     const selectors = p.items.map((i) => i.selector);
     const relay = this.#opts.relay;
+    const jobId = this.#newJobId();
+    // what restarting workers report once they applied the purge (it may come before the answer)
+    const late = lateApplications(p.items.map((i) => i.value));
     const [local, others] = await Promise.all([
       this.#applyPurge(selectors, p.mode),
       relay
-        ? relay.ask('others', { kind: 'purge', selectors, mode: p.mode }, RELAY_TIMEOUT_MS)
-        : Promise.resolve<RelayAnswer>({ results: {}, missing: [] }),
+        ? relay.ask('others', { kind: 'purge', selectors, mode: p.mode }, RELAY_TIMEOUT_MS, late.add)
+        : Promise.resolve<RelayAnswer>({ results: {}, missing: [], pending: [] }),
     ]);
     // a worker answers an array of counts, or {error} when it could not apply the purge
     const counts = Object.entries(others.results).filter((e): e is [string, number[]] => Array.isArray(e[1]));
@@ -324,25 +377,34 @@ export class AdminServer {
     p.items.forEach((item, i) => {
       purged[item.value] = counts.reduce((n, [, c]) => n + (Number(c[i]) || 0), local[i] ?? 0);
     });
+    const pending = others.pending;
+    const failed = missing.length > 0;
+    const now = new Date().toISOString();
     const job: JobView = {
-      id: this.#newJobId(),
+      id: jobId,
       type: 'purge',
-      state: missing.length > 0 ? 'failed' : 'done',
-      createdAt: new Date().toISOString(),
-      finishedAt: new Date().toISOString(),
+      // a restarting worker applies the purge before it serves again: running until it has
+      state: failed ? 'failed' : pending.length > 0 ? 'running' : 'done',
+      createdAt: now,
+      ...(failed || pending.length === 0 ? { finishedAt: now } : {}),
       purge: { type: p.type, values: p.type === 'all' ? [] : p.items.map((i) => i.value), mode: p.mode },
       purged,
-      ...(relay ? { workers: { answered, missing } } : {}),
-      ...(missing.length > 0
+      ...(relay ? { workers: { answered, missing, pending } } : {}),
+      ...(!failed && pending.length > 0 ? { waitingFor: pending.map((n) => `worker ${n}`) } : {}),
+      ...(failed
         ? {
             error: `worker(s) ${missing.join(', ')} did not confirm the purge within ${RELAY_TIMEOUT_MS} ms (a restarted worker applies it when it starts)`,
           }
         : {}),
     };
     this.#keep(job);
+    late.job = job;
+    late.apply();
     this.#opts.log.info(
-      { job: job.id, purge: p.items.map((i) => i.value), mode: p.mode, purged, missing },
-      'purge applied',
+      { job: job.id, purge: p.items.map((i) => i.value), mode: p.mode, purged, missing, pending },
+      pending.length > 0
+        ? 'purge applied; restarting workers apply it before they serve again'
+        : 'purge applied',
     );
     return job;
   }

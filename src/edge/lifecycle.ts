@@ -87,6 +87,13 @@ export type PhaseName = (typeof PHASES)[number]['name'];
 export type VisitorRequest = IncomingMessage | Http2ServerRequest;
 export type VisitorResponse = ServerResponse | Http2ServerResponse;
 
+/**
+ * The requests this process is handling right now. A supervised process that crashes names them
+ * in the report it sends its primary (src/cli/supervisor.ts), so the crash log says which
+ * request ids were in flight.
+ */
+export const requestsInFlight = new Set<RequestContext>();
+
 /** Per-request state, one object shared by every phase and finally written as the log line. */
 export class RequestContext {
   readonly id: string;
@@ -132,5 +139,7 @@ export class RequestContext {
     this.scheme = scheme;
     this.httpVersion = req.httpVersion;
     this.client = clientIp(req);
+    requestsInFlight.add(this);
+    res.once('close', () => requestsInFlight.delete(this));
   }
 }

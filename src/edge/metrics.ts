@@ -9,6 +9,13 @@ import type { CacheStore, StoreStats } from '../cache/storage.js';
 /** How far ahead an expiring certificate is warned about (log and metric). */
 export const CERT_WARNING_MS = 21 * 24 * 3600 * 1000;
 
+/** What verge_process_restarts_total and verge_log_lines_dropped_total report. */
+export interface ProcessCounts {
+  restarts: number;
+  accessLogDropped: number;
+  appLogDropped: number;
+}
+
 interface Tally {
   requests: number;
   bytes: number;
@@ -29,6 +36,7 @@ export class EdgeMetrics {
   #cache: CacheStore | undefined;
   #certs: () => Array<{ site: string; notAfter: number }> = () => [];
   #webSockets: () => Iterable<[string, number]> = () => [];
+  #process: () => ProcessCounts = () => ({ restarts: 0, accessLogDropped: 0, appLogDropped: 0 });
 
   constructor() {
     const tally = this.#tally;
@@ -129,6 +137,28 @@ export class EdgeMetrics {
         for (const [site, n] of webSockets()) this.set({ site }, n);
       },
     });
+    const proc = () => this.#process();
+    new Counter({
+      name: 'verge_process_restarts_total',
+      help: 'Serving processes the supervising primary restarted after they died (crash, kill, exit), since the primary started.',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(proc().restarts);
+      },
+    });
+    new Counter({
+      name: 'verge_log_lines_dropped_total',
+      help: 'Log lines dropped because their destination could not take them (a full disk, an unwritable file), by log ("access" or "app"); serving goes on.',
+      labelNames: ['log'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const p = proc();
+        this.inc({ log: 'access' }, p.accessLogDropped);
+        this.inc({ log: 'app' }, p.appLogDropped);
+      },
+    });
     const tiers = (): Array<[string, StoreStats]> => {
       const store = this.#cache;
       if (!store) return [];
@@ -179,6 +209,11 @@ export class EdgeMetrics {
       (s) => s.corruptDropped,
       true,
     );
+  }
+
+  /** Process-level counts (restarts from the supervisor, dropped log lines), read when scraped. */
+  useProcess(fn: () => ProcessCounts): void {
+    this.#process = fn;
   }
 
   /** The store whose tiers are reported. */

@@ -7,12 +7,18 @@
  * their answers and replies once all have answered or a deadline passes, naming the workers that
  * did not answer.
  *
- * A purge owed to a worker that died before answering is replayed to its replacement when that
- * one says hello (its disk tier, `worker-N`, still holds what was purged).
+ * A purge is never lost to a worker restart. A purge for a slot that has no serving worker right
+ * now (dead, waiting for its restart, or starting) is owed to the slot; so is one sent to a worker
+ * that dies before it answered, even after the deadline. The answer names such slots `pending`.
+ * A (re)started worker says hello once its cache is open and before it listens; the primary hands
+ * it what the slot is owed, and the worker applies that before it serves anything from its disk
+ * tier (`worker-N`, which still holds what was purged). The owed list lives in the primary's
+ * memory: a primary that dies takes it along (docs/caching.md says so).
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { PurgeMode, PurgeSelector } from '../cache/purge.js';
 import type { Logger } from '../core/log.js';
+import type { EdgeCache } from './cache.js';
 
 /** What one worker asks the others to do. */
 export type RelayOp =
@@ -26,8 +32,10 @@ export type RelayOp =
 /** What the asking worker gets back: each answering worker's result by its slot number. */
 export interface RelayAnswer {
   results: Record<number, unknown>;
-  /** slots that did not answer in time (or died first) */
+  /** slots that did not answer in time */
   missing: number[];
+  /** slots restarting: the purge is owed to them and applied before they serve again */
+  pending: number[];
 }
 
 // Messages on the IPC channel; `verge` tells them apart from anything else sent there.
@@ -54,11 +62,38 @@ interface AnswerMsg extends RelayAnswer {
   verge: 'relay-answer';
   rid: string;
 }
+/** A worker's cache is open: it asks for what its slot is owed (before it listens). */
 interface HelloMsg {
   verge: 'relay-hello';
   slot: number;
 }
-type RelayMsg = AskMsg | OpMsg | OpResultMsg | AnswerMsg | HelloMsg;
+/** The primary's reply to hello: the purges owed to the slot, oldest first. */
+interface OwedMsg {
+  verge: 'relay-owed';
+  ops: RelayOp[];
+}
+/** The worker applied the first `count` owed purges (their results in order): forgotten. */
+interface OwedDoneMsg {
+  verge: 'relay-owed-done';
+  slot: number;
+  count: number;
+  results: unknown[];
+}
+/** To the asker: a slot that was pending in its answer has now applied the purge. */
+interface LateMsg {
+  verge: 'relay-late';
+  rid: string;
+  slot: number;
+  result: unknown;
+}
+type RelayMsg = AskMsg | OpMsg | OpResultMsg | AnswerMsg | HelloMsg | OwedMsg | OwedDoneMsg | LateMsg;
+
+/** A purge owed to a slot, and who asked for it (told when it is applied). */
+interface Owed {
+  op: RelayOp;
+  rid: string;
+  asker: number | undefined;
+}
 
 function isRelayMsg(m: unknown): m is RelayMsg {
   return (
@@ -75,20 +110,28 @@ interface Pending {
   waiting: Set<number>;
   results: Record<number, unknown>;
   missing: number[];
+  pending: number[];
   timer: NodeJS.Timeout;
 }
 
-/** The primary's side: forwards asks, gathers answers, replays purges owed to replaced workers. */
+/** The primary's side: forwards asks, gathers answers, owes purges to restarting slots. */
 export class PrimaryRelay {
   readonly #log: Logger;
   readonly #slotOf: (w: Worker) => number | undefined;
+  readonly #slots: number;
   readonly #pending = new Map<string, Pending>();
-  /** purges a worker slot missed because its process died before applying them */
-  readonly #owed = new Map<number, RelayOp[]>();
+  /** the worker serving each slot, from its hello until it exits */
+  readonly #ready = new Map<number, Worker>();
+  /** purges sent to a slot's worker and not answered yet (past the deadline too), by rid */
+  readonly #outstanding = new Map<number, Map<string, Owed>>();
+  /** purges a slot must apply before its next worker serves */
+  readonly #owed = new Map<number, Owed[]>();
 
-  constructor(log: Logger, slotOf: (w: Worker) => number | undefined) {
+  /** slots: the worker slots, 1..slots */
+  constructor(log: Logger, slotOf: (w: Worker) => number | undefined, slots: number) {
     this.#log = log;
     this.#slotOf = slotOf;
+    this.#slots = slots;
     cluster.on('message', (w, msg: unknown) => {
       if (isRelayMsg(msg)) this.#onMessage(w, msg);
     });
@@ -99,34 +142,63 @@ export class PrimaryRelay {
     if (msg.verge === 'relay-ask') this.#onAsk(w, msg);
     else if (msg.verge === 'relay-op-result') this.#onResult(msg);
     else if (msg.verge === 'relay-hello') this.#onHello(w, msg.slot);
-  }
-
-  #live(): Array<{ w: Worker; slot: number }> {
-    const out: Array<{ w: Worker; slot: number }> = [];
-    for (const w of Object.values(cluster.workers ?? {})) {
-      const slot = w ? this.#slotOf(w) : undefined;
-      if (w && slot !== undefined && w.isConnected()) out.push({ w, slot });
-    }
-    return out;
+    else if (msg.verge === 'relay-owed-done') this.#onOwedDone(msg);
   }
 
   #onAsk(asker: Worker, msg: AskMsg): void {
-    const targets = this.#live().filter((t) => (msg.to === 'others' ? t.w !== asker : t.slot === msg.to));
+    const askerSlot = this.#slotOf(asker);
+    const slots: number[] = [];
+    if (msg.to === 'others') {
+      for (let n = 1; n <= this.#slots; n++) if (n !== askerSlot) slots.push(n);
+    } else slots.push(msg.to);
     const p: Pending = {
       asker,
       op: msg.op,
-      waiting: new Set(targets.map((t) => t.slot)),
+      waiting: new Set(),
       results: {},
-      // a job lookup for a slot that has no live worker cannot be answered at all
-      missing: typeof msg.to === 'number' && targets.length === 0 ? [msg.to] : [],
+      missing: [],
+      pending: [],
       timer: setTimeout(() => this.#timeout(msg.rid), msg.timeoutMs),
     };
     this.#pending.set(msg.rid, p);
-    for (const t of targets) t.w.send({ verge: 'relay-op', rid: msg.rid, op: msg.op } satisfies OpMsg);
+    for (const slot of slots) {
+      const w = this.#ready.get(slot);
+      if (w?.isConnected()) {
+        p.waiting.add(slot);
+        if (msg.op.kind === 'purge')
+          this.#outstandingOf(slot).set(msg.rid, { op: msg.op, rid: msg.rid, asker: askerSlot });
+        w.send({ verge: 'relay-op', rid: msg.rid, op: msg.op } satisfies OpMsg);
+      } else if (msg.op.kind === 'purge') {
+        // no worker serves this slot now: its next one applies the purge before serving
+        this.#owe(slot, { op: msg.op, rid: msg.rid, asker: askerSlot });
+        p.pending.push(slot);
+      } else {
+        // a job lookup for a slot with no worker cannot be answered at all
+        p.missing.push(slot);
+      }
+    }
+    if (p.pending.length > 0)
+      this.#log.info(
+        { workers: p.pending },
+        'a purge reached worker slots that are restarting: it is applied before they serve again',
+      );
     this.#maybeAnswer(msg.rid);
   }
 
+  #outstandingOf(slot: number): Map<string, Owed> {
+    let m = this.#outstanding.get(slot);
+    if (!m) {
+      m = new Map();
+      this.#outstanding.set(slot, m);
+    }
+    return m;
+  }
+
   #onResult(msg: OpResultMsg): void {
+    const late = this.#outstanding.get(msg.slot)?.delete(msg.rid) && !this.#pending.has(msg.rid);
+    // the asker was told this worker was missing: say in the log that it caught up
+    if (late)
+      this.#log.info({ worker: msg.slot, result: msg.result }, 'a worker applied a purge after its deadline');
     const p = this.#pending.get(msg.rid);
     if (!p?.waiting.delete(msg.slot)) return;
     p.results[msg.slot] = msg.result;
@@ -140,34 +212,59 @@ export class PrimaryRelay {
       { op: p.op.kind, missing: [...p.waiting] },
       'workers did not answer a relayed admin operation in time',
     );
+    // still outstanding: if such a worker dies without answering, its successor gets the purge
     p.missing.push(...p.waiting);
     p.waiting.clear();
     this.#maybeAnswer(rid);
   }
 
-  /** A worker died: whatever it was asked and had not answered is missing, and owed to its successor. */
+  /** A worker died: what it was sent and never answered is owed to its successor. */
   #onExit(w: Worker): void {
     const slot = this.#slotOf(w);
     if (slot === undefined) return;
+    if (this.#ready.get(slot) === w) this.#ready.delete(slot);
+    const unanswered = this.#outstanding.get(slot);
+    this.#outstanding.delete(slot);
+    for (const owed of unanswered?.values() ?? []) this.#owe(slot, owed);
     for (const [rid, p] of this.#pending) {
       if (!p.waiting.delete(slot)) continue;
-      p.missing.push(slot);
-      if (p.op.kind === 'purge') this.#owe(slot, p.op);
+      if (p.op.kind === 'purge') p.pending.push(slot);
+      else p.missing.push(slot);
       this.#maybeAnswer(rid);
     }
   }
 
-  #owe(slot: number, op: RelayOp): void {
-    this.#owed.set(slot, [...(this.#owed.get(slot) ?? []), op]);
+  #owe(slot: number, owed: Owed): void {
+    this.#owed.set(slot, [...(this.#owed.get(slot) ?? []), owed]);
   }
 
-  /** A (re)started worker is ready: hand it the purges its predecessor never applied. */
+  /** A (re)started worker opened its cache: hand it the purges its slot is owed. */
   #onHello(w: Worker, slot: number): void {
-    const owed = this.#owed.get(slot);
-    if (!owed) return;
-    this.#owed.delete(slot);
-    this.#log.info({ worker: slot, purges: owed.length }, 'replaying purges a dead worker had missed');
-    for (const op of owed) w.send({ verge: 'relay-op', rid: `replay-${slot}`, op } satisfies OpMsg);
+    this.#ready.set(slot, w);
+    const owed = this.#owed.get(slot) ?? [];
+    if (owed.length > 0)
+      this.#log.info(
+        { worker: slot, purges: owed.length },
+        'replaying purges a restarting worker had missed',
+      );
+    w.send({ verge: 'relay-owed', ops: owed.map((o) => o.op) } satisfies OwedMsg);
+  }
+
+  #onOwedDone(msg: OwedDoneMsg): void {
+    const owed = this.#owed.get(msg.slot) ?? [];
+    const done = owed.slice(0, msg.count);
+    const left = owed.slice(msg.count);
+    if (left.length > 0) this.#owed.set(msg.slot, left);
+    else this.#owed.delete(msg.slot);
+    // the workers that asked learn it is applied now (their purge job completes)
+    done.forEach((o, i) => {
+      this.#tellAsker(o, msg.slot, msg.results[i]);
+    });
+  }
+
+  #tellAsker(o: Owed, slot: number, result: unknown): void {
+    const w = o.asker === undefined ? undefined : this.#ready.get(o.asker);
+    if (w?.isConnected()) w.send({ verge: 'relay-late', rid: o.rid, slot, result } satisfies LateMsg);
   }
 
   #maybeAnswer(rid: string): void {
@@ -180,7 +277,8 @@ export class PrimaryRelay {
       verge: 'relay-answer',
       rid,
       results: p.results,
-      missing: p.missing,
+      missing: p.missing.sort((a, b) => a - b),
+      pending: p.pending.sort((a, b) => a - b),
     } satisfies AnswerMsg);
   }
 }
@@ -188,13 +286,19 @@ export class PrimaryRelay {
 /** Runs a relayed operation in this worker and returns its (JSON-serialisable) result. */
 export type RelayHandler = (op: RelayOp) => Promise<unknown>;
 
+/** How long a starting worker waits for the primary's list of owed purges. */
+const HELLO_TIMEOUT_MS = 10_000;
+
 /**
  * A worker's side. Created before the edge starts, so operations relayed while it is still
- * opening its cache are queued (an IPC message with no listener would be lost) and run once
- * serve() gives the handler.
+ * opening its cache are queued (an IPC message with no listener would be lost). catchUp() runs
+ * once the cache is open and before the edge listens: it takes the purge handler, applies what
+ * the slot is owed and what was queued, and from then on purges run as they arrive. serve() gives
+ * the handler for everything else (prefetch-job lookups) once the admin endpoint is up.
  */
 export class WorkerRelay {
   readonly slot: number;
+  #purge: RelayHandler | undefined;
   #handler: RelayHandler | undefined;
   readonly #queue: OpMsg[] = [];
   readonly #asks = new Map<
@@ -202,6 +306,12 @@ export class WorkerRelay {
     { resolve: (a: RelayAnswer) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
   >();
   #n = 0;
+  /** purges run one after another, in the order they arrived */
+  #purges: Promise<unknown> = Promise.resolve();
+  #owed: ((ops: RelayOp[]) => void) | undefined;
+  #hello: Promise<void> | undefined;
+  /** asks with slots still pending: told when each applied it (kept for an hour at most) */
+  readonly #late = new Map<string, (slot: number, result: unknown) => void>();
 
   constructor(slot: number) {
     this.slot = slot;
@@ -210,19 +320,89 @@ export class WorkerRelay {
     });
   }
 
-  /** Start running relayed operations (queued ones first) and tell the primary this worker is up. */
+  /**
+   * Before serving: apply the purges this slot is owed (its previous process died before it
+   * applied them) and those that arrived during start-up, then take purges as they come.
+   * Resolves when they are applied (or the primary did not answer within 10 s).
+   */
+  catchUp(purge: RelayHandler): Promise<void> {
+    this.#purge = purge;
+    this.#hello ??= (async () => {
+      const owed = await new Promise<RelayOp[]>((resolve) => {
+        const timer = setTimeout(() => {
+          this.#owed = undefined;
+          resolve([]);
+        }, HELLO_TIMEOUT_MS);
+        this.#owed = (ops) => {
+          clearTimeout(timer);
+          this.#owed = undefined;
+          resolve(ops);
+        };
+        if (!this.#send({ verge: 'relay-hello', slot: this.slot } satisfies HelloMsg)) this.#owed([]);
+      });
+      const results: unknown[] = [];
+      for (const op of owed)
+        results.push(
+          await this.#serial(op).catch((err: unknown) => ({
+            error: err instanceof Error ? err.message : String(err),
+          })),
+        );
+      if (owed.length > 0)
+        this.#send({
+          verge: 'relay-owed-done',
+          slot: this.slot,
+          count: owed.length,
+          results,
+        } satisfies OwedDoneMsg);
+      this.#drainQueue();
+    })();
+    return this.#hello;
+  }
+
+  /** Start running relayed operations (queued ones first); says hello if catchUp() did not. */
   serve(handler: RelayHandler): void {
     this.#handler = handler;
-    for (const m of this.#queue.splice(0)) this.#run(m);
-    this.#send({ verge: 'relay-hello', slot: this.slot } satisfies HelloMsg);
+    if (!this.#hello) void this.catchUp(handler);
+    else this.#drainQueue();
+  }
+
+  #drainQueue(): void {
+    const keep: OpMsg[] = [];
+    for (const m of this.#queue.splice(0)) {
+      if (this.#runnable(m.op)) this.#run(m);
+      else keep.push(m);
+    }
+    this.#queue.push(...keep);
+  }
+
+  #runnable(op: RelayOp): boolean {
+    return op.kind === 'purge' ? (this.#purge ?? this.#handler) !== undefined : this.#handler !== undefined;
+  }
+
+  /** Purges one at a time: the disk store logs each before applying it. */
+  #serial(op: RelayOp): Promise<unknown> {
+    const handler = op.kind === 'purge' ? (this.#purge ?? this.#handler) : this.#handler;
+    const next = this.#purges.then(() => handler!(op));
+    this.#purges = next.catch(() => undefined);
+    return next;
   }
 
   /**
    * Ask other workers (every other one, or one slot) to run `op`. Resolves with their answers
    * after all answered or `timeoutMs` passed; rejects only when the primary itself is silent.
+   * `onLate` hears from each slot the answer listed as pending, once it applied the purge.
    */
-  ask(to: 'others' | number, op: RelayOp, timeoutMs: number): Promise<RelayAnswer> {
+  ask(
+    to: 'others' | number,
+    op: RelayOp,
+    timeoutMs: number,
+    onLate?: (slot: number, result: unknown) => void,
+  ): Promise<RelayAnswer> {
     const rid = `${this.slot}-${++this.#n}`;
+    if (onLate) {
+      this.#late.set(rid, onLate);
+      setTimeout(() => this.#late.delete(rid), 3600_000).unref();
+    }
     return new Promise((resolve, reject) => {
       // the primary answers at timeoutMs at the latest; a grace second covers the IPC round trip
       const timer = setTimeout(() => {
@@ -246,21 +426,28 @@ export class WorkerRelay {
 
   #onMessage(msg: RelayMsg): void {
     if (msg.verge === 'relay-op') {
-      if (this.#handler) this.#run(msg);
+      // before catchUp() (cache not open) or a job lookup before serve(): keep it for later
+      if (this.#runnable(msg.op) && this.#hello) this.#run(msg);
       else this.#queue.push(msg);
+    } else if (msg.verge === 'relay-owed') {
+      this.#owed?.(msg.ops);
+    } else if (msg.verge === 'relay-late') {
+      this.#late.get(msg.rid)?.(msg.slot, msg.result);
     } else if (msg.verge === 'relay-answer') {
       const a = this.#asks.get(msg.rid);
       if (!a) return;
       clearTimeout(a.timer);
       this.#asks.delete(msg.rid);
-      a.resolve({ results: msg.results, missing: msg.missing });
+      // nothing pending: no late news will come
+      if (!msg.pending?.length) this.#late.delete(msg.rid);
+      a.resolve({ results: msg.results, missing: msg.missing, pending: msg.pending ?? [] });
     }
   }
 
   #run(msg: OpMsg): void {
-    const handler = this.#handler!;
-    handler(msg.op).then(
-      (result) => this.#send({ verge: 'relay-op-result', rid: msg.rid, slot: this.slot, result }),
+    const result = msg.op.kind === 'purge' ? this.#serial(msg.op) : this.#handler!(msg.op);
+    result.then(
+      (r) => this.#send({ verge: 'relay-op-result', rid: msg.rid, slot: this.slot, result: r }),
       // an answer all the same, so the asker is not left waiting for the deadline
       (err: unknown) =>
         this.#send({
@@ -271,4 +458,15 @@ export class WorkerRelay {
         }),
     );
   }
+}
+
+/** What a worker does with a relayed purge: apply it to its own cache, one count per selector. */
+export async function applyPurgeOp(edge: { cache: EdgeCache | undefined }, op: RelayOp): Promise<number[]> {
+  if (op.kind !== 'purge') throw new Error(`not a purge: ${op.kind}`);
+  const cache = edge.cache;
+  if (!cache) throw new Error('the edge cache is not open yet');
+  const out: number[] = [];
+  // one after the other: the disk store logs each purge durably before applying it
+  for (const s of op.selectors) out.push(await cache.store.purge(s, op.mode));
+  return out;
 }

@@ -30,6 +30,11 @@ export interface EdgeOptions {
   accessLog: AccessLog;
   /** ACME HTTP-01: the key authorization for a challenge token, when the control plane set one */
   challenge?: (token: string) => string | undefined;
+  /**
+   * Runs in start() once the cache is open and before anything listens: a restarted cluster
+   * worker applies the purges it missed here, before it can serve from its disk tier.
+   */
+  beforeListen?: (edge: Edge) => Promise<void>;
 }
 
 export interface ListenAddress {
@@ -58,6 +63,7 @@ export class Edge {
   readonly #health = new HealthTable();
   readonly #log: Logger;
   readonly #challenge: ((token: string) => string | undefined) | undefined;
+  readonly #beforeListen: EdgeOptions['beforeListen'];
   #expiryTimer: NodeJS.Timeout | undefined;
   readonly #accessLog: AccessLog;
   readonly #httpServers: http.Server[] = [];
@@ -80,6 +86,7 @@ export class Edge {
     this.#log = opts.logger;
     this.#accessLog = opts.accessLog;
     this.#challenge = opts.challenge;
+    this.#beforeListen = opts.beforeListen;
     this.#runtime = new Runtime(config, this.#pools, this.#health);
     this.#ws = new WebSocketProxy({
       runtime: () => this.#runtime,
@@ -141,6 +148,7 @@ export class Edge {
     // A cache directory that cannot be used stops the start with an error naming it.
     this.#cache = await EdgeCache.open(cfg);
     this.#metrics.useStore(this.#cache.store);
+    await this.#beforeListen?.(this);
     this.#metrics.useCertificates(() => certificateExpiries(this.#runtime));
     this.#warnExpiring();
     this.#expiryTimer = setInterval(() => this.#warnExpiring(), 12 * 3600 * 1000);

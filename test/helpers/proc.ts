@@ -2,6 +2,8 @@
 // an operator does: a YAML file the test writes into a fresh temp dir, loopback listeners on ports
 // the kernel picks (127.0.0.1:0, read back from the "edge listening" log line, so no port race),
 // the access log in a file. Signals, exit, logs and memory are observed from outside the process.
+// The process started is Verge's supervising primary (signals go to it); the edge serves from its
+// worker process(es), whose pids the "edge listening" lines give (workerPid).
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,7 +27,10 @@ export interface ExitInfo {
 
 export interface EdgeProc {
   child: ChildProcess;
+  /** the primary's pid: the one to signal */
   pid: number;
+  /** the pid of the serving (worker) process that logged "edge listening" last */
+  workerPid(): number;
   /** temp dir holding the config file, the files the test wrote and the access log */
   dir: string;
   configFile: string;
@@ -50,9 +55,9 @@ export interface EdgeProc {
   waitForExit(timeoutMs: number): Promise<ExitInfo>;
   /** access-log records written so far (the log is buffered: complete after exit) */
   accessLog(): Record<string, unknown>[];
-  /** a field of /proc/<pid>/status in bytes, e.g. VmHWM (peak RSS) or VmRSS */
+  /** a field of the serving process's /proc/<pid>/status in bytes, e.g. VmHWM (peak RSS) or VmRSS */
   memory(field?: 'VmHWM' | 'VmRSS'): number;
-  /** kill (SIGKILL) if still running and remove `dir`; safe to call twice */
+  /** kill (SIGKILL, the primary and its workers) if still running and remove `dir`; safe to call twice */
   kill(): Promise<void>;
   /**
    * kill -9 without cleaning up, as a crash or the OOM killer would: SIGKILL to the process (with
@@ -80,7 +85,8 @@ export interface EdgeProcOptions {
   importConfig?: boolean;
   /**
    * Start Verge in its own process group, so crash() and kill() reach every process of it at once
-   * (a supervisor and its workers, as `systemctl kill -s KILL` would). Default false.
+   * (the supervising primary and its workers, as `systemctl kill -s KILL` would). Default true:
+   * `verge serve` is always a primary with children; false signals the primary alone.
    */
   group?: boolean;
   /** a command to run Verge under, e.g. ['strace', '-f', ...]: argv becomes wrap + node CLI ... */
@@ -140,15 +146,16 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
       throw new Error(`verge config import failed (${imp.status}):\n${imp.stderr}`);
     }
   }
+  const group = opts.group ?? true;
   const serveArgs = opts.dataDir ? ['serve', '--data', opts.dataDir] : ['serve', '--config', configFile];
   const argv = [...(opts.wrap ?? []), process.execPath, CLI, ...serveArgs];
   const child = spawn(argv[0]!, argv.slice(1), {
     cwd: dir,
     env: { ...process.env, VERGE_HOME: dir, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
-    detached: opts.group === true,
+    detached: group,
   });
-  killAtExit(child, { group: opts.group === true });
+  killAtExit(child, { group });
   let stderr = '';
   let stdout = '';
   const logs: LogLine[] = [];
@@ -209,7 +216,7 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
   };
 
   const sigkill = () => {
-    if (!(opts.group && child.pid !== undefined && killGroup(child.pid, 'SIGKILL'))) child.kill('SIGKILL');
+    if (!(group && child.pid !== undefined && killGroup(child.pid, 'SIGKILL'))) child.kill('SIGKILL');
   };
   let killed: Promise<void> | undefined;
   const kill = (): Promise<void> => {
@@ -217,7 +224,7 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
       if (!exit) {
         sigkill();
         await exited;
-      } else if (opts.group && child.pid !== undefined) {
+      } else if (group && child.pid !== undefined) {
         killGroup(child.pid, 'SIGKILL'); // what the leader left behind
       }
       rmSync(dir, { recursive: true, force: true });
@@ -250,9 +257,14 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
     admin: `127.0.0.1:${adminPort}`,
   };
 
+  const workerPid = () => {
+    const last = logs.filter((l) => l.msg === 'edge listening').at(-1);
+    return Number(last?.['workerPid'] ?? child.pid);
+  };
   return {
     child,
     pid: child.pid!,
+    workerPid,
     dir,
     configFile,
     accessLogFile,
@@ -294,9 +306,10 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
         .map((l) => JSON.parse(l) as Record<string, unknown>);
     },
     memory(field = 'VmHWM') {
-      const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+      const pid = workerPid();
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
       const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
-      if (!m) throw new Error(`no ${field} in /proc/${child.pid}/status`);
+      if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
       return Number(m[1]) * 1024;
     },
     kill,
