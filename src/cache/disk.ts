@@ -47,6 +47,7 @@
  */
 import { hash } from 'node:crypto';
 import {
+  chmodSync,
   closeSync,
   type Dirent,
   write as fsWrite,
@@ -97,6 +98,25 @@ const SMALL_FILE = 128 * 1024;
 const MARKER = 'VERGE-CACHE';
 const MARKER_TEXT = `verge cache v${VERSION}\n`;
 
+/**
+ * Cache folders: the owner only. Cached responses can be private to a site's visitors in ways the
+ * cache cannot know, so no other user of the machine may list or read them.
+ */
+export const DIR_MODE = 0o700;
+/** Cache files (objects, marker, purge log): the owner only. */
+export const FILE_MODE = 0o600;
+
+/**
+ * A folder made by an older version (or by hand) is tightened to the mode Verge creates it with. Best effort: a directory owned by another user (a shared setup) stays as it is.
+ */
+function tighten(path: string): void {
+  try {
+    chmodSync(path, DIR_MODE);
+  } catch {
+    // not the owner (EPERM): its owner chose the mode
+  }
+}
+
 /** Disk store settings (only `dir` is required; defaults beside each). */
 export interface DiskStoreOptions {
   /** The cache directory. Created when missing; must be empty or a Verge cache directory. */
@@ -109,7 +129,7 @@ export interface DiskStoreOptions {
   now?: () => number;
   /**
    * Test seam: opens a temp file for writing, returning a file descriptor. Default
-   * `fs.openSync(path, 'wx')`. The ENOSPC test opens /dev/full instead, which fails every write
+   * `fs.openSync(path, 'wx', 0o600)`. The ENOSPC test opens /dev/full instead, which fails every write
    * with a real ENOSPC from the kernel.
    */
   openTemp?: (path: string) => number;
@@ -332,7 +352,7 @@ export class DiskStore implements CacheStore {
     const maxBytes = opts.maxBytes ?? 10 * 1024 ** 3;
     this.maxObjectSize = Math.min(opts.maxObjectSize ?? Math.min(1024 ** 3, maxBytes / 2), maxBytes);
     this.#now = opts.now ?? Date.now;
-    this.#openTemp = opts.openTemp ?? ((p) => openSync(p, 'wx'));
+    this.#openTemp = opts.openTemp ?? ((p) => openSync(p, 'wx', FILE_MODE));
     this.#stats = emptyStats(maxBytes);
     this.#log = log;
     this.#seq = seq;
@@ -356,7 +376,8 @@ export class DiskStore implements CacheStore {
       ms: 0,
     };
     try {
-      mkdirSync(dir, { recursive: true });
+      mkdirSync(dir, { recursive: true, mode: DIR_MODE });
+      tighten(dir);
     } catch (e) {
       throw unusable(dir, 'mkdir', dir, e);
     }
@@ -376,7 +397,7 @@ export class DiskStore implements CacheStore {
         );
       }
       try {
-        writeFileSync(marker, MARKER_TEXT);
+        writeFileSync(marker, MARKER_TEXT, { mode: FILE_MODE });
       } catch (e) {
         throw unusable(dir, 'write', marker, e);
       }
@@ -400,12 +421,15 @@ export class DiskStore implements CacheStore {
       throw unusable(dir, 'rm', tmp, e);
     }
     try {
-      mkdirSync(tmp);
+      mkdirSync(tmp, { mode: DIR_MODE });
       const probe = join(tmp, 'probe');
-      writeFileSync(probe, 'ok');
+      writeFileSync(probe, 'ok', { mode: FILE_MODE });
       unlinkSync(probe);
-      for (let i = 0; i < 256; i++)
-        mkdirSync(join(dir, i.toString(16).padStart(2, '0')), { recursive: true });
+      for (let i = 0; i < 256; i++) {
+        const sub = join(dir, i.toString(16).padStart(2, '0'));
+        mkdirSync(sub, { recursive: true, mode: DIR_MODE });
+        tighten(sub);
+      }
     } catch (e) {
       throw unusable(dir, 'write', tmp, e);
     }
@@ -932,7 +956,7 @@ export class DiskStore implements CacheStore {
     const src = await open(this.pathOf(key), 'r');
     let dst: FileHandle | undefined;
     try {
-      dst = await open(tmpPath, 'wx');
+      dst = await open(tmpPath, 'wx', FILE_MODE);
       await writeAll(dst, encodeHeader(h, pad)!, 0);
       const total = p.fileSize - p.bodyOffset;
       const buf = Buffer.allocUnsafe(BLOCK);

@@ -155,7 +155,8 @@ export class PurgeLog {
       }
     }
     const log = new PurgeLog(file, entries);
-    log.#fh = await open(file, 'a');
+    // owner only, like every file of the cache (src/cache/disk.ts FILE_MODE)
+    log.#fh = await open(file, 'a', 0o600);
     return log;
   }
 
@@ -200,10 +201,10 @@ export class PurgeLog {
     await this.#chain;
     await this.#fh?.close();
     const tmp = `${this.file}.tmp`;
-    await writeFile(tmp, '');
+    await writeFile(tmp, '', { mode: 0o600 });
     await rename(tmp, this.file);
     this.#entries = [];
-    this.#fh = await open(this.file, 'a');
+    this.#fh = await open(this.file, 'a', 0o600);
   }
 
   async close(): Promise<void> {
