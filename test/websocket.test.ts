@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { ConnectionOptions } from 'node:tls';
 import { Agent, WebSocket } from 'undici';
+import { requestsInFlight } from '../src/edge/lifecycle.js';
 import { request, startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
 import { expectError, freePort, type LogRecord } from './helpers/origins.js';
 import { leafFor, selfSignedFor, testCa } from './helpers/pki.js';
@@ -239,6 +240,8 @@ describe('WebSocket over HTTP/1.1', () => {
     assert.ok(rec.websocket.out >= 9 + 4, `bytes out ${rec.websocket.out}`);
     assert.ok(rec.websocket.ms >= 0);
     assert.equal(edge.records.filter((r) => r['id'] === id).length, 1, 'exactly one line per session');
+    // an ended session is no longer counted as a request in flight (a crash report would name it)
+    assert.ok(![...requestsInFlight].some((r) => r.id === id), 'the session left the requests in flight');
   });
 
   test('the 101 and the origin request: forwarding headers as a pull, hop-by-hop removed, never cached', async () => {
@@ -847,6 +850,11 @@ describe('WebSocket over HTTP/2 (RFC 8441 extended CONNECT)', () => {
     assert.equal(rec.http, '2.0');
     assert.equal(rec.status, 200);
     assert.equal(rec.websocket.closedBy, 'visitor');
+    assert.equal(
+      (rec as unknown as { client: string }).client,
+      '127.0.0.1',
+      'the visitor address, over HTTP/2 too',
+    );
     session.close();
   });
 

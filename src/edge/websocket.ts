@@ -24,9 +24,13 @@ import { connectOrigin } from '../origin/connector.js';
 import type { Attempt } from '../origin/pull.js';
 import { sendError } from './error-page.js';
 import { forwardHeaders, responseHeaders } from './handler.js';
-import type { RequestContext, VisitorRequest, VisitorResponse } from './lifecycle.js';
+import {
+  type RequestContext,
+  requestsInFlight,
+  type VisitorRequest,
+  type VisitorResponse,
+} from './lifecycle.js';
 import type { EdgeMetrics } from './metrics.js';
-import { clientIp } from './peer.js';
 import type { CompiledSite, Runtime } from './runtime.js';
 
 /** RFC 6455 section 1.3: the GUID appended to Sec-WebSocket-Key for Sec-WebSocket-Accept. */
@@ -376,6 +380,8 @@ export class WebSocketProxy {
   /** One access-log line per session, when it closes. */
   #logSession(s: Session): void {
     const ctx = s.ctx;
+    // an upgraded HTTP/1.1 response never emits 'close': the session's end is the request's
+    requestsInFlight.delete(ctx);
     this.#deps.metrics?.record(ctx.site?.name ?? null, undefined, ctx.status, s.bytesOut, undefined);
     if (!this.#deps.accessLog.active) return;
     const last = ctx.attempts.at(-1);
@@ -386,7 +392,8 @@ export class WebSocketProxy {
       id: ctx.id,
       site: ctx.site?.name ?? null,
       host: ctx.host,
-      client: clientIp(ctx.req),
+      // read when the request arrived: an RFC 8441 stream that closed no longer leads to it
+      client: ctx.client,
       scheme: ctx.scheme,
       http: ctx.httpVersion,
       method: ctx.req.method,
