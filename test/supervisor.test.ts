@@ -113,6 +113,36 @@ test('file mode, edge.workers 1: kill -9 the serving process and a new one serve
   assert.equal((await p.waitForExit(20_000)).code, 0);
 });
 
+/** The error a new TCP connection to `port` gets within 2 s ("connected" when none). */
+function connectOutcome(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, '127.0.0.1');
+    const timer = setTimeout(() => {
+      sock.destroy();
+      resolve('connected, then nothing');
+    }, 2000);
+    sock.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      resolve(e.code ?? e.message);
+    });
+  });
+}
+
+test('a draining child refuses new visitors at once, whatever its primary is doing', async (t) => {
+  const { p } = await fileModeEdge(t);
+  const worker = p.workerPid();
+  // The primary cannot act (stopped): a copy of the listening socket kept there would go on
+  // accepting connections into its backlog after the child closed its own.
+  process.kill(p.pid, 'SIGSTOP');
+  try {
+    process.kill(worker, 'SIGTERM');
+    await p.waitForLog((l) => l.msg === 'draining');
+    assert.equal(await connectOutcome(p.httpPort), 'ECONNREFUSED');
+  } finally {
+    process.kill(p.pid, 'SIGCONT');
+  }
+});
+
 test('a request that crashes the serving process: the primary logs the stack and the request ids in flight; crash loops back off', async (t) => {
   // the origin holds /slow for a while so that request is in flight when the crash comes
   const origin = await httpOrigin((req, res) => {

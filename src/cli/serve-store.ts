@@ -113,7 +113,13 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
   // the last requests' records, for `verge trace` and GET /api/v1/requests/:id
   const requests = new RequestLog();
   requests.attach(accessLog);
-  const edge = new Edge(config, { logger: log, accessLog, challenge: source.challenge });
+  // one edge process: it owns its listeners (see EdgeOptions.exclusiveListen)
+  const edge = new Edge(config, {
+    logger: log,
+    accessLog,
+    challenge: source.challenge,
+    exclusiveListen: true,
+  });
   edge.metrics.useProcess(() => ({
     restarts: child.restarts(),
     accessLogDropped: accessLog.dropped,

@@ -215,6 +215,8 @@ async function serveChild(
   const edge = new Edge(config, {
     logger: log,
     accessLog,
+    // the only worker owns its listeners: after a drain closes them, new visitors are refused
+    exclusiveListen: workers === 1,
     // a restarted worker applies the purges it missed before it serves from its disk tier
     ...(relay ? { beforeListen: (e: Edge) => relay.catchUp((op) => applyPurgeOp(e, op)) } : {}),
   });

@@ -35,6 +35,12 @@ export interface EdgeOptions {
    * worker applies the purges it missed here, before it can serve from its disk tier.
    */
   beforeListen?: (edge: Edge) => Promise<void>;
+  /**
+   * Bind the visitor listeners in this process even in a cluster worker (the only worker of its
+   * primary): node:cluster would otherwise keep a copy of each socket in the primary, which goes
+   * on queueing new connections after a drain closed ours, so they are reset instead of refused.
+   */
+  exclusiveListen?: boolean;
 }
 
 export interface ListenAddress {
@@ -64,6 +70,7 @@ export class Edge {
   readonly #log: Logger;
   readonly #challenge: ((token: string) => string | undefined) | undefined;
   readonly #beforeListen: EdgeOptions['beforeListen'];
+  readonly #exclusive: boolean;
   #expiryTimer: NodeJS.Timeout | undefined;
   readonly #accessLog: AccessLog;
   readonly #httpServers: http.Server[] = [];
@@ -87,6 +94,7 @@ export class Edge {
     this.#accessLog = opts.accessLog;
     this.#challenge = opts.challenge;
     this.#beforeListen = opts.beforeListen;
+    this.#exclusive = opts.exclusiveListen === true;
     this.#runtime = new Runtime(config, this.#pools, this.#health);
     this.#ws = new WebSocketProxy({
       runtime: () => this.#runtime,
@@ -186,7 +194,7 @@ export class Edge {
       this.#setupH1(server);
       server.on('upgrade', this.#ws.upgradeListener(httpHandler));
       this.#httpServers.push(server);
-      await listen(server, parseListen(addr));
+      await listen(server, parseListen(addr), this.#exclusive);
     }
 
     if (cfg.edge.https.listen.length > 0) {
@@ -236,7 +244,7 @@ export class Edge {
           else socket.destroy();
         });
         this.#tlsListeners.push(l);
-        await listen(l, parseListen(addr));
+        await listen(l, parseListen(addr), this.#exclusive);
       }
     }
     this.#useBoundHttpsPort(this.#runtime);
@@ -583,10 +591,10 @@ export class Edge {
   }
 }
 
-function listen(server: Listener, addr: ListenAddress): Promise<void> {
+function listen(server: Listener, addr: ListenAddress, exclusive: boolean): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ port: addr.port, host: addr.host, backlog: 1024 }, () => {
+    server.listen({ port: addr.port, host: addr.host, backlog: 1024, exclusive }, () => {
       server.removeListener('error', reject);
       resolve();
     });
