@@ -108,7 +108,7 @@ async function verifiesFor(cert: CertRecord, root: string, name: string): Promis
   }
 }
 
-describe('ACME manager against pebble', { timeout: 60_000 }, () => {
+describe('ACME manager against pebble', { timeout: 180_000 }, () => {
   let dir: string;
   let store: SqliteStore;
   let pebble: Pebble;

@@ -390,7 +390,7 @@ test('demo mode: no arguments, prints the URLs and the curl --cacert hint that w
       }),
       exited.then(() => false),
       new Promise<boolean>((_, reject) =>
-        setTimeout(() => reject(new Error(`demo did not start:\n${stderr}`)), 20_000).unref(),
+        setTimeout(() => reject(new Error(`demo did not start:\n${stderr}`)), 60_000).unref(),
       ),
     ]);
     if (!started) {

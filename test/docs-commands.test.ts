@@ -210,7 +210,7 @@ function startUntil(argv: string[], inst: Instance, ready: RegExp): Promise<Chil
     killAtExit(child);
     children.push(child);
     let seen = '';
-    const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} did not start:\n${seen}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} did not start:\n${seen}`)), 60_000);
     const on = (s: string) => {
       seen += s;
       if (ready.test(seen)) {

@@ -387,7 +387,7 @@ describe('durability', () => {
   test('a corrupt store file stops the start with a message naming the file, never an empty config', async () => {
     const dataDir = tempDir();
     writeFileSync(join(dataDir, 'verge.db'), Buffer.alloc(8192, 0x5a));
-    const r = await runCli(['serve', '--data', dataDir], { timeoutMs: 15_000 });
+    const r = await runCli(['serve', '--data', dataDir], { timeoutMs: 45_000 });
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,

@@ -15,7 +15,8 @@ import { killAtExit, killGroup } from './children.js';
 /** The compiled CLI entry point (this file runs from dist/test/helpers/). */
 export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
-const START_TIMEOUT_MS = 20_000;
+// generous: `verge serve` starts a primary and then its child, on a machine shared with other tests
+const START_TIMEOUT_MS = 60_000;
 
 /** A pino line from the child's stderr. */
 export type LogLine = Record<string, unknown> & { msg?: string; level?: number };
