@@ -218,6 +218,54 @@ describe('sqlite store: refusing files it cannot trust', () => {
     assertOpenError(newer, /newer Verge/);
   });
 
+  test('a schema 1 store (one log entry per revision) is migrated on open, its log intact', async () => {
+    const file = join(tempDir(), 'verge.db');
+    const db = new Database(file);
+    db.exec(`
+      CREATE TABLE schema_version (version INTEGER NOT NULL);
+      INSERT INTO schema_version (version) VALUES (1);
+      CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+      INSERT INTO meta (name, value) VALUES ('revision', 3), ('compacted_below', 2);
+      CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision INTEGER NOT NULL) WITHOUT ROWID;
+      INSERT INTO kv VALUES ('sites/a', '{"v":1}', 2);
+      CREATE TABLE log (
+        revision INTEGER PRIMARY KEY,
+        type TEXT NOT NULL CHECK (type IN ('put', 'delete', 'append')),
+        key TEXT NOT NULL,
+        value TEXT
+      );
+      INSERT INTO log VALUES (2, 'put', 'sites/a', '{"v":1}'), (3, 'append', 'purges/3', '{"all":true}');
+    `);
+    db.close();
+    const s = openSqliteStore({ file });
+    try {
+      assert.deepEqual(await s.changes(1), [
+        { type: 'put', revision: 2, key: 'sites/a', value: { v: 1 } },
+        { type: 'append', revision: 3, key: 'purges/3', kind: 'purges', value: { all: true } },
+      ]);
+      const rev = await s.txn([
+        { type: 'put', key: 'sites/b', value: 2 },
+        { type: 'delete', key: 'sites/a' },
+      ]);
+      assert.equal(rev, 4);
+      assert.deepEqual(
+        (await s.changes(3)).map((c) => [c.revision, c.type, c.key]),
+        [
+          [4, 'put', 'sites/b'],
+          [4, 'delete', 'sites/a'],
+        ],
+      );
+    } finally {
+      await s.close();
+    }
+    const check = new Database(file, { readonly: true });
+    assert.equal(
+      (check.prepare('SELECT version FROM schema_version').get() as { version: number }).version,
+      2,
+    );
+    check.close();
+  });
+
   // Tests run as root (as CI does), for whom file modes stop nothing: the store is opened by a
   // child process that drops to `nobody` first, so the kernel's EACCES / EPERM are real. Run as
   // another user, the child keeps that user (already unprivileged) and the case that needs a file
@@ -610,7 +658,7 @@ describe('sqlite store: the exact words of each refusal', () => {
     db2.close();
     assert.equal(
       refusal(newer),
-      `cannot open store file ${newer}: it was written by a newer Verge (store schema 99; this version knows 1). Upgrade Verge, or restore a backup made by this version.`,
+      `cannot open store file ${newer}: it was written by a newer Verge (store schema 99; this version knows 2). Upgrade Verge, or restore a backup made by this version.`,
     );
     const empty = join(dir, 'empty.db');
     openSqliteStore({ file: empty }).close();

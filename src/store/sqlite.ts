@@ -4,11 +4,13 @@
  * SQLite's locking serialises the writers, and watch() notices other processes' commits by
  * polling (see watch below).
  *
- * Schema (version 1):
- *   schema_version(version)            one row; a newer version than we know refuses to open
- *   meta(name, value)                  'revision' (last revision given out), 'compacted_below'
- *   kv(key, value, revision)           the current documents; value is JSON text
- *   log(revision, type, key, value)    the append-only log; value is JSON text or NULL (delete)
+ * Schema (version 2):
+ *   schema_version(version)              one row; a newer version than we know refuses to open
+ *   meta(name, value)                    'revision' (last revision given out), 'compacted_below'
+ *   kv(key, value, revision)             the current documents; value is JSON text
+ *   log(seq, revision, type, key, value) the append-only log, in seq order; value is JSON text or
+ *                                        NULL (delete); the ops of one txn() share a revision
+ * Version 1 had log(revision PRIMARY KEY, ...), one entry per revision; it is migrated on open.
  */
 import { chmodSync, closeSync, openSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -25,11 +27,12 @@ import {
   StoreError,
   StoreGapError,
   StoreOpenError,
+  type TxnOp,
   type WatchErrorHandler,
   type WriteOptions,
 } from './types.js';
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 export interface SqliteStoreOptions {
   /** the store file; created (mode 0600) when missing, its directory must exist */
@@ -113,9 +116,7 @@ export class SqliteStore implements ConfigStore {
       ),
       delKv: this.db.prepare('DELETE FROM kv WHERE key = ?'),
       insertLog: this.db.prepare('INSERT INTO log (revision, type, key, value) VALUES (?, ?, ?, ?)'),
-      logAfter: this.db.prepare(
-        'SELECT revision, type, key, value FROM log WHERE revision > ? ORDER BY revision',
-      ),
+      logAfter: this.db.prepare('SELECT revision, type, key, value FROM log WHERE revision > ? ORDER BY seq'),
       all: this.db.prepare('SELECT key, value, revision FROM kv ORDER BY key'),
       prefixed: this.db.prepare(
         'SELECT key, value, revision FROM kv WHERE substr(key, 1, ?) = ? ORDER BY key',
@@ -157,56 +158,88 @@ export class SqliteStore implements ConfigStore {
   }
 
   async put(key: string, value: JsonValue, opts: WriteOptions = {}): Promise<number> {
-    this.assertOpen();
-    checkKey(this.location, key);
-    const text = toJson(this.location, key, value);
-    const rev = this.write(() => {
-      const current = this.stmts.getKv.get(key)?.revision ?? 0;
-      checkCas(this.location, key, opts.ifRevision, current);
-      const next = this.meta('revision') + 1;
-      this.stmts.putKv.run(key, text, next);
-      this.stmts.insertLog.run(next, 'put', key, text);
-      this.stmts.setMeta.run('revision', next);
-      return next;
-    }, key);
-    this.notify();
-    return rev;
+    return (await this.txn([{ type: 'put', key, value, ...opts }]))!;
   }
 
   async delete(key: string, opts: WriteOptions = {}): Promise<number | undefined> {
+    return this.txn([{ type: 'delete', key, ...opts }]);
+  }
+
+  async append(kind: string, value: JsonValue): Promise<number> {
+    return (await this.txn([{ type: 'append', kind, value }]))!;
+  }
+
+  /**
+   * Every op checked (keys, kinds, JSON) before the write lock is taken, then one IMMEDIATE
+   * transaction: compare-and-set against the current rows, the kv rows, the log entries and the
+   * revision counter commit together or not at all (SQLite's journal makes a kill -9 mid-commit
+   * roll back to the state before it).
+   */
+  async txn(ops: readonly TxnOp[]): Promise<number | undefined> {
     this.assertOpen();
-    checkKey(this.location, key);
-    const rev = this.write(() => {
-      const current = this.stmts.getKv.get(key)?.revision ?? 0;
-      checkCas(this.location, key, opts.ifRevision, current);
-      if (current === 0) return undefined;
-      const next = this.meta('revision') + 1;
-      this.stmts.delKv.run(key);
-      this.stmts.insertLog.run(next, 'delete', key, null);
-      this.stmts.setMeta.run('revision', next);
-      return next;
-    }, key);
+    const prepared = this.prepare(ops);
+    const first = prepared.find((p) => p.key !== undefined)?.key;
+    const rev = this.write(
+      () => {
+        for (const p of prepared) {
+          if (p.op.type === 'append') continue;
+          p.current = this.stmts.getKv.get(p.op.key)?.revision ?? 0;
+          checkCas(this.location, p.op.key, p.op.ifRevision, p.current);
+        }
+        const writes = prepared.filter((p) => p.op.type !== 'delete' || p.current !== 0);
+        if (writes.length === 0) return undefined;
+        const next = this.meta('revision') + 1;
+        for (const { op, text } of writes) {
+          if (op.type === 'put') {
+            this.stmts.putKv.run(op.key, text!, next);
+            this.stmts.insertLog.run(next, 'put', op.key, text!);
+          } else if (op.type === 'delete') {
+            this.stmts.delKv.run(op.key);
+            this.stmts.insertLog.run(next, 'delete', op.key, null);
+          } else this.stmts.insertLog.run(next, 'append', `${op.kind}/${next}`, text!);
+        }
+        this.stmts.setMeta.run('revision', next);
+        return next;
+      },
+      prepared.length === 1 ? first : undefined,
+    );
     if (rev !== undefined) this.notify();
     return rev;
   }
 
-  async append(kind: string, value: JsonValue): Promise<number> {
-    this.assertOpen();
-    if (!/^[A-Za-z0-9_.-]+$/.test(kind)) {
-      throw new StoreError(
-        `invalid log record kind ${JSON.stringify(kind)} for store ${this.location}: use letters, digits, '.', '_' or '-'`,
-        this.location,
-      );
-    }
-    const text = toJson(this.location, `${kind}/…`, value);
-    const rev = this.write(() => {
-      const next = this.meta('revision') + 1;
-      this.stmts.insertLog.run(next, 'append', `${kind}/${next}`, text);
-      this.stmts.setMeta.run('revision', next);
-      return next;
-    }, `${kind}/…`);
-    this.notify();
-    return rev;
+  /** Checks every op of a transaction before anything is written; the JSON text of each value. */
+  private prepare(ops: readonly TxnOp[]): Array<{ op: TxnOp; key?: string; text?: string; current: number }> {
+    const keys = new Set<string>();
+    return ops.map((op) => {
+      if (op.type === 'append') {
+        if (!/^[A-Za-z0-9_.-]+$/.test(op.kind)) {
+          throw new StoreError(
+            `invalid log record kind ${JSON.stringify(op.kind)} for store ${this.location}: use letters, digits, '.', '_' or '-'`,
+            this.location,
+          );
+        }
+        // its key is `${kind}/${revision}`: two of one kind in one revision would share it
+        if (keys.has(`${op.kind}/…`))
+          throw new StoreError(
+            `two "${op.kind}" records in one transaction on store ${this.location}: append them in separate writes`,
+            this.location,
+          );
+        keys.add(`${op.kind}/…`);
+        return { op, text: toJson(this.location, `${op.kind}/…`, op.value), current: 0 };
+      }
+      checkKey(this.location, op.key);
+      if (keys.has(op.key))
+        throw new StoreError(
+          `"${op.key}" appears twice in one transaction on store ${this.location}: write each key once`,
+          this.location,
+          op.key,
+        );
+      keys.add(op.key);
+      if (op.ifRevision !== undefined) checkRevision(this.location, op.ifRevision);
+      return op.type === 'put'
+        ? { op, key: op.key, text: toJson(this.location, op.key, op.value), current: 0 }
+        : { op, key: op.key, current: 0 };
+    });
   }
 
   async changes(fromRevision: number): Promise<Change[]> {
@@ -356,10 +389,13 @@ export class SqliteStore implements ConfigStore {
         w.again = false;
         if (w.stopped || this.closed) return;
         const batch = this.readChanges(w.last);
-        for (const c of batch) {
+        for (let i = 0; i < batch.length; i++) {
           if (w.stopped || this.closed) return;
+          const c = batch[i]!;
           await w.onChange(c);
-          w.last = c.revision;
+          // a revision is done once its last op (of a txn) is delivered: a batch read in one
+          // transaction holds every op of each revision in it
+          if (batch[i + 1]?.revision !== c.revision) w.last = c.revision;
         }
       } while (w.again);
     } catch (e) {
@@ -525,6 +561,18 @@ function openFile(file: string, busyTimeoutMs: number): Database.Database {
   return db;
 }
 
+/** The log of schema 2: `seq` orders the entries, the ops of one txn share a `revision`. */
+const LOG_TABLE = `
+  CREATE TABLE log (
+    seq INTEGER PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    type TEXT NOT NULL CHECK (type IN ('put', 'delete', 'append')),
+    key TEXT NOT NULL,
+    value TEXT
+  );
+  CREATE INDEX log_revision ON log (revision);
+`;
+
 function migrate(db: Database.Database, file: string): void {
   db.transaction(() => {
     const tables = (
@@ -537,12 +585,7 @@ function migrate(db: Database.Database, file: string): void {
         CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
         INSERT INTO meta (name, value) VALUES ('revision', 0), ('compacted_below', 0);
         CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision INTEGER NOT NULL) WITHOUT ROWID;
-        CREATE TABLE log (
-          revision INTEGER PRIMARY KEY,
-          type TEXT NOT NULL CHECK (type IN ('put', 'delete', 'append')),
-          key TEXT NOT NULL,
-          value TEXT
-        );
+        ${LOG_TABLE}
       `);
       return;
     }
@@ -565,7 +608,17 @@ function migrate(db: Database.Database, file: string): void {
         'Upgrade Verge, or restore a backup made by this version.',
       );
     }
-    // version === SCHEMA_VERSION: nothing to migrate yet; future versions add steps here.
+    if (version === 1) {
+      // v1 keyed the log by revision (one entry per revision); v2 lets a txn's ops share one
+      db.exec(`
+        ALTER TABLE log RENAME TO log_v1;
+        ${LOG_TABLE}
+        INSERT INTO log (seq, revision, type, key, value) SELECT revision, revision, type, key, value FROM log_v1;
+        DROP TABLE log_v1;
+        UPDATE schema_version SET version = 2;
+      `);
+    }
+    // version === SCHEMA_VERSION: up to date; future versions add steps above.
   }).immediate();
 }
 

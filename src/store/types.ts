@@ -24,6 +24,12 @@
  *   Instead of guessing, changes() and watch() fail with StoreGapError; the edge then reloads the
  *   full snapshot and treats every cached object stored before the gap as stale. That way a purge
  *   is never lost, only (at worst) replaced by a wider one.
+ * - Why transactions. `verge config import` replaces thousands of documents; an edge must see
+ *   the old config or the new one, never a mix, and a crash (kill -9) halfway must leave the old
+ *   one whole. txn() commits a list of operations atomically at ONE revision, as an etcd txn
+ *   does: every key it writes gets that mod revision, and its log entries share it, in op order.
+ *   A watcher gets all of them in one run (never half a revision), so a consumer that applies
+ *   changes and acts when idle (src/edge/store-source.ts) sees the transaction whole.
  */
 
 /** A JSON document as stored: what JSON.parse(JSON.stringify(v)) returns unchanged. */
@@ -69,7 +75,20 @@ export interface WriteOptions {
   ifRevision?: number;
 }
 
-/** Called for each change, in revision order, once; a returned promise is awaited first. */
+/**
+ * One operation of a transaction (ConfigStore.txn). `ifRevision` is compare-and-set as in
+ * WriteOptions, checked against the state before the transaction.
+ */
+export type TxnOp =
+  | { type: 'put'; key: string; value: JsonValue; ifRevision?: number }
+  | { type: 'delete'; key: string; ifRevision?: number }
+  | { type: 'append'; kind: string; value: JsonValue };
+
+/**
+ * Called for each change, in revision order, once; a returned promise is awaited first. The
+ * changes of one transaction share a revision and are delivered one after the other, without
+ * another revision in between.
+ */
 export type ChangeHandler = (change: Change) => void | Promise<void>;
 
 /**
@@ -110,6 +129,19 @@ export interface ConfigStore {
    * Resolves with its revision once it is durable.
    */
   append(kind: string, value: JsonValue): Promise<number>;
+
+  /**
+   * Applies `ops` atomically: every compare-and-set is checked first, then all of them are
+   * written at one new revision (each key written gets it as its mod revision; the log gets one
+   * entry per op, in op order, all at that revision) or, on any failure, none is. Resolves with
+   * the revision once durable, or undefined when there was nothing to write (no ops, or only
+   * deletes of missing keys). Rejects with StoreConflictError (naming the first key whose
+   * ifRevision did not match) or StoreError (an invalid key, the same key twice, two appends of
+   * the same kind); nothing is written then. A backend may bound the number of ops (etcd's
+   * --max-txn-ops, 128 by default, must then be raised for large imports) and must say so in
+   * its StoreError rather than split the transaction.
+   */
+  txn(ops: readonly TxnOp[]): Promise<number | undefined>;
 
   /**
    * Log entries with revision > fromRevision, in order. Rejects with StoreGapError when entries

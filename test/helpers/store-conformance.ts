@@ -7,6 +7,7 @@ import {
   type ConfigStore,
   type JsonValue,
   StoreConflictError,
+  StoreError,
   StoreGapError,
 } from '../../src/store/types.js';
 
@@ -323,6 +324,99 @@ export function configStoreConformance(name: string, factory: ConfigStoreFactory
         });
         assert.ok(err instanceof StoreGapError, String(err));
         await rejectsWith(s.compact((await s.revision()) + 2), Error);
+      }),
+    );
+
+    test(
+      'txn: every op commits at one new revision, in op order, or none does',
+      withStore(async (s) => {
+        const r0 = await s.put('sites/old', { v: 0 });
+        const gone = await s.put('sites/gone', { v: 0 });
+        const rev = await s.txn([
+          { type: 'put', key: 'sites/a', value: { v: 1 } },
+          { type: 'put', key: 'sites/old', value: { v: 2 }, ifRevision: r0 },
+          { type: 'delete', key: 'sites/gone', ifRevision: gone },
+          { type: 'delete', key: 'sites/never-there' },
+          { type: 'append', kind: 'purges', value: { all: true } },
+        ]);
+        assert.ok(rev !== undefined && rev > gone);
+        assert.equal(await s.revision(), rev, 'one transaction, one revision');
+        assert.deepEqual(await s.get('sites/a'), { value: { v: 1 }, revision: rev });
+        assert.deepEqual(await s.get('sites/old'), { value: { v: 2 }, revision: rev });
+        assert.equal(await s.get('sites/gone'), undefined);
+        // the log holds the ops in order at that revision (a missing key's delete logs nothing)
+        assert.deepEqual(await s.changes(gone), [
+          { type: 'put', revision: rev, key: 'sites/a', value: { v: 1 } },
+          { type: 'put', revision: rev, key: 'sites/old', value: { v: 2 } },
+          { type: 'delete', revision: rev, key: 'sites/gone' },
+          { type: 'append', revision: rev, key: `purges/${rev}`, kind: 'purges', value: { all: true } },
+        ]);
+        assert.deepEqual(await s.changes(rev), []);
+        // nothing to write: no revision used
+        assert.equal(await s.txn([]), undefined);
+        assert.equal(await s.txn([{ type: 'delete', key: 'sites/never-there' }]), undefined);
+        assert.equal(await s.revision(), rev);
+      }),
+    );
+
+    test(
+      'txn: one failed compare-and-set (or a bad op) writes nothing at all',
+      withStore(async (s) => {
+        const r1 = await s.put('sites/a', 1);
+        const before = await s.snapshot();
+        const err = await rejectsWith(
+          s.txn([
+            { type: 'put', key: 'sites/new', value: 'x' },
+            { type: 'delete', key: 'sites/a' },
+            { type: 'put', key: 'sites/a2', value: 'y', ifRevision: r1 },
+          ]),
+          StoreConflictError,
+        );
+        assert.equal(err.key, 'sites/a2');
+        assert.equal(err.expected, r1);
+        assert.equal(err.actual, 0);
+        await rejectsWith(
+          s.txn([
+            { type: 'put', key: 'sites/b', value: 1 },
+            { type: 'put', key: 'sites/b', value: 2 },
+          ]),
+          StoreError,
+        );
+        await rejectsWith(s.txn([{ type: 'put', key: '', value: 1 }]), StoreError);
+        assert.deepEqual(await s.snapshot(), before);
+        assert.deepEqual(await s.changes(r1), []);
+      }),
+    );
+
+    test(
+      'txn: a watcher gets the whole transaction, and resuming at its revision repeats none of it',
+      withStore(async (s) => {
+        await s.put('sites/x', 0);
+        const got: Change[] = [];
+        const stop = s.watch(await s.revision(), (c) => {
+          got.push(c);
+        });
+        try {
+          const ops = Array.from({ length: 50 }, (_, i) => ({
+            type: 'put' as const,
+            key: `sites/t${i}`,
+            value: i,
+          }));
+          const rev = (await s.txn(ops))!;
+          const after = await s.put('sites/y', 1);
+          await until(() => got.at(-1)?.revision === after, 5000, 'the watch to reach the last write');
+          assert.deepEqual(
+            got.map((c) => [c.revision, c.key]),
+            [...ops.map((o) => [rev, o.key]), [after, 'sites/y']],
+          );
+          assert.deepEqual(
+            (await s.changes(rev)).map((c) => c.key),
+            ['sites/y'],
+          );
+          assert.equal((await s.changes(rev - 1)).length, 51);
+        } finally {
+          stop();
+        }
       }),
     );
 
