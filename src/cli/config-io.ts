@@ -7,7 +7,7 @@
  * default change reaches the site), each certificate/key pair as a certificate record named after
  * its file (`certs/www.crt` -> `www`; the site's name when two different files share a name), and
  * each site with `tls: {certificate: NAME}`. Sites that are in the store but not in the file are
- * removed: the file is the whole config.
+ * removed: the file is the whole config. All of it is one store transaction (applyImport).
  *
  * Export writes the reverse: DIR/verge.yaml with `tls: {cert, key}` file references, and what a
  * restore needs besides (src/cli/backup.ts): every stored certificate as DIR/certs/NAME.crt +
@@ -22,10 +22,11 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { ConfigError, formatIssues, loadConfigFileWithInput, type MaterialSource } from '../config/load.js';
+import { configFromDocs } from '../control/config-docs.js';
 import { openDataStoreOrSay, resolveDataDir } from '../control/data.js';
 import { asRecord, type CertRecord, certRecordOf, KEYS, SECTION_KEYS } from '../control/model.js';
 import { writeFileAtomic } from '../core/files.js';
-import type { ConfigStore, JsonValue } from '../store/types.js';
+import { type ConfigStore, type JsonValue, StoreConflictError, type TxnOp } from '../store/types.js';
 import {
   BACKUP_MANIFEST as BACKUP_MANIFEST_NAME,
   type Backup,
@@ -124,30 +125,56 @@ export function planImport(
   return { docs };
 }
 
-/** Applies an import: writes every document and removes sites the file no longer has. */
+/**
+ * The store's documents after the import: `current` with the plan's documents written, and the
+ * sites and sections the file no longer has removed (certificates stay: other sites or a later
+ * import may use them).
+ */
+function importedDocs(current: ReadonlyMap<string, JsonValue>, plan: ImportPlan): Map<string, JsonValue> {
+  const out = new Map(current);
+  for (const key of current.keys()) if (replacedByImport(key) && !plan.docs.has(key)) out.delete(key);
+  for (const [key, value] of plan.docs) out.set(key, value);
+  return out;
+}
+
+/** Documents an import replaces as a whole: every site and config section. */
+function replacedByImport(key: string): boolean {
+  return key.startsWith(KEYS.sitesPrefix) || (Object.values(SECTION_KEYS) as string[]).includes(key);
+}
+
+/**
+ * Applies an import as ONE store transaction (ConfigStore.txn): every changed document written
+ * and every site and section the file no longer has removed, all at one revision, or nothing
+ * (a kill -9 halfway leaves the old config whole; an edge sees the old config or the new one).
+ * Each write is compare-and-set against the snapshot the plan was checked with, so a change made
+ * meanwhile (say, through the API) fails the import with StoreConflictError instead of being
+ * overwritten. Before anything is written the resulting documents go through configFromDocs, the
+ * edge's own code, with the data directory as base: a ConfigError there writes nothing.
+ */
 export async function applyImport(
   store: ConfigStore,
   plan: ImportPlan,
-): Promise<{ written: number; removed: string[] }> {
-  const snap = await store.snapshot(KEYS.sitesPrefix);
+  baseDir: string,
+): Promise<{ written: number; removed: string[]; revision: number | undefined }> {
+  const snap = await store.snapshot();
+  const current = new Map(snap.entries.map((e) => [e.key, e]));
+  const next = importedDocs(new Map(snap.entries.map((e) => [e.key, e.value])), plan);
+  configFromDocs(next, baseDir);
+  const ops: TxnOp[] = [];
   const removed: string[] = [];
-  let written = 0;
   for (const [key, value] of plan.docs) {
-    const cur = await store.get(key);
+    const cur = current.get(key);
     if (cur && JSON.stringify(cur.value) === JSON.stringify(value)) continue;
-    await store.put(key, value);
-    written++;
+    ops.push({ type: 'put', key, value, ifRevision: cur?.revision ?? 0 });
   }
+  const written = ops.length;
   for (const e of snap.entries) {
-    if (!plan.docs.has(e.key)) {
-      await store.delete(e.key);
-      removed.push(e.key.slice(KEYS.sitesPrefix.length));
-    }
+    if (!replacedByImport(e.key) || plan.docs.has(e.key)) continue;
+    ops.push({ type: 'delete', key: e.key, ifRevision: e.revision });
+    if (e.key.startsWith(KEYS.sitesPrefix)) removed.push(e.key.slice(KEYS.sitesPrefix.length));
   }
-  for (const key of Object.values(SECTION_KEYS)) {
-    if (!plan.docs.has(key) && (await store.get(key))) await store.delete(key);
-  }
-  return { written, removed };
+  const revision = await store.txn(ops);
+  return { written, removed, revision };
 }
 
 /** The YAML of the store's config, sites referring to stored certificates by name. */
@@ -256,16 +283,36 @@ export async function configStoreCmd(
       }
       throw e;
     }
-    if (values.dryRun) {
-      say(`${file}: OK, ${plan.docs.size} documents would be written to ${store.location}\n`, {
-        file,
-        store: store.location,
-        documents: plan.docs.size,
-        dryRun: true,
-      });
-      return 0;
+    let r: Awaited<ReturnType<typeof applyImport>>;
+    try {
+      if (values.dryRun) {
+        // the edge's own check on the documents the import would write
+        configFromDocs(importedDocs(new Map(snap.entries.map((e) => [e.key, e.value])), plan), dir);
+        say(`${file}: OK, ${plan.docs.size} documents would be written to ${store.location}\n`, {
+          file,
+          store: store.location,
+          documents: plan.docs.size,
+          dryRun: true,
+        });
+        return 0;
+      }
+      r = await applyImport(store, plan, dir);
+    } catch (e) {
+      if (e instanceof ConfigError) {
+        // the file is valid, but the store's documents it makes are not (the edge's own check)
+        process.stderr.write(
+          `${formatIssues(e.issues, store.location)}\nverge: the config would not apply on the edges; nothing imported\n`,
+        );
+        return 1;
+      }
+      if (e instanceof StoreConflictError) {
+        process.stderr.write(
+          `verge: ${e.key} was changed in ${store.location} while ${file} was being imported; nothing imported. Run the import again.\n`,
+        );
+        return 1;
+      }
+      throw e;
     }
-    const r = await applyImport(store, plan);
     const restored = backup
       ? {
           manifest: backup.manifestFile,
@@ -274,8 +321,10 @@ export async function configStoreCmd(
           tokens: backup.tokens.length,
         }
       : undefined;
+    const removed = r.removed.length ? `, removed site(s) ${r.removed.join(', ')}` : '';
+    const txn = r.revision !== undefined ? ` in one transaction at revision ${r.revision}` : '';
     say(
-      `imported ${file} into ${store.location}: ${r.written} document(s) changed${r.removed.length ? `, removed site(s) ${r.removed.join(', ')}` : ''}\n${
+      `imported ${file} into ${store.location}: ${r.written} document(s) changed${removed}${txn}\n${
         restored
           ? `restored from ${restored.manifest}: ${restored.originCa ? "Verge's origin CA, " : ''}${restored.certificates} certificate(s), ${restored.tokens} API token(s)\n`
           : ''
@@ -285,6 +334,7 @@ export async function configStoreCmd(
         store: store.location,
         written: r.written,
         removed: r.removed,
+        revision: r.revision ?? null,
         ...(restored ? { restored } : {}),
       },
     );
