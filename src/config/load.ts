@@ -3,11 +3,31 @@
  * names its key path and, when it comes from a file, its line and column.
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
+import {
+  type Alias,
+  type Document,
+  isAlias,
+  isMap,
+  isScalar,
+  isSeq,
+  LineCounter,
+  type Node,
+  parseDocument,
+  visit,
+} from 'yaml';
 import type { z } from 'zod';
 import { type Config, configSchema, type SiteConfig } from './schema.js';
+
+/** Largest config file read, in bytes (16 MiB): a bigger file is refused before parsing. */
+export const YAML_MAX_BYTES = 16 * 1024 * 1024;
+/**
+ * Most nodes the aliases of one file may repeat in total (see aliasProblem): 100,000 lets 5,000
+ * sites share a 20-node block through one anchor, and stops a "billion laughs" (aliases of
+ * aliases, expanding to 10^9 nodes) before anything expands it.
+ */
+export const YAML_MAX_ALIAS_NODES = 100_000;
 
 export interface ConfigIssue {
   /** key path, e.g. "sites[0].origin.servers[1].port" */
@@ -147,7 +167,27 @@ function parseWithLocator(
     const pos = lc.linePos(off);
     return { line: pos.line, column: pos.col };
   };
-  const input = doc.toJS() ?? {};
+  const aliases = aliasProblem(doc);
+  if (aliases) {
+    const pos = aliases.offset === undefined ? undefined : lc.linePos(aliases.offset);
+    throw new ConfigError(
+      [
+        {
+          path: '',
+          message: `YAML: ${aliases.message}`,
+          ...(pos ? { line: pos.line, column: pos.col } : {}),
+        },
+      ],
+      file,
+    );
+  }
+  let input: unknown;
+  try {
+    // aliasProblem bounded the expansion; the library's own count is a second fence
+    input = doc.toJS({ maxAliasCount: YAML_MAX_ALIAS_NODES }) ?? {};
+  } catch (e) {
+    throw new ConfigError([{ path: '', message: `YAML: ${(e as Error).message}` }], file);
+  }
   try {
     return { config: validateObject(input, locate), locate, input };
   } catch (e) {
@@ -159,6 +199,88 @@ function parseWithLocator(
     }
     throw e;
   }
+}
+
+/**
+ * What is wrong with the aliases of a parsed YAML document, with the offset of the alias at fault:
+ * an alias without an anchor before it, an alias inside its own anchor (a cycle), or aliases
+ * that together repeat more than YAML_MAX_ALIAS_NODES nodes. Each alias repeats the node its
+ * anchor names, counted with everything inside it (aliases within counted expanded), so nine
+ * levels of ten aliases each count 10^9 and are refused at the first alias that goes over;
+ * counting is memoised per node, so checking costs one walk of the document.
+ */
+function aliasProblem(doc: Document): { message: string; offset: number | undefined } | undefined {
+  // anchors by name, in document order: an alias refers to the last one before it (YAML 1.2 3.2.2.2)
+  const anchors = new Map<string, Node[]>();
+  visit(doc, {
+    Node: (_key, node) => {
+      const anchor = (node as { anchor?: string }).anchor;
+      if (anchor) {
+        const list = anchors.get(anchor) ?? [];
+        list.push(node);
+        anchors.set(anchor, list);
+      }
+    },
+  });
+  const start = (n: Node | Alias) => n.range?.[0] ?? 0;
+  const target = (a: Alias): Node | undefined =>
+    anchors
+      .get(a.source)
+      ?.filter((n) => start(n) < start(a))
+      .at(-1);
+  const memo = new Map<unknown, number>();
+  const open = new Set<unknown>();
+  const size = (n: unknown): number => {
+    if (isAlias(n)) {
+      const t = target(n);
+      return t === undefined ? 1 : size(t);
+    }
+    if (!isMap(n) && !isSeq(n)) return 1;
+    const known = memo.get(n);
+    if (known !== undefined) return known;
+    if (open.has(n)) return Number.POSITIVE_INFINITY;
+    open.add(n);
+    let total = 1;
+    for (const item of n.items)
+      total += isMap(n)
+        ? size((item as { key: unknown }).key) + size((item as { value: unknown }).value)
+        : size(item);
+    open.delete(n);
+    memo.set(n, total);
+    return total;
+  };
+  let repeated = 0;
+  let problem: { message: string; offset: number | undefined } | undefined;
+  visit(doc, {
+    Alias: (_key, a) => {
+      const t = target(a);
+      if (t === undefined) {
+        problem = {
+          message: `alias *${a.source} has no anchor &${a.source} before it: define the anchor first (or fix the name)`,
+          offset: a.range?.[0],
+        };
+        return visit.BREAK;
+      }
+      const n = size(t);
+      if (n === Number.POSITIVE_INFINITY) {
+        problem = {
+          message: `alias *${a.source} is inside the node it refers to, so it would contain itself: refer to another anchor`,
+          offset: a.range?.[0],
+        };
+        return visit.BREAK;
+      }
+      repeated += n;
+      if (repeated > YAML_MAX_ALIAS_NODES) {
+        problem = {
+          message: `the aliases up to *${a.source} here repeat more than ${YAML_MAX_ALIAS_NODES} nodes (aliases of aliases multiply; ${repeated.toExponential(1)} so far), which Verge refuses as a resource-exhaustion ("billion laughs") attack: write the repeated settings out, or share smaller blocks`,
+          offset: a.range?.[0],
+        };
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  return problem;
 }
 
 /** Read a file named in a config (relative to `baseDir`); the message says why it cannot be. */
@@ -304,6 +426,32 @@ export function resolveConfig(
   return { ...cfg, sites, baseDir, ...(accessLogFile ? { accessLogFile } : {}) };
 }
 
+/**
+ * A config file's text, refused with a ConfigError past `max` bytes. Reads at most max + 1 bytes
+ * whatever the file is (a FIFO or /dev/zero has no size to check first).
+ */
+function readBounded(file: string, max: number): string {
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(max + 1);
+    let n = 0;
+    for (let got = -1; got !== 0 && n <= max; n += got) got = readSync(fd, buf, n, max + 1 - n, null);
+    if (n > max)
+      throw new ConfigError(
+        [
+          {
+            path: '',
+            message: `the file is over the ${max}-byte limit of a config file (is it the right file?): keep a config this large in the store and change its sites through the API (\`verge site add|edit\`) instead of one file`,
+          },
+        ],
+        file,
+      );
+    return buf.toString('utf8', 0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Load, validate and resolve a YAML config file. Throws ConfigError listing every problem. */
 export function loadConfigFile(file: string, material?: MaterialSource): ResolvedConfig {
   return loadConfigFileWithInput(file, material).config;
@@ -319,8 +467,9 @@ export function loadConfigFileWithInput(
 ): { config: ResolvedConfig; input: Record<string, unknown> } {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readBounded(file, YAML_MAX_BYTES);
   } catch (e) {
+    if (e instanceof ConfigError) throw e;
     throw new ConfigError(
       [{ path: '', message: `cannot read config file: ${(e as NodeJS.ErrnoException).code ?? e}` }],
       file,
