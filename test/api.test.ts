@@ -2,7 +2,7 @@
 // guards (token, Host, CORS), sites with validation and revisions, certificates, purge jobs
 // completed by node heartbeats, prefetch through a local "edge", tokens, OpenAPI, config.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { type ControlApi, type ControlApiOptions, startControlApi } from '../src/control/api.js';
 import { openDataStore } from '../src/control/data.js';
-import { KEYS, type NodeRecord } from '../src/control/model.js';
+import { certRecordOf, KEYS, type NodeRecord } from '../src/control/model.js';
 import { ROUTES } from '../src/control/openapi.js';
 import { createToken } from '../src/control/tokens.js';
 import type { ConfigStore, JsonValue } from '../src/store/types.js';
@@ -669,5 +669,119 @@ describe('tokens, openapi, config', () => {
     const r = await h.call('GET', '/metrics');
     assert.equal(r.status, 404);
     assert.equal(r.body.code, 'API_NOT_FOUND');
+  });
+});
+
+describe('a write is checked with the edge’s own code before it is stored', () => {
+  const h = new Harness();
+  before(() => h.start({ baseDir: h.dir }));
+  after(() => h.stop());
+
+  /** A 400 whose errors name `path`; nothing was written. */
+  async function refused(r: Promise<Reply>, path: string, message: RegExp, status = 400): Promise<Reply> {
+    const before = await h.store.revision();
+    const got = await r;
+    assert.equal(got.status, status, got.text);
+    const e = (got.body.errors as Array<{ path: string; message: string }> | undefined)?.find(
+      (x) => x.path === path,
+    );
+    assert.ok(e, `an error at ${path}: ${got.text}`);
+    assert.match(e.message, message);
+    assert.equal(await h.store.revision(), before, 'nothing was stored');
+    return got;
+  }
+
+  test('origin.ca naming a missing file (the reported wedge) is 400 at origin.ca and stores nothing', async () => {
+    assert.equal((await h.call('POST', '/api/v1/sites', { body: site('ca.example') })).status, 201);
+    const r = await refused(
+      h.call('PATCH', '/api/v1/sites/ca.example', { body: { origin: { ca: '/nonexistent.pem' } } }),
+      'origin.ca',
+      /cannot read \/nonexistent\.pem: ENOENT/,
+    );
+    assert.match(r.body.msg, /would not apply on the edges/);
+    const got = await h.call('GET', '/api/v1/sites/ca.example');
+    assert.equal(got.body.site.origin.ca, undefined);
+    // the same through POST and PUT
+    await refused(
+      h.call('POST', '/api/v1/sites', {
+        body: site('ca2.example', { origin: { servers: [{ host: 'a' }], ca: 'missing.pem' } }),
+      }),
+      'origin.ca',
+      /ENOENT/,
+    );
+    await refused(
+      h.call('PUT', '/api/v1/sites/ca.example', {
+        body: site('ca.example', { origin: { servers: [{ host: 'a' }], ca: '/nonexistent.pem' } }),
+      }),
+      'origin.ca',
+      /ENOENT/,
+    );
+  });
+
+  test('a CA bundle that is not valid PEM, and origin.ca: verge without an origin CA, are 400', async () => {
+    writeFileSync(
+      join(h.dir, 'junk.pem'),
+      '-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n',
+    );
+    await refused(
+      h.call('POST', '/api/v1/sites', {
+        body: site('junk.example', { origin: { servers: [{ host: 'a' }], ca: 'junk.pem' } }),
+      }),
+      'origin.ca',
+      /certificate 1 of the bundle/,
+    );
+    await refused(
+      h.call('POST', '/api/v1/sites', {
+        body: site('v.example', { origin: { servers: [{ host: 'a' }], ca: 'verge' } }),
+      }),
+      'origin.ca',
+      /no origin CA/,
+    );
+    // a valid bundle, given as a file relative to the data directory, is accepted
+    writeFileSync(join(h.dir, 'ca.pem'), (await testCa()).certPem);
+    const ok = await h.call('POST', '/api/v1/sites', {
+      body: site('okca.example', { origin: { servers: [{ host: 'a' }], ca: 'ca.pem' } }),
+    });
+    assert.equal(ok.status, 201, ok.text);
+  });
+
+  test('another site already broken in the store does not block a change to this one', async () => {
+    await h.store.put(
+      KEYS.site('broken.example'),
+      site('broken.example', {
+        origin: { servers: [{ host: 'a' }], ca: '/gone/away.pem' },
+      }) as unknown as JsonValue,
+    );
+    assert.equal((await h.call('POST', '/api/v1/sites', { body: site('fine.example') })).status, 201);
+    const r = await h.call('PATCH', '/api/v1/sites/fine.example', {
+      body: { aliases: ['www.fine.example'] },
+    });
+    assert.equal(r.status, 200, r.text);
+  });
+
+  test('the default site (edge.https.defaultSite) cannot lose its certificate or be deleted', async () => {
+    const leaf = await leafFor('d.example');
+    await h.store.put(
+      KEYS.cert('d'),
+      certRecordOf(
+        'd',
+        leaf.certPem,
+        leaf.keyPem,
+        'upload',
+        new Date().toISOString(),
+      ) as unknown as JsonValue,
+    );
+    assert.equal(
+      (await h.call('POST', '/api/v1/sites', { body: site('d.example', { tls: { certificate: 'd' } }) }))
+        .status,
+      201,
+    );
+    await h.store.put(KEYS.edgeSettings, { https: { defaultSite: 'd.example' } });
+    await refused(
+      h.call('PATCH', '/api/v1/sites/d.example', { body: { tls: null } }),
+      'edge.https.defaultSite',
+      /no site named d\.example with a tls certificate/,
+    );
+    await refused(h.call('DELETE', '/api/v1/sites/d.example'), 'edge.https.defaultSite', /d\.example/, 409);
   });
 });

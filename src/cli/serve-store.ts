@@ -134,6 +134,7 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
       listen: config.edge.admin.listen,
       names: config.edge.admin.names,
       cors: config.edge.admin.cors,
+      baseDir: dir,
       log,
       edgeAddress: () => {
         const {

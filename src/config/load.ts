@@ -413,9 +413,9 @@ export function resolveConfig(
     } else if (site.origin.ca) {
       const ca = read(site.origin.ca, ['sites', i, 'origin', 'ca']);
       if (ca !== undefined) {
-        if (!ca.includes('-----BEGIN CERTIFICATE-----')) {
-          issue(['sites', i, 'origin', 'ca'], 'no PEM certificate found in the file');
-        } else out.originCaPem = ca;
+        const problem = caBundleProblem(ca);
+        if (problem) issue(['sites', i, 'origin', 'ca'], problem);
+        else out.originCaPem = ca;
       }
     }
     return out;
@@ -450,6 +450,24 @@ function readBounded(file: string, max: number): string {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * What is wrong with a PEM CA bundle (origin.ca), or undefined: every certificate in it must parse,
+ * since TLS would otherwise skip a damaged one silently and the origin would fail verification
+ * with no word about the file.
+ */
+export function caBundleProblem(pem: string): string | undefined {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) return 'no PEM certificate found in the file';
+  for (const [i, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block);
+    } catch (e) {
+      return `certificate ${i + 1} of the bundle cannot be read (${(e as Error).message}): put the CA's certificate(s) in PEM form there`;
+    }
+  }
+  return undefined;
 }
 
 /** Load, validate and resolve a YAML config file. Throws ConfigError listing every problem. */

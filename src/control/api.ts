@@ -88,6 +88,11 @@ export interface ControlApiOptions {
    * the same machine can read DIR/admin.token as `--data DIR` would (src/cli/api-client.ts).
    */
   instance?: { data: string };
+  /**
+   * Where relative file paths in stored sites (origin.ca) resolve, as the edge resolves them: the
+   * data directory. Default: the current directory.
+   */
+  baseDir?: string;
   /** extra trusted roots for certificate chain checks (tests) */
   trustedCas?: string[];
   now?: () => number;
@@ -150,6 +155,8 @@ type Handler = (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
 export async function startControlApi(opts: ControlApiOptions): Promise<ControlApi> {
   const { store, log } = opts;
   const now = opts.now ?? Date.now;
+  // files named by stored sites are read where the edge reads them
+  const edgeCtx = { baseDir: opts.baseDir ?? process.cwd() };
   const listen = splitListen(opts.listen);
   const names = new Set((opts.names ?? []).map((n) => n.toLowerCase().replace(/\.$/, '')));
   const cors = new Set(opts.cors ?? []);
@@ -365,7 +372,7 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
     return { revision, items: await Promise.all(sites.map((s) => siteView(store, s, [], now()))) };
   });
   on('POST', '/api/v1/sites', async (req, reply) => {
-    const v = await createSite(store, requireBody(req));
+    const v = await createSite(store, requireBody(req), edgeCtx);
     reply.header('location', `/api/v1/sites/${encodeURIComponent(v.name)}`);
     return savedSite(reply, v, 201);
   });
@@ -376,15 +383,15 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
     return siteView(store, s, [], now());
   });
   on('PUT', '/api/v1/sites/:name', async (req, reply) => {
-    const v = await replaceSite(store, param(req, 'name'), requireBody(req), ifMatch(req));
+    const v = await replaceSite(store, param(req, 'name'), requireBody(req), edgeCtx, ifMatch(req));
     return savedSite(reply, v, 200);
   });
   on('PATCH', '/api/v1/sites/:name', async (req, reply) => {
-    const v = await patchSite(store, param(req, 'name'), requireBody(req), ifMatch(req));
+    const v = await patchSite(store, param(req, 'name'), requireBody(req), edgeCtx, ifMatch(req));
     return savedSite(reply, v, 200);
   });
   on('DELETE', '/api/v1/sites/:name', async (req, reply) => {
-    const rev = await deleteSite(store, param(req, 'name'), ifMatch(req));
+    const rev = await deleteSite(store, param(req, 'name'), edgeCtx, ifMatch(req));
     etag(reply, rev);
     return reply.code(204).send();
   });
@@ -395,6 +402,7 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
       ifMatch: ifMatch(req),
       ...(opts.trustedCas ? { trusted: opts.trustedCas } : {}),
       now: now(),
+      edge: edgeCtx,
     });
     etag(reply, view.revision);
     reply.header('location', `/api/v1/certificates/${encodeURIComponent(view.name)}`);

@@ -4,10 +4,12 @@
  * documents; nothing here talks to the store.
  */
 import {
+  ConfigError,
   type ConfigIssue,
   type MaterialSource,
   type ResolvedConfig,
   resolveConfig,
+  VERGE_ORIGIN_CA,
   validateObject,
 } from '../config/load.js';
 import type { JsonValue } from '../store/types.js';
@@ -79,4 +81,70 @@ export function docIssues(docs: ReadonlyMap<string, JsonValue>, issues: readonly
       };
     return { key: undefined, path: i.path, message: i.message };
   });
+}
+
+/** Whether two stored values are the same document. */
+function same(a: JsonValue | undefined, b: JsonValue | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && JSON.stringify(a) === JSON.stringify(b));
+}
+
+/** The name of the site edge.https.defaultSite names in these documents, if any. */
+function defaultSiteOf(docs: ReadonlyMap<string, JsonValue>): string | undefined {
+  const edge = docs.get(SECTION_KEYS.edge) as { https?: { defaultSite?: unknown } } | undefined;
+  const name = edge?.https?.defaultSite;
+  return typeof name === 'string' ? name : undefined;
+}
+
+/**
+ * What an edge would refuse in `after` that it does not refuse in `before`: the issues a change
+ * (the documents before -> after) causes, found by configFromDocs, the edge's own code (schema,
+ * certificate files and stored certificates, key pairs, CA bundles, the origin CA, the default
+ * site). Runs before a write is stored (admin API, `verge config import`): a change that would
+ * not apply is refused instead of wedging the edges.
+ *
+ * Only the sites the change can affect are resolved (sites whose document changed, sites using a
+ * changed certificate or, when the origin CA changed, using it, and the default site), each as the
+ * edge resolves it: the others' files are not read again, and a site already broken in the store
+ * is not blamed on this change (its issues are in `before` too). Name clashes between sites are the
+ * caller's to check (src/control/sites.ts).
+ */
+export function issuesCausedBy(
+  before: ReadonlyMap<string, JsonValue>,
+  after: ReadonlyMap<string, JsonValue>,
+  baseDir: string,
+): DocIssue[] {
+  const changed = new Set<string>();
+  for (const k of new Set([...before.keys(), ...after.keys()]))
+    if (!same(before.get(k), after.get(k))) changed.add(k);
+  const affected = new Set<string>();
+  for (const docs of [before, after]) {
+    const def = defaultSiteOf(docs);
+    if (def !== undefined) affected.add(KEYS.site(def));
+    for (const key of siteKeysOf(docs)) {
+      const site = docs.get(key) as { tls?: { certificate?: unknown }; origin?: { ca?: unknown } } | null;
+      const cert = site?.tls?.certificate;
+      if (
+        changed.has(key) ||
+        (typeof cert === 'string' && changed.has(KEYS.cert(cert))) ||
+        (site?.origin?.ca === VERGE_ORIGIN_CA && changed.has(KEYS.originCa))
+      )
+        affected.add(key);
+    }
+  }
+  const subset = (docs: ReadonlyMap<string, JsonValue>) =>
+    new Map([...docs].filter(([k]) => !k.startsWith(KEYS.sitesPrefix) || affected.has(k)));
+  const issuesOf = (docs: ReadonlyMap<string, JsonValue>): DocIssue[] => {
+    try {
+      configFromDocs(docs, baseDir);
+      return [];
+    } catch (e) {
+      if (e instanceof ConfigError) return docIssues(docs, e.issues);
+      throw e;
+    }
+  };
+  const now = issuesOf(subset(after));
+  if (now.length === 0) return now;
+  const id = (i: DocIssue) => `${i.key}\0${i.path}\0${i.message}`;
+  const already = new Set(issuesOf(subset(before)).map(id));
+  return now.filter((i) => !already.has(id(i)));
 }

@@ -12,7 +12,8 @@ import { pathString } from '../config/load.js';
 import { type SiteConfig, siteSchema } from '../config/schema.js';
 import { type ConfigStore, type JsonValue, StoreConflictError } from '../store/types.js';
 import { certCovers, inspectCertificate, validateCertificate } from '../tls/certs.js';
-import { type AcmeRecord, asRecord, type CertRecord, certRecordOf, KEYS } from './model.js';
+import { issuesCausedBy } from './config-docs.js';
+import { type AcmeRecord, asRecord, type CertRecord, certRecordOf, KEYS, SECTION_KEYS } from './model.js';
 
 /** A doctor finding (src/doctor): what the site's warnings are made of. */
 export interface Finding {
@@ -47,17 +48,76 @@ export class ServiceError extends Error {
 }
 
 /** A bad_input error listing every field error; the message names the first ones. */
-export function badInput(errors: FieldError[], what = 'the request body'): ServiceError {
+export function badInput(
+  errors: FieldError[],
+  what = 'the request body',
+  verdict = 'is invalid',
+): ServiceError {
+  return new ServiceError(
+    'bad_input',
+    `${what} ${verdict}: ${firstErrors(errors)}; fix these fields and retry`,
+    errors,
+  );
+}
+
+/** "path: message; ..." for the first three errors, and how many more there are. */
+function firstErrors(errors: FieldError[]): string {
   const shown = errors
     .slice(0, 3)
     .map((e) => `${e.path || '(body)'}: ${e.message}`)
     .join('; ');
-  const more = errors.length > 3 ? ` (and ${errors.length - 3} more, see errors)` : '';
-  return new ServiceError(
-    'bad_input',
-    `${what} is invalid: ${shown}${more}; fix these fields and retry`,
-    errors,
-  );
+  return `${shown}${errors.length > 3 ? ` (and ${errors.length - 3} more, see errors)` : ''}`;
+}
+
+/**
+ * Where the files a stored document names (origin.ca paths) are read, as the edge reads them:
+ * the data directory of `verge serve --data`.
+ */
+export interface EdgeContext {
+  baseDir: string;
+}
+
+/**
+ * The documents of the store with `changes` applied (undefined deletes), checked with the edge's
+ * own code (issuesCausedBy): the FieldErrors of what the change would make the edges refuse, with
+ * paths relative to the document written (`ownKey`); settings as "edge.https.defaultSite", other
+ * sites' problems named in the message. Empty when every edge would apply it.
+ */
+async function edgeErrors(
+  store: ConfigStore,
+  ctx: EdgeContext,
+  ownKey: string,
+  changes: Array<[string, JsonValue | undefined]>,
+): Promise<FieldError[]> {
+  const snap = await store.snapshot();
+  const before = new Map(snap.entries.map((e) => [e.key, e.value]));
+  const after = new Map(before);
+  for (const [k, v] of changes) {
+    if (v === undefined) after.delete(k);
+    else after.set(k, v);
+  }
+  const sections = new Map<string, string>(Object.entries(SECTION_KEYS).map(([s, k]) => [k, s]));
+  return issuesCausedBy(before, after, ctx.baseDir).map((i) => {
+    if (i.key === ownKey) return { path: i.path, message: i.message };
+    const section = i.key === undefined ? undefined : sections.get(i.key);
+    if (section !== undefined) return { path: i.path ? `${section}.${i.path}` : section, message: i.message };
+    return {
+      path: '',
+      message: `${i.site ? `site ${i.site}` : (i.key ?? 'the config')}: ${i.path || '(document)'}: ${i.message}`,
+    };
+  });
+}
+
+/** 400 naming the fields when the edges would refuse the change. */
+async function checkOnEdges(
+  store: ConfigStore,
+  ctx: EdgeContext,
+  ownKey: string,
+  changes: Array<[string, JsonValue | undefined]>,
+  what: string,
+): Promise<void> {
+  const errors = await edgeErrors(store, ctx, ownKey, changes);
+  if (errors.length > 0) throw badInput(errors, what, 'would not apply on the edges');
 }
 
 /**
@@ -182,7 +242,7 @@ export async function listSites(store: ConfigStore): Promise<{ revision: number;
 export async function validateSite(
   store: ConfigStore,
   body: unknown,
-  opts: { expectName?: string } = {},
+  opts: { expectName?: string; edge: EdgeContext },
 ): Promise<ValidSite> {
   const errors: FieldError[] = [];
   const parsed = siteSchema.safeParse(body);
@@ -224,6 +284,7 @@ export async function validateSite(
   const input: Record<string, JsonValue> = { ...(obj as Record<string, JsonValue>) };
   input['name'] = site.name;
   if (Array.isArray(input['aliases'])) input['aliases'] = site.aliases;
+  await checkOnEdges(store, opts.edge, KEYS.site(site.name), [[KEYS.site(site.name), input]], 'the site');
   const warnings: Finding[] = [];
   if (cert) {
     const uncovered = [site.name, ...site.aliases].filter((n) => !certCovers(cert.names, n));
@@ -260,8 +321,9 @@ async function checkNameClash(store: ConfigStore, site: SiteConfig): Promise<voi
 export async function createSite(
   store: ConfigStore,
   body: unknown,
+  edge: EdgeContext,
 ): Promise<ValidSite & { revision: number }> {
-  const v = await validateSite(store, body);
+  const v = await validateSite(store, body, { edge });
   try {
     const revision = await store.put(KEYS.site(v.name), v.input, { ifRevision: 0 });
     return { ...v, revision };
@@ -342,10 +404,11 @@ export function replaceSite(
   store: ConfigStore,
   name: string,
   body: unknown,
+  edge: EdgeContext,
   ifMatch?: number | '*',
 ): Promise<ValidSite & { revision: number }> {
   return rewriteSite(store, name, ifMatch, (current) =>
-    validateSite(store, body, { expectName: current.name }),
+    validateSite(store, body, { expectName: current.name, edge }),
   );
 }
 
@@ -354,19 +417,35 @@ export function patchSite(
   store: ConfigStore,
   name: string,
   patch: unknown,
+  edge: EdgeContext,
   ifMatch?: number | '*',
 ): Promise<ValidSite & { revision: number }> {
   if (!isObject(patch))
     throw badInput([{ path: '', message: 'a merge patch of a site must be a JSON object' }], 'the patch');
   return rewriteSite(store, name, ifMatch, (current) =>
-    validateSite(store, mergePatch(current.input, patch), { expectName: current.name }),
+    validateSite(store, mergePatch(current.input, patch), { expectName: current.name, edge }),
   );
 }
 
-/** Deletes a site; 404 when missing, 412 on an If-Match mismatch. */
-export async function deleteSite(store: ConfigStore, name: string, ifMatch?: number | '*'): Promise<number> {
+/**
+ * Deletes a site; 404 when missing, 412 on an If-Match mismatch, 409 when the edges could not
+ * apply the config without it (it is edge.https.defaultSite).
+ */
+export async function deleteSite(
+  store: ConfigStore,
+  name: string,
+  edge: EdgeContext,
+  ifMatch?: number | '*',
+): Promise<number> {
   const n = normaliseSiteName(name);
   if (n === undefined) throw notFoundSite(name);
+  const errors = await edgeErrors(store, edge, KEYS.site(n), [[KEYS.site(n), undefined]]);
+  if (errors.length > 0)
+    throw new ServiceError(
+      'conflict',
+      `deleting site ${n} would not apply on the edges: ${firstErrors(errors)}; change these settings first`,
+      errors,
+    );
   try {
     const rev = await store.delete(KEYS.site(n), typeof ifMatch === 'number' ? { ifRevision: ifMatch } : {});
     if (rev === undefined) throw notFoundSite(n);
@@ -527,7 +606,7 @@ export async function listCertViews(store: ConfigStore, now: number): Promise<Ce
 export async function uploadCert(
   store: ConfigStore,
   body: unknown,
-  opts: { ifMatch?: number | '*'; trusted?: string[]; now: number },
+  opts: { ifMatch?: number | '*'; trusted?: string[]; now: number; edge: EdgeContext },
 ): Promise<CertView> {
   const parsed = certUploadSchema.safeParse(body);
   if (!parsed.success) throw badInput(issuesOf(parsed.error), 'the certificate upload');
@@ -561,6 +640,13 @@ export async function uploadCert(
     );
   }
   const record = certRecordOf(name, certificate, key, 'upload', new Date(opts.now).toISOString());
+  await checkOnEdges(
+    store,
+    opts.edge,
+    KEYS.cert(name),
+    [[KEYS.cert(name), record as unknown as JsonValue]],
+    'the certificate',
+  );
   let revision: number;
   try {
     const ifRevision = opts.ifMatch === undefined ? 0 : opts.ifMatch === '*' ? undefined : opts.ifMatch;
