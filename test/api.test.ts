@@ -785,3 +785,110 @@ describe('a write is checked with the edge’s own code before it is stored', ()
     await refused(h.call('DELETE', '/api/v1/sites/d.example'), 'edge.https.defaultSite', /d\.example/, 409);
   });
 });
+
+describe('writes report whether the edges applied them', () => {
+  const h = new Harness();
+  before(() => h.start({ baseDir: h.dir }));
+  after(() => h.stop());
+
+  /** After `ms`, a node record as an edge writes it once it reached the store's revision. */
+  function nodeLater(ms: number, make: (revision: number) => NodeRecord): Promise<void> {
+    return new Promise((resolve, reject) => {
+      setTimeout(() => {
+        h.store
+          .revision()
+          .then((rev) => h.store.put(KEYS.node('edge-1'), make(rev) as unknown as JsonValue))
+          .then(() => resolve(), reject);
+      }, ms);
+    });
+  }
+
+  test('no live edge: the write answers at once, saying none is running', async () => {
+    const t0 = performance.now();
+    const r = await h.call('POST', '/api/v1/sites?wait=5s', { body: site('w.example') });
+    assert.equal(r.status, 201, r.text);
+    assert.equal(r.body.apply.state, 'no-edges');
+    assert.match(r.body.apply.summary, /no edge is running/);
+    assert.ok(performance.now() - t0 < 4000, 'did not wait for nodes that are not there');
+  });
+
+  test('?wait: answered once the live edge applied it: "applied by 1 of 1 edges"', async () => {
+    await h.store.put(
+      KEYS.node('edge-1'),
+      liveNode('edge-1', await h.store.revision()) as unknown as JsonValue,
+    );
+    const [r] = await Promise.all([
+      h.call('PATCH', '/api/v1/sites/w.example?wait=5s', { body: { aliases: ['www.w.example'] } }),
+      nodeLater(300, (rev) => liveNode('edge-1', rev)),
+    ]);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.body.apply.revision, r.body.revision);
+    assert.equal(r.body.apply.state, 'applied');
+    assert.equal(r.body.apply.summary, 'applied by 1 of 1 edges');
+    assert.deepEqual(
+      r.body.apply.nodes.map((n: { id: string; state: string }) => [n.id, n.state]),
+      [['edge-1', 'applied']],
+    );
+  });
+
+  test('?wait: an edge that could not apply it is named with its reason, and GET shows it too', async () => {
+    const [r] = await Promise.all([
+      h.call('PATCH', '/api/v1/sites/w.example?wait=5s', { body: { cache: { enabled: false } } }),
+      nodeLater(300, (rev) => ({
+        ...liveNode('edge-1', rev),
+        failures: [
+          {
+            site: 'w.example',
+            keys: [KEYS.site('w.example')],
+            revision: rev,
+            errors: [{ path: 'origin.ca', message: 'cannot read /gone.pem: ENOENT' }],
+            reason: 'origin.ca: cannot read /gone.pem: ENOENT',
+            servingLastGood: true,
+            since: new Date().toISOString(),
+          },
+        ],
+      })),
+    ]);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.body.apply.state, 'failed');
+    assert.match(
+      r.body.apply.summary,
+      /^not applied by edge edge-1: origin\.ca: cannot read \/gone\.pem: ENOENT/,
+    );
+    assert.equal(r.body.apply.nodes[0].reason, 'origin.ca: cannot read /gone.pem: ENOENT');
+    const got = await h.call('GET', '/api/v1/sites/w.example');
+    assert.equal(got.body.apply.state, 'failed');
+    const nodes = await h.call('GET', '/api/v1/nodes');
+    assert.equal(nodes.body.items[0].failures[0].site, 'w.example');
+    // another site's write is not failed by it
+    const other = await h.call('POST', '/api/v1/sites', { body: site('x.example') });
+    await h.store.put(KEYS.node('edge-1'), {
+      ...nodes.body.items[0],
+      appliedRevision: other.body.revision,
+      live: undefined,
+    } as unknown as JsonValue);
+    assert.equal((await h.call('GET', '/api/v1/sites/x.example')).body.apply.state, 'applied');
+  });
+
+  test('?wait runs out: pending, naming the edge that has not got there', async () => {
+    await h.store.put(KEYS.node('edge-1'), liveNode('edge-1', 1) as unknown as JsonValue);
+    const r = await h.call('PATCH', '/api/v1/sites/x.example?wait=300ms', {
+      body: { aliases: ['y.example'] },
+    });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.body.apply.state, 'pending');
+    assert.match(r.body.apply.summary, /not yet applied by edge edge-1 \(0 of 1 edges applied it\)/);
+  });
+
+  test('DELETE with ?wait answers 200 with the apply status; without it 204; a bad wait is 400', async () => {
+    const del = await h.call('DELETE', '/api/v1/sites/x.example?wait=200ms');
+    assert.equal(del.status, 200, del.text);
+    assert.equal(del.body.apply.state, 'pending');
+    const bad = await h.call('PATCH', '/api/v1/sites/w.example?wait=soon', { body: { aliases: [] } });
+    assert.equal(bad.status, 400);
+    assert.deepEqual(paths(bad), ['wait']);
+    const long = await h.call('PATCH', '/api/v1/sites/w.example?wait=10m', { body: { aliases: [] } });
+    assert.equal(long.status, 400);
+    assert.match(long.body.errors[0].message, /at most 60 s/);
+  });
+});

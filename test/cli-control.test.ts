@@ -475,3 +475,64 @@ describe('--set paths and merge patches', () => {
     assert.equal(mergePatch(from, clone(from)), undefined);
   });
 });
+
+describe('site add and edit wait for the edges', () => {
+  test('an edge that cannot apply the change is named with its reason (exit 1); applied ones say so', async () => {
+    const name = 'fail.example.test';
+    // a scripted edge: follows the store, reports each change applied, and fails `name`'s
+    const stop = store.watch(await store.revision(), async (c) => {
+      if (c.key.startsWith(KEYS.nodesPrefix)) return;
+      const now = new Date().toISOString();
+      const failures =
+        c.type === 'put' && c.key === KEYS.site(name)
+          ? [
+              {
+                site: name,
+                keys: [c.key],
+                revision: c.revision,
+                errors: [{ path: 'origin.ca', message: 'cannot read /gone.pem: ENOENT' }],
+                reason: 'origin.ca: cannot read /gone.pem: ENOENT',
+                servingLastGood: false,
+                since: now,
+              },
+            ]
+          : [];
+      await store.put(KEYS.node('scripted-edge'), {
+        id: 'scripted-edge',
+        hostname: 'test',
+        pid: process.pid,
+        version: 'test',
+        startedAt: now,
+        lastSeen: now,
+        appliedRevision: c.revision,
+        http: [],
+        https: [],
+        failures,
+      } as unknown as JsonValue);
+    });
+    try {
+      // other nodes of earlier tests must not be live: only the scripted edge answers
+      for (const e of (await store.snapshot(KEYS.nodesPrefix)).entries)
+        if (e.key !== KEYS.node('scripted-edge')) await store.delete(e.key);
+      const add = await run(['site', 'add', name, '--origin', '127.0.0.1:8081']);
+      assert.equal(add.code, 1, add.stdout + add.stderr);
+      assert.match(add.stdout, new RegExp(`site ${name} added`));
+      assert.match(
+        add.stderr,
+        /saved \(revision \d+\), but not applied by edge scripted-edge: origin\.ca: cannot read \/gone\.pem: ENOENT \(0 of 1 edges applied it/,
+      );
+      const ok = await run(['site', 'add', 'ok.example.test', '--origin', '127.0.0.1:8081']);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.match(ok.stdout, /^applied by 1 of 1 edges$/m);
+      const asJson = await run(['site', 'edit', name, '--set', 'cache.enabled=false', '--json']);
+      assert.equal(asJson.code, 1);
+      assert.equal(
+        json(asJson.stdout)['apply'] && (json(asJson.stdout)['apply'] as { state: string }).state,
+        'failed',
+      );
+    } finally {
+      stop();
+      await store.delete(KEYS.node('scripted-edge'));
+    }
+  });
+});

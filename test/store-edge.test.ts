@@ -172,7 +172,10 @@ describe('an edge fed by the store', () => {
       });
       await store.close();
       const line = await p.waitForLog((l) => String(l.msg).startsWith('store change rejected'));
-      assert.match(String(line.msg), /sites\[0\]\.tls\.certificate: no stored certificate named "missing"/);
+      assert.match(
+        String(line.msg),
+        /for site bad\.test .*the site is not served until it is fixed.*: tls\.certificate: no stored certificate named "missing"/,
+      );
       const r = await get(p.httpPort, 'ok.test', '/still', false);
       assert.equal(r.body, 'A /still');
       assert.equal((await get(p.httpPort, 'bad.test', '/', false)).status, 404);

@@ -5,6 +5,7 @@
  * with If-Match, so a concurrent change by someone else is never silently overwritten.
  */
 import { stringify } from 'yaml';
+import type { ApplyStatus } from '../control/apply.js';
 import {
   ApiClient,
   ApiError,
@@ -40,6 +41,8 @@ export interface SiteView {
     lastError?: { at: string; stage: string; message: string };
   };
   warnings: Finding[];
+  /** how the edges applied the site's revision (src/control/apply.ts) */
+  apply?: ApplyStatus;
 }
 
 /** The few effective settings the human output shows; the rest is printed as it comes. */
@@ -105,14 +108,47 @@ async function add(name: string, values: SiteAddOptions): Promise<number> {
   for (const s of sets) setPath(site, s.path, s.value);
 
   const client = await ApiClient.locate(values);
-  const r = await client.request<SiteView>('POST', 'sites', { body: site });
+  const r = await client.request<SiteView>('POST', `sites?wait=${APPLY_WAIT}`, { body: site });
   if (values.json) printJson(r.body);
   else {
     process.stdout.write(`site ${r.body.name} added (revision ${r.body.revision})\n`);
     process.stdout.write(summary(r.body));
     printFindings(r.body.warnings);
   }
-  return 0;
+  return reportApply(r.body.apply, values.json === true);
+}
+
+/** How long `site add|edit` wait for the edges to apply the change (the API's ?wait). */
+const APPLY_WAIT = '10s';
+
+/**
+ * The edges' answer to a write (the API's `apply`): "applied by N of N edges" on stdout; a failed
+ * or pending one on stderr with what to do, exit 1 (the change is stored but not in force); no
+ * edge running is said and is not an error (it applies when one starts).
+ */
+function reportApply(apply: ApplyStatus | undefined, json: boolean): number {
+  if (!apply) return 0; // an API from before apply statuses
+  const say = (text: string) => {
+    if (!json) process.stderr.write(`verge: ${text}\n`);
+  };
+  switch (apply.state) {
+    case 'applied':
+      if (!json) process.stdout.write(`${apply.summary}\n`);
+      return 0;
+    case 'no-edges':
+      say(`saved; ${apply.summary}`);
+      return 0;
+    case 'pending':
+      say(
+        `saved (revision ${apply.revision}), but ${apply.summary} within ${APPLY_WAIT}: check the edges with  verge nodes`,
+      );
+      return 1;
+    case 'failed':
+      say(
+        `saved (revision ${apply.revision}), but ${apply.summary}. Fix the cause and change the site again; verge nodes lists what each edge could not apply`,
+      );
+      return 1;
+  }
 }
 
 export function siteList(values: ConnectionFlags): Promise<number> {
@@ -160,6 +196,7 @@ async function showSite(name: string, values: ConnectionFlags): Promise<number> 
   const s = r.body;
   process.stdout.write(`site ${s.name} (revision ${s.revision})\n`);
   process.stdout.write(summary(s));
+  if (s.apply) process.stdout.write(`  ${'edges'.padEnd(9)}${s.apply.summary}\n`);
   process.stdout.write(`\neffective settings (defaults filled in):\n${indent(stringify(s.effective), '  ')}`);
   if (s.certificate?.expiresSoon)
     process.stderr.write(
@@ -207,7 +244,7 @@ async function edit(
     }
     const rev = current.revision ?? current.body.revision;
     try {
-      const r = await client.request<SiteView>('PATCH', path, {
+      const r = await client.request<SiteView>('PATCH', `${path}?wait=${APPLY_WAIT}`, {
         body: patch,
         ifMatch: rev,
         contentType: 'application/merge-patch+json',
@@ -218,7 +255,7 @@ async function edit(
         process.stdout.write(summary(r.body));
         printFindings(r.body.warnings);
       }
-      return 0;
+      return reportApply(r.body.apply, values.json === true);
     } catch (e) {
       if (!(e instanceof ApiError) || e.status !== 412) throw e;
       if (attempt >= 2) {

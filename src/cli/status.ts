@@ -40,6 +40,14 @@ export async function nodesCmd(values: ConnectionFlags): Promise<number> {
         ? 'no edge node has reported yet: is `verge serve --data DIR` running?\n'
         : table(['NODE', 'STATE', 'LAST SEEN', 'APPLIED REV', 'LISTENERS'], rows),
     );
+    // what a node could not apply: it applies everything else and keeps the last good config
+    for (const n of r.body.items) {
+      for (const f of n.failures ?? []) {
+        const what = f.site ? `site ${f.site}` : f.keys.join(', ') || 'the config';
+        const kept = f.servingLastGood ? 'serving its last good config' : 'not served';
+        process.stdout.write(`${n.id}: NOT APPLIED ${what} (revision ${f.revision}, ${kept}): ${f.reason}\n`);
+      }
+    }
     return 0;
   });
 }

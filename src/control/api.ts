@@ -24,6 +24,7 @@ import { configSchema, type SiteConfig } from '../config/schema.js';
 import type { Logger } from '../core/log.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
 import { Accounts } from './accounts-api.js';
+import { applyStatus, parseWait, waitForApply } from './apply.js';
 import { HttpError } from './http-error.js';
 import {
   createPrefetchJob,
@@ -51,6 +52,7 @@ import {
   issuesOf,
   listCertViews,
   listSites,
+  normaliseSiteName,
   notFoundSite,
   parseIfMatch,
   patchSite,
@@ -353,51 +355,85 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
       ];
     }
   };
-  const savedSite = async (reply: FastifyReply, v: ValidSite & { revision: number }, status: number) => {
+  /** The ?wait of a write, checked before anything is written. */
+  const waitOf = (req: FastifyRequest) => parseWait((req.query as Record<string, unknown>)['wait']);
+  /** How the edges applied a write of `key`, after waiting up to `wait` ms for them. */
+  const applied = (key: string, revision: number, wait: number) =>
+    waitForApply(store, key, revision, wait, now, stopping.signal);
+  const savedSite = async (
+    reply: FastifyReply,
+    v: ValidSite & { revision: number },
+    status: number,
+    wait: number,
+  ) => {
     etag(reply, v.revision);
+    const [warnings, apply] = await Promise.all([
+      warningsFor(v),
+      applied(KEYS.site(v.name), v.revision, wait),
+    ]);
     const view = await siteView(
       store,
       { name: v.name, revision: v.revision, input: v.input },
-      await warningsFor(v),
+      warnings,
       now(),
     );
-    return reply.code(status).send(view);
+    return reply.code(status).send({ ...view, apply });
+  };
+  /** DELETE: 204, or with ?wait 200 and how the edges applied it. */
+  const deleted = async (reply: FastifyReply, name: string, key: string, revision: number, wait: number) => {
+    etag(reply, revision);
+    if (wait === 0) return reply.code(204).send();
+    return reply.code(200).send({ name, revision, apply: await applied(key, revision, wait) });
   };
 
   on('GET', '/api/v1/health', async () => ({ ok: true, revision: await store.revision() }));
   on('GET', '/api/v1/openapi.json', async () => openApiDocument());
 
   on('GET', '/api/v1/sites', async () => {
-    const { revision, sites } = await listSites(store);
-    return { revision, items: await Promise.all(sites.map((s) => siteView(store, s, [], now()))) };
+    const [{ revision, sites }, nodes] = await Promise.all([listSites(store), listNodes(store, now())]);
+    return {
+      revision,
+      items: await Promise.all(
+        sites.map(async (s) => ({
+          ...(await siteView(store, s, [], now())),
+          apply: applyStatus(nodes, KEYS.site(s.name), s.revision),
+        })),
+      ),
+    };
   });
   on('POST', '/api/v1/sites', async (req, reply) => {
+    const wait = waitOf(req);
     const v = await createSite(store, requireBody(req), edgeCtx);
     reply.header('location', `/api/v1/sites/${encodeURIComponent(v.name)}`);
-    return savedSite(reply, v, 201);
+    return savedSite(reply, v, 201, wait);
   });
   on('GET', '/api/v1/sites/:name', async (req, reply) => {
     const s = await getSite(store, param(req, 'name'));
     if (!s) throw notFoundSite(param(req, 'name'));
     etag(reply, s.revision);
-    return siteView(store, s, [], now());
+    const apply = applyStatus(await listNodes(store, now()), KEYS.site(s.name), s.revision);
+    return { ...(await siteView(store, s, [], now())), apply };
   });
   on('PUT', '/api/v1/sites/:name', async (req, reply) => {
+    const wait = waitOf(req);
     const v = await replaceSite(store, param(req, 'name'), requireBody(req), edgeCtx, ifMatch(req));
-    return savedSite(reply, v, 200);
+    return savedSite(reply, v, 200, wait);
   });
   on('PATCH', '/api/v1/sites/:name', async (req, reply) => {
+    const wait = waitOf(req);
     const v = await patchSite(store, param(req, 'name'), requireBody(req), edgeCtx, ifMatch(req));
-    return savedSite(reply, v, 200);
+    return savedSite(reply, v, 200, wait);
   });
   on('DELETE', '/api/v1/sites/:name', async (req, reply) => {
+    const wait = waitOf(req);
     const rev = await deleteSite(store, param(req, 'name'), edgeCtx, ifMatch(req));
-    etag(reply, rev);
-    return reply.code(204).send();
+    const name = normaliseSiteName(param(req, 'name')) ?? param(req, 'name');
+    return deleted(reply, name, KEYS.site(name), rev, wait);
   });
 
   on('GET', '/api/v1/certificates', async () => ({ items: await listCertViews(store, now()) }));
   on('POST', '/api/v1/certificates', async (req, reply) => {
+    const wait = waitOf(req);
     const view = await uploadCert(store, requireBody(req), {
       ifMatch: ifMatch(req),
       ...(opts.trustedCas ? { trusted: opts.trustedCas } : {}),
@@ -406,7 +442,7 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
     });
     etag(reply, view.revision);
     reply.header('location', `/api/v1/certificates/${encodeURIComponent(view.name)}`);
-    return reply.code(201).send(view);
+    return reply.code(201).send({ ...view, apply: await applied(KEYS.cert(view.name), view.revision, wait) });
   });
   on('GET', '/api/v1/certificates/:name', async (req, reply) => {
     const view = await getCertView(store, param(req, 'name'), now());
@@ -419,9 +455,9 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
     return view;
   });
   on('DELETE', '/api/v1/certificates/:name', async (req, reply) => {
+    const wait = waitOf(req);
     const rev = await deleteCert(store, param(req, 'name'), ifMatch(req));
-    etag(reply, rev);
-    return reply.code(204).send();
+    return deleted(reply, param(req, 'name'), KEYS.cert(param(req, 'name')), rev, wait);
   });
 
   on('POST', '/api/v1/purge', async (req, reply) => {

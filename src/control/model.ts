@@ -140,6 +140,30 @@ export interface NodeRecord {
   /** HTTP and HTTPS listener addresses, "127.0.0.1:8080" */
   http: string[];
   https: string[];
+  /**
+   * Changes this node could not apply (absent or empty: none). Everything else is applied; a
+   * failing site keeps its last good config (or, if it never had one, is not served) until a
+   * change fixes it. The API's apply status, `verge nodes` and the doctor read this.
+   */
+  failures?: ApplyFailure[];
+}
+
+/** A change a node could not apply, as it reports it in its NodeRecord. */
+export interface ApplyFailure {
+  /** the site that keeps its last good config; absent when a setting (settings/...) failed */
+  site?: string;
+  /** the documents involved: the site's, its certificate's and the origin CA's; or the setting's */
+  keys: string[];
+  /** the newest store revision among `keys`: the change the node could not apply */
+  revision: number;
+  /** what the node's config check found, paths relative to the document (as the API's errors) */
+  errors: Array<{ path: string; message: string }>;
+  /** the errors in one line, "origin.ca: cannot read /etc/ca.pem: ENOENT" */
+  reason: string;
+  /** whether the node still serves a last good config of it (false: the site is not served) */
+  servingLastGood: boolean;
+  /** when the node first failed on this revision, ISO 8601 */
+  since: string;
 }
 
 /** A node is live when its heartbeat is younger than this. */

@@ -27,6 +27,8 @@ export interface RouteDoc {
   body?: { schema: JsonSchema; types: string[] };
   /** takes If-Match */
   ifMatch?: boolean;
+  /** a write that takes ?wait=DURATION and answers with `apply` (ApplyStatus) */
+  wait?: boolean;
   /** status -> description and (optional) body schema */
   responses: Record<string, { description: string; schema?: JsonSchema; etag?: boolean }>;
 }
@@ -280,6 +282,7 @@ export const ROUTES: RouteDoc[] = [
     path: '/api/v1/sites',
     summary: 'Create a site.',
     auth: true,
+    wait: true,
     body: { schema: ref('SiteInput'), types: JSON_TYPES },
     responses: {
       '201': { description: 'Created; Location names it.', schema: ref('SiteView'), etag: true },
@@ -300,6 +303,7 @@ export const ROUTES: RouteDoc[] = [
     summary: 'Replace a site (body.name must equal :name).',
     auth: true,
     ifMatch: true,
+    wait: true,
     body: { schema: ref('SiteInput'), types: JSON_TYPES },
     responses: {
       '200': { description: 'Replaced.', schema: ref('SiteView'), etag: true },
@@ -315,6 +319,7 @@ export const ROUTES: RouteDoc[] = [
     summary: 'Change a site with a JSON merge patch (RFC 7396) of its stored document.',
     auth: true,
     ifMatch: true,
+    wait: true,
     body: {
       schema: { type: 'object', description: 'A JSON merge patch: null removes a key.' },
       types: ['application/merge-patch+json', 'application/json'],
@@ -333,7 +338,18 @@ export const ROUTES: RouteDoc[] = [
     summary: 'Delete a site.',
     auth: true,
     ifMatch: true,
-    responses: { '204': { description: 'Deleted.', etag: true }, '404': E404, '412': E412 },
+    wait: true,
+    responses: {
+      '200': {
+        description: 'Deleted, with ?wait: how the edges applied it.',
+        schema: ref('Applied'),
+        etag: true,
+      },
+      '204': { description: 'Deleted.', etag: true },
+      '404': E404,
+      '409': err('The edges could not apply the config without it (it is edge.https.defaultSite).'),
+      '412': E412,
+    },
   },
   {
     method: 'GET',
@@ -379,6 +395,7 @@ export const ROUTES: RouteDoc[] = [
     summary: 'Upload a certificate chain and its key (checked first); with If-Match, replace one.',
     auth: true,
     ifMatch: true,
+    wait: true,
     body: { schema: ref('CertUpload'), types: JSON_TYPES },
     responses: {
       '201': { description: 'Stored.', schema: ref('CertView'), etag: true },
@@ -403,7 +420,14 @@ export const ROUTES: RouteDoc[] = [
     summary: 'Delete a certificate no site uses.',
     auth: true,
     ifMatch: true,
-    responses: { '204': { description: 'Deleted.' }, '404': E404, '409': E409, '412': E412 },
+    wait: true,
+    responses: {
+      '200': { description: 'Deleted, with ?wait: how the edges applied it.', schema: ref('Applied') },
+      '204': { description: 'Deleted.' },
+      '404': E404,
+      '409': E409,
+      '412': E412,
+    },
   },
   {
     method: 'POST',
@@ -581,6 +605,15 @@ export function openApiDocument(): JsonSchema {
         description: 'The ETag ("<revision>") the write is based on; a mismatch answers 412.',
         schema: { type: 'string' },
       });
+    if (r.wait)
+      params.push({
+        name: 'wait',
+        in: 'query',
+        required: false,
+        description:
+          'How long to wait for the live edges to apply the write before answering ("5s", "500ms"; at most 60 s; default 0). The answer\'s `apply` says applied, failed (which edge, why), pending or no-edges.',
+        schema: { type: 'string' },
+      });
     const responses: Record<string, unknown> = {};
     for (const [status, resp] of Object.entries(r.responses)) {
       responses[status] = {
@@ -741,8 +774,38 @@ export function openApiDocument(): JsonSchema {
             certificate: ref('CertView'),
             acme: { type: 'object' },
             warnings: { type: 'array', items: ref('Finding') },
+            apply: ref('ApplyStatus'),
           },
           required: ['name', 'revision', 'site', 'effective', 'warnings'],
+        },
+        ApplyStatus: {
+          type: 'object',
+          description:
+            "How the live edges applied the document's revision (from their heartbeats): applied by all, failed on one (named, with its reason; it keeps the last good config), pending, or no-edges.",
+          properties: {
+            revision: { type: 'integer' },
+            state: { enum: ['applied', 'failed', 'pending', 'no-edges'] },
+            summary: { type: 'string' },
+            nodes: {
+              type: 'array',
+              items: {
+                type: 'object',
+                properties: {
+                  id: { type: 'string' },
+                  state: { enum: ['applied', 'failed', 'pending'] },
+                  appliedRevision: { type: 'integer' },
+                  reason: { type: 'string' },
+                },
+                required: ['id', 'state', 'appliedRevision'],
+              },
+            },
+          },
+          required: ['revision', 'state', 'summary', 'nodes'],
+        },
+        Applied: {
+          type: 'object',
+          properties: { name: { type: 'string' }, revision: { type: 'integer' }, apply: ref('ApplyStatus') },
+          required: ['name', 'revision', 'apply'],
         },
         CertView: {
           type: 'object',
@@ -759,6 +822,7 @@ export function openApiDocument(): JsonSchema {
             daysLeft: { type: 'integer' },
             expiresSoon: { type: 'boolean' },
             usedBy: { type: 'array', items: { type: 'string' } },
+            apply: ref('ApplyStatus'),
           },
           required: ['name', 'revision', 'source', 'names', 'issuer', 'notBefore', 'notAfter', 'fingerprint'],
           additionalProperties: false,
@@ -811,6 +875,30 @@ export function openApiDocument(): JsonSchema {
             http: { type: 'array', items: { type: 'string' } },
             https: { type: 'array', items: { type: 'string' } },
             live: { type: 'boolean' },
+            failures: {
+              type: 'array',
+              description:
+                'Changes the node could not apply (it applies everything else and keeps the last good config of what failed).',
+              items: {
+                type: 'object',
+                properties: {
+                  site: { type: 'string' },
+                  keys: { type: 'array', items: { type: 'string' } },
+                  revision: { type: 'integer' },
+                  errors: {
+                    type: 'array',
+                    items: {
+                      type: 'object',
+                      properties: { path: { type: 'string' }, message: { type: 'string' } },
+                    },
+                  },
+                  reason: { type: 'string' },
+                  servingLastGood: { type: 'boolean' },
+                  since: { type: 'string', format: 'date-time' },
+                },
+                required: ['keys', 'revision', 'errors', 'reason', 'servingLastGood', 'since'],
+              },
+            },
           },
         },
         Token: {

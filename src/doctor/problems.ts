@@ -18,6 +18,7 @@ const SPECIFIC: Record<Finding['check'], number> = {
   cache: 4,
   matrix: 5,
   internal: 6,
+  edges: 7,
 };
 
 /** Findings that need action are grouped; pass and info stay in the list of checks. */

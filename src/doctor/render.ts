@@ -23,9 +23,19 @@ const SECTION: Record<Finding['check'], string> = {
   trap: 'Traps',
   cache: 'Caching',
   internal: 'Checks that crashed (a fault in the doctor, not in the site)',
+  edges: 'Edges (applying the stored config)',
 };
 
-const ORDER: Finding['check'][] = ['matrix', 'dns', 'edge-cert', 'origin', 'trap', 'cache', 'internal'];
+const ORDER: Finding['check'][] = [
+  'edges',
+  'matrix',
+  'dns',
+  'edge-cert',
+  'origin',
+  'trap',
+  'cache',
+  'internal',
+];
 
 function indent(text: string, pad: string): string {
   return text

@@ -7,12 +7,12 @@
 import { ConfigError, type MaterialSource, resolveConfig, validateObject } from '../config/load.js';
 import type { Config, SiteConfig } from '../config/schema.js';
 import { materialFrom } from '../control/config-docs.js';
-import { KEYS, SECTION_KEYS } from '../control/model.js';
+import { asRecord, KEYS, NODE_LIVE_MS, type NodeRecord, SECTION_KEYS } from '../control/model.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
 import { dnsCheck } from './dns.js';
 import { edgeCertCheck } from './edge-cert.js';
 import { fixCommands } from './fixes.js';
-import { originWarnings, runDoctor } from './index.js';
+import { originWarnings, problemsOf, runDoctor, verdictOf } from './index.js';
 import type { DoctorContext, DoctorReport, DoctorSite, Finding, FixTarget } from './types.js';
 
 /** Probe timeout: long enough for a slow origin, short enough for an interactive command. */
@@ -94,10 +94,68 @@ export async function doctorStoredSite(
   for (const [section, key] of Object.entries(SECTION_KEYS)) {
     if (docs.has(key)) input[section] = docs.get(key);
   }
-  const cfg = validateObject(input);
-  const material = materialFrom(docs);
-  const site = doctorSiteOf(cfg, name, material, baseDir, vergeCaOf(docs))!;
-  return fullDoctor(site, doctorContext(cfg.dns, true));
+  const edges = applyFindings(docs, name, Date.now());
+  let report: DoctorReport;
+  try {
+    const cfg = validateObject(input);
+    const material = materialFrom(docs);
+    const site = doctorSiteOf(cfg, name, material, baseDir, vergeCaOf(docs))!;
+    report = await fullDoctor(site, doctorContext(cfg.dns, true));
+  } catch (e) {
+    // a site the edges cannot build (a file it names vanished) is a finding, not a crash
+    if (!(e instanceof ConfigError) || edges.length === 0) throw e;
+    report = { site: name, verdict: '', ok: false, findings: [], problems: [], durationMs: 0 };
+  }
+  if (edges.length === 0) return report;
+  const findings = [...edges, ...report.findings];
+  const problems = problemsOf(findings, report.matrix);
+  return { ...report, findings, problems, ok: false, verdict: verdictOf(findings, report.matrix, problems) };
+}
+
+/**
+ * EDGE_APPLY_FAILED findings: live edges that report (in their heartbeat, NodeRecord.failures)
+ * that they could not apply this site's config. They keep its last good config and apply every
+ * other change; the finding says which edge, since which revision and why.
+ */
+export function applyFindings(docs: ReadonlyMap<string, JsonValue>, name: string, now: number): Finding[] {
+  const out: Finding[] = [];
+  for (const [key, value] of docs) {
+    if (!key.startsWith(KEYS.nodesPrefix)) continue;
+    const node = asRecord<NodeRecord>(value);
+    if (now - Date.parse(node.lastSeen) >= NODE_LIVE_MS) continue;
+    for (const f of node.failures ?? []) {
+      if (f.site !== name && !(f.keys.length === 0 || f.keys.includes(KEYS.site(name)))) continue;
+      out.push({
+        code: 'EDGE_APPLY_FAILED',
+        severity: 'fail',
+        check: 'edges',
+        summary: `edge ${node.id} could not apply the config of ${name} (revision ${f.revision}): ${f.reason}`,
+        explanation: f.servingLastGood
+          ? `Edge ${node.id} keeps serving the last config of ${name} it could apply, and applies every other change; your later changes to ${name} do not reach its visitors until the cause is fixed.`
+          : `Edge ${node.id} never had a config of ${name} it could apply, so it does not serve ${name} at all (visitors get "no such site") until the cause is fixed; every other change is applied.`,
+        cause: {
+          id: `edge-apply:${node.id}:${f.revision}`,
+          summary: `edge ${node.id} cannot apply revision ${f.revision} of ${name}: ${f.reason}`,
+        },
+        fix: [
+          {
+            summary:
+              'Fix what the message names (put the file back, or point the setting at one that exists), then save the site again',
+            secure: true,
+            steps: [
+              {
+                kind: 'run',
+                summary: `save ${name} with the setting fixed; the command waits until every edge applied it`,
+                command: `verge site edit ${name} --set ${f.errors[0]?.path || 'SETTING'}=VALUE`,
+              },
+            ],
+          },
+        ],
+        evidence: { node: node.id, revision: f.revision, since: f.since, errors: f.errors },
+      });
+    }
+  }
+  return out;
 }
 
 /**

@@ -16,7 +16,7 @@ export interface Finding {
   /** stable, e.g. 'ORIGIN_PORT_443_REFUSED', 'TRAP_REDIRECT_LOOP', 'DNS_LEFTOVER_A', 'EDGE_CERT_EXPIRES_SOON' */
   code: string;
   severity: Severity;
-  check: 'dns' | 'edge-cert' | 'origin' | 'matrix' | 'trap' | 'cache' | 'internal';
+  check: 'dns' | 'edge-cert' | 'origin' | 'matrix' | 'trap' | 'cache' | 'internal' | 'edges';
   /** one line, plain words */
   summary: string;
   /** why it matters, for someone who doesn't know how a CDN works */

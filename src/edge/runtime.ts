@@ -7,7 +7,7 @@ import { constants as cryptoConstants } from 'node:crypto';
 import tls from 'node:tls';
 import type { KeySite } from '../cache/key.js';
 import { type CacheRules, siteCacheRules } from '../cache/rules.js';
-import type { ResolvedConfig, ResolvedSite } from '../config/load.js';
+import { ConfigError, type ResolvedConfig, type ResolvedSite } from '../config/load.js';
 import type { HealthTable } from '../origin/balancer.js';
 import type { PoolRegistry } from '../origin/pools.js';
 import { CompiledOrigin } from '../origin/pull.js';
@@ -44,6 +44,31 @@ export interface CompiledSite {
   readonly keySite: KeySite;
 }
 
+/**
+ * The TLS context of a site's certificate. OpenSSL may refuse a pair the config check accepted
+ * (a key too small for its security level, say): that is a ConfigError at sites[i].tls, so the
+ * caller can tell which site cannot be applied (src/edge/store-source.ts keeps its last good one).
+ */
+function siteContext(s: ResolvedSite, i: number): tls.SecureContext {
+  try {
+    return tls.createSecureContext({
+      cert: s.certPem,
+      key: s.keyPem,
+      minVersion: s.https.minTlsVersion === '1.3' ? 'TLSv1.3' : 'TLSv1.2',
+      ciphers: TLS12_CIPHERS,
+      secureOptions: TLS_SECURE_OPTIONS,
+      honorCipherOrder: true,
+    });
+  } catch (e) {
+    throw new ConfigError([
+      {
+        path: `sites[${i}].tls`,
+        message: `the certificate cannot be used for TLS (${(e as Error).message}): use a certificate and key OpenSSL accepts (RSA 2048+ or ECDSA P-256/P-384)`,
+      },
+    ]);
+  }
+}
+
 export class Runtime {
   readonly config: ResolvedConfig;
   readonly sites: CompiledSite[];
@@ -60,23 +85,13 @@ export class Runtime {
   constructor(config: ResolvedConfig, pools: PoolRegistry, health: HealthTable) {
     this.config = config;
     this.poolKeys = new Set();
-    this.sites = config.sites.map((s) => {
+    this.sites = config.sites.map((s, i) => {
       const origin = new CompiledOrigin(s.name, s.origin, s.originCaPem, pools, health);
       for (const k of origin.poolKeys()) this.poolKeys.add(k);
       const hsts = s.https.hsts.enabled
         ? `max-age=${Math.floor(s.https.hsts.maxAge / 1000)}${s.https.hsts.includeSubDomains ? '; includeSubDomains' : ''}${s.https.hsts.preload ? '; preload' : ''}`
         : undefined;
-      const secureContext =
-        s.certPem && s.keyPem
-          ? tls.createSecureContext({
-              cert: s.certPem,
-              key: s.keyPem,
-              minVersion: s.https.minTlsVersion === '1.3' ? 'TLSv1.3' : 'TLSv1.2',
-              ciphers: TLS12_CIPHERS,
-              secureOptions: TLS_SECURE_OPTIONS,
-              honorCipherOrder: true,
-            })
-          : undefined;
+      const secureContext = s.certPem && s.keyPem ? siteContext(s, i) : undefined;
       const site: CompiledSite = {
         name: s.name,
         config: s,
