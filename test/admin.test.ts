@@ -152,6 +152,7 @@ describe('config', () => {
       sessions: { idleTimeout: 30 * 60_000, absoluteTimeout: 12 * 3_600_000 },
       audit: { keep: 10_000 },
       trustedProxies: [],
+      bodyLimit: 1024 * 1024,
     });
   });
 });

@@ -892,3 +892,89 @@ describe('writes report whether the edges applied them', () => {
     assert.match(long.body.errors[0].message, /at most 60 s/);
   });
 });
+
+describe('request limits', () => {
+  const h = new Harness();
+  before(() => h.start());
+  after(() => h.stop());
+
+  test('a body over edge.admin.bodyLimit (1 MiB by default) is 413 naming the limit and the setting', async () => {
+    const before = await h.store.revision();
+    const r = await h.call('POST', '/api/v1/sites', {
+      raw: JSON.stringify({ ...site('big.example'), pad: 'x'.repeat(1024 * 1024) }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(r.status, 413, r.text);
+    assert.equal(r.body.code, 'API_BODY_TOO_LARGE');
+    assert.match(r.body.msg, /over 1048576 bytes \(edge\.admin\.bodyLimit\)/);
+    assert.equal(await h.store.revision(), before);
+  });
+
+  test('too many aliases, origin servers, cache rules, purge values or prefetch URLs: 400 at the field', async () => {
+    const cases: Array<[string, string, unknown, string, RegExp]> = [
+      [
+        'POST',
+        '/api/v1/sites',
+        site('many.example', { aliases: Array.from({ length: 101 }, (_, i) => `a${i}.many.example`) }),
+        'aliases',
+        /at most 100 aliases/,
+      ],
+      [
+        'POST',
+        '/api/v1/sites',
+        site('many.example', {
+          origin: { servers: Array.from({ length: 65 }, (_, i) => ({ host: `10.0.0.${i + 1}` })) },
+        }),
+        'origin.servers',
+        /at most 64 origin servers/,
+      ],
+      [
+        'POST',
+        '/api/v1/sites',
+        site('many.example', {
+          cache: { rules: Array.from({ length: 201 }, () => ({ prefix: '/a/', ttl: '1m' })) },
+        }),
+        'cache.rules',
+        /at most 200 cache rules/,
+      ],
+      [
+        'POST',
+        '/api/v1/purge',
+        { type: 'tag', values: Array.from({ length: 1001 }, (_, i) => `t${i}`) },
+        'values',
+        /at most 1000 values/,
+      ],
+      [
+        'POST',
+        '/api/v1/prefetch',
+        { urls: Array.from({ length: 10_001 }, (_, i) => `http://x.example/${i}`) },
+        'urls',
+        /at most 10000 URLs/,
+      ],
+    ];
+    for (const [method, path, body, field, message] of cases) {
+      const r = await h.call(method, path, { body });
+      assert.equal(r.status, 400, `${field}: ${r.text.slice(0, 300)}`);
+      const e = (r.body.errors as Array<{ path: string; message: string }>).find((x) => x.path === field);
+      assert.ok(e, `an error at ${field}: ${r.text.slice(0, 300)}`);
+      assert.match(e.message, message);
+    }
+    assert.equal((await h.call('GET', '/api/v1/sites')).body.items.length, 0, 'nothing stored');
+  });
+
+  test('edge.admin.bodyLimit sets the limit', async () => {
+    const small = new Harness();
+    await small.start({ bodyLimit: 2048 });
+    try {
+      const r = await small.call('POST', '/api/v1/sites', {
+        body: site('s.example', {
+          aliases: Array.from({ length: 90 }, (_, i) => `alias-number-${i}.s.example`),
+        }),
+      });
+      assert.equal(r.status, 413);
+      assert.match(r.body.msg, /over 2048 bytes/);
+    } finally {
+      await small.stop();
+    }
+  });
+});

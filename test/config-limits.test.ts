@@ -111,3 +111,18 @@ describe('YAML size limit', () => {
     assert.deepEqual(loadConfigFile(file).sites, []);
   });
 });
+
+describe('array limits in the config', () => {
+  test('more than 100 aliases in a file: an error at the key with its line', () => {
+    const aliases = Array.from({ length: 101 }, (_, i) => `a${i}.example.com`).join(', ');
+    const err = configError(() =>
+      parseConfigText(
+        `sites:\n  - name: www.example.com\n    aliases: [${aliases}]\n    origin: {servers: [{host: a}]}\n`,
+        'many.yaml',
+      ),
+    );
+    assert.equal(err.issues[0]!.path, 'sites[0].aliases');
+    assert.equal(err.issues[0]!.line, 3);
+    assert.match(err.issues[0]!.message, /at most 100 aliases/);
+  });
+});

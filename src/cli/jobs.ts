@@ -40,7 +40,8 @@ export interface PurgeOptions extends ConnectionFlags {
 
 const POLL_MS = 250;
 const DEFAULT_WAIT_S = 30;
-const MAX_PREFETCH_URLS = 100_000;
+/** The API's limit per prefetch (src/control/jobs.ts MAX_PREFETCH_URLS). */
+const MAX_PREFETCH_URLS = 10_000;
 const PURGE_TYPES = ['url', 'prefix', 'tag', 'host', 'all'] as const;
 
 const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));

@@ -135,6 +135,7 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
       names: config.edge.admin.names,
       cors: config.edge.admin.cors,
       baseDir: dir,
+      bodyLimit: config.edge.admin.bodyLimit,
       log,
       edgeAddress: () => {
         const {

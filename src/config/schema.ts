@@ -48,6 +48,11 @@ function size(def: string, description: string) {
     .meta({ 'x-unit': 'size' });
 }
 
+/** Array limits (docs/security.md): what one site may list, in files and through the admin API. */
+export const MAX_ALIASES = 100;
+export const MAX_ORIGIN_SERVERS = 64;
+export const MAX_CACHE_RULES = 200;
+
 const HOSTNAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
 /** A site name: a DNS name, or a wildcard "*.example.com". Lowercased. */
@@ -111,7 +116,14 @@ export const originServerSchema = z
 
 export const originSchema = z
   .strictObject({
-    servers: z.array(originServerSchema).min(1).describe('Origin servers, at least one.'),
+    servers: z
+      .array(originServerSchema)
+      .min(1)
+      .max(
+        MAX_ORIGIN_SERVERS,
+        `at most ${MAX_ORIGIN_SERVERS} origin servers per site: put a load balancer in front of more`,
+      )
+      .describe(`Origin servers, at least one and at most ${MAX_ORIGIN_SERVERS}.`),
     protocol: z
       .enum(['http', 'https', 'follow'])
       .default('http')
@@ -254,8 +266,14 @@ export const siteCacheSchema = z
             ),
         }),
       )
+      .max(
+        MAX_CACHE_RULES,
+        `at most ${MAX_CACHE_RULES} cache rules per site: merge rules (one rule can list several extensions)`,
+      )
       .default([])
-      .describe('TTL overrides by path prefix or extension; the first match wins.'),
+      .describe(
+        `TTL overrides by path prefix or extension; the first match wins. At most ${MAX_CACHE_RULES}.`,
+      ),
     query: z
       .union([
         z.enum(['all', 'ignore']),
@@ -337,8 +355,14 @@ export const siteSchema = z
     ),
     aliases: z
       .array(siteName)
+      .max(
+        MAX_ALIASES,
+        `at most ${MAX_ALIASES} aliases per site: use a wildcard (*.example.com) or split the names over several sites`,
+      )
       .default([])
-      .describe('Other names served by this site; wildcards such as *.example.com match one label.'),
+      .describe(
+        `Other names served by this site; wildcards such as *.example.com match one label. At most ${MAX_ALIASES}.`,
+      ),
     tls: z
       .union([
         z.strictObject({
@@ -585,6 +609,10 @@ export const edgeSchema = z
           .describe(
             'Reverse proxies in front of the admin API whose X-Forwarded-For (client address, for the sign-in rate limit and the audit log) and X-Forwarded-Proto (HTTPS: Secure cookies) are believed. Default: none.',
           ),
+        bodyLimit: size(
+          '1MiB',
+          'Largest request body the admin API (`verge serve --data`) accepts; a bigger one is refused with 413 API_BODY_TOO_LARGE before it is read whole. Raise it only for very large prefetch lists.',
+        ),
       })
       .prefault({})
       .describe('Local admin endpoint: `verge purge` and `verge prefetch` talk to it.'),

@@ -95,6 +95,8 @@ export interface ControlApiOptions {
    * data directory. Default: the current directory.
    */
   baseDir?: string;
+  /** Largest request body in bytes (edge.admin.bodyLimit); default 1 MiB. */
+  bodyLimit?: number;
   /** extra trusted roots for certificate chain checks (tests) */
   trustedCas?: string[];
   now?: () => number;
@@ -113,8 +115,8 @@ export interface ControlApi {
   close(): Promise<void>;
 }
 
-/** Largest request body: a prefetch of 100,000 URLs, or a long certificate chain. */
-const BODY_LIMIT = 16 * 1024 * 1024;
+/** Default largest request body (edge.admin.bodyLimit): 10,000 prefetch URLs, a long certificate chain. */
+const BODY_LIMIT = 1024 * 1024;
 const REALM = 'Bearer realm="verge-admin"';
 
 /** An answer with an API error code. */
@@ -173,9 +175,11 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
     ...(opts.trustedProxies ? { trustedProxies: opts.trustedProxies } : {}),
   });
 
+  const bodyLimit = opts.bodyLimit ?? BODY_LIMIT;
   const app = fastify({
     logger: false,
-    bodyLimit: BODY_LIMIT,
+    // fastify refuses a longer Content-Length before reading, and stops reading past it
+    bodyLimit,
     forceCloseConnections: true,
     return503OnClosing: true,
     // a malformed URL never reaches the hooks: answer it in our shape here
@@ -282,7 +286,7 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
           new ApiError(
             413,
             'API_BODY_TOO_LARGE',
-            `the request body is over ${BODY_LIMIT} bytes: split it into smaller requests`,
+            `the request body is over ${bodyLimit} bytes (edge.admin.bodyLimit): send less in one request (split a prefetch list), or raise edge.admin.bodyLimit`,
           ),
         );
     }

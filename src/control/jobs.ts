@@ -31,6 +31,10 @@ export const JOBS_LISTED = 100;
 /** Jobs kept in the store; older finished ones are deleted when new ones are made. */
 export const JOBS_KEPT = 1000;
 
+/** Array limits of a request (docs/security.md): values of one purge, URLs of one prefetch. */
+export const MAX_PURGE_VALUES = 1000;
+export const MAX_PREFETCH_URLS = 10_000;
+
 export const purgeSchema = z.strictObject({
   type: z
     .enum(['url', 'prefix', 'tag', 'host', 'all'])
@@ -39,9 +43,11 @@ export const purgeSchema = z.strictObject({
     ),
   values: z
     .array(z.string())
-    .max(1000)
+    .max(MAX_PURGE_VALUES, `at most ${MAX_PURGE_VALUES} values per purge: split them over several purges`)
     .default([])
-    .describe('What to purge: absolute URLs (url, prefix), tags (tag), site names (host); empty for all.'),
+    .describe(
+      `What to purge: absolute URLs (url, prefix), tags (tag), site names (host); empty for all. At most ${MAX_PURGE_VALUES}.`,
+    ),
   mode: z
     .enum(['hard', 'soft'])
     .default('hard')
@@ -52,8 +58,13 @@ export const prefetchSchema = z.strictObject({
   urls: z
     .array(z.string())
     .min(1)
-    .max(100_000)
-    .describe('Absolute http(s) URLs of configured sites to fetch into the cache.'),
+    .max(
+      MAX_PREFETCH_URLS,
+      `at most ${MAX_PREFETCH_URLS} URLs per prefetch: split the list over several prefetches`,
+    )
+    .describe(
+      `Absolute http(s) URLs of configured sites to fetch into the cache, at most ${MAX_PREFETCH_URLS}.`,
+    ),
   concurrency: z.number().int().min(1).max(32).default(4).describe('Fetches in flight at once.'),
 });
 
@@ -129,8 +140,8 @@ export async function createPurge(store: ConfigStore, body: unknown, now: number
     if (values.length > 0)
       errors.push({ path: 'values', message: 'a purge of everything takes no values: send []' });
   } else if (values.length === 0) {
-    errors.push({ path: 'values', message: `a ${type} purge needs 1 to 1000 values` });
-  } else {
+    errors.push({ path: 'values', message: `a ${type} purge needs 1 to ${MAX_PURGE_VALUES} values` });
+  } else if (values.length <= MAX_PURGE_VALUES) {
     const names = await servedNames(store);
     values.forEach((v, i) => {
       const path = `values[${i}]`;
@@ -230,7 +241,7 @@ export async function parsePrefetch(store: ConfigStore, body: unknown): Promise<
   const names = await servedNames(store);
   const urls: PrefetchRequest['urls'] = [];
   // checked even when another field is wrong, so one answer lists every problem
-  if (Array.isArray(raw) && raw.length <= 100_000)
+  if (Array.isArray(raw) && raw.length <= MAX_PREFETCH_URLS)
     raw.forEach((u, i) => {
       if (typeof u !== 'string') return;
       const r = checkSiteUrl(names, u.trim(), `urls[${i}]`);
