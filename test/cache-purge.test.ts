@@ -214,3 +214,29 @@ test('the purge log: skips lines that are not purges, refuses a log it cannot re
   mkdirSync(dirAsLog);
   await assert.rejects(PurgeLog.open(dirAsLog), { code: 'EISDIR' });
 });
+
+test('a revalidate purge (store-log gap) survives restarts, in the log and then in the headers, until a 304 clears it', async () => {
+  const dir = tempDir();
+  const s = await DiskStore.open({ dir, maxBytes: 64 * 1024 ** 2 });
+  await put(s, '//www.example.com/g', Buffer.from('g'));
+  await put(s, '//www.example.com/h', Buffer.from('h'));
+  await s.purge({ type: 'all' }, 'revalidate');
+  assert.equal((await s.get('//www.example.com/g'))?.noStale, true);
+  await s.close();
+  // applied from the purge log at start-up
+  const s2 = await DiskStore.open({ dir, maxBytes: 64 * 1024 ** 2 });
+  for (const k of ['//www.example.com/g', '//www.example.com/h']) {
+    const m = await s2.get(k);
+    assert.equal(m?.stale, true, k);
+    assert.equal(m?.noStale, true, k);
+  }
+  // a revalidation of one of them clears it there only
+  assert.equal(await s2.update('//www.example.com/h', { stale: false }), true);
+  assert.equal((await s2.get('//www.example.com/h'))?.noStale, false);
+  await s2.close();
+  // and again: the mark now lives in the file's header (the log was emptied)
+  const s3 = await DiskStore.open({ dir, maxBytes: 64 * 1024 ** 2 });
+  assert.equal((await s3.get('//www.example.com/g'))?.noStale, true);
+  assert.equal((await s3.get('//www.example.com/h'))?.noStale ?? false, false);
+  await s3.close();
+});

@@ -12,7 +12,8 @@
  *   preamble (32 bytes)  "VRGC", u16 version, u16 0, u32 index-JSON length I, u32 meta-JSON
  *                        length M, u32 reserved space P >= I + M, u32 crc32(index JSON),
  *                        u32 crc32(meta JSON), u32 crc32(preamble bytes 0..28)
- *   header (P bytes)     index JSON {key, seq, size, tags, stale} (all the start-up scan parses),
+ *   header (P bytes)     index JSON {key, seq, size, tags, stale, noStale?} (all the start-up scan
+ *                        parses; noStale only when set, see storage.ts EntryMeta),
  *                        meta JSON {status, headers, times, freshness, storedAt, checksum},
  *                        zero-padded: the slack lets a 304 refresh or a soft purge rewrite the
  *                        header in place (a bigger header means copying the file aside)
@@ -66,7 +67,15 @@ import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
-import { InflightPurges, PurgeLog, type PurgeMode, type PurgeSelector, purgeMatches } from './purge.js';
+import {
+  InflightPurges,
+  PurgeLog,
+  type PurgeSelector,
+  purgeMatches,
+  type StorePurgeMode,
+  staleMarks,
+  strongerMode,
+} from './purge.js';
 import {
   type BodyRange,
   type CacheStore,
@@ -80,6 +89,7 @@ import {
   type MetaPatch,
   type NewEntry,
   type OpenEntry,
+  patchedMeta,
   type StoreStats,
   variantOf,
 } from './storage.js';
@@ -143,9 +153,10 @@ export interface DiskStartup {
   dropped: number;
   /** temp files (crash leftovers) removed */
   tempRemoved: number;
-  /** entries deleted / marked stale by the purge log */
+  /** entries deleted / marked stale / marked never-stale (revalidate) by the purge log */
   purgedHard: number;
   purgedSoft: number;
+  purgedRevalidate: number;
   /** time the scan took, ms */
   ms: number;
 }
@@ -157,6 +168,7 @@ class IndexEntry {
     public seq: number,
     public tags: string[] | undefined,
     public stale: boolean,
+    public noStale: boolean,
   ) {}
 }
 
@@ -173,6 +185,7 @@ interface Header {
   size: number;
   checksum: string;
   stale: boolean;
+  noStale?: boolean;
 }
 
 interface ParsedHeader {
@@ -183,7 +196,7 @@ interface ParsedHeader {
 }
 
 /** The part of the header the start-up scan needs; parsed alone so the scan stays fast. */
-type IndexPart = Pick<Header, 'key' | 'seq' | 'size' | 'tags' | 'stale'>;
+type IndexPart = Pick<Header, 'key' | 'seq' | 'size' | 'tags' | 'stale' | 'noStale'>;
 
 function fileSizeFor(pad: number, size: number): number {
   return PREAMBLE + pad + size + 4 * Math.ceil(size / BLOCK) + TRAILER_FIXED;
@@ -224,8 +237,10 @@ function parseHeader(buf: Buffer, n: number, full = true): ParsedHeader | { shor
 
 /** The two JSON parts of a header: the index part (what the scan needs) and the rest. */
 function headerParts(h: Header): [Buffer, Buffer] {
-  const { key, seq, size, tags, stale, ...rest } = h;
-  return [Buffer.from(JSON.stringify({ key, seq, size, tags, stale })), Buffer.from(JSON.stringify(rest))];
+  const { key, seq, size, tags, stale, noStale, ...rest } = h;
+  // noStale only when set: files written before it existed read the same
+  const index = { key, seq, size, tags, stale, ...(noStale ? { noStale } : {}) };
+  return [Buffer.from(JSON.stringify(index)), Buffer.from(JSON.stringify(rest))];
 }
 
 /** Bytes the header's JSON parts take (to check they fit the reserved space). */
@@ -303,6 +318,7 @@ function headerToMeta(h: Header, idx: IndexEntry | undefined): EntryMeta {
     size: h.size,
     checksum: h.checksum,
     stale: h.stale || (idx?.stale ?? false),
+    noStale: (h.noStale ?? false) || (idx?.noStale ?? false),
   };
 }
 
@@ -373,6 +389,7 @@ export class DiskStore implements CacheStore {
       tempRemoved: 0,
       purgedHard: 0,
       purgedSoft: 0,
+      purgedRevalidate: 0,
       ms: 0,
     };
     try {
@@ -470,7 +487,7 @@ export class DiskStore implements CacheStore {
         maxSeq = Math.max(maxSeq, r.header.seq);
         found.push({
           key: r.header.key,
-          e: new IndexEntry(r.fileSize, r.header.seq, undefined, r.header.stale),
+          e: new IndexEntry(r.fileSize, r.header.seq, undefined, r.header.stale, r.header.noStale ?? false),
           pad: r.pad,
           header: r.header,
           path,
@@ -490,11 +507,15 @@ export class DiskStore implements CacheStore {
           // gone
         }
         f.e.fileSize = -1;
-      } else if (verdict === 'soft' && !f.header.stale) {
-        startup.purgedSoft++;
+      } else if (verdict !== undefined) {
+        const marks = staleMarks(verdict);
+        if (f.header.stale && (!marks.noStale || f.header.noStale)) continue; // already marked
+        if (marks.noStale) startup.purgedRevalidate++;
+        else startup.purgedSoft++;
         f.header.stale = true;
         f.e.stale = true;
-        DiskStore.#markStaleSync(f.path);
+        if (marks.noStale) f.header.noStale = f.e.noStale = true;
+        DiskStore.#markStaleSync(f.path, marks.noStale);
       }
     }
     await log.reset();
@@ -619,8 +640,8 @@ export class DiskStore implements CacheStore {
     void this.#unlinkLater(key);
   }
 
-  /** Start-up: write the stale flag of a soft purge into a file's header. */
-  static #markStaleSync(path: string): void {
+  /** Start-up: write the stale flag of a soft purge (and noStale of a revalidate one) into a file's header. */
+  static #markStaleSync(path: string, noStale: boolean): void {
     const fd = openSync(path, 'r+');
     try {
       let b = Buffer.allocUnsafe(8192);
@@ -631,8 +652,8 @@ export class DiskStore implements CacheStore {
       }
       if (p === 'corrupt' || 'short' in p) return; // caught when read
       // one write of preamble + JSON; a torn write fails the header CRC and drops the entry
-      const out = encodeHeader({ ...p.header, stale: true }, p.pad);
-      if (!out) return; // "false" -> "true" cannot outgrow the slack
+      const out = encodeHeader({ ...p.header, stale: true, ...(noStale ? { noStale: true } : {}) }, p.pad);
+      if (!out) return; // a few bytes more cannot outgrow the slack (at least 512 bytes)
       let off = 0;
       while (off < out.length) off += writeSync(fd, out, off, out.length - off, off);
     } finally {
@@ -885,7 +906,7 @@ export class DiskStore implements CacheStore {
   /** A writer's commit: purge check, final header, rename into place, index. */
   async _commit(
     w: DiskWriter,
-    h: Omit<Header, 'seq' | 'storedAt' | 'stale'>,
+    h: Omit<Header, 'seq' | 'storedAt' | 'stale' | 'noStale'>,
     fd: number,
     rest?: Buffer[],
   ): Promise<EntryMeta> {
@@ -894,7 +915,7 @@ export class DiskStore implements CacheStore {
     if (verdict === 'hard') {
       throw new CacheStoreError('PURGED', `a purge covering ${h.key} arrived while it was being written`);
     }
-    const header: Header = { ...h, seq: this.nextSeq(), storedAt: this.#now(), stale: verdict === 'soft' };
+    const header: Header = { ...h, seq: this.nextSeq(), storedAt: this.#now(), ...staleMarks(verdict) };
     const head = encodeHeader(header, w.pad);
     if (!head) throw new CacheStoreError('IO', `${h.key}: header outgrew its reserved space`);
     // small bodies: header, body and trailer in one (synchronous) write
@@ -908,7 +929,13 @@ export class DiskStore implements CacheStore {
     // index after the rename: a reader never finds an index entry without its file
     this.#removeFromIndex(h.key);
     this.#evictFor(fileSize);
-    const e = new IndexEntry(fileSize, header.seq, this.#intern(header.tags), header.stale);
+    const e = new IndexEntry(
+      fileSize,
+      header.seq,
+      this.#intern(header.tags),
+      header.stale,
+      header.noStale ?? false,
+    );
     this.#index.set(h.key, e);
     this.#addVariant(h.key);
     this.#bytes += fileSize;
@@ -920,7 +947,9 @@ export class DiskStore implements CacheStore {
       void this.#unlinkLater(h.key);
       throw new CacheStoreError('PURGED', `a purge covering ${h.key} arrived while it was being committed`);
     }
-    if (late === 'soft') e.stale = true;
+    const marks = staleMarks(late);
+    if (marks.stale) e.stale = true;
+    if (marks.noStale) e.noStale = true;
     return headerToMeta(header, e);
   }
 
@@ -931,7 +960,14 @@ export class DiskStore implements CacheStore {
       if (this.#index.get(key) !== e) return false;
       const p = this.#readHeaderSync(key, e);
       if (!p) return false;
-      const h: Header = { ...p.header, ...patch };
+      // the marks of purges applied since start-up live in the index: keep them (into the header)
+      // unless the patch is a revalidation, which clears them
+      const marked = {
+        ...p.header,
+        stale: p.header.stale || e.stale,
+        noStale: (p.header.noStale ?? false) || e.noStale,
+      };
+      const h: Header = patchedMeta(marked, patch);
       const head = encodeHeader(h, p.pad);
       if (head) {
         const fh = await open(this.pathOf(key), 'r+');
@@ -944,6 +980,7 @@ export class DiskStore implements CacheStore {
         await this.#rewriteFile(key, p, h);
       }
       e.stale = h.stale;
+      e.noStale = h.noStale ?? false;
       e.tags = this.#intern(h.tags);
       return true;
     });
@@ -994,10 +1031,10 @@ export class DiskStore implements CacheStore {
 
   /**
    * Purge: logged (and flushed) first, so that it survives a crash, then applied to the index
-   * (hard: entries removed and files unlinked; soft: marked stale in the index, and in the files'
-   * headers at the next start-up).
+   * (hard: entries removed and files unlinked; soft / revalidate: marked stale (and noStale) in
+   * the index, and in the files' headers at the next start-up).
    */
-  async purge(selector: PurgeSelector, mode: PurgeMode): Promise<number> {
+  async purge(selector: PurgeSelector, mode: StorePurgeMode): Promise<number> {
     if (this.#closed) throw new CacheStoreError('CLOSED', `disk store ${this.dir} is closed`);
     const seq = this.nextSeq();
     await this.#log.append({ seq, selector, mode, at: this.#now() });
@@ -1010,7 +1047,11 @@ export class DiskStore implements CacheStore {
       if (mode === 'hard') {
         this.#removeFromIndex(key);
         unlinks.push(this.#unlinkLater(key));
-      } else e.stale = true;
+      } else {
+        // never weaker than an earlier purge: a soft purge keeps a revalidate one's noStale
+        e.stale = true;
+        e.noStale = staleMarks(strongerMode(e.noStale ? 'revalidate' : undefined, mode)).noStale;
+      }
     }
     await Promise.all(unlinks);
     return n;

@@ -7,7 +7,14 @@
 import { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { LRUCache } from 'lru-cache';
-import { InflightPurges, type PurgeMode, type PurgeSelector, purgeMatches } from './purge.js';
+import {
+  InflightPurges,
+  type PurgeSelector,
+  purgeMatches,
+  type StorePurgeMode,
+  staleMarks,
+  strongerMode,
+} from './purge.js';
 import {
   type BodyRange,
   type CacheStore,
@@ -21,6 +28,7 @@ import {
   type MetaPatch,
   type NewEntry,
   type OpenEntry,
+  patchedMeta,
   primaryOf,
   type StoreStats,
   variantOf,
@@ -198,7 +206,7 @@ export class MemoryStore implements CacheStore {
     }
     const full: EntryMeta = {
       ...meta,
-      stale: verdict === 'soft',
+      ...staleMarks(verdict),
       seq: this.nextSeq(),
       storedAt: this.#now(),
     };
@@ -237,7 +245,7 @@ export class MemoryStore implements CacheStore {
   async update(key: string, patch: MetaPatch): Promise<boolean> {
     const e = this.#lru.peek(key);
     if (!e) return false;
-    e.meta = { ...e.meta, ...patch };
+    e.meta = patchedMeta(e.meta, patch);
     return true;
   }
 
@@ -245,7 +253,7 @@ export class MemoryStore implements CacheStore {
     return this.#lru.delete(key);
   }
 
-  async purge(selector: PurgeSelector, mode: PurgeMode): Promise<number> {
+  async purge(selector: PurgeSelector, mode: StorePurgeMode): Promise<number> {
     const seq = this.nextSeq();
     if (this.#writers.size > 0) this.#inflightPurges.add({ seq, selector, mode });
     let n = 0;
@@ -259,7 +267,11 @@ export class MemoryStore implements CacheStore {
       } else {
         const e = this.#lru.peek(key);
         if (e) {
-          e.meta = { ...e.meta, stale: true };
+          // never weaker than what an earlier purge left: a soft purge keeps noStale
+          e.meta = {
+            ...e.meta,
+            ...staleMarks(strongerMode(e.meta.noStale ? 'revalidate' : undefined, mode)),
+          };
           n++;
         }
       }

@@ -670,18 +670,20 @@ export interface ReuseDecision {
  * - Authorization requests only from responses that allow sharing (section 3.5).
  * - The visitor's no-cache / max-age / Pragma count only with rules.visitorNoCache (default off).
  * - `invalidated` (soft purge, or section 4.4 invalidation) makes the entry stale whatever its age.
+ * - `noStale` (a store-log gap may have hidden a hard purge, purge.ts StorePurgeMode 'revalidate'):
+ *   revalidate first and never serve it stale, whatever stale-if-error or the serve-stale switch say.
  */
 export function reuseDecision(
   req: CacheRequest,
   f: Freshness,
   now: number,
   rules: CacheRules,
-  opts: { invalidated?: boolean; offline?: boolean } = {},
+  opts: { invalidated?: boolean; offline?: boolean; noStale?: boolean } = {},
 ): ReuseDecision {
   const age = currentAge(f, now);
   const staleBy = age - f.lifetime;
   const sie = f.sie > 0 && staleBy < f.sie;
-  const staleIfError = sie || (opts.offline === true && f.staleAllowed);
+  const staleIfError = !opts.noStale && (sie || (opts.offline === true && f.staleAllowed));
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     return { state: 'bypass', age, staleIfError: false, why: `method ${req.method}` };
   }
@@ -701,7 +703,7 @@ export function reuseDecision(
       return { state: 'revalidate', age, staleIfError, why: 'visitor max-age' };
     }
   }
-  if (opts.invalidated) return { state: 'revalidate', age, staleIfError, why: 'invalidated' };
+  if (opts.invalidated || opts.noStale) return { state: 'revalidate', age, staleIfError, why: 'invalidated' };
   if (staleBy < 0) return { state: 'fresh', age, staleIfError };
   if (f.swr > 0 && staleBy < f.swr)
     return { state: 'stale-while-revalidate', age, staleIfError, why: 'stale' };

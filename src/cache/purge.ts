@@ -1,6 +1,6 @@
 /**
  * Purge: selectors (url, prefix, tag, host, all), modes (hard: delete; soft: mark stale so
- * stale-if-error still works) and the persistent purge log the disk store keeps so a purge
+ * stale-if-error still works; revalidate: mark stale and never serve stale) and the persistent purge log the disk store keeps so a purge
  * survives a restart.
  *
  * Ordering: every committed entry carries the store's write sequence number and every purge
@@ -8,7 +8,8 @@
  * (lower sequence) and never to ones written after. The disk store appends the purge to its log
  * (fdatasync'd) before touching the index, so a crash between the two still leaves the purge on
  * disk; at start-up the log is applied to every scanned entry older than the purge (hard: file
- * deleted; soft: stale flag written into the file's header) and then emptied.
+ * deleted; soft / revalidate: stale (and noStale) flags written into the file's header) and then
+ * emptied.
  */
 import { type FileHandle, open, readFile, rename, writeFile } from 'node:fs/promises';
 import { type KeySite, keyForUrl, schemeless, splitKey, urlOfKey } from './key.js';
@@ -24,14 +25,32 @@ export type PurgeSelector =
   | { type: 'host'; host: string } // a site's entries (its primary name)
   | { type: 'all' };
 
-/** hard: delete. soft: mark stale (revalidate before use; still served under stale-if-error). */
+/** What an operator asks for. hard: delete. soft: mark stale (revalidate before use; still served under stale-if-error). */
 export type PurgeMode = 'hard' | 'soft';
+
+/**
+ * What a store applies: an operator's PurgeMode, or revalidate: mark stale AND never to be served
+ * stale (not under stale-if-error, stale-while-revalidate or the serve-stale switch) until a
+ * revalidation with the origin succeeds (a 304 makes it fresh again, keeping the body). An edge
+ * applies it to everything after a gap in the store log (src/edge/store-source.ts): a purge it
+ * missed may have been hard, so nothing cached before the gap may reach a visitor without the
+ * origin's word. Never lost: logged like the others.
+ */
+export type StorePurgeMode = PurgeMode | 'revalidate';
+
+/** How strong a mode is: a purge never weakens what a stronger one did. */
+const STRENGTH: Record<StorePurgeMode, number> = { soft: 1, revalidate: 2, hard: 3 };
+
+/** The stronger of two verdicts. */
+export function strongerMode(a: StorePurgeMode | undefined, b: StorePurgeMode): StorePurgeMode {
+  return a !== undefined && STRENGTH[a] >= STRENGTH[b] ? a : b;
+}
 
 /** One purge as logged. */
 export interface PurgeEntry {
   seq: number;
   selector: PurgeSelector;
-  mode: PurgeMode;
+  mode: StorePurgeMode;
   /** when it was requested, ms (for the operator; ordering uses seq) */
   at: number;
 }
@@ -62,20 +81,25 @@ export function purgeMatches(sel: PurgeSelector, entry: { key: string; tags?: re
 }
 
 /**
- * The strongest of `purges` applying to an entry written at `entry.seq`: 'hard' when a hard purge
- * with a higher sequence matches, else 'soft' when a soft one does, else undefined.
+ * The strongest of `purges` applying to an entry written at `entry.seq` (hard, then revalidate,
+ * then soft: see StorePurgeMode), or undefined when none with a higher sequence matches.
  */
 export function purgeVerdict(
   purges: Iterable<Pick<PurgeEntry, 'seq' | 'selector' | 'mode'>>,
   entry: { key: string; tags?: readonly string[]; seq: number },
-): PurgeMode | undefined {
-  let out: PurgeMode | undefined;
+): StorePurgeMode | undefined {
+  let out: StorePurgeMode | undefined;
   for (const p of purges) {
     if (p.seq <= entry.seq || !purgeMatches(p.selector, entry)) continue;
     if (p.mode === 'hard') return 'hard';
-    out = 'soft';
+    out = strongerMode(out, p.mode);
   }
   return out;
+}
+
+/** The stale marks a (non-hard) purge verdict gives an entry (EntryMeta.stale and noStale). */
+export function staleMarks(verdict: StorePurgeMode | undefined): { stale: boolean; noStale: boolean } {
+  return { stale: verdict === 'soft' || verdict === 'revalidate', noStale: verdict === 'revalidate' };
 }
 
 /**
@@ -87,7 +111,7 @@ export class InflightPurges {
   add(p: Pick<PurgeEntry, 'seq' | 'selector' | 'mode'>): void {
     this.#list.push(p);
   }
-  verdict(entry: { key: string; tags?: readonly string[]; seq: number }): PurgeMode | undefined {
+  verdict(entry: { key: string; tags?: readonly string[]; seq: number }): StorePurgeMode | undefined {
     return purgeVerdict(this.#list, entry);
   }
   /** Drop the purges no writer in flight can be affected by: the oldest began at `minBeginSeq` (none: all). */
@@ -148,8 +172,7 @@ export class PurgeLog {
       if (!line) continue;
       try {
         const e = JSON.parse(line) as PurgeEntry;
-        if (typeof e.seq === 'number' && e.selector && (e.mode === 'hard' || e.mode === 'soft'))
-          entries.push(e);
+        if (typeof e.seq === 'number' && e.selector && e.mode in STRENGTH) entries.push(e);
       } catch {
         // torn line from a crash mid-append
       }
@@ -185,11 +208,8 @@ export class PurgeLog {
     return p;
   }
 
-  /**
-   * The strongest purge applying to an entry written at `seq`: 'hard' when a hard purge with a
-   * higher sequence matches, else 'soft' when a soft one does, else undefined.
-   */
-  verdict(entry: { key: string; tags?: readonly string[]; seq: number }): PurgeMode | undefined {
+  /** The strongest purge applying to an entry written at `seq` (see purgeVerdict). */
+  verdict(entry: { key: string; tags?: readonly string[]; seq: number }): StorePurgeMode | undefined {
     return purgeVerdict(this.#entries, entry);
   }
 

@@ -15,7 +15,7 @@ import type { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import type { HeaderMap } from './headers.js';
 import type { Freshness } from './policy.js';
-import type { PurgeMode, PurgeSelector } from './purge.js';
+import type { PurgeSelector, StorePurgeMode } from './purge.js';
 
 /** What the caller knows when it starts storing a response. */
 export interface NewEntry {
@@ -48,6 +48,12 @@ export interface EntryMeta extends NewEntry {
   seq: number;
   /** Soft-purged (or invalidated): must be revalidated before use; still usable for stale-if-error. */
   stale: boolean;
+  /**
+   * Marked by a `revalidate` purge (a store-log gap, purge.ts StorePurgeMode): never served stale, not
+   * even under stale-if-error, until a revalidation clears it (MetaPatch `stale: false`). Absent
+   * on entries written before this mark existed: false.
+   */
+  noStale?: boolean;
 }
 
 /** Changes a 304 (or an invalidation) makes to a stored entry's metadata; the body is untouched. */
@@ -58,7 +64,19 @@ export interface MetaPatch {
   responseTime?: number;
   freshness?: Freshness;
   tags?: string[];
+  /** false: the entry was revalidated (a 304): clears noStale too (see patchedMeta) */
   stale?: boolean;
+  noStale?: boolean;
+}
+
+/**
+ * A stored entry's metadata after `patch`: a successful revalidation (`stale: false`) also clears
+ * the noStale mark of a store-log gap, since the origin has now vouched for the stored body.
+ */
+export function patchedMeta<T extends { stale: boolean; noStale?: boolean }>(meta: T, patch: MetaPatch): T {
+  const out = { ...meta, ...patch };
+  if (patch.stale === false && patch.noStale === undefined) out.noStale = false;
+  return out;
 }
 
 /** A byte range of the body, both ends inclusive (range.ts ByteRange). */
@@ -88,7 +106,8 @@ export interface EntryWriter {
    * Make the entry visible, replacing any entry under the same key. Only after the complete
    * body: rejects (and aborts) unless the byte count equals NewEntry.size / expect.size when
    * given, and the body's checksum equals expect.checksum when given. A purge issued after
-   * begin() that covers the key applies: hard rejects with PURGED, soft commits it stale.
+   * begin() that covers the key applies: hard rejects with PURGED, soft commits it stale,
+   * revalidate stale and noStale.
    */
   commit(expect?: { size?: number; checksum?: string }): Promise<EntryMeta>;
   /** Discard what was written; nothing becomes visible. Idempotent. */
@@ -186,8 +205,8 @@ export interface CacheStore {
   update(key: string, patch: MetaPatch): Promise<boolean>;
   /** Remove an entry. False when absent. */
   delete(key: string): Promise<boolean>;
-  /** Apply a purge; returns how many entries it hit (deleted, or marked stale when soft). */
-  purge(selector: PurgeSelector, mode: PurgeMode): Promise<number>;
+  /** Apply a purge; returns how many entries it hit (deleted, or marked stale when soft / revalidate). */
+  purge(selector: PurgeSelector, mode: StorePurgeMode): Promise<number>;
   /** Every committed entry's key and tags (purge previews, metrics). */
   keys(): Iterable<string>;
   stats(): StoreStats;

@@ -9,7 +9,7 @@
  */
 import type { DiskStore } from './disk.js';
 import type { MemoryStore } from './memory.js';
-import type { PurgeMode, PurgeSelector } from './purge.js';
+import type { PurgeSelector, StorePurgeMode } from './purge.js';
 import type {
   BodyRange,
   CacheStore,
@@ -158,7 +158,7 @@ export class TieredStore implements CacheStore {
   }
 
   /** Disk first (it logs the purge durably), then memory. Returns the larger of the two counts. */
-  async purge(selector: PurgeSelector, mode: PurgeMode): Promise<number> {
+  async purge(selector: PurgeSelector, mode: StorePurgeMode): Promise<number> {
     const d = await this.disk.purge(selector, mode);
     const m = await this.memory.purge(selector, mode);
     return Math.max(d, m);

@@ -195,6 +195,7 @@ export function serveResidentHit(
   const now = Date.now();
   const d = reuseDecision(creq, meta.freshness, now, rules, {
     invalidated: meta.stale,
+    noStale: meta.noStale,
     offline: site.config.cache.serveStale,
   });
   if (d.state !== 'fresh') return primary;
@@ -285,6 +286,7 @@ export async function cachePhase(
   }
   const d = reuseDecision(creq, meta.freshness, Date.now(), rules, {
     invalidated: meta.stale,
+    noStale: meta.noStale,
     offline: site.config.cache.serveStale,
   });
   switch (d.state) {

@@ -14,8 +14,10 @@
  * site added just before it finds the site).
  *
  * A gap (the log was compacted past the last revision applied, see StoreGapError) means some
- * changes, possibly purges, can no longer be read: the edge reloads the whole snapshot and marks
- * every cached object stale, so a purge is never lost, only widened.
+ * changes, possibly hard purges, can no longer be read: the edge marks every cached object to be
+ * revalidated before use and never served stale (purge mode 'revalidate', kept across restarts by
+ * the disk cache's purge log), then reloads the whole snapshot. A purge is never lost, only
+ * widened; a 304 from the origin makes an unchanged object fresh again without refetching it.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -405,14 +407,21 @@ export class StoreSource {
     if (err instanceof StoreGapError) {
       log.warn(
         { from: this.#applied, err: err.message },
-        'store log gap: reloading the snapshot and marking the cache stale',
+        'store log gap: every cached object will be revalidated before use, reloading the snapshot',
       );
       try {
+        // Purges in the gap cannot be read, and one may have been hard: everything cached so far
+        // must get the origin's word before it is served, and may never be served stale (DESIGN.md
+        // "Store and distribution"); a 304 keeps the body. First, so that no heartbeat reports the
+        // snapshot's revision as applied while the cache could still answer from before the gap.
+        const marked = await this.#edge?.cache?.store.purge({ type: 'all' }, 'revalidate');
         await this.#loadSnapshot();
         this.#dirty = true;
         this.#rebuildNow();
-        // purges in the gap cannot be read: widen them to everything, softly (RFC 9111 stale)
-        await this.#edge?.cache?.store.purge({ type: 'all' }, 'soft');
+        log.info(
+          { revision: this.#applied, marked },
+          'store log gap handled: snapshot reloaded; cached objects revalidate before use and are never served stale',
+        );
       } catch (e) {
         log.error({ err: e }, 'reloading the store snapshot failed; retrying in 1 s');
         setTimeout(() => void this.#onWatchError(err), 1000).unref();

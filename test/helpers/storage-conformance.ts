@@ -287,6 +287,38 @@ export function storageConformance(
     );
 
     test(
+      'revalidate purge (after a store-log gap): stale and never to be served stale, until a revalidation clears it',
+      withStore(8 * MB, async (s) => {
+        await put(s, '//a.test/r', Buffer.from('cached'), { tags: ['x'] });
+        await put(s, '//b.test/r', Buffer.from('other'));
+        assert.equal(await s.purge({ type: 'all' }, 'revalidate'), 2);
+        const o = await s.open('//a.test/r');
+        assert.ok(o);
+        assert.equal(o.meta.stale, true);
+        assert.equal(o.meta.noStale, true);
+        assert.equal((await readAll(o.body)).toString(), 'cached', 'the body is kept for a 304');
+        // a later soft purge does not weaken it
+        await s.purge({ type: 'all' }, 'soft');
+        assert.equal((await s.get('//a.test/r'))?.noStale, true);
+        // a successful revalidation (the 304 path patches stale: false) clears both marks
+        assert.equal(await s.update('//a.test/r', { stale: false }), true);
+        const m = await s.get('//a.test/r');
+        assert.equal(m?.stale, false);
+        assert.equal(m?.noStale ?? false, false);
+        assert.equal((await s.get('//b.test/r'))?.noStale, true, 'the other entry still has it');
+        // a body being written when it arrives commits with it; one begun after does not
+        const during = await s.begin('//a.test/w', entry());
+        await during.write(Buffer.from('fetched before the gap was seen'));
+        await s.purge({ type: 'all' }, 'revalidate');
+        const c = await during.commit();
+        assert.equal(c.stale, true);
+        assert.equal(c.noStale, true);
+        const later = await put(s, '//a.test/w', Buffer.from('new'));
+        assert.equal(later.noStale ?? false, false);
+      }),
+    );
+
+    test(
       'a purge issued while a body is being written applies at commit',
       withStore(8 * MB, async (s) => {
         const hard = await s.begin('//a.test/h', entry());
