@@ -144,7 +144,7 @@ export function explainRecord(rec: Record<string, unknown>): string {
   const attempts = rec['attempts'] as Array<Record<string, unknown>> | undefined;
   if (attempts && attempts.length > 1) {
     lines.push(
-      `Attempts: ${attempts.map((a) => `${str(a['server'])}:${str(a['port'])} ${a['code'] ? str(a['code']) : 'ok'}`).join(' -> ')}`,
+      `Attempts: ${attempts.map((a) => `${str(a['server'])}:${str(a['port'])} ${a['code'] ? str(a['code']) : 'ok'}${a['reused'] ? ' (a kept-alive connection the origin had closed; sent again)' : ''}`).join(' -> ')}`,
     );
   }
   lines.push(timings(ms, origin, error));

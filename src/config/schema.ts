@@ -200,7 +200,7 @@ export const originSchema = z
       .max(10)
       .default(3)
       .describe(
-        'Servers tried for one request. A retry happens only when nothing reached the origin and the method is idempotent (RFC 9110 section 9.2.2).',
+        'Servers tried for one request. A retry happens only when nothing reached the origin and the method is idempotent (RFC 9110 section 9.2.2). Apart from this count, an idempotent request lost because the origin closed a kept-alive connection as it was sent is sent once more to the same server (RFC 9112 section 9.3.1).',
       ),
     keepHeaders: z
       .array(

@@ -738,6 +738,7 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
         port: a.port,
         code: a.code ?? null,
         nodeCode: a.nodeCode,
+        ...(a.reused ? { reused: true } : {}),
       }));
   }
   if (ctx.errorCode) {

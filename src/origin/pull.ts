@@ -124,6 +124,8 @@ export interface Attempt {
   protocol: PullProtocol;
   /** new connection timings; absent when a kept-alive connection was reused */
   conn?: ConnectTimings;
+  /** the request went out on a kept-alive connection that the origin closed unanswered */
+  reused?: boolean;
   code?: string;
   nodeCode?: string | undefined;
 }
@@ -211,10 +213,13 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
   const retryable = IDEMPOTENT.has(req.method);
   /** the error of the last server tried, kept as the cause when no server is left */
   let lastError: VergeError | undefined;
+  /** a request lost to a kept-alive connection's close was sent again (once per pull) */
+  let resent = false;
 
-  const attempt = (): void => {
+  /** Try the next server, or `again` once more (on a new connection, see onResponseError). */
+  const attempt = (again?: CompiledServer): void => {
     const now = Date.now();
-    const server = origin.balancer.pick(now, tried) as CompiledServer | undefined;
+    const server = again ?? (origin.balancer.pick(now, tried) as CompiledServer | undefined);
     if (!server) {
       const last = state.attempts.at(-1);
       cb.onError(
@@ -316,11 +321,32 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
         lastError = verr;
         a.code = verr.code;
         a.nodeCode = verr.nodeCode;
+        const bodyUntouched = req.body === null || !req.body.readableDidRead;
+        // RFC 9112 section 9.3.1: a server may close an idle connection just as a request is
+        // sent on it (nginx on reload or at keepalive_timeout); the request was never seen by
+        // the application, and an idempotent one may be sent again. Only for a kept-alive
+        // connection (no timings: this request did not open it) closed before any answer, and
+        // once, so a server that drops every request is still a 502. Not a health failure: the
+        // server is up, it closed an idle connection. The same server is asked again: undici
+        // dropped the closed socket, so this goes out on a new (or still open) connection.
+        if (
+          !gotHead &&
+          !conn &&
+          !verr.beforeSend &&
+          !resent &&
+          verr.code === 'ORIGIN_CONNECTION_RESET' &&
+          retryable &&
+          bodyUntouched
+        ) {
+          resent = true;
+          a.reused = true;
+          attempt(server);
+          return;
+        }
         if (!gotHead && verr.beforeSend) {
           if (origin.balancer.tracksHealth) {
             origin.health.fail(server.id, origin.healthFailures, origin.healthDownFor, Date.now(), verr.code);
           }
-          const bodyUntouched = req.body === null || !req.body.readableDidRead;
           if (
             retryable &&
             bodyUntouched &&
