@@ -215,6 +215,8 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
   let lastError: VergeError | undefined;
   /** a request lost to a kept-alive connection's close was sent again (once per pull) */
   let resent = false;
+  /** the pull was aborted by its reader (the visitor left): never sent again */
+  let abandoned = false;
 
   /** Try the next server, or `again` once more (on a new connection, see onResponseError). */
   const attempt = (again?: CompiledServer): void => {
@@ -251,7 +253,10 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart(c) {
         controller = c;
-        state.abort = (r) => c.abort(r);
+        state.abort = (r) => {
+          abandoned = true;
+          c.abort(r);
+        };
       },
       onResponseStart(c, statusCode, headers) {
         // RFC 9110 section 15: a status code is three digits from 100 to 599. undici (llhttp)
@@ -334,6 +339,7 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
           !conn &&
           !verr.beforeSend &&
           !resent &&
+          !abandoned &&
           verr.code === 'ORIGIN_CONNECTION_RESET' &&
           retryable &&
           bodyUntouched
