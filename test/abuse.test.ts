@@ -581,3 +581,92 @@ describe('connections per origin server', () => {
     assert.equal(slow.count('/gone/waiting'), 0);
   });
 });
+
+describe('connections per origin server, with a backup server', () => {
+  const busy = new Origin();
+  const backup = new Origin();
+  let edge: TestEdge;
+  before(async () => {
+    await busy.start();
+    await backup.start();
+    edge = await startEdge([
+      {
+        name: 'b.test',
+        origin: {
+          servers: [
+            { host: '127.0.0.1', port: busy.port },
+            { host: '127.0.0.1', port: backup.port, backup: true },
+          ],
+          maxConnections: 1,
+          maxQueue: 0,
+        },
+        cache: { enabled: false },
+      } as never,
+    ]);
+  });
+  after(async () => {
+    busy.release();
+    backup.release();
+    await edge.close();
+    await busy.close();
+    await backup.close();
+  });
+
+  test('a server with every connection busy and its queue full: the request goes to the next server, and the busy one is not marked down', async () => {
+    busy.hold = true;
+    const held = request(`http://b.test:${edge.httpPort}/held`);
+    await within(
+      (async () => {
+        while (busy.held.length < 1) await sleep(10);
+      })(),
+      5000,
+      'one request held by the first server',
+    );
+    const next = await request(`http://b.test:${edge.httpPort}/next`);
+    assert.equal(next.status, 200, next.body.toString());
+    assert.equal(backup.count('/next'), 1, 'served by the backup server');
+    assert.equal(busy.count('/next'), 0);
+    const rec = (await edge.record(next.headers['x-request-id'] as string)) as {
+      attempts?: Array<{ port: number; code: string | null }>;
+    };
+    assert.deepEqual(
+      rec.attempts?.map((a) => [a.port, a.code]),
+      [
+        [busy.port, 'ORIGIN_BUSY'],
+        [backup.port, null],
+      ],
+    );
+    busy.release();
+    assert.equal((await held).status, 200);
+    // busy is not down: the next request goes to it again, not to the backup
+    busy.hold = false;
+    const again = await request(`http://b.test:${edge.httpPort}/again`);
+    assert.equal(again.status, 200);
+    assert.equal(busy.count('/again'), 1, 'a busy server was not marked down');
+  });
+
+  test('every server busy: 503 ORIGIN_BUSY, not "no healthy server"', async () => {
+    busy.hold = true;
+    backup.hold = true;
+    const held = [
+      request(`http://b.test:${edge.httpPort}/h1`),
+      // the first server is busy with h1: h2 fails over to the backup and is held there
+      request(`http://b.test:${edge.httpPort}/h2`),
+    ];
+    await within(
+      (async () => {
+        while (busy.held.length < 1 || backup.held.length < 1) await sleep(10);
+      })(),
+      5000,
+      'one request held by each server',
+    );
+    const over = await request(`http://b.test:${edge.httpPort}/over`);
+    assert.equal(over.status, 503);
+    assert.equal(JSON.parse(over.body.toString()).code, 'ORIGIN_BUSY');
+    busy.release();
+    backup.release();
+    for (const r of await Promise.all(held)) assert.equal(r.status, 200);
+    busy.hold = false;
+    backup.hold = false;
+  });
+});

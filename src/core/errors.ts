@@ -306,7 +306,7 @@ export const ERRORS = spec({
     retryable: true,
     msg: 'origin server busy',
     explanation:
-      'Every connection Verge may open to the origin server (origin.maxConnections) is busy and origin.maxQueue requests already wait for one, so this request was refused at once instead of queueing without end. The origin answers more slowly than requests arrive.',
+      'Every connection Verge may open to the origin server (origin.maxConnections) is busy and origin.maxQueue requests already wait for one, so this request was refused at once instead of queueing without end (any other server of the site was busy too). The origin answers more slowly than requests arrive.',
     fix: 'Make the origin answer faster, add origin servers, or raise origin.maxConnections (if the origin can take more concurrent requests) or origin.maxQueue.',
   },
   CLIENT_RESET_FLOOD: {

@@ -55,8 +55,9 @@ export const PHASES = [
       'edge. A request body is received whole first (in memory up to 16 KiB, then in an unlinked ' +
       'temporary file) and sent with `Content-Length`; an HTTP/2 stream the visitor reset before this ' +
       'phase never reaches the origin; past `origin.maxConnections` busy and `origin.maxQueue` waiting, ' +
-      '`ORIGIN_BUSY` (503). A request that failed before anything reached the origin is retried on the ' +
-      'next server when its method is idempotent.',
+      'the next server is tried, and `ORIGIN_BUSY` (503) when every one is busy. A request that failed ' +
+      'before anything reached the origin is retried on the next server when its method is ' +
+      'idempotent; one lost to a kept-alive connection the origin closed as it was sent is sent again.',
   },
   {
     name: 'store',

@@ -79,6 +79,8 @@ export class CappedPool extends Pool {
     if (this.#queue.length >= this.#maxQueue) {
       const err = new VergeError('ORIGIN_BUSY', {
         detail: { maxConnections: this.#max, maxQueue: this.#maxQueue, inflight: this.#inflight },
+        // nothing was sent: the pull may try the next server (src/origin/pull.ts)
+        beforeSend: true,
       });
       fail(handler, idleController(), err);
       return true;

@@ -350,7 +350,8 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
           return;
         }
         if (!gotHead && verr.beforeSend) {
-          if (origin.balancer.tracksHealth) {
+          // a busy server (every connection in use, its queue full) is up: not a health failure
+          if (origin.balancer.tracksHealth && verr.code !== 'ORIGIN_BUSY') {
             origin.health.fail(server.id, origin.healthFailures, origin.healthDownFor, Date.now(), verr.code);
           }
           if (
@@ -360,6 +361,11 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
             tried.size < origin.servers.length
           ) {
             attempt();
+            return;
+          }
+          // Every server tried was busy: that is the answer (503), not "no healthy server".
+          if (state.attempts.every((t) => t.code === 'ORIGIN_BUSY')) {
+            cb.onError(verr, false);
             return;
           }
           // Every server down, or every server of a multi-server site tried and failed for this
