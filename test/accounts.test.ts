@@ -15,6 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { type ControlApi, startControlApi } from '../src/control/api.js';
 import { listAudit, pruneAudit, recordAudit } from '../src/control/audit.js';
+import { CONSOLE_ROUTES } from '../src/control/console-host.js';
 import { openDataStore } from '../src/control/data.js';
 import { KEYS } from '../src/control/model.js';
 import { ROUTES } from '../src/control/openapi.js';
@@ -158,16 +159,19 @@ describe('the first start', () => {
     );
     assert.equal(logged['user'], 'admin');
 
-    // the page the link opens: no token needed, and it can load nothing but its own script
+    // the page the link opens is the console's (no token needed): it can load nothing but this
+    // origin's files, and the token never leaves in a Referer
     const page = await call(port, 'GET', new URL(link).pathname + new URL(link).search);
     assert.equal(page.status, 200);
     assert.match(String(page.headers['content-type']), /^text\/html/);
     assert.match(String(page.headers['content-security-policy']), /default-src 'none'; script-src 'self'/);
-    assert.equal(page.headers['referrer-policy'], 'no-referrer');
-    assert.match(page.text, /<script src="\/signin\.js"><\/script>/);
-    const js = await call(port, 'GET', '/signin.js');
+    assert.equal(page.headers['referrer-policy'], 'same-origin');
+    const script = /<script type="module" crossorigin src="(\/assets\/[^"]+\.js)"><\/script>/.exec(page.text);
+    assert.ok(script, page.text);
+    const js = await call(port, 'GET', script[1]!);
     assert.equal(js.status, 200);
-    assert.match(js.text, /history\.replaceState/);
+    assert.match(String(js.headers['content-type']), /^text\/javascript/);
+    assert.match(js.text, /replaceState/);
 
     // the user exists without a password: no sign-in yet
     const before = await call(port, 'POST', '/api/v1/session', {
@@ -363,7 +367,7 @@ describe('roles', () => {
     const routes = ROUTES.map((r) => `${r.method} ${r.path}`);
     for (const r of routes) assert.ok(ROUTE_ACCESS[r], `${r} declares no role in src/control/roles.ts`);
     for (const k of Object.keys(ROUTE_ACCESS))
-      assert.ok(routes.includes(k) || k.startsWith('GET /signin'), `${k} is declared but not a route`);
+      assert.ok(routes.includes(k) || CONSOLE_ROUTES.includes(k), `${k} is declared but not a route`);
   });
 
   test('a viewer (token and session) is refused every change, with a code naming the role needed', async () => {

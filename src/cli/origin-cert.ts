@@ -3,7 +3,13 @@ import { join, resolve } from 'node:path';
 import { openDataStore, resolveDataDir } from '../control/data.js';
 import { writeFileAtomic } from '../core/files.js';
 import type { ConfigStore } from '../store/types.js';
-import { issueOriginCert, loadOrCreateOriginCa, loadOriginCa, nginxSnippet } from '../tls/origin-ca.js';
+import {
+  issueOriginCert,
+  loadOrCreateOriginCa,
+  loadOriginCa,
+  nginxSnippet,
+  originCertFileBase,
+} from '../tls/origin-ca.js';
 import { UsageError } from './errors.js';
 
 /** The site setting that makes Verge pull over HTTPS and verify the origin with its origin CA. */
@@ -19,11 +25,6 @@ export interface IssuedFiles {
   siteSettings: typeof SITE_SETTINGS;
   /** the CA was created by this call (first use in this data directory) */
   caCreated: boolean;
-}
-
-/** File-name form of a host name: a wildcard's `*` cannot go into a portable file name. */
-function fileBase(name: string): string {
-  return name.toLowerCase().replace(/^\*\./, 'wildcard.').replace(/:/g, '_');
 }
 
 /**
@@ -43,8 +44,8 @@ export async function issueToFiles(opts: {
   const issued = await issueOriginCert(ca, opts.names, opts.days === undefined ? {} : { days: opts.days });
   const outDir = resolve(opts.outDir);
   mkdirSync(outDir, { recursive: true });
-  const certFile = join(outDir, `${fileBase(first)}.crt`);
-  const keyFile = join(outDir, `${fileBase(first)}.key`);
+  const certFile = join(outDir, `${originCertFileBase(first)}.crt`);
+  const keyFile = join(outDir, `${originCertFileBase(first)}.key`);
   // Key first: a certificate file without its key is harmless, the reverse leaves nginx broken.
   writeFileAtomic(keyFile, issued.keyPem, 0o600);
   writeFileAtomic(certFile, `${issued.certPem.trimEnd()}\n${issued.caPem.trimEnd()}\n`, 0o644);

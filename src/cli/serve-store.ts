@@ -149,6 +149,11 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
       checkSite: (site) => storedSiteWarnings(store, site, dir),
       doctor: (name) => doctorStoredSite(store, name, dir),
       requests: (id) => requests.lookup(id),
+      recentRequests: (site, limit, id) =>
+        requests.recent(
+          limit,
+          (r) => r['site'] === site && (id === undefined || String(r['id']).startsWith(id)),
+        ),
       // named to local CLIs on a 401, so `verge explain ID` finds DIR/admin.token
       instance: { data: dir },
       sessions: config.edge.admin.sessions,

@@ -2,7 +2,7 @@
  * Accounts on the admin API (docs/api.md "Accounts and sessions"): who is calling (a bearer
  * token or a session cookie), whether the route lets them (src/control/roles.ts), CSRF defences
  * for cookie requests, the sign-in rate limit, the users/session/audit routes, the audit record
- * of every change, and the one-time sign-in page.
+ * of every change.
  *
  * src/control/api.ts calls, in this order, for every request: its Host check and CORS preflight,
  * then `authorize` (401 / 403 / 429 here), routing, the handler, then `audit` before the answer
@@ -24,7 +24,7 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Logger } from '../core/log.js';
 import type { ConfigStore } from '../store/types.js';
@@ -47,7 +47,6 @@ import {
   sessionIdFrom,
   sweepSessions,
 } from './sessions.js';
-import { SIGNIN_JS, SIGNIN_PAGE, SIGNIN_PAGE_HEADERS } from './signin-page.js';
 import { badInput, issuesOf, ServiceError } from './sites.js';
 import { verifyToken } from './tokens.js';
 import {
@@ -558,16 +557,6 @@ export class Accounts {
       if (errors.length > 0) throw badInput(errors, 'the query');
       return { items: await listAudit(store, { ...(site ? { site } : {}), limit }) };
     });
-  }
-
-  /** The sign-in page of the one-time links (plain HTML and one script; the console replaces it). */
-  pages(app: FastifyInstance): void {
-    app.get('/signin', async (_req, reply) =>
-      reply.headers(SIGNIN_PAGE_HEADERS).type('text/html; charset=utf-8').send(SIGNIN_PAGE),
-    );
-    app.get('/signin.js', async (_req, reply) =>
-      reply.headers(SIGNIN_PAGE_HEADERS).type('text/javascript; charset=utf-8').send(SIGNIN_JS),
-    );
   }
 
   async #throttle(ip: string, name: string | undefined, exists: boolean): Promise<void> {

@@ -21,10 +21,12 @@ import { isIP } from 'node:net';
 import { type FastifyError, type FastifyReply, type FastifyRequest, fastify } from 'fastify';
 import { pathString } from '../config/load.js';
 import { configSchema, type SiteConfig } from '../config/schema.js';
+import { explainRecord } from '../core/explain.js';
 import type { Logger } from '../core/log.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
 import { Accounts } from './accounts-api.js';
 import { applyStatus, parseWait, waitForApply } from './apply.js';
+import { CONSOLE_ROUTES, hostConsole } from './console-host.js';
 import { HttpError } from './http-error.js';
 import {
   createPrefetchJob,
@@ -37,6 +39,7 @@ import {
 } from './jobs.js';
 import { KEYS, SECTION_KEYS } from './model.js';
 import { type Method, openApiDocument, ROUTES, tokenRequestSchema } from './openapi.js';
+import { issueOriginCertView, originCaView } from './origin-ca-api.js';
 import { runPrefetchJob } from './prefetch.js';
 import { ROUTE_ACCESS } from './roles.js';
 import type { SessionSettings } from './sessions.js';
@@ -83,6 +86,11 @@ export interface ControlApiOptions {
   checkSite?: (site: SiteConfig) => Promise<Finding[]>;
   /** The edge's record of a recent request by id (src/edge/request-log.ts), for `verge trace`. */
   requests?: (id: string) => Record<string, unknown> | undefined;
+  /**
+   * The edge's newest request records of one site (newest first, at most `limit`), for the
+   * console's recent requests; `id` keeps those whose request id starts with it.
+   */
+  recentRequests?: (site: string, limit: number, id?: string) => Record<string, unknown>[];
   /** The full doctor for a stored site (src/doctor/site.ts); undefined when there is no such site. */
   doctor?: (name: string) => Promise<unknown | undefined>;
   /**
@@ -464,6 +472,11 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
     return deleted(reply, param(req, 'name'), KEYS.cert(param(req, 'name')), rev, wait);
   });
 
+  on('GET', '/api/v1/origin-ca', async () => originCaView(store));
+  on('POST', '/api/v1/origin-ca/certificates', async (req, reply) =>
+    reply.code(201).send(await issueOriginCertView(store, requireBody(req))),
+  );
+
   on('POST', '/api/v1/purge', async (req, reply) => {
     const job = await createPurge(store, requireBody(req), now());
     log.info({ job: job.id, purge: job.purge, revision: job.revision }, 'purge logged');
@@ -512,12 +525,35 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
   on('GET', '/api/v1/requests/:id', async (req) => {
     const id = param(req, 'id');
     const rec = opts.requests?.(id);
-    if (!rec)
-      throw new ServiceError(
-        'not_found',
-        `no record of request ${JSON.stringify(id)} on this node: it is older than the last 10,000 requests, was served by another node, or has not finished yet`,
-      );
+    if (!rec) throw requestNotFound(id);
     return rec;
+  });
+  on('GET', '/api/v1/requests/:id/explanation', async (req) => {
+    const id = param(req, 'id');
+    const rec = opts.requests?.(id);
+    if (!rec) throw requestNotFound(id);
+    return { id, text: explainRecord(rec), record: rec };
+  });
+  on('GET', '/api/v1/sites/:name/requests', async (req) => {
+    const name = param(req, 'name').toLowerCase();
+    const q = req.query as Record<string, unknown>;
+    const errors: Array<{ path: string; message: string }> = [];
+    let limit = 50;
+    if (q['limit'] !== undefined) {
+      limit = Number(q['limit']);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+        errors.push({ path: 'limit', message: 'must be a whole number from 1 to 1000' });
+    }
+    const id = q['id'] === undefined ? undefined : String(q['id']);
+    if (id !== undefined && !/^[A-Za-z0-9._-]{0,100}$/.test(id))
+      errors.push({
+        path: 'id',
+        message: 'must be (the start of) a request id: letters, digits, ".", "_", "-"',
+      });
+    if (errors.length > 0) throw badInput(errors, 'the query');
+    if (!(await getSite(store, name))) throw notFoundSite(name);
+    const items = (opts.recentRequests?.(name, limit, id || undefined) ?? []).map(requestSummary);
+    return { items };
   });
   on('GET', '/api/v1/nodes', async () => ({ items: await listNodes(store, now()) }));
   on('GET', '/api/v1/config', async () => effectiveConfig(store));
@@ -575,7 +611,7 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
       `admin API routes and src/control/openapi.ts ROUTES differ: undocumented ${undocumented.join(', ') || '-'}; unhandled ${unhandled.join(', ') || '-'}`,
     );
   // and every route says who may call it (src/control/roles.ts): none is open by omission
-  const served = [...handlers.keys(), 'GET /signin', 'GET /signin.js'];
+  const served = [...handlers.keys(), ...CONSOLE_ROUTES];
   const undeclared = served.filter((k) => ROUTE_ACCESS[k] === undefined);
   const stale = Object.keys(ROUTE_ACCESS).filter((k) => !served.includes(k));
   if (undeclared.length > 0 || stale.length > 0)
@@ -586,7 +622,7 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
     const [method, url] = key.split(' ') as [Method, string];
     app.route({ method, url, handler });
   }
-  accounts.pages(app);
+  hostConsole(app);
 
   await app.listen({ host: listen.host ?? '0.0.0.0', port: listen.port });
   const address = app.server.address() as AddressInfo;
@@ -603,6 +639,32 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
       stopping.abort();
       await Promise.allSettled([...running]);
     },
+  };
+}
+
+function requestNotFound(id: string): ServiceError {
+  return new ServiceError(
+    'not_found',
+    `no record of request ${JSON.stringify(id)} on this node: it is older than the last 10,000 requests, was served by another node, or has not finished yet`,
+  );
+}
+
+/** One line of the recent requests list: what the console's table shows. */
+function requestSummary(r: Record<string, unknown>): Record<string, unknown> {
+  const ms = (r['ms'] ?? {}) as Record<string, unknown>;
+  const error = r['error'] as Record<string, unknown> | undefined;
+  return {
+    id: r['id'],
+    time: r['time'],
+    method: r['method'],
+    scheme: r['scheme'],
+    host: r['host'],
+    path: r['path'],
+    status: r['status'],
+    cache: r['cache'],
+    bytes: r['bytes'],
+    ms: ms['total'],
+    ...(error?.['code'] ? { code: error['code'] } : {}),
   };
 }
 

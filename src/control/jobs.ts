@@ -24,7 +24,11 @@ import {
 import { badInput, type FieldError, isObject, issuesOf, listSites, ServiceError } from './sites.js';
 
 /** A job as the API shows it: purges get their state from the nodes. */
-export type JobView = JobRecord & { waitingFor?: string[] };
+export type JobView = JobRecord & {
+  waitingFor?: string[];
+  /** a purge: each live edge and whether it has applied the purge (the console's per-edge confirmation) */
+  edges?: Array<{ id: string; hostname: string; appliedRevision: number; applied: boolean }>;
+};
 
 /** Jobs GET /api/v1/jobs returns (newest first). */
 export const JOBS_LISTED = 100;
@@ -194,8 +198,14 @@ function purgeState(job: JobRecord, nodes: Array<NodeRecord & { live: boolean }>
   if (job.type !== 'purge' || job.revision === undefined) return job;
   const live = nodes.filter((n) => n.live);
   const waiting = live.filter((n) => !(n.appliedRevision >= job.revision!)).map((n) => n.id);
-  if (live.length > 0 && waiting.length === 0) return { ...job, state: 'done' };
-  return { ...job, state: 'pending', waitingFor: waiting };
+  const edges = live.map((n) => ({
+    id: n.id,
+    hostname: n.hostname,
+    appliedRevision: n.appliedRevision,
+    applied: n.appliedRevision >= job.revision!,
+  }));
+  if (live.length > 0 && waiting.length === 0) return { ...job, state: 'done', edges };
+  return { ...job, state: 'pending', waitingFor: waiting, edges };
 }
 
 export async function getJob(store: ConfigStore, id: string, now: number): Promise<JobView | undefined> {

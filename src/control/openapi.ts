@@ -7,6 +7,7 @@
 import { z } from 'zod';
 import { accountSchemas } from './accounts-api.js';
 import { prefetchSchema, purgeSchema } from './jobs.js';
+import { originCertRequestSchema } from './origin-ca-api.js';
 import { ROLES, ROUTE_ACCESS, type Role } from './roles.js';
 import { apiSiteSchema, certUploadSchema } from './sites.js';
 import { TOKEN_NAME_MAX } from './tokens.js';
@@ -379,6 +380,60 @@ export const ROUTES: RouteDoc[] = [
   },
   {
     method: 'GET',
+    path: '/api/v1/requests/:id/explanation',
+    summary:
+      'The story of one recent request in words, as `verge explain` tells it: what was asked, which stage failed, the origin, port and protocol and why, the cause and the fix. With the record it was told from.',
+    auth: true,
+    responses: {
+      '200': {
+        description: 'The explanation.',
+        schema: {
+          type: 'object',
+          properties: { id: { type: 'string' }, text: { type: 'string' }, record: { type: 'object' } },
+          required: ['id', 'text', 'record'],
+        },
+      },
+      '404': E404,
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/sites/:name/requests',
+    summary:
+      "This node's recent requests of one site, newest first (?limit=1..1000, default 50; ?id= keeps those whose request id starts with it). Each opens its explanation.",
+    auth: true,
+    responses: {
+      '200': {
+        description: 'Recent requests.',
+        schema: {
+          type: 'object',
+          properties: {
+            items: {
+              type: 'array',
+              items: {
+                type: 'object',
+                properties: {
+                  id: { type: 'string' },
+                  time: { type: 'string' },
+                  method: { type: 'string' },
+                  host: { type: 'string' },
+                  path: { type: 'string' },
+                  status: { type: 'integer' },
+                  cache: { type: 'string' },
+                  ms: { type: 'number' },
+                  code: { type: 'string' },
+                },
+              },
+            },
+          },
+        },
+      },
+      '400': E400,
+      '404': E404,
+    },
+  },
+  {
+    method: 'GET',
     path: '/api/v1/certificates',
     summary: 'Every stored certificate (never the keys).',
     auth: true,
@@ -427,6 +482,26 @@ export const ROUTES: RouteDoc[] = [
       '404': E404,
       '409': E409,
       '412': E412,
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/origin-ca',
+    summary:
+      "Verge's origin CA (for HTTPS from the edge to the origin with a verified certificate): whether it exists yet, and its certificate. Never its key.",
+    auth: true,
+    responses: { '200': { description: 'The CA, or {exists: false}.', schema: ref('OriginCa') } },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/origin-ca/certificates',
+    summary:
+      "Issue a certificate for the origin from Verge's origin CA (created on first use). The answer holds the key, once: nothing keeps it. Also the nginx lines that serve it and the site settings to switch to afterwards.",
+    auth: true,
+    body: { schema: ref('OriginCertRequest'), types: JSON_TYPES },
+    responses: {
+      '201': { description: 'Issued.', schema: ref('OriginCert') },
+      '400': E400,
     },
   },
   {
@@ -579,6 +654,21 @@ const findingSchema: JsonSchema = {
     summary: { type: 'string' },
     explanation: { type: 'string' },
     fix: { type: 'string' },
+    fixes: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          summary: { type: 'string' },
+          secure: { type: 'boolean' },
+          settings: {
+            type: 'object',
+            description: 'Dotted setting paths and the values the fix sets (when the fix is a setting).',
+          },
+        },
+        required: ['summary', 'secure'],
+      },
+    },
   },
   required: ['code', 'severity', 'summary'],
 };
@@ -681,6 +771,38 @@ export function openApiDocument(): JsonSchema {
         PurgeRequest: jsonSchema(purgeSchema),
         PrefetchRequest: jsonSchema(prefetchSchema),
         TokenRequest: jsonSchema(tokenRequestSchema),
+        OriginCertRequest: jsonSchema(originCertRequestSchema),
+        OriginCa: {
+          type: 'object',
+          properties: {
+            exists: { type: 'boolean' },
+            subject: { type: 'string' },
+            notBefore: { type: 'string', format: 'date-time' },
+            notAfter: { type: 'string', format: 'date-time' },
+            fingerprint: { type: 'string' },
+            certPem: { type: 'string' },
+          },
+          required: ['exists'],
+        },
+        OriginCert: {
+          type: 'object',
+          properties: {
+            names: { type: 'array', items: { type: 'string' } },
+            caCreated: { type: 'boolean' },
+            notAfter: { type: 'string', format: 'date-time' },
+            certPem: { type: 'string', description: 'the certificate, then the CA: the file nginx sends' },
+            keyPem: { type: 'string', description: 'the private key; shown in this answer only' },
+            caPem: { type: 'string' },
+            files: {
+              type: 'object',
+              properties: { certificate: { type: 'string' }, key: { type: 'string' } },
+            },
+            nginx: { type: 'string', description: "lines for the origin's server { } block" },
+            reload: { type: 'string' },
+            siteSettings: { type: 'object', description: 'dotted setting paths -> values' },
+          },
+          required: ['names', 'notAfter', 'certPem', 'keyPem', 'caPem', 'files', 'nginx', 'siteSettings'],
+        },
         SignIn: jsonSchema(accountSchemas.signinSchema),
         SigninLinkUse: jsonSchema(accountSchemas.linkUseSchema),
         UserCreate: jsonSchema(userCreateSchema),
@@ -859,6 +981,19 @@ export function openApiDocument(): JsonSchema {
             },
             error: { type: 'string' },
             waitingFor: { type: 'array', items: { type: 'string' } },
+            edges: {
+              type: 'array',
+              description: 'A purge: every live edge and whether it has applied the purge.',
+              items: {
+                type: 'object',
+                properties: {
+                  id: { type: 'string' },
+                  hostname: { type: 'string' },
+                  appliedRevision: { type: 'integer' },
+                  applied: { type: 'boolean' },
+                },
+              },
+            },
           },
           required: ['id', 'type', 'state', 'createdAt'],
         },

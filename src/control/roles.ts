@@ -53,11 +53,15 @@ export const ROUTE_ACCESS: Readonly<Record<string, Access>> = {
   'DELETE /api/v1/sites/:name': 'operator',
   'GET /api/v1/sites/:name/doctor': 'viewer',
   'GET /api/v1/requests/:id': 'viewer',
+  'GET /api/v1/requests/:id/explanation': 'viewer',
+  'GET /api/v1/sites/:name/requests': 'viewer',
 
   'GET /api/v1/certificates': 'viewer',
   'POST /api/v1/certificates': 'operator',
   'GET /api/v1/certificates/:name': 'viewer',
   'DELETE /api/v1/certificates/:name': 'operator',
+  'GET /api/v1/origin-ca': 'viewer',
+  'POST /api/v1/origin-ca/certificates': 'operator',
 
   'POST /api/v1/purge': 'operator',
   'POST /api/v1/prefetch': 'operator',
@@ -87,9 +91,19 @@ export const ROUTE_ACCESS: Readonly<Record<string, Access>> = {
 
   'GET /api/v1/audit': 'viewer',
 
-  // the sign-in page of the one-time link (until the console serves its own)
+  // the web console's pages and files (src/control/console-host.ts): static, no data in them
+  'GET /': 'public',
   'GET /signin': 'public',
-  'GET /signin.js': 'public',
+  'GET /account': 'public',
+  'GET /sites': 'public',
+  'GET /add-site': 'public',
+  'GET /sites/:name': 'public',
+  'GET /sites/:name/edit': 'public',
+  'GET /certificates': 'public',
+  'GET /purge': 'public',
+  'GET /users': 'public',
+  'GET /audit': 'public',
+  'GET /assets/:file': 'public',
 };
 
 /** The access a route declares, or undefined (no such route: authentication is required). */

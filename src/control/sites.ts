@@ -21,7 +21,19 @@ export interface Finding {
   severity: 'info' | 'warn' | 'fail';
   summary: string;
   explanation?: string;
+  /** every fix in one line of text, the secure one first */
   fix?: string;
+  /**
+   * The same fixes, one by one; `settings` (dotted paths -> values) when the fix ends in a change
+   * of the site's settings, which the console offers as a button.
+   */
+  fixes?: FindingFix[];
+}
+
+export interface FindingFix {
+  summary: string;
+  secure: boolean;
+  settings?: Record<string, unknown>;
 }
 
 /** One field error: `path` is dotted with [i] for arrays, relative to the request body. */

@@ -12,7 +12,7 @@ import { stringify } from 'yaml';
 import type { DoctorContext, Fix, FixStep, FixTarget } from './types.js';
 
 /** Where the origin certificate files go, in the commands and in the nginx lines alike. */
-export const ORIGIN_CERT_DIR = '/etc/nginx/ssl';
+export { ORIGIN_CERT_DIR } from '../tls/origin-ca.js';
 
 /** What reloads nginx after an edit, checking the file first (a typo must not stop nginx). */
 export const NGINX_RELOAD = 'nginx -t && nginx -s reload';

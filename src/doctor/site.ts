@@ -8,6 +8,7 @@ import { ConfigError, type MaterialSource, resolveConfig, validateObject } from 
 import type { Config, SiteConfig } from '../config/schema.js';
 import { materialFrom } from '../control/config-docs.js';
 import { asRecord, KEYS, NODE_LIVE_MS, type NodeRecord, SECTION_KEYS } from '../control/model.js';
+import type { Finding as ApiFinding } from '../control/sites.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
 import { dnsCheck } from './dns.js';
 import { edgeCertCheck } from './edge-cert.js';
@@ -166,15 +167,7 @@ export async function storedSiteWarnings(
   store: ConfigStore,
   site: SiteConfig,
   baseDir: string,
-): Promise<
-  Array<{
-    code: string;
-    severity: 'info' | 'warn' | 'fail';
-    summary: string;
-    explanation?: string;
-    fix?: string;
-  }>
-> {
+): Promise<ApiFinding[]> {
   const docs = await storeDocs(store);
   let resolvedSite: DoctorSite;
   try {
@@ -189,13 +182,7 @@ export async function storedSiteWarnings(
   return findings.map(toApiWarning);
 }
 
-function toApiWarning(f: Finding): {
-  code: string;
-  severity: 'info' | 'warn' | 'fail';
-  summary: string;
-  explanation?: string;
-  fix?: string;
-} {
+function toApiWarning(f: Finding): ApiFinding {
   const fix = f.fix
     ?.map((x) => {
       const commands = fixCommands(x);
@@ -208,5 +195,14 @@ function toApiWarning(f: Finding): {
     summary: f.summary,
     ...(f.explanation ? { explanation: f.explanation } : {}),
     ...(fix ? { fix } : {}),
+    ...(f.fix && f.fix.length > 0
+      ? {
+          fixes: f.fix.map((x) => ({
+            summary: x.summary,
+            secure: x.secure,
+            ...(x.settings ? { settings: x.settings } : {}),
+          })),
+        }
+      : {}),
   };
 }

@@ -50,6 +50,20 @@ export class RequestLog {
     return this.#byId.get(id);
   }
 
+  /**
+   * The newest records first, at most `limit`, that `match` accepts (the console's recent
+   * requests of a site). Walks the ring backwards from the newest: O(records kept) at worst.
+   */
+  recent(limit: number, match: (r: AccessRecord) => boolean = () => true): AccessRecord[] {
+    const out: AccessRecord[] = [];
+    for (let i = 1; i <= this.capacity && out.length < limit; i++) {
+      const r = this.#ring[(this.#next - i + this.capacity) % this.capacity];
+      if (r === undefined) break;
+      if (match(r)) out.push(r);
+    }
+    return out;
+  }
+
   /** Records currently kept. */
   get size(): number {
     return this.#byId.size;

@@ -84,7 +84,7 @@ export async function loadOrCreateOriginCa(store: ConfigStore): Promise<OriginCa
 const DNS_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 
 /** Throws a plain-English error unless `name` is a DNS name, a `*.` wildcard or an IP address. */
-function checkName(name: string): void {
+export function checkOriginCertName(name: string): void {
   if (isIP(name) !== 0) return;
   const host = name.toLowerCase();
   const labels = (host.startsWith('*.') ? host.slice(2) : host).split('.');
@@ -105,7 +105,7 @@ export async function issueOriginCert(
   opts: { days?: number } = {},
 ): Promise<{ certPem: string; keyPem: string; caPem: string; notAfter: string }> {
   if (names.length === 0) throw new Error('issueOriginCert: give at least one host name for the origin');
-  for (const name of names) checkName(name);
+  for (const name of names) checkOriginCertName(name);
   const days = opts.days ?? ORIGIN_CERT_DAYS;
   if (!Number.isInteger(days) || days < 1)
     throw new Error(`the certificate lifetime must be a whole number of days, at least 1 (got ${days})`);
@@ -125,6 +125,14 @@ export async function issueOriginCert(
     caPem: ca.certPem,
     notAfter: new Date(Date.parse(new X509Certificate(leaf.certPem).validTo)).toISOString(),
   };
+}
+
+/** Where origin certificate files go on the origin: the doctor's fixes and the API's nginx lines. */
+export const ORIGIN_CERT_DIR = '/etc/nginx/ssl';
+
+/** File-name form of a host name: a wildcard's `*` cannot go into a portable file name. */
+export function originCertFileBase(name: string): string {
+  return name.toLowerCase().replace(/^\*\./, 'wildcard.').replace(/:/g, '_');
 }
 
 /** A file path as an nginx config value: quoted when it holds characters nginx's grammar splits on. */
