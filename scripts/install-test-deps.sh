@@ -2,7 +2,7 @@
 # Installs the Debian packages that Verge's tests need (real nginx origins and the like), so a
 # fresh machine or CI run can pass without anything installed by hand.
 #
-#   scripts/install-test-deps.sh            # default set: nginx pebble curl logrotate strace
+#   scripts/install-test-deps.sh            # default set: nginx pebble curl logrotate strace chromium
 #   scripts/install-test-deps.sh nginx ...  # only the named packages
 #
 # Only packages that are missing get installed; with everything present it prints nothing and
@@ -12,7 +12,7 @@ set -euo pipefail
 
 prog="install-test-deps"
 if [ "$#" -eq 0 ]; then
-  set -- nginx pebble curl logrotate strace
+  set -- nginx pebble curl logrotate strace chromium
 fi
 
 # A file each package must provide, beyond dpkg saying it is installed: catches a package whose
@@ -28,6 +28,8 @@ binary_for() {
     curl) echo /usr/bin/curl ;;
     # durability tests watch fdatasync/fsync calls of a real edge (test/helpers/strace.ts)
     strace) echo /usr/bin/strace ;;
+    # the console's browser tests drive Debian's Chromium with playwright-core (test/console.test.ts)
+    chromium) echo /usr/bin/chromium ;;
     *) echo "" ;;
   esac
 }
@@ -102,6 +104,24 @@ apt_run() {
     return 1
   done
 }
+
+# An install interrupted earlier (a killed apt-get) leaves packages unpacked but not configured,
+# and apt-get refuses to install anything until they are: finish that first (services stay off,
+# see policy-rc.d above).
+if [ -n "$(dpkg --audit 2>/dev/null)" ]; then
+  echo "$prog: finishing an interrupted install first (dpkg --configure -a)"
+  tries=0
+  until dpkg --configure -a >"$log" 2>&1; do
+    if grep -qiE 'lock' "$log" && [ "$tries" -lt 120 ]; then
+      tries=$((tries + 1))
+      sleep 5
+      continue
+    fi
+    echo "$prog: dpkg --configure -a failed:" >&2
+    cat "$log" >&2
+    exit 1
+  done
+fi
 
 echo "$prog: installing ${missing[*]}"
 apt_run update

@@ -66,7 +66,8 @@ export function App() {
           setCsrfToken(s.csrfToken);
           setEnded(undefined);
           setSession(s);
-          if (loc.path === '/signin') navigate('/', { replace: true });
+          // the page asked for comes back (its heading takes the focus)
+          navigate(loc.path === '/signin' ? '/' : location.pathname + location.search, { replace: true });
         }}
       />
     );

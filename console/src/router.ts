@@ -6,8 +6,19 @@
 import { useEffect, useState } from 'preact/hooks';
 
 const listeners = new Set<() => void>();
+let navigated = false;
+
+/**
+ * Whether the page on screen was reached by navigating inside the console (a link, a sign-in):
+ * then its heading takes the focus. On a fresh load the focus stays at the top of the document,
+ * where the first Tab reaches the skip link.
+ */
+export function cameByNavigation(): boolean {
+  return navigated;
+}
 
 export function navigate(to: string, opts: { replace?: boolean } = {}): void {
+  navigated = true;
   if (opts.replace) history.replaceState(null, '', to);
   else history.pushState(null, '', to);
   for (const l of listeners) l();
@@ -17,11 +28,15 @@ export function useLocation(): { path: string; query: URLSearchParams } {
   const [, setTick] = useState(0);
   useEffect(() => {
     const l = () => setTick((t) => t + 1);
+    const pop = () => {
+      navigated = true;
+      l();
+    };
     listeners.add(l);
-    window.addEventListener('popstate', l);
+    window.addEventListener('popstate', pop);
     return () => {
       listeners.delete(l);
-      window.removeEventListener('popstate', l);
+      window.removeEventListener('popstate', pop);
     };
   }, []);
   return { path: location.pathname, query: new URLSearchParams(location.search) };

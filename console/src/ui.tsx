@@ -3,6 +3,7 @@ import type { ComponentChildren } from 'preact';
 import { createContext } from 'preact';
 import { useCallback, useContext, useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, api } from './api';
+import { cameByNavigation } from './router';
 
 export type Role = 'viewer' | 'operator' | 'admin';
 const ROLES: Role[] = ['viewer', 'operator', 'admin'];
@@ -85,7 +86,7 @@ export function asApiError(e: unknown): ApiError {
 export function PageTitle({ children }: { children: ComponentChildren }) {
   const ref = useRef<HTMLHeadingElement>(null);
   useEffect(() => {
-    ref.current?.focus();
+    if (cameByNavigation()) ref.current?.focus();
     document.title = `${ref.current?.textContent ?? ''} · Verge`;
   }, []);
   return (
@@ -182,6 +183,14 @@ export interface FindingFix {
   summary: string;
   secure: boolean;
   settings?: Record<string, unknown>;
+  steps?: FixStep[];
+}
+interface FixStep {
+  kind: string;
+  summary: string;
+  command?: string;
+  add?: string[];
+  remove?: string[];
 }
 export interface Finding {
   code: string;
@@ -191,13 +200,8 @@ export interface Finding {
   fix?: string | FixLike[];
   fixes?: FindingFix[];
 }
-/** A fix of the full doctor report (src/doctor/types.ts Fix). */
-interface FixLike {
-  summary: string;
-  secure: boolean;
-  settings?: Record<string, unknown>;
-  steps?: Array<{ kind: string; summary: string; command?: string; add?: string[]; remove?: string[] }>;
-}
+/** A fix of the full doctor report (src/doctor/types.ts Fix) or of a save's warnings. */
+type FixLike = FindingFix;
 
 /** Findings of the doctor, with the fixes that are settings as buttons. */
 export function Findings(props: {
@@ -239,7 +243,9 @@ export function Findings(props: {
                           }
                         }}
                       >
-                        {busy === `${i}-${j}` ? 'Applying…' : `Apply: ${settingsText(x.settings)}`}
+                        {busy === `${i}-${j}`
+                          ? 'Applying…'
+                          : `${(x.steps ?? []).some((st) => st.kind !== 'config') ? 'Last step, once the others are done: set' : 'Apply:'} ${settingsText(x.settings)}`}
                       </button>
                     )}
                   </li>

@@ -653,6 +653,7 @@ function requestNotFound(id: string): ServiceError {
 function requestSummary(r: Record<string, unknown>): Record<string, unknown> {
   const ms = (r['ms'] ?? {}) as Record<string, unknown>;
   const error = r['error'] as Record<string, unknown> | undefined;
+  const cache = r['cache'] as Record<string, unknown> | undefined;
   return {
     id: r['id'],
     time: r['time'],
@@ -661,7 +662,7 @@ function requestSummary(r: Record<string, unknown>): Record<string, unknown> {
     host: r['host'],
     path: r['path'],
     status: r['status'],
-    cache: r['cache'],
+    ...(cache?.['state'] ? { cache: cache['state'] } : {}),
     bytes: r['bytes'],
     ms: ms['total'],
     ...(error?.['code'] ? { code: error['code'] } : {}),

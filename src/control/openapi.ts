@@ -665,6 +665,12 @@ const findingSchema: JsonSchema = {
             type: 'object',
             description: 'Dotted setting paths and the values the fix sets (when the fix is a setting).',
           },
+          steps: {
+            type: 'array',
+            description:
+              'The steps in order: {kind: run|nginx|check|config|do, summary, command?, add?, remove?, reload?, settings?}.',
+            items: { type: 'object' },
+          },
         },
         required: ['summary', 'secure'],
       },

@@ -34,6 +34,8 @@ export interface FindingFix {
   summary: string;
   secure: boolean;
   settings?: Record<string, unknown>;
+  /** the doctor's steps, in order (src/doctor/types.ts FixStep): commands, nginx lines, checks */
+  steps?: unknown[];
 }
 
 /** One field error: `path` is dotted with [i] for arrays, relative to the request body. */

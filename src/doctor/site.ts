@@ -201,6 +201,7 @@ function toApiWarning(f: Finding): ApiFinding {
             summary: x.summary,
             secure: x.secure,
             ...(x.settings ? { settings: x.settings } : {}),
+            ...(x.steps.length > 0 ? { steps: x.steps } : {}),
           })),
         }
       : {}),

@@ -58,7 +58,7 @@ export function SiteFormPage({ name }: { name?: string }) {
   const [busy, setBusy] = useState(false);
 
   useEffect(() => {
-    if (name === undefined) setDoc({ name: '', origin: { servers: [{ host: '' }] } });
+    if (name === undefined) setDoc({ origin: { servers: [{}] } });
     else if (existing.data) {
       setDoc(existing.data.site);
       setRevision(existing.data.revision);
@@ -80,7 +80,8 @@ export function SiteFormPage({ name }: { name?: string }) {
       setNotice(`${what} Revision ${r.body.revision}.`);
       if (saved === undefined) {
         setSaved(r.body.name);
-        navigate(`/sites/${seg(r.body.name)}/edit`, { replace: true });
+        // the address of the edit page, without leaving this one (its findings stay on screen)
+        history.replaceState(null, '', `/sites/${seg(r.body.name)}/edit`);
       }
     } catch (e) {
       setError(asApiError(e));
@@ -141,7 +142,7 @@ export function SiteFormPage({ name }: { name?: string }) {
       >
         <ObjectFields schema={schema} path="" ctx={ctx} root readOnlyName={saved !== undefined} />
         <JsonEditor doc={doc} onUse={(d) => setDoc(d)} disabled={!canChange} />
-        <p class="actions sticky">
+        <p class="actions">
           <button
             type="submit"
             class="primary"
