@@ -8,13 +8,13 @@
 // unnamed controls and saved as docs/img/console-*.png for docs/console.md. One browser for the
 // whole file; one context (cookie jar) per user.
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { pino } from 'pino';
+import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { type ControlApi, startControlApi } from '../src/control/api.js';
 import { openDataStore } from '../src/control/data.js';
 import { createUser } from '../src/control/users.js';
@@ -44,12 +44,21 @@ let page: Page;
 let httpPort: number;
 let httpsPort: number;
 
+/** The text of an element (its DOM text: rendered or not). */
+async function text(l: Locator): Promise<string> {
+  return (await l.textContent()) ?? '';
+}
+
 /** A page is ready to look at: no "Loading" left. */
 async function settled(p: Page): Promise<void> {
   type Doc = { document: { querySelector(s: string): unknown } };
-  await p.waitForFunction(() => !(globalThis as unknown as Doc).document.querySelector('.loading'), undefined, {
-    timeout: 20_000,
-  });
+  await p.waitForFunction(
+    () => !(globalThis as unknown as Doc).document.querySelector('.loading'),
+    undefined,
+    {
+      timeout: 20_000,
+    },
+  );
 }
 
 /** Every control of the page has a name; then the screenshot. */
@@ -63,7 +72,10 @@ async function check(p: Page, name: string): Promise<void> {
 async function apiCall(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
   const res = await fetch(`${base}/api/v1/${path}`, {
     method,
-    headers: { authorization: `Bearer ${adminToken}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    headers: {
+      authorization: `Bearer ${adminToken}`,
+      ...(body ? { 'content-type': 'application/json' } : {}),
+    },
     ...(body ? { body: JSON.stringify(body) } : {}),
   });
   const text = await res.text();
@@ -73,10 +85,15 @@ async function apiCall(method: string, path: string, body?: unknown): Promise<{ 
 /** GET through the edge's HTTP listener as a visitor of the site; the X-Request-Id. */
 function visit(path: string): Promise<{ status: number; id: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port: edge.httpPort, path, headers: { host: NAME }, agent: false }, (res) => {
-      res.resume();
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, id: String(res.headers['x-request-id'] ?? '') }));
-    });
+    const req = http.get(
+      { host: '127.0.0.1', port: edge.httpPort, path, headers: { host: NAME }, agent: false },
+      (res) => {
+        res.resume();
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, id: String(res.headers['x-request-id'] ?? '') }),
+        );
+      },
+    );
     req.on('error', reject);
   });
 }
@@ -104,7 +121,8 @@ before(async () => {
   base = `http://127.0.0.1:${edge.adminPort}`;
   adminToken = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
   const deadline = Date.now() + 20_000;
-  while (!/signin\?token=/.test(edge.stdout()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  while (!/signin\?token=/.test(edge.stdout()) && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 50));
   link = /(http:\/\/\S+\/signin\?token=vsl_\S+)/.exec(edge.stdout())?.[1] ?? '';
   browser = await launchBrowser();
   admin = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -123,6 +141,10 @@ after(async () => {
 describe('the console', { skip }, () => {
   test('first sign-in: the one-time link chooses the password (the API rules per field), once', async () => {
     assert.match(link, new RegExp(`^${base}/signin\\?token=vsl_`));
+    // the banner of `verge serve --data` names the console before the link
+    const out = edge.stdout();
+    assert.ok(out.indexOf(`  Console  ${base}/\n`) >= 0, out);
+    assert.ok(out.indexOf('Verge is running.') < out.indexOf(link), out);
     await page.goto(link);
     await page.getByRole('heading', { name: 'Choose your password' }).waitFor();
     // the token left the address bar at once
@@ -136,8 +158,8 @@ describe('the console', { skip }, () => {
     const field = page.getByLabel('New password');
     await assert.doesNotReject(page.locator('#f-password-error').waitFor());
     assert.equal(await field.getAttribute('aria-invalid'), 'true');
-    assert.match(await page.locator('#f-password-error').innerText(), /12/);
-    assert.match(await page.getByRole('alert').innerText(), /API_BAD_INPUT/);
+    assert.match(await text(page.locator('#f-password-error')), /12/);
+    assert.match(await text(page.getByRole('alert')), /API_BAD_INPUT/);
 
     await field.fill(PASSWORD);
     await page.getByLabel('The same password again').fill(PASSWORD);
@@ -156,7 +178,7 @@ describe('the console', { skip }, () => {
     await p2.getByLabel('New password').fill(PASSWORD);
     await p2.getByLabel('The same password again').fill(PASSWORD);
     await p2.getByRole('button', { name: 'Set password and sign in' }).click();
-    assert.match(await p2.getByRole('alert').innerText(), /API_SIGNIN_LINK_INVALID/);
+    assert.match(await text(p2.getByRole('alert')), /API_SIGNIN_LINK_INVALID/);
     await other.close();
   });
 
@@ -187,9 +209,9 @@ describe('the console', { skip }, () => {
     await page.getByRole('button', { name: 'Add the site' }).click();
     const alert = page.getByRole('alert');
     await alert.waitFor();
-    assert.match(await alert.innerText(), /API_BAD_INPUT/);
-    const hostError = await page.locator('#f-origin_servers_0_host-error').innerText();
-    const portError = await page.locator('#f-origin_servers_0_port-error').innerText();
+    assert.match(await text(alert), /API_BAD_INPUT/);
+    const hostError = await text(page.locator('#f-origin_servers_0_host-error'));
+    const portError = await text(page.locator('#f-origin_servers_0_port-error'));
     // the same words the API says for the same body
     const direct = await apiCall('POST', 'sites', { name: NAME, origin: { servers: [{ port: 70000 }] } });
     // (the form sent exactly this body)
@@ -210,9 +232,14 @@ describe('the console', { skip }, () => {
     await page.getByRole('button', { name: 'Add the site' }).click();
     const findings = page.getByRole('region', { name: "The doctor's findings for this change" });
     await findings.waitFor({ timeout: 20_000 });
-    const text = await findings.innerText();
-    assert.match(text, /ORIGIN_HTTPS_PORT_REFUSED/);
-    assert.match(text, new RegExp(`refuses connections on port ${httpsPort}: HTTPS pulls there fail with 502 ORIGIN_CONNECTION_REFUSED`));
+    const said = await text(findings);
+    assert.match(said, /ORIGIN_HTTPS_PORT_REFUSED/);
+    assert.match(
+      said,
+      new RegExp(
+        `refuses connections on port ${httpsPort}: HTTPS pulls there fail with 502 ORIGIN_CONNECTION_REFUSED`,
+      ),
+    );
     assert.equal(page.url(), `${base}/sites/${NAME}/edit`);
     await check(page, 'site-saved');
 
@@ -237,7 +264,7 @@ describe('the console', { skip }, () => {
     await row.click();
     const story = page.getByTestId('explanation');
     await story.waitFor();
-    const told = await story.innerText();
+    const told = await text(story);
     assert.match(told, new RegExp(`^Request ${v.id}: GET http://${NAME.replace(/\./g, '\\.')}/hello`));
     assert.match(told, /No error: the request was served\./);
     // the doctor report is on the page too
@@ -256,10 +283,12 @@ describe('the console', { skip }, () => {
     assert.ok(id);
     // the page polls: the edge's confirmation arrives without a reload
     await page.locator(`li.job[data-job="${id}"].state-done`).waitFor({ timeout: 20_000 });
-    assert.match(await page.locator(`li.job[data-job="${id}"]`).innerText(), /applied/);
+    assert.match(await text(page.locator(`li.job[data-job="${id}"]`)), /applied/);
     const viaApi = await apiCall('GET', `jobs/${id}`);
     assert.equal(viaApi.body.state, 'done');
-    assert.ok(viaApi.body.edges.length >= 1 && viaApi.body.edges.every((e: { applied: boolean }) => e.applied));
+    assert.ok(
+      viaApi.body.edges.length >= 1 && viaApi.body.edges.every((e: { applied: boolean }) => e.applied),
+    );
     await check(page, 'purge');
   });
 
@@ -269,13 +298,13 @@ describe('the console', { skip }, () => {
     await page.getByText('No origin CA yet').waitFor();
     await page.getByLabel('Names of the origin certificate').fill('bad_name!');
     await page.getByRole('button', { name: 'Issue a certificate for the origin' }).click();
-    assert.match(await page.getByRole('alert').innerText(), /names\[0\]/);
+    assert.match(await text(page.getByRole('alert')), /names\[0\]/);
     await page.getByLabel('Names of the origin certificate').fill(NAME);
     await page.getByRole('button', { name: 'Issue a certificate for the origin' }).click();
-    const lines = await page.getByTestId('nginx-lines').innerText();
+    const lines = await text(page.getByTestId('nginx-lines'));
     assert.match(lines, /listen 443 ssl;/);
     assert.match(lines, new RegExp(`ssl_certificate /etc/nginx/ssl/${NAME}\\.crt;`));
-    assert.match(await page.getByTestId('origin-cert').innerText(), /-----BEGIN CERTIFICATE-----/);
+    assert.match(await text(page.getByTestId('origin-cert')), /-----BEGIN CERTIFICATE-----/);
     const ca = await apiCall('GET', 'origin-ca');
     assert.equal(ca.body.exists, true);
     await check(page, 'certificates');
@@ -288,17 +317,17 @@ describe('the console', { skip }, () => {
     await users.getByLabel('User name').fill('vera');
     await users.getByLabel('Role', { exact: true }).selectOption('viewer');
     await page.getByRole('button', { name: 'Add the user' }).click();
-    const viewerLink = await page.getByTestId('signin-link').innerText();
+    const viewerLink = await text(page.getByTestId('signin-link'));
     assert.match(viewerLink, /\/signin\?token=vsl_/);
     await page.getByLabel('Token name').fill('deploy script');
     await page.getByRole('button', { name: 'Create the token' }).click();
-    assert.match(await page.getByTestId('new-token').innerText(), /^vrg_/);
+    assert.match(await text(page.getByTestId('new-token')), /^vrg_/);
     await check(page, 'users');
 
     await page.goto(`${base}/audit?site=${NAME}`);
     await page.getByRole('heading', { name: `Audit log of ${NAME}` }).waitFor();
     await settled(page);
-    const log = await page.locator('table').innerText();
+    const log = await text(page.locator('table'));
     assert.match(log, /PUT sites\/www\.story\.test/);
     assert.match(log, /admin/);
     await check(page, 'audit');
@@ -319,7 +348,7 @@ describe('the console', { skip }, () => {
     await v.goto(`${base}/sites`);
     await v.getByRole('heading', { name: 'Sites' }).waitFor();
     assert.equal(await v.getByRole('button', { name: 'Add a site' }).isDisabled(), true);
-    assert.match(await v.locator('#role-note').innerText(), /role viewer/);
+    assert.match(await text(v.locator('#role-note')), /role viewer/);
     await v.goto(`${base}/sites/${NAME}/edit`);
     await settled(v);
     assert.equal(await v.getByRole('button', { name: 'Save' }).isDisabled(), true);
@@ -361,9 +390,11 @@ describe('the console', { skip }, () => {
 
     // another site on this machine (another port: same-site, so the cookie goes along) posts a form
     const evil = http.createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'text/html' }).end(
-        `<form id="f" method="POST" action="${base}/api/v1/purge" enctype="text/plain"><input name='{"type":"all","values":[],"x":"' value='"}'></form><script>document.getElementById('f').submit()</script>`,
-      );
+      res
+        .writeHead(200, { 'content-type': 'text/html' })
+        .end(
+          `<form id="f" method="POST" action="${base}/api/v1/purge" enctype="text/plain"><input name='{"type":"all","values":[],"x":"' value='"}'></form><script>document.getElementById('f').submit()</script>`,
+        );
     });
     await new Promise<void>((ok) => evil.listen(0, '127.0.0.1', ok));
     const port = (evil.address() as { port: number }).port;
@@ -377,14 +408,26 @@ describe('the console', { skip }, () => {
   });
 
   test('phone width: one column, nothing wider than the screen', async () => {
-    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    const phone = await browser.newContext({
+      viewport: { width: 390, height: 844 },
+      isMobile: true,
+      hasTouch: true,
+    });
     const p = await phone.newPage();
     await p.goto(`${base}/signin`);
     await p.getByLabel('User name').fill('admin');
     await p.getByLabel('Password').fill(PASSWORD);
     await p.getByRole('button', { name: 'Sign in' }).click();
     await p.getByRole('heading', { name: 'Overview' }).waitFor();
-    for (const path of ['/', '/sites', `/sites/${NAME}`, `/sites/${NAME}/edit`, '/certificates', '/purge', '/users']) {
+    for (const path of [
+      '/',
+      '/sites',
+      `/sites/${NAME}`,
+      `/sites/${NAME}/edit`,
+      '/certificates',
+      '/purge',
+      '/users',
+    ]) {
       await p.goto(`${base}${path}`);
       await settled(p);
       assert.equal(await overflowsX(p), false, `${path} is wider than a phone`);
@@ -434,7 +477,7 @@ describe('session expiry', { skip }, () => {
     await p.getByRole('link', { name: 'Certificates' }).click();
     const note = p.getByRole('alert');
     await note.waitFor();
-    assert.match(await note.innerText(), /idle|timed out|ended|inactive/i);
+    assert.match(await text(note), /idle|timed out|ended|inactive/i);
     await p.getByRole('heading', { name: 'Sign in to Verge' }).waitFor();
     await check(p, 'session-ended');
     // signing in again brings the page back

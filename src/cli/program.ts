@@ -124,12 +124,17 @@ $VERGE_TOKEN, else $VERGE_CONFIG, else ~/.verge ($VERGE_HOME). See docs/cli.md.
       '-d, --data <DIR>',
       'run with the control plane: the config lives in the store DIR/verge.db, the API on edge.admin.listen (127.0.0.1:8091)',
     )
+    .option(
+      '--demo',
+      'the whole product on this machine (what `npm start` runs): the control plane with its store in ~/.verge/data, an edge, the web console and the bundled demo origin',
+    )
     .addHelpText(
       'after',
       `${examples([
         'verge serve                          # demo: HTTPS on 127.0.0.1:8443 in front of a bundled origin',
         'verge serve --config verge.yaml      # kill -HUP PID reloads the file; kill -TERM PID drains and exits',
         'verge serve --data /var/lib/verge    # writes an API token to /var/lib/verge/admin.token',
+        'verge serve --demo                   # the console on http://127.0.0.1:8091/ and the demo site',
       ])}
 Signals: SIGHUP reloads the config file (an invalid file keeps the running config serving);
 SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 reopens the access log.
@@ -137,11 +142,13 @@ SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 reopens the access
     )
     .action(() =>
       run(serve, async () => {
-        const o = opts<{ config?: string; data?: string }>(serve);
-        const config = o.config ?? (o.data === undefined ? process.env['VERGE_CONFIG'] : undefined);
+        const o = opts<{ config?: string; data?: string; demo?: boolean }>(serve);
+        const config =
+          o.config ?? (o.data === undefined && !o.demo ? process.env['VERGE_CONFIG'] : undefined);
         return (await import('./serve.js')).serve({
           ...(config !== undefined ? { config } : {}),
           ...(o.data !== undefined ? { data: o.data } : {}),
+          ...(o.demo ? { demo: true } : {}),
         });
       }),
     );

@@ -28,6 +28,7 @@ import { Edge } from '../edge/server.js';
 import { nodeId, StoreSource } from '../edge/store-source.js';
 import type { SqliteStore } from '../store/sqlite.js';
 import { listenErrorMessage } from './listen-error.js';
+import { type DemoSeed, seedDemo, storeBanner } from './store-banner.js';
 import { childContext, startFailed, supervise } from './supervisor.js';
 
 /** The generated admin token, for the CLI on this machine (mode 0600). */
@@ -79,12 +80,14 @@ function acmeCa(ca: string | undefined, dir: string): string | undefined {
   return ca.startsWith('-----BEGIN') ? ca : readFileSync(resolve(dir, ca), 'utf8');
 }
 
-export async function serveStore(dir: string, log: Logger): Promise<number> {
+export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSeed } = {}): Promise<number> {
   const child = childContext();
   // the primary opens nothing: a store, API or ACME problem is its child's, reported from there
   if (!child) return supervise({ log, workers: 1, mode: 'data' });
   const store = openDataStoreOrSay(dir);
   if (!store) return startFailed();
+  // `verge serve --demo`: the demo site and certificate, before the config is read
+  if (opts.demo) await seedDemo(store, opts.demo);
   const source = new StoreSource({ store, baseDir: dir, log, nodeId: nodeId(dir) });
   let config: ResolvedConfig;
   try {
@@ -180,6 +183,19 @@ export async function serveStore(dir: string, log: Logger): Promise<number> {
 
   // the address the API really listens on (edge.admin.listen may ask for port 0)
   const apiHost = api.address.family === 'IPv6' ? `[${api.address.address}]` : api.address.address;
+  // for a person: once per `verge serve`, not again when the supervisor restarts this process
+  if (child.restarts() === 0) {
+    const listening = edge.listenAddresses();
+    process.stdout.write(
+      storeBanner({
+        dir,
+        api: apiBaseUrl(`${apiHost}:${api.address.port}`),
+        http: listening.http,
+        https: listening.https,
+        demo: opts.demo,
+      }),
+    );
+  }
   await firstAdmin(store, `${apiHost}:${api.address.port}`, dir, log).catch((err: unknown) =>
     log.error(
       { err },

@@ -119,12 +119,21 @@ async function demoBanner(
 }
 
 /** `verge serve [--config FILE | --data DIR]` (options parsed by src/cli/program.ts). */
-export async function serve(values: { config?: string; data?: string }): Promise<number> {
+export async function serve(values: { config?: string; data?: string; demo?: boolean }): Promise<number> {
   const log = createLogger();
   // A serving child (never the primary) reports a crash, with the requests in flight, to its
   // primary before it dies: installed first, so a crash while starting is reported too.
   const child = childContext();
   child?.reportCrashes(log, inFlight);
+  if (values.demo) {
+    if (values.config !== undefined || values.data !== undefined) {
+      process.stderr.write(
+        'verge: --demo runs on its own data directory: give no --config or --data with it\n',
+      );
+      return 2;
+    }
+    return serveProductDemo(child, log);
+  }
   if (values.data !== undefined) {
     if (values.config) {
       process.stderr.write('verge: give either --config FILE or --data DIR, not both\n');
@@ -185,6 +194,28 @@ export async function serve(values: { config?: string; data?: string }): Promise
     });
   }
   return serveChild(child, config, file, workers, adminToken.token, log);
+}
+
+/**
+ * `verge serve --demo` (`npm start`): the whole product on this machine. The control plane with
+ * its store in $VERGE_HOME/data, an edge and the console, in front of the bundled demo origin.
+ * The origin runs in the primary (its port survives edge restarts); the child seeds the store with
+ * the demo site and the development certificate (src/cli/serve-store.ts) and prints the banner
+ * with the console's address and, on the first start, the one-time sign-in link.
+ */
+async function serveProductDemo(child: ChildContext | undefined, log: Logger): Promise<number> {
+  const { dataDir, ensureDevCerts, startDemoOrigin } = await import('./demo.js');
+  const home = dataDir();
+  const certs = await ensureDevCerts(home);
+  if (!child) {
+    const origin = await startDemoOrigin(0);
+    log.info({ port: origin.port }, 'demo origin listening on 127.0.0.1');
+    return supervise({ log, workers: 1, mode: 'demo', env: { [ENV_DEMO_ORIGIN_PORT]: String(origin.port) } });
+  }
+  const { serveStore } = await import('./serve-store.js');
+  return serveStore(join(home, 'data'), log, {
+    demo: { originPort: Number(process.env[ENV_DEMO_ORIGIN_PORT]), ...certs },
+  });
 }
 
 /** The serving process: the edge and its admin endpoint, until SIGTERM or SIGINT. */

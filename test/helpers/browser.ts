@@ -34,7 +34,12 @@ export const IMG_DIR = fileURLToPath(new URL('../../../docs/img/', import.meta.u
 export async function screenshot(page: Page, name: string, opts: { fullPage?: boolean } = {}): Promise<void> {
   mkdirSync(IMG_DIR, { recursive: true });
   // no blinking caret or running animation in the picture
-  await page.screenshot({ path: `${IMG_DIR}console-${name}.png`, fullPage: opts.fullPage ?? true, animations: 'disabled', caret: 'hide' });
+  await page.screenshot({
+    path: `${IMG_DIR}console-${name}.png`,
+    fullPage: opts.fullPage ?? true,
+    animations: 'disabled',
+    caret: 'hide',
+  });
 }
 
 /**
