@@ -8,7 +8,7 @@
 // unnamed controls and saved as docs/img/console-*.png for docs/console.md. One browser for the
 // whole file; one context (cookie jar) per user.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -308,6 +308,55 @@ describe('the console', { skip }, () => {
     const ca = await apiCall('GET', 'origin-ca');
     assert.equal(ca.body.exists, true);
     await check(page, 'certificates');
+  });
+
+  test("the story's secure end: the nginx lines from the console, then the doctor's button switches to verified HTTPS", async () => {
+    // what the certificates page showed, put on the origin as it says (loopback: the port and the
+    // directory of this test)
+    const certPem = await text(page.getByTestId('origin-cert'));
+    const keyPem = await text(page.getByTestId('origin-key'));
+    const lines = await text(page.getByTestId('nginx-lines'));
+    const sslDir = mkdtempSync(join(tmpdir(), 'verge-console-ssl-'));
+    writeFileSync(join(sslDir, `${NAME}.crt`), certPem);
+    writeFileSync(join(sslDir, `${NAME}.key`), keyPem, { mode: 0o600 });
+    const adapted = lines
+      .trim()
+      .split('\n')
+      .map(
+        (l) =>
+          `    ${l.replaceAll('/etc/nginx/ssl', sslDir).replace(/^listen 443 /, `listen 127.0.0.1:${httpsPort} `)}`,
+      );
+    const servers = nginx.servers().split('\n');
+    servers.splice(servers.findIndex((l) => l.trim().startsWith('listen')) + 1, 0, ...adapted);
+    await nginx.reload(servers.join('\n'));
+
+    await page.goto(`${base}/sites/${NAME}`);
+    await page.locator('.verdict').waitFor({ timeout: 20_000 });
+    const doctor = page.getByRole('region', { name: 'The doctor' });
+    // the origin serves the CA's certificate now: the switch is one click, no step left before it
+    const button = doctor.getByRole('button', {
+      name: 'Apply: origin.protocol = https, origin.verify = true, origin.ca = verge',
+    });
+    await button.click();
+    await doctor.getByText('Applied origin.protocol = https').waitFor({ timeout: 20_000 });
+    const stored = await apiCall('GET', `sites/${NAME}`);
+    assert.deepEqual(
+      [stored.body.site.origin.protocol, stored.body.site.origin.verify, stored.body.site.origin.ca],
+      ['https', true, 'verge'],
+    );
+    // visitors are served, now over verified HTTPS to the origin (the edge applies the change at once)
+    let v = await visit('/after-switch');
+    for (let i = 0; i < 50 && v.status !== 200; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      v = await visit(`/after-switch-${i}`);
+    }
+    assert.equal(v.status, 200);
+    const told = await apiCall('GET', `requests/${v.id}/explanation`);
+    assert.match(told.body.text, new RegExp(`port ${httpsPort} over https`));
+    await page.locator('.verdict').waitFor();
+    assert.doesNotMatch(await text(doctor), /ORIGIN_PULL_PLAIN_HTTP/);
+    await check(page, 'site-secure');
+    rmSync(sslDir, { recursive: true, force: true });
   });
 
   test('users and tokens; the audit log', async () => {

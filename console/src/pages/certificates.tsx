@@ -359,7 +359,7 @@ function OriginCa({ canChange }: { canChange: boolean }) {
             </li>
             <li>
               …and the key as <code>{issued.files.key}</code> (readable by root only: <code>chmod 600</code>):
-              <pre>{issued.keyPem}</pre>
+              <pre data-testid="origin-key">{issued.keyPem}</pre>
               <CopyButton text={issued.keyPem} label="Copy the key" />
             </li>
             <li>
