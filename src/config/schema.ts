@@ -687,6 +687,34 @@ export const acmeSchema = z
   .prefault({})
   .describe('Automatic certificates (sites with `tls: {acme: true}`), with `verge serve --data` only.');
 
+export const clusterSchema = z
+  .strictObject({
+    listen: listenAddress
+      .optional()
+      .describe(
+        'Where remote edges (`verge edge --join`) connect: mTLS, /cluster/v1/*, e.g. "0.0.0.0:8092". Default: none, `verge serve --data` accepts no remote edges.',
+      ),
+    names: z
+      .array(
+        z
+          .string()
+          .refine((s) => HOSTNAME.test(s.toLowerCase()) || /^[0-9.]+$|:/.test(s), 'a host name or an IP address'),
+      )
+      .default([])
+      .describe(
+        "Host names and IP addresses edges use in --join URLs, put in the control plane's certificate beside the listen address (and, when it listens on every interface, this machine's addresses).",
+      ),
+    nodeCertDays: z
+      .number()
+      .int()
+      .min(1)
+      .max(3650)
+      .default(365)
+      .describe("Lifetime of a node's certificate in days; edges renew theirs at two thirds of it."),
+  })
+  .prefault({})
+  .describe('The control plane side of remote edges (docs/cluster.md).');
+
 /** Whether a listen address ("127.0.0.1:8091", "[::1]:8091") is on the loopback interface. */
 export function isLoopbackListen(listen: string): boolean {
   const host = listen
@@ -725,6 +753,7 @@ export const configSchema = z
     log: logSchema,
     acme: acmeSchema,
     dns: dnsSchema,
+    cluster: clusterSchema,
     sites: z.array(siteSchema).default([]).describe('The sites this edge serves.'),
   })
   .superRefine(

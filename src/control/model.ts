@@ -60,6 +60,11 @@ export const KEYS = {
   auditPrefix: 'audit/',
   /** one audit-log entry: AuditRecord (src/control/audit.ts); ids sort by time */
   audit: (id: string) => `audit/${id}`,
+  /** the node CA that issues the edges' mTLS identities: {certPem, keyPem} (src/control/nodes.ts) */
+  nodeCa: 'settings/node-ca',
+  joinTokensPrefix: 'jointokens/',
+  /** a one-time join token for `verge edge --join`: JoinTokenRecord (only the hash of its secret) */
+  joinToken: (id: string) => `jointokens/${id}`,
 } as const;
 
 /** Config sections stored as one document each, by their key in the YAML file. */
@@ -68,6 +73,7 @@ export const SECTION_KEYS = {
   log: 'settings/log',
   acme: 'settings/acme',
   dns: 'settings/dns',
+  cluster: 'settings/cluster',
 } as const;
 
 /** The log kind of purge records: store.append(PURGE_KIND, PurgeRecord). */
@@ -146,6 +152,58 @@ export interface NodeRecord {
    * change fixes it. The API's apply status, `verge nodes` and the doctor read this.
    */
   failures?: ApplyFailure[];
+  /**
+   * Remote edges (joined with `verge edge --join`) only: what the control plane decided about
+   * them. `active` serves and follows; `draining` follows but reports itself unhealthy so that
+   * DNS and load balancers stop sending visitors; `disabled` may not fetch config or certificates
+   * (purges do not wait for it).
+   */
+  state?: NodeState;
+  /** display name (default: the host name at join) */
+  name?: string;
+  region?: string;
+  /** a parent of the tiered cache */
+  parent?: boolean;
+  /** serial (lower-case hex) of the only client certificate accepted for this node */
+  serial?: string;
+  /** a renewed certificate's serial, accepted beside `serial` until the node first uses it */
+  pendingSerial?: string;
+  /** ISO 8601 end of the node certificate */
+  certNotAfter?: string;
+  joinedAt?: string;
+  /** the join token used (its id) */
+  joinToken?: string;
+  /** the node's own view: serving from its last config because the control plane is unreachable */
+  disconnectedSince?: string;
+  /** the node's cache and traffic, as it last reported them */
+  stats?: NodeStats;
+}
+
+export type NodeState = 'active' | 'draining' | 'disabled';
+
+/** What an edge reports about its cache and traffic (counters since it started). */
+export interface NodeStats {
+  cacheBytes?: number;
+  cacheObjects?: number;
+  requests?: number;
+  bytesOut?: number;
+  /** hits / (hits + misses) since start, 0..1 */
+  hitRatio?: number;
+}
+
+/** A one-time join token. The secret is printed once at creation; only its SHA-256 (hex) is kept. */
+export interface JoinTokenRecord {
+  id: string;
+  hash: string;
+  createdAt: string;
+  expiresAt: string;
+  /** the region and parent flag the joining node gets (its --region wins when given) */
+  region?: string;
+  parent: boolean;
+  used: boolean;
+  usedAt?: string;
+  /** the node that joined with it */
+  node?: string;
 }
 
 /** A change a node could not apply, as it reports it in its NodeRecord. */

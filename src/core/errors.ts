@@ -417,3 +417,87 @@ export function nodeCodeOf(err: unknown): string | undefined {
 export function isVergeError(e: unknown): e is VergeError {
   return e instanceof VergeError;
 }
+
+/**
+ * Codes of the cluster endpoint (`cluster.listen`, /cluster/v1/*), which remote edges talk to
+ * with their node identity (docs/cluster.md). They are answered to edges, not visitors, as
+ * {code, msg}; `verge edge` prints them with the fix.
+ */
+export interface ClusterErrorSpec {
+  readonly status: number;
+  readonly explanation: string;
+  readonly fix: string;
+}
+
+function clusterSpec<const T extends Record<string, ClusterErrorSpec>>(t: T): T {
+  return t;
+}
+
+export const CLUSTER_ERRORS = clusterSpec({
+  CLUSTER_TOKEN_MALFORMED: {
+    status: 400,
+    explanation:
+      'The join token is not of the form ID.SECRET.CAHASH (three parts separated by dots, as `verge nodes token create` prints it).',
+    fix: 'Copy the whole token printed by `verge nodes token create`, without spaces or line breaks.',
+  },
+  CLUSTER_TOKEN_UNKNOWN: {
+    status: 401,
+    explanation: 'No join token with this id and secret exists: it was revoked, mistyped, or made for another control plane.',
+    fix: 'Make a new one with `verge nodes token create` on the control plane (`verge nodes token list` shows the live ones).',
+  },
+  CLUSTER_TOKEN_EXPIRED: {
+    status: 401,
+    explanation: 'The join token is past its expiry time (`--ttl` at creation, 1 h by default).',
+    fix: 'Make a new one with `verge nodes token create` (longer with `--ttl 24h`).',
+  },
+  CLUSTER_TOKEN_USED: {
+    status: 401,
+    explanation: 'The join token was already used by another node: each token joins one node.',
+    fix: 'Make one token per node with `verge nodes token create`.',
+  },
+  CLUSTER_BAD_REQUEST: {
+    status: 400,
+    explanation: 'The request to the cluster endpoint is malformed (a field missing or invalid; the message names it).',
+    fix: 'Use a `verge edge` of the same version as the control plane.',
+  },
+  CLUSTER_CERT_REQUIRED: {
+    status: 401,
+    explanation: 'This cluster route needs the node certificate (mTLS), and none was presented.',
+    fix: 'Join the node first: `verge edge --join URL --token TOKEN --data DIR`; afterwards `verge edge --data DIR` uses DIR/identity.',
+  },
+  CLUSTER_CERT_INVALID: {
+    status: 401,
+    explanation:
+      "The node certificate was refused: expired, not yet valid, or not issued by this control plane's node CA (the message gives the TLS reason).",
+    fix: 'An expired certificate cannot be renewed: remove the node (`verge nodes remove ID`) and join it again with a new token.',
+  },
+  CLUSTER_CERT_REVOKED: {
+    status: 403,
+    explanation:
+      "The node certificate is not the node's current one (it was replaced by a renewal or a new join), so it is revoked.",
+    fix: 'Use the data directory of the node that holds the current identity, or remove the node and join again.',
+  },
+  CLUSTER_NODE_REMOVED: {
+    status: 403,
+    explanation: 'The node was removed (`verge nodes remove`): its certificate no longer opens anything.',
+    fix: 'Join it again with a new token: `verge nodes token create`, then `verge edge --join URL --token TOKEN --data NEWDIR`.',
+  },
+  CLUSTER_NODE_DISABLED: {
+    status: 403,
+    explanation:
+      'The node is disabled (`verge nodes disable`): it may not fetch config, certificates or purges until it is enabled again.',
+    fix: '`verge nodes enable ID` on the control plane.',
+  },
+  CLUSTER_NOT_FOUND: {
+    status: 404,
+    explanation: 'No such cluster route.',
+    fix: 'Use a `verge edge` of the same version as the control plane.',
+  },
+  CLUSTER_INTERNAL: {
+    status: 500,
+    explanation: 'The control plane failed to answer (its store may be unreachable); its log has the cause.',
+    fix: 'Nothing on the edge: it retries with backoff and keeps serving its last config meanwhile.',
+  },
+});
+
+export type ClusterErrorCode = keyof typeof CLUSTER_ERRORS;

@@ -244,3 +244,64 @@ export async function createLeaf(opts: LeafOptions): Promise<KeyCert> {
   }
   return { certPem: cert.toString('pem'), keyPem: await exportKeyPem(keys.privateKey) };
 }
+
+/**
+ * A fresh ECDSA P-256 key and a PKCS#10 certificate request for it (subject CN = `commonName`).
+ * The requester keeps the key; the issuer sees only the request, whose signature proves the
+ * requester holds the key (RFC 2986 section 3).
+ */
+export async function createCsr(commonName: string): Promise<{ csrPem: string; keyPem: string }> {
+  const keys = await generateKeys('ec');
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: subjectName(commonName),
+    keys,
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+  });
+  return { csrPem: csr.toString('pem'), keyPem: await exportKeyPem(keys.privateKey) };
+}
+
+/**
+ * Issues a client-authentication certificate (EKU clientAuth only, RFC 5280 4.2.1.12) for the key
+ * of a PKCS#10 request, signed by `issuer`. The subject is `commonName`, whatever the request
+ * asked for: the issuer decides who the holder is. Throws when the request is malformed or its
+ * signature does not verify (the requester does not hold the key).
+ */
+export async function issueClientCert(opts: {
+  csrPem: string;
+  issuer: KeyCert;
+  commonName: string;
+  days: number;
+}): Promise<{ certPem: string; serial: string; notAfter: string }> {
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(opts.csrPem);
+  } catch (e) {
+    throw new Error(`the certificate request is not a PEM PKCS#10 request: ${(e as Error).message}`);
+  }
+  if (!(await csr.verify())) throw new Error('the certificate request signature does not verify');
+  const days = checkDays(opts.days, 'issueClientCert');
+  const notBefore = new Date(Date.now() - HOUR_MS);
+  const notAfter = new Date(notBefore.getTime() + days * DAY_MS);
+  const issuerCert = new x509.X509Certificate(opts.issuer.certPem);
+  const issuerSki = issuerCert.getExtension(x509.SubjectKeyIdentifierExtension);
+  const serialNumber = randomSerialHex();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber,
+    subject: subjectName(opts.commonName),
+    issuer: issuerCert.subjectName,
+    notBefore,
+    notAfter,
+    publicKey: csr.publicKey,
+    signingKey: await importSigningKey(opts.issuer.keyPem),
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
+      await x509.SubjectKeyIdentifierExtension.create(csr.publicKey),
+      issuerSki
+        ? new x509.AuthorityKeyIdentifierExtension(issuerSki.keyId, false)
+        : await x509.AuthorityKeyIdentifierExtension.create(issuerCert.publicKey, false),
+    ],
+  });
+  return { certPem: cert.toString('pem'), serial: cert.serialNumber, notAfter: notAfter.toISOString() };
+}

@@ -1,0 +1,377 @@
+/**
+ * The edge-facing cluster endpoint on `cluster.listen` (docs/cluster.md): what remote edges
+ * (`verge edge`) talk to, never the store. Mounted by `verge serve --data` when cluster.listen is
+ * set, and by `verge control`.
+ *
+ *   POST /cluster/v1/join       {token, csr, name?, region?, version?, hostname?}  (no client cert)
+ *                               -> {nodeId, certPem, caPem}
+ *   GET  /cluster/v1/snapshot   -> {revision, entries}: the documents edges need, at one revision
+ *   GET  /cluster/v1/watch?from=REV
+ *                               -> NDJSON, one event a line:
+ *                                  {type:"change", change}   a store change an edge needs
+ *                                  {type:"ping", revision}   every change up to it was sent
+ *                                  {type:"node", state}      this node's state changed
+ *                                  {type:"gap", compactedBelow}  fetch the snapshot
+ *                                  {type:"error", code, msg} the stream ends (node removed...)
+ *   POST /cluster/v1/report     heartbeat: applied revision, failures, listeners, stats
+ *   POST /cluster/v1/renew      {csr} -> {certPem, caPem}
+ *
+ * Every route but join needs the node's client certificate from the node CA (mTLS), and the
+ * certificate is only as good as the node record (src/control/nodes.ts): removed, revoked or
+ * disabled nodes get a coded 403, and an open stream is cut as soon as the record changes.
+ *
+ * What an edge is sent: settings (without the node CA, and the origin CA without its key),
+ * sites, certificates, ACME challenges and purges. Never tokens, users, sessions, jobs or other
+ * nodes: edges hold no store credentials and no secrets they do not serve with.
+ */
+import { createServer, type Server } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import type { TLSSocket } from 'node:tls';
+import { CLUSTER_ERRORS } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import { type Change, type ConfigStore, type JsonValue, StoreGapError } from '../store/types.js';
+import { asRecord, KEYS, type NodeRecord, PURGE_KIND } from './model.js';
+import {
+  ClusterError,
+  caHash,
+  clusterServerCert,
+  joinNode,
+  loadOrCreateNodeCa,
+  nodeOfCert,
+  parseJoinRequest,
+  parseReport,
+  recordReport,
+  renewNodeCert,
+} from './nodes.js';
+
+/** A ping at least this often: an edge that hears nothing for 15 s reconnects. */
+export const PING_MS = 5000;
+/** After a change an edge does not need, the ping that advances its revision comes this soon. */
+const PING_AFTER_MS = 250;
+const BODY_LIMIT = 1024 * 1024;
+
+/** What an edge is sent of a change, or undefined when it is not an edge's business. */
+export function edgeChange(change: Change): Change | undefined {
+  const key = change.key;
+  if (change.type === 'append') return change.kind === PURGE_KIND ? change : undefined;
+  if (key === KEYS.nodeCa) return undefined;
+  if (key === KEYS.originCa && change.type === 'put') {
+    const v = change.value as { certPem?: JsonValue } | null;
+    return { ...change, value: { certPem: v?.certPem ?? null } };
+  }
+  if (
+    key.startsWith('settings/') ||
+    key.startsWith(KEYS.sitesPrefix) ||
+    key.startsWith(KEYS.certsPrefix) ||
+    key.startsWith(KEYS.challengesPrefix)
+  )
+    return change;
+  return undefined;
+}
+
+export interface ClusterEndpointOptions {
+  store: ConfigStore;
+  /** "0.0.0.0:8092"; "127.0.0.1:0" in tests */
+  listen: string;
+  /** extra names for the server certificate (cluster.names) */
+  names?: string[];
+  /** lifetime of issued node certificates (cluster.nodeCertDays) */
+  certDays?: number;
+  log: Logger;
+  now?: () => number;
+}
+
+export interface ClusterEndpoint {
+  readonly address: AddressInfo;
+  /** "https://127.0.0.1:PORT" */
+  readonly url: string;
+  /** SHA-256 of the node CA certificate (the third part of join tokens) */
+  readonly caHash: string;
+  /** the newest revision an edge must have applied to be up to date (heartbeats left out) */
+  head(): number;
+  close(): Promise<void>;
+}
+
+function split(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
+}
+
+/** The names the server certificate covers: cluster.names, the listen host, or every local address. */
+function serverNames(host: string, extra: string[]): string[] {
+  const names = [...extra];
+  if (host === '0.0.0.0' || host === '::' || host === '') {
+    for (const list of Object.values(networkInterfaces()))
+      for (const a of list ?? []) if (!a.address.includes('%')) names.push(a.address);
+    names.push('localhost');
+  } else names.push(host);
+  return names;
+}
+
+class Reply {
+  static json(res: ServerResponse, status: number, body: unknown): void {
+    if (res.headersSent) return;
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+    res.end(text);
+  }
+  static error(res: ServerResponse, e: ClusterError): void {
+    Reply.json(res, e.status, { code: e.code, msg: e.message, fix: CLUSTER_ERRORS[e.code].fix });
+  }
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > BODY_LIMIT) throw new ClusterError('CLUSTER_BAD_REQUEST', `the body is over ${BODY_LIMIT} bytes`);
+    chunks.push(c);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (e) {
+    throw new ClusterError('CLUSTER_BAD_REQUEST', `the body is not JSON: ${(e as Error).message}`);
+  }
+}
+
+/** Starts the endpoint; rejects like server.listen does (EADDRINUSE, EACCES). */
+export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promise<ClusterEndpoint> {
+  const { store, log } = opts;
+  const now = opts.now ?? Date.now;
+  const certDays = opts.certDays ?? 365;
+  const ca = await loadOrCreateNodeCa(store);
+  const { host, port } = split(opts.listen);
+  const serverCert = await clusterServerCert(ca, serverNames(host, opts.names ?? []));
+  const streams = new Set<() => void>();
+
+  // the newest revision edges need: every change but the heartbeats (which would otherwise make
+  // every report move every edge's revision, and so cause another report)
+  let head = await store.revision();
+  const stopHead = store.watch(
+    head,
+    (c) => {
+      if (!c.key.startsWith(KEYS.nodesPrefix)) head = c.revision;
+    },
+    (err) => log.error({ err }, 'the cluster endpoint lost its store watch; node lag is not updated'),
+  );
+
+  /** The node the request's client certificate stands for, checked against its record. */
+  const authenticate = async (req: IncomingMessage) => {
+    const sock = req.socket as TLSSocket;
+    const cert = sock.getPeerCertificate();
+    if (!cert || Object.keys(cert).length === 0)
+      throw new ClusterError(
+        'CLUSTER_CERT_REQUIRED',
+        'this route needs the node certificate (mTLS): join first with `verge edge --join URL --token TOKEN --data DIR`',
+      );
+    if (!sock.authorized)
+      throw new ClusterError(
+        'CLUSTER_CERT_INVALID',
+        `the node certificate was refused: ${String(sock.authorizationError ?? 'unknown reason')}${
+          String(sock.authorizationError) === 'CERT_HAS_EXPIRED'
+            ? ' (it expired: remove the node with `verge nodes remove ID` and join it again)'
+            : ''
+        }`,
+      );
+    const cn = String(cert.subject?.CN ?? '');
+    const { node, revision } = await nodeOfCert(store, cn, cert.serialNumber);
+    return { node, revision, serial: cert.serialNumber };
+  };
+
+  const refuseDisabled = (node: NodeRecord) => {
+    if (node.state === 'disabled')
+      throw new ClusterError(
+        'CLUSTER_NODE_DISABLED',
+        `node ${node.id} (${node.name ?? ''}) is disabled: \`verge nodes enable ${node.id}\` lets it follow the config again`,
+      );
+  };
+
+  const watch = (req: IncomingMessage, res: ServerResponse, node: NodeRecord, from: number) => {
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    let seen = from;
+    // every change handled, heartbeats included: tells when the backlog at connect time is through
+    let processed = from;
+    let catchUpAt: number | undefined;
+    let ended = false;
+    let pingSoon: NodeJS.Timeout | undefined;
+    const write = (ev: Record<string, unknown>) => res.write(`${JSON.stringify(ev)}\n`);
+    const ping = () => {
+      pingSoon = undefined;
+      if (ended) return;
+      write({ type: 'ping', revision: seen });
+    };
+    const end = (ev?: Record<string, unknown>) => {
+      if (ended) return;
+      ended = true;
+      streams.delete(end);
+      stop();
+      clearInterval(timer);
+      clearTimeout(pingSoon);
+      if (ev) write(ev);
+      res.end();
+    };
+    streams.add(end);
+    const timer = setInterval(() => write({ type: 'ping', revision: seen }), PING_MS);
+    let state = node.state;
+    const stop = store.watch(
+      from,
+      async (change) => {
+        if (ended) return;
+        processed = change.revision;
+        if (catchUpAt !== undefined && processed >= catchUpAt) {
+          catchUpAt = undefined;
+          pingSoon ??= setTimeout(ping, 0);
+        }
+        if (change.key === KEYS.node(node.id)) {
+          // the node's own record: removed, revoked or disabled cuts the stream at once
+          if (change.type !== 'put') return end(errorEvent(new ClusterError('CLUSTER_NODE_REMOVED', `node ${node.id} was removed`)));
+          const n = asRecord<NodeRecord>(change.value);
+          if (n.state === 'disabled')
+            return end(errorEvent(new ClusterError('CLUSTER_NODE_DISABLED', `node ${node.id} was disabled`)));
+          if (n.state !== state) {
+            state = n.state;
+            write({ type: 'node', state: n.state ?? 'active' });
+          }
+          return;
+        }
+        if (change.key.startsWith(KEYS.nodesPrefix)) return;
+        const out = edgeChange(change);
+        const ok = out ? write({ type: 'change', change: out }) : true;
+        seen = change.revision;
+        pingSoon ??= setTimeout(ping, PING_AFTER_MS);
+        // backpressure: a slow edge slows its own watch, never the store
+        if (!ok) await new Promise<void>((r) => res.once('drain', r).once('close', r));
+      },
+      (err) => {
+        if (err instanceof StoreGapError) end({ type: 'gap', compactedBelow: err.compactedBelow });
+        else {
+          log.warn({ node: node.id, err }, 'a node watch stopped on a store error');
+          end(errorEvent(new ClusterError('CLUSTER_INTERNAL', 'the control plane lost its store watch')));
+        }
+      },
+    );
+    // the first ping tells the edge it has everything up to the store's revision at connect time
+    void store.revision().then(
+      (r) => {
+        if (ended) return;
+        if (processed >= r) pingSoon ??= setTimeout(ping, 0);
+        else catchUpAt = r;
+      },
+      () => undefined,
+    );
+    res.on('close', () => end());
+    res.on('error', () => end());
+    req.on('error', () => end());
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    const url = new URL(req.url ?? '/', 'https://cluster');
+    const route = `${req.method} ${url.pathname}`;
+    switch (route) {
+      case 'POST /cluster/v1/join': {
+        const body = parseJoinRequest(await readJson(req));
+        const r = await joinNode(store, body, certDays, now());
+        log.info(
+          { node: r.nodeId, name: r.record.name, region: r.record.region, address: req.socket.remoteAddress },
+          'edge node joined',
+        );
+        return Reply.json(res, 201, { nodeId: r.nodeId, certPem: r.certPem, caPem: r.caPem, node: r.record });
+      }
+      case 'GET /cluster/v1/snapshot': {
+        const { node } = await authenticate(req);
+        refuseDisabled(node);
+        const snap = await store.snapshot();
+        const entries = [];
+        for (const e of snap.entries) {
+          const c = edgeChange({ type: 'put', key: e.key, value: e.value, revision: e.revision });
+          if (c && c.type === 'put') entries.push({ key: c.key, value: c.value, revision: c.revision });
+        }
+        return Reply.json(res, 200, { revision: snap.revision, entries, state: node.state ?? 'active' });
+      }
+      case 'GET /cluster/v1/watch': {
+        const { node } = await authenticate(req);
+        refuseDisabled(node);
+        const from = Number(url.searchParams.get('from') ?? '');
+        if (!Number.isInteger(from) || from < 0)
+          throw new ClusterError('CLUSTER_BAD_REQUEST', 'watch: query "from" must be a revision (a whole number >= 0)');
+        return watch(req, res, node, from);
+      }
+      case 'POST /cluster/v1/report': {
+        const { node, serial } = await authenticate(req);
+        const report = parseReport(await readJson(req));
+        await recordReport(store, node.id, report, serial, now());
+        return Reply.json(res, 200, { state: node.state ?? 'active' });
+      }
+      case 'POST /cluster/v1/renew': {
+        const { node } = await authenticate(req);
+        refuseDisabled(node);
+        const body = (await readJson(req)) as { csr?: unknown } | null;
+        if (typeof body?.csr !== 'string')
+          throw new ClusterError('CLUSTER_BAD_REQUEST', 'renew: field "csr" (a PEM certificate request) is required');
+        const r = await renewNodeCert(store, node.id, body.csr, certDays);
+        log.info({ node: node.id }, 'node certificate renewed');
+        return Reply.json(res, 200, r);
+      }
+      default:
+        throw new ClusterError('CLUSTER_NOT_FOUND', `no cluster route ${route}`);
+    }
+  };
+
+  const server: Server = createServer(
+    {
+      cert: serverCert.certPem,
+      key: serverCert.keyPem,
+      ca: [ca.certPem],
+      requestCert: true,
+      // join has no client certificate yet: the routes check it themselves (authenticate)
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+    },
+    (req, res) => {
+      handle(req, res).catch((e: unknown) => {
+        if (e instanceof ClusterError) {
+          if (e.status >= 500) log.error({ err: e }, 'cluster request failed');
+          else log.info({ code: e.code, msg: e.message, address: req.socket.remoteAddress }, 'cluster request refused');
+          return Reply.error(res, e);
+        }
+        log.error({ err: e, url: req.url }, 'cluster request failed');
+        Reply.error(res, new ClusterError('CLUSTER_INTERNAL', 'the control plane failed to answer; see its log'));
+      });
+    },
+  );
+  server.on('tlsClientError', (err: Error, sock: Socket) => {
+    log.debug({ err: err.message, address: sock.remoteAddress }, 'cluster TLS handshake failed');
+  });
+  server.on('clientError', (_err, sock) => sock.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host || undefined, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => log.error({ err }, 'cluster endpoint error'));
+  const address = server.address() as AddressInfo;
+  const h = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const hash = caHash(ca.certPem);
+  log.info({ listen: `${h}:${address.port}`, caHash: hash }, 'cluster endpoint listening (remote edges)');
+  return {
+    address,
+    url: `https://${h}:${address.port}`,
+    caHash: hash,
+    head: () => head,
+    async close() {
+      stopHead();
+      for (const end of [...streams]) end();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+function errorEvent(e: ClusterError): Record<string, unknown> {
+  return { type: 'error', code: e.code, msg: e.message, fix: CLUSTER_ERRORS[e.code].fix };
+}
