@@ -153,6 +153,49 @@ SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 reopens the access
       }),
     );
 
+  const edge = program
+    .command('edge')
+    .description(
+      'Run a remote edge node that follows a control plane: --join URL --token TOKEN the first time, then --data DIR alone (its identity and last config are kept in DIR).',
+    )
+    .option('-d, --data <DIR>', "where the node keeps its identity (DIR/identity, key 0600) and its last applied config")
+    .option('--join <URL>', "the control plane's cluster endpoint (cluster.listen), e.g. https://10.0.0.1:8092")
+    .option('--token <TOKEN>', 'a join token from `verge nodes token create` (used once)')
+    .option('--name <NAME>', 'how `verge nodes` shows this node (default: its host name)')
+    .option('--region <REGION>', 'region label, e.g. eu-west (default: the one the token carries)')
+    .option('--parent', 'a parent of the tiered cache')
+    .option('--http <ADDR>', "listen for HTTP here instead of the stored edge.http.listen (repeatable; kept in DIR)", collect)
+    .option('--https <ADDR>', "listen for HTTPS here instead of the stored edge.https.listen (repeatable; kept in DIR)", collect)
+    .option('--health <ADDR>', 'the node\'s health endpoint, GET /health (default 127.0.0.1:8093; kept in DIR)')
+    .addHelpText(
+      'after',
+      `${examples([
+        'verge nodes token create --region eu-west          # on the control plane',
+        'verge edge --join https://10.0.0.1:8092 --token k3x...  --data /var/lib/verge-edge',
+        'verge edge --data /var/lib/verge-edge              # every later start',
+      ])}
+The node serves its last applied config when the control plane is unreachable, and catches up
+when it returns. SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 reopens the access log.
+`,
+    )
+    .action(() =>
+      run(edge, async () =>
+        (await import('./edge.js')).edgeCmd(
+          opts<{
+            data?: string;
+            join?: string;
+            token?: string;
+            name?: string;
+            region?: string;
+            parent?: boolean;
+            http?: string[];
+            https?: string[];
+            health?: string;
+          }>(edge),
+        ),
+      ),
+    );
+
   const config = program
     .command('config')
     .description('Check a config file; move the config into and out of the store; show the effective config.')
@@ -281,8 +324,56 @@ SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 reopens the access
         ),
     ),
   )
-    .addHelpText('after', examples(['verge nodes', 'verge nodes --config verge.yaml --json']))
+    .addHelpText(
+      'after',
+      examples([
+        'verge nodes',
+        'verge nodes --json',
+        'verge nodes token create --region eu-west --ttl 24h',
+        'verge nodes drain n1a2b3c4d5e6',
+      ]),
+    )
     .action(() => run(nodes, async () => (await import('./status.js')).nodesCmd(opts(nodes))));
+
+  const nodeToken = nodes
+    .command('token')
+    .description('One-time join tokens for `verge edge --join` (ID.SECRET.CAHASH, shown once).');
+  const joinTokenCreate = jsonOption(
+    targetOptions(
+      nodeToken
+        .command('create')
+        .description('Make a join token: one node joins with it, before it expires.')
+        .option('--region <REGION>', 'the region the node gets unless it gives --region')
+        .option('--parent', 'the node becomes a parent of the tiered cache')
+        .option('--ttl <DURATION>', 'how long the token works, e.g. 30m, 24h (default 1h, at most 30d)'),
+    ),
+  ).action(() =>
+    run(joinTokenCreate, async () => (await import('./nodes.js')).nodeTokenCreateCmd(opts(joinTokenCreate))),
+  );
+  const joinTokenList = jsonOption(
+    targetOptions(nodeToken.command('list').description('Join tokens: unused, used (by which node) or expired.')),
+  ).action(() => run(joinTokenList, async () => (await import('./nodes.js')).nodeTokenListCmd(opts(joinTokenList))));
+  const joinTokenRevoke = jsonOption(
+    targetOptions(
+      nodeToken.command('revoke').description('Delete a join token before it is used.').argument('<ID>', 'the token id (its first part)'),
+    ),
+  ).action((id: string) =>
+    run(joinTokenRevoke, async () => (await import('./nodes.js')).nodeTokenRevokeCmd(id, opts(joinTokenRevoke))),
+  );
+  const nodeActions: Array<[string, string]> = [
+    ['drain', 'Keep the node following the config but report it unhealthy (GET /health 503), so DNS and load balancers stop sending it visitors.'],
+    ['disable', 'Cut the node off: it may not fetch config, certificates or purges (it keeps serving its last config; purges stop waiting for it).'],
+    ['enable', 'Make a drained or disabled node active again.'],
+    ['remove', 'Forget the node: its certificate opens nothing any more; it must join again with a new token.'],
+  ];
+  for (const [action, what] of nodeActions) {
+    const sub = jsonOption(
+      targetOptions(nodes.command(action).description(what).argument('<NODE>', 'the node id (or its name, when unique)')),
+    );
+    sub.action((id: string) =>
+      run(sub, async () => (await import('./nodes.js')).nodeActionCmd(action, id, opts(sub))),
+    );
+  }
 
   const jobs = jsonOption(
     targetOptions(

@@ -9,7 +9,7 @@ import type { JobView } from '../control/jobs.js';
 import type { NodeRecord } from '../control/model.js';
 import { ApiClient, type ConnectionFlags, printJson, runCommand, table } from './api-client.js';
 
-type NodeView = NodeRecord & { live: boolean };
+type NodeView = NodeRecord & { live: boolean; lag?: number; health?: string };
 
 /** "12 s ago" for an ISO time, relative to now. */
 function ago(iso: string): string {
@@ -29,16 +29,19 @@ export async function nodesCmd(values: ConnectionFlags): Promise<number> {
       return 0;
     }
     const rows = r.body.items.map((n) => [
-      n.id,
-      n.live ? 'live' : 'GONE',
+      n.name && n.name !== n.id ? `${n.name} (${n.id})` : n.id,
+      n.region ?? '-',
+      (n.health ?? (n.live ? 'ok' : 'gone')).toUpperCase() === 'OK' ? 'ok' : (n.health ?? 'gone').toUpperCase(),
       ago(n.lastSeen),
-      String(n.appliedRevision),
+      n.version || '-',
+      `${n.appliedRevision}${n.lag ? ` (${n.lag} behind)` : ''}`,
+      n.stats?.hitRatio !== undefined ? `${Math.round(n.stats.hitRatio * 100)}%` : '-',
       [...n.http, ...n.https].join(' ') || '-',
     ]);
     process.stdout.write(
       rows.length === 0
-        ? 'no edge node has reported yet: is `verge serve --data DIR` running?\n'
-        : table(['NODE', 'STATE', 'LAST SEEN', 'APPLIED REV', 'LISTENERS'], rows),
+        ? 'no edge node has reported yet: is `verge serve --data DIR` running, or has an edge joined (`verge nodes token create`)?\n'
+        : table(['NODE', 'REGION', 'HEALTH', 'LAST SEEN', 'VERSION', 'APPLIED REV', 'HIT RATIO', 'LISTENERS'], rows),
     );
     // what a node could not apply: it applies everything else and keeps the last good config
     for (const n of r.body.items) {

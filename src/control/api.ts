@@ -38,6 +38,8 @@ import {
   parsePrefetch,
 } from './jobs.js';
 import { KEYS, SECTION_KEYS } from './model.js';
+import { nodeRoutes } from './nodes-api.js';
+import { nodeViews } from './nodes.js';
 import { type Method, openApiDocument, ROUTES, tokenRequestSchema } from './openapi.js';
 import { issueOriginCertView, originCaView } from './origin-ca-api.js';
 import { runPrefetchJob } from './prefetch.js';
@@ -105,6 +107,11 @@ export interface ControlApiOptions {
   baseDir?: string;
   /** Largest request body in bytes (edge.admin.bodyLimit); default 1 MiB. */
   bodyLimit?: number;
+  /**
+   * The newest revision edges must apply, from the cluster endpoint (src/control/cluster.ts),
+   * for each node's lag; without one, the store revision.
+   */
+  clusterHead?: () => number;
   /** extra trusted roots for certificate chain checks (tests) */
   trustedCas?: string[];
   now?: () => number;
@@ -555,7 +562,9 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
     const items = (opts.recentRequests?.(name, limit, id || undefined) ?? []).map(requestSummary);
     return { items };
   });
-  on('GET', '/api/v1/nodes', async () => ({ items: await listNodes(store, now()) }));
+  on('GET', '/api/v1/nodes', async () => ({ items: await nodeViews(store, now(), opts.clusterHead?.()) }));
+  // remote edges and their join tokens (src/control/nodes-api.ts)
+  nodeRoutes(on, { store, log, now, noteRevision: (req, rev) => accounts.noteRevision(req, rev) });
   on('GET', '/api/v1/config', async () => effectiveConfig(store));
 
   on('GET', '/api/v1/tokens', async () => ({

@@ -53,7 +53,8 @@ export function applyStatus(
   revision: number,
 ): ApplyStatus {
   const views: NodeApply[] = nodes
-    .filter((n) => n.live)
+    // a disabled remote edge may not fetch config: nothing waits for it
+    .filter((n) => n.live && n.state !== 'disabled')
     .map((n) => {
       const reason = failureOf(n, key, revision);
       if (reason !== undefined)

@@ -322,7 +322,8 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
 
   const server: Server = createServer(
     {
-      cert: serverCert.certPem,
+      // the CA too: a joining edge finds it in the chain and checks it against its token's hash
+      cert: `${serverCert.certPem}${ca.certPem}`,
       key: serverCert.keyPem,
       ca: [ca.certPem],
       requestCert: true,

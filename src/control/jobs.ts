@@ -26,6 +26,8 @@ import { badInput, type FieldError, isObject, issuesOf, listSites, ServiceError 
 /** A job as the API shows it: purges get their state from the nodes. */
 export type JobView = JobRecord & {
   waitingFor?: string[];
+  /** a purge: the edges that applied it, by name (verge purge) */
+  confirmedBy?: string[];
   /** a purge: each live edge and whether it has applied the purge (the console's per-edge confirmation) */
   edges?: Array<{ id: string; hostname: string; appliedRevision: number; applied: boolean }>;
 };
@@ -193,19 +195,26 @@ export async function listNodes(
   });
 }
 
-/** A purge is done once at least one node is live and every live node has applied its revision. */
+/**
+ * A purge is done once at least one node is live and every live node has applied its revision.
+ * A disabled node is not waited for: it may not fetch purges (it applies them when enabled).
+ * `confirmedBy` lists the nodes that applied it (per-edge acknowledgement), `waitingFor` the
+ * live ones that have not yet.
+ */
 function purgeState(job: JobRecord, nodes: Array<NodeRecord & { live: boolean }>): JobView {
   if (job.type !== 'purge' || job.revision === undefined) return job;
-  const live = nodes.filter((n) => n.live);
-  const waiting = live.filter((n) => !(n.appliedRevision >= job.revision!)).map((n) => n.id);
+  const live = nodes.filter((n) => n.live && n.state !== 'disabled');
+  const label = (n: NodeRecord) => (n.name && n.name !== n.id ? `${n.name} (${n.id})` : n.id);
+  const confirmedBy = live.filter((n) => n.appliedRevision >= job.revision!).map(label);
+  const waiting = live.filter((n) => !(n.appliedRevision >= job.revision!)).map(label);
   const edges = live.map((n) => ({
     id: n.id,
     hostname: n.hostname,
     appliedRevision: n.appliedRevision,
     applied: n.appliedRevision >= job.revision!,
   }));
-  if (live.length > 0 && waiting.length === 0) return { ...job, state: 'done', edges };
-  return { ...job, state: 'pending', waitingFor: waiting, edges };
+  if (live.length > 0 && waiting.length === 0) return { ...job, state: 'done', confirmedBy, edges };
+  return { ...job, state: 'pending', waitingFor: waiting, confirmedBy, edges };
 }
 
 export async function getJob(store: ConfigStore, id: string, now: number): Promise<JobView | undefined> {

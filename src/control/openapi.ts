@@ -46,6 +46,66 @@ const E401 = err('No valid credentials (API_UNAUTHORIZED, API_SESSION_ENDED).');
 const SESSION_VIEW = ref('Session');
 const USER_VIEW = ref('User');
 
+const NODE_ID_NOTE = 'NODE: the node id (nXXXXXXXXXXXX) or its name when no other node has it.';
+
+/** Remote edge nodes and their join tokens (src/control/nodes.ts, docs/cluster.md). */
+const NODE_ROUTES: RouteDoc[] = [
+  ...(['drain', 'disable', 'enable'] as const).map(
+    (action): RouteDoc => ({
+      method: 'POST',
+      path: `/api/v1/nodes/:id/${action}`,
+      summary:
+        action === 'drain'
+          ? `Drain a remote edge: it keeps following the config but reports itself unhealthy. ${NODE_ID_NOTE}`
+          : action === 'disable'
+            ? `Disable a remote edge: it may not fetch config, certificates or purges; purges stop waiting for it. ${NODE_ID_NOTE}`
+            : `Make a drained or disabled remote edge active again. ${NODE_ID_NOTE}`,
+      auth: true,
+      responses: { '200': { description: 'The node.', schema: ref('Node') }, '404': E404, '409': E409 },
+    }),
+  ),
+  {
+    method: 'DELETE',
+    path: '/api/v1/nodes/:id',
+    summary: `Remove a node: its certificate opens nothing any more (it must join again). ${NODE_ID_NOTE}`,
+    auth: true,
+    responses: { '204': { description: 'Removed.' }, '404': E404 },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/node-tokens',
+    summary: 'Join tokens for `verge edge --join` (never their secrets), newest first.',
+    auth: true,
+    responses: { '200': { description: 'Join tokens.', schema: { type: 'object', properties: { items: { type: 'array', items: { type: 'object' } } } } } },
+  },
+  {
+    method: 'POST',
+    path: '/api/v1/node-tokens',
+    summary: 'Make a one-time join token; the token text (ID.SECRET.CAHASH) is in this answer only.',
+    auth: true,
+    body: {
+      schema: {
+        type: 'object',
+        properties: {
+          region: { type: 'string', description: 'region label the node gets unless it gives its own' },
+          parent: { type: 'boolean', description: 'the node becomes a parent of the tiered cache' },
+          ttl: { type: 'string', description: 'lifetime, e.g. "1h" (default), "24h"; 1 minute to 30 days' },
+        },
+        additionalProperties: false,
+      },
+      types: JSON_TYPES,
+    },
+    responses: { '201': { description: 'Created; `token` is shown once.' }, '400': E400 },
+  },
+  {
+    method: 'DELETE',
+    path: '/api/v1/node-tokens/:id',
+    summary: 'Revoke a join token.',
+    auth: true,
+    responses: { '204': { description: 'Revoked.' }, '404': E404 },
+  },
+];
+
 /** Users, sessions, sign-in links and the audit log (src/control/accounts-api.ts). */
 const ACCOUNT_ROUTES: RouteDoc[] = [
   {
@@ -628,6 +688,7 @@ export const ROUTES: RouteDoc[] = [
     responses: { '200': { description: 'Prometheus text format.' }, '404': E404 },
   },
   ...ACCOUNT_ROUTES,
+  ...NODE_ROUTES,
 ];
 
 /** The request body of POST /api/v1/tokens. */
@@ -1038,6 +1099,25 @@ export function openApiDocument(): JsonSchema {
                   since: { type: 'string', format: 'date-time' },
                 },
                 required: ['keys', 'revision', 'errors', 'reason', 'servingLastGood', 'since'],
+              },
+            },
+            lag: { type: 'integer', description: 'revisions of config and purges not applied yet' },
+            health: { enum: ['ok', 'draining', 'disabled', 'disconnected', 'gone', 'failing'] },
+            state: { enum: ['active', 'draining', 'disabled'], description: 'remote edges only' },
+            name: { type: 'string' },
+            region: { type: 'string' },
+            parent: { type: 'boolean' },
+            joinedAt: { type: 'string' },
+            certNotAfter: { type: 'string' },
+            disconnectedSince: { type: 'string' },
+            stats: {
+              type: 'object',
+              properties: {
+                cacheBytes: { type: 'integer' },
+                cacheObjects: { type: 'integer' },
+                requests: { type: 'integer' },
+                bytesOut: { type: 'integer' },
+                hitRatio: { type: 'number' },
               },
             },
           },

@@ -91,6 +91,15 @@ export const ROUTE_ACCESS: Readonly<Record<string, Access>> = {
 
   'GET /api/v1/audit': 'viewer',
 
+  // remote edge nodes (docs/cluster.md)
+  'POST /api/v1/nodes/:id/drain': 'operator',
+  'POST /api/v1/nodes/:id/enable': 'operator',
+  'POST /api/v1/nodes/:id/disable': 'admin',
+  'DELETE /api/v1/nodes/:id': 'admin',
+  'GET /api/v1/node-tokens': 'admin',
+  'POST /api/v1/node-tokens': 'admin',
+  'DELETE /api/v1/node-tokens/:id': 'admin',
+
   // the web console's pages and files (src/control/console-host.ts): static, no data in them
   'GET /': 'public',
   'GET /signin': 'public',

@@ -271,6 +271,33 @@ export class EdgeMetrics {
     }
   }
 
+  /**
+   * Totals since start for a node's heartbeat (`verge nodes`): requests, bytes sent, the cache
+   * and the hit ratio (HIT, STALE and REVALIDATED answered from cache; MISS and EXPIRED went to
+   * the origin; BYPASS and uncached answers do not count).
+   */
+  summary(): { requests: number; bytesOut: number; hitRatio: number; cacheBytes: number; cacheObjects: number } {
+    let requests = 0;
+    let bytesOut = 0;
+    let hits = 0;
+    let misses = 0;
+    for (const [key, t] of this.#tally) {
+      requests += t.requests;
+      bytesOut += t.bytes;
+      const state = key.split('\0')[1];
+      if (state === 'HIT' || state === 'STALE' || state === 'REVALIDATED') hits += t.requests;
+      else if (state === 'MISS' || state === 'EXPIRED') misses += t.requests;
+    }
+    const stats = this.#cache?.stats();
+    return {
+      requests,
+      bytesOut,
+      hitRatio: hits + misses > 0 ? hits / (hits + misses) : 0,
+      cacheBytes: stats?.bytes ?? 0,
+      cacheObjects: stats?.objects ?? 0,
+    };
+  }
+
   /** The exposition text (Prometheus 0.0.4). */
   text(): Promise<string> {
     return this.registry.metrics();

@@ -150,7 +150,12 @@ export class Edge {
     }
   }
 
-  async start(): Promise<void> {
+  /**
+   * Opens the cache, then binds the listeners. `beforeListen` runs in between: a remote edge
+   * (src/cli/edge.ts) applies the purges it missed there, before any visitor can be answered from
+   * the cache.
+   */
+  async start(opts: { beforeListen?: () => Promise<void> } = {}): Promise<void> {
     const cfg = this.#runtime.config;
     checkBodyTempDir(cfg);
     // A cache directory that cannot be used stops the start with an error naming it.
@@ -161,6 +166,7 @@ export class Edge {
     this.#warnExpiring();
     this.#expiryTimer = setInterval(() => this.#warnExpiring(), 12 * 3600 * 1000);
     this.#expiryTimer.unref();
+    await opts.beforeListen?.();
     const deps = {
       cache: this.#cache,
       metrics: this.#metrics,

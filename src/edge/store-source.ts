@@ -68,8 +68,15 @@ export function nodeId(dataDir: string): string {
   return id;
 }
 
+/**
+ * What the edge needs of its source: the ConfigStore itself (`verge serve --data`), or the control
+ * plane's cluster endpoint standing in for it (`verge edge`, src/cluster/follower.ts: the same
+ * snapshot and watch over mTLS, and the heartbeat put sent as a report). One edge, two feeds.
+ */
+export type EdgeFeed = Pick<ConfigStore, 'snapshot' | 'watch' | 'put'>;
+
 export interface StoreSourceOptions {
-  store: ConfigStore;
+  store: EdgeFeed;
   /** relative paths in the stored settings (cache directory, access log) resolve against it */
   baseDir: string;
   log: Logger;

@@ -1,0 +1,260 @@
+/**
+ * `verge edge`: a remote edge node (docs/cluster.md).
+ *
+ *   verge edge --join https://CONTROL:8092 --token TOKEN --data DIR [--name N] [--region R]
+ *   verge edge --data DIR                       afterwards: identity and last config are in DIR
+ *
+ * The same Edge and the same StoreSource as the local edge of `verge serve --data`, fed by the
+ * control plane's cluster endpoint (src/cluster/follower.ts) instead of the store. Start-up:
+ * the config kept in DIR (or, the first time, the control plane's snapshot) is built and checked
+ * before anything listens; the cache is opened; then the edge catches up with the control plane
+ * (missed purges applied) before its listeners open, for at most START_CATCH_UP_MS: a control
+ * plane that cannot be reached does not keep the edge from serving its last config.
+ */
+import { mkdirSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { resolve } from 'node:path';
+import { CacheStoreError } from '../cache/storage.js';
+import { ClusterFollower, ClusterRequestError } from '../cluster/follower.js';
+import { join } from '../cluster/join.js';
+import { type NodeConfig, readIdentity, readNodeConfig, writeIdentity, writeNodeConfig } from '../cluster/local.js';
+import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
+import { AccessLog, createLogger } from '../core/log.js';
+import { Edge } from '../edge/server.js';
+import { StoreSource } from '../edge/store-source.js';
+import { listenErrorMessage } from './listen-error.js';
+
+/** How long a restarting edge waits to catch up before it serves anyway. */
+export const START_CATCH_UP_MS = 10_000;
+const VERSION = '0.1.0';
+const DEFAULT_HEALTH = '127.0.0.1:8093';
+
+export interface EdgeCmdOptions {
+  data?: string;
+  join?: string;
+  token?: string;
+  name?: string;
+  region?: string;
+  parent?: boolean;
+  http?: string[];
+  https?: string[];
+  health?: string;
+}
+
+const LISTEN = /^(\[[0-9a-f:.]+\]|[^:[\]]*):\d{1,5}$/i;
+
+function say(msg: string): number {
+  process.stderr.write(`verge: ${msg}\n`);
+  return 1;
+}
+
+function splitListen(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
+}
+
+export async function edgeCmd(o: EdgeCmdOptions): Promise<number> {
+  if (!o.data) return say('--data DIR is required: where this node keeps its identity and its last config');
+  const dir = resolve(o.data);
+  for (const [flag, list] of [
+    ['--http', o.http],
+    ['--https', o.https],
+    ['--health', o.health ? [o.health] : undefined],
+  ] as const)
+    for (const a of list ?? [])
+      if (!LISTEN.test(a)) return say(`${flag} ${a}: expected "address:port", e.g. "0.0.0.0:443" or "127.0.0.1:8093"`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const log = createLogger();
+
+  let node: NodeConfig | undefined;
+  try {
+    node = readNodeConfig(dir);
+  } catch (e) {
+    return say((e as Error).message);
+  }
+  if (o.join) {
+    if (node)
+      return say(
+        `${dir} already holds node ${node.nodeId} joined to ${node.control}: start it with \`verge edge --data ${o.data}\` (no --join), or join a new node with another --data DIR`,
+      );
+    if (!o.token) return say('--join needs --token TOKEN (made on the control plane with `verge nodes token create`)');
+    let url: URL;
+    try {
+      url = new URL(o.join);
+      if (url.protocol !== 'https:') throw new Error('not https');
+    } catch {
+      return say(`--join ${o.join}: expected the control plane's cluster URL, e.g. https://10.0.0.1:8092`);
+    }
+    try {
+      const r = await join(url, o.token, {
+        version: VERSION,
+        ...(o.name ? { name: o.name } : {}),
+        ...(o.region ? { region: o.region } : {}),
+        ...(o.parent !== undefined ? { parent: o.parent } : {}),
+      });
+      writeIdentity(dir, r.identity);
+      node = {
+        nodeId: r.nodeId,
+        control: url.origin,
+        name: r.name,
+        ...(r.region ? { region: r.region } : {}),
+        joinedAt: new Date().toISOString(),
+      };
+      writeNodeConfig(dir, node);
+      log.info({ node: r.nodeId, name: r.name, control: url.origin, dir }, 'joined the control plane');
+    } catch (e) {
+      if (e instanceof ClusterRequestError)
+        return say(`cannot join: ${e.message}${e.fix ? `\n  fix: ${e.fix}` : ''}`);
+      throw e;
+    }
+  } else if (!node) {
+    return say(
+      `${dir} holds no node identity: join first with \`verge edge --join https://CONTROL:8092 --token TOKEN --data ${o.data}\``,
+    );
+  } else if (o.token || o.name || o.region) {
+    return say('--token, --name and --region are for --join only: this node has joined already');
+  }
+  // listener choices are the node's own and kept for the next start
+  const listen = { ...node.listen };
+  if (o.http) listen.http = o.http;
+  if (o.https) listen.https = o.https;
+  if (o.http || o.https || (o.health && o.health !== node.health)) {
+    node = { ...node, listen, ...(o.health ? { health: o.health } : {}) };
+    writeNodeConfig(dir, node);
+  }
+
+  const follower = new ClusterFollower({
+    dir,
+    node,
+    identity: readIdentity(dir),
+    log,
+    stats: () => edgeRef?.metrics.summary() ?? {},
+  });
+  let edgeRef: Edge | undefined;
+  const source = new StoreSource({ store: follower, baseDir: dir, log, nodeId: node.nodeId });
+  let config: ResolvedConfig;
+  try {
+    config = await source.load();
+  } catch (e) {
+    await follower.close();
+    if (e instanceof ConfigError)
+      return say(`${formatIssues(e.issues, dir)}\nverge: the config from the control plane has errors; not starting`);
+    if (e instanceof ClusterRequestError)
+      return say(`cannot get the config: ${e.message}${e.fix ? `\n  fix: ${e.fix}` : ''}`);
+    return say(
+      `cannot get the config: ${(e as Error).message}; this node has no config kept in ${dir} yet, so it needs the control plane once`,
+    );
+  }
+  if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
+
+  const accessLog = new AccessLog(config.accessLogFile ?? config.log.access);
+  const edge = new Edge(config, { logger: log, accessLog, challenge: source.challenge });
+  edgeRef = edge;
+  let health: Server | undefined;
+  try {
+    await edge.start({
+      beforeListen: async () => {
+        source.attach(edge);
+        const r = await follower.settled(START_CATCH_UP_MS);
+        if (r !== 'caught-up')
+          log.warn(
+            { revision: source.appliedRevision, control: node!.control },
+            r === 'unreachable'
+              ? 'the control plane is unreachable: serving the config kept in the data directory (cached objects as they were); catching up when it returns'
+              : `not caught up with the control plane within ${START_CATCH_UP_MS / 1000} s: serving meanwhile`,
+          );
+      },
+    });
+    health = await startHealth(node.health ?? DEFAULT_HEALTH, () => {
+      const st = follower.status();
+      const serving = st.state !== 'draining' && st.state !== 'disabled';
+      return {
+        status: serving ? 200 : 503,
+        body: {
+          ok: serving,
+          node: node!.nodeId,
+          name: node!.name,
+          region: node!.region ?? null,
+          state: st.state,
+          control: st.connected ? 'connected' : `unreachable since ${st.disconnectedSince ?? 'start'}`,
+          ...(st.disconnectedSince ? { disconnectedSince: st.disconnectedSince } : {}),
+          ...(st.lastError ? { lastError: st.lastError } : {}),
+          revision: source.appliedRevision,
+          ...edge.listenAddresses(),
+        },
+      };
+    });
+  } catch (e) {
+    await source.close();
+    await follower.close();
+    await edge.close().catch(() => undefined);
+    const listenError = listenErrorMessage(e);
+    if (listenError) return say(listenError);
+    if (e instanceof CacheStoreError) return say(`cannot use the cache: ${e.message}`);
+    throw e;
+  }
+  const addrs = edge.listenAddresses();
+  const h = health.address() as AddressInfo;
+  log.info(
+    {
+      http: addrs.http,
+      https: addrs.https,
+      health: `${h.address}:${h.port}`,
+      node: node.nodeId,
+      name: node.name,
+      control: node.control,
+      sites: config.sites.length,
+      pid: process.pid,
+      revision: source.appliedRevision,
+    },
+    'edge listening',
+  );
+  process.on('SIGUSR1', () => accessLog.reopen());
+  process.on('SIGHUP', () => log.info('SIGHUP: a remote edge follows the control plane; nothing to reload'));
+  await new Promise<void>((done) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      const timeout = edge.runtime.config.edge.limits.drainTimeout;
+      log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
+      health?.close();
+      void Promise.all([edge.drain(timeout), source.close()])
+        .then(() => follower.close())
+        .then(() => {
+          log.info('stopped');
+          done();
+        });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}
+
+/** GET /health: 200 while the node takes visitors, 503 draining or disabled; JSON either way. */
+async function startHealth(
+  listen: string,
+  view: () => { status: number; body: Record<string, unknown> },
+): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.url !== '/health' && req.url !== '/') {
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"code":"NOT_FOUND","msg":"GET /health"}');
+      return;
+    }
+    const v = view();
+    res.writeHead(v.status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+    res.end(`${JSON.stringify(v.body)}\n`);
+  });
+  server.on('clientError', (_e, sock) => sock.destroy());
+  const { host, port } = splitListen(listen);
+  await new Promise<void>((ok, fail) => {
+    server.once('error', fail);
+    server.listen(port, host, () => {
+      server.off('error', fail);
+      ok();
+    });
+  });
+  return server;
+}
