@@ -71,7 +71,7 @@ export function planImport(
   };
   const { config, input } = loadConfigFileWithInput(file, material);
   const docs = new Map<string, JsonValue>();
-  for (const section of ['edge', 'log', 'dns'] as const) {
+  for (const section of ['edge', 'log', 'dns', 'cluster'] as const) {
     if (input[section] !== undefined) docs.set(SECTION_KEYS[section], input[section] as JsonValue);
   }
   if (input['acme'] !== undefined) {

@@ -105,7 +105,7 @@ export async function edgeCmd(o: EdgeCmdOptions): Promise<number> {
       log.info({ node: r.nodeId, name: r.name, control: url.origin, dir }, 'joined the control plane');
     } catch (e) {
       if (e instanceof ClusterRequestError)
-        return say(`cannot join: ${e.message}${e.fix ? `\n  fix: ${e.fix}` : ''}`);
+        return say(`cannot join: ${e.message.startsWith(e.code) ? '' : `${e.code}: `}${e.message}${e.fix ? `\n  fix: ${e.fix}` : ''}`);
       throw e;
     }
   } else if (!node) {

@@ -348,17 +348,17 @@ when it returns. SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 r
         .option('--ttl <DURATION>', 'how long the token works, e.g. 30m, 24h (default 1h, at most 30d)'),
     ),
   ).action(() =>
-    run(joinTokenCreate, async () => (await import('./nodes.js')).nodeTokenCreateCmd(opts(joinTokenCreate))),
+    run(joinTokenCreate, async () => (await import('./nodes.js')).nodeTokenCreateCmd(joinTokenCreate.optsWithGlobals())),
   );
   const joinTokenList = jsonOption(
     targetOptions(nodeToken.command('list').description('Join tokens: unused, used (by which node) or expired.')),
-  ).action(() => run(joinTokenList, async () => (await import('./nodes.js')).nodeTokenListCmd(opts(joinTokenList))));
+  ).action(() => run(joinTokenList, async () => (await import('./nodes.js')).nodeTokenListCmd(joinTokenList.optsWithGlobals())));
   const joinTokenRevoke = jsonOption(
     targetOptions(
       nodeToken.command('revoke').description('Delete a join token before it is used.').argument('<ID>', 'the token id (its first part)'),
     ),
   ).action((id: string) =>
-    run(joinTokenRevoke, async () => (await import('./nodes.js')).nodeTokenRevokeCmd(id, opts(joinTokenRevoke))),
+    run(joinTokenRevoke, async () => (await import('./nodes.js')).nodeTokenRevokeCmd(id, joinTokenRevoke.optsWithGlobals())),
   );
   const nodeActions: Array<[string, string]> = [
     ['drain', 'Keep the node following the config but report it unhealthy (GET /health 503), so DNS and load balancers stop sending it visitors.'],
@@ -371,7 +371,7 @@ when it returns. SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 r
       targetOptions(nodes.command(action).description(what).argument('<NODE>', 'the node id (or its name, when unique)')),
     );
     sub.action((id: string) =>
-      run(sub, async () => (await import('./nodes.js')).nodeActionCmd(action, id, opts(sub))),
+      run(sub, async () => (await import('./nodes.js')).nodeActionCmd(action, id, sub.optsWithGlobals())),
     );
   }
 

@@ -17,6 +17,7 @@ import { CacheStoreError } from '../cache/storage.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
 import { AcmeManager } from '../control/acme.js';
 import { type ControlApi, startControlApi } from '../control/api.js';
+import { type ClusterEndpoint, startClusterEndpoint } from '../control/cluster.js';
 import { openDataStoreOrSay } from '../control/data.js';
 import { createToken, verifyToken } from '../control/tokens.js';
 import { apiBaseUrl, ensureFirstAdmin, signinUrl } from '../control/users.js';
@@ -129,10 +130,22 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
     appLogDropped: appLogLinesDropped(),
   }));
   let api: ControlApi;
+  let cluster: ClusterEndpoint | undefined;
   try {
     await edge.start();
     source.attach(edge);
+    // remote edges (`verge edge --join`) connect here when cluster.listen is set
+    if (config.cluster.listen)
+      cluster = await startClusterEndpoint({
+        store,
+        listen: config.cluster.listen,
+        names: config.cluster.names,
+        certDays: config.cluster.nodeCertDays,
+        log,
+      });
+    const head = cluster ? () => cluster!.head() : undefined;
     api = await startControlApi({
+      ...(head ? { clusterHead: head } : {}),
       store,
       listen: config.edge.admin.listen,
       names: config.edge.admin.names,
@@ -163,6 +176,7 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
       auditKeep: config.edge.admin.audit.keep,
       trustedProxies: config.edge.admin.trustedProxies,
     }).catch(async (e: unknown) => {
+      await cluster?.close();
       await source.close();
       await edge.close();
       throw e;
@@ -235,6 +249,7 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
       worker: child.slot,
       workerPid: process.pid,
       admin: `${api.address.address}:${api.address.port}`,
+      ...(cluster ? { cluster: `${cluster.address.address}:${cluster.address.port}` } : {}),
       store: store.location,
       revision: source.appliedRevision,
     },
@@ -251,7 +266,13 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
       stopping = true;
       clearInterval(compact);
       const timeout = edge.runtime.config.edge.limits.drainTimeout;
-      const drained = Promise.all([edge.drain(timeout), api.close(), acme.stop(), source.close()]);
+      const drained = Promise.all([
+        edge.drain(timeout),
+        api.close(),
+        acme.stop(),
+        source.close(),
+        cluster?.close(),
+      ]);
       log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
       drained
         .then(() => store.close())

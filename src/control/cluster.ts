@@ -323,7 +323,7 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
   const server: Server = createServer(
     {
       // the CA too: a joining edge finds it in the chain and checks it against its token's hash
-      cert: `${serverCert.certPem}${ca.certPem}`,
+      cert: `${serverCert.certPem.trim()}\n${ca.certPem.trim()}\n`,
       key: serverCert.keyPem,
       ca: [ca.certPem],
       requestCert: true,

@@ -271,6 +271,8 @@ export async function issueClientCert(opts: {
   issuer: KeyCert;
   commonName: string;
   days: number;
+  /** an explicit end (tests of expired certificates); default notBefore + days */
+  notAfter?: Date;
 }): Promise<{ certPem: string; serial: string; notAfter: string }> {
   let csr: x509.Pkcs10CertificateRequest;
   try {
@@ -280,8 +282,8 @@ export async function issueClientCert(opts: {
   }
   if (!(await csr.verify())) throw new Error('the certificate request signature does not verify');
   const days = checkDays(opts.days, 'issueClientCert');
-  const notBefore = new Date(Date.now() - HOUR_MS);
-  const notAfter = new Date(notBefore.getTime() + days * DAY_MS);
+  const notAfter = opts.notAfter ?? new Date(Date.now() - HOUR_MS + days * DAY_MS);
+  const notBefore = new Date(Math.min(Date.now() - HOUR_MS, notAfter.getTime() - DAY_MS));
   const issuerCert = new x509.X509Certificate(opts.issuer.certPem);
   const issuerSki = issuerCert.getExtension(x509.SubjectKeyIdentifierExtension);
   const serialNumber = randomSerialHex();

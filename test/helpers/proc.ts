@@ -90,6 +90,11 @@ export interface EdgeProcOptions {
    * `verge serve` is always a primary with children; false signals the primary alone.
    */
   group?: boolean;
+  /**
+   * Run this Verge command instead of `serve` (e.g. ['edge', '--data', DIR, ...]); it must log
+   * "edge listening" as serve does. The config file is still written (and unused).
+   */
+  command?: string[];
   /** a command to run Verge under, e.g. ['strace', '-f', ...]: argv becomes wrap + node CLI ... */
   wrap?: string[];
 }
@@ -137,7 +142,7 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
   };
   writeConfig(opts.config);
 
-  if (opts.dataDir && opts.importConfig !== false) {
+  if (opts.dataDir && opts.importConfig !== false && !opts.command) {
     const imp = spawnSync(process.execPath, [CLI, 'config', 'import', configFile, '--data', opts.dataDir], {
       encoding: 'utf8',
       env: { ...process.env, ...opts.env },
@@ -148,7 +153,8 @@ export async function startEdgeProc(opts: EdgeProcOptions): Promise<EdgeProc> {
     }
   }
   const group = opts.group ?? true;
-  const serveArgs = opts.dataDir ? ['serve', '--data', opts.dataDir] : ['serve', '--config', configFile];
+  const serveArgs =
+    opts.command ?? (opts.dataDir ? ['serve', '--data', opts.dataDir] : ['serve', '--config', configFile]);
   const argv = [...(opts.wrap ?? []), process.execPath, CLI, ...serveArgs];
   const child = spawn(argv[0]!, argv.slice(1), {
     cwd: dir,
