@@ -20,10 +20,12 @@ import { ClusterFollower, ClusterRequestError } from '../cluster/follower.js';
 import { join } from '../cluster/join.js';
 import { type NodeConfig, readIdentity, readNodeConfig, writeIdentity, writeNodeConfig } from '../cluster/local.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
-import { AccessLog, createLogger } from '../core/log.js';
+import { AccessLog, appLogLinesDropped, createLogger, type Logger } from '../core/log.js';
+import { requestsInFlight } from '../edge/lifecycle.js';
 import { Edge } from '../edge/server.js';
 import { StoreSource } from '../edge/store-source.js';
 import { listenErrorMessage } from './listen-error.js';
+import { type ChildContext, childContext, type InFlightRequest, startFailed, supervise } from './supervisor.js';
 
 /** How long a restarting edge waits to catch up before it serves anyway. */
 export const START_CATCH_UP_MS = 10_000;
@@ -54,7 +56,34 @@ function splitListen(listen: string): { host: string; port: number } {
   return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
 }
 
+/**
+ * As `verge serve`, the process started is a supervising primary (src/cli/supervisor.ts): it
+ * checks the options and joins (once, so a refused token is said at once and never retried),
+ * then forks the serving child and restarts it if it dies. The child reads DIR and serves.
+ */
 export async function edgeCmd(o: EdgeCmdOptions): Promise<number> {
+  const child = childContext();
+  if (!child) {
+    const prepared = await prepare(o);
+    if (prepared !== 0) return prepared;
+    return supervise({ log: createLogger(), workers: 1, mode: 'edge' });
+  }
+  const log = createLogger();
+  child.reportCrashes(log, inFlight);
+  return serveNode(resolve(o.data!), log, child);
+}
+
+function inFlight(): InFlightRequest[] {
+  return [...requestsInFlight].map((r) => ({
+    id: r.id,
+    method: r.req.method,
+    host: r.host || r.req.headers.host,
+    path: r.req.url,
+  }));
+}
+
+/** The primary's part: options checked, the join done, listener choices kept in DIR. */
+async function prepare(o: EdgeCmdOptions): Promise<number> {
   if (!o.data) return say('--data DIR is required: where this node keeps its identity and its last config');
   const dir = resolve(o.data);
   for (const [flag, list] of [
@@ -123,7 +152,23 @@ export async function edgeCmd(o: EdgeCmdOptions): Promise<number> {
     node = { ...node, listen, ...(o.health ? { health: o.health } : {}) };
     writeNodeConfig(dir, node);
   }
+  return 0;
+}
 
+/** The serving child: the node from DIR, fed by the control plane. */
+async function serveNode(dir: string, log: Logger, child: ChildContext): Promise<number> {
+  let node: NodeConfig;
+  try {
+    const read = readNodeConfig(dir);
+    if (!read) {
+      say(`${dir} holds no node identity`);
+      return startFailed();
+    }
+    node = read;
+  } catch (e) {
+    say((e as Error).message);
+    return startFailed();
+  }
   const follower = new ClusterFollower({
     dir,
     node,
@@ -139,17 +184,26 @@ export async function edgeCmd(o: EdgeCmdOptions): Promise<number> {
   } catch (e) {
     await follower.close();
     if (e instanceof ConfigError)
-      return say(`${formatIssues(e.issues, dir)}\nverge: the config from the control plane has errors; not starting`);
-    if (e instanceof ClusterRequestError)
-      return say(`cannot get the config: ${e.message}${e.fix ? `\n  fix: ${e.fix}` : ''}`);
-    return say(
-      `cannot get the config: ${(e as Error).message}; this node has no config kept in ${dir} yet, so it needs the control plane once`,
-    );
+      say(`${formatIssues(e.issues, dir)}\nverge: the config from the control plane has errors; not starting`);
+    else if (e instanceof ClusterRequestError)
+      say(`cannot get the config: ${e.message}${e.fix ? `\n  fix: ${e.fix}` : ''}`);
+    else
+      say(
+        `cannot get the config: ${(e as Error).message}; this node has no config kept in ${dir} yet, so it needs the control plane once`,
+      );
+    return startFailed();
   }
   if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
 
-  const accessLog = new AccessLog(config.accessLogFile ?? config.log.access);
-  const edge = new Edge(config, { logger: log, accessLog, challenge: source.challenge });
+  const accessLog = new AccessLog(config.accessLogFile ?? config.log.access, { log });
+  child.onCrashExit(() => accessLog.flush());
+  // one edge process: it owns its listeners (see EdgeOptions.exclusiveListen)
+  const edge = new Edge(config, { logger: log, accessLog, challenge: source.challenge, exclusiveListen: true });
+  edge.metrics.useProcess(() => ({
+    restarts: child.restarts(),
+    accessLogDropped: accessLog.dropped,
+    appLogDropped: appLogLinesDropped(),
+  }));
   edgeRef = edge;
   let health: Server | undefined;
   try {
@@ -190,9 +244,10 @@ export async function edgeCmd(o: EdgeCmdOptions): Promise<number> {
     await follower.close();
     await edge.close().catch(() => undefined);
     const listenError = listenErrorMessage(e);
-    if (listenError) return say(listenError);
-    if (e instanceof CacheStoreError) return say(`cannot use the cache: ${e.message}`);
-    throw e;
+    if (listenError) say(listenError);
+    else if (e instanceof CacheStoreError) say(`cannot use the cache: ${e.message}`);
+    else throw e;
+    return startFailed();
   }
   const addrs = edge.listenAddresses();
   const h = health.address() as AddressInfo;
@@ -205,11 +260,14 @@ export async function edgeCmd(o: EdgeCmdOptions): Promise<number> {
       name: node.name,
       control: node.control,
       sites: config.sites.length,
-      pid: process.pid,
+      // the pid to signal is the primary's; this process is its worker
+      pid: child.primaryPid,
+      workerPid: process.pid,
       revision: source.appliedRevision,
     },
     'edge listening',
   );
+  child.ready(edge.runtime.config.edge.limits.drainTimeout);
   process.on('SIGUSR1', () => accessLog.reopen());
   process.on('SIGHUP', () => log.info('SIGHUP: a remote edge follows the control plane; nothing to reload'));
   await new Promise<void>((done) => {
@@ -222,6 +280,7 @@ export async function edgeCmd(o: EdgeCmdOptions): Promise<number> {
       health?.close();
       void Promise.all([edge.drain(timeout), source.close()])
         .then(() => follower.close())
+        .then(() => accessLog.close())
         .then(() => {
           log.info('stopped');
           done();
