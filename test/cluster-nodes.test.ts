@@ -66,7 +66,7 @@ async function until<T>(what: string, f: () => Promise<T | undefined>, timeoutMs
 }
 
 let origin: HttpOrigin;
-let hits = new Map<string, number>();
+const hits = new Map<string, number>();
 const dataDir = tempDir();
 let clusterPort = 0;
 let control: EdgeProc;
@@ -88,7 +88,9 @@ async function startControl(importConfig: boolean): Promise<EdgeProc> {
 
 /** `verge ...` against the control plane's API (the token from its data directory). */
 function cli(args: string[], timeoutMs = 30_000) {
-  return runCli([...args, '--api', `http://127.0.0.1:${control.adminPort}`, '--data', dataDir], { timeoutMs });
+  return runCli([...args, '--api', `http://127.0.0.1:${control.adminPort}`, '--data', dataDir], {
+    timeoutMs,
+  });
 }
 
 async function newToken(extra: string[] = []): Promise<string> {
@@ -107,7 +109,10 @@ const ready = (p: EdgeProc) => p.logs().find((l) => l.msg === 'edge listening') 
 const healthPort = (p: EdgeProc) => Number(String(ready(p)['health']).split(':').pop());
 
 function health(p: EdgeProc): Promise<{ status: number; json: Record<string, unknown> }> {
-  return get(healthPort(p), 'localhost', '/health').then((r) => ({ status: r.status, json: JSON.parse(r.body) }));
+  return get(healthPort(p), 'localhost', '/health').then((r) => ({
+    status: r.status,
+    json: JSON.parse(r.body),
+  }));
 }
 
 async function nodes(): Promise<Array<Record<string, unknown>>> {
@@ -155,7 +160,8 @@ describe('remote edges joined to the control plane', () => {
       hits.set(req.url ?? '', n);
       req.resume();
       // /g may be served stale for ten minutes: only the gap rule (revalidate, never stale) stops it
-      const cc = req.url === '/g' ? 'max-age=600, stale-while-revalidate=600, stale-if-error=600' : 'max-age=600';
+      const cc =
+        req.url === '/g' ? 'max-age=600, stale-while-revalidate=600, stale-if-error=600' : 'max-age=600';
       res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': cc, etag: `"${req.url}"` });
       res.end(`A ${req.url} #${n}`);
     });
@@ -192,12 +198,16 @@ describe('remote edges joined to the control plane', () => {
     assert.equal(second.headers['x-cache'], 'HIT');
     assert.equal(hits.get('/a'), 1);
     // the applied config is kept for restarts without the control plane, private (it holds keys)
-    await until('state.json written', async () => (statSync(join(edgeDir, 'state.json')).size > 0 ? true : undefined));
+    await until('state.json written', async () =>
+      statSync(join(edgeDir, 'state.json')).size > 0 ? true : undefined,
+    );
     assert.equal(statSync(join(edgeDir, 'state.json')).mode & 0o777, 0o600);
     const kept = readFileSync(join(edgeDir, 'state.json'), 'utf8');
     assert.ok(kept.includes('sites/www.test'));
     // edges get no secrets they do not serve with
-    assert.ok(!kept.includes('settings/node-ca') && !kept.includes('tokens/') && !kept.includes('jointokens/'));
+    assert.ok(
+      !kept.includes('settings/node-ca') && !kept.includes('tokens/') && !kept.includes('jointokens/'),
+    );
 
     const n = await until('the node reports', async () => {
       const all = await nodes();
@@ -238,10 +248,14 @@ describe('remote edges joined to the control plane', () => {
     const down = await get(edge.httpPort, 'www.test', '/k');
     assert.equal(down.status, 200);
     assert.equal(down.headers['x-cache'], 'HIT');
-    const h = await until('health says the control plane is unreachable', async () => {
-      const v = await health(edge);
-      return String(v.json['control']).startsWith('unreachable') ? v : undefined;
-    }, 25_000);
+    const h = await until(
+      'health says the control plane is unreachable',
+      async () => {
+        const v = await health(edge);
+        return String(v.json['control']).startsWith('unreachable') ? v : undefined;
+      },
+      25_000,
+    );
     assert.equal(h.status, 200, 'still serving');
     assert.ok(h.json['disconnectedSince']);
 
@@ -357,7 +371,7 @@ describe('remote edges joined to the control plane', () => {
 
     const other = await issueClientCert({
       csrPem: csr.csrPem,
-      issuer: (await import('../src/tls/pki.js').then((m) => m.createCa({ commonName: 'Other CA' }))),
+      issuer: await import('../src/tls/pki.js').then((m) => m.createCa({ commonName: 'Other CA' })),
       commonName: nodeId,
       days: 1,
     });
@@ -387,7 +401,9 @@ describe('remote edges joined to the control plane', () => {
     assert.equal(r.code, 0, r.stderr);
     const h = await until('the stream is cut at once', async () => {
       const v = await health(edge);
-      return (v.json['lastError'] as { code?: string } | undefined)?.code === 'CLUSTER_NODE_DISABLED' ? v : undefined;
+      return (v.json['lastError'] as { code?: string } | undefined)?.code === 'CLUSTER_NODE_DISABLED'
+        ? v
+        : undefined;
     });
     assert.equal(h.json['state'], 'disabled');
     // purges no longer wait for a disabled node
@@ -404,7 +420,11 @@ describe('remote edges joined to the control plane', () => {
     const s = await clusterGet('/cluster/v1/snapshot', own);
     assert.equal(s.status, 403);
     assert.equal(s.json['code'], 'CLUSTER_NODE_REMOVED');
-    assert.equal((await get(edge.httpPort, 'www.test', '/a')).status, 200, 'it keeps serving its last config');
+    assert.equal(
+      (await get(edge.httpPort, 'www.test', '/a')).status,
+      200,
+      'it keeps serving its last config',
+    );
     assert.ok(!(await nodes()).some((n) => n['id'] === nodeId));
   });
 });

@@ -18,14 +18,26 @@ import { resolve } from 'node:path';
 import { CacheStoreError } from '../cache/storage.js';
 import { ClusterFollower, ClusterRequestError } from '../cluster/follower.js';
 import { join } from '../cluster/join.js';
-import { type NodeConfig, readIdentity, readNodeConfig, writeIdentity, writeNodeConfig } from '../cluster/local.js';
+import {
+  type NodeConfig,
+  readIdentity,
+  readNodeConfig,
+  writeIdentity,
+  writeNodeConfig,
+} from '../cluster/local.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
 import { AccessLog, appLogLinesDropped, createLogger, type Logger } from '../core/log.js';
 import { requestsInFlight } from '../edge/lifecycle.js';
 import { Edge } from '../edge/server.js';
 import { StoreSource } from '../edge/store-source.js';
 import { listenErrorMessage } from './listen-error.js';
-import { type ChildContext, childContext, type InFlightRequest, startFailed, supervise } from './supervisor.js';
+import {
+  type ChildContext,
+  childContext,
+  type InFlightRequest,
+  startFailed,
+  supervise,
+} from './supervisor.js';
 
 /** How long a restarting edge waits to catch up before it serves anyway. */
 export const START_CATCH_UP_MS = 10_000;
@@ -92,7 +104,8 @@ async function prepare(o: EdgeCmdOptions): Promise<number> {
     ['--health', o.health ? [o.health] : undefined],
   ] as const)
     for (const a of list ?? [])
-      if (!LISTEN.test(a)) return say(`${flag} ${a}: expected "address:port", e.g. "0.0.0.0:443" or "127.0.0.1:8093"`);
+      if (!LISTEN.test(a))
+        return say(`${flag} ${a}: expected "address:port", e.g. "0.0.0.0:443" or "127.0.0.1:8093"`);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const log = createLogger();
 
@@ -107,7 +120,8 @@ async function prepare(o: EdgeCmdOptions): Promise<number> {
       return say(
         `${dir} already holds node ${node.nodeId} joined to ${node.control}: start it with \`verge edge --data ${o.data}\` (no --join), or join a new node with another --data DIR`,
       );
-    if (!o.token) return say('--join needs --token TOKEN (made on the control plane with `verge nodes token create`)');
+    if (!o.token)
+      return say('--join needs --token TOKEN (made on the control plane with `verge nodes token create`)');
     let url: URL;
     try {
       url = new URL(o.join);
@@ -134,7 +148,9 @@ async function prepare(o: EdgeCmdOptions): Promise<number> {
       log.info({ node: r.nodeId, name: r.name, control: url.origin, dir }, 'joined the control plane');
     } catch (e) {
       if (e instanceof ClusterRequestError)
-        return say(`cannot join: ${e.message.startsWith(e.code) ? '' : `${e.code}: `}${e.message}${e.fix ? `\n  fix: ${e.fix}` : ''}`);
+        return say(
+          `cannot join: ${e.message.startsWith(e.code) ? '' : `${e.code}: `}${e.message}${e.fix ? `\n  fix: ${e.fix}` : ''}`,
+        );
       throw e;
     }
   } else if (!node) {
@@ -184,7 +200,9 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
   } catch (e) {
     await follower.close();
     if (e instanceof ConfigError)
-      say(`${formatIssues(e.issues, dir)}\nverge: the config from the control plane has errors; not starting`);
+      say(
+        `${formatIssues(e.issues, dir)}\nverge: the config from the control plane has errors; not starting`,
+      );
     else if (e instanceof ClusterRequestError)
       say(`cannot get the config: ${e.message}${e.fix ? `\n  fix: ${e.fix}` : ''}`);
     else
@@ -198,7 +216,12 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
   const accessLog = new AccessLog(config.accessLogFile ?? config.log.access, { log });
   child.onCrashExit(() => accessLog.flush());
   // one edge process: it owns its listeners (see EdgeOptions.exclusiveListen)
-  const edge = new Edge(config, { logger: log, accessLog, challenge: source.challenge, exclusiveListen: true });
+  const edge = new Edge(config, {
+    logger: log,
+    accessLog,
+    challenge: source.challenge,
+    exclusiveListen: true,
+  });
   edge.metrics.useProcess(() => ({
     restarts: child.restarts(),
     accessLogDropped: accessLog.dropped,
@@ -299,7 +322,9 @@ async function startHealth(
 ): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.url !== '/health' && req.url !== '/') {
-      res.writeHead(404, { 'content-type': 'application/json' }).end('{"code":"NOT_FOUND","msg":"GET /health"}');
+      res
+        .writeHead(404, { 'content-type': 'application/json' })
+        .end('{"code":"NOT_FOUND","msg":"GET /health"}');
       return;
     }
     const v = view();

@@ -79,7 +79,8 @@ const DONE: Record<string, string> = {
   drain: 'draining: it keeps following the config and reports itself unhealthy (GET /health answers 503)',
   disable: 'disabled: it can no longer fetch config, certificates or purges; purges no longer wait for it',
   enable: 'active',
-  remove: 'removed: its certificate opens nothing any more; to use the machine again, join it with a new token',
+  remove:
+    'removed: its certificate opens nothing any more; to use the machine again, join it with a new token',
 };
 
 export async function nodeActionCmd(action: string, id: string, values: ConnectionFlags): Promise<number> {
@@ -88,7 +89,9 @@ export async function nodeActionCmd(action: string, id: string, values: Connecti
     const client = await ApiClient.locate(values);
     const path = `nodes/${encodeURIComponent(id)}`;
     const r =
-      action === 'remove' ? await client.request('DELETE', path) : await client.request('POST', `${path}/${action}`);
+      action === 'remove'
+        ? await client.request('DELETE', path)
+        : await client.request('POST', `${path}/${action}`);
     if (values.json) printJson(action === 'remove' ? { removed: id } : r.body);
     else process.stdout.write(`node ${id} ${DONE[action]}\n`);
     return 0;

@@ -158,15 +158,32 @@ SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 reopens the access
     .description(
       'Run a remote edge node that follows a control plane: --join URL --token TOKEN the first time, then --data DIR alone (its identity and last config are kept in DIR).',
     )
-    .option('-d, --data <DIR>', "where the node keeps its identity (DIR/identity, key 0600) and its last applied config")
-    .option('--join <URL>', "the control plane's cluster endpoint (cluster.listen), e.g. https://10.0.0.1:8092")
+    .option(
+      '-d, --data <DIR>',
+      'where the node keeps its identity (DIR/identity, key 0600) and its last applied config',
+    )
+    .option(
+      '--join <URL>',
+      "the control plane's cluster endpoint (cluster.listen), e.g. https://10.0.0.1:8092",
+    )
     .option('--token <TOKEN>', 'a join token from `verge nodes token create` (used once)')
     .option('--name <NAME>', 'how `verge nodes` shows this node (default: its host name)')
     .option('--region <REGION>', 'region label, e.g. eu-west (default: the one the token carries)')
     .option('--parent', 'a parent of the tiered cache')
-    .option('--http <ADDR>', "listen for HTTP here instead of the stored edge.http.listen (repeatable; kept in DIR)", collect)
-    .option('--https <ADDR>', "listen for HTTPS here instead of the stored edge.https.listen (repeatable; kept in DIR)", collect)
-    .option('--health <ADDR>', 'the node\'s health endpoint, GET /health (default 127.0.0.1:8093; kept in DIR)')
+    .option(
+      '--http <ADDR>',
+      'listen for HTTP here instead of the stored edge.http.listen (repeatable; kept in DIR)',
+      collect,
+    )
+    .option(
+      '--https <ADDR>',
+      'listen for HTTPS here instead of the stored edge.https.listen (repeatable; kept in DIR)',
+      collect,
+    )
+    .option(
+      '--health <ADDR>',
+      "the node's health endpoint, GET /health (default 127.0.0.1:8093; kept in DIR)",
+    )
     .addHelpText(
       'after',
       `${examples([
@@ -348,27 +365,51 @@ when it returns. SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 r
         .option('--ttl <DURATION>', 'how long the token works, e.g. 30m, 24h (default 1h, at most 30d)'),
     ),
   ).action(() =>
-    run(joinTokenCreate, async () => (await import('./nodes.js')).nodeTokenCreateCmd(joinTokenCreate.optsWithGlobals())),
+    run(joinTokenCreate, async () =>
+      (await import('./nodes.js')).nodeTokenCreateCmd(joinTokenCreate.optsWithGlobals()),
+    ),
   );
   const joinTokenList = jsonOption(
-    targetOptions(nodeToken.command('list').description('Join tokens: unused, used (by which node) or expired.')),
-  ).action(() => run(joinTokenList, async () => (await import('./nodes.js')).nodeTokenListCmd(joinTokenList.optsWithGlobals())));
+    targetOptions(
+      nodeToken.command('list').description('Join tokens: unused, used (by which node) or expired.'),
+    ),
+  ).action(() =>
+    run(joinTokenList, async () =>
+      (await import('./nodes.js')).nodeTokenListCmd(joinTokenList.optsWithGlobals()),
+    ),
+  );
   const joinTokenRevoke = jsonOption(
     targetOptions(
-      nodeToken.command('revoke').description('Delete a join token before it is used.').argument('<ID>', 'the token id (its first part)'),
+      nodeToken
+        .command('revoke')
+        .description('Delete a join token before it is used.')
+        .argument('<ID>', 'the token id (its first part)'),
     ),
   ).action((id: string) =>
-    run(joinTokenRevoke, async () => (await import('./nodes.js')).nodeTokenRevokeCmd(id, joinTokenRevoke.optsWithGlobals())),
+    run(joinTokenRevoke, async () =>
+      (await import('./nodes.js')).nodeTokenRevokeCmd(id, joinTokenRevoke.optsWithGlobals()),
+    ),
   );
   const nodeActions: Array<[string, string]> = [
-    ['drain', 'Keep the node following the config but report it unhealthy (GET /health 503), so DNS and load balancers stop sending it visitors.'],
-    ['disable', 'Cut the node off: it may not fetch config, certificates or purges (it keeps serving its last config; purges stop waiting for it).'],
+    [
+      'drain',
+      'Keep the node following the config but report it unhealthy (GET /health 503), so DNS and load balancers stop sending it visitors.',
+    ],
+    [
+      'disable',
+      'Cut the node off: it may not fetch config, certificates or purges (it keeps serving its last config; purges stop waiting for it).',
+    ],
     ['enable', 'Make a drained or disabled node active again.'],
-    ['remove', 'Forget the node: its certificate opens nothing any more; it must join again with a new token.'],
+    [
+      'remove',
+      'Forget the node: its certificate opens nothing any more; it must join again with a new token.',
+    ],
   ];
   for (const [action, what] of nodeActions) {
     const sub = jsonOption(
-      targetOptions(nodes.command(action).description(what).argument('<NODE>', 'the node id (or its name, when unique)')),
+      targetOptions(
+        nodes.command(action).description(what).argument('<NODE>', 'the node id (or its name, when unique)'),
+      ),
     );
     sub.action((id: string) =>
       run(sub, async () => (await import('./nodes.js')).nodeActionCmd(action, id, sub.optsWithGlobals())),

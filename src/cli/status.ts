@@ -31,7 +31,9 @@ export async function nodesCmd(values: ConnectionFlags): Promise<number> {
     const rows = r.body.items.map((n) => [
       n.name && n.name !== n.id ? `${n.name} (${n.id})` : n.id,
       n.region ?? '-',
-      (n.health ?? (n.live ? 'ok' : 'gone')).toUpperCase() === 'OK' ? 'ok' : (n.health ?? 'gone').toUpperCase(),
+      (n.health ?? (n.live ? 'ok' : 'gone')).toUpperCase() === 'OK'
+        ? 'ok'
+        : (n.health ?? 'gone').toUpperCase(),
       ago(n.lastSeen),
       n.version || '-',
       `${n.appliedRevision}${n.lag ? ` (${n.lag} behind)` : ''}`,
@@ -41,7 +43,10 @@ export async function nodesCmd(values: ConnectionFlags): Promise<number> {
     process.stdout.write(
       rows.length === 0
         ? 'no edge node has reported yet: is `verge serve --data DIR` running, or has an edge joined (`verge nodes token create`)?\n'
-        : table(['NODE', 'REGION', 'HEALTH', 'LAST SEEN', 'VERSION', 'APPLIED REV', 'HIT RATIO', 'LISTENERS'], rows),
+        : table(
+            ['NODE', 'REGION', 'HEALTH', 'LAST SEEN', 'VERSION', 'APPLIED REV', 'HIT RATIO', 'LISTENERS'],
+            rows,
+          ),
     );
     // what a node could not apply: it applies everything else and keeps the last good config
     for (const n of r.body.items) {

@@ -74,12 +74,7 @@ function readBody(res: IncomingMessage): Promise<string> {
 }
 
 /** One JSON request; rejects on a network failure, resolves with any status. */
-export function clusterRequest(
-  url: URL,
-  agent: Agent,
-  method: string,
-  body?: unknown,
-): Promise<Reply> {
+export function clusterRequest(url: URL, agent: Agent, method: string, body?: unknown): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const req = request(
@@ -87,7 +82,9 @@ export function clusterRequest(
       {
         method,
         agent,
-        headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {},
+        headers: payload
+          ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
+          : {},
         timeout: REQUEST_TIMEOUT_MS,
       },
       (res) => {
@@ -232,7 +229,13 @@ export class ClusterFollower {
   /** The stored settings with this node's own listeners (--http/--https) in place of the shared ones. */
   #localize(key: string, value: JsonValue): JsonValue {
     const listen = this.#opts.node.listen;
-    if (key !== 'settings/edge' || !listen || typeof value !== 'object' || value === null || Array.isArray(value))
+    if (
+      key !== 'settings/edge' ||
+      !listen ||
+      typeof value !== 'object' ||
+      value === null ||
+      Array.isArray(value)
+    )
       return value;
     const edge = { ...value } as Record<string, JsonValue>;
     for (const proto of ['http', 'https'] as const) {
@@ -306,9 +309,14 @@ export class ClusterFollower {
     try {
       r = await clusterRequest(url, this.#agent, method, body);
     } catch (e) {
-      throw new StoreError(`cannot reach the ${this.location}: ${networkWords(e)}`, this.location, undefined, {
-        cause: e,
-      });
+      throw new StoreError(
+        `cannot reach the ${this.location}: ${networkWords(e)}`,
+        this.location,
+        undefined,
+        {
+          cause: e,
+        },
+      );
     }
     if (r.status >= 200 && r.status < 300) return r.json;
     const err = answerError(r, `${method} ${path}`);
@@ -349,11 +357,19 @@ export class ClusterFollower {
       if (!this.#disconnectedSince) {
         this.#disconnectedSince = new Date().toISOString();
         log.warn(
-          { control: this.#opts.node.control, revision: delivered, reason: why, ...(refusal ? { code: refusal.code, fix: refusal.fix } : {}) },
+          {
+            control: this.#opts.node.control,
+            revision: delivered,
+            reason: why,
+            ...(refusal ? { code: refusal.code, fix: refusal.fix } : {}),
+          },
           `control plane unreachable (${why}): serving the last applied config (revision ${delivered}) and retrying`,
         );
       } else if (refusal || wasConnected) {
-        log.warn({ reason: why, ...(refusal ? { code: refusal.code, fix: refusal.fix } : {}) }, `control plane stream lost: ${why}`);
+        log.warn(
+          { reason: why, ...(refusal ? { code: refusal.code, fix: refusal.fix } : {}) },
+          `control plane stream lost: ${why}`,
+        );
       }
       this.#settle();
       // full jitter (AWS architecture blog "Exponential Backoff And Jitter"): spreads 200 edges
@@ -402,7 +418,10 @@ export class ClusterFollower {
         }
         req.setTimeout(0);
         if (this.#disconnectedSince || attempt > 0)
-          log.info({ from: delivered, control: this.#opts.node.control }, 'control plane reachable again: catching up');
+          log.info(
+            { from: delivered, control: this.#opts.node.control },
+            'control plane reachable again: catching up',
+          );
         this.#connected = true;
         this.#disconnectedSince = undefined;
         this.#lastError = undefined;
@@ -521,7 +540,12 @@ export class ClusterFollower {
         on.gap(Number(ev['compactedBelow']) || 0);
         return;
       case 'error': {
-        const err = new ClusterRequestError(403, String(ev['code']), String(ev['msg']), String(ev['fix'] ?? ''));
+        const err = new ClusterRequestError(
+          403,
+          String(ev['code']),
+          String(ev['msg']),
+          String(ev['fix'] ?? ''),
+        );
         this.#refused(err);
         done(`${err.code}: ${err.message}`, err);
         return;
@@ -566,7 +590,10 @@ export class ClusterFollower {
       this.renew().then(
         () => this.#scheduleRenewal(),
         (e: unknown) => {
-          this.#opts.log.warn({ err: (e as Error).message }, 'renewing the node certificate failed; retrying in 10 min');
+          this.#opts.log.warn(
+            { err: (e as Error).message },
+            'renewing the node certificate failed; retrying in 10 min',
+          );
           this.#renewTimer = setTimeout(() => this.#scheduleRenewal(), 10 * 60_000);
           this.#renewTimer.unref();
         },

@@ -9,8 +9,8 @@
  * request with the token, and keeps the certificate it gets back in DIR/identity.
  */
 import { createHash, X509Certificate } from 'node:crypto';
-import { hostname } from 'node:os';
 import { Agent } from 'node:https';
+import { hostname } from 'node:os';
 import { connect, type DetailedPeerCertificate } from 'node:tls';
 import { createCsr } from '../tls/pki.js';
 import { answerError, ClusterRequestError, clusterRequest, networkWords } from './follower.js';
@@ -29,11 +29,15 @@ export function fetchNodeCa(url: URL, hash: string): Promise<string> {
       timeout: 10_000,
     });
     sock.once('timeout', () => sock.destroy(new Error('no TLS answer within 10 s')));
-    sock.once('error', (e) => reject(new ClusterRequestError(0, 'CLUSTER_UNREACHABLE', `cannot reach ${url.origin}: ${networkWords(e)}`)));
+    sock.once('error', (e) =>
+      reject(
+        new ClusterRequestError(0, 'CLUSTER_UNREACHABLE', `cannot reach ${url.origin}: ${networkWords(e)}`),
+      ),
+    );
     sock.once('secureConnect', () => {
       const seen: string[] = [];
       let c: DetailedPeerCertificate | undefined = sock.getPeerCertificate(true);
-      for (let depth = 0; c && c.raw && depth < 5; depth++) {
+      for (let depth = 0; c?.raw && depth < 5; depth++) {
         const h = createHash('sha256').update(c.raw).digest('hex');
         if (h === hash) {
           const pem = new X509Certificate(c.raw).toString();
@@ -92,7 +96,11 @@ export async function join(
         ...(opts.parent !== undefined ? { parent: opts.parent } : {}),
       });
     } catch (e) {
-      throw new ClusterRequestError(0, 'CLUSTER_UNREACHABLE', `cannot join ${url.origin}: ${networkWords(e)}`);
+      throw new ClusterRequestError(
+        0,
+        'CLUSTER_UNREACHABLE',
+        `cannot join ${url.origin}: ${networkWords(e)}`,
+      );
     }
     if (r.status !== 201) throw answerError(r, 'join refused');
     const node = (r.json['node'] ?? {}) as { name?: string; region?: string };

@@ -13,7 +13,16 @@
  * full disk leaves the previous version, never half of one.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Snapshot } from '../store/types.js';
 
@@ -84,7 +93,9 @@ export function readNodeConfig(dir: string): NodeConfig | undefined {
   }
   const v = JSON.parse(text) as NodeConfig;
   if (typeof v.nodeId !== 'string' || typeof v.control !== 'string')
-    throw new Error(`${files(dir).node} is not a Verge node file (no nodeId/control): restore it or join again`);
+    throw new Error(
+      `${files(dir).node} is not a Verge node file (no nodeId/control): restore it or join again`,
+    );
   return v;
 }
 

@@ -698,7 +698,10 @@ export const clusterSchema = z
       .array(
         z
           .string()
-          .refine((s) => HOSTNAME.test(s.toLowerCase()) || /^[0-9.]+$|:/.test(s), 'a host name or an IP address'),
+          .refine(
+            (s) => HOSTNAME.test(s.toLowerCase()) || /^[0-9.]+$|:/.test(s),
+            'a host name or an IP address',
+          ),
       )
       .default([])
       .describe(

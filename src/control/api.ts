@@ -38,8 +38,8 @@ import {
   parsePrefetch,
 } from './jobs.js';
 import { KEYS, SECTION_KEYS } from './model.js';
-import { nodeRoutes } from './nodes-api.js';
 import { nodeViews } from './nodes.js';
+import { nodeRoutes } from './nodes-api.js';
 import { type Method, openApiDocument, ROUTES, tokenRequestSchema } from './openapi.js';
 import { issueOriginCertView, originCaView } from './origin-ca-api.js';
 import { runPrefetchJob } from './prefetch.js';

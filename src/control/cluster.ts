@@ -24,8 +24,9 @@
  * sites, certificates, ACME challenges and purges. Never tokens, users, sessions, jobs or other
  * nodes: edges hold no store credentials and no secrets they do not serve with.
  */
-import { createServer, type Server } from 'node:https';
+
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type Server } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { TLSSocket } from 'node:tls';
@@ -110,16 +111,14 @@ function serverNames(host: string, extra: string[]): string[] {
   return names;
 }
 
-class Reply {
-  static json(res: ServerResponse, status: number, body: unknown): void {
-    if (res.headersSent) return;
-    const text = JSON.stringify(body);
-    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-    res.end(text);
-  }
-  static error(res: ServerResponse, e: ClusterError): void {
-    Reply.json(res, e.status, { code: e.code, msg: e.message, fix: CLUSTER_ERRORS[e.code].fix });
-  }
+function replyJson(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return;
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.end(JSON.stringify(body));
+}
+
+function replyError(res: ServerResponse, e: ClusterError): void {
+  replyJson(res, e.status, { code: e.code, msg: e.message, fix: CLUSTER_ERRORS[e.code].fix });
 }
 
 async function readJson(req: IncomingMessage): Promise<unknown> {
@@ -127,7 +126,8 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   let size = 0;
   for await (const c of req as AsyncIterable<Buffer>) {
     size += c.length;
-    if (size > BODY_LIMIT) throw new ClusterError('CLUSTER_BAD_REQUEST', `the body is over ${BODY_LIMIT} bytes`);
+    if (size > BODY_LIMIT)
+      throw new ClusterError('CLUSTER_BAD_REQUEST', `the body is over ${BODY_LIMIT} bytes`);
     chunks.push(c);
   }
   try {
@@ -227,7 +227,8 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
         }
         if (change.key === KEYS.node(node.id)) {
           // the node's own record: removed, revoked or disabled cuts the stream at once
-          if (change.type !== 'put') return end(errorEvent(new ClusterError('CLUSTER_NODE_REMOVED', `node ${node.id} was removed`)));
+          if (change.type !== 'put')
+            return end(errorEvent(new ClusterError('CLUSTER_NODE_REMOVED', `node ${node.id} was removed`)));
           const n = asRecord<NodeRecord>(change.value);
           if (n.state === 'disabled')
             return end(errorEvent(new ClusterError('CLUSTER_NODE_DISABLED', `node ${node.id} was disabled`)));
@@ -278,7 +279,7 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
           { node: r.nodeId, name: r.record.name, region: r.record.region, address: req.socket.remoteAddress },
           'edge node joined',
         );
-        return Reply.json(res, 201, { nodeId: r.nodeId, certPem: r.certPem, caPem: r.caPem, node: r.record });
+        return replyJson(res, 201, { nodeId: r.nodeId, certPem: r.certPem, caPem: r.caPem, node: r.record });
       }
       case 'GET /cluster/v1/snapshot': {
         const { node } = await authenticate(req);
@@ -289,31 +290,37 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
           const c = edgeChange({ type: 'put', key: e.key, value: e.value, revision: e.revision });
           if (c && c.type === 'put') entries.push({ key: c.key, value: c.value, revision: c.revision });
         }
-        return Reply.json(res, 200, { revision: snap.revision, entries, state: node.state ?? 'active' });
+        return replyJson(res, 200, { revision: snap.revision, entries, state: node.state ?? 'active' });
       }
       case 'GET /cluster/v1/watch': {
         const { node } = await authenticate(req);
         refuseDisabled(node);
         const from = Number(url.searchParams.get('from') ?? '');
         if (!Number.isInteger(from) || from < 0)
-          throw new ClusterError('CLUSTER_BAD_REQUEST', 'watch: query "from" must be a revision (a whole number >= 0)');
+          throw new ClusterError(
+            'CLUSTER_BAD_REQUEST',
+            'watch: query "from" must be a revision (a whole number >= 0)',
+          );
         return watch(req, res, node, from);
       }
       case 'POST /cluster/v1/report': {
         const { node, serial } = await authenticate(req);
         const report = parseReport(await readJson(req));
         await recordReport(store, node.id, report, serial, now());
-        return Reply.json(res, 200, { state: node.state ?? 'active' });
+        return replyJson(res, 200, { state: node.state ?? 'active' });
       }
       case 'POST /cluster/v1/renew': {
         const { node } = await authenticate(req);
         refuseDisabled(node);
         const body = (await readJson(req)) as { csr?: unknown } | null;
         if (typeof body?.csr !== 'string')
-          throw new ClusterError('CLUSTER_BAD_REQUEST', 'renew: field "csr" (a PEM certificate request) is required');
+          throw new ClusterError(
+            'CLUSTER_BAD_REQUEST',
+            'renew: field "csr" (a PEM certificate request) is required',
+          );
         const r = await renewNodeCert(store, node.id, body.csr, certDays);
         log.info({ node: node.id }, 'node certificate renewed');
-        return Reply.json(res, 200, r);
+        return replyJson(res, 200, r);
       }
       default:
         throw new ClusterError('CLUSTER_NOT_FOUND', `no cluster route ${route}`);
@@ -335,11 +342,18 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
       handle(req, res).catch((e: unknown) => {
         if (e instanceof ClusterError) {
           if (e.status >= 500) log.error({ err: e }, 'cluster request failed');
-          else log.info({ code: e.code, msg: e.message, address: req.socket.remoteAddress }, 'cluster request refused');
-          return Reply.error(res, e);
+          else
+            log.info(
+              { code: e.code, msg: e.message, address: req.socket.remoteAddress },
+              'cluster request refused',
+            );
+          return replyError(res, e);
         }
         log.error({ err: e, url: req.url }, 'cluster request failed');
-        Reply.error(res, new ClusterError('CLUSTER_INTERNAL', 'the control plane failed to answer; see its log'));
+        replyError(
+          res,
+          new ClusterError('CLUSTER_INTERNAL', 'the control plane failed to answer; see its log'),
+        );
       });
     },
   );

@@ -4,11 +4,18 @@
  * GET|POST /api/v1/node-tokens, DELETE /api/v1/node-tokens/:id. Roles in src/control/roles.ts.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { parseDuration } from '../core/units.js';
 import type { Logger } from '../core/log.js';
+import { parseDuration } from '../core/units.js';
 import type { ConfigStore } from '../store/types.js';
 import { asRecord, KEYS, type NodeRecord, type NodeState } from './model.js';
-import { createJoinToken, listJoinTokens, nodeViews, removeNode, revokeJoinToken, setNodeState } from './nodes.js';
+import {
+  createJoinToken,
+  listJoinTokens,
+  nodeViews,
+  removeNode,
+  revokeJoinToken,
+  setNodeState,
+} from './nodes.js';
 import type { Method } from './openapi.js';
 import { isObject, ServiceError } from './sites.js';
 
@@ -38,7 +45,10 @@ async function resolveNode(store: ConfigStore, idOrName: string): Promise<string
   );
 }
 
-export function nodeRoutes(on: (method: Method, path: string, h: Handler) => void, deps: NodeRoutesDeps): void {
+export function nodeRoutes(
+  on: (method: Method, path: string, h: Handler) => void,
+  deps: NodeRoutesDeps,
+): void {
   const { store, log, now } = deps;
   const param = (req: FastifyRequest, name: string) => (req.params as Record<string, string>)[name] ?? '';
   const states: Record<string, NodeState> = { drain: 'draining', disable: 'disabled', enable: 'active' };
@@ -78,12 +88,15 @@ export function nodeRoutes(on: (method: Method, path: string, h: Handler) => voi
     const unknown = Object.keys(body).filter((k) => !['region', 'parent', 'ttl'].includes(k));
     for (const k of unknown) errors.push({ path: k, message: 'unknown field (region, parent, ttl)' });
     const { region, parent, ttl } = body;
-    if (region !== undefined && typeof region !== 'string') errors.push({ path: 'region', message: 'must be a string' });
-    if (parent !== undefined && typeof parent !== 'boolean') errors.push({ path: 'parent', message: 'must be true or false' });
+    if (region !== undefined && typeof region !== 'string')
+      errors.push({ path: 'region', message: 'must be a string' });
+    if (parent !== undefined && typeof parent !== 'boolean')
+      errors.push({ path: 'parent', message: 'must be true or false' });
     let ttlMs: number | undefined;
     if (ttl !== undefined) {
       ttlMs = typeof ttl === 'string' || typeof ttl === 'number' ? parseDuration(ttl) : undefined;
-      if (ttlMs === undefined) errors.push({ path: 'ttl', message: 'must be a duration such as "30m", "1h" or "24h"' });
+      if (ttlMs === undefined)
+        errors.push({ path: 'ttl', message: 'must be a duration such as "30m", "1h" or "24h"' });
     }
     if (errors.length > 0)
       throw new ServiceError(
@@ -101,7 +114,10 @@ export function nodeRoutes(on: (method: Method, path: string, h: Handler) => voi
       now(),
     );
     deps.noteRevision(req, r.revision);
-    log.info({ joinToken: r.record.id, region: r.record.region, expiresAt: r.record.expiresAt }, 'join token created');
+    log.info(
+      { joinToken: r.record.id, region: r.record.region, expiresAt: r.record.expiresAt },
+      'join token created',
+    );
     const { hash: _hash, ...rest } = r.record;
     return reply.code(201).send({ ...rest, token: r.token });
   });

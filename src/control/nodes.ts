@@ -109,7 +109,10 @@ function checkTokenRequest(req: JoinTokenRequest): void {
       path: 'region',
       message: `${JSON.stringify(req.region)} is not a region label: lower-case letters, digits and hyphens, e.g. "eu-west"`,
     });
-  if (req.ttlMs !== undefined && !(Number.isInteger(req.ttlMs) && req.ttlMs >= 60_000 && req.ttlMs <= MAX_TOKEN_TTL_MS))
+  if (
+    req.ttlMs !== undefined &&
+    !(Number.isInteger(req.ttlMs) && req.ttlMs >= 60_000 && req.ttlMs <= MAX_TOKEN_TTL_MS)
+  )
     errors.push({ path: 'ttl', message: 'must be between 1 minute and 30 days, e.g. "1h" or "24h"' });
   if (errors.length > 0)
     throw new ServiceError(
@@ -182,7 +185,11 @@ export function parseJoinRequest(body: unknown): JoinRequest {
   const token = str('token');
   const csr = str('csr');
   if (!token) throw new ClusterError('CLUSTER_BAD_REQUEST', 'join: field "token" is required');
-  if (!csr) throw new ClusterError('CLUSTER_BAD_REQUEST', 'join: field "csr" (a PEM certificate request) is required');
+  if (!csr)
+    throw new ClusterError(
+      'CLUSTER_BAD_REQUEST',
+      'join: field "csr" (a PEM certificate request) is required',
+    );
   const name = str('name', NODE_NAME, 'must be 1-63 letters, digits, ".", "_" or "-"');
   const region = str('region', REGION, 'must be a region label: lower-case letters, digits and hyphens');
   const version = str('version');
@@ -257,7 +264,10 @@ export async function joinNode(
     );
   } catch (e) {
     if (e instanceof StoreConflictError)
-      throw new ClusterError('CLUSTER_TOKEN_USED', `join token ${parsed.id} was used by another node at the same moment`);
+      throw new ClusterError(
+        'CLUSTER_TOKEN_USED',
+        `join token ${parsed.id} was used by another node at the same moment`,
+      );
     throw e;
   }
   const record: NodeRecord = {
@@ -374,7 +384,8 @@ export interface NodeReport {
 /** Validates a report body; throws CLUSTER_BAD_REQUEST naming the field. */
 export function parseReport(body: unknown): NodeReport {
   const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
-  const bad = (k: string, what: string) => new ClusterError('CLUSTER_BAD_REQUEST', `report: field "${k}" ${what}`);
+  const bad = (k: string, what: string) =>
+    new ClusterError('CLUSTER_BAD_REQUEST', `report: field "${k}" ${what}`);
   const applied = b['appliedRevision'];
   if (typeof applied !== 'number' || !Number.isInteger(applied) || applied < 0)
     throw bad('appliedRevision', 'must be a whole number >= 0');

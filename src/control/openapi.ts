@@ -76,7 +76,12 @@ const NODE_ROUTES: RouteDoc[] = [
     path: '/api/v1/node-tokens',
     summary: 'Join tokens for `verge edge --join` (never their secrets), newest first.',
     auth: true,
-    responses: { '200': { description: 'Join tokens.', schema: { type: 'object', properties: { items: { type: 'array', items: { type: 'object' } } } } } },
+    responses: {
+      '200': {
+        description: 'Join tokens.',
+        schema: { type: 'object', properties: { items: { type: 'array', items: { type: 'object' } } } },
+      },
+    },
   },
   {
     method: 'POST',

@@ -442,7 +442,8 @@ export const CLUSTER_ERRORS = clusterSpec({
   },
   CLUSTER_TOKEN_UNKNOWN: {
     status: 401,
-    explanation: 'No join token with this id and secret exists: it was revoked, mistyped, or made for another control plane.',
+    explanation:
+      'No join token with this id and secret exists: it was revoked, mistyped, or made for another control plane.',
     fix: 'Make a new one with `verge nodes token create` on the control plane (`verge nodes token list` shows the live ones).',
   },
   CLUSTER_TOKEN_EXPIRED: {
@@ -457,7 +458,8 @@ export const CLUSTER_ERRORS = clusterSpec({
   },
   CLUSTER_BAD_REQUEST: {
     status: 400,
-    explanation: 'The request to the cluster endpoint is malformed (a field missing or invalid; the message names it).',
+    explanation:
+      'The request to the cluster endpoint is malformed (a field missing or invalid; the message names it).',
     fix: 'Use a `verge edge` of the same version as the control plane.',
   },
   CLUSTER_CERT_REQUIRED: {

@@ -276,7 +276,13 @@ export class EdgeMetrics {
    * and the hit ratio (HIT, STALE and REVALIDATED answered from cache; MISS and EXPIRED went to
    * the origin; BYPASS and uncached answers do not count).
    */
-  summary(): { requests: number; bytesOut: number; hitRatio: number; cacheBytes: number; cacheObjects: number } {
+  summary(): {
+    requests: number;
+    bytesOut: number;
+    hitRatio: number;
+    cacheBytes: number;
+    cacheObjects: number;
+  } {
     let requests = 0;
     let bytesOut = 0;
     let hits = 0;
