@@ -77,7 +77,11 @@ const EXPECT: Array<[RegExp, number, RegExp]> = [
   [/^verge purge /, 0, /^done: applied by every live edge node$/m],
   [/^verge prefetch /, 0, /^prefetched 2\/2 URLs/m],
   [/^verge jobs/, 0, /^JOB\s+STATE\s+CREATED\s+WHAT$/m],
-  [/^verge nodes/, 0, /^NODE\s+STATE\s+LAST SEEN\s+APPLIED REV\s+LISTENERS$/m],
+  [
+    /^verge nodes/,
+    0,
+    /^NODE\s+REGION\s+HEALTH\s+LAST SEEN\s+VERSION\s+APPLIED REV\s+HIT RATIO\s+LISTENERS$/m,
+  ],
   [/^verge trace /, 0, /^GET https:\/\/www\.example\.com\/app\.js -> 200 OK in /m],
   [/^verge explain /, 0, /^Request \S+: GET https:\/\/www\.example\.com\/app\.js /m],
   // the README's site is www.example.com, whose DNS does not point at this edge: the doctor says so

@@ -86,7 +86,7 @@ export async function purgeCmd(type: string, items: string[], values: PurgeOptio
         process.stderr.write(
           `verge: purge job ${job.id} was not applied everywhere within ${timeoutS} s: ${
             pending.length > 0
-              ? `applied by ${job.confirmedBy?.length ?? 0} of ${(job.confirmedBy?.length ?? 0) + pending.length} live edge nodes; not confirmed by ${pending.join(', ')} (check they are running and reach the control plane: \`verge nodes\`)`
+              ? `still pending on node${pending.length === 1 ? '' : 's'} ${pending.join(', ')} (check they are running and reach the store or the control plane: \`verge nodes\`); confirmed by ${job.confirmedBy?.length ?? 0} of ${(job.confirmedBy?.length ?? 0) + pending.length}`
               : 'no edge node is live (none has sent a heartbeat lately): is an edge running against this store?'
           }. The purge stays in the log; each edge applies it when it catches up. Follow it with GET /api/v1/jobs/${job.id}\n`,
         );
@@ -102,12 +102,11 @@ export async function purgeCmd(type: string, items: string[], values: PurgeOptio
       return 1;
     }
     if (!values.json) {
+      process.stdout.write('done: applied by every live edge node\n');
+      // the per-edge acknowledgements
       const by = job.confirmedBy ?? [];
-      process.stdout.write(
-        by.length > 0
-          ? `done: applied by ${by.length} of ${by.length} live edge node${by.length === 1 ? '' : 's'}: ${by.join(', ')}\n`
-          : 'done: applied by every live edge node\n',
-      );
+      if (by.length > 0)
+        process.stdout.write(`  confirmed by ${by.length} of ${by.length}: ${by.join(', ')}\n`);
       // a file-mode edge counts what it purged
       for (const [value, n] of Object.entries(job.purged ?? {}))
         process.stdout.write(`  ${value}: ${n} object${n === 1 ? '' : 's'} purged\n`);

@@ -354,7 +354,15 @@ when it returns. SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 r
 
   const nodeToken = nodes
     .command('token')
-    .description('One-time join tokens for `verge edge --join` (ID.SECRET.CAHASH, shown once).');
+    .description('One-time join tokens for `verge edge --join` (ID.SECRET.CAHASH, shown once).')
+    .addHelpText(
+      'after',
+      examples([
+        'verge nodes token create --region eu-west',
+        'verge nodes token list',
+        'verge nodes token revoke k3x9a0b1c2',
+      ]),
+    );
   const joinTokenCreate = jsonOption(
     targetOptions(
       nodeToken
@@ -364,20 +372,27 @@ when it returns. SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 r
         .option('--parent', 'the node becomes a parent of the tiered cache')
         .option('--ttl <DURATION>', 'how long the token works, e.g. 30m, 24h (default 1h, at most 30d)'),
     ),
-  ).action(() =>
-    run(joinTokenCreate, async () =>
-      (await import('./nodes.js')).nodeTokenCreateCmd(joinTokenCreate.optsWithGlobals()),
-    ),
-  );
+  )
+    .addHelpText(
+      'after',
+      examples(['verge nodes token create', 'verge nodes token create --region eu-west --ttl 24h --json']),
+    )
+    .action(() =>
+      run(joinTokenCreate, async () =>
+        (await import('./nodes.js')).nodeTokenCreateCmd(joinTokenCreate.optsWithGlobals()),
+      ),
+    );
   const joinTokenList = jsonOption(
     targetOptions(
       nodeToken.command('list').description('Join tokens: unused, used (by which node) or expired.'),
     ),
-  ).action(() =>
-    run(joinTokenList, async () =>
-      (await import('./nodes.js')).nodeTokenListCmd(joinTokenList.optsWithGlobals()),
-    ),
-  );
+  )
+    .addHelpText('after', examples(['verge nodes token list', 'verge nodes token list --json']))
+    .action(() =>
+      run(joinTokenList, async () =>
+        (await import('./nodes.js')).nodeTokenListCmd(joinTokenList.optsWithGlobals()),
+      ),
+    );
   const joinTokenRevoke = jsonOption(
     targetOptions(
       nodeToken
@@ -385,11 +400,13 @@ when it returns. SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 r
         .description('Delete a join token before it is used.')
         .argument('<ID>', 'the token id (its first part)'),
     ),
-  ).action((id: string) =>
-    run(joinTokenRevoke, async () =>
-      (await import('./nodes.js')).nodeTokenRevokeCmd(id, joinTokenRevoke.optsWithGlobals()),
-    ),
-  );
+  )
+    .addHelpText('after', examples(['verge nodes token revoke k3x9a0b1c2']))
+    .action((id: string) =>
+      run(joinTokenRevoke, async () =>
+        (await import('./nodes.js')).nodeTokenRevokeCmd(id, joinTokenRevoke.optsWithGlobals()),
+      ),
+    );
   const nodeActions: Array<[string, string]> = [
     [
       'drain',
@@ -410,6 +427,9 @@ when it returns. SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 r
       targetOptions(
         nodes.command(action).description(what).argument('<NODE>', 'the node id (or its name, when unique)'),
       ),
+    ).addHelpText(
+      'after',
+      examples([`verge nodes ${action} fra-1`, `verge nodes ${action} n3f1c0a9b2d4e --json`]),
     );
     sub.action((id: string) =>
       run(sub, async () => (await import('./nodes.js')).nodeActionCmd(action, id, sub.optsWithGlobals())),

@@ -21,6 +21,12 @@ function ago(iso: string): string {
       : `${Math.round(s / 3600)} h ago`;
 }
 
+/** ok, or the problem in capitals (GONE, DRAINING, DISCONNECTED, ...) so it stands out. */
+function health(n: NodeView): string {
+  const h = n.health ?? (n.live ? 'ok' : 'gone');
+  return h === 'ok' ? h : h.toUpperCase();
+}
+
 export async function nodesCmd(values: ConnectionFlags): Promise<number> {
   return runCommand(values.json, async () => {
     const r = await (await ApiClient.locate(values)).request<{ items: NodeView[] }>('GET', 'nodes');

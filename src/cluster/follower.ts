@@ -287,7 +287,7 @@ export class ClusterFollower {
 
   /** The heartbeat: StoreSource writes nodes/<id>; here it is a report to the control plane. */
   async put(_key: string, value: JsonValue): Promise<number> {
-    if (this.#closed || !this.#connected) return this.#mirrorRevision;
+    if (this.#closed) return this.#mirrorRevision;
     const rec = value as Record<string, JsonValue>;
     const body = {
       ...rec,

@@ -2,7 +2,7 @@
  * Renders docs/errors.md from the registry in errors.ts (test/docs.test.ts keeps them in step;
  * `npm run docs` rewrites it).
  */
-import { ERRORS } from './errors.js';
+import { CLUSTER_ERRORS, ERRORS } from './errors.js';
 
 export function renderErrorsDoc(): string {
   const summary = Object.entries(ERRORS).map(
@@ -44,5 +44,17 @@ ${summary.join('\n')}
 
 ## Codes
 
-${sections.join('\n')}`;
+${sections.join('\n')}
+## Cluster endpoint codes
+
+Remote edges (\`verge edge\`) get these from the control plane's cluster endpoint
+(\`cluster.listen\`, docs/cluster.md) as \`{"code", "msg", "fix"}\`; \`verge edge\` prints them
+with the fix, and its health endpoint shows the last one.
+
+| code | status | what happened | fix |
+|---|---|---|---|
+${Object.entries(CLUSTER_ERRORS)
+  .map(([code, s]) => `| \`${code}\` | ${s.status} | ${s.explanation} | ${s.fix} |`)
+  .join('\n')}
+`;
 }
