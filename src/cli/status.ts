@@ -37,9 +37,7 @@ export async function nodesCmd(values: ConnectionFlags): Promise<number> {
     const rows = r.body.items.map((n) => [
       n.name && n.name !== n.id ? `${n.name} (${n.id})` : n.id,
       n.region ?? '-',
-      (n.health ?? (n.live ? 'ok' : 'gone')).toUpperCase() === 'OK'
-        ? 'ok'
-        : (n.health ?? 'gone').toUpperCase(),
+      health(n),
       ago(n.lastSeen),
       n.version || '-',
       `${n.appliedRevision}${n.lag ? ` (${n.lag} behind)` : ''}`,
