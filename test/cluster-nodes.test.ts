@@ -212,7 +212,10 @@ describe('remote edges joined to the control plane', () => {
     const n = await until('the node reports', async () => {
       const all = await nodes();
       const me = all.find((x) => x['id'] === nodeId);
-      return me && me['live'] === true && me['lag'] === 0 && me['health'] === 'ok' ? me : undefined;
+      const listening = (me?.['http'] as string[] | undefined)?.includes(`127.0.0.1:${edge.httpPort}`);
+      return me && me['live'] === true && me['lag'] === 0 && me['health'] === 'ok' && listening
+        ? me
+        : undefined;
     });
     assert.equal(n['name'], 'e1');
     assert.equal(n['region'], 'eu-west');

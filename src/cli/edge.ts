@@ -291,6 +291,8 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
     'edge listening',
   );
   child.ready(edge.runtime.config.edge.limits.drainTimeout);
+  // the first heartbeat went out before the listeners were bound
+  source.reportNow();
   process.on('SIGUSR1', () => accessLog.reopen());
   process.on('SIGHUP', () => log.info('SIGHUP: a remote edge follows the control plane; nothing to reload'));
   await new Promise<void>((done) => {

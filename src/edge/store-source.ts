@@ -157,6 +157,11 @@ export class StoreSource {
     void this.#writeHeartbeat();
   }
 
+  /** Writes the heartbeat now (e.g. once the listeners are bound, so they are reported at once). */
+  reportNow(): void {
+    void this.#writeHeartbeat();
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     this.#stopWatch?.();
