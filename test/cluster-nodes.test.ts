@@ -285,6 +285,23 @@ describe('remote edges joined to the control plane', () => {
     assert.equal(r.code, 1, r.stdout);
     assert.match(r.stderr, /still pending on node e1 \(n[0-9a-f]{12}\).*confirmed by 1 of 2/);
 
+    // the doctor names the edge that no longer reports
+    const stoppedAt = Date.now();
+    const doctor = await until(
+      'the doctor says the edge is unreachable',
+      async () => {
+        const token = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
+        const res = await fetch(`http://127.0.0.1:${control.adminPort}/api/v1/sites/www.test/doctor`, {
+          headers: { authorization: `Bearer ${token}` },
+        });
+        const report = (await res.json()) as { findings: Array<{ code: string; summary: string }> };
+        return report.findings.find((f) => f.code === 'NODE_UNREACHABLE');
+      },
+      40_000,
+    );
+    assert.match(doctor.summary, /^edge e1 \(n[0-9a-f]{12}\) in region eu-west has not reported for \d+ s/);
+    assert.ok(Date.now() - stoppedAt >= 5000);
+
     edge = await startEdge(['--data', edgeDir]);
     const back = await get(edge.httpPort, 'www.test', '/b');
     assert.notEqual(back.headers['x-cache'], 'HIT');

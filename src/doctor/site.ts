@@ -95,7 +95,11 @@ export async function doctorStoredSite(
   for (const [section, key] of Object.entries(SECTION_KEYS)) {
     if (docs.has(key)) input[section] = docs.get(key);
   }
-  const edges = applyFindings(docs, name, Date.now());
+  const siteRevision = (await store.get(KEYS.site(name)))?.revision ?? 0;
+  const edges = [
+    ...applyFindings(docs, name, Date.now()),
+    ...nodeFindings(docs, name, siteRevision, Date.now()),
+  ];
   let report: DoctorReport;
   try {
     const cfg = validateObject(input);
@@ -110,7 +114,93 @@ export async function doctorStoredSite(
   if (edges.length === 0) return report;
   const findings = [...edges, ...report.findings];
   const problems = problemsOf(findings, report.matrix);
-  return { ...report, findings, problems, ok: false, verdict: verdictOf(findings, report.matrix, problems) };
+  const ok = report.ok && !edges.some((f) => f.severity === 'fail');
+  return { ...report, findings, problems, ok, verdict: verdictOf(findings, report.matrix, problems) };
+}
+
+/**
+ * NODE_UNREACHABLE, NODE_DISCONNECTED and NODE_BEHIND findings: edges that will not serve the
+ * current config of `name` to their visitors. A node without a heartbeat for NODE_LIVE_MS is down
+ * or cut off (it serves its last config, and no change or purge reaches it); one whose stream to
+ * the control plane is cut says so in its reports; a live one whose applied revision is below the
+ * site's has not applied its last change yet. Disabled nodes are left out: that was a decision.
+ */
+export function nodeFindings(
+  docs: ReadonlyMap<string, JsonValue>,
+  name: string,
+  siteRevision: number,
+  now: number,
+): Finding[] {
+  const out: Finding[] = [];
+  for (const [key, value] of docs) {
+    if (!key.startsWith(KEYS.nodesPrefix)) continue;
+    const node = asRecord<NodeRecord>(value);
+    if (node.state === 'disabled') continue;
+    const label = node.name && node.name !== node.id ? `${node.name} (${node.id})` : node.id;
+    const where = node.region ? ` in region ${node.region}` : '';
+    const age = Math.round((now - Date.parse(node.lastSeen)) / 1000);
+    const evidence = {
+      node: node.id,
+      appliedRevision: node.appliedRevision,
+      siteRevision,
+      lastSeen: node.lastSeen,
+    };
+    if (age * 1000 >= NODE_LIVE_MS) {
+      out.push({
+        code: 'NODE_UNREACHABLE',
+        severity: 'warn',
+        check: 'edges',
+        summary: `edge ${label}${where} has not reported for ${age} s: it is down or cannot reach the control plane`,
+        explanation: `An edge that cannot reach the control plane keeps serving its last config (revision ${node.appliedRevision}); changes and purges made since do not reach its visitors until it is back, and purges do not wait for it once its heartbeat is this old.`,
+        fix: [
+          {
+            summary: 'Start the edge, or restore its network path to the control plane (cluster.listen)',
+            secure: true,
+            steps: [
+              { kind: 'run', summary: 'see which edges are gone', command: 'verge nodes' },
+              { kind: 'run', summary: 'on the edge machine', command: 'verge edge --data DIR' },
+            ],
+          },
+        ],
+        evidence,
+      });
+    } else if (node.disconnectedSince) {
+      out.push({
+        code: 'NODE_DISCONNECTED',
+        severity: 'warn',
+        check: 'edges',
+        summary: `edge ${label}${where} lost its stream from the control plane at ${node.disconnectedSince} and serves its last config (revision ${node.appliedRevision})`,
+        fix: [
+          {
+            summary: "Check the edge's log and its path to the control plane's cluster.listen",
+            secure: true,
+            steps: [
+              { kind: 'run', summary: 'on the edge machine', command: 'curl http://127.0.0.1:8093/health' },
+            ],
+          },
+        ],
+        evidence,
+      });
+    } else if (node.appliedRevision < siteRevision) {
+      out.push({
+        code: 'NODE_BEHIND',
+        severity: 'warn',
+        check: 'edges',
+        summary: `edge ${label}${where} has not applied the last change of ${name} yet (it is at revision ${node.appliedRevision}, the site at ${siteRevision})`,
+        explanation:
+          'Edges apply changes within a second; one that stays behind is overloaded or its stream stalls. Its visitors get the older config meanwhile.',
+        fix: [
+          {
+            summary: 'Run the doctor again in a few seconds; if the edge stays behind, read its log',
+            secure: true,
+            steps: [{ kind: 'run', summary: "see each edge's revision and lag", command: 'verge nodes' }],
+          },
+        ],
+        evidence,
+      });
+    }
+  }
+  return out;
 }
 
 /**
