@@ -510,14 +510,34 @@ export type NodeView = NodeRecord & {
 };
 
 /**
+ * The newest revision that is not a heartbeat (nodes/...), read from the log after the live
+ * nodes' lowest applied revision (a few entries: live nodes are current). Heartbeats are left out
+ * because a node's own heartbeat always comes after the revision it reports, so it would show
+ * every node one behind. The store revision when the log no longer reaches back that far.
+ */
+async function relevantHead(store: ConfigStore, nodes: NodeRecord[], now: number): Promise<number> {
+  const rev = await store.revision();
+  const live = nodes.filter((n) => now - Date.parse(n.lastSeen) < NODE_LIVE_MS);
+  if (live.length === 0) return rev;
+  const from = Math.min(...live.map((n) => n.appliedRevision));
+  try {
+    let top = from;
+    for (const c of await store.changes(from)) if (!c.key.startsWith(KEYS.nodesPrefix)) top = c.revision;
+    return top;
+  } catch {
+    return rev;
+  }
+}
+
+/**
  * Node records with liveness, lag and health. `head` is the newest revision edges must apply
  * (the cluster endpoint's view, without the heartbeats); without one, the store revision.
  */
 export async function nodeViews(store: ConfigStore, now: number, head?: number): Promise<NodeView[]> {
-  const [snap, rev] = await Promise.all([store.snapshot(KEYS.nodesPrefix), store.revision()]);
-  const top = head ?? rev;
-  return snap.entries.map((e) => {
-    const n = asRecord<NodeRecord>(e.value);
+  const snap = await store.snapshot(KEYS.nodesPrefix);
+  const nodes = snap.entries.map((e) => asRecord<NodeRecord>(e.value));
+  const top = head ?? (await relevantHead(store, nodes, now));
+  return nodes.map((n) => {
     const live = now - Date.parse(n.lastSeen) < NODE_LIVE_MS;
     const failing = Array.isArray((n as unknown as { failures?: unknown }).failures);
     const health: NodeView['health'] =
