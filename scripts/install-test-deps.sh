@@ -2,7 +2,7 @@
 # Installs the Debian packages that Verge's tests need (real nginx origins and the like), so a
 # fresh machine or CI run can pass without anything installed by hand.
 #
-#   scripts/install-test-deps.sh            # default set: nginx pebble curl logrotate strace chromium
+#   scripts/install-test-deps.sh            # default set: nginx pebble curl logrotate strace chromium etcd-server
 #   scripts/install-test-deps.sh nginx ...  # only the named packages
 #
 # Only packages that are missing get installed; with everything present it prints nothing and
@@ -12,7 +12,7 @@ set -euo pipefail
 
 prog="install-test-deps"
 if [ "$#" -eq 0 ]; then
-  set -- nginx pebble curl logrotate strace chromium
+  set -- nginx pebble curl logrotate strace chromium etcd-server
 fi
 
 # A file each package must provide, beyond dpkg saying it is installed: catches a package whose
@@ -30,6 +30,9 @@ binary_for() {
     strace) echo /usr/bin/strace ;;
     # the console's browser tests drive Debian's Chromium with playwright-core (test/console.test.ts)
     chromium) echo /usr/bin/chromium ;;
+    # the etcd ConfigStore's conformance suite and the HA tests start their own etcd members on
+    # loopback ports (test/helpers/etcd.ts); the packaged service must not run
+    etcd-server) echo /usr/bin/etcd ;;
     *) echo "" ;;
   esac
 }

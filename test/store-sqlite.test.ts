@@ -52,7 +52,12 @@ after(() => {
 configStoreConformance('sqlite', async () => {
   const dir = tempDir();
   const store = openSqliteStore({ file: join(dir, 'verge.db') });
-  return { store, cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
+  return {
+    store,
+    // another connection to the file, as another process sharing it would have
+    second: async () => openSqliteStore({ file: join(dir, 'verge.db') }),
+    cleanup: async () => rmSync(dir, { recursive: true, force: true }),
+  };
 });
 
 const children = new Set<ChildProcess>();

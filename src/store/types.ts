@@ -1,7 +1,7 @@
 /**
  * The ConfigStore: sites, certificates, settings and the append-only log of changes and purges
- * that every edge applies in order. SQLite (src/store/sqlite.ts) implements it now, etcd next;
- * both must pass test/helpers/store-conformance.ts.
+ * that every edge applies in order. SQLite (src/store/sqlite.ts) and etcd (src/store/etcd.ts)
+ * implement it; both must pass test/helpers/store-conformance.ts.
  *
  * Design note.
  *
@@ -220,5 +220,18 @@ export class StoreOpenError extends StoreError {
   constructor(location: string, message: string, options?: ErrorOptions) {
     super(message, location, undefined, options);
     this.name = 'StoreOpenError';
+  }
+}
+
+/**
+ * The store cannot be reached or cannot commit right now: etcd members down or unreachable, no
+ * quorum, a leader election in progress, TLS or authentication refused. Retrying later can help.
+ * For a write, the message says when its outcome is unknown (the request may have been applied
+ * before the connection broke). The admin API answers 503 API_STORE_UNAVAILABLE.
+ */
+export class StoreUnavailableError extends StoreError {
+  constructor(location: string, message: string, options?: ErrorOptions) {
+    super(message, location, undefined, options);
+    this.name = 'StoreUnavailableError';
   }
 }

@@ -39,6 +39,8 @@ export interface LeafOptions {
   /** Default 'ec' (ECDSA P-256). */
   keyType?: KeyType;
   isCa?: false;
+  /** Also valid as a TLS client certificate (extended key usage clientAuth): etcd's --client-cert-auth. */
+  clientAuth?: boolean;
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -204,7 +206,12 @@ export async function createLeaf(opts: LeafOptions): Promise<KeyCert> {
   const extensions: x509.Extension[] = [
     new x509.BasicConstraintsExtension(false, undefined, true),
     new x509.KeyUsagesExtension(usages, true),
-    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
+    new x509.ExtendedKeyUsageExtension(
+      opts.clientAuth
+        ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]
+        : [x509.ExtendedKeyUsage.serverAuth],
+      false,
+    ),
     sanFor(names),
     await x509.SubjectKeyIdentifierExtension.create(publicKey),
   ];

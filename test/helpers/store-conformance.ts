@@ -1,5 +1,7 @@
-// The one ConfigStore conformance suite: every backend (SQLite now, etcd next) must pass it.
-// Each backend's test file calls configStoreConformance() with a factory for a fresh, empty store.
+// The one ConfigStore conformance suite: every backend (SQLite, etcd) must pass it. Each
+// backend's test file calls configStoreConformance() with a factory for a fresh, empty store;
+// the backend's failure modes (a server restart, a client cut off from the server) come as
+// optional hooks, and the cases that use them run with no-ops where the backend has no such thing.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
@@ -14,6 +16,18 @@ import {
 /** A fresh, empty store made for one test, and how to dispose of it after close(). */
 export interface ConfigStoreUnderTest {
   store: ConfigStore;
+  /** another client of the same data (a second process would open one like it); closed by the suite */
+  second(): Promise<ConfigStore>;
+  /**
+   * The store's server restarts (etcd: every member killed with SIGKILL and started again on its
+   * data); resolves once it serves again. Absent: the backend has no server (SQLite).
+   */
+  restart?(): Promise<void>;
+  /**
+   * `store` (not second()) is cut off from the server while `during` runs (etcd: its connection
+   * reset and refused, as in a network partition), then let back in. Absent: nothing to cut.
+   */
+  cut?(during: () => Promise<void>): Promise<void>;
   cleanup(): Promise<void>;
 }
 
@@ -45,13 +59,24 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Register the conformance tests for one backend. */
 export function configStoreConformance(name: string, factory: ConfigStoreFactory): void {
-  const withStore = (fn: (s: ConfigStore) => Promise<void>) => async () => {
-    const { store, cleanup } = await factory();
+  const withStore = (fn: (s: ConfigStore) => Promise<void>) => withHooks((t) => fn(t.store));
+  const withHooks = (fn: (t: ConfigStoreUnderTest) => Promise<void>) => async () => {
+    const under = await factory();
+    const seconds: ConfigStore[] = [];
+    const t: ConfigStoreUnderTest = {
+      ...under,
+      second: async () => {
+        const s = await under.second();
+        seconds.push(s);
+        return s;
+      },
+    };
     try {
-      await fn(store);
+      await fn(t);
     } finally {
-      await store.close();
-      await cleanup();
+      for (const s of seconds) await s.close();
+      await under.store.close();
+      await under.cleanup();
     }
   };
 
@@ -456,6 +481,158 @@ export function configStoreConformance(name: string, factory: ConfigStoreFactory
           key: unicodeKey,
           value: 'ok',
         });
+      }),
+    );
+
+    test(
+      'watch resumes after the store restarts: every change exactly once, in order',
+      withHooks(async ({ store: s, restart }) => {
+        const got: Change[] = [];
+        let failed: Error | undefined;
+        const stop = s.watch(
+          0,
+          (c) => {
+            got.push(c);
+          },
+          (e) => {
+            failed = e;
+          },
+        );
+        try {
+          for (let i = 0; i < 5; i++) await s.put(`sites/before${i}`, i);
+          await s.append('purges', { url: '/before' });
+          const mid = await s.revision();
+          await until(() => got.at(-1)?.revision === mid, 5000, 'the watch to reach the writes before the restart');
+          if (restart) await restart();
+          for (let i = 0; i < 5; i++) await s.put(`sites/after${i}`, i);
+          await s.txn([
+            { type: 'put', key: 'sites/after-txn', value: 1 },
+            { type: 'delete', key: 'sites/before0' },
+          ]);
+          const last = await s.revision();
+          await until(() => got.at(-1)?.revision === last || failed !== undefined, 20_000, 'the watch to resume');
+          await sleep(300);
+          assert.equal(failed, undefined, `the watch failed: ${String(failed)}`);
+          assert.deepEqual(got, await s.changes(0), 'every change once, in order, none lost');
+        } finally {
+          stop();
+        }
+      }),
+    );
+
+    test(
+      'a watcher that falls behind a compaction gets StoreGapError, never a hole',
+      withHooks(async ({ store: s, second, cut }) => {
+        const other = await second();
+        await s.put('sites/a', 1);
+        const got: Change[] = [];
+        let failed: Error | undefined;
+        let release!: () => void;
+        const held = new Promise<void>((r) => {
+          release = r;
+        });
+        const stop = s.watch(
+          await s.revision(),
+          async (c) => {
+            got.push(c);
+            // without a connection to cut, the watcher falls behind by being slow
+            if (!cut) await held;
+          },
+          (e) => {
+            failed = e;
+          },
+        );
+        try {
+          const r1 = await s.put('sites/b', 1);
+          await until(() => got.length === 1, 5000, 'the first change');
+          const behind = async () => {
+            for (let i = 0; i < 5; i++) await other.put(`sites/c${i}`, i);
+            await other.append('purges', { all: true });
+            await other.compact((await other.revision()) + 1);
+          };
+          if (cut) await cut(behind);
+          else await behind();
+          release();
+          const all = await other.snapshot();
+          await until(
+            () => failed !== undefined || got.at(-1)?.revision === all.revision,
+            20_000,
+            'the watcher to fail or to catch up',
+          );
+          await sleep(300);
+          assert.equal(got[0]!.revision, r1);
+          if (cut) assert.ok(failed instanceof StoreGapError, `cut off across a compaction: ${String(failed)}`);
+          if (failed !== undefined) {
+            assert.ok(failed instanceof StoreGapError, String(failed));
+            // what came before the gap is a prefix of the log, in order, without repeats
+            const revs = got.map((c) => c.revision);
+            for (let i = 1; i < revs.length; i++) assert.ok(revs[i]! >= revs[i - 1]!);
+            assert.equal(new Set(got.map((c) => `${c.revision} ${c.key}`)).size, got.length);
+          } else {
+            // it had read the changes before they were compacted away: then it has every one
+            assert.deepEqual(
+              got.map((c) => c.key),
+              ['sites/b', 'sites/c0', 'sites/c1', 'sites/c2', 'sites/c3', 'sites/c4', `purges/${all.revision}`],
+            );
+          }
+        } finally {
+          release();
+          stop();
+        }
+      }),
+    );
+
+    test(
+      'two clients compare-and-set one key at once: exactly one wins each round',
+      withHooks(async ({ store: s, second }) => {
+        const other = await second();
+        let rev = await s.put('sites/contended', { round: -1 });
+        for (let round = 0; round < 15; round++) {
+          const results = await Promise.allSettled([
+            s.put('sites/contended', { round, by: 'a' }, { ifRevision: rev }),
+            other.put('sites/contended', { round, by: 'b' }, { ifRevision: rev }),
+          ]);
+          const won = results.filter((r) => r.status === 'fulfilled');
+          const lost = results.filter((r) => r.status === 'rejected');
+          assert.equal(won.length, 1, `round ${round}: ${JSON.stringify(results.map((r) => r.status))}`);
+          const reason = (lost[0] as PromiseRejectedResult).reason;
+          assert.ok(reason instanceof StoreConflictError, String(reason));
+          const winner = (won[0] as PromiseFulfilledResult<number>).value;
+          assert.equal(reason.actual, winner, 'the loser is told the winner\'s revision');
+          rev = winner;
+          const now = await other.get('sites/contended');
+          assert.equal(now?.revision, winner);
+          assert.equal((now?.value as { round: number }).round, round);
+        }
+      }),
+    );
+
+    test(
+      'a snapshot taken while transactions commit sees each one whole or not at all',
+      withHooks(async ({ store: s, second }) => {
+        const other = await second();
+        const keys = Array.from({ length: 30 }, (_, i) => `sites/t${String(i).padStart(2, '0')}`);
+        await s.txn(keys.map((key) => ({ type: 'put' as const, key, value: { gen: 0 } })));
+        let writing = true;
+        const writer = (async () => {
+          for (let gen = 1; gen <= 25; gen++)
+            await s.txn(keys.map((key) => ({ type: 'put' as const, key, value: { gen } })));
+          writing = false;
+        })();
+        let snapshots = 0;
+        try {
+          while (writing || snapshots === 0) {
+            const snap = await other.snapshot('sites/');
+            const gens = new Set(snap.entries.map((e) => (e.value as { gen: number }).gen));
+            assert.equal(gens.size, 1, `snapshot at ${snap.revision} mixes generations ${[...gens].join(',')}`);
+            assert.ok(snap.entries.every((e) => e.revision === snap.entries[0]!.revision));
+            assert.equal(snap.entries.length, keys.length);
+            snapshots++;
+          }
+        } finally {
+          await writer;
+        }
+        assert.ok(snapshots > 1, `only ${snapshots} snapshots were taken during the writes`);
       }),
     );
   });
