@@ -54,7 +54,10 @@ describe('etcd store: endpoints, prefixes and errors', () => {
       endpoints: ['10.0.0.1:2379', 'etcd2:2379'],
       prefix: '/verge/',
     });
-    assert.deepEqual(parseEtcdUrl('etcd://[::1]:2379/cdn-b'), { endpoints: ['[::1]:2379'], prefix: '/cdn-b/' });
+    assert.deepEqual(parseEtcdUrl('etcd://[::1]:2379/cdn-b'), {
+      endpoints: ['[::1]:2379'],
+      prefix: '/cdn-b/',
+    });
     assert.equal(parseEtcdUrl('/var/lib/verge'), undefined);
     assert.throws(() => parseEtcdUrl('etcd://h1:2379,h2'), /"h2" in etcd:\/\/h1:2379,h2 is not host:port/);
   });
@@ -136,7 +139,10 @@ describe('etcd store: endpoints, prefixes and errors', () => {
     const admin = await openEtcdStore({ endpoints: c.endpoints });
     await enableAuth(admin, 'verge', 'right-password');
     await admin.close();
-    const ok = await openEtcdStore({ endpoints: c.endpoints, auth: { user: 'verge', password: 'right-password' } });
+    const ok = await openEtcdStore({
+      endpoints: c.endpoints,
+      auth: { user: 'verge', password: 'right-password' },
+    });
     try {
       await ok.put('sites/auth', 1);
       assert.equal((await ok.get('sites/auth'))?.value, 1);
@@ -200,7 +206,11 @@ describe('etcd store: a 3-member cluster', () => {
       const last = await s.revision();
       await until(() => got.at(-1) === last || failed !== undefined, 30_000, 'the watch to catch up');
       assert.equal(failed, undefined, String(failed));
-      assert.deepEqual(got, (await s.changes(0)).map((ch) => ch.revision), 'exactly once, in order');
+      assert.deepEqual(
+        got,
+        (await s.changes(0)).map((ch) => ch.revision),
+        'exactly once, in order',
+      );
       for (const a of acked) {
         const v = await s.get(a.key);
         assert.ok(v && v.revision >= a.rev, `acknowledged write ${a.key}@${a.rev} is there`);

@@ -31,7 +31,7 @@
  *   would report a conflict with itself; a retried append would log a purge twice): the caller
  *   gets StoreUnavailableError saying the outcome is unknown. Reads are retried.
  */
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { noop } from 'cockatiel';
 import { Etcd3, type IOptions } from 'etcd3';
 import {
@@ -169,7 +169,10 @@ export class EtcdStore implements ConfigStore {
     if (opts.endpoints.length === 0) throw new StoreOpenError('etcd', 'no etcd endpoints given');
     const prefix = opts.prefix ?? '/verge/';
     if (!prefix.startsWith('/') || !prefix.endsWith('/'))
-      throw new StoreOpenError('etcd', `etcd key prefix ${JSON.stringify(prefix)} must start and end with "/"`);
+      throw new StoreOpenError(
+        'etcd',
+        `etcd key prefix ${JSON.stringify(prefix)} must start and end with "/"`,
+      );
     this.tlsOn = opts.tls !== undefined;
     const scheme = this.tlsOn ? 'https://' : 'http://';
     this.endpoints = opts.endpoints.map((e) => (/^https?:\/\//.test(e) ? e : `${scheme}${e}`));
@@ -290,7 +293,12 @@ export class EtcdStore implements ConfigStore {
         ? { request_put: { key: this.docKey(p.op.key), value: Buffer.from(p.text!) } }
         : p.op.type === 'delete'
           ? { request_delete_range: { key: this.docKey(p.op.key) } }
-          : { request_put: { key: Buffer.concat([this.logPrefix, Buffer.from(p.op.kind)]), value: Buffer.from(p.text!) } },
+          : {
+              request_put: {
+                key: Buffer.concat([this.logPrefix, Buffer.from(p.op.kind)]),
+                value: Buffer.from(p.text!),
+              },
+            },
     );
     const deletesOnly = prepared.every((p) => p.op.type === 'delete');
     // Only deletes: they may all hit missing keys, and then nothing may be written (not even the
@@ -359,7 +367,10 @@ export class EtcdStore implements ConfigStore {
       if (res.succeeded) return Number(res.header.revision);
       // someone wrote one of the keys between the read and the delete: look again
       if (attempt > 20)
-        throw new StoreError(`deleting keys in ${this.location} kept racing with other writers`, this.location);
+        throw new StoreError(
+          `deleting keys in ${this.location} kept racing with other writers`,
+          this.location,
+        );
     }
   }
 
@@ -469,7 +480,7 @@ export class EtcdStore implements ConfigStore {
     let timer: NodeJS.Timeout | undefined;
     let stopped = false;
     let failures = 0;
-    const entry = { stop: () => undefined as void };
+    const entry: { stop: () => void } = { stop: () => undefined };
     const finish = (err: Error) => {
       if (stopped) return;
       stop();
@@ -608,7 +619,10 @@ export class EtcdStore implements ConfigStore {
   private async checkGap(from: number): Promise<void> {
     try {
       await this.read('check the log', (deadline) =>
-        this.client.kv.range({ key: this.headKey, keys_only: true, revision: Math.max(from, 1) }, { deadline }),
+        this.client.kv.range(
+          { key: this.headKey, keys_only: true, revision: Math.max(from, 1) },
+          { deadline },
+        ),
       );
     } catch (e) {
       const m = /compacted/.exec((e as Error).message);
@@ -644,6 +658,99 @@ export class EtcdStore implements ConfigStore {
     this.closed = true;
     for (const w of [...this.watchStops]) w.stop();
     this.client.close();
+  }
+
+  // ---- leases and leadership (etcd only, not part of ConfigStore; src/control/leader.ts) ------
+
+  /**
+   * Grants an etcd lease of `ttlSeconds`; resolves with its id (a decimal string). Keys put with
+   * it vanish when it expires (no keepalive for ttlSeconds) or is revoked.
+   */
+  async grantLease(ttlSeconds: number): Promise<string> {
+    this.assertOpen();
+    const res = await this.write(undefined, (deadline) =>
+      this.client.leaseClient.leaseGrant({ TTL: ttlSeconds, ID: 0 }, { deadline }),
+    );
+    return res.ID;
+  }
+
+  /**
+   * Renews the lease once; resolves with the seconds etcd now gives it (0: it has expired or
+   * was revoked, and every key put with it is gone). One request on a short-lived stream, so a
+   * caller that counts from the moment it called knows a lower bound of the lease's life.
+   */
+  async keepLeaseAlive(id: string): Promise<number> {
+    this.assertOpen();
+    return this.read('renew the leader lease', async (deadline) => {
+      const stream = await this.client.leaseClient.leaseKeepAlive({ deadline });
+      return new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error('request timed out renewing the lease')),
+          Math.max(0, deadline.getTime() - Date.now()),
+        );
+        stream.on('data', (res: { TTL: string }) => {
+          clearTimeout(timer);
+          stream.end();
+          resolve(Number(res.TTL));
+        });
+        stream.on('error', (err: Error) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+        stream.write({ ID: id });
+      });
+    });
+  }
+
+  /** Revokes the lease (its keys vanish at once); a lease that is already gone is not an error. */
+  async revokeLease(id: string): Promise<void> {
+    this.assertOpen();
+    try {
+      await this.write(undefined, (deadline) =>
+        this.client.leaseClient.leaseRevoke({ ID: id }, { deadline }),
+      );
+    } catch (e) {
+      if (!/lease not found|requested lease not found/i.test(String((e as Error).cause ?? e))) throw e;
+    }
+  }
+
+  /**
+   * Claims PREFIX election/<name> for `value`, bound to the lease `leaseId`: succeeds when nobody
+   * holds it (or this lease already does). Resolves with who holds it after the call. The key lies
+   * outside the documents and the log: claiming, holding and losing it is invisible to
+   * snapshot(), changes() and watch(), and moves no store revision() (etcd's does move).
+   */
+  async claim(
+    name: string,
+    value: JsonValue,
+    leaseId: string,
+  ): Promise<{ held: boolean; holder?: JsonValue }> {
+    this.assertOpen();
+    const key = Buffer.from(`${this.prefix}election/${name}`);
+    const res = await this.write(undefined, (deadline) =>
+      this.client.kv.txn(
+        {
+          compare: [{ key, target: 'Create', result: 'Equal', create_revision: 0 }],
+          success: [{ request_put: { key, value: Buffer.from(JSON.stringify(value)), lease: leaseId } }],
+          failure: [{ request_range: { key } }],
+        },
+        { deadline },
+      ),
+    );
+    if (res.succeeded) return { held: true, holder: value };
+    const kv = res.responses[0]?.response_range.kvs[0] as (KeyValue & { lease: string }) | undefined;
+    if (!kv) return { held: false };
+    const holder = this.decode(`election/${name}`, kv.value);
+    return { held: kv.lease === leaseId, holder };
+  }
+
+  /** Who holds PREFIX election/<name> now (undefined: nobody). */
+  async holder(name: string): Promise<JsonValue | undefined> {
+    this.assertOpen();
+    const key = Buffer.from(`${this.prefix}election/${name}`);
+    const res = await this.read('read the leader', (deadline) => this.client.kv.range({ key }, { deadline }));
+    const kv = res.kvs[0];
+    return kv ? this.decode(`election/${name}`, kv.value) : undefined;
   }
 
   // ---- internals -----------------------------------------------------------------------------
@@ -727,8 +834,13 @@ export class EtcdStore implements ConfigStore {
     const name = e.constructor?.name ?? '';
     const at = `etcd at ${this.endpoints.join(', ')}`;
     if (/compacted/.test(msg))
-      return new StoreError(`cannot ${what} in ${this.location}: ${msg}`, this.location, undefined, { cause: e });
-    if (name === 'EtcdAuthenticationFailedError' || /authentication failed|invalid user ID or password/i.test(msg))
+      return new StoreError(`cannot ${what} in ${this.location}: ${msg}`, this.location, undefined, {
+        cause: e,
+      });
+    if (
+      name === 'EtcdAuthenticationFailedError' ||
+      /authentication failed|invalid user ID or password/i.test(msg)
+    )
       return new StoreUnavailableError(
         this.location,
         `${at} refused the user ${JSON.stringify(this.user ?? '')} (${msg}): check --etcd-user and --etcd-password-file (or VERGE_ETCD_USER / VERGE_ETCD_PASSWORD_FILE)`,
@@ -778,7 +890,9 @@ export class EtcdStore implements ConfigStore {
         undefined,
         { cause: e },
       );
-    return new StoreError(`cannot ${what} in ${this.location}: ${msg}`, this.location, undefined, { cause: e });
+    return new StoreError(`cannot ${what} in ${this.location}: ${msg}`, this.location, undefined, {
+      cause: e,
+    });
   }
 }
 
@@ -844,7 +958,9 @@ function prepare(location: string, ops: readonly TxnOp[]): Prepared[] {
       );
     keys.add(op.key);
     if (op.ifRevision !== undefined) checkRevision(location, op.ifRevision);
-    return op.type === 'put' ? { op, key: op.key, text: toJson(location, op.key, op.value) } : { op, key: op.key };
+    return op.type === 'put'
+      ? { op, key: op.key, text: toJson(location, op.key, op.value) }
+      : { op, key: op.key };
   });
 }
 
@@ -859,7 +975,10 @@ function checkKey(location: string, key: string): void {
 
 function checkRevision(location: string, rev: number): void {
   if (!Number.isSafeInteger(rev) || rev < 0)
-    throw new StoreError(`invalid revision ${String(rev)} for store ${location}: use an integer >= 0`, location);
+    throw new StoreError(
+      `invalid revision ${String(rev)} for store ${location}: use an integer >= 0`,
+      location,
+    );
 }
 
 function toJson(location: string, key: string, value: JsonValue): string {

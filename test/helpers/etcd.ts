@@ -258,7 +258,10 @@ export interface CuttableProxy {
 
 export async function cuttableProxy(target: string): Promise<CuttableProxy> {
   const { createServer, connect } = await import('node:net');
-  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
+  const [host, port] = [
+    target.slice(0, target.lastIndexOf(':')),
+    Number(target.slice(target.lastIndexOf(':') + 1)),
+  ];
   const open = new Set<net.Socket>();
   let down = false;
   const server = createServer((client) => {

@@ -502,7 +502,11 @@ export function configStoreConformance(name: string, factory: ConfigStoreFactory
           for (let i = 0; i < 5; i++) await s.put(`sites/before${i}`, i);
           await s.append('purges', { url: '/before' });
           const mid = await s.revision();
-          await until(() => got.at(-1)?.revision === mid, 5000, 'the watch to reach the writes before the restart');
+          await until(
+            () => got.at(-1)?.revision === mid,
+            5000,
+            'the watch to reach the writes before the restart',
+          );
           if (restart) await restart();
           for (let i = 0; i < 5; i++) await s.put(`sites/after${i}`, i);
           await s.txn([
@@ -510,7 +514,11 @@ export function configStoreConformance(name: string, factory: ConfigStoreFactory
             { type: 'delete', key: 'sites/before0' },
           ]);
           const last = await s.revision();
-          await until(() => got.at(-1)?.revision === last || failed !== undefined, 20_000, 'the watch to resume');
+          await until(
+            () => got.at(-1)?.revision === last || failed !== undefined,
+            20_000,
+            'the watch to resume',
+          );
           await sleep(300);
           assert.equal(failed, undefined, `the watch failed: ${String(failed)}`);
           assert.deepEqual(got, await s.changes(0), 'every change once, in order, none lost');
@@ -561,7 +569,8 @@ export function configStoreConformance(name: string, factory: ConfigStoreFactory
           );
           await sleep(300);
           assert.equal(got[0]!.revision, r1);
-          if (cut) assert.ok(failed instanceof StoreGapError, `cut off across a compaction: ${String(failed)}`);
+          if (cut)
+            assert.ok(failed instanceof StoreGapError, `cut off across a compaction: ${String(failed)}`);
           if (failed !== undefined) {
             assert.ok(failed instanceof StoreGapError, String(failed));
             // what came before the gap is a prefix of the log, in order, without repeats
@@ -572,7 +581,15 @@ export function configStoreConformance(name: string, factory: ConfigStoreFactory
             // it had read the changes before they were compacted away: then it has every one
             assert.deepEqual(
               got.map((c) => c.key),
-              ['sites/b', 'sites/c0', 'sites/c1', 'sites/c2', 'sites/c3', 'sites/c4', `purges/${all.revision}`],
+              [
+                'sites/b',
+                'sites/c0',
+                'sites/c1',
+                'sites/c2',
+                'sites/c3',
+                'sites/c4',
+                `purges/${all.revision}`,
+              ],
             );
           }
         } finally {
@@ -598,11 +615,11 @@ export function configStoreConformance(name: string, factory: ConfigStoreFactory
           const reason = (lost[0] as PromiseRejectedResult).reason;
           assert.ok(reason instanceof StoreConflictError, String(reason));
           const winner = (won[0] as PromiseFulfilledResult<number>).value;
-          assert.equal(reason.actual, winner, 'the loser is told the winner\'s revision');
+          assert.equal(reason.actual, winner, "the loser is told the winner's revision");
           rev = winner;
           const now = await other.get('sites/contended');
           assert.equal(now?.revision, winner);
-          assert.equal((now?.value as { round: number }).round, round);
+          assert.equal((now?.value as { round?: number } | undefined)?.round, round);
         }
       }),
     );
@@ -624,7 +641,11 @@ export function configStoreConformance(name: string, factory: ConfigStoreFactory
           while (writing || snapshots === 0) {
             const snap = await other.snapshot('sites/');
             const gens = new Set(snap.entries.map((e) => (e.value as { gen: number }).gen));
-            assert.equal(gens.size, 1, `snapshot at ${snap.revision} mixes generations ${[...gens].join(',')}`);
+            assert.equal(
+              gens.size,
+              1,
+              `snapshot at ${snap.revision} mixes generations ${[...gens].join(',')}`,
+            );
             assert.ok(snap.entries.every((e) => e.revision === snap.entries[0]!.revision));
             assert.equal(snap.entries.length, keys.length);
             snapshots++;
