@@ -213,6 +213,51 @@ when it returns. SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 r
       ),
     );
 
+  const controlCmd = program
+    .command('control')
+    .description(
+      'Run the control plane alone (API and jobs, no edge) on a store: a directory (SQLite, one control process) or etcd (several instances side by side; one elected leader runs ACME and log compaction).',
+    )
+    .option(
+      '--store <SPEC>',
+      'DIR or sqlite:DIR (the SQLite store DIR/verge.db), or etcd://HOST:2379,HOST:2379[/PREFIX/] (env VERGE_STORE; default: the data directory)',
+    )
+    .option(
+      '--listen <HOST:PORT>',
+      "the admin API's address (env VERGE_CONTROL_LISTEN; default the stored edge.admin.listen, 127.0.0.1:8091)",
+    )
+    .option(
+      '-d, --data <DIR>',
+      'the local directory for admin.token with an etcd store (env VERGE_HOME; default ~/.verge); with SQLite the store directory is used',
+    )
+    .option(
+      '--etcd-cacert <FILE>',
+      "the CA that signed etcd's server certificates; turns TLS on (env VERGE_ETCD_CACERT)",
+    )
+    .option('--etcd-cert <FILE>', 'a client certificate for etcd --client-cert-auth (env VERGE_ETCD_CERT)')
+    .option('--etcd-key <FILE>', "the client certificate's private key (env VERGE_ETCD_KEY)")
+    .option('--etcd-user <NAME>', 'an etcd user with readwrite on the prefix (env VERGE_ETCD_USER)')
+    .option(
+      '--etcd-password-file <FILE>',
+      "the etcd user's password, first line of the file (env VERGE_ETCD_PASSWORD_FILE)",
+    )
+    .option(
+      '--leader-ttl <SECONDS>',
+      "the leader lease's TTL with etcd: a dead leader is replaced within about this (env VERGE_LEADER_TTL; default 10)",
+    )
+    .addHelpText(
+      'after',
+      `${examples([
+        'verge control --store /var/lib/verge                               # SQLite: exactly one control process',
+        'verge control --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 --listen 0.0.0.0:8091',
+        'verge control --store etcd://etcd1:2379 --etcd-cacert ca.pem --etcd-cert verge.pem --etcd-key verge-key.pem',
+      ])}
+Signals: SIGTERM and SIGINT stop it; a leader hands over at once (its lease is revoked).
+See docs/cluster.md.
+`,
+    )
+    .action(() => run(controlCmd, async () => (await import('./control.js')).control(opts(controlCmd))));
+
   const config = program
     .command('config')
     .description('Check a config file; move the config into and out of the store; show the effective config.')

@@ -27,7 +27,7 @@ import { doctorStoredSite, storedSiteWarnings } from '../doctor/site.js';
 import { RequestLog } from '../edge/request-log.js';
 import { Edge } from '../edge/server.js';
 import { nodeId, StoreSource } from '../edge/store-source.js';
-import type { SqliteStore } from '../store/sqlite.js';
+import type { ConfigStore } from '../store/types.js';
 import { listenErrorMessage } from './listen-error.js';
 import { type DemoSeed, seedDemo, storeBanner } from './store-banner.js';
 import { childContext, startFailed, supervise } from './supervisor.js';
@@ -35,13 +35,13 @@ import { childContext, startFailed, supervise } from './supervisor.js';
 /** The generated admin token, for the CLI on this machine (mode 0600). */
 export const STORE_ADMIN_TOKEN_FILE = 'admin.token';
 /** Log entries kept behind the newest revision; older ones are compacted away every 10 minutes. */
-const KEEP_LOG_ENTRIES = 10_000;
+export const KEEP_LOG_ENTRIES = 10_000;
 
 /**
  * The CLI reads the admin token from DIR/admin.token. Make sure it holds a token the store
  * accepts: a fresh store (or a revoked or missing file) gets a new "admin (generated)" token.
  */
-async function ensureAdminToken(store: SqliteStore, dir: string, log: Logger): Promise<void> {
+export async function ensureAdminToken(store: ConfigStore, dir: string, log: Logger): Promise<void> {
   const file = join(dir, STORE_ADMIN_TOKEN_FILE);
   try {
     const existing = (readFileSync(file, 'utf8').split('\n')[0] ?? '').trim();
@@ -60,7 +60,7 @@ async function ensureAdminToken(store: SqliteStore, dir: string, log: Logger): P
  * The link is a secret: stdout only, not the log (docs/security.md "Accounts and sessions"); the
  * log line says that it was printed and how to get another.
  */
-async function firstAdmin(store: SqliteStore, listen: string, dir: string, log: Logger): Promise<void> {
+export async function firstAdmin(store: ConfigStore, listen: string, dir: string, log: Logger): Promise<void> {
   const made = await ensureFirstAdmin(store, Date.now());
   if (!made) return;
   const url = signinUrl(apiBaseUrl(listen), made.token);
@@ -76,7 +76,7 @@ async function firstAdmin(store: SqliteStore, listen: string, dir: string, log: 
   );
 }
 
-function acmeCa(ca: string | undefined, dir: string): string | undefined {
+export function acmeCa(ca: string | undefined, dir: string): string | undefined {
   if (!ca) return undefined;
   return ca.startsWith('-----BEGIN') ? ca : readFileSync(resolve(dir, ca), 'utf8');
 }

@@ -112,6 +112,11 @@ export interface ControlApiOptions {
    * for each node's lag; without one, the store revision.
    */
   clusterHead?: () => number;
+  /**
+   * The control instances (src/control/leader.ts): this one, the elected leader and the store,
+   * for GET /api/v1/control. Absent (`verge serve --data`): this process is the only one.
+   */
+  control?: () => Promise<Record<string, unknown>>;
   /** extra trusted roots for certificate chain checks (tests) */
   trustedCas?: string[];
   now?: () => number;
@@ -566,6 +571,9 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
   // remote edges and their join tokens (src/control/nodes-api.ts)
   nodeRoutes(on, { store, log, now, noteRevision: (req, rev) => accounts.noteRevision(req, rev) });
   on('GET', '/api/v1/config', async () => effectiveConfig(store));
+  on('GET', '/api/v1/control', async () =>
+    opts.control ? opts.control() : { store: store.location, leader: null, self: null, leading: true },
+  );
 
   on('GET', '/api/v1/tokens', async () => ({
     items: (await listTokens(store)).map((t) => ({

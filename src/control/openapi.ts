@@ -624,6 +624,27 @@ export const ROUTES: RouteDoc[] = [
   },
   {
     method: 'GET',
+    path: '/api/v1/control',
+    summary:
+      'The control plane: the store, this instance and the elected leader (which runs ACME and log compaction).',
+    auth: true,
+    responses: {
+      '200': {
+        description: 'This instance and the leader; leader is null while an election is under way.',
+        schema: {
+          type: 'object',
+          properties: {
+            store: { type: 'string' },
+            leading: { type: 'boolean' },
+            self: ref('ControlInstance'),
+            leader: ref('ControlInstance'),
+          },
+        },
+      },
+    },
+  },
+  {
+    method: 'GET',
     path: '/api/v1/config',
     summary: 'The effective configuration: every default filled in.',
     auth: true,
@@ -1068,6 +1089,16 @@ export function openApiDocument(): JsonSchema {
             },
           },
           required: ['id', 'type', 'state', 'createdAt'],
+        },
+        ControlInstance: {
+          type: ['object', 'null'],
+          properties: {
+            id: { type: 'string', description: 'random per process start' },
+            hostname: { type: 'string' },
+            pid: { type: 'integer' },
+            api: { type: 'string', description: "the instance's admin API URL" },
+            since: { type: 'string', description: 'leader: when it was elected; self: when it started' },
+          },
         },
         Node: {
           type: 'object',

@@ -1,0 +1,235 @@
+/**
+ * `verge control --store DIR | sqlite:DIR | etcd://h1:2379,h2:2379`: the control plane alone (no
+ * edge), for a cluster (docs/cluster.md): the admin API on --listen (default the stored
+ * edge.admin.listen, 127.0.0.1:8091) and, on the elected leader only (src/control/leader.ts), what
+ * must run once: ACME orders and renewals and the compaction of the store log.
+ *
+ * Several instances run side by side on one etcd; they share nothing but the store, so any of
+ * them answers the API and a load balancer may spread clients over them. A SQLite store takes
+ * exactly one control process: DIR/control.lock (src/control/lock.ts) refuses a second one.
+ *
+ * Start-up says what is wrong and stops rather than run half: an unreachable etcd, refused TLS or
+ * credentials, a locked or unreadable SQLite store, a port in use. A stored config with errors in
+ * its sites does not stop the API (it is how they get fixed); errors in its settings do.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
+import { AcmeManager } from '../control/acme.js';
+import { type ControlApi, startControlApi } from '../control/api.js';
+import { configFromDocs, siteKeysOf } from '../control/config-docs.js';
+import { openDataStoreOrSay, resolveDataDir } from '../control/data.js';
+import { type LeaderElection, startElection } from '../control/leader.js';
+import { type ControlLock, ControlLockedError, lockControl } from '../control/lock.js';
+import { createLogger, type Logger } from '../core/log.js';
+import { doctorStoredSite, storedSiteWarnings } from '../doctor/site.js';
+import { openEtcdStore } from '../store/etcd.js';
+import { type ConfigStore, type JsonValue, StoreOpenError } from '../store/types.js';
+import { UsageError } from './errors.js';
+import { listenErrorMessage } from './listen-error.js';
+import { acmeCa, ensureAdminToken, KEEP_LOG_ENTRIES } from './serve-store.js';
+import { type EtcdFlags, etcdOptions, parseStoreSpec } from './store-spec.js';
+
+export interface ControlCmdOptions extends EtcdFlags {
+  /** DIR | sqlite:DIR | etcd://...; default $VERGE_STORE, else the data directory (SQLite) */
+  store?: string;
+  /** the admin API's HOST:PORT; default $VERGE_CONTROL_LISTEN, else the stored edge.admin.listen */
+  listen?: string;
+  /** where admin.token is written (the store's own directory for SQLite); default ~/.verge */
+  data?: string;
+  /** the leader lease's TTL in seconds (etcd); default $VERGE_LEADER_TTL, else 10 */
+  leaderTtl?: string;
+}
+
+/** How often the leader compacts the store log (keeping KEEP_LOG_ENTRIES revisions behind). */
+const COMPACT_EVERY_MS = 10 * 60_000;
+
+export async function control(o: ControlCmdOptions, log: Logger = createLogger()): Promise<number> {
+  const spec = parseStoreSpec(o.store ?? (process.env['VERGE_STORE'] || `sqlite:${resolveDataDir(o.data)}`));
+  const ttlText = o.leaderTtl ?? (process.env['VERGE_LEADER_TTL'] || '10');
+  const ttlSeconds = Number(ttlText);
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 2 || ttlSeconds > 600)
+    throw new UsageError(`--leader-ttl ${ttlText}: give whole seconds from 2 to 600`);
+  // SQLite: the store's directory also holds admin.token; etcd: the local data directory does
+  const localDir = spec.kind === 'sqlite' ? spec.dir : resolveDataDir(o.data);
+
+  let lock: ControlLock | undefined;
+  let store: ConfigStore;
+  if (spec.kind === 'sqlite') {
+    try {
+      mkdirSync(spec.dir, { recursive: true, mode: 0o700 });
+      lock = lockControl(spec.dir, 'verge control');
+    } catch (e) {
+      process.stderr.write(
+        `verge: ${e instanceof ControlLockedError ? e.message : `cannot use the store directory ${spec.dir}: ${(e as Error).message}`}\n`,
+      );
+      return 1;
+    }
+    const s = openDataStoreOrSay(spec.dir);
+    if (!s) {
+      lock.release();
+      return 1;
+    }
+    store = s;
+  } else {
+    try {
+      store = await openEtcdStore(etcdOptions(spec, o));
+    } catch (e) {
+      if (e instanceof StoreOpenError) {
+        process.stderr.write(`verge: ${e.message}\n`);
+        return 1;
+      }
+      throw e;
+    }
+  }
+  const closeStore = async () => {
+    await store.close().catch(() => undefined);
+    lock?.release();
+  };
+
+  let config: ResolvedConfig;
+  try {
+    config = await storedConfig(store, localDir, log);
+  } catch (e) {
+    await closeStore();
+    if (e instanceof ConfigError) {
+      process.stderr.write(
+        `${formatIssues(e.issues, store.location)}\nverge: the settings in the store have errors; not starting (fix them with \`verge config import FILE\`)\n`,
+      );
+      return 1;
+    }
+    process.stderr.write(`verge: cannot read the config in ${store.location}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
+
+  let api: ControlApi;
+  // started once the API listens (its address goes into the election key)
+  let election: LeaderElection | undefined;
+  try {
+    mkdirSync(localDir, { recursive: true, mode: 0o700 });
+    await ensureAdminToken(store, localDir, log);
+    api = await startControlApi({
+      store,
+      listen: o.listen ?? (process.env['VERGE_CONTROL_LISTEN'] || config.edge.admin.listen),
+      names: config.edge.admin.names,
+      cors: config.edge.admin.cors,
+      baseDir: localDir,
+      bodyLimit: config.edge.admin.bodyLimit,
+      log,
+      checkSite: (site) => storedSiteWarnings(store, site, localDir),
+      doctor: (name) => doctorStoredSite(store, name, localDir),
+      instance: { data: localDir },
+      control: async () => ({
+        store: store.location,
+        leading: election?.leading ?? false,
+        self: election?.self ?? null,
+        leader: (await election?.leader()) ?? null,
+      }),
+    });
+  } catch (e) {
+    await closeStore();
+    const listenError = listenErrorMessage(e);
+    if (listenError) {
+      process.stderr.write(`verge: ${listenError}\n`);
+      return 1;
+    }
+    throw e;
+  }
+
+  const id = randomBytes(6).toString('hex');
+  const elected = startElection({
+    store,
+    self: { id, api: api.url },
+    log,
+    ttlSeconds,
+    lead: () => leaderWork(store, config, localDir, log),
+  });
+  election = elected;
+
+  log.info(
+    {
+      pid: process.pid,
+      id,
+      admin: `${api.address.address}:${api.address.port}`,
+      api: api.url,
+      store: store.location,
+      leaderTtlSeconds: spec.kind === 'etcd' ? ttlSeconds : undefined,
+    },
+    'control listening',
+  );
+  process.on('SIGHUP', () => log.info('SIGHUP: the control plane reads the store; nothing to reload'));
+
+  await new Promise<void>((resolveStop) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal: sig }, 'stopping');
+      // the election first: the leader's work stops and its lease is revoked, so another
+      // instance takes over at once instead of after the lease's TTL
+      elected
+        .close()
+        .catch((err: unknown) => log.warn({ err }, 'leaving the election failed'))
+        .then(() => api.close())
+        .then(closeStore)
+        .then(() => {
+          log.info('stopped');
+          resolveStop();
+        });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}
+
+/**
+ * The config the stored documents describe. When only the sites have errors, the API still
+ * starts (with the settings alone: it is the tool to fix the sites) and the errors are logged;
+ * errors in the settings throw ConfigError.
+ */
+async function storedConfig(store: ConfigStore, baseDir: string, log: Logger): Promise<ResolvedConfig> {
+  const snap = await store.snapshot();
+  const docs = new Map<string, JsonValue>(snap.entries.map((e) => [e.key, e.value]));
+  try {
+    return configFromDocs(docs, baseDir);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    const settingsOnly = new Map([...docs].filter(([k]) => !siteKeysOf(docs).includes(k)));
+    const config = configFromDocs(settingsOnly, baseDir);
+    log.warn(
+      { issues: formatIssues(e.issues, store.location) },
+      'the stored sites have errors (the edges keep their last good config); fix them through the API',
+    );
+    return config;
+  }
+}
+
+/** What only the leader runs; returns how to stop it. */
+function leaderWork(
+  store: ConfigStore,
+  config: ResolvedConfig,
+  dir: string,
+  log: Logger,
+): () => Promise<void> {
+  const acme = new AcmeManager({
+    store,
+    directoryUrl: config.acme.directory,
+    ...(config.acme.email ? { email: config.acme.email } : {}),
+    log,
+    ...(config.acme.ca ? { httpsCa: acmeCa(config.acme.ca, dir)! } : {}),
+  });
+  acme.start().catch((e: unknown) => log.error({ err: e }, 'the ACME manager could not start'));
+  const compact = setInterval(() => {
+    void store
+      .revision()
+      .then((rev) => (rev - KEEP_LOG_ENTRIES > 1 ? store.compact(rev - KEEP_LOG_ENTRIES) : undefined))
+      .catch((e: unknown) => log.warn({ err: e }, 'compacting the store log failed'));
+  }, COMPACT_EVERY_MS);
+  compact.unref();
+  return async () => {
+    clearInterval(compact);
+    await acme.stop();
+  };
+}
