@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { type ControlProc, startControlProc } from './helpers/control.js';
 import { freePort } from './helpers/nginx.js';
-import { runCli } from './helpers/proc.js';
+import { runCli, startEdgeProc } from './helpers/proc.js';
 
 const dirs: string[] = [];
 const procs: ControlProc[] = [];
@@ -58,6 +58,25 @@ describe('verge control on a SQLite store', () => {
     // SIGTERM: a clean stop, exit 0
     const exit = await third.kill('SIGTERM');
     assert.equal(exit.code, 0, third.stderr());
+  });
+
+  test('verge serve --data holds the same lock: verge control on its directory is refused, and the other way round', async () => {
+    const dir = tempDir();
+    const serve = await startEdgeProc({ config: { sites: [] }, dataDir: dir });
+    try {
+      const r = await runCli(['control', '--store', dir, '--listen', '127.0.0.1:0'], {
+        env: { VERGE_HOME: dir },
+      });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`verge serve --data \\(pid ${serve.pid} on `));
+    } finally {
+      await serve.kill();
+    }
+    const ctl = await startControlProc(['--store', dir], { tokenDir: dir });
+    procs.push(ctl);
+    const r = await runCli(['serve', '--data', dir], { env: { VERGE_HOME: dir } });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`verge control \\(pid ${ctl.pid} on .*already runs on the store in`));
   });
 });
 

@@ -19,6 +19,7 @@ import { AcmeManager } from '../control/acme.js';
 import { type ControlApi, startControlApi } from '../control/api.js';
 import { type ClusterEndpoint, startClusterEndpoint } from '../control/cluster.js';
 import { openDataStoreOrSay } from '../control/data.js';
+import { type ControlLock, lockControl } from '../control/lock.js';
 import { createToken, verifyToken } from '../control/tokens.js';
 import { apiBaseUrl, ensureFirstAdmin, signinUrl } from '../control/users.js';
 import { writeFileAtomic } from '../core/files.js';
@@ -60,7 +61,12 @@ export async function ensureAdminToken(store: ConfigStore, dir: string, log: Log
  * The link is a secret: stdout only, not the log (docs/security.md "Accounts and sessions"); the
  * log line says that it was printed and how to get another.
  */
-export async function firstAdmin(store: ConfigStore, listen: string, dir: string, log: Logger): Promise<void> {
+export async function firstAdmin(
+  store: ConfigStore,
+  listen: string,
+  dir: string,
+  log: Logger,
+): Promise<void> {
   const made = await ensureFirstAdmin(store, Date.now());
   if (!made) return;
   const url = signinUrl(apiBaseUrl(listen), made.token);
@@ -87,6 +93,17 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
   if (!child) return supervise({ log, workers: 1, mode: 'data' });
   const store = openDataStoreOrSay(dir);
   if (!store) return startFailed();
+  // one control plane per SQLite store (src/control/lock.ts); released at stop (or by the kernel
+  // at exit). Kept referenced until then: a collected lock object would close its file.
+  let lock: ControlLock;
+  try {
+    // named by the supervisor's pid: the process the operator stops (this child is restarted)
+    lock = lockControl(dir, 'verge serve --data', process.ppid);
+  } catch (e) {
+    await store.close();
+    process.stderr.write(`verge: ${(e as Error).message}\n`);
+    return startFailed();
+  }
   // `verge serve --demo`: the demo site and certificate, before the config is read
   if (opts.demo) await seedDemo(store, opts.demo);
   const source = new StoreSource({ store, baseDir: dir, log, nodeId: nodeId(dir) });
@@ -276,6 +293,7 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
       log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
       drained
         .then(() => store.close())
+        .then(() => lock.release())
         .then(() => accessLog.close())
         .then(() => {
           log.info('stopped');

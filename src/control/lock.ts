@@ -44,9 +44,12 @@ interface Owner {
 
 /**
  * Takes DIR/control.lock for this process, or throws ControlLockedError naming the process that
- * holds it. `command` says what holds it ("verge control", "verge serve --data").
+ * holds it. `command` says what holds it ("verge control", "verge serve --data"). Keep the
+ * returned object referenced until release(): once collected, its file is closed and the lock gone.
+ * `ownerPid` is the pid the message names: a supervised child names its supervisor (the process
+ * an operator stops; the child would just be restarted).
  */
-export function lockControl(dir: string, command: string): ControlLock {
+export function lockControl(dir: string, command: string, ownerPid: number = process.pid): ControlLock {
   const file = join(dir, CONTROL_LOCK_FILE);
   const db = new Database(file, { timeout: 0 });
   try {
@@ -74,7 +77,7 @@ export function lockControl(dir: string, command: string): ControlLock {
     throw e;
   }
   const owner: Owner = {
-    pid: process.pid,
+    pid: ownerPid,
     hostname: hostname(),
     startedAt: new Date().toISOString(),
     command,
