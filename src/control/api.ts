@@ -23,7 +23,7 @@ import { pathString } from '../config/load.js';
 import { configSchema, type SiteConfig } from '../config/schema.js';
 import { explainRecord } from '../core/explain.js';
 import type { Logger } from '../core/log.js';
-import type { ConfigStore, JsonValue } from '../store/types.js';
+import { type ConfigStore, type JsonValue, StoreUnavailableError } from '../store/types.js';
 import { Accounts } from './accounts-api.js';
 import { applyStatus, parseWait, waitForApply } from './apply.js';
 import { CONSOLE_ROUTES, hostConsole } from './console-host.js';
@@ -309,6 +309,12 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
             `the request body is over ${bodyLimit} bytes (edge.admin.bodyLimit): send less in one request (split a prefetch list), or raise edge.admin.bodyLimit`,
           ),
         );
+    }
+    // etcd out of reach or without quorum (src/store/etcd.ts): a retry may work, the message
+    // says whether a write may have been applied
+    if ((error as Error) instanceof StoreUnavailableError) {
+      void reply.header('retry-after', '2');
+      return sendError(reply, new ApiError(503, 'API_STORE_UNAVAILABLE', (error as Error).message));
     }
     const status = error.statusCode ?? 500;
     if (status >= 400 && status < 500)
