@@ -161,6 +161,46 @@ describe('etcd store: endpoints, prefixes and errors', () => {
   });
 });
 
+describe('etcd store: limits and permissions', () => {
+  test("a transaction over etcd's --max-txn-ops is refused whole, naming the flag", async () => {
+    const c = await etcd();
+    const s = await openEtcdStore({ endpoints: c.endpoints });
+    try {
+      // etcd's default is 128 operations; Verge adds one (the head)
+      const ops = Array.from({ length: 200 }, (_, i) => ({ type: 'put' as const, key: `sites/s${i}`, value: i }));
+      await assert.rejects(s.txn(ops), (e: Error) => {
+        assert.match(e.message, /more operations than etcd at http:\/\/127\.0\.0\.1:\d+ allows/);
+        assert.match(e.message, /--max-txn-ops/);
+        return true;
+      });
+      assert.equal((await s.snapshot()).entries.length, 0, 'nothing written');
+      assert.equal(await s.revision(), 0);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a user without permission on the prefix is told which grant fixes it', async () => {
+    const c = await etcd();
+    const admin = await openEtcdStore({ endpoints: c.endpoints });
+    await enableAuth(admin, 'verge', 'pw');
+    await admin.close();
+    // the user's role covers /verge/ only
+    const other = openEtcdStore({
+      endpoints: c.endpoints,
+      prefix: '/elsewhere/',
+      auth: { user: 'verge', password: 'pw' },
+      timeoutMs: 2000,
+    });
+    await assert.rejects(other, (e: Error) => {
+      assert.ok(e instanceof StoreOpenError, String(e));
+      assert.match(e.message, /denies the user "verge" access to keys under \/elsewhere\//);
+      assert.match(e.message, /etcdctl role grant-permission ROLE --prefix=true readwrite \/elsewhere\//);
+      return true;
+    });
+  });
+});
+
 describe('etcd store: a 3-member cluster', () => {
   test('a watch and the writes carry on while members are killed and restarted one by one', {
     timeout: 120_000,
