@@ -3,7 +3,7 @@
 // process (kill -9). Wrong --store / etcd flags are usage errors (exit 2) naming what is wrong;
 // an unreachable etcd stops the start (exit 1) naming the endpoints.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -40,6 +40,13 @@ describe('verge control on a SQLite store', () => {
       origin: { servers: [{ host: '127.0.0.1', port: 9 }] },
     });
     assert.ok(put.status === 200 || put.status === 201, JSON.stringify(put.json));
+
+    // `verge nodes` names the leader
+    const nodes = await runCli(['nodes', '--api', first.api], {
+      env: { VERGE_TOKEN: readFileSync(join(dir, 'admin.token'), 'utf8').trim() },
+    });
+    assert.equal(nodes.code, 0, nodes.stderr);
+    assert.match(nodes.stdout, new RegExp(`control leader: ${first.id} on \\S+ \\(${first.api}\\), since \\d+ s ago`));
 
     // the same directory, spelled without sqlite:
     const second = await runCli(['control', '--store', dir, '--listen', '127.0.0.1:0'], {

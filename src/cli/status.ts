@@ -29,7 +29,8 @@ function health(n: NodeView): string {
 
 export async function nodesCmd(values: ConnectionFlags): Promise<number> {
   return runCommand(values.json, async () => {
-    const r = await (await ApiClient.locate(values)).request<{ items: NodeView[] }>('GET', 'nodes');
+    const client = await ApiClient.locate(values);
+    const r = await client.request<{ items: NodeView[] }>('GET', 'nodes');
     if (values.json) {
       printJson(r.body);
       return 0;
@@ -59,6 +60,23 @@ export async function nodesCmd(values: ConnectionFlags): Promise<number> {
         const kept = f.servingLastGood ? 'serving its last good config' : 'not served';
         process.stdout.write(`${n.id}: NOT APPLIED ${what} (revision ${f.revision}, ${kept}): ${f.reason}\n`);
       }
+    }
+    // the control instance that runs ACME and compaction (`verge control`, src/control/leader.ts);
+    // an edge's own admin endpoint (--config mode) has no such route: nothing to say then
+    const leader = await client
+      .request<{
+        leader: { id: string; hostname: string; api?: string; since: string } | null;
+        self: unknown;
+      }>('GET', 'control')
+      .then((c) => c.body)
+      .catch(() => undefined);
+    if (leader?.self) {
+      const l = leader.leader;
+      process.stdout.write(
+        l
+          ? `control leader: ${l.id} on ${l.hostname}${l.api ? ` (${l.api})` : ''}, since ${ago(l.since)}\n`
+          : 'control leader: none right now (an election is under way, or the store is out of reach)\n',
+      );
     }
     return 0;
   });
