@@ -46,7 +46,10 @@ describe('verge control on a SQLite store', () => {
       env: { VERGE_TOKEN: readFileSync(join(dir, 'admin.token'), 'utf8').trim() },
     });
     assert.equal(nodes.code, 0, nodes.stderr);
-    assert.match(nodes.stdout, new RegExp(`control leader: ${first.id} on \\S+ \\(${first.api}\\), since \\d+ s ago`));
+    assert.match(
+      nodes.stdout,
+      new RegExp(`control leader: ${first.id} on \\S+ \\(${first.api}\\), since \\d+ s ago`),
+    );
 
     // the same directory, spelled without sqlite:
     const second = await runCli(['control', '--store', dir, '--listen', '127.0.0.1:0'], {

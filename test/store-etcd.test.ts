@@ -167,7 +167,11 @@ describe('etcd store: limits and permissions', () => {
     const s = await openEtcdStore({ endpoints: c.endpoints });
     try {
       // etcd's default is 128 operations; Verge adds one (the head)
-      const ops = Array.from({ length: 200 }, (_, i) => ({ type: 'put' as const, key: `sites/s${i}`, value: i }));
+      const ops = Array.from({ length: 200 }, (_, i) => ({
+        type: 'put' as const,
+        key: `sites/s${i}`,
+        value: i,
+      }));
       await assert.rejects(s.txn(ops), (e: Error) => {
         assert.match(e.message, /more operations than etcd at http:\/\/127\.0\.0\.1:\d+ allows/);
         assert.match(e.message, /--max-txn-ops/);
