@@ -153,3 +153,15 @@ test('SQLite: the one control instance leads from the start', async () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('etcd: a claim without a granted lease is refused (such a key would never expire)', async () => {
+  const c = await etcd();
+  const store = await openEtcdStore({ endpoints: c.endpoints });
+  try {
+    for (const bad of ['0', '', undefined as unknown as string])
+      await assert.rejects(store.claim('control', { id: 'x' }, bad), /needs a granted lease/);
+    assert.equal(await store.holder('control'), undefined, 'nothing was claimed');
+  } finally {
+    await store.close();
+  }
+});

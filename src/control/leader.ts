@@ -183,8 +183,10 @@ class EtcdElection implements LeaderElection {
         } else {
           // a follower keeps its own lease alive (so a claim can succeed at once) and claims
           await this.#renew();
+          // expired meanwhile: a new lease first (a claim without one would never expire)
+          if (!this.#lease) continue;
           const sent = Date.now();
-          const res = await this.#store.claim(CONTROL_ELECTION, this.#record(), this.#lease!);
+          const res = await this.#store.claim(CONTROL_ELECTION, this.#record(), this.#lease);
           if (res.held && !this.#closed && sent < this.#validUntil - this.#marginMs) this.#becomeLeader();
           else {
             const holder = (res.holder as { id?: string } | undefined)?.id;

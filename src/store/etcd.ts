@@ -726,6 +726,12 @@ export class EtcdStore implements ConfigStore {
     leaseId: string,
   ): Promise<{ held: boolean; holder?: JsonValue }> {
     this.assertOpen();
+    // lease 0 means "no lease": such a key would outlive its holder and block every election
+    if (!/^[1-9][0-9]*$/.test(leaseId))
+      throw new StoreError(
+        `claiming "${name}" needs a granted lease, got ${JSON.stringify(leaseId)}`,
+        this.location,
+      );
     const key = Buffer.from(`${this.prefix}election/${name}`);
     const res = await this.write(undefined, (deadline) =>
       this.client.kv.txn(
