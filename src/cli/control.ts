@@ -27,7 +27,7 @@ import { openEtcdStore } from '../store/etcd.js';
 import { type ConfigStore, type JsonValue, StoreOpenError } from '../store/types.js';
 import { UsageError } from './errors.js';
 import { listenErrorMessage } from './listen-error.js';
-import { acmeCa, ensureAdminToken, KEEP_LOG_ENTRIES } from './serve-store.js';
+import { acmeCa, ensureAdminToken, firstAdmin, KEEP_LOG_ENTRIES } from './serve-store.js';
 import { type EtcdFlags, etcdOptions, parseStoreSpec } from './store-spec.js';
 
 export interface ControlCmdOptions extends EtcdFlags {
@@ -120,6 +120,9 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
       checkSite: (site) => storedSiteWarnings(store, site, localDir),
       doctor: (name) => doctorStoredSite(store, name, localDir),
       instance: { data: localDir },
+      sessions: config.edge.admin.sessions,
+      auditKeep: config.edge.admin.audit.keep,
+      trustedProxies: config.edge.admin.trustedProxies,
       control: async () => ({
         store: store.location,
         leading: election?.leading ?? false,
@@ -138,6 +141,12 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
   }
 
   const id = randomBytes(6).toString('hex');
+  // the first start of the store (no user yet): the `admin` user and its one-time sign-in link
+  const apiHost = api.address.family === 'IPv6' ? `[${api.address.address}]` : api.address.address;
+  await firstAdmin(store, `${apiHost}:${api.address.port}`, localDir, log).catch((err: unknown) =>
+    log.error({ err }, 'could not make the first admin user; restarting verge control retries'),
+  );
+
   const elected = startElection({
     store,
     self: { id, api: api.url },

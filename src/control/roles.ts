@@ -69,6 +69,7 @@ export const ROUTE_ACCESS: Readonly<Record<string, Access>> = {
   'GET /api/v1/jobs/:id': 'viewer',
   'GET /api/v1/nodes': 'viewer',
   'GET /api/v1/config': 'viewer',
+  'GET /api/v1/control': 'viewer',
   'GET /metrics': 'viewer',
 
   'GET /api/v1/tokens': 'admin',
