@@ -205,6 +205,25 @@ describe('etcd store: limits and permissions', () => {
   });
 });
 
+describe('etcd store: after an outage', () => {
+  test('a client of one endpoint reads again within 1.5 s of etcd coming back', async () => {
+    const c = await etcd();
+    const proxy = await cuttableProxy(c.endpoints[0]!);
+    const s = await openEtcdStore({ endpoints: [proxy.endpoint], timeoutMs: 1500 });
+    try {
+      await s.put('sites/x', 1);
+      proxy.cut();
+      // enough failures to make the client stop trying the member for a while
+      for (let i = 0; i < 4; i++) await assert.rejects(s.get('sites/x'), /unreachable or has no quorum/);
+      proxy.restore();
+      assert.deepEqual((await s.get('sites/x'))?.value, 1);
+    } finally {
+      await s.close();
+      await proxy.close();
+    }
+  });
+});
+
 describe('etcd store: a 3-member cluster', () => {
   test('a watch and the writes carry on while members are killed and restarted one by one', {
     timeout: 120_000,
