@@ -34,6 +34,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop } from 'cockatiel';
 import { Etcd3, type IOptions, isRecoverableError } from 'etcd3';
+import { checkKey, checkRevision, type PreparedOp, prepareOps } from './checks.js';
 import {
   type Change,
   type ChangeHandler,
@@ -65,7 +66,6 @@ export interface EtcdStoreOptions {
   timeoutMs?: number;
 }
 
-const MAX_KEY_LENGTH = 1024;
 /** documents per range request of a snapshot (all at one pinned revision) */
 const PAGE = 500;
 
@@ -288,7 +288,7 @@ export class EtcdStore implements ConfigStore {
 
   async txn(ops: readonly TxnOp[]): Promise<number | undefined> {
     this.assertOpen();
-    const prepared = prepare(this.location, ops);
+    const prepared = prepareOps(this.location, ops);
     if (prepared.length === 0) return undefined;
     const cas = prepared.filter((p) => p.op.type !== 'append' && p.op.ifRevision !== undefined);
     const compare = cas.map((p) => ({
@@ -936,78 +936,10 @@ function notSent(e: Error): boolean {
 /** What gRPC says when the TLS handshake with a member failed (wrong CA, no client certificate, plain port). */
 const TLS_FAILURE = /SSL|TLS|certificate|handshake|wrong version number|self.signed|unable to verify|alert/i;
 
-interface Prepared {
-  op: TxnOp;
-  key?: string;
-  text?: string;
-}
+type Prepared = PreparedOp;
 
 function first(prepared: Prepared[]): string | undefined {
   return prepared.length === 1 ? prepared[0]!.key : undefined;
-}
-
-/** Checks every op before anything is sent, as the SQLite backend does (same messages). */
-function prepare(location: string, ops: readonly TxnOp[]): Prepared[] {
-  const keys = new Set<string>();
-  return ops.map((op) => {
-    if (op.type === 'append') {
-      if (!/^[A-Za-z0-9_.-]+$/.test(op.kind))
-        throw new StoreError(
-          `invalid log record kind ${JSON.stringify(op.kind)} for store ${location}: use letters, digits, '.', '_' or '-'`,
-          location,
-        );
-      if (keys.has(`${op.kind}/…`))
-        throw new StoreError(
-          `two "${op.kind}" records in one transaction on store ${location}: append them in separate writes`,
-          location,
-        );
-      keys.add(`${op.kind}/…`);
-      return { op, text: toJson(location, `${op.kind}/…`, op.value) };
-    }
-    checkKey(location, op.key);
-    if (keys.has(op.key))
-      throw new StoreError(
-        `"${op.key}" appears twice in one transaction on store ${location}: write each key once`,
-        location,
-        op.key,
-      );
-    keys.add(op.key);
-    if (op.ifRevision !== undefined) checkRevision(location, op.ifRevision);
-    return op.type === 'put'
-      ? { op, key: op.key, text: toJson(location, op.key, op.value) }
-      : { op, key: op.key };
-  });
-}
-
-function checkKey(location: string, key: string): void {
-  if (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY_LENGTH || key.includes('\0'))
-    throw new StoreError(
-      `invalid key ${JSON.stringify(key)} for store ${location}: a key is a non-empty string of at most ${MAX_KEY_LENGTH} characters without NUL`,
-      location,
-      typeof key === 'string' ? key : undefined,
-    );
-}
-
-function checkRevision(location: string, rev: number): void {
-  if (!Number.isSafeInteger(rev) || rev < 0)
-    throw new StoreError(
-      `invalid revision ${String(rev)} for store ${location}: use an integer >= 0`,
-      location,
-    );
-}
-
-function toJson(location: string, key: string, value: JsonValue): string {
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(value);
-  } catch (e) {
-    throw new StoreError(`value for "${key}" in store ${location} is not JSON: ${String(e)}`, location, key, {
-      cause: e,
-    });
-  }
-  if (text === undefined)
-    throw new StoreError(`value for "${key}" in store ${location} is not JSON (undefined)`, location, key);
-  return text;
 }
 
 /** etcd's range end for "every key starting with `p`": p with its last byte incremented. */

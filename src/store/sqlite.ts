@@ -15,6 +15,7 @@
 import { chmodSync, closeSync, openSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import { checkKey, checkRevision, type PreparedOp, prepareOps } from './checks.js';
 import {
   type Change,
   type ChangeHandler,
@@ -42,8 +43,6 @@ export interface SqliteStoreOptions {
   /** how often watch() checks for commits by other processes; default 200 ms */
   pollMs?: number;
 }
-
-const MAX_KEY_LENGTH = 1024;
 
 interface LogRow {
   revision: number;
@@ -207,39 +206,9 @@ export class SqliteStore implements ConfigStore {
     return rev;
   }
 
-  /** Checks every op of a transaction before anything is written; the JSON text of each value. */
-  private prepare(ops: readonly TxnOp[]): Array<{ op: TxnOp; key?: string; text?: string; current: number }> {
-    const keys = new Set<string>();
-    return ops.map((op) => {
-      if (op.type === 'append') {
-        if (!/^[A-Za-z0-9_.-]+$/.test(op.kind)) {
-          throw new StoreError(
-            `invalid log record kind ${JSON.stringify(op.kind)} for store ${this.location}: use letters, digits, '.', '_' or '-'`,
-            this.location,
-          );
-        }
-        // its key is `${kind}/${revision}`: two of one kind in one revision would share it
-        if (keys.has(`${op.kind}/…`))
-          throw new StoreError(
-            `two "${op.kind}" records in one transaction on store ${this.location}: append them in separate writes`,
-            this.location,
-          );
-        keys.add(`${op.kind}/…`);
-        return { op, text: toJson(this.location, `${op.kind}/…`, op.value), current: 0 };
-      }
-      checkKey(this.location, op.key);
-      if (keys.has(op.key))
-        throw new StoreError(
-          `"${op.key}" appears twice in one transaction on store ${this.location}: write each key once`,
-          this.location,
-          op.key,
-        );
-      keys.add(op.key);
-      if (op.ifRevision !== undefined) checkRevision(this.location, op.ifRevision);
-      return op.type === 'put'
-        ? { op, key: op.key, text: toJson(this.location, op.key, op.value), current: 0 }
-        : { op, key: op.key, current: 0 };
-    });
+  /** Checks every op of a transaction before anything is written (src/store/checks.ts). */
+  private prepare(ops: readonly TxnOp[]): Array<PreparedOp & { current: number }> {
+    return prepareOps(this.location, ops).map((p) => ({ ...p, current: 0 }));
   }
 
   async changes(fromRevision: number): Promise<Change[]> {
@@ -424,44 +393,10 @@ function toChange(r: LogRow): Change {
   return { type: 'put', revision: r.revision, key: r.key, value };
 }
 
-function checkKey(location: string, key: string): void {
-  if (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY_LENGTH || key.includes('\0')) {
-    throw new StoreError(
-      `invalid key ${JSON.stringify(key)} for store ${location}: a key is a non-empty string of at most ${MAX_KEY_LENGTH} characters without NUL`,
-      location,
-      typeof key === 'string' ? key : undefined,
-    );
-  }
-}
-
-function checkRevision(location: string, rev: number): void {
-  if (!Number.isSafeInteger(rev) || rev < 0) {
-    throw new StoreError(
-      `invalid revision ${String(rev)} for store ${location}: use an integer >= 0`,
-      location,
-    );
-  }
-}
-
 function checkCas(location: string, key: string, expected: number | undefined, actual: number): void {
   if (expected === undefined) return;
   checkRevision(location, expected);
   if (expected !== actual) throw new StoreConflictError(location, key, expected, actual);
-}
-
-function toJson(location: string, key: string, value: JsonValue): string {
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(value);
-  } catch (e) {
-    throw new StoreError(`value for "${key}" in store ${location} is not JSON: ${String(e)}`, location, key, {
-      cause: e,
-    });
-  }
-  if (text === undefined) {
-    throw new StoreError(`value for "${key}" in store ${location} is not JSON (undefined)`, location, key);
-  }
-  return text;
 }
 
 /** Opens and checks the file, creates the schema in a new file; see openSqliteStore. */
