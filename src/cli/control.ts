@@ -15,11 +15,10 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
-import { AcmeManager } from '../control/acme.js';
 import { type ControlApi, startControlApi } from '../control/api.js';
 import { configFromDocs, siteKeysOf } from '../control/config-docs.js';
 import { openDataStoreOrSay, resolveDataDir } from '../control/data.js';
-import { type LeaderElection, startElection } from '../control/leader.js';
+import { type LeaderElection, leaderWork, startElection } from '../control/leader.js';
 import { type ControlLock, ControlLockedError, lockControl } from '../control/lock.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { doctorStoredSite, storedSiteWarnings } from '../doctor/site.js';
@@ -27,7 +26,7 @@ import { openEtcdStore } from '../store/etcd.js';
 import { type ConfigStore, type JsonValue, StoreOpenError } from '../store/types.js';
 import { UsageError } from './errors.js';
 import { listenErrorMessage } from './listen-error.js';
-import { acmeCa, ensureAdminToken, firstAdmin, KEEP_LOG_ENTRIES } from './serve-store.js';
+import { acmeCa, ensureAdminToken, firstAdmin } from './serve-store.js';
 import { type EtcdFlags, etcdOptions, parseStoreSpec } from './store-spec.js';
 
 export interface ControlCmdOptions extends EtcdFlags {
@@ -40,9 +39,6 @@ export interface ControlCmdOptions extends EtcdFlags {
   /** the leader lease's TTL in seconds (etcd); default $VERGE_LEADER_TTL, else 10 */
   leaderTtl?: string;
 }
-
-/** How often the leader compacts the store log (keeping KEEP_LOG_ENTRIES revisions behind). */
-const COMPACT_EVERY_MS = 10 * 60_000;
 
 export async function control(o: ControlCmdOptions, log: Logger = createLogger()): Promise<number> {
   const spec = parseStoreSpec(o.store ?? (process.env['VERGE_STORE'] || `sqlite:${resolveDataDir(o.data)}`));
@@ -152,7 +148,16 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
     self: { id, api: api.url },
     log,
     ttlSeconds,
-    lead: () => leaderWork(store, config, localDir, log),
+    lead: () =>
+      leaderWork({
+        store,
+        log,
+        acme: {
+          directoryUrl: config.acme.directory,
+          ...(config.acme.email ? { email: config.acme.email } : {}),
+          ...(config.acme.ca ? { httpsCa: acmeCa(config.acme.ca, localDir)! } : {}),
+        },
+      }),
   });
   election = elected;
 
@@ -213,32 +218,4 @@ async function storedConfig(store: ConfigStore, baseDir: string, log: Logger): P
     );
     return config;
   }
-}
-
-/** What only the leader runs; returns how to stop it. */
-function leaderWork(
-  store: ConfigStore,
-  config: ResolvedConfig,
-  dir: string,
-  log: Logger,
-): () => Promise<void> {
-  const acme = new AcmeManager({
-    store,
-    directoryUrl: config.acme.directory,
-    ...(config.acme.email ? { email: config.acme.email } : {}),
-    log,
-    ...(config.acme.ca ? { httpsCa: acmeCa(config.acme.ca, dir)! } : {}),
-  });
-  acme.start().catch((e: unknown) => log.error({ err: e }, 'the ACME manager could not start'));
-  const compact = setInterval(() => {
-    void store
-      .revision()
-      .then((rev) => (rev - KEEP_LOG_ENTRIES > 1 ? store.compact(rev - KEEP_LOG_ENTRIES) : undefined))
-      .catch((e: unknown) => log.warn({ err: e }, 'compacting the store log failed'));
-  }, COMPACT_EVERY_MS);
-  compact.unref();
-  return async () => {
-    clearInterval(compact);
-    await acme.stop();
-  };
 }

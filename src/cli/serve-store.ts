@@ -15,10 +15,10 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CacheStoreError } from '../cache/storage.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
-import { AcmeManager } from '../control/acme.js';
 import { type ControlApi, startControlApi } from '../control/api.js';
 import { type ClusterEndpoint, startClusterEndpoint } from '../control/cluster.js';
 import { openDataStoreOrSay } from '../control/data.js';
+import { leaderWork, startElection } from '../control/leader.js';
 import { type ControlLock, lockControl } from '../control/lock.js';
 import { createToken, verifyToken } from '../control/tokens.js';
 import { apiBaseUrl, ensureFirstAdmin, signinUrl } from '../control/users.js';
@@ -35,8 +35,6 @@ import { childContext, startFailed, supervise } from './supervisor.js';
 
 /** The generated admin token, for the CLI on this machine (mode 0600). */
 export const STORE_ADMIN_TOKEN_FILE = 'admin.token';
-/** Log entries kept behind the newest revision; older ones are compacted away every 10 minutes. */
-export const KEEP_LOG_ENTRIES = 10_000;
 
 /**
  * The CLI reads the admin token from DIR/admin.token. Make sure it holds a token the store
@@ -98,7 +96,7 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
   let lock: ControlLock;
   try {
     // named by the supervisor's pid: the process the operator stops (this child is restarted)
-    lock = lockControl(dir, 'verge serve --data', process.ppid);
+    lock = lockControl(dir, 'verge serve --data', child.primaryPid);
   } catch (e) {
     await store.close();
     process.stderr.write(`verge: ${(e as Error).message}\n`);
@@ -235,25 +233,25 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
   );
 
   const [httpListener] = edge.addresses().http;
-  const acme = new AcmeManager({
+  // the one control process of this store leads from the start (src/control/leader.ts)
+  const election = startElection({
     store,
-    directoryUrl: config.acme.directory,
-    ...(config.acme.email ? { email: config.acme.email } : {}),
+    self: { id: `serve-${process.pid}`, api: api.url },
     log,
-    ...(config.acme.ca ? { httpsCa: acmeCa(config.acme.ca, dir)! } : {}),
-    // ask our own HTTP listener for each challenge before the CA does: it proves the edge has
-    // applied it (and catches a listener the CA could never reach through this machine)
-    ...(httpListener ? { selfCheck: { host: httpListener.address, port: httpListener.port } } : {}),
+    lead: () =>
+      leaderWork({
+        store,
+        log,
+        acme: {
+          directoryUrl: config.acme.directory,
+          ...(config.acme.email ? { email: config.acme.email } : {}),
+          ...(config.acme.ca ? { httpsCa: acmeCa(config.acme.ca, dir)! } : {}),
+          // ask our own HTTP listener for each challenge before the CA does: it proves the edge
+          // has applied it (and catches a listener the CA could never reach through this machine)
+          ...(httpListener ? { selfCheck: { host: httpListener.address, port: httpListener.port } } : {}),
+        },
+      }),
   });
-  acme.start().catch((e: unknown) => log.error({ err: e }, 'the ACME manager could not start'));
-
-  const compact = setInterval(() => {
-    void store
-      .revision()
-      .then((rev) => (rev - KEEP_LOG_ENTRIES > 1 ? store.compact(rev - KEEP_LOG_ENTRIES) : undefined))
-      .catch((e: unknown) => log.warn({ err: e }, 'compacting the store log failed'));
-  }, 10 * 60_000);
-  compact.unref();
 
   const addrs = edge.listenAddresses();
   log.info(
@@ -281,12 +279,11 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
     const stop = (sig: string) => {
       if (stopping) return;
       stopping = true;
-      clearInterval(compact);
       const timeout = edge.runtime.config.edge.limits.drainTimeout;
       const drained = Promise.all([
         edge.drain(timeout),
         api.close(),
-        acme.stop(),
+        election.close(),
         source.close(),
         cluster?.close(),
       ]);

@@ -22,6 +22,7 @@ import { hostname } from 'node:os';
 import type { Logger } from '../core/log.js';
 import { EtcdStore } from '../store/etcd.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
+import { AcmeManager, type AcmeManagerOptions } from './acme.js';
 
 /** Who a control instance is: stored in the election key, shown by the API and `verge nodes`. */
 export interface ControlInstance {
@@ -277,4 +278,33 @@ class EtcdElection implements LeaderElection {
       this.#opts.log.error({ err: e }, 'stopping the leader work failed');
     }
   }
+}
+
+/** Log entries kept behind the newest revision; older ones are compacted away every 10 minutes. */
+export const KEEP_LOG_ENTRIES = 10_000;
+const COMPACT_EVERY_MS = 10 * 60_000;
+
+/**
+ * What only the leader runs (the `lead` of startElection): the ACME manager and the compaction of
+ * the store log. Returns how to stop both.
+ */
+export function leaderWork(o: {
+  store: ConfigStore;
+  log: Logger;
+  acme: Omit<AcmeManagerOptions, 'store' | 'log'>;
+}): () => Promise<void> {
+  const { store, log } = o;
+  const acme = new AcmeManager({ ...o.acme, store, log });
+  acme.start().catch((e: unknown) => log.error({ err: e }, 'the ACME manager could not start'));
+  const compact = setInterval(() => {
+    void store
+      .revision()
+      .then((rev) => (rev - KEEP_LOG_ENTRIES > 1 ? store.compact(rev - KEEP_LOG_ENTRIES) : undefined))
+      .catch((e: unknown) => log.warn({ err: e }, 'compacting the store log failed'));
+  }, COMPACT_EVERY_MS);
+  compact.unref();
+  return async () => {
+    clearInterval(compact);
+    await acme.stop();
+  };
 }
