@@ -616,6 +616,34 @@ export const edgeSchema = z
       })
       .prefault({})
       .describe('Local admin endpoint: `verge purge` and `verge prefetch` talk to it.'),
+    stats: z
+      .strictObject({
+        enabled: z
+          .boolean()
+          .default(true)
+          .describe(
+            'Count per-site traffic (requests by status and cache state, bytes, origin errors and times, top URLs and referrers) for the control plane (docs/stats.md). Only with --data or a cluster: a file-mode edge has no control plane to keep them.',
+          ),
+        reportInterval: duration(
+          '5s',
+          'How often the edge hands its cumulative counters to the control plane (100ms to 1m). Read at start.',
+        ).refine((ms) => ms >= 100 && ms <= 60_000, 'must be between 100ms and 1m'),
+        flushInterval: duration(
+          '60s',
+          'How often the control plane writes what it received into the store (1-minute buckets, one write per active site; 1s to 1m). Shorter means more store writes. Read at start.',
+        ).refine((ms) => ms >= 1000 && ms <= 60_000, 'must be between 1s and 1m'),
+        topK: z
+          .number()
+          .int()
+          .min(1)
+          .max(10000)
+          .default(100)
+          .describe(
+            'Entries per site in the top-URL and top-referrer sketches (Space-Saving): memory per site is bounded by this, whatever the traffic; URLs hit more often than requests/topK are always found.',
+          ),
+      })
+      .prefault({})
+      .describe('Traffic statistics (docs/stats.md).'),
   })
   .prefault({})
   .describe('Edge listeners and limits.');

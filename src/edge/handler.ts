@@ -695,6 +695,9 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
   const status = visitorLeft ? 499 : sentStatus || (ctx.aborted ? 499 : res.statusCode);
   ctx.phase = 'log';
   deps.metrics?.record(ctx.site?.name ?? null, ctx.cacheState, status, ctx.bytes, ctx.errorCode);
+  // traffic statistics (src/edge/stats.ts): the site's counters by reference, no lookup by name
+  const stats = ctx.site ? ctx.site.stats : deps.runtime().unroutedStats;
+  if (stats !== undefined) stats.record(ctx, status, ctx.bytes);
   // Nobody reads the log (log.access: off, no listener): skip building the record.
   if (!deps.accessLog.active) return;
   const total = performance.now() - ctx.start;

@@ -11,6 +11,7 @@ import { ConfigError, type ResolvedConfig, type ResolvedSite } from '../config/l
 import type { HealthTable } from '../origin/balancer.js';
 import type { PoolRegistry } from '../origin/pools.js';
 import { CompiledOrigin } from '../origin/pull.js';
+import type { EdgeStats, SiteStats } from './stats.js';
 
 /**
  * TLS 1.2 suites: ECDHE only (forward secrecy) with AEAD ciphers only, as Mozilla's
@@ -42,6 +43,8 @@ export interface CompiledSite {
   /** caching rules; undefined when the site's cache is off */
   readonly cacheRules: CacheRules | undefined;
   readonly keySite: KeySite;
+  /** the site's traffic counters (src/edge/stats.ts); undefined when statistics are off */
+  readonly stats: SiteStats | undefined;
 }
 
 /**
@@ -81,10 +84,13 @@ export class Runtime {
    */
   httpsPort: number | undefined;
   readonly poolKeys: Set<string>;
+  /** counters of requests that matched no site; undefined when statistics are off */
+  readonly unroutedStats: SiteStats | undefined;
 
-  constructor(config: ResolvedConfig, pools: PoolRegistry, health: HealthTable) {
+  constructor(config: ResolvedConfig, pools: PoolRegistry, health: HealthTable, stats?: EdgeStats) {
     this.config = config;
     this.poolKeys = new Set();
+    this.unroutedStats = stats?.unrouted;
     this.sites = config.sites.map((s, i) => {
       const origin = new CompiledOrigin(s.name, s.origin, s.originCaPem, pools, health);
       for (const k of origin.poolKeys()) this.poolKeys.add(k);
@@ -102,6 +108,7 @@ export class Runtime {
         alpn: s.https.http2 ? ['h2', 'http/1.1'] : ['http/1.1'],
         cacheRules: siteCacheRules(s.cache),
         keySite: { name: s.name, origin: { protocol: s.origin.protocol, keepHeaders: s.origin.keepHeaders } },
+        stats: stats?.site(s.name),
       };
       for (const n of [s.name, ...s.aliases]) {
         if (n.startsWith('*.')) this.#wildcard.set(n.slice(2), site);

@@ -23,6 +23,7 @@ import { ConnectionRate, guardResets } from './limits.js';
 import { CERT_WARNING_MS, EdgeMetrics } from './metrics.js';
 import { peerAddress } from './peer.js';
 import { Runtime } from './runtime.js';
+import type { EdgeStats } from './stats.js';
 import { WebSocketProxy } from './websocket.js';
 
 export interface EdgeOptions {
@@ -41,6 +42,8 @@ export interface EdgeOptions {
    * on queueing new connections after a drain closed ours, so they are reset instead of refused.
    */
   exclusiveListen?: boolean;
+  /** traffic statistics to count into (src/edge/stats.ts), when a control plane reads them */
+  stats?: EdgeStats;
 }
 
 export interface ListenAddress {
@@ -71,6 +74,7 @@ export class Edge {
   readonly #challenge: ((token: string) => string | undefined) | undefined;
   readonly #beforeListen: EdgeOptions['beforeListen'];
   readonly #exclusive: boolean;
+  readonly #stats: EdgeStats | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
   readonly #accessLog: AccessLog;
   readonly #httpServers: http.Server[] = [];
@@ -95,7 +99,8 @@ export class Edge {
     this.#challenge = opts.challenge;
     this.#beforeListen = opts.beforeListen;
     this.#exclusive = opts.exclusiveListen === true;
-    this.#runtime = new Runtime(config, this.#pools, this.#health);
+    this.#stats = opts.stats;
+    this.#runtime = new Runtime(config, this.#pools, this.#health, this.#statsFor(config));
     this.#ws = new WebSocketProxy({
       runtime: () => this.#runtime,
       accessLog: this.#accessLog,
@@ -126,13 +131,20 @@ export class Edge {
   /** Build a runtime from `config` aside and swap it in; throws (keeping the old one) on failure. */
   reload(config: ResolvedConfig): void {
     checkBodyTempDir(config);
-    const next = new Runtime(config, this.#pools, this.#health);
+    const next = new Runtime(config, this.#pools, this.#health, this.#statsFor(config));
     this.#useBoundHttpsPort(next);
     this.#runtime = next;
     this.#pools.retainOnly(next.poolKeys);
     this.#applyLimits();
     this.#accessLog.retarget(config.accessLogFile ?? config.log.access);
     this.#warnExpiring();
+  }
+
+  /** The statistics to count into under `config` (edge.stats.enabled), K applied. */
+  #statsFor(config: ResolvedConfig): EdgeStats | undefined {
+    if (!this.#stats || !config.edge.stats.enabled) return undefined;
+    this.#stats.configure({ topK: config.edge.stats.topK });
+    return this.#stats;
   }
 
   /** A warning per site whose certificate expires within 21 days (at start, reload, twice a day). */
@@ -297,7 +309,7 @@ export class Edge {
         'CLIENT_CONNECTION_RATE',
         `more than ${limits.connectionsPerIpPerSecond} new connections within a second`,
       );
-    } else
+    } else {
       this.#metrics.record(
         null,
         undefined,
@@ -305,6 +317,12 @@ export class Edge {
         0,
         'CLIENT_CONNECTION_RATE',
       );
+      this.#runtime.unroutedStats?.recordBare(
+        ERRORS.CLIENT_CONNECTION_RATE.status,
+        0,
+        'CLIENT_CONNECTION_RATE',
+      );
+    }
     return false;
   }
 
@@ -312,6 +330,7 @@ export class Edge {
   #refused(client: string | undefined, code: ErrorCode, reason: string): void {
     const spec = ERRORS[code];
     this.#metrics.record(null, undefined, spec.status, 0, code);
+    this.#runtime.unroutedStats?.recordBare(spec.status, 0, code);
     this.#log.warn({ client, code }, `connection closed: ${reason}`);
     this.#accessLog.write({
       time: new Date().toISOString(),
@@ -406,6 +425,7 @@ export class Edge {
       `HTTP/1.1 ${spec.status} ${http.STATUS_CODES[spec.status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nx-request-id: ${id}\r\nconnection: close\r\n\r\n${body}`,
     );
     this.#metrics.record(null, undefined, spec.status, body.length, code);
+    this.#runtime.unroutedStats?.recordBare(spec.status, body.length, code);
     this.#accessLog.write({
       time: new Date().toISOString(),
       id,

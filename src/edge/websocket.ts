@@ -383,6 +383,8 @@ export class WebSocketProxy {
     // an upgraded HTTP/1.1 response never emits 'close': the session's end is the request's
     requestsInFlight.delete(ctx);
     this.#deps.metrics?.record(ctx.site?.name ?? null, undefined, ctx.status, s.bytesOut, undefined);
+    // a WebSocket session counts as one request of its site (101, or the refusal's status)
+    ctx.site?.stats?.record(ctx, ctx.status, s.bytesOut);
     if (!this.#deps.accessLog.active) return;
     const last = ctx.attempts.at(-1);
     const conn = last?.conn;
