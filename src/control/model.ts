@@ -65,6 +65,8 @@ export const KEYS = {
   joinTokensPrefix: 'jointokens/',
   /** a one-time join token for `verge edge --join`: JoinTokenRecord (only the hash of its secret) */
   joinToken: (id: string) => `jointokens/${id}`,
+  /** traffic statistics: buckets, top lists and report cursors (layout in src/control/stats.ts) */
+  statsPrefix: 'stats/',
 } as const;
 
 /** Config sections stored as one document each, by their key in the YAML file. */

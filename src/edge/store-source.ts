@@ -217,8 +217,10 @@ export class StoreSource {
       if (affectsConfig(change.key)) this.#scheduleRebuild();
     }
     this.#applied = change.revision;
-    // our own heartbeat is a change too: reporting it would report forever
-    if (!change.key.startsWith(KEYS.nodesPrefix)) this.#scheduleReport();
+    // our own heartbeat is a change too: reporting it would report forever; statistics are
+    // written every minute and concern no edge: no heartbeat write for them either
+    if (!change.key.startsWith(KEYS.nodesPrefix) && !change.key.startsWith(KEYS.statsPrefix))
+      this.#scheduleReport();
   }
 
   #scheduleRebuild(): void {
