@@ -30,6 +30,7 @@ import { Edge } from '../edge/server.js';
 import { nodeId, StoreSource } from '../edge/store-source.js';
 import type { ConfigStore } from '../store/types.js';
 import { listenErrorMessage } from './listen-error.js';
+import { localStats } from './serve-stats.js';
 import { type DemoSeed, seedDemo, storeBanner } from './store-banner.js';
 import { childContext, startFailed, supervise } from './supervisor.js';
 
@@ -132,12 +133,14 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
   // the last requests' records, for `verge trace` and GET /api/v1/requests/:id
   const requests = new RequestLog();
   requests.attach(accessLog);
+  const stats = localStats(store, config, log);
   // one edge process: it owns its listeners (see EdgeOptions.exclusiveListen)
   const edge = new Edge(config, {
     logger: log,
     accessLog,
     challenge: source.challenge,
     exclusiveListen: true,
+    stats: stats.edge,
   });
   edge.metrics.useProcess(() => ({
     restarts: child.restarts(),
@@ -159,6 +162,7 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
         log,
       });
     const head = cluster ? () => cluster!.head() : undefined;
+    stats.start(nodeId(dir));
     api = await startControlApi({
       ...(head ? { clusterHead: head } : {}),
       store,
@@ -185,6 +189,7 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
           limit,
           (r) => r['site'] === site && (id === undefined || String(r['id']).startsWith(id)),
         ),
+      stats: stats.service,
       // named to local CLIs on a 401, so `verge explain ID` finds DIR/admin.token
       instance: { data: dir },
       sessions: config.edge.admin.sessions,
@@ -192,6 +197,7 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
       trustedProxies: config.edge.admin.trustedProxies,
     }).catch(async (e: unknown) => {
       await cluster?.close();
+      await stats.close();
       await source.close();
       await edge.close();
       throw e;
@@ -289,6 +295,7 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
       ]);
       log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
       drained
+        .then(() => stats.close())
         .then(() => store.close())
         .then(() => lock.release())
         .then(() => accessLog.close())

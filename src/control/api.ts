@@ -67,6 +67,7 @@ import {
   uploadCert,
   type ValidSite,
 } from './sites.js';
+import { parseStatsQuery, type StatsService, TOTAL } from './stats.js';
 import { createToken, listTokens, revokeTokenAt, tokenRole } from './tokens.js';
 
 export type { Finding } from './sites.js';
@@ -117,6 +118,8 @@ export interface ControlApiOptions {
    * for GET /api/v1/control. Absent (`verge serve --data`): this process is the only one.
    */
   control?: () => Promise<Record<string, unknown>>;
+  /** the statistics store (src/control/stats.ts); without it the stats routes answer 404 */
+  stats?: StatsService;
   /** extra trusted roots for certificate chain checks (tests) */
   trustedCas?: string[];
   now?: () => number;
@@ -576,6 +579,78 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
   on('GET', '/api/v1/nodes', async () => ({ items: await nodeViews(store, now(), opts.clusterHead?.()) }));
   // remote edges and their join tokens (src/control/nodes-api.ts)
   nodeRoutes(on, { store, log, now, noteRevision: (req, rev) => accounts.noteRevision(req, rev) });
+
+  const statsService = (): StatsService => {
+    if (!opts.stats) throw new ServiceError('not_found', 'this control process keeps no statistics');
+    return opts.stats;
+  };
+  const query = (req: FastifyRequest) => (req.query ?? {}) as Record<string, unknown>;
+  /** a configured site, or one with statistics left from before it was removed */
+  const statsSite = async (stats: StatsService, raw: string): Promise<string> => {
+    const name = raw.toLowerCase();
+    if ((await getSite(store, name)) || (await stats.siteNames()).includes(name)) return name;
+    throw notFoundSite(raw);
+  };
+  on('GET', '/api/v1/stats', async (req) => {
+    const stats = statsService();
+    const t = now();
+    const q = parseStatsQuery(query(req), t, 24 * 3600_000);
+    const view = await stats.series(TOTAL, q);
+    // "now": the last five minutes (and the current one so far), as rates
+    const nowFrom = Math.floor(t / 60_000) * 60_000 - 5 * 60_000;
+    const recent = await stats.series(TOTAL, { from: nowFrom, to: t, step: '1m' });
+    const secs = Math.max(1, (t - nowFrom) / 1000);
+    const r = recent.totals;
+    const names = [
+      ...new Set([...(await listSites(store)).sites.map((s) => s.name), ...(await stats.siteNames())]),
+    ].sort();
+    return {
+      from: view.from,
+      to: view.to,
+      step: view.step,
+      series: view.series,
+      totals: view.totals,
+      now: {
+        from: recent.from,
+        to: recent.to,
+        requests: r.requests,
+        bytes: r.bytes,
+        requestsPerSecond: r.requests / secs,
+        bitsPerSecond: (8 * r.bytes) / secs,
+        hitRatio: r.hitRatio,
+        errors: r.errors,
+      },
+      sites: await stats.summaries(names, q),
+    };
+  });
+  on('GET', '/api/v1/sites/:name/stats', async (req) => {
+    const stats = statsService();
+    const site = await statsSite(stats, param(req, 'name'));
+    return stats.series(site, parseStatsQuery(query(req), now(), 3600_000));
+  });
+  on('GET', '/api/v1/sites/:name/top', async (req) => {
+    const stats = statsService();
+    const site = await statsSite(stats, param(req, 'name'));
+    const raw = query(req);
+    const errors: Array<{ path: string; message: string }> = [];
+    const kind = raw['kind'] === undefined ? 'urls' : String(raw['kind']);
+    if (kind !== 'urls' && kind !== 'referrers')
+      errors.push({ path: 'kind', message: 'must be urls or referrers' });
+    const limit = raw['limit'] === undefined ? 20 : Number(raw['limit']);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+      errors.push({ path: 'limit', message: 'must be an integer from 1 to 1000' });
+    if (errors.length > 0) throw badInput(errors, 'the query');
+    const q = parseStatsQuery({ ...raw, step: '1h' }, now(), 24 * 3600_000);
+    const items = await stats.top(site, kind as 'urls' | 'referrers', q.from, q.to, limit);
+    return {
+      site,
+      kind,
+      from: new Date(q.from).toISOString(),
+      to: new Date(q.to).toISOString(),
+      approximate: true,
+      items: items.map(([key, count]) => ({ key, count })),
+    };
+  });
   on('GET', '/api/v1/config', async () => effectiveConfig(store));
   on('GET', '/api/v1/control', async () =>
     opts.control ? opts.control() : { store: store.location, leader: null, self: null, leading: true },

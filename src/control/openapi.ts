@@ -30,6 +30,8 @@ export interface RouteDoc {
   ifMatch?: boolean;
   /** a write that takes ?wait=DURATION and answers with `apply` (ApplyStatus) */
   wait?: boolean;
+  /** query parameters */
+  query?: Array<{ name: string; description: string; schema: JsonSchema }>;
   /** status -> description and (optional) body schema */
   responses: Record<string, { description: string; schema?: JsonSchema; etag?: boolean }>;
 }
@@ -41,6 +43,19 @@ const E400 = err('Invalid input (API_BAD_INPUT); `errors` lists every field with
 const E404 = err('No such resource (API_NOT_FOUND).');
 const E409 = err('Conflict with stored data (API_CONFLICT); msg names what clashes.');
 const E412 = err('If-Match does not match the current revision (API_PRECONDITION_FAILED).');
+const STATS_QUERY = [
+  {
+    name: 'from',
+    description: 'start: ISO 8601 or milliseconds since the epoch',
+    schema: { type: 'string' },
+  },
+  { name: 'to', description: 'end (exclusive; default now)', schema: { type: 'string' } },
+  {
+    name: 'step',
+    description: '1m (within the last 48 h), 1h, or auto (default: 1m up to a 6-hour range, else 1h)',
+    schema: { enum: ['1m', '1h', 'auto'] },
+  },
+];
 
 const E401 = err('No valid credentials (API_UNAUTHORIZED, API_SESSION_ENDED).');
 const SESSION_VIEW = ref('Session');
@@ -708,6 +723,74 @@ export const ROUTES: RouteDoc[] = [
   },
   {
     method: 'GET',
+    path: '/api/v1/stats',
+    summary:
+      "Traffic of every site together (docs/stats.md): a series over ?from=&to= (ISO 8601 or ms; default the last 24 h) at ?step=1m|1h|auto, the last five minutes as rates, and each site's totals.",
+    auth: true,
+    query: STATS_QUERY,
+    responses: {
+      '200': { description: 'The overview.', schema: ref('StatsOverview') },
+      '400': E400,
+      '404': err('This control process keeps no statistics (API_NOT_FOUND).'),
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/sites/:name/stats',
+    summary:
+      "One site's traffic (docs/stats.md): requests by status class and cache state, bytes, hit ratio, errors by code, origin time percentiles, per 1-minute (kept 48 h) or 1-hour (kept 90 days) bucket. Default: the last hour.",
+    auth: true,
+    query: STATS_QUERY,
+    responses: {
+      '200': { description: 'The series and its totals.', schema: ref('StatsView') },
+      '400': E400,
+      '404': E404,
+    },
+  },
+  {
+    method: 'GET',
+    path: '/api/v1/sites/:name/top',
+    summary:
+      "A site's most requested URLs or most frequent referrers over ?from=&to= (default the last 24 h), approximate (Space-Saving sketches on each edge; hour granularity, days beyond 48 h).",
+    auth: true,
+    query: [
+      { name: 'kind', description: 'urls (default) or referrers', schema: { enum: ['urls', 'referrers'] } },
+      ...STATS_QUERY.filter((q) => q.name !== 'step'),
+      {
+        name: 'limit',
+        description: 'how many (1-1000, default 20)',
+        schema: { type: 'integer', minimum: 1, maximum: 1000 },
+      },
+    ],
+    responses: {
+      '200': {
+        description: 'The largest counts, largest first.',
+        schema: {
+          type: 'object',
+          properties: {
+            site: { type: 'string' },
+            kind: { enum: ['urls', 'referrers'] },
+            from: { type: 'string', format: 'date-time' },
+            to: { type: 'string', format: 'date-time' },
+            approximate: { const: true },
+            items: {
+              type: 'array',
+              items: {
+                type: 'object',
+                properties: { key: { type: 'string' }, count: { type: 'integer' } },
+                required: ['key', 'count'],
+              },
+            },
+          },
+          required: ['site', 'kind', 'from', 'to', 'items'],
+        },
+      },
+      '400': E400,
+      '404': E404,
+    },
+  },
+  {
+    method: 'GET',
     path: '/metrics',
     summary: 'Prometheus metrics (404 when this process has none).',
     auth: true,
@@ -780,6 +863,7 @@ export function openApiDocument(): JsonSchema {
       required: true,
       schema: { type: 'string' },
     }));
+    for (const q of r.query ?? []) params.push({ in: 'query', required: false, ...q });
     if (r.ifMatch)
       params.push({
         name: 'If-Match',
@@ -1157,6 +1241,120 @@ export function openApiDocument(): JsonSchema {
               },
             },
           },
+        },
+        StatsPoint: {
+          type: 'object',
+          description: 'Counts of one bucket (or of a whole range, in totals).',
+          properties: {
+            t: { type: 'string', format: 'date-time', description: 'start of the bucket' },
+            requests: { type: 'integer' },
+            status: {
+              type: 'object',
+              description: '1xx..5xx, and 499: the visitor left before a status was chosen',
+              properties: Object.fromEntries(
+                ['1xx', '2xx', '3xx', '4xx', '5xx', '499'].map((k) => [k, { type: 'integer' }]),
+              ),
+            },
+            cache: {
+              type: 'object',
+              description: 'by X-Cache value; none: caching off for the site or no lookup (errors before it)',
+              properties: Object.fromEntries(
+                ['HIT', 'MISS', 'STALE', 'REVALIDATED', 'BYPASS', 'EXPIRED', 'none'].map((k) => [
+                  k,
+                  { type: 'integer' },
+                ]),
+              ),
+            },
+            bytes: { type: 'integer', description: 'body bytes sent to visitors' },
+            hitRatio: {
+              type: ['number', 'null'],
+              description: 'HIT+STALE+REVALIDATED / (those + MISS + EXPIRED); null without such requests',
+            },
+            errors: {
+              type: 'object',
+              additionalProperties: { type: 'integer' },
+              description: 'by error code (docs/errors.md)',
+            },
+            originErrors: { type: 'integer', description: 'requests that ended with an ORIGIN_* error' },
+            origin: {
+              type: 'object',
+              description: 'origin response time (to the response head), ms, from the histogram',
+              properties: {
+                count: { type: 'integer' },
+                p50: { type: ['number', 'null'] },
+                p95: { type: ['number', 'null'] },
+                p99: { type: ['number', 'null'] },
+              },
+            },
+          },
+          required: ['requests', 'status', 'cache', 'bytes', 'hitRatio', 'errors', 'originErrors', 'origin'],
+        },
+        StatsTotals: {
+          allOf: [
+            ref('StatsPoint'),
+            {
+              type: 'object',
+              properties: {
+                byteHitRatio: { type: ['number', 'null'] },
+                originHistogram: {
+                  type: 'object',
+                  properties: {
+                    bounds: { type: 'array', items: { type: 'number' }, description: 'upper bounds, ms' },
+                    counts: {
+                      type: 'array',
+                      items: { type: 'integer' },
+                      description: 'one more than bounds: the last counts slower',
+                    },
+                  },
+                },
+              },
+            },
+          ],
+        },
+        StatsView: {
+          type: 'object',
+          properties: {
+            site: { type: 'string' },
+            from: { type: 'string', format: 'date-time' },
+            to: { type: 'string', format: 'date-time' },
+            step: { enum: ['1m', '1h'] },
+            series: { type: 'array', items: ref('StatsPoint') },
+            totals: ref('StatsTotals'),
+          },
+          required: ['site', 'from', 'to', 'step', 'series', 'totals'],
+        },
+        StatsOverview: {
+          type: 'object',
+          properties: {
+            from: { type: 'string', format: 'date-time' },
+            to: { type: 'string', format: 'date-time' },
+            step: { enum: ['1m', '1h'] },
+            series: { type: 'array', items: ref('StatsPoint') },
+            totals: ref('StatsTotals'),
+            now: {
+              type: 'object',
+              description: 'the last five minutes and the current one so far',
+              properties: {
+                from: { type: 'string', format: 'date-time' },
+                to: { type: 'string', format: 'date-time' },
+                requests: { type: 'integer' },
+                bytes: { type: 'integer' },
+                requestsPerSecond: { type: 'number' },
+                bitsPerSecond: { type: 'number' },
+                hitRatio: { type: ['number', 'null'] },
+                errors: { type: 'object', additionalProperties: { type: 'integer' } },
+              },
+            },
+            sites: {
+              type: 'array',
+              items: {
+                type: 'object',
+                properties: { site: { type: 'string' }, totals: ref('StatsTotals') },
+                required: ['site', 'totals'],
+              },
+            },
+          },
+          required: ['from', 'to', 'step', 'series', 'totals', 'now', 'sites'],
         },
         Token: {
           type: 'object',

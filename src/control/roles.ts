@@ -2,7 +2,7 @@
  * Who may call what on the admin API: the three roles, and the access every route declares.
  *
  * - viewer: reads everything about the CDN (sites, certificates, jobs, nodes, config, audit,
- *   metrics, the doctor and request records); changes nothing.
+ *   metrics, traffic statistics, the doctor and request records); changes nothing.
  * - operator: a viewer who also changes sites, certificates (upload, delete; origin CA issuance
  *   once the API has it), purges and prefetches.
  * - admin: everything, including users and API tokens (reading them too: account names and
@@ -100,6 +100,11 @@ export const ROUTE_ACCESS: Readonly<Record<string, Access>> = {
   'GET /api/v1/node-tokens': 'admin',
   'POST /api/v1/node-tokens': 'admin',
   'DELETE /api/v1/node-tokens/:id': 'admin',
+
+  // traffic statistics (src/control/stats.ts): read-only
+  'GET /api/v1/stats': 'viewer',
+  'GET /api/v1/sites/:name/stats': 'viewer',
+  'GET /api/v1/sites/:name/top': 'viewer',
 
   // the web console's pages and files (src/control/console-host.ts): static, no data in them
   'GET /': 'public',
