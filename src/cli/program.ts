@@ -494,6 +494,37 @@ See docs/cluster.md.
       run(jobs, async () => (await import('./status.js')).jobsCmd(id, opts(jobs))),
     );
 
+  const stats = jsonOption(
+    targetOptions(
+      program
+        .command('stats')
+        .description(
+          "Traffic statistics from the control plane: per site (or per time bucket of one SITE) the requests, hit ratio, bytes sent, 5xx answers and the 95th percentile of the origin response time; with --top, a site's most requested URLs or most frequent referrers (approximate: the edges' top-K sketches).",
+        )
+        .argument('[SITE]', "one site's series, bucket by bucket (or its top list with --top)"),
+    )
+      .option(
+        '--since <DURATION>',
+        'how far back, e.g. 30m, 6h, 7d (default 1h for a site, 24h for all and for --top)',
+      )
+      .option('--step <STEP>', '1m (kept 48 h), 1h (kept 90 days) or auto (1m up to 6 h, default)')
+      .option('--top <KIND>', "urls or referrers: SITE's top list instead of its series")
+      .option('-n, --limit <N>', 'with --top: how many, 1-1000 (default 20)'),
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'verge stats',
+        'verge stats www.example.com --since 6h',
+        'verge stats www.example.com --since 7d --step 1h --json',
+        'verge stats www.example.com --top urls',
+        'verge stats www.example.com --top referrers --since 7d --json',
+      ]),
+    )
+    .action((site: string | undefined) =>
+      run(stats, async () => (await import('./stats.js')).statsCmd(site, opts(stats))),
+    );
+
   // ---- diagnosing ---------------------------------------------------------------------------
 
   const explain = jsonOption(
