@@ -1250,7 +1250,7 @@ export function openApiDocument(): JsonSchema {
             requests: { type: 'integer' },
             status: {
               type: 'object',
-              description: '1xx..5xx, and 499: the visitor left before a status was chosen',
+              description: '1xx..5xx, and 499: the visitor left before the whole response was sent',
               properties: Object.fromEntries(
                 ['1xx', '2xx', '3xx', '4xx', '5xx', '499'].map((k) => [k, { type: 'integer' }]),
               ),
