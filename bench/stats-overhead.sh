@@ -53,7 +53,10 @@ YAML
     curl -fsS -o /dev/null "http://127.0.0.1:$port/1k.bin" 2>/dev/null && break
     sleep 0.2
   done
-  cells+=("$port:${pids[-1]}")
+  # the process that serves (serve runs a supervising primary and one serving child)
+  local pid
+  pid=$(ss -ltnpH "sport = :$port" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+  cells+=("$port:$pid")
 }
 cells=()
 start A "$A"
