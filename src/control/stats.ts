@@ -44,7 +44,7 @@ import {
   type StatsReport,
   type TopEntry,
 } from '../core/stats.js';
-import { type ConfigStore, type JsonValue, StoreConflictError } from '../store/types.js';
+import { type ConfigStore, type JsonValue, StoreConflictError, type TxnOp } from '../store/types.js';
 import { ServiceError } from './sites.js';
 
 export const MINUTE = 60_000;
@@ -171,72 +171,36 @@ type WriteOp =
   | { kind: 'set'; key: string; value: JsonValue | undefined; ifRevision?: number }
   | { kind: 'merge'; key: string; merge(current: JsonValue | undefined): JsonValue | undefined };
 
-/** ConfigStore.txn as branch hard-control adds it (not on main yet when this was written). */
-type TxnOp =
-  | { type: 'put'; key: string; value: JsonValue; ifRevision?: number }
-  | { type: 'delete'; key: string; ifRevision?: number };
-interface TxnStore {
-  txn(ops: readonly TxnOp[]): Promise<number | undefined>;
-}
-
 /**
- * Applies `ops` as one store transaction when the store has txn(); otherwise (the interface
- * without it) one write after the other, compare-and-set writes first, so a crash between them
- * can lose the last deltas but never count them twice. Returns the revision each key got.
- * Rejects with StoreConflictError when a compare-and-set failed (the caller recomputes).
+ * Applies `ops` as one store transaction (ConfigStore.txn: every write at one revision, all or
+ * nothing): a merge reads its key and writes with compare-and-set on what it read. Returns the
+ * revision each key got. Rejects with StoreConflictError when a compare-and-set failed (another
+ * control instance wrote meanwhile: the caller reads again and recomputes); nothing is written
+ * then, so a delta is never half counted.
  */
 async function apply(store: ConfigStore, ops: WriteOp[]): Promise<Map<string, number>> {
   const revs = new Map<string, number>();
   if (ops.length === 0) return revs;
-  const txn = (store as Partial<TxnStore>).txn;
-  if (typeof txn === 'function') {
-    const tops: TxnOp[] = [];
-    for (const op of ops) {
-      if (op.kind === 'set') {
-        const o = op.ifRevision !== undefined ? { ifRevision: op.ifRevision } : {};
-        tops.push(
-          op.value === undefined
-            ? { type: 'delete', key: op.key, ...o }
-            : { type: 'put', key: op.key, value: op.value, ...o },
-        );
-      } else {
-        const cur = await store.get(op.key);
-        const next = op.merge(cur?.value);
-        const ifRevision = cur?.revision ?? 0;
-        if (next === undefined) {
-          if (cur) tops.push({ type: 'delete', key: op.key, ifRevision });
-        } else tops.push({ type: 'put', key: op.key, value: next, ifRevision });
-      }
-    }
-    const rev = await txn.call(store, tops);
-    if (rev !== undefined) for (const o of tops) revs.set(o.key, rev);
-    return revs;
-  }
-  for (const op of ops.filter((o) => o.kind === 'set')) {
-    const o = op.ifRevision !== undefined ? { ifRevision: op.ifRevision } : {};
-    const rev = op.value === undefined ? await store.delete(op.key, o) : await store.put(op.key, op.value, o);
-    if (rev !== undefined) revs.set(op.key, rev);
-  }
+  const tops: TxnOp[] = [];
   for (const op of ops) {
-    if (op.kind !== 'merge') continue;
-    for (let attempt = 0; ; attempt++) {
+    if (op.kind === 'set') {
+      const o = op.ifRevision !== undefined ? { ifRevision: op.ifRevision } : {};
+      tops.push(
+        op.value === undefined
+          ? { type: 'delete', key: op.key, ...o }
+          : { type: 'put', key: op.key, value: op.value, ...o },
+      );
+    } else {
       const cur = await store.get(op.key);
       const next = op.merge(cur?.value);
       const ifRevision = cur?.revision ?? 0;
-      try {
-        const rev =
-          next === undefined
-            ? cur
-              ? await store.delete(op.key, { ifRevision })
-              : undefined
-            : await store.put(op.key, next, { ifRevision });
-        if (rev !== undefined) revs.set(op.key, rev);
-        break;
-      } catch (e) {
-        if (!(e instanceof StoreConflictError) || attempt >= 10) throw e;
-      }
+      if (next === undefined) {
+        if (cur) tops.push({ type: 'delete', key: op.key, ifRevision });
+      } else tops.push({ type: 'put', key: op.key, value: next, ifRevision });
     }
   }
+  const rev = await store.txn(tops);
+  if (rev !== undefined) for (const o of tops) if ('key' in o) revs.set(o.key, rev);
   return revs;
 }
 
