@@ -6,8 +6,8 @@
 // of K=100 keeps taking slots over), and 500,000 distinct URLs cycled (a takeover on every call).
 //   node --expose-gc dist/bench/stats-record.js
 import { PerformanceObserver } from 'node:perf_hooks';
-import { SiteStats } from '../src/edge/stats.js';
 import type { RequestContext } from '../src/edge/lifecycle.js';
+import { SiteStats } from '../src/edge/stats.js';
 
 const CALLS = 2_000_000;
 const STATES = ['HIT', 'HIT', 'HIT', 'MISS', 'EXPIRED', undefined] as const;
@@ -67,9 +67,18 @@ const zipf: string[] = [];
 const rows = [
   '| stream | ns per record() | GCs during 2M calls | heap growth, bytes per call |',
   '|---|---:|---:|---:|',
-  await run('10 hot URLs', contexts(1000, (i) => `/hot/${i % 10}.css`)),
-  await run('Zipf over 10,000 URLs', contexts(zipf.length, (i) => zipf[i]!)),
-  await run('500,000 distinct URLs', contexts(500_000, (i) => `/unique/${i}`)),
+  await run(
+    '10 hot URLs',
+    contexts(1000, (i) => `/hot/${i % 10}.css`),
+  ),
+  await run(
+    'Zipf over 10,000 URLs',
+    contexts(zipf.length, (i) => zipf[i]!),
+  ),
+  await run(
+    '500,000 distinct URLs',
+    contexts(500_000, (i) => `/unique/${i}`),
+  ),
 ];
 obs.disconnect();
 process.stdout.write(`${rows.join('\n')}\n`);

@@ -166,15 +166,19 @@ test('verge serve --data: the stats API counts exactly what was sent, across kil
 }, async (t) => {
   const dataDir = mkdtempSync(join(tmpdir(), 'verge-stats-data-'));
   dirs.push(dataDir);
+  /** body bytes the www origin sent (what the edge must count as bytes in) */
+  let wwwSent = 0;
   const www: HttpOrigin = await httpOrigin((req, res) => {
     req.resume();
     if (req.url === '/missing') {
       res.writeHead(404, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+      wwwSent += 'not here\n'.length;
       res.end('not here\n');
       return;
     }
     const body = `object ${req.url}\n`.repeat(20);
     res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'public, max-age=3600' });
+    wwwSent += Buffer.byteLength(body);
     res.end(body);
   });
   const slow: HttpOrigin = await httpOrigin((req, res) => {
@@ -270,6 +274,7 @@ test('verge serve --data: the stats API counts exactly what was sent, across kil
     const www1 = (await api(p, dataDir, `/api/v1/sites/www.example/stats?${q}`)).json.totals;
     // one origin time per request that reached the origin (hits and the refused one have none)
     assert.equal(www1.origin.count, originReached, `${what}: origin responses timed`);
+    assert.equal(www1.originBytes, wwwSent, `${what}: bytes in from the origin`);
     assert.ok(www1.origin.p95 > 0);
     const c = expected.site('www.example').cache;
     assert.equal(www1.hitRatio, c['HIT']! / (c['HIT']! + c['MISS']!), `${what}: hit ratio`);

@@ -100,11 +100,13 @@ describe('counting reports', () => {
     const s = service(store, clock);
     const edge = new FakeEdge('n1', 'b1');
     const a = new Traffic().add('2xx', 'HIT', 7, 100).add('2xx', 'MISS', 3, 1000, 42);
+    a.c.originBytes += 3000;
     const rep1 = edge.report({ 'a.example': a });
     assert.equal(s.ingest(rep1), true);
     assert.equal(s.ingest(rep1), false, 'the same seq again is ignored');
     clock.advance(30_000);
     a.add('4xx', 'MISS', 2, 50, 12).add('5xx', 'MISS', 1, 80, undefined, 'ORIGIN_CONNECTION_REFUSED');
+    a.c.originBytes += 100;
     s.ingest(edge.report({ 'a.example': a }));
     // before any flush the API already sees it (pending in memory)
     const q = { from: clock.t - HOUR, to: clock.t + MINUTE, step: '1m' as const };
@@ -121,6 +123,7 @@ describe('counting reports', () => {
     assert.equal(v.totals.cache.HIT, 7);
     assert.equal(v.totals.cache.MISS, 6);
     assert.equal(v.totals.hitRatio, 7 / 13);
+    assert.equal(v.totals.originBytes, 3100, 'bytes in: the cumulative 3100, counted once');
     assert.deepEqual(v.totals.errors, { ORIGIN_CONNECTION_REFUSED: 1 });
     assert.equal(v.totals.originErrors, 1);
     assert.equal(v.totals.origin.count, 5);

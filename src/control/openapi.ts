@@ -1265,7 +1265,11 @@ export function openApiDocument(): JsonSchema {
                 ]),
               ),
             },
-            bytes: { type: 'integer', description: 'body bytes sent to visitors' },
+            bytes: { type: 'integer', description: 'body bytes sent to visitors (out)' },
+            originBytes: {
+              type: 'integer',
+              description: 'response body bytes received from the origin (in)',
+            },
             hitRatio: {
               type: ['number', 'null'],
               description: 'HIT+STALE+REVALIDATED / (those + MISS + EXPIRED); null without such requests',
@@ -1287,7 +1291,17 @@ export function openApiDocument(): JsonSchema {
               },
             },
           },
-          required: ['requests', 'status', 'cache', 'bytes', 'hitRatio', 'errors', 'originErrors', 'origin'],
+          required: [
+            'requests',
+            'status',
+            'cache',
+            'bytes',
+            'originBytes',
+            'hitRatio',
+            'errors',
+            'originErrors',
+            'origin',
+          ],
         },
         StatsTotals: {
           allOf: [

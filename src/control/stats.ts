@@ -135,6 +135,8 @@ export interface StatsPoint {
   cache: Record<(typeof CACHE_STATES)[number], number>;
   /** body bytes sent to visitors */
   bytes: number;
+  /** response body bytes received from the origin */
+  originBytes: number;
   /** HIT+STALE+REVALIDATED over every cacheable-path request; null without any */
   hitRatio: number | null;
   errors: Record<string, number>;
@@ -227,7 +229,15 @@ function bucketIn(v: JsonValue, from: number, to: number): { t: number; c: Count
 }
 
 function bucketDoc(t: number, c: Counters): JsonValue {
-  const doc: BucketDoc = { v: STATS_VERSION, t, req: c.req, bytes: c.bytes, ms: c.ms, err: c.err };
+  const doc: BucketDoc = {
+    v: STATS_VERSION,
+    t,
+    req: c.req,
+    bytes: c.bytes,
+    originBytes: c.originBytes,
+    ms: c.ms,
+    err: c.err,
+  };
   return doc as unknown as JsonValue;
 }
 
@@ -982,6 +992,7 @@ function pointOf(t: number, c: Counters): StatsPoint {
     status,
     cache,
     bytes: c.bytes.reduce((a, b) => a + b, 0),
+    originBytes: c.originBytes,
     hitRatio: cacheable > 0 ? hits / cacheable : null,
     errors: { ...c.err },
     originErrors,

@@ -57,6 +57,8 @@ export interface Counters {
   req: number[];
   /** body bytes sent to visitors, by cache state (CACHE_STATES order) */
   bytes: number[];
+  /** response body bytes received from the origin (pull traffic, the bytes in) */
+  originBytes: number;
   /** origin response times: counts per ORIGIN_MS_BOUNDS bucket, the last one for slower */
   ms: number[];
   /** requests that ended with an error code from the registry (docs/errors.md), by code */
@@ -96,19 +98,27 @@ export function emptyCounters(): Counters {
   return {
     req: new Array<number>(N_REQ).fill(0),
     bytes: new Array<number>(N_CACHE).fill(0),
+    originBytes: 0,
     ms: new Array<number>(N_ORIGIN_BUCKETS).fill(0),
     err: {},
   };
 }
 
 export function cloneCounters(c: Counters): Counters {
-  return { req: [...c.req], bytes: [...c.bytes], ms: [...c.ms], err: { ...c.err } };
+  return {
+    req: [...c.req],
+    bytes: [...c.bytes],
+    originBytes: c.originBytes,
+    ms: [...c.ms],
+    err: { ...c.err },
+  };
 }
 
 /** a += b */
 export function addInto(a: Counters, b: Counters): Counters {
   for (let i = 0; i < N_REQ; i++) a.req[i]! += b.req[i]!;
   for (let i = 0; i < N_CACHE; i++) a.bytes[i]! += b.bytes[i]!;
+  a.originBytes += b.originBytes;
   for (let i = 0; i < N_ORIGIN_BUCKETS; i++) a.ms[i]! += b.ms[i]!;
   for (const k in b.err) a.err[k] = (a.err[k] ?? 0) + b.err[k]!;
   return a;
@@ -123,6 +133,7 @@ export function delta(now: Counters, prev: Counters | undefined): Counters {
   const d = emptyCounters();
   for (let i = 0; i < N_REQ; i++) d.req[i] = Math.max(0, now.req[i]! - prev.req[i]!);
   for (let i = 0; i < N_CACHE; i++) d.bytes[i] = Math.max(0, now.bytes[i]! - prev.bytes[i]!);
+  d.originBytes = Math.max(0, now.originBytes - prev.originBytes);
   for (let i = 0; i < N_ORIGIN_BUCKETS; i++) d.ms[i] = Math.max(0, now.ms[i]! - prev.ms[i]!);
   for (const k in now.err) {
     const v = now.err[k]! - (prev.err[k] ?? 0);
@@ -136,13 +147,19 @@ export function maxCounters(a: Counters, b: Counters): Counters {
   const m = cloneCounters(a);
   for (let i = 0; i < N_REQ; i++) m.req[i] = Math.max(a.req[i]!, b.req[i]!);
   for (let i = 0; i < N_CACHE; i++) m.bytes[i] = Math.max(a.bytes[i]!, b.bytes[i]!);
+  m.originBytes = Math.max(a.originBytes, b.originBytes);
   for (let i = 0; i < N_ORIGIN_BUCKETS; i++) m.ms[i] = Math.max(a.ms[i]!, b.ms[i]!);
   for (const k in b.err) m.err[k] = Math.max(a.err[k] ?? 0, b.err[k]!);
   return m;
 }
 
 export function isZero(c: Counters): boolean {
-  return c.req.every((n) => n === 0) && c.bytes.every((n) => n === 0) && Object.keys(c.err).length === 0;
+  return (
+    c.req.every((n) => n === 0) &&
+    c.bytes.every((n) => n === 0) &&
+    c.originBytes === 0 &&
+    Object.keys(c.err).length === 0
+  );
 }
 
 /** A report or document that is not what this module describes; `path` says where. */
@@ -170,7 +187,9 @@ function countArray(v: unknown, len: number, path: string): number[] {
 
 /** Checks counters from JSON (a report from the network, a stored bucket); throws StatsFormatError. */
 export function parseCounters(v: unknown, path: string): Counters {
-  if (!isObj(v)) throw new StatsFormatError(path, 'must be an object {req, bytes, ms, err}');
+  if (!isObj(v)) throw new StatsFormatError(path, 'must be an object {req, bytes, originBytes, ms, err}');
+  if (!isCount(v['originBytes']))
+    throw new StatsFormatError(`${path}.originBytes`, 'must be an integer >= 0');
   const err = v['err'];
   if (!isObj(err)) throw new StatsFormatError(`${path}.err`, 'must be an object of counts by error code');
   for (const [k, n] of Object.entries(err)) {
@@ -181,6 +200,7 @@ export function parseCounters(v: unknown, path: string): Counters {
   return {
     req: countArray(v['req'], N_REQ, `${path}.req`),
     bytes: countArray(v['bytes'], N_CACHE, `${path}.bytes`),
+    originBytes: v['originBytes'] as number,
     ms: countArray(v['ms'], N_ORIGIN_BUCKETS, `${path}.ms`),
     err: err as Record<string, number>,
   };

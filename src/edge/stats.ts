@@ -181,6 +181,8 @@ function classIndex(status: number): number {
 export class SiteStats {
   readonly req = new Float64Array(N_REQ);
   readonly bytes = new Float64Array(7);
+  /** [0]: response body bytes received from the origin (a typed array: no boxed double) */
+  readonly originBytes = new Float64Array(1);
   readonly ms = new Float64Array(N_ORIGIN_BUCKETS);
   readonly err = new Float64Array(CODES.length);
   readonly urls: SpaceSaving;
@@ -205,6 +207,8 @@ export class SiteStats {
     if (ctx.errorCode !== undefined) this.err[CODE_INDEX[ctx.errorCode]]!++;
     // the request that pulled from the origin (a collapsed follower did not, and has no time)
     if (ctx.firstByteMs !== undefined) this.ms[originBucket(ctx.firstByteMs)]!++;
+    const attempts = ctx.attempts;
+    for (let i = 0; i < attempts.length; i++) this.originBytes[0]! += attempts[i]!.bodyBytes ?? 0;
     const req = ctx.req;
     const url = req.url;
     if (url !== undefined) this.urls.offer(url);
@@ -224,7 +228,13 @@ export class SiteStats {
   counters(): Counters {
     const err: Record<string, number> = {};
     for (let i = 0; i < CODES.length; i++) if (this.err[i]! > 0) err[CODES[i]!] = this.err[i]!;
-    return { req: Array.from(this.req), bytes: Array.from(this.bytes), ms: Array.from(this.ms), err };
+    return {
+      req: Array.from(this.req),
+      bytes: Array.from(this.bytes),
+      originBytes: this.originBytes[0]!,
+      ms: Array.from(this.ms),
+      err,
+    };
   }
 
   top(): SiteTop {

@@ -128,6 +128,8 @@ export interface Attempt {
   reused?: boolean;
   code?: string;
   nodeCode?: string | undefined;
+  /** response body bytes received from the origin on this attempt (traffic statistics) */
+  bodyBytes?: number;
 }
 
 export interface PullCallbacks {
@@ -242,7 +244,7 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
     }
     tried.add(server);
     const target = server.targets[protocol];
-    const a: Attempt = { server: server.host, port: target.port, protocol };
+    const a: Attempt = { server: server.host, port: target.port, protocol, bodyBytes: 0 };
     state.attempts.push(a);
     const detail = { origin: server.host, port: target.port, protocol, protocolReason: reason };
     let gotHead = false;
@@ -290,6 +292,7 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
         controller = c;
       },
       onResponseData(c, chunk) {
+        a.bodyBytes = (a.bodyBytes ?? 0) + chunk.length;
         if (!cb.onData(chunk)) {
           c.pause();
           // the connection's end must not meet the paused parser (connector.ts guardEnd)
