@@ -23,6 +23,7 @@ function contexts(n: number, url: (i: number) => string): RequestContext[] {
       firstByteMs: cacheState === 'HIT' ? undefined : (i % 300) + 0.5,
       aborted: false,
       status: 200,
+      attempts: cacheState === 'HIT' ? [] : [{ bodyBytes: 1024 }],
       req: { url: url(i), headers: i % 3 === 0 ? { referer: `https://ref${i % 50}.example/` } : {} },
     };
     // a structural stand-in: record() reads only these fields

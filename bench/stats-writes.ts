@@ -79,7 +79,7 @@ async function run(nSites: number, nEdges: number, active: number): Promise<stri
 }
 
 const rows = [
-  '| sites | with traffic | edges | puts/min | deletes/min | revisions/min | KiB written/min | stats docs after 3 h | their MiB |',
+  '| sites | with traffic | edges | puts/min | deletes/min | revisions/min | KiB written/min | stats docs at the end | their MiB |',
   '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
 ];
 for (const [n, e, a] of [
