@@ -3,7 +3,7 @@
 // sites with traffic produce, with E edge processes reporting, over MINUTES simulated minutes (rollups
 // and retention included). Time is simulated through the service's clock; the store is a real
 // SQLite file. Deterministic: run it anywhere, it does not measure speed.
-//   MINUTES=70 node dist/bench/stats-writes.js   # N = 1, 10, 100 sites; E = 1, 10 edges
+//   MINUTES=70 node dist/bench/stats-writes.js   # N = 1, 10, 100, 1000 sites; E = 1, 10 edges (~7 min: fsyncs)
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -87,6 +87,7 @@ for (const [n, e, a] of [
   [10, 1, 1],
   [100, 1, 1],
   [100, 1, 0.1],
+  [1000, 1, 0.1],
   [10, 10, 1],
 ] as const) {
   rows.push(await run(n, e, a));
