@@ -5,12 +5,12 @@
 #   npm run mutation -- all            # every module, one after the other
 #   VERGE_MUTATION_CONCURRENCY=1 npm run mutation -- store
 #
-# Modules (stryker.config.mjs): certs, purge, framing, store, policy. Reports go to
+# Modules (stryker.config.mjs): certs, purge, framing, store, policy, policy-store. Reports go to
 # reports/mutation/MODULE.html and .json; docs/testing.md has the scores and explains every
 # survivor. Not part of `npm test`: a module takes minutes, and the suite must stay quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-modules=(certs purge framing store policy)
+modules=(certs purge framing store policy policy-store)
 if [ "$#" -ne 1 ]; then
   echo "usage: npm run mutation -- MODULE   (one of: ${modules[*]} all)" >&2
   exit 2
