@@ -789,3 +789,242 @@ test('Freshness is plain data (stored with the entry as JSON)', () => {
   const f: Freshness = stored(decide({ 'cache-control': 'max-age=60' })).freshness;
   assert.deepEqual(JSON.parse(JSON.stringify(f)), f);
 });
+
+// The cases below pin each rule at its edges (the boundary instant, each directive, each field
+// refused); they were written for the survivors of `npm run mutation -- policy` (docs/testing.md).
+
+describe('targeted fields: every directive checked for its type (RFC 9213 section 2.2, RFC 8941)', () => {
+  const valid = (cdn: string, extra: HeaderMap = {}) =>
+    stored(decide({ 'cache-control': 'max-age=30', etag: '"t"', 'cdn-cache-control': cdn, ...extra }));
+
+  test('a wrong type in any known directive makes the field invalid: Cache-Control applies', () => {
+    for (const bad of [
+      'max-age=60, stale-if-error="30"',
+      'max-age=60, must-revalidate=1',
+      'max-age=60, proxy-revalidate="x"',
+      'max-age=60, no-transform=1',
+      'max-age=60, immutable=1',
+      'max-age=60, must-understand=1',
+      'max-age=60, no-store="x"',
+      'max-age=60, private=1',
+      'max-age=60, no-cache=1.5',
+      'max-age=60, private=(x-a 1)',
+    ]) {
+      const d = valid(bad);
+      assert.equal(d.freshness.source, 'cache-control', bad);
+      assert.equal(d.freshness.lifetime, 30 * S, bad);
+    }
+  });
+
+  test('max-age=0 is a valid Integer (0 or more): the field applies with lifetime 0', () => {
+    const d = valid('max-age=0');
+    assert.equal(d.freshness.source, 'cdn-cache-control');
+    assert.equal(d.freshness.lifetime, 0);
+  });
+
+  test('no-cache as a Boolean, a Token or a String of field names, and ?0 meaning absent', () => {
+    for (const cdn of ['max-age=60, no-cache', 'max-age=60, no-cache=x-a', 'max-age=60, no-cache="x-a"']) {
+      // the field applies (Cache-Control's max-age=30 would give 30 s): lifetime 0, no source
+      const d = valid(cdn);
+      assert.equal(d.freshness.lifetime, 0, cdn);
+      assert.equal(d.freshness.source, 'none', cdn);
+    }
+    const off = valid('max-age=60, no-cache=?0, private=?0, public=?0');
+    assert.equal(off.freshness.lifetime, 60 * S);
+    assert.equal(off.freshness.sharedAuth, false, 'public=?0 is no public');
+    notStored(decide({ 'cdn-cache-control': 'max-age=60, private=x-a' }), 'private');
+  });
+
+  test('Boolean directives in a targeted field act as in Cache-Control', () => {
+    assert.equal(valid('max-age=60, public').freshness.sharedAuth, true);
+    assert.equal(valid('max-age=60, must-revalidate').freshness.staleAllowed, false);
+    assert.equal(valid('max-age=60, proxy-revalidate').freshness.staleAllowed, false);
+    assert.equal(valid('max-age=60, stale-while-revalidate=10').freshness.swr, 10 * S);
+    assert.equal(valid('max-age=60, stale-if-error=20').freshness.sie, 20 * S);
+    assert.equal(valid('s-maxage=40').freshness.lifetime, 40 * S);
+  });
+
+  test('a targeted field set by the site but absent or invalid falls back to CDN-Cache-Control', () => {
+    const rules = { targetedField: 'verge-cache-control' };
+    const h = { 'cache-control': 'max-age=1', 'cdn-cache-control': 'max-age=2' };
+    const absent = stored(decide(h, { rules }));
+    assert.equal(absent.freshness.lifetime, 2 * S);
+    assert.equal(absent.freshness.source, 'cdn-cache-control');
+    const invalid = stored(decide({ ...h, 'verge-cache-control': 'max-age="3"' }, { rules }));
+    assert.equal(invalid.freshness.source, 'cdn-cache-control');
+  });
+
+  test('Pragma: no-cache counts only without Cache-Control (RFC 9111 section 5.4)', () => {
+    const d = stored(decide({ pragma: 'no-cache', etag: '"p"' }));
+    assert.equal(d.freshness.lifetime, 0);
+    assert.equal(d.freshness.source, 'none');
+    assert.equal(lifetime({ pragma: 'no-cache', 'cache-control': 'max-age=60' }), 60 * S);
+  });
+});
+
+describe('reuse at the boundaries, and what bypass and noStale forbid', () => {
+  const rules = cacheRules();
+  const f = (h: HeaderMap) => stored(decide(h)).freshness;
+  const fr = f({ 'cache-control': 'max-age=60, stale-while-revalidate=30, stale-if-error=600' });
+
+  test('fresh until the age reaches the lifetime, swr and sie windows end at their last instant', () => {
+    assert.equal(reuseDecision(GET, fr, T0 + 60 * S - 1, rules).state, 'fresh');
+    const at = reuseDecision(GET, fr, T0 + 60 * S, rules);
+    assert.deepEqual([at.state, at.why], ['stale-while-revalidate', 'stale']);
+    assert.equal(reuseDecision(GET, fr, T0 + 90 * S - 1, rules).state, 'stale-while-revalidate');
+    const end = reuseDecision(GET, fr, T0 + 90 * S, rules);
+    assert.deepEqual([end.state, end.why], ['revalidate', 'stale']);
+    assert.equal(reuseDecision(GET, fr, T0 + 660 * S - 1, rules).staleIfError, true);
+    assert.equal(reuseDecision(GET, fr, T0 + 660 * S, rules).staleIfError, false);
+  });
+
+  test('the reasons given for the log', () => {
+    const noCache = f({ 'cache-control': 'no-cache', etag: '"n"' });
+    assert.deepEqual(((d) => [d.state, d.why])(reuseDecision(GET, noCache, T0, rules)), [
+      'revalidate',
+      'no-cache',
+    ]);
+    assert.equal(reuseDecision(GET, fr, T0, rules).why, undefined);
+    assert.equal(reuseDecision(GET, fr, T0, rules, { invalidated: true }).why, 'invalidated');
+    assert.equal(reuseDecision({ ...GET, method: 'POST' }, fr, T0, rules).why, 'method POST');
+    const auth = { ...GET, headers: { authorization: 'Bearer x' } };
+    assert.equal(reuseDecision(auth, fr, T0, rules).why, 'authorization');
+    const vnc = cacheRules({ visitorNoCache: true });
+    assert.equal(
+      reuseDecision({ ...GET, headers: { 'cache-control': 'no-cache' } }, fr, T0, vnc).why,
+      'visitor no-cache',
+    );
+    assert.equal(
+      reuseDecision({ ...GET, headers: { 'cache-control': 'max-age=0' } }, fr, T0 + S, vnc).why,
+      'visitor max-age',
+    );
+  });
+
+  test('a bypassed request never gets the stale answer, even inside stale-if-error', () => {
+    const offline = { offline: true };
+    for (const req of [
+      { ...GET, method: 'POST' },
+      { ...GET, headers: { authorization: 'Basic x' } },
+    ]) {
+      const d = reuseDecision(req, fr, T0 + 100 * S, rules, offline);
+      assert.equal(d.state, 'bypass');
+      assert.equal(d.staleIfError, false);
+    }
+  });
+
+  test('noStale (after a store-log gap): revalidate first, never serve stale', () => {
+    const d = reuseDecision(GET, fr, T0 + S, rules, { noStale: true, offline: true });
+    assert.deepEqual([d.state, d.staleIfError, d.why], ['revalidate', false, 'invalidated']);
+    const inSwr = reuseDecision(GET, fr, T0 + 70 * S, rules, { noStale: true });
+    assert.equal(inSwr.state, 'revalidate');
+  });
+
+  test('visitorNoCache: no-store and an invalid max-age ask for validation; Pragma only without Cache-Control', () => {
+    const vnc = cacheRules({ visitorNoCache: true });
+    const ask = (headers: HeaderMap, now = T0 + 10 * S) =>
+      reuseDecision({ ...GET, headers }, fr, now, vnc).state;
+    assert.equal(ask({ 'cache-control': 'no-store' }), 'revalidate');
+    assert.equal(ask({ 'cache-control': 'max-age=abc' }), 'revalidate');
+    assert.equal(ask({ 'cache-control': 'max-age=10' }), 'fresh', 'age equal to max-age is not older');
+    assert.equal(ask({ 'cache-control': 'max-age=10' }, T0 + 10 * S + 1), 'revalidate');
+    assert.equal(ask({ 'cache-control': 'max-age=50', pragma: 'no-cache' }), 'fresh');
+    assert.equal(ask({ pragma: 'No-Cache' }), 'revalidate');
+    assert.equal(ask({ pragma: 'x' }), 'fresh');
+  });
+});
+
+describe('revalidation requests and 304 selection, edge by edge', () => {
+  test('every visitor precondition and Range is removed; invalid stored validators are not sent', () => {
+    const forward: HeaderMap = {
+      'if-match': '"a"',
+      'if-unmodified-since': date(T0),
+      'if-range': '"a"',
+      range: 'bytes=0-1',
+      accept: '*/*',
+      'x-absent': undefined,
+    };
+    assert.deepEqual(
+      revalidationHeaders({ etag: ' "s" ', 'last-modified': ` ${date(T0 - DAY)} ` }, forward),
+      {
+        accept: '*/*',
+        'if-none-match': '"s"',
+        'if-modified-since': date(T0 - DAY),
+      },
+    );
+    assert.deepEqual(revalidationHeaders({ etag: 'unquoted', 'last-modified': 'yesterday' }, forward), {
+      accept: '*/*',
+    });
+  });
+
+  const later = { requestTime: T0 + 100 * S, responseTime: T0 + 101 * S };
+  const rules = cacheRules();
+  const merge = (storedHeaders: HeaderMap, nmHeaders: HeaderMap, r = rules, conditional = false) =>
+    mergeNotModified(
+      GET,
+      { status: 200, headers: storedHeaders },
+      { status: 304, headers: nmHeaders },
+      later,
+      r,
+      { conditional },
+    );
+
+  test('an ETag in the 304 selects nothing when the stored response has none', () => {
+    assert.equal(merge({ 'last-modified': date(T0 - DAY) }, { etag: '"v1"' }).matched, false);
+    assert.equal(merge({}, { etag: 'W/"v1"' }, rules, true).matched, false);
+  });
+
+  test('Last-Modified selects only when both are the same valid date', () => {
+    const lm = date(T0 - DAY);
+    assert.equal(merge({ 'last-modified': 'not a date' }, { 'last-modified': 'not a date' }).matched, false);
+    assert.equal(merge({}, { 'last-modified': lm }).matched, false);
+    assert.equal(merge({ 'last-modified': lm }, { 'last-modified': lm }).matched, true);
+  });
+
+  test('without a validator in the 304, a stored ETag alone or a Last-Modified alone stops an unconditional update', () => {
+    assert.equal(merge({ etag: '"v1"' }, {}).matched, false);
+    assert.equal(merge({ 'last-modified': date(T0 - DAY) }, {}).matched, false);
+    assert.equal(merge({ etag: '"v1"' }, {}, rules, true).matched, true);
+  });
+
+  test('the framing fields and Set-Cookie of a 304 are not taken; hop-by-hop ones neither', () => {
+    const m = merge(
+      { etag: '"v1"', 'content-length': '10', 'cache-control': 'max-age=5' },
+      {
+        etag: '"v1"',
+        'content-range': 'bytes 0-1/10',
+        'transfer-encoding': 'chunked',
+        'set-cookie': 'a=1',
+        connection: 'x-hop',
+        'x-hop': '1',
+        'x-kept': '2',
+        'x-absent': undefined,
+      },
+    );
+    assert.ok(m.matched);
+    assert.deepEqual(m.headers, {
+      etag: '"v1"',
+      'content-length': '10',
+      'cache-control': 'max-age=5',
+      'x-kept': '2',
+    });
+    const kept = merge(
+      { etag: '"v1"' },
+      { etag: '"v1"', 'set-cookie': 'a=1' },
+      cacheRules({ setCookie: 'store' }),
+    );
+    assert.ok(kept.matched);
+    assert.equal(kept.headers['set-cookie'], 'a=1');
+  });
+
+  test('the merged response keeps the stored status', () => {
+    const m = mergeNotModified(
+      GET,
+      { status: 404, headers: { etag: '"v1"', 'cache-control': 'max-age=5' } },
+      { status: 304, headers: { etag: '"v1"' } },
+      later,
+      rules,
+    );
+    assert.ok(m.matched);
+    assert.equal(m.status, 404);
+  });
+});
