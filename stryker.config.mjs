@@ -112,10 +112,15 @@ if (!mod) {
   );
 }
 
+// VERGE_MUTATION_MUTATE=file:FROM-TO,... replaces the module's ranges (to recheck the lines where
+// mutants survived after writing tests for them); its reports are MODULE-recheck.*.
+const only = process.env.VERGE_MUTATION_MUTATE?.split(',').filter(Boolean);
+const report = only ? `${name}-recheck` : name;
+
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
   packageManager: 'npm',
-  mutate: mod.mutate,
+  mutate: only ?? mod.mutate,
   testRunner: 'tap',
   tap: {
     testFiles: mod.tests.map((t) => `dist/test/${t}.test.js`),
@@ -133,8 +138,8 @@ export default {
   dryRunTimeoutMinutes: 15,
   ignorePatterns: ['dist', 'reports', 'bench/results', '.verge', 'console/node_modules'],
   reporters: ['clear-text', 'progress', 'html', 'json'],
-  htmlReporter: { fileName: `reports/mutation/${name}.html` },
-  jsonReporter: { fileName: `reports/mutation/${name}.json` },
+  htmlReporter: { fileName: `reports/mutation/${report}.html` },
+  jsonReporter: { fileName: `reports/mutation/${report}.json` },
   clearTextReporter: { allowColor: false, logTests: false, maxTestsToLog: 0 },
   tempDirName: '.stryker-tmp',
   cleanTempDir: true,

@@ -859,6 +859,8 @@ describe('targeted fields: every directive checked for its type (RFC 9213 sectio
     assert.equal(d.freshness.lifetime, 0);
     assert.equal(d.freshness.source, 'none');
     assert.equal(lifetime({ pragma: 'no-cache', 'cache-control': 'max-age=60' }), 60 * S);
+    // nor when a targeted field applies (RFC 9213 section 2.1: Cache-Control and Pragma ignored)
+    assert.equal(lifetime({ pragma: 'no-cache', 'cdn-cache-control': 'max-age=60' }), 60 * S);
   });
 });
 
@@ -912,6 +914,12 @@ describe('reuse at the boundaries, and what bypass and noStale forbid', () => {
     }
   });
 
+  test('a soft-purged entry without stale-if-error is never served on an origin error', () => {
+    const plain = f({ 'cache-control': 'max-age=60' });
+    const d = reuseDecision(GET, plain, T0 + S, rules, { invalidated: true });
+    assert.deepEqual([d.state, d.staleIfError], ['revalidate', false]);
+  });
+
   test('noStale (after a store-log gap): revalidate first, never serve stale', () => {
     const d = reuseDecision(GET, fr, T0 + S, rules, { noStale: true, offline: true });
     assert.deepEqual([d.state, d.staleIfError, d.why], ['revalidate', false, 'invalidated']);
@@ -940,6 +948,8 @@ describe('revalidation requests and 304 selection, edge by edge', () => {
       'if-unmodified-since': date(T0),
       'if-range': '"a"',
       range: 'bytes=0-1',
+      'if-none-match': '"visitor"',
+      'if-modified-since': date(T0),
       accept: '*/*',
       'x-absent': undefined,
     };
@@ -967,6 +977,23 @@ describe('revalidation requests and 304 selection, edge by edge', () => {
       r,
       { conditional },
     );
+
+  test('why a 304 selects nothing (logged as the reason of the full refetch)', () => {
+    const lm = date(T0 - DAY);
+    const why = (m: ReturnType<typeof merge>) => (m.matched ? 'matched' : m.why);
+    assert.equal(
+      why(merge({ etag: '"v1"' }, { etag: '"v2"' })),
+      'ETag of the 304 does not select the stored response',
+    );
+    assert.equal(
+      why(merge({ 'last-modified': lm }, { 'last-modified': date(T0) })),
+      'Last-Modified of the 304 does not select the stored response',
+    );
+    assert.equal(
+      why(merge({ etag: '"v1"' }, {})),
+      'the 304 has no validator and the stored response has one',
+    );
+  });
 
   test('an ETag in the 304 selects nothing when the stored response has none', () => {
     assert.equal(merge({ 'last-modified': date(T0 - DAY) }, { etag: '"v1"' }).matched, false);
