@@ -53,7 +53,7 @@ const MODULES = {
       block(DISK, /^ {2}async _commit\(/),
       block(DISK, /^ {2}async purge\(/),
     ],
-    tests: ['cache-purge', 'cache-disk', 'purge'],
+    tests: ['cache-purge', 'cache-disk', 'purge', 'cache-storage'],
   },
   // request framing: Host parsing and checkRequest (RFC 9112 sections 3.2, 6.1, 6.3)
   framing: {

@@ -182,6 +182,32 @@ describe('how the edge reads Host and the request target (RFC 9112 sections 3.2,
     assert.equal(body, 'origin GET /f?q=1');
   });
 
+  test('a Host of only a port names no site, and the log shows an empty host', async () => {
+    const { res, rec } = await exchange('GET / HTTP/1.1\r\nHost: :80\r\nConnection: close\r\n\r\n');
+    assert.equal(res.status, 404);
+    assert.equal(rec['host'], '');
+  });
+
+  test('only a field named Host counts as Host (other four-letter names do not)', async () => {
+    const { res, body } = await exchange(`GET /four HTTP/1.1\r\n${HC}From: a@b.test\r\nDate: x\r\n\r\n`);
+    assert.equal(res.status, 200);
+    assert.equal(body, 'origin GET /four');
+  });
+
+  test('targets that are neither origin-form nor http(s) absolute-form are refused, whatever they contain', async () => {
+    for (const [method, target, reason] of [
+      ['GET', 'ftp://x.test/http://a.test/', 'invalid request target'],
+      ['OPTIONS', 'ftp://a.test/', 'invalid request target'],
+      ['GET', 'http://a:1.test/', 'absolute-form target host a:1.test differs from Host a.test'],
+    ] as const) {
+      const before = originHits;
+      const { res, rec } = await exchange(`${method} ${target} HTTP/1.1\r\n${HC}\r\n`);
+      assert.equal(res.status, 400, target);
+      assert.equal((rec['error'] as { reason?: string }).reason, reason, target);
+      assert.equal(originHits, before, target);
+    }
+  });
+
   test('OPTIONS * is answered by the edge, not the origin (RFC 9110 section 9.3.7)', async () => {
     const before = originHits;
     const { res } = await exchange(`OPTIONS * HTTP/1.1\r\n${HC}\r\n`);
