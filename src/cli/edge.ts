@@ -27,17 +27,10 @@ import {
 } from '../cluster/local.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
 import { AccessLog, appLogLinesDropped, createLogger, type Logger } from '../core/log.js';
-import { requestsInFlight } from '../edge/lifecycle.js';
 import { Edge } from '../edge/server.js';
 import { StoreSource } from '../edge/store-source.js';
 import { listenErrorMessage } from './listen-error.js';
-import {
-  type ChildContext,
-  childContext,
-  type InFlightRequest,
-  startFailed,
-  supervise,
-} from './supervisor.js';
+import { type ChildContext, childContext, startFailed, supervise } from './supervisor.js';
 
 /** How long a restarting edge waits to catch up before it serves anyway. */
 export const START_CATCH_UP_MS = 10_000;
@@ -81,17 +74,8 @@ export async function edgeCmd(o: EdgeCmdOptions): Promise<number> {
     return supervise({ log: createLogger(), workers: 1, mode: 'edge' });
   }
   const log = createLogger();
-  child.reportCrashes(log, inFlight);
+  child.reportCrashes(log);
   return serveNode(resolve(o.data!), log, child);
-}
-
-function inFlight(): InFlightRequest[] {
-  return [...requestsInFlight].map((r) => ({
-    id: r.id,
-    method: r.req.method,
-    host: r.host || r.req.headers.host,
-    path: r.req.url,
-  }));
 }
 
 /** The primary's part: options checked, the join done, listener choices kept in DIR. */

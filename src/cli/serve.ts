@@ -21,17 +21,10 @@ import {
 import { fileModeMaterial, resolveDataDir } from '../control/data.js';
 import { AccessLog, appLogLinesDropped, createLogger, type Logger } from '../core/log.js';
 import { ADMIN_TOKEN_FILE, loadAdminToken } from '../edge/admin-token.js';
-import { requestsInFlight } from '../edge/lifecycle.js';
 import { applyPurgeOp, WorkerRelay } from '../edge/relay.js';
 import type { Edge } from '../edge/server.js';
 import { listenErrorMessage } from './listen-error.js';
-import {
-  type ChildContext,
-  childContext,
-  type InFlightRequest,
-  startFailed,
-  supervise,
-} from './supervisor.js';
+import { type ChildContext, childContext, startFailed, supervise } from './supervisor.js';
 
 /** The demo origin runs in the primary (it outlives edge restarts); its children get the port. */
 const ENV_DEMO_ORIGIN_PORT = 'VERGE_DEMO_ORIGIN_PORT';
@@ -58,16 +51,6 @@ async function demoConfig(
     edge: { https: { defaultSite: 'localhost' } },
   });
   return { config: resolveConfig(cfg, dir), caFile: certs.caFile, originPort: origin.port };
-}
-
-/** The requests in flight, as a crash report names them. */
-function inFlight(): InFlightRequest[] {
-  return [...requestsInFlight].map((r) => ({
-    id: r.id,
-    method: r.req.method,
-    host: r.host || r.req.headers.host,
-    path: r.req.url,
-  }));
 }
 
 /** SIGHUP in the primary: the file is validated once here, so its errors are logged once. */
@@ -124,7 +107,7 @@ export async function serve(values: { config?: string; data?: string; demo?: boo
   // A serving child (never the primary) reports a crash, with the requests in flight, to its
   // primary before it dies: installed first, so a crash while starting is reported too.
   const child = childContext();
-  child?.reportCrashes(log, inFlight);
+  child?.reportCrashes(log);
   if (values.demo) {
     if (values.config !== undefined || values.data !== undefined) {
       process.stderr.write(

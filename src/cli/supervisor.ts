@@ -24,6 +24,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { subscribe } from 'node:diagnostics_channel';
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from '../core/log.js';
+import { requestsInFlight } from '../edge/lifecycle.js';
 import { PrimaryRelay } from '../edge/relay.js';
 
 /** Exit status of a child that could not start and said why (EX_CONFIG of sysexits.h). */
@@ -306,14 +307,24 @@ export interface ChildContext {
   ready(drainTimeoutMs: number): void;
   /**
    * Report crashes to the primary before dying: the error, its stack and the requests in flight
-   * (`inFlight`), then exit with EXIT_CRASHED.
+   * (src/edge/lifecycle.ts requestsInFlight), then exit with EXIT_CRASHED.
    */
-  reportCrashes(log: Logger, inFlight: () => InFlightRequest[]): void;
+  reportCrashes(log: Logger): void;
   /** Runs when a crash is reported, before the exit (flush the access log); best effort. */
   onCrashExit(fn: () => void): void;
 }
 
 let context: ChildContext | undefined;
+
+/** The requests in flight, as a crash report names them. */
+function inFlight(): InFlightRequest[] {
+  return [...requestsInFlight].map((r) => ({
+    id: r.id,
+    method: r.req.method,
+    host: r.host || r.req.headers.host,
+    path: r.req.url,
+  }));
+}
 
 /** This process's supervisor context, or undefined in the primary (or outside `verge serve`). */
 export function childContext(): ChildContext | undefined {
@@ -345,7 +356,7 @@ export function childContext(): ChildContext | undefined {
     ready: (drainTimeoutMs) => {
       send({ verge: 'proc-ready', drainTimeoutMs });
     },
-    reportCrashes(log, inFlight) {
+    reportCrashes(log) {
       let dying = false;
       const die = (err: unknown, origin: string) => {
         // a second failure while reporting the first: go now

@@ -45,6 +45,7 @@ function promptHidden(question: string): Promise<string> {
       input.setRawMode(false);
       input.pause();
       input.off('data', onData);
+      input.off('error', done);
       process.stderr.write('\n');
       if (err) reject(err);
       else resolve(typed);
@@ -60,6 +61,8 @@ function promptHidden(question: string): Promise<string> {
     input.setRawMode(true);
     input.setEncoding('utf8');
     input.on('data', onData);
+    // a terminal that goes away (EIO) ends the prompt with an error, never the process
+    input.once('error', done);
     input.resume();
   });
 }
