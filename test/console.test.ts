@@ -116,7 +116,14 @@ before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'verge-console-'));
   edge = await startEdgeProc({
     dataDir,
-    config: { edge: { admin: { listen: `127.0.0.1:${await freePort()}` } }, sites: [] },
+    config: {
+      edge: {
+        admin: { listen: `127.0.0.1:${await freePort()}` },
+        // the traffic charts must show this test's requests within seconds, not a minute
+        stats: { reportInterval: '100ms', flushInterval: '1s' },
+      },
+      sites: [],
+    },
   });
   base = `http://127.0.0.1:${edge.adminPort}`;
   adminToken = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
@@ -168,7 +175,9 @@ describe('the console', { skip }, () => {
     assert.equal(page.url(), `${base}/`);
     // the heading has the focus: keyboard users start on the new page
     assert.equal(await page.evaluate('document.activeElement.tagName'), 'H1');
-    await page.getByText('No traffic statistics on this Verge yet').waitFor();
+    // no visitor has come yet: the overview's totals say so
+    await page.getByText('No requests in this range.').waitFor();
+    assert.equal(await page.getByTestId('stats-requests').textContent(), '0');
     await check(page, 'overview');
 
     // the link worked once
@@ -252,13 +261,30 @@ describe('the console', { skip }, () => {
     assert.equal(stored.body.site.origin.verify, true);
   });
 
-  test("a site's page: recent requests open their explanation; traffic says there are no statistics yet", async () => {
+  test("a site's page: recent requests open their explanation; the traffic totals are the requests sent", async () => {
     const v = await visit('/hello');
     assert.equal(v.status, 200);
     assert.notEqual(v.id, '');
+    for (const q of ['a', 'b']) assert.equal((await visit(`/hello?${q}`)).status, 200);
+    // the first requests to this site: three, once the control plane has written them
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const s = await apiCall(
+        'GET',
+        `sites/${NAME}/stats?from=${Date.now() - 3_600_000}&to=${Date.now()}&step=1m`,
+      );
+      if (s.body.totals?.requests === 3) break;
+      assert.ok(Date.now() < deadline, `stats totals: ${JSON.stringify(s.body.totals)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
     await page.goto(`${base}/sites/${NAME}`);
     await page.getByRole('heading', { name: NAME, level: 1 }).waitFor();
-    await page.getByText('No traffic statistics on this Verge yet').waitFor();
+    await page.getByTestId('stats-requests').waitFor();
+    assert.equal(
+      await page.getByTestId('stats-requests').textContent(),
+      '3',
+      'the chart totals equal the requests sent',
+    );
     const row = page.getByRole('button', { name: `Explain request ${v.id}` });
     await row.waitFor({ timeout: 10_000 });
     await row.click();

@@ -56,8 +56,10 @@ export function StatsPanel(props: { path: string; span?: Span; compact?: boolean
       (e: unknown) => {
         if (!live) return;
         const err = asApiError(e);
-        // no statistics route on this Verge (404 for the route itself, not for a site)
-        if (err.status === 404 && /^no API route/.test(err.message)) setState({ missing: true });
+        // no statistics on this Verge: no such route (an older version) or a control process
+        // that keeps none (404 for the route itself, not for a site)
+        if (err.status === 404 && /^no API route|keeps no statistics/.test(err.message))
+          setState({ missing: true });
         else setState({ error: err });
       },
     );
