@@ -146,7 +146,7 @@ test('bash completion: sourced in bash, it registers verge and completes command
 source <("${process.execPath}" "${CLI}" completion bash)
 complete -p verge
 try() { COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); _verge; echo "[$*] ${'$'}{COMPREPLY[*]}"; }
-try verge si
+try verge sit
 try verge site ''
 try verge purge url --so
 try verge site add x --pro
@@ -155,7 +155,7 @@ try verge site add x --pro
   const r = spawnSync('bash', [script], { encoding: 'utf8', env: { ...process.env, ...env } });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /^complete -o filenames -F _verge verge$/m);
-  assert.match(r.stdout, /^\[verge si\] site$/m);
+  assert.match(r.stdout, /^\[verge sit\] site$/m);
   assert.match(r.stdout, /^\[verge site \] .*\badd\b.*\blist\b.*\bshow\b.*\bedit\b.*\brm\b/m);
   assert.match(r.stdout, /^\[verge purge url --so\] --soft$/m);
   assert.match(r.stdout, /^\[verge site add x --pro\] --protocol$/m);

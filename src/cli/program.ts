@@ -375,6 +375,34 @@ See docs/cluster.md.
       run(issue, async () => (await import('./origin-cert.js')).originCertCmd(names, opts(issue))),
     );
 
+  const sign = jsonOption(
+    program
+      .command('sign')
+      .description(
+        "Print a signed URL for a site with rules.signedUrls: an HMAC token with an expiry (and optionally a path prefix or a client address), made with the site's newest key (docs/rules.md).",
+      )
+      .argument('<URL>', 'the URL to sign, e.g. https://www.example.com/video.mp4')
+      .option('--ttl <DURATION>', 'how long the URL stays valid: 30m, 1h, 7d (default 1h)')
+      .option('--key <ID>', 'the key id to sign with (default: the last key the site lists)')
+      .option('--prefix <PATH>', 'make the token valid for every path under this prefix, e.g. /videos/')
+      .option('--ip <ADDRESS>', 'make the token valid for this client address only')
+      .option('-c, --config <FILE>', 'the config file whose site holds the keys (env VERGE_CONFIG)')
+      .option(
+        '-d, --data <DIR>',
+        'the data directory whose site holds the keys (env VERGE_HOME; default ~/.verge)',
+      )
+      .option('--secret-file <FILE>', 'sign without a config: the secret (first line) of key --key'),
+  )
+    .addHelpText(
+      'after',
+      examples([
+        'verge sign https://www.example.com/video.mp4 --ttl 1h --config verge.yaml',
+        'verge sign https://www.example.com/videos/1.mp4 --prefix /videos/ --ttl 7d',
+        'verge sign https://www.example.com/a.pdf --key k2 --secret-file /etc/verge/k2.secret',
+      ]),
+    )
+    .action((url: string) => run(sign, async () => (await import('./sign.js')).signCmd(url, opts(sign))));
+
   // ---- status -------------------------------------------------------------------------------
 
   const nodes = jsonOption(

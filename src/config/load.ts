@@ -79,6 +79,8 @@ export interface ResolvedSite extends SiteConfig {
   leaf?: X509Certificate;
   /** PEM bundle to trust for the origin, when origin.ca is set */
   originCaPem?: string;
+  /** the HTML of rules.errorPages, by status */
+  errorPageHtml?: Record<string, string>;
 }
 
 export interface ResolvedConfig extends Omit<Config, 'sites'> {
@@ -418,6 +420,12 @@ export function resolveConfig(
         else out.originCaPem = ca;
       }
     }
+    site.rules.errorPages.forEach((page, j) => {
+      const html = read(page.file, ['sites', i, 'rules', 'errorPages', j, 'file']);
+      if (html === undefined) return;
+      out.errorPageHtml ??= {};
+      for (const status of page.statuses) out.errorPageHtml[String(status)] ??= html;
+    });
     return out;
   });
   if (issues.length > 0) throw new ConfigError(issues, file);

@@ -5,7 +5,8 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { parseDuration, parseSize } from '../core/units.js';
+import { parseBlock } from '../core/ip.js';
+import { parseDuration, parseRate, parseSize } from '../core/units.js';
 import { KEEPABLE_FIELDS } from '../core/unkeyed.js';
 
 /** A duration: "500ms", "5s", "2m", "1h", "1d", or a number of milliseconds. Parsed to ms. */
@@ -348,6 +349,311 @@ export const siteWebSocketSchema = z
   .prefault({})
   .describe('WebSocket proxying (docs/security.md, "WebSocket").');
 
+/** An IP address or CIDR block, IPv4 or IPv6 (src/core/ip.ts parses it the same way at run time). */
+const cidrEntry = z.string().refine((s) => parseBlock(s) !== undefined, {
+  message: 'expected an IP address or CIDR block, e.g. "192.0.2.0/24", "203.0.113.7" or "2001:db8::/32"',
+});
+
+/** A path glob: "*" matches any run of characters ("/" included); the rest is literal. */
+const pathGlob = z
+  .string()
+  .min(1)
+  .refine((s) => s.startsWith('/') || s.startsWith('*'), {
+    message: 'a path pattern starts with "/" or "*", e.g. "/images/*" or "*.mp4"',
+  });
+
+const pathsField = (what: string) =>
+  z
+    .array(pathGlob)
+    .default([])
+    .describe(
+      `Path patterns ${what} (without the query; "*" matches any characters, "/" included, e.g. "/img/*", "*.mp4"). Empty: every path.`,
+    );
+
+/** A regular expression (JavaScript syntax), checked when the config is loaded. */
+const regex = z.string().refine(
+  (s) => {
+    try {
+      new RegExp(s);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'not a valid regular expression (JavaScript syntax)' },
+);
+
+/** A header field name (RFC 9110 section 5.1: a token), lower-cased. */
+const fieldName = z
+  .string()
+  .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'not a header field name (RFC 9110 section 5.1)')
+  .transform((s) => s.toLowerCase());
+
+/** A field value without CR, LF or NUL (RFC 9110 section 5.5). */
+const fieldValue = z
+  .string()
+  .refine((s) => !/[\r\n\0]/.test(s), { message: 'a header value cannot contain CR, LF or NUL' });
+
+/** Fields a header rule may not touch: framing and what the edge itself sets. */
+const PROTECTED_FIELDS = new Set([
+  'host',
+  'content-length',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'upgrade',
+  'te',
+  'trailer',
+  'x-request-id',
+]);
+const protectedMessage = `a header rule cannot change ${[...PROTECTED_FIELDS].join(', ')} (framing, routing and the request id are the edge's)`;
+const ruleFieldName = fieldName.refine((s) => !PROTECTED_FIELDS.has(s), { message: protectedMessage });
+
+/** name: value pairs of a header rule; each bad name is reported at its own key. */
+const fieldMap = (description: string) =>
+  z
+    .record(z.string(), fieldValue)
+    .superRefine((m, ctx) => {
+      for (const name of Object.keys(m)) {
+        if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name))
+          ctx.addIssue({
+            code: 'custom',
+            path: [name],
+            message: 'not a header field name (RFC 9110 section 5.1)',
+          });
+        else if (PROTECTED_FIELDS.has(name.toLowerCase()))
+          ctx.addIssue({ code: 'custom', path: [name], message: protectedMessage });
+      }
+    })
+    .transform((m) => Object.fromEntries(Object.entries(m).map(([k, v]) => [k.toLowerCase(), v])))
+    .default({})
+    .describe(description);
+
+const headerRuleSchema = z
+  .strictObject({
+    paths: pathsField('the rule applies to'),
+    set: fieldMap('Fields to set, replacing any value they had.'),
+    add: fieldMap('Fields to add, after any value they had.'),
+    remove: z.array(ruleFieldName).default([]).describe('Fields to remove.'),
+  })
+  .describe('One header rule: set, add and remove fields on matching requests.');
+
+const countryCode = z
+  .string()
+  .regex(/^[A-Za-z]{2}$/, 'an ISO 3166-1 alpha-2 country code such as "DE" or "US"')
+  .transform((s) => s.toUpperCase());
+
+const hostPattern = z
+  .string()
+  .min(1)
+  .transform((s) => s.trim().toLowerCase())
+  .refine((s) => s === '*' || HOSTNAME.test(s.startsWith('*.') ? s.slice(2) : s), {
+    message: 'a host name ("example.com"), a wildcard ("*.example.com": every name below it) or "*"',
+  });
+
+export const siteRulesSchema = z
+  .strictObject({
+    ip: z
+      .strictObject({
+        allow: z
+          .array(cidrEntry)
+          .default([])
+          .describe(
+            'Only these client addresses (IPs or CIDR blocks, IPv4 and IPv6) may fetch; others get 403 ACCESS_IP_DENIED. Empty: every address.',
+          ),
+        deny: z
+          .array(cidrEntry)
+          .default([])
+          .describe('These client addresses get 403 ACCESS_IP_DENIED, even when allow lists them.'),
+      })
+      .prefault({})
+      .describe(
+        'Client address lists (the address edge.clientAddress says is the client). Lists of 100k entries cost a binary search per request.',
+      ),
+    countries: z
+      .strictObject({
+        allow: z
+          .array(countryCode)
+          .default([])
+          .describe(
+            'Only clients in these countries may fetch; others, and addresses the database does not place, get 403 ACCESS_COUNTRY_DENIED. Empty: every country.',
+          ),
+        deny: z
+          .array(countryCode)
+          .default([])
+          .describe('Clients in these countries get 403 ACCESS_COUNTRY_DENIED.'),
+      })
+      .prefault({})
+      .describe('Client country lists, through the GeoIP database of edge.geoip.'),
+    referer: z
+      .array(
+        z.strictObject({
+          paths: pathsField('this hotlink rule protects'),
+          allow: z
+            .array(hostPattern)
+            .default([])
+            .describe(
+              'Referer hosts that may embed these paths: "example.com", "*.example.com" (every name below it) or "*". The request\'s own host is always allowed. Empty: every host not denied.',
+            ),
+          deny: z
+            .array(hostPattern)
+            .default([])
+            .describe('Referer hosts refused (403 ACCESS_REFERER_DENIED), whatever allow says.'),
+          allowEmpty: z
+            .boolean()
+            .default(true)
+            .describe(
+              'Whether a request without a Referer (typed URL, privacy settings, many apps) may fetch. Default true: refusing them blocks real visitors.',
+            ),
+        }),
+      )
+      .default([])
+      .describe(
+        'Hotlink protection by Referer (RFC 9110 section 10.1.3); the first rule whose paths match decides.',
+      ),
+    signedUrls: z
+      .strictObject({
+        paths: pathsField('that need a signed URL'),
+        keys: z
+          .array(
+            z.strictObject({
+              id: z
+                .string()
+                .regex(/^[A-Za-z0-9_-]{1,32}$/, 'a key id: 1 to 32 of A-Z, a-z, 0-9, "_", "-"')
+                .describe('Names the key inside each token, so several keys can be valid at once.'),
+              secret: z
+                .string()
+                .min(32, 'too short: use at least 32 characters (e.g. `openssl rand -hex 32`)')
+                .describe('The HMAC-SHA256 secret shared with whatever signs the URLs.'),
+            }),
+          )
+          .min(1)
+          .describe(
+            'Signing keys. To rotate: add the new key, sign with it, remove the old one once the URLs it signed have expired.',
+          ),
+        param: z
+          .string()
+          .regex(/^[A-Za-z0-9_.-]+$/, 'a query parameter name')
+          .default('verge-token')
+          .describe(
+            'Query parameter holding the token; removed before the cache key and the origin request.',
+          ),
+        cookie: z
+          .string()
+          .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'a cookie name')
+          .default('verge-token')
+          .describe('Cookie holding the token, when the query has none (e.g. a token for a path prefix).'),
+      })
+      .optional()
+      .describe(
+        'Signed URLs (`verge sign`): HMAC tokens with an expiry and optionally a path prefix or a client address. Default: none.',
+      ),
+    rateLimits: z
+      .array(
+        z.strictObject({
+          paths: pathsField('this limit counts'),
+          rate: z
+            .union([z.string(), z.number()])
+            .refine((v) => parseRate(v) !== undefined, {
+              message: 'a rate such as "10/s", "600/m" or "3600/h" (a bare number is per second)',
+            })
+            .describe('Sustained requests allowed per key: "10/s", "600/m", "3600/h".'),
+          burst: z
+            .number()
+            .int()
+            .min(1)
+            .optional()
+            .describe(
+              'Requests allowed at once after a quiet period (the bucket size). Default: one second of rate, at least 1.',
+            ),
+          by: z
+            .union([z.enum(['client', 'token']), z.string().regex(/^header:[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/)])
+            .default('client')
+            .describe(
+              'What is counted: "client" (the client address), "header:NAME" (a request header, e.g. an API key; requests without it count by client), or "token" (each signed URL; requests without one count by client).',
+            ),
+        }),
+      )
+      .default([])
+      .describe(
+        'Rate limits (token buckets), each counted per edge process: past it a request gets 429 RATE_LIMITED with Retry-After. Every matching limit counts.',
+      ),
+    redirects: z
+      .array(
+        z.strictObject({
+          host: z
+            .string()
+            .transform((s) => s.trim().toLowerCase())
+            .optional()
+            .describe("Only requests for this host name (one of the site's names). Default: any."),
+          path: regex
+            .optional()
+            .describe(
+              'Regular expression the path (without query) must match; its groups are $1..$9 in `to`. Default: any path.',
+            ),
+          to: z
+            .string()
+            .min(1)
+            .describe(
+              'Location: an absolute URL or a path, with $1..$9 (groups of `path`), {host}, {path} and {query} (with its "?", or empty). The query is appended when `to` has none.',
+            ),
+          status: z
+            .union([z.literal(301), z.literal(302), z.literal(303), z.literal(307), z.literal(308)])
+            .default(301)
+            .describe('301, 302, 303, 307 or 308 (RFC 9110 section 15.4: 307 and 308 keep the method).'),
+        }),
+      )
+      .default([])
+      .describe('Redirects, answered by the edge; the first match wins.'),
+    rewrites: z
+      .array(
+        z.strictObject({
+          path: regex.describe('Regular expression the path (without query) must match.'),
+          to: z
+            .string()
+            .startsWith('/')
+            .describe('The new path, with $1..$9; the query is kept unless `to` has one.'),
+        }),
+      )
+      .default([])
+      .describe(
+        'Path rewrites before the cache and the origin (the visitor sees no redirect); the first match wins.',
+      ),
+    requestHeaders: z
+      .array(headerRuleSchema)
+      .default([])
+      .describe(
+        'Changes to the request headers sent to the origin (not to the cache key); every matching rule applies, in order.',
+      ),
+    responseHeaders: z
+      .array(headerRuleSchema)
+      .default([])
+      .describe(
+        "Changes to the response headers sent to visitors (hits, misses, origin errors; not the edge's own refusals and redirects); every matching rule applies, in order.",
+      ),
+    errorPages: z
+      .array(
+        z.strictObject({
+          statuses: z
+            .array(z.number().int().min(400).max(599))
+            .min(1)
+            .describe('The error statuses this page is for, e.g. [502, 503, 504].'),
+          file: z
+            .string()
+            .min(1)
+            .describe(
+              'HTML file, relative to the config file, read when the config is loaded; {{status}}, {{code}}, {{msg}} and {{id}} are filled in.',
+            ),
+        }),
+      )
+      .default([])
+      .describe(
+        'Custom HTML pages for the errors the edge answers itself (refusals, origin failures), by status, for browsers (Accept: text/html; programs keep the JSON body). Served from memory: never an origin request. The first entry listing a status wins.',
+      ),
+  })
+  .prefault({})
+  .describe('Edge rules, in the access phase before the cache (docs/rules.md).');
+
 export const siteSchema = z
   .strictObject({
     name: siteName.describe(
@@ -417,6 +723,7 @@ export const siteSchema = z
     origin: originSchema,
     cache: siteCacheSchema,
     websocket: siteWebSocketSchema,
+    rules: siteRulesSchema,
   })
   .describe('One site.');
 
@@ -644,6 +951,31 @@ export const edgeSchema = z
       })
       .prefault({})
       .describe('Traffic statistics (docs/stats.md).'),
+    clientAddress: z
+      .strictObject({
+        trustedProxies: z
+          .array(cidrEntry)
+          .default([])
+          .describe(
+            "Proxies of yours in front of the edge (load balancers), as IPs or CIDR blocks. A request from one has its client address taken from `header`, read from the right past every trusted proxy. Default: none, the TCP peer is the client and any such header is the visitor's own claim.",
+          ),
+        header: fieldName
+          .default('x-forwarded-for')
+          .describe(
+            'Header the trusted proxies put the client address in: X-Forwarded-For (default), or a one-address header such as X-Real-IP.',
+          ),
+      })
+      .prefault({})
+      .describe(
+        "Which address is the visitor's: used by the IP, country and rate rules, the access log and the X-Forwarded-For sent to the origin. Connection limits (limits.connectionsPerIpPerSecond) always count the TCP peer.",
+      ),
+    geoip: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "A MaxMind-format database (GeoLite2/GeoIP2 Country or City .mmdb), relative to the config file, for the sites' rules.countries. Read at start and on reload. Default: none.",
+      ),
   })
   .prefault({})
   .describe('Edge listeners and limits.');
@@ -778,6 +1110,32 @@ function checkAdmin(admin: Partial<EdgeConfig['admin']> | undefined, ctx: z.Refi
   }
 }
 
+/** Rules that need something else configured: named where the user wrote them. */
+function checkRules(cfg: { edge?: { geoip?: unknown } }, sites: unknown[], ctx: z.RefinementCtx): void {
+  sites.forEach((site, i) => {
+    const r = (site as { rules?: Partial<SiteRulesConfig> } | undefined)?.rules;
+    if (!r || typeof r !== 'object') return;
+    const c = r.countries;
+    if (c && (c.allow?.length || c.deny?.length) && !cfg.edge?.geoip) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['sites', i, 'rules', 'countries'],
+        message:
+          'country rules need a GeoIP database: set edge.geoip to a .mmdb file (e.g. GeoLite2-Country.mmdb)',
+      });
+    }
+    (Array.isArray(r.rateLimits) ? r.rateLimits : []).forEach((l, j) => {
+      if (l?.by === 'token' && !r.signedUrls) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['sites', i, 'rules', 'rateLimits', j, 'by'],
+          message: 'by: token counts signed URLs, but this site has no rules.signedUrls',
+        });
+      }
+    });
+  });
+}
+
 export const configSchema = z
   .strictObject({
     edge: edgeSchema,
@@ -809,6 +1167,7 @@ export const configSchema = z
         });
       });
       checkAdmin(cfg.edge?.admin, ctx);
+      checkRules(cfg, sites, ctx);
       const def = cfg.edge?.https?.defaultSite;
       if (typeof def === 'string' && !sites.some((s) => s?.name === def && s.tls)) {
         ctx.addIssue({
@@ -829,3 +1188,4 @@ export type OriginConfig = z.output<typeof originSchema>;
 export type OriginServerConfig = z.output<typeof originServerSchema>;
 export type EdgeConfig = z.output<typeof edgeSchema>;
 export type SiteWebSocketConfig = z.output<typeof siteWebSocketSchema>;
+export type SiteRulesConfig = z.output<typeof siteRulesSchema>;

@@ -339,6 +339,104 @@ export const ERRORS = spec({
       'The request body was larger than edge.limits.bodyMemory, and writing it to a temporary file in edge.limits.bodyTempDir failed (disk full, directory missing or not writable). The request did not reach the origin.',
     fix: 'Free space in (or fix the permissions of) edge.limits.bodyTempDir, or point it at a larger disk; the log line has the Node cause (ENOSPC, EACCES).',
   },
+  ACCESS_IP_DENIED: {
+    status: 403,
+    stage: 'access',
+    source: 'client',
+    retryable: false,
+    msg: 'access denied',
+    explanation:
+      "The client address (as edge.clientAddress determines it) is in the site's rules.ip.deny list, or rules.ip.allow is set and does not list it. The request did not reach the cache or the origin; the log line names the address and the rule.",
+    fix: 'If the client should be let in, remove its block from rules.ip.deny or add it to rules.ip.allow. If every visitor shows the address of a proxy or load balancer of yours, list that proxy in edge.clientAddress.trustedProxies.',
+  },
+  ACCESS_COUNTRY_DENIED: {
+    status: 403,
+    stage: 'access',
+    source: 'client',
+    retryable: false,
+    msg: 'access denied from this country',
+    explanation:
+      'The GeoIP database (edge.geoip) places the client address in a country of rules.countries.deny, or rules.countries.allow is set and does not list its country (an address the database does not place is refused by an allow list). The log line names the address and the country seen.',
+    fix: "Adjust rules.countries; keep the GeoIP database current (GeoLite2 is updated twice a week). A client placed wrongly is the database's error: a rules.ip.allow entry does not override a country rule, so remove the country rule or move the client's network out of it.",
+  },
+  ACCESS_REFERER_DENIED: {
+    status: 403,
+    stage: 'access',
+    source: 'client',
+    retryable: false,
+    msg: 'hotlinking not allowed',
+    explanation:
+      "Hotlink protection (rules.referer): the request's Referer names a host that is denied or not allowed for this path, or it has no Referer and allowEmpty is false. The log line names the rule and the Referer host seen.",
+    fix: 'Add the embedding site\'s host to the rule\'s allow list ("*.example.com" covers every name below it), or set allowEmpty to true for visitors whose browsers send no Referer.',
+  },
+  ACCESS_SIGNATURE_MISSING: {
+    status: 403,
+    stage: 'access',
+    source: 'client',
+    retryable: false,
+    msg: 'signed URL required',
+    explanation:
+      'The path is covered by rules.signedUrls, and the request carried no token (neither the query parameter nor the cookie).',
+    fix: 'Link to a signed URL (`verge sign URL --ttl 1h`, or the same HMAC in your application; docs/rules.md), or narrow rules.signedUrls.paths.',
+  },
+  ACCESS_SIGNATURE_INVALID: {
+    status: 403,
+    stage: 'access',
+    source: 'client',
+    retryable: false,
+    msg: 'invalid signature',
+    explanation:
+      'The signed-URL token is malformed, or its HMAC does not match: the URL (path, query, host, expiry, prefix or address) was changed after signing, or it was signed with another secret for the same key id.',
+    fix: 'Sign the URL exactly as it is requested (the host the visitor uses, the path and every query parameter), with the secret of that key id in rules.signedUrls.keys.',
+  },
+  ACCESS_SIGNATURE_EXPIRED: {
+    status: 403,
+    stage: 'access',
+    source: 'client',
+    retryable: false,
+    msg: 'signed URL expired',
+    explanation: 'The signed-URL token is genuine but past its expiry time.',
+    fix: 'Issue a fresh URL; sign with a longer --ttl if visitors legitimately keep URLs longer. Check the clock of the signing machine.',
+  },
+  ACCESS_SIGNATURE_UNKNOWN_KEY: {
+    status: 403,
+    stage: 'access',
+    source: 'client',
+    retryable: false,
+    msg: 'invalid signature',
+    explanation:
+      'The signed-URL token names a key id that rules.signedUrls.keys does not list: a key removed too early in a rotation, or a token from another site.',
+    fix: 'Keep an old key listed until every URL it signed has expired; sign with a key id the site lists.',
+  },
+  ACCESS_SIGNATURE_WRONG_PATH: {
+    status: 403,
+    stage: 'access',
+    source: 'client',
+    retryable: false,
+    msg: 'signed URL not valid for this path',
+    explanation: 'The signed-URL token covers a path prefix, and the request is for a path outside it.',
+    fix: 'Sign with a prefix that covers the path (`verge sign URL --prefix /videos/`), or sign each URL on its own.',
+  },
+  ACCESS_SIGNATURE_WRONG_CLIENT: {
+    status: 403,
+    stage: 'access',
+    source: 'client',
+    retryable: false,
+    msg: 'signed URL not valid for this client',
+    explanation:
+      'The signed-URL token is bound to a client address, and another address used it (a shared link, or a visitor whose address changed between networks).',
+    fix: 'Bind tokens to an address only when clients keep one; if every client shows the address of your own proxy, list it in edge.clientAddress.trustedProxies.',
+  },
+  RATE_LIMITED: {
+    status: 429,
+    stage: 'access',
+    source: 'client',
+    retryable: true,
+    msg: 'too many requests',
+    explanation:
+      'A rate limit of the site (rules.rateLimits) counted more requests for this key (client address, header value or signed URL) than its rate and burst allow on this edge. The response says when to retry (Retry-After, RFC 6585 section 4); the request did not reach the cache or the origin.',
+    fix: 'Nothing for a client that backs off. If legitimate clients hit it, raise rate or burst; if many visitors share one address (a proxy of yours), list it in edge.clientAddress.trustedProxies.',
+  },
 });
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -70,10 +70,14 @@ export function explainRecord(rec: Record<string, unknown>): string {
     const cause = [error['nodeCode'], error['cause']].filter(Boolean).map(str).join(': ');
     if (cause) lines.push(`Cause: ${cause}`);
     if (error['reason']) lines.push(`Reason: ${str(error['reason'])}`);
+    if (error['rule']) lines.push(`Rule: ${str(error['rule'])} saw ${str(error['seen'])}`);
     lines.push(`What happened: ${spec.explanation}`);
     lines.push(`Fix: ${spec.fix}`);
   } else {
     lines.push('', 'No error: the request was served.');
   }
+  // a redirect or rewrite by the site's rules (rules.redirects, rules.rewrites)
+  const rule = rec['rule'] as { rule?: string; seen?: string } | undefined;
+  if (rule?.rule && !error?.['rule']) lines.push(`Rule: ${rule.rule}${rule.seen ? ` (${rule.seen})` : ''}`);
   return `${lines.join('\n')}\n`;
 }

@@ -32,3 +32,15 @@ export function parseSize(v: string | number): number | undefined {
   if (!m) return undefined;
   return Math.round(Number(m[1]) * (SIZE_BYTES[(m[2] ?? 'b').toLowerCase()] ?? 1));
 }
+
+/** "10/s", "600/m", "3600/h", "5" (per second) to events per second; undefined if not a rate. */
+export function parseRate(v: string | number): number | undefined {
+  if (typeof v === 'number') return v > 0 && Number.isFinite(v) ? v : undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(?:\/\s*(s|sec|second|m|min|minute|h|hour))?\s*$/i.exec(v);
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  const unit = (m[2] ?? 's').toLowerCase()[0];
+  const per = unit === 'h' ? 3600 : unit === 'm' ? 60 : 1;
+  const r = n / per;
+  return r > 0 ? r : undefined;
+}

@@ -37,6 +37,23 @@ code{background:#f3f3f3;padding:.1rem .3rem;border-radius:3px}dt{font-weight:600
 `;
 }
 
+/**
+ * A site's own error page (rules.errorPages) with its placeholders filled in: {{status}},
+ * {{code}}, {{msg}} and {{id}}, escaped for HTML.
+ */
+export function customErrorHtml(page: string, code: ErrorCode, id: string): string {
+  const spec = ERRORS[code];
+  const values: Record<string, string> = { status: String(spec.status), code, msg: spec.msg, id };
+  return page.replace(/\{\{(status|code|msg|id)\}\}/g, (_m, k: string) => escapeHtml(values[k] ?? ''));
+}
+
+export interface ErrorOptions {
+  /** the site's page for this status (rules.errorPages): replaces the built-in HTML page */
+  page?: string | undefined;
+  /** more response fields, e.g. Retry-After */
+  headers?: Record<string, string> | undefined;
+}
+
 /** Send an error response; returns the body length. */
 export function sendError(
   req: VisitorRequest,
@@ -44,6 +61,7 @@ export function sendError(
   code: ErrorCode,
   id: string,
   closeConnection: boolean,
+  opts: ErrorOptions = {},
 ): number {
   if (res.headersSent) {
     res.destroy();
@@ -51,8 +69,13 @@ export function sendError(
   }
   const accept = req.headers.accept;
   const html = typeof accept === 'string' && accept.includes('text/html');
-  const body = html ? errorHtml(code, id) : errorJson(code, id);
+  const body = html
+    ? opts.page !== undefined
+      ? customErrorHtml(opts.page, code, id)
+      : errorHtml(code, id)
+    : errorJson(code, id);
   const headers: Record<string, string> = {
+    ...opts.headers,
     'content-type': html ? 'text/html; charset=utf-8' : 'application/json',
     'content-length': String(Buffer.byteLength(body)),
     'cache-control': 'no-store',
@@ -62,5 +85,5 @@ export function sendError(
   res.writeHead(ERRORS[code].status, headers);
   if (req.method === 'HEAD') res.end();
   else res.end(body);
-  return body.length;
+  return Buffer.byteLength(body);
 }

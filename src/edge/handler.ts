@@ -10,6 +10,7 @@ import { ERRORS, type ErrorCode, type VergeError } from '../core/errors.js';
 import type { AccessLog } from '../core/log.js';
 import { UNKEYED_REQUEST_FIELDS } from '../core/unkeyed.js';
 import { type Attempt, type PullCallbacks, type PullProtocol, type PullState, pull } from '../origin/pull.js';
+import { applyOpsFlat, clientAddress, evaluateRules, onResponseHead } from './access.js';
 import { bodyLimits, receiveBody } from './body.js';
 import {
   type CachePhaseDeps,
@@ -29,7 +30,6 @@ import { forwardInterim } from './interim.js';
 import { RequestContext, type VisitorRequest, type VisitorResponse } from './lifecycle.js';
 import { markEdgeReset, whenStillWanted } from './limits.js';
 import type { EdgeMetrics } from './metrics.js';
-import { clientIp } from './peer.js';
 import type { CompiledSite, Runtime } from './runtime.js';
 
 // Request ids: a random per-process prefix plus a counter; unique across restarts and cheap.
@@ -190,6 +190,7 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
   const { req, res } = ctx;
   const rt = deps.runtime();
   res.on('close', () => finish(ctx, deps));
+  ctx.client = clientAddress(ctx, rt.clientRule);
 
   // accept
   const host = hostOf(ctx);
@@ -259,24 +260,60 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
     return;
   }
 
-  // access: nothing configured yet.
+  // access (src/edge/access.ts, src/rules/engine.ts): the site's rules may refuse, redirect, or
+  // change the target (signed-URL token removed, rewrites) and the headers
+  let path = checked.path;
+  if (site.rules.active) {
+    ctx.phase = 'access';
+    const d = evaluateRules(ctx, path);
+    if (d.action === 'continue') {
+      path = d.target;
+      if (d.rewrite) ctx.rule = { rule: d.rewrite };
+      if (d.requestHeaders.length > 0) ctx.requestOps = d.requestHeaders;
+      if (d.responseHeaders.length > 0) onResponseHead(ctx, d.responseHeaders);
+    } else if (d.action === 'redirect') {
+      // RFC 9110 section 10.2.2: Location; a redirect is the edge's own answer, never the origin's
+      ctx.rule = { rule: d.rule, seen: d.location };
+      ctx.status = d.status;
+      res.writeHead(d.status, {
+        location: d.location,
+        'content-length': '0',
+        'x-request-id': ctx.id,
+        via: VIA,
+      });
+      res.end();
+      return;
+    } else {
+      ctx.rule = { rule: d.rule, seen: d.seen };
+      fail(
+        ctx,
+        deps,
+        d.code,
+        { rule: d.rule, seen: d.seen },
+        false,
+        // RFC 6585 section 4 and RFC 9110 section 10.2.3: how many seconds to wait
+        d.retryAfter !== undefined ? { 'retry-after': String(d.retryAfter) } : undefined,
+      );
+      return;
+    }
+  }
 
   // A WebSocket handshake (RFC 6455 section 4, RFC 8441) is routed, redirected and let through
   // like any request, then leaves before the cache: src/edge/websocket.ts proxies it.
-  if (deps.upgrade?.(ctx, checked.path)) return;
+  if (deps.upgrade?.(ctx, path)) return;
 
   const method = req.method ?? 'GET';
   // cache (phase 5): GET and HEAD on a caching site; everything else goes to the origin as is
   if (deps.cache && site.cacheRules && (method === 'GET' || method === 'HEAD')) {
     // A fresh memory-resident hit is answered here, synchronously (no promise, no closures).
-    const primary = serveResidentHit(ctx, deps.cache, site, site.cacheRules, checked.path, finalHeaders);
+    const primary = serveResidentHit(ctx, deps.cache, site, site.cacheRules, path, finalHeaders);
     if (primary === true) return;
     // The origin request headers are built only if the origin is asked: a hit never needs them.
     let forward: string[] | undefined;
     const info = {
       site,
       rules: site.cacheRules,
-      path: checked.path,
+      path: path,
       get forward(): string[] {
         forward ??= forwardHeaders(ctx, site);
         return forward;
@@ -296,7 +333,7 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
     passThrough(
       ctx,
       deps,
-      checked.path,
+      path,
       forwardHeaders(ctx, site),
       cl,
       site.cacheRules ? 'BYPASS' : undefined,
@@ -630,7 +667,7 @@ export function forwardHeaders(ctx: RequestContext, site: CompiledSite): string[
   out.push(
     ...edgeForwardingFields(
       {
-        ip: clientIp(req) || info?.remoteAddress || '',
+        ip: ctx.client || info?.remoteAddress || '',
         host: ctx.host,
         scheme: ctx.scheme,
         port: info?.localPort,
@@ -641,7 +678,7 @@ export function forwardHeaders(ctx: RequestContext, site: CompiledSite): string[
     'via',
     via ? `${via}, ${VIA}` : VIA,
   );
-  return out;
+  return ctx.requestOps ? applyOpsFlat(out, ctx.requestOps) : out;
 }
 
 /** responseHeaders() as the cache's hit fast path takes it (it builds a template from it). */
@@ -668,14 +705,19 @@ function fail(
   code: ErrorCode,
   detail: Record<string, unknown>,
   closeConnection = false,
+  headers?: Record<string, string>,
 ): void {
   // Already answered with an error (e.g. a 408 whose stream reset then failed the pull): the
   // first error is what the visitor saw and what the log line must say.
   if (ctx.errorCode && ctx.res.headersSent) return;
   ctx.errorCode = code;
   ctx.errorDetail = detail;
-  ctx.status = ERRORS[code].status;
-  ctx.bytes += sendError(ctx.req, ctx.res, code, ctx.id, closeConnection);
+  const status = ERRORS[code].status;
+  ctx.status = status;
+  ctx.bytes += sendError(ctx.req, ctx.res, code, ctx.id, closeConnection, {
+    page: ctx.site?.errorPages?.get(status),
+    headers,
+  });
   void deps;
 }
 
@@ -750,6 +792,8 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
   }
   if (ctx.cacheState)
     rec.cache = { state: ctx.cacheState, ...(ctx.cacheReason ? { reason: ctx.cacheReason } : {}) };
+  // the access rule that refused, redirected or rewrote the request (`verge explain` names it)
+  if (ctx.rule) rec.rule = ctx.rule;
   if (ctx.aborted) rec.aborted = true;
   if (visitorLeft && sentStatus) rec.sentStatus = sentStatus;
   deps.accessLog.write(rec);

@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { ErrorCode } from '../core/errors.js';
 import type { Attempt, PullProtocol } from '../origin/pull.js';
+import type { HeaderOps } from '../rules/engine.js';
 import { clientIp } from './peer.js';
 import type { CompiledSite } from './runtime.js';
 
@@ -32,7 +33,13 @@ export const PHASES = [
   },
   {
     name: 'access',
-    does: 'IP allow/deny, referer, signed URLs, rate limits. Not implemented yet: continues.',
+    does:
+      "the site's rules (docs/rules.md), in order: client address lists, country lists (GeoIP), rate " +
+      'limits (429 with Retry-After), redirects, signed URLs (the token is removed from the cache key ' +
+      'and the origin request), hotlink protection by Referer, rewrites; request and response header ' +
+      'rules are collected. A refusal is a 403 or 429 with its own code and never reaches the cache ' +
+      "or the origin; the client address is the TCP peer's, or taken from trusted proxies " +
+      '(`edge.clientAddress`).',
   },
   {
     name: 'cache',
@@ -106,12 +113,17 @@ export class RequestContext {
   /** "1.1" or "2.0" */
   readonly httpVersion: string;
   /**
-   * The visitor's address, read when the request arrives: once an HTTP/2 stream has closed (when
-   * the log line is written) it no longer leads to its connection.
+   * The visitor's address, read when the request arrives (once an HTTP/2 stream has closed, when
+   * the log line is written, it no longer leads to its connection): the TCP peer, replaced in the
+   * route phase by what trusted proxies say when edge.clientAddress trusts the peer.
    */
-  readonly client: string;
+  client: string;
   host = '';
   site: CompiledSite | undefined = undefined;
+  /** the access rule that refused or redirected the request, and the value it saw */
+  rule: { rule: string; seen?: string } | undefined = undefined;
+  /** request header rules that matched (applied to the origin request) */
+  requestOps: readonly HeaderOps[] | undefined = undefined;
   /** the last phase reached */
   phase: PhaseName = 'accept';
   status = 0;

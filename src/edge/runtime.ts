@@ -11,6 +11,9 @@ import { ConfigError, type ResolvedConfig, type ResolvedSite } from '../config/l
 import type { HealthTable } from '../origin/balancer.js';
 import type { PoolRegistry } from '../origin/pools.js';
 import { CompiledOrigin } from '../origin/pull.js';
+import type { ClientAddressRule } from '../rules/client.js';
+import { SiteRules } from '../rules/engine.js';
+import { clientAddressRule, RulesState } from './access.js';
 import type { EdgeStats, SiteStats } from './stats.js';
 
 /**
@@ -45,6 +48,10 @@ export interface CompiledSite {
   readonly keySite: KeySite;
   /** the site's traffic counters (src/edge/stats.ts); undefined when statistics are off */
   readonly stats: SiteStats | undefined;
+  /** the site's access rules, compiled (src/rules/engine.ts) */
+  readonly rules: SiteRules;
+  /** custom error pages by status (rules.errorPages), HTML */
+  readonly errorPages: ReadonlyMap<number, string> | undefined;
 }
 
 /**
@@ -86,11 +93,21 @@ export class Runtime {
   readonly poolKeys: Set<string>;
   /** counters of requests that matched no site; undefined when statistics are off */
   readonly unroutedStats: SiteStats | undefined;
+  /** edge.clientAddress; undefined when the TCP peer is always the client */
+  readonly clientRule: ClientAddressRule | undefined;
 
-  constructor(config: ResolvedConfig, pools: PoolRegistry, health: HealthTable, stats?: EdgeStats) {
+  constructor(
+    config: ResolvedConfig,
+    pools: PoolRegistry,
+    health: HealthTable,
+    stats?: EdgeStats,
+    rulesState: RulesState = new RulesState(),
+  ) {
     this.config = config;
     this.poolKeys = new Set();
     this.unroutedStats = stats?.unrouted;
+    this.clientRule = clientAddressRule(config);
+    const countries = rulesState.countries(config);
     this.sites = config.sites.map((s, i) => {
       const origin = new CompiledOrigin(s.name, s.origin, s.originCaPem, pools, health);
       for (const k of origin.poolKeys()) this.poolKeys.add(k);
@@ -109,6 +126,14 @@ export class Runtime {
         cacheRules: siteCacheRules(s.cache),
         keySite: { name: s.name, origin: { protocol: s.origin.protocol, keepHeaders: s.origin.keepHeaders } },
         stats: stats?.site(s.name),
+        rules: new SiteRules(s.rules, {
+          site: s.name,
+          buckets: rulesState.buckets,
+          ...(countries ? { countries } : {}),
+        }),
+        errorPages: s.errorPageHtml
+          ? new Map(Object.entries(s.errorPageHtml).map(([k, v]) => [Number(k), v]))
+          : undefined,
       };
       for (const n of [s.name, ...s.aliases]) {
         if (n.startsWith('*.')) this.#wildcard.set(n.slice(2), site);

@@ -14,6 +14,7 @@ import type { AccessLog, Logger } from '../core/log.js';
 import { HealthTable } from '../origin/balancer.js';
 import { PoolRegistry } from '../origin/pools.js';
 import { peekClientHello, UNRECOGNIZED_NAME_ALERT } from '../tls/client-hello.js';
+import { RulesState } from './access.js';
 import { checkBodyTempDir } from './body.js';
 import { EdgeCache } from './cache.js';
 import { setConnInfo, socketConnInfo } from './conn-info.js';
@@ -68,6 +69,8 @@ interface ConnState {
 
 export class Edge {
   #runtime: Runtime;
+  /** rate-limit buckets and the GeoIP database, kept across reloads */
+  readonly #rulesState = new RulesState();
   readonly #pools = new PoolRegistry();
   readonly #health = new HealthTable();
   readonly #log: Logger;
@@ -100,7 +103,7 @@ export class Edge {
     this.#beforeListen = opts.beforeListen;
     this.#exclusive = opts.exclusiveListen === true;
     this.#stats = opts.stats;
-    this.#runtime = new Runtime(config, this.#pools, this.#health, this.#statsFor(config));
+    this.#runtime = new Runtime(config, this.#pools, this.#health, this.#statsFor(config), this.#rulesState);
     this.#ws = new WebSocketProxy({
       runtime: () => this.#runtime,
       accessLog: this.#accessLog,
@@ -131,7 +134,7 @@ export class Edge {
   /** Build a runtime from `config` aside and swap it in; throws (keeping the old one) on failure. */
   reload(config: ResolvedConfig): void {
     checkBodyTempDir(config);
-    const next = new Runtime(config, this.#pools, this.#health, this.#statsFor(config));
+    const next = new Runtime(config, this.#pools, this.#health, this.#statsFor(config), this.#rulesState);
     this.#useBoundHttpsPort(next);
     this.#runtime = next;
     this.#pools.retainOnly(next.poolKeys);

@@ -17,6 +17,9 @@ export interface TestSite {
   cert?: KeyCert;
   https?: Record<string, unknown>;
   origin: Record<string, unknown>;
+  /** the site's rules block (docs/rules.md) */
+  rules?: Record<string, unknown>;
+  cache?: Record<string, unknown>;
 }
 
 export interface TestEdge {
