@@ -299,7 +299,7 @@ test('rate limit: burst, then 429 with Retry-After, then steady; per header key'
   assert.ok(limited, `a request past the burst is refused: ${statuses}`);
   const err = await refused(limited, 429, 'RATE_LIMITED');
   assert.equal(err['rule'], 'rules.rateLimits[0]');
-  assert.equal(err['seen'], 'client=127.0.0.1');
+  assert.equal(err['seen'], 'client 127.0.0.1');
   // RFC 9110 section 10.2.3: delay-seconds, a non-negative integer
   assert.equal(limited.headers['retry-after'], '1');
   await new Promise((r) => setTimeout(r, 1100));

@@ -190,6 +190,12 @@ test('patterns: path globs and Referer hosts', () => {
   assert.equal(h.match('partner.net'), undefined);
   assert.equal(refererHost('https://User@Blog.Example.com.:8443/p?q'), 'blog.example.com');
   assert.equal(refererHost('about:blank'), undefined);
+  assert.equal(refererHost('HTTP://A.COM?x=1'), 'a.com');
+  assert.equal(refererHost('https://a.com#frag'), 'a.com');
+  assert.equal(refererHost('https://u:p@ss@b.com/'), 'b.com');
+  assert.equal(refererHost('https://a.com/x@evil.test'), 'a.com', 'an @ in the path is not userinfo');
+  assert.equal(refererHost('//a.com/'), undefined);
+  assert.equal(refererHost('https:///path'), undefined);
   assert.equal(refererHost('http://[2001:db8::1]/'), '[2001:db8::1]');
 });
 
@@ -298,7 +304,7 @@ test('engine: rate limits by client, by header, and the longest wait wins', () =
   };
   assert.equal(at('/a', NOW), 'continue');
   assert.equal(at('/a', NOW), 'continue');
-  assert.equal(at('/a', NOW), 'RATE_LIMITED rules.rateLimits[0] client=192.0.2.1 1');
+  assert.equal(at('/a', NOW), 'RATE_LIMITED rules.rateLimits[0] client 192.0.2.1 1');
   assert.equal(at('/a', NOW + 1000), 'continue', 'steady: one a second');
   assert.equal(at('/api/x', NOW + 5000, { 'x-api-key': 'k' }), 'continue');
   assert.equal(

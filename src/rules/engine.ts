@@ -236,22 +236,25 @@ export class SiteRules {
     }
 
     // rate limits: every matching limit takes a token; the longest wait is the answer
-    let limited: { rule: string; key: string; retryAfter: number } | undefined;
+    let limited: { r: RateRule; key: string; retryAfter: number } | undefined;
     for (const r of this.#rates) {
       if (!r.paths(path)) continue;
       const key = this.#rateKey(r, input);
       const t = r.table.take(key, input.now);
       if (!t.ok && (!limited || t.retryAfterSeconds > limited.retryAfter))
-        limited = { rule: r.rule, key, retryAfter: t.retryAfterSeconds };
+        limited = { r, key, retryAfter: t.retryAfterSeconds };
     }
-    if (limited)
-      return {
-        action: 'deny',
-        code: 'RATE_LIMITED',
-        rule: limited.rule,
-        seen: limited.key,
-        retryAfter: limited.retryAfter,
-      };
+    if (limited) {
+      const { r, key } = limited;
+      // for the log: what was counted
+      const seen =
+        r.by.kind === 'header' && key.startsWith('h=')
+          ? `${r.by.name}=${key.slice(2)}`
+          : r.by.kind === 'token' && key.startsWith('t=')
+            ? `token ${key.slice(2)}`
+            : `client ${key}`;
+      return { action: 'deny', code: 'RATE_LIMITED', rule: r.rule, seen, retryAfter: limited.retryAfter };
+    }
 
     for (const r of this.#redirects) {
       if (r.host !== undefined && r.host !== input.host) continue;
@@ -321,18 +324,22 @@ export class SiteRules {
     };
   }
 
+  /**
+   * The bucket key: the client address as is (no address starts with "h=" or "t="), else "h=" and
+   * the header value, or "t=" and the signed URL's MAC.
+   */
   #rateKey(r: RateRule, input: RuleInput): string {
     if (r.by.kind === 'header') {
       const v = input.header(r.by.name);
-      if (v !== undefined) return `${r.by.name}=${v}`;
+      if (v !== undefined) return `h=${v}`;
     } else if (r.by.kind === 'token' && this.#signed) {
       // the token's MAC names one signed URL; a forged one is refused after this anyway
       const t =
         takeToken(input.target, this.#signed.param).token ??
         cookieValue(input.header('cookie'), this.#signed.cookie);
-      if (t) return `token=${t.slice(t.lastIndexOf('.') + 1)}`;
+      if (t) return `t=${t.slice(t.lastIndexOf('.') + 1)}`;
     }
-    return `client=${input.client}`;
+    return input.client;
   }
 }
 

@@ -80,8 +80,32 @@ export class HostPatterns {
  * lower-case, without port or trailing dot; undefined when it has none (e.g. "about:blank").
  */
 export function refererHost(referer: string): string | undefined {
-  const m = /^[a-z][a-z0-9+.-]*:\/\/(?:[^@/?#]*@)?(\[[^\]]*\]|[^:/?#]*)/i.exec(referer.trim());
-  const host = m?.[1];
-  if (!host) return undefined;
-  return host.toLowerCase().replace(/\.$/, '');
+  // by hand rather than with a regular expression or URL: this runs per request on hotlink paths
+  const t = referer.trim();
+  const sep = t.indexOf('://');
+  if (sep <= 0 || !/^[a-z][a-z0-9+.-]*$/i.test(t.slice(0, sep))) return undefined;
+  let start = sep + 3;
+  let end = t.length;
+  for (let i = start; i < t.length; i++) {
+    const c = t.charCodeAt(i);
+    if (c === 47 /* / */ || c === 63 /* ? */ || c === 35 /* # */) {
+      end = i;
+      break;
+    }
+  }
+  // userinfo (RFC 3986 section 3.2.1) before "@"
+  const at = t.lastIndexOf('@', end - 1);
+  if (at >= start) start = at + 1;
+  let host: string;
+  if (t.charCodeAt(start) === 91 /* [ */) {
+    const close = t.indexOf(']', start);
+    if (close < 0 || close >= end) return undefined;
+    host = t.slice(start, close + 1);
+  } else {
+    const colon = t.indexOf(':', start);
+    host = t.slice(start, colon >= 0 && colon < end ? colon : end);
+  }
+  if (host === '') return undefined;
+  host = host.toLowerCase();
+  return host.endsWith('.') ? host.slice(0, -1) : host;
 }
