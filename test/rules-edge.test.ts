@@ -120,6 +120,18 @@ function sites(): TestSite[] {
         ],
       },
     },
+    {
+      name: 'cache.example',
+      origin: o,
+      cache: {
+        key: { headers: ['X-Device'], cookies: ['lang'] },
+        bypass: [{ paths: ['/admin/*'] }, { cookies: ['session_*'] }],
+        browserTtl: [
+          { paths: ['*.css'], ttl: '1h' },
+          { paths: ['/fresh/*'], ttl: 0 },
+        ],
+      },
+    },
   ];
 }
 
@@ -404,4 +416,34 @@ test('verge sign: the URL it prints is served; a wrong key id and a missing site
   assert.match(none.err, /no site in .*verge\.yaml serves nowhere\.example/);
   const bad = await run(['sign', 'http://signed.example/x', '--ttl', 'soon', '--config', cfg]);
   assert.equal(bad.code, 2);
+});
+
+test('cache rules: a header and a cookie in the key, bypass by path and by cookie, browser TTL apart from the edge TTL', async () => {
+  const before = origin.count;
+  const x = async (path: string, headers: Record<string, string> = {}) =>
+    (await get(path, 'cache.example', headers)).headers['x-cache'];
+  assert.equal(await x('/page', { 'x-device': 'phone' }), 'MISS');
+  assert.equal(await x('/page', { 'x-device': 'phone' }), 'HIT');
+  assert.equal(await x('/page', { 'x-device': 'tablet' }), 'MISS', 'another header value, another entry');
+  assert.equal(await x('/page', { 'x-device': 'phone', cookie: 'lang=de; a=b' }), 'MISS');
+  assert.equal(
+    await x('/page', { 'x-device': 'phone', cookie: 'a=c; lang=de' }),
+    'HIT',
+    'only the listed cookie counts',
+  );
+  assert.equal(origin.count - before, 3);
+  const admin = await get('/admin/x', 'cache.example');
+  assert.equal(admin.headers['x-cache'], 'BYPASS');
+  assert.equal((await get('/admin/x', 'cache.example')).headers['x-cache'], 'BYPASS');
+  const rec = await edge.record(String(admin.headers['x-request-id']));
+  assert.deepEqual(rec['cache'], { state: 'BYPASS', reason: 'cache.bypass[0]' });
+  assert.equal(await x('/page', { 'x-device': 'phone', cookie: 'session_42=abc' }), 'BYPASS');
+  assert.equal(origin.count - before, 6, 'bypassed requests all reach the origin');
+  const css = await get('/a.css', 'cache.example');
+  assert.equal(css.headers['cache-control'], 'max-age=3600', 'the browser TTL, not the origin max-age=60');
+  const cssHit = await get('/a.css', 'cache.example');
+  assert.equal(cssHit.headers['x-cache'], 'HIT', 'the edge still caches by the origin TTL');
+  assert.equal(cssHit.headers['cache-control'], 'max-age=3600');
+  assert.equal((await get('/fresh/a', 'cache.example')).headers['cache-control'], 'no-cache');
+  assert.equal((await get('/other', 'cache.example')).headers['cache-control'], 'public, max-age=60');
 });

@@ -22,6 +22,8 @@ import type { QueryRule } from './rules.js';
 export interface KeySite {
   name: SiteConfig['name'];
   origin: Pick<OriginConfig, 'protocol'> & { keepHeaders?: readonly string[] };
+  /** cache.key: request headers and cookies added to the key (sorted names, lower-case headers) */
+  key?: { headers: readonly string[]; cookies: readonly string[] };
 }
 
 /** Separates a primary key's URL from its kept request headers; never part of a URL. */
@@ -118,7 +120,36 @@ export function primaryKey(
   const path = normalisePercent(q >= 0 ? t.slice(0, q) : t);
   const qs = q >= 0 ? normaliseQuery(t.slice(q + 1), query) : '';
   const prefix = site.origin.protocol === 'follow' ? `${scheme}://` : '//';
-  return `${prefix}${site.name}${path}${qs ? `?${qs}` : ''}${keptPart(site.origin.keepHeaders, headers)}`;
+  return `${prefix}${site.name}${path}${qs ? `?${qs}` : ''}${keptPart(site.origin.keepHeaders, headers)}${site.key ? keyPart(site.key, headers) : ''}`;
+}
+
+/**
+ * The cache.key part of a primary key: `\u0001name=value` per listed header the request carries
+ * and `\u0001cookie:name=value` per listed cookie, after the URL like kept headers (so a purge by
+ * URL covers every such entry, urlOfKey()).
+ */
+function keyPart(key: NonNullable<KeySite['key']>, headers: HeaderMap | undefined): string {
+  if (!headers) return '';
+  let out = keptPart(key.headers, headers);
+  if (key.cookies.length > 0) {
+    const cookie = headerValue(headers, 'cookie');
+    if (cookie) {
+      for (const name of key.cookies) {
+        const v = cookieOf(cookie, name);
+        if (v !== undefined) out += `${KEPT_SEP}cookie:${name}=${v}`;
+      }
+    }
+  }
+  return out;
+}
+
+/** One cookie's value from a Cookie field (RFC 6265 section 4.2.1). */
+function cookieOf(header: string, name: string): string | undefined {
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
 }
 
 /**

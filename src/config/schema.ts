@@ -233,122 +233,6 @@ export const originSchema = z
   })
   .describe('Where and how Verge pulls content.');
 
-export const siteCacheSchema = z
-  .strictObject({
-    enabled: z.boolean().default(true).describe('Cache responses of this site (GET and HEAD).'),
-    honourOrigin: z
-      .boolean()
-      .default(true)
-      .describe(
-        "Use the origin's caching headers (CDN-Cache-Control, Cache-Control, Expires, heuristics). Off: only the rules and defaultTtl decide.",
-      ),
-    defaultTtl: duration(
-      '0s',
-      'Freshness for responses with no freshness information of their own (0: only heuristics apply, RFC 9111 section 4.2.2).',
-    ),
-    rules: z
-      .array(
-        z.strictObject({
-          prefix: z
-            .string()
-            .startsWith('/')
-            .optional()
-            .describe('Path prefix the rule applies to, e.g. "/static/".'),
-          extensions: z
-            .array(z.string().min(1))
-            .optional()
-            .describe('File extensions the rule applies to, e.g. [css, js].'),
-          ttl: duration('0s', 'Freshness for matching responses; 0 means never store them.'),
-          honourOrigin: z
-            .boolean()
-            .optional()
-            .describe(
-              "Let the origin's own freshness win over ttl for matching responses. Default: cache.honourOrigin.",
-            ),
-        }),
-      )
-      .max(
-        MAX_CACHE_RULES,
-        `at most ${MAX_CACHE_RULES} cache rules per site: merge rules (one rule can list several extensions)`,
-      )
-      .default([])
-      .describe(
-        `TTL overrides by path prefix or extension; the first match wins. At most ${MAX_CACHE_RULES}.`,
-      ),
-    query: z
-      .union([
-        z.enum(['all', 'ignore']),
-        z.strictObject({
-          keep: z
-            .array(z.string())
-            .describe('Query parameter names kept in the key (in this order); others are dropped.'),
-        }),
-      ])
-      .default('all')
-      .describe('Query string in the cache key: "all" (sorted), "ignore", or { keep: [names] }.'),
-    visitorNoCache: z
-      .boolean()
-      .default(false)
-      .describe(
-        "Whether a visitor's Cache-Control: no-cache forces a refetch. Off by default, as CDNs do: one visitor's reload must not reach the origin.",
-      ),
-    setCookie: z
-      .enum(['pass', 'strip', 'store'])
-      .default('pass')
-      .describe(
-        'Responses with Set-Cookie: "pass" (never stored), "strip" (stored without the cookie), "store" (stored with it: the cookie goes to every visitor).',
-      ),
-    targetedField: z
-      .string()
-      .optional()
-      .describe(
-        'A CDN-specific targeted cache-control field (RFC 9213) that takes precedence over CDN-Cache-Control, e.g. Verge-Cache-Control.',
-      ),
-    maxObjectSize: size('1GiB', 'Largest response stored.'),
-    serveStale: z
-      .boolean()
-      .default(false)
-      .describe(
-        'Serve a stale copy when the origin fails or answers 5xx (offline mode), unless the response forbids it (must-revalidate, no-cache).',
-      ),
-    compress: z
-      .boolean()
-      .default(true)
-      .describe(
-        'Compress (br, gzip) 200 responses of compressible types of 1 KiB or more that the origin sent uncompressed, for visitors that accept it; compressed variants are cached. Applies to uncached responses too.',
-      ),
-  })
-  .prefault({})
-  .describe('Caching rules.');
-
-export const siteWebSocketSchema = z
-  .strictObject({
-    enabled: z
-      .boolean()
-      .default(true)
-      .describe(
-        "Proxy WebSocket handshakes (RFC 6455 over an HTTP/1.1 Upgrade, RFC 8441 over HTTP/2) to the origin with the site's origin settings. Off: a handshake gets 403 WEBSOCKET_DISABLED.",
-      ),
-    idleTimeout: duration(
-      '5m',
-      'Close a WebSocket session (close code 1001 to both sides) when no data flowed in either direction for this long; pings count as data.',
-    ),
-    maxConnections: z
-      .number()
-      .int()
-      .min(1)
-      .default(1000)
-      .describe(
-        'Concurrent WebSocket sessions of this site per edge process, handshakes in progress included; more get 503 WEBSOCKET_TOO_MANY.',
-      ),
-    maxHandshakeSize: size(
-      '16KiB',
-      "Largest handshake response head (status line and headers) taken from the origin; larger is ORIGIN_INVALID_RESPONSE. The visitor's handshake is bounded by edge.limits.maxHeaderSize.",
-    ),
-  })
-  .prefault({})
-  .describe('WebSocket proxying (docs/security.md, "WebSocket").');
-
 /** An IP address or CIDR block, IPv4 or IPv6 (src/core/ip.ts parses it the same way at run time). */
 const cidrEntry = z.string().refine((s) => parseBlock(s) !== undefined, {
   message: 'expected an IP address or CIDR block, e.g. "192.0.2.0/24", "203.0.113.7" or "2001:db8::/32"',
@@ -450,6 +334,173 @@ const hostPattern = z
   .refine((s) => s === '*' || HOSTNAME.test(s.startsWith('*.') ? s.slice(2) : s), {
     message: 'a host name ("example.com"), a wildcard ("*.example.com": every name below it) or "*"',
   });
+
+export const siteCacheSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true).describe('Cache responses of this site (GET and HEAD).'),
+    honourOrigin: z
+      .boolean()
+      .default(true)
+      .describe(
+        "Use the origin's caching headers (CDN-Cache-Control, Cache-Control, Expires, heuristics). Off: only the rules and defaultTtl decide.",
+      ),
+    defaultTtl: duration(
+      '0s',
+      'Freshness for responses with no freshness information of their own (0: only heuristics apply, RFC 9111 section 4.2.2).',
+    ),
+    rules: z
+      .array(
+        z.strictObject({
+          prefix: z
+            .string()
+            .startsWith('/')
+            .optional()
+            .describe('Path prefix the rule applies to, e.g. "/static/".'),
+          extensions: z
+            .array(z.string().min(1))
+            .optional()
+            .describe('File extensions the rule applies to, e.g. [css, js].'),
+          ttl: duration('0s', 'Freshness for matching responses; 0 means never store them.'),
+          honourOrigin: z
+            .boolean()
+            .optional()
+            .describe(
+              "Let the origin's own freshness win over ttl for matching responses. Default: cache.honourOrigin.",
+            ),
+        }),
+      )
+      .max(
+        MAX_CACHE_RULES,
+        `at most ${MAX_CACHE_RULES} cache rules per site: merge rules (one rule can list several extensions)`,
+      )
+      .default([])
+      .describe(
+        `TTL overrides by path prefix or extension; the first match wins. At most ${MAX_CACHE_RULES}.`,
+      ),
+    query: z
+      .union([
+        z.enum(['all', 'ignore']),
+        z.strictObject({
+          keep: z
+            .array(z.string())
+            .describe('Query parameter names kept in the key (in this order); others are dropped.'),
+        }),
+      ])
+      .default('all')
+      .describe('Query string in the cache key: "all" (sorted), "ignore", or { keep: [names] }.'),
+    visitorNoCache: z
+      .boolean()
+      .default(false)
+      .describe(
+        "Whether a visitor's Cache-Control: no-cache forces a refetch. Off by default, as CDNs do: one visitor's reload must not reach the origin.",
+      ),
+    setCookie: z
+      .enum(['pass', 'strip', 'store'])
+      .default('pass')
+      .describe(
+        'Responses with Set-Cookie: "pass" (never stored), "strip" (stored without the cookie), "store" (stored with it: the cookie goes to every visitor).',
+      ),
+    targetedField: z
+      .string()
+      .optional()
+      .describe(
+        'A CDN-specific targeted cache-control field (RFC 9213) that takes precedence over CDN-Cache-Control, e.g. Verge-Cache-Control.',
+      ),
+    maxObjectSize: size('1GiB', 'Largest response stored.'),
+    serveStale: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Serve a stale copy when the origin fails or answers 5xx (offline mode), unless the response forbids it (must-revalidate, no-cache).',
+      ),
+    compress: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Compress (br, gzip) 200 responses of compressible types of 1 KiB or more that the origin sent uncompressed, for visitors that accept it; compressed variants are cached. Applies to uncached responses too.',
+      ),
+    key: z
+      .strictObject({
+        headers: z
+          .array(fieldName)
+          .default([])
+          .describe(
+            'Request headers whose value becomes part of the cache key (e.g. X-Device), so each value has its own entry; the origin should vary on them. Default: none.',
+          ),
+        cookies: z
+          .array(z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'a cookie name'))
+          .default([])
+          .describe(
+            'Cookies whose value becomes part of the cache key (e.g. a language or currency cookie). Default: none.',
+          ),
+      })
+      .prefault({})
+      .describe('More of the request in the cache key, beside the URL (docs/rules.md, "Cache rules").'),
+    bypass: z
+      .array(
+        z.strictObject({
+          paths: pathsField('that bypass the cache'),
+          cookies: z
+            .array(
+              z
+                .string()
+                .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\*?$/, 'a cookie name, optionally ending in "*"'),
+            )
+            .default([])
+            .describe(
+              'Bypass only when the request carries one of these cookies ("wordpress_logged_in_*": a name prefix), e.g. signed-in users. Empty: always.',
+            ),
+        }),
+      )
+      .default([])
+      .describe(
+        'Requests sent to the origin without the cache (X-Cache: BYPASS, reason cache.bypass[i]): neither served from nor stored in it.',
+      ),
+    browserTtl: z
+      .array(
+        z.strictObject({
+          paths: pathsField('this browser TTL applies to'),
+          ttl: duration(
+            '0s',
+            'How long browsers may reuse the response: Cache-Control: max-age=N sent to visitors; 0 sends no-cache (reuse only after revalidating).',
+          ),
+        }),
+      )
+      .default([])
+      .describe(
+        "The visitor's Cache-Control for 2xx and 3xx responses, apart from the edge's own TTL (cache.rules, cache.defaultTtl); the first match wins. Default: the origin's Cache-Control is passed on.",
+      ),
+  })
+  .prefault({})
+  .describe('Caching rules.');
+
+export const siteWebSocketSchema = z
+  .strictObject({
+    enabled: z
+      .boolean()
+      .default(true)
+      .describe(
+        "Proxy WebSocket handshakes (RFC 6455 over an HTTP/1.1 Upgrade, RFC 8441 over HTTP/2) to the origin with the site's origin settings. Off: a handshake gets 403 WEBSOCKET_DISABLED.",
+      ),
+    idleTimeout: duration(
+      '5m',
+      'Close a WebSocket session (close code 1001 to both sides) when no data flowed in either direction for this long; pings count as data.',
+    ),
+    maxConnections: z
+      .number()
+      .int()
+      .min(1)
+      .default(1000)
+      .describe(
+        'Concurrent WebSocket sessions of this site per edge process, handshakes in progress included; more get 503 WEBSOCKET_TOO_MANY.',
+      ),
+    maxHandshakeSize: size(
+      '16KiB',
+      "Largest handshake response head (status line and headers) taken from the origin; larger is ORIGIN_INVALID_RESPONSE. The visitor's handshake is bounded by edge.limits.maxHeaderSize.",
+    ),
+  })
+  .prefault({})
+  .describe('WebSocket proxying (docs/security.md, "WebSocket").');
 
 export const siteRulesSchema = z
   .strictObject({

@@ -9,10 +9,18 @@ import { statSync } from 'node:fs';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { resolve } from 'node:path';
 import type { ResolvedConfig } from '../config/load.js';
+import type { SiteConfig } from '../config/schema.js';
 import { CidrSet } from '../core/ip.js';
 import { GeoIp } from '../geo/geoip.js';
 import { type ClientAddressRule, resolveClient } from '../rules/client.js';
-import type { BucketRegistry, CountryLookup, Decision, HeaderOps } from '../rules/engine.js';
+import {
+  type BucketRegistry,
+  type CountryLookup,
+  cookieValue,
+  type Decision,
+  type HeaderOps,
+} from '../rules/engine.js';
+import { compilePathList, type PathTest } from '../rules/patterns.js';
 import type { BucketTable } from '../rules/ratelimit.js';
 import type { RequestContext } from './lifecycle.js';
 
@@ -123,6 +131,58 @@ export function onResponseHead(ctx: RequestContext, ops: readonly HeaderOps[]): 
   res.writeHead = function (this: unknown, status: unknown, a?: unknown, b?: unknown) {
     const h = a !== null && typeof a === 'object' && !Array.isArray(a) ? a : b;
     if (h !== null && typeof h === 'object' && !Array.isArray(h)) applyOps(h as OutgoingHttpHeaders, ops);
+    return write.call(this, status, a, b);
+  };
+}
+
+/** cache.bypass and cache.browserTtl of a site, compiled. */
+export interface CacheExtras {
+  bypass: Array<{ rule: string; paths: PathTest; cookies: string[] }>;
+  browserTtl: Array<{ paths: PathTest; value: string }>;
+}
+
+export function compileCacheExtras(c: SiteConfig['cache']): CacheExtras | undefined {
+  if (c.bypass.length === 0 && c.browserTtl.length === 0) return undefined;
+  return {
+    bypass: c.bypass.map((b, i) => ({
+      rule: `cache.bypass[${i}]`,
+      paths: compilePathList(b.paths),
+      cookies: b.cookies,
+    })),
+    browserTtl: c.browserTtl.map((b) => ({
+      paths: compilePathList(b.paths),
+      // RFC 9111 section 5.2.2.1 max-age; 0 as no-cache (section 5.2.2.4): reuse only once revalidated
+      value: b.ttl > 0 ? `max-age=${Math.floor(b.ttl / 1000)}` : 'no-cache',
+    })),
+  };
+}
+
+/** The cache.bypass rule a request matches (`path` without query), or undefined. */
+export function bypassRule(x: CacheExtras, path: string, cookie: string | undefined): string | undefined {
+  for (const b of x.bypass) {
+    if (!b.paths(path)) continue;
+    if (b.cookies.length === 0) return b.rule;
+    if (!cookie) continue;
+    for (const name of b.cookies) {
+      if (name.endsWith('*')) {
+        const prefix = name.slice(0, -1);
+        if (cookie.split(';').some((p) => p.trim().startsWith(prefix))) return b.rule;
+      } else if (cookieValue(cookie, name) !== undefined) return b.rule;
+    }
+  }
+  return undefined;
+}
+
+/** cache.browserTtl: the visitor's Cache-Control for 2xx and 3xx responses of matching paths. */
+export function browserTtl(ctx: RequestContext, x: CacheExtras, path: string): void {
+  const hit = x.browserTtl.find((b) => b.paths(path));
+  if (!hit) return;
+  const res = ctx.res as unknown as { writeHead: (...args: unknown[]) => unknown };
+  const write = res.writeHead;
+  res.writeHead = function (this: unknown, status: unknown, a?: unknown, b?: unknown) {
+    const h = a !== null && typeof a === 'object' && !Array.isArray(a) ? a : b;
+    if (typeof status === 'number' && status >= 200 && status < 400 && h !== null && typeof h === 'object')
+      (h as OutgoingHttpHeaders)['cache-control'] = hit.value;
     return write.call(this, status, a, b);
   };
 }

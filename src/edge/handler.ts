@@ -10,7 +10,14 @@ import { ERRORS, type ErrorCode, type VergeError } from '../core/errors.js';
 import type { AccessLog } from '../core/log.js';
 import { UNKEYED_REQUEST_FIELDS } from '../core/unkeyed.js';
 import { type Attempt, type PullCallbacks, type PullProtocol, type PullState, pull } from '../origin/pull.js';
-import { applyOpsFlat, clientAddress, evaluateRules, onResponseHead } from './access.js';
+import {
+  applyOpsFlat,
+  browserTtl,
+  bypassRule,
+  clientAddress,
+  evaluateRules,
+  onResponseHead,
+} from './access.js';
 import { bodyLimits, receiveBody } from './body.js';
 import {
   type CachePhaseDeps,
@@ -298,13 +305,23 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
     }
   }
 
+  // cache.browserTtl and cache.bypass (src/edge/access.ts), on the visitor's path
+  let bypass: string | undefined;
+  const extras = site.cacheExtras;
+  if (extras) {
+    const q = checked.path.indexOf('?');
+    const visitorPath = q < 0 ? checked.path : checked.path.slice(0, q);
+    browserTtl(ctx, extras, visitorPath);
+    bypass = bypassRule(extras, visitorPath, req.headers.cookie);
+  }
+
   // A WebSocket handshake (RFC 6455 section 4, RFC 8441) is routed, redirected and let through
   // like any request, then leaves before the cache: src/edge/websocket.ts proxies it.
   if (deps.upgrade?.(ctx, path)) return;
 
   const method = req.method ?? 'GET';
   // cache (phase 5): GET and HEAD on a caching site; everything else goes to the origin as is
-  if (deps.cache && site.cacheRules && (method === 'GET' || method === 'HEAD')) {
+  if (deps.cache && site.cacheRules && (method === 'GET' || method === 'HEAD') && !bypass) {
     // A fresh memory-resident hit is answered here, synchronously (no promise, no closures).
     const primary = serveResidentHit(ctx, deps.cache, site, site.cacheRules, path, finalHeaders);
     if (primary === true) return;
@@ -337,7 +354,7 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
       forwardHeaders(ctx, site),
       cl,
       site.cacheRules ? 'BYPASS' : undefined,
-      site.cacheRules ? `method ${method}` : undefined,
+      site.cacheRules ? (bypass ?? `method ${method}`) : undefined,
     ),
   );
 }

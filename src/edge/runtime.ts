@@ -13,7 +13,7 @@ import type { PoolRegistry } from '../origin/pools.js';
 import { CompiledOrigin } from '../origin/pull.js';
 import type { ClientAddressRule } from '../rules/client.js';
 import { SiteRules } from '../rules/engine.js';
-import { clientAddressRule, RulesState } from './access.js';
+import { type CacheExtras, clientAddressRule, compileCacheExtras, RulesState } from './access.js';
 import type { EdgeStats, SiteStats } from './stats.js';
 
 /**
@@ -50,6 +50,8 @@ export interface CompiledSite {
   readonly stats: SiteStats | undefined;
   /** the site's access rules, compiled (src/rules/engine.ts) */
   readonly rules: SiteRules;
+  /** cache.bypass and cache.browserTtl, compiled */
+  readonly cacheExtras: CacheExtras | undefined;
   /** custom error pages by status (rules.errorPages), HTML */
   readonly errorPages: ReadonlyMap<number, string> | undefined;
 }
@@ -124,7 +126,14 @@ export class Runtime {
         secureContext,
         alpn: s.https.http2 ? ['h2', 'http/1.1'] : ['http/1.1'],
         cacheRules: siteCacheRules(s.cache),
-        keySite: { name: s.name, origin: { protocol: s.origin.protocol, keepHeaders: s.origin.keepHeaders } },
+        keySite: {
+          name: s.name,
+          origin: { protocol: s.origin.protocol, keepHeaders: s.origin.keepHeaders },
+          ...(s.cache.key.headers.length > 0 || s.cache.key.cookies.length > 0
+            ? { key: { headers: [...s.cache.key.headers].sort(), cookies: [...s.cache.key.cookies].sort() } }
+            : {}),
+        },
+        cacheExtras: compileCacheExtras(s.cache),
         stats: stats?.site(s.name),
         rules: new SiteRules(s.rules, {
           site: s.name,
