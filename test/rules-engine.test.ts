@@ -354,3 +354,36 @@ test('config: rule errors name the key path and the line', () => {
   assert.match(msg, /sites\[0\]\.rules\.requestHeaders\[0\]\.set\.host: a header rule cannot change host/);
   assert.match(msg, /sites\[0\]\.rules\.signedUrls\.keys\[0\]\.secret: too short/);
 });
+
+test('doctor: rules that refuse everyone, rules that refuse nobody, redirects that loop', async () => {
+  const { rulesFindings } = await import('../src/doctor/rules.js');
+  const { siteSchema } = await import('../src/config/schema.js');
+  const codes = (rules: Record<string, unknown>) =>
+    rulesFindings(
+      {
+        config: siteSchema.parse({
+          name: 'www.example.com',
+          origin: { servers: [{ host: 'o.example.com' }] },
+          rules,
+        }),
+      },
+      { timeoutMs: 1000 } as never,
+    ).map((f) => `${f.code} ${f.severity}`);
+  assert.deepEqual(codes({}), []);
+  assert.deepEqual(codes({ ip: { deny: ['0.0.0.0/0', '::/0'] } }), ['RULES_DENY_EVERYONE fail']);
+  assert.deepEqual(codes({ ip: { deny: ['0.0.0.0/0'] } }), [], 'IPv6 visitors still get in');
+  assert.deepEqual(codes({ ip: { allow: ['0.0.0.0/1', '128.0.0.0/1', '::/0'] } }), [
+    'RULES_ALLOW_EVERYONE warn',
+  ]);
+  assert.deepEqual(codes({ referer: [{ allow: ['*'] }] }), ['RULES_REFERER_NOTHING warn']);
+  assert.deepEqual(codes({ referer: [{ allow: ['*'], allowEmpty: false }] }), []);
+  assert.deepEqual(codes({ redirects: [{ to: 'https://www.example.com/new{path}' }] }), [
+    'RULES_REDIRECT_LOOP fail',
+  ]);
+  assert.deepEqual(codes({ redirects: [{ path: '^/old/(.*)$', to: '/new/$1' }] }), []);
+  assert.deepEqual(codes({ redirects: [{ path: '^/a/(.*)$', to: '/a/b/$1' }] }), [
+    'RULES_REDIRECT_LOOP fail',
+  ]);
+  assert.deepEqual(codes({ redirects: [{ host: 'example.com', to: 'https://www.example.com{path}' }] }), []);
+  assert.deepEqual(codes({ redirects: [{ to: 'https://elsewhere.example/{path}' }] }), []);
+});

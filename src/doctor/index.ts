@@ -12,6 +12,7 @@ import { buildMatrix, works } from './matrix.js';
 import { matrixOptions, originFindings } from './origin-checks.js';
 import { DEFAULT_PROBE_TIMEOUT_MS, type OriginFacts, probeOrigin } from './probe.js';
 import { problemsOf } from './problems.js';
+import { rulesFindings } from './rules.js';
 import { trapFindings } from './traps.js';
 import type {
   Check,
@@ -144,7 +145,9 @@ export async function runDoctor(
     edgeCert ? guarded('edge-cert', () => edgeCert(site, c)) : Promise.resolve([]),
     originPart(site, c),
   ]);
-  const all = [...dnsF, ...certF, ...origin.findings];
+  // the site's rules, from its config alone (src/doctor/rules.ts)
+  const rulesF = await guarded('rules', async () => rulesFindings(site, c));
+  const all = [...dnsF, ...certF, ...origin.findings, ...rulesF];
   // crashes last, apart from the real findings
   const findings = [
     ...all.filter((f) => f.check !== 'internal'),
