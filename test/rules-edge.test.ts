@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -10,11 +11,13 @@ import { signToken, signUrl } from '../src/rules/signed.js';
 import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
 import { writeMmdb } from './helpers/mmdb.js';
 import { type HttpOrigin, httpOrigin } from './helpers/origins.js';
+import { type KeyCert, leafFor, testCa } from './helpers/pki.js';
 
 let origin: HttpOrigin;
 const urls: string[] = [];
 let edge: TestEdge;
 let port6: number;
+let h2cert: KeyCert;
 
 const KEY_OLD = { id: 'old', secret: 'o'.repeat(40) };
 const KEY_NEW = { id: 'new', secret: 'n'.repeat(40) };
@@ -132,6 +135,16 @@ function sites(): TestSite[] {
         ],
       },
     },
+    {
+      name: 'h2.example',
+      cert: h2cert,
+      origin: o,
+      rules: {
+        ip: { deny: ['::1'] },
+        rateLimits: [{ paths: ['/limited/*'], rate: '1/m', burst: 1 }],
+        signedUrls: { paths: ['/private/*'], keys: [KEY_NEW] },
+      },
+    },
   ];
 }
 
@@ -149,6 +162,7 @@ before(async () => {
     });
     res.end(`origin ${req.url}`);
   });
+  h2cert = await leafFor('h2.example');
   files = mkdtempSync(join(tmpdir(), 'verge-rules-'));
   // a GeoIP database built here: loopback IPv4 in DE, ::1 in FR
   writeFileSync(
@@ -446,4 +460,46 @@ test('cache rules: a header and a cookie in the key, bypass by path and by cooki
   assert.equal(cssHit.headers['cache-control'], 'max-age=3600');
   assert.equal((await get('/fresh/a', 'cache.example')).headers['cache-control'], 'no-cache');
   assert.equal((await get('/other', 'cache.example')).headers['cache-control'], 'public, max-age=60');
+});
+
+test('over HTTP/2: the client address of the TLS connection, 429 with Retry-After, a signature refusal', async () => {
+  const ca = await testCa();
+  const client = http2.connect(`https://127.0.0.1:${edge.httpsPort}`, {
+    ca: ca.certPem,
+    servername: 'h2.example',
+  });
+  client.on('error', () => undefined);
+  const h2 = (path: string) =>
+    new Promise<{ status: number; headers: http2.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+      const s = client.request({ ':path': path, ':authority': 'h2.example' });
+      let body = '';
+      let headers: http2.IncomingHttpHeaders = {};
+      s.on('response', (h) => {
+        headers = h;
+      });
+      s.setEncoding('utf8');
+      s.on('data', (d: string) => {
+        body += d;
+      });
+      s.on('end', () => resolve({ status: Number(headers[':status']), headers, body }));
+      s.on('error', reject);
+    });
+  try {
+    const before = origin.count;
+    const ok = await h2('/ok');
+    assert.equal(ok.status, 200, ok.body);
+    const rec = await edge.record(String(ok.headers['x-request-id']));
+    assert.equal(rec['client'], '127.0.0.1', 'the address of the TLS connection under the HTTP/2 session');
+    assert.equal((await h2('/limited/a')).status, 200);
+    const limited = await h2('/limited/a');
+    assert.equal(limited.status, 429);
+    assert.equal(JSON.parse(limited.body).code, 'RATE_LIMITED');
+    assert.match(String(limited.headers['retry-after']), /^[1-9]\d*$/);
+    const priv = await h2('/private/x');
+    assert.equal(priv.status, 403);
+    assert.equal(JSON.parse(priv.body).code, 'ACCESS_SIGNATURE_MISSING');
+    assert.equal(origin.count - before, 2);
+  } finally {
+    client.close();
+  }
 });
