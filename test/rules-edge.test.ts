@@ -129,6 +129,10 @@ function sites(): TestSite[] {
       cache: {
         key: { headers: ['X-Device'], cookies: ['lang'] },
         bypass: [{ paths: ['/admin/*'] }, { cookies: ['session_*'] }],
+        statusTtl: [
+          { statuses: [404], ttl: '1m' },
+          { statuses: [410], ttl: 0 },
+        ],
         browserTtl: [
           { paths: ['*.css'], ttl: '1h' },
           { paths: ['/fresh/*'], ttl: 0 },
@@ -155,6 +159,16 @@ before(async () => {
   origin = await httpOrigin((req, res) => {
     urls.push(`${req.headers.host} ${req.url}`);
     req.resume();
+    if (req.url?.startsWith('/missing')) {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('not here');
+      return;
+    }
+    if (req.url?.startsWith('/gone')) {
+      res.writeHead(410, { 'content-type': 'text/plain', 'cache-control': 'max-age=60' });
+      res.end('gone');
+      return;
+    }
     res.writeHead(200, {
       'content-type': 'text/plain',
       'cache-control': 'public, max-age=60',
@@ -502,4 +516,18 @@ test('over HTTP/2: the client address of the TLS connection, 429 with Retry-Afte
   } finally {
     client.close();
   }
+});
+
+test('cache rules: TTL by status (a 404 without freshness cached, a 410 with max-age never)', async () => {
+  const before = origin.count;
+  const x = async (path: string) => {
+    const r = await get(path, 'cache.example');
+    return `${r.status} ${r.headers['x-cache']}`;
+  };
+  assert.equal(await x('/missing'), '404 MISS');
+  assert.equal(await x('/missing'), '404 HIT', 'cache.statusTtl gives the 404 a minute');
+  assert.equal(await x('/gone'), '410 MISS');
+  // not stored, whatever the origin says; the key is then remembered as uncacheable (hit-for-pass)
+  assert.equal(await x('/gone'), '410 BYPASS', 'statusTtl 0: never stored');
+  assert.equal(origin.count - before, 3);
 });

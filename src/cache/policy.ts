@@ -394,6 +394,9 @@ export function decideStore(
   const ttlRule = matchTtlRule(rules, path);
   const honour = ttlRule?.honourOrigin ?? rules.honourOrigin;
   if (ttlRule && ttlRule.ttl <= 0) return no('rule', 'a TTL rule of 0 matches this path');
+  // cache.statusTtl: after a path rule, before defaultTtl; 0 never stores the status
+  const statusTtl = ttlRule ? undefined : rules.statusTtl?.get(status);
+  if (statusTtl === 0) return no('rule', `cache.statusTtl is 0 for status ${status}`);
 
   const headers = res.headers;
   const vary = headerValue(headers, 'vary');
@@ -436,8 +439,13 @@ export function decideStore(
 
   if (!honour) {
     // honourOrigin off: the site decides; only heuristically cacheable statuses get a TTL.
-    if (!HEURISTIC_STATUSES.has(status)) return no('status', `status ${status} needs origin freshness`);
-    if (ttlRule) {
+    if (statusTtl !== undefined) {
+      // the operator named this status: stored even when not heuristically cacheable
+      lifetime = statusTtl;
+      source = 'rule';
+    } else if (!HEURISTIC_STATUSES.has(status))
+      return no('status', `status ${status} needs origin freshness`);
+    else if (ttlRule) {
       lifetime = ttlRule.ttl;
       source = 'rule';
     } else if (rules.defaultTtl > 0) {
@@ -527,6 +535,9 @@ export function decideStore(
         : eff.source;
   } else if (ttlRule) {
     lifetime = ttlRule.ttl;
+    source = 'rule';
+  } else if (statusTtl !== undefined) {
+    lifetime = statusTtl;
     source = 'rule';
   } else if (heuristicOk && headers['last-modified'] !== undefined && lib.maxAge() > 0) {
     // RFC 9111 section 4.2.2; capped by the site rule

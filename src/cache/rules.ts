@@ -67,6 +67,12 @@ export interface CacheRules {
   targetedField?: string;
   /** Largest object stored, in bytes; larger responses are passed (reason `too-large`). Default 1 GiB. */
   maxObjectSize: number;
+  /**
+   * Freshness (ms) by response status, for responses whose origin gave no explicit freshness (or
+   * any, with honourOrigin off), after a matching path TTL rule and before defaultTtl; 0 means
+   * never store that status. Default none (cache.statusTtl).
+   */
+  statusTtl?: ReadonlyMap<number, number>;
 }
 
 /** The defaults, frozen. */
@@ -131,5 +137,13 @@ export function siteCacheRules(c: SiteConfig['cache']): CacheRules | undefined {
     setCookie: c.setCookie,
     ...(c.targetedField ? { targetedField: c.targetedField } : {}),
     maxObjectSize: c.maxObjectSize,
+    ...(c.statusTtl.length > 0
+      ? {
+          statusTtl: new Map(
+            // the first entry listing a status wins
+            c.statusTtl.flatMap((r) => r.statuses.map((s) => [s, r.ttl] as const)).reverse(),
+          ),
+        }
+      : {}),
   });
 }

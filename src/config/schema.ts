@@ -456,6 +456,20 @@ export const siteCacheSchema = z
       .describe(
         'Requests sent to the origin without the cache (X-Cache: BYPASS, reason cache.bypass[i]): neither served from nor stored in it.',
       ),
+    statusTtl: z
+      .array(
+        z.strictObject({
+          statuses: z
+            .array(z.number().int().min(200).max(599))
+            .min(1)
+            .describe('Response statuses, e.g. [404, 410].'),
+          ttl: duration('0s', 'Edge freshness for them; 0 means never store them.'),
+        }),
+      )
+      .default([])
+      .describe(
+        "Edge TTL by response status, for responses without the origin's own freshness (with honourOrigin off: for every response of the status): after a matching cache.rules entry, before defaultTtl. The first entry listing a status wins.",
+      ),
     browserTtl: z
       .array(
         z.strictObject({
