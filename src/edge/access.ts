@@ -126,11 +126,17 @@ export function applyOpsFlat(flat: string[], ops: readonly HeaderOps[]): string[
  * them passes: this response's writeHead. Only requests that matched a rule pay for it.
  */
 export function onResponseHead(ctx: RequestContext, ops: readonly HeaderOps[]): void {
+  beforeHead(ctx, (_status, h) => applyOps(h, ops));
+}
+
+/** Run `edit` on every response head this exchange sends, before it goes out. */
+function beforeHead(ctx: RequestContext, edit: (status: number, h: OutgoingHttpHeaders) => void): void {
   const res = ctx.res as unknown as { writeHead: (...args: unknown[]) => unknown };
   const write = res.writeHead;
   res.writeHead = function (this: unknown, status: unknown, a?: unknown, b?: unknown) {
     const h = a !== null && typeof a === 'object' && !Array.isArray(a) ? a : b;
-    if (h !== null && typeof h === 'object' && !Array.isArray(h)) applyOps(h as OutgoingHttpHeaders, ops);
+    if (typeof status === 'number' && h !== null && typeof h === 'object' && !Array.isArray(h))
+      edit(status, h as OutgoingHttpHeaders);
     return write.call(this, status, a, b);
   };
 }
@@ -177,12 +183,7 @@ export function bypassRule(x: CacheExtras, path: string, cookie: string | undefi
 export function browserTtl(ctx: RequestContext, x: CacheExtras, path: string): void {
   const hit = x.browserTtl.find((b) => b.paths(path));
   if (!hit) return;
-  const res = ctx.res as unknown as { writeHead: (...args: unknown[]) => unknown };
-  const write = res.writeHead;
-  res.writeHead = function (this: unknown, status: unknown, a?: unknown, b?: unknown) {
-    const h = a !== null && typeof a === 'object' && !Array.isArray(a) ? a : b;
-    if (typeof status === 'number' && status >= 200 && status < 400 && h !== null && typeof h === 'object')
-      (h as OutgoingHttpHeaders)['cache-control'] = hit.value;
-    return write.call(this, status, a, b);
-  };
+  beforeHead(ctx, (status, h) => {
+    if (status >= 200 && status < 400) h['cache-control'] = hit.value;
+  });
 }
