@@ -259,6 +259,31 @@ describe('sites', () => {
     assert.deepEqual(list.body.items, []);
   });
 
+  test('rules: a bad rule is 400 at its field path; a valid rules block is stored with its defaults', async () => {
+    const bad = await h.call('POST', '/api/v1/sites', {
+      body: site('r.example', {
+        rules: {
+          ip: { deny: ['10.0.0.0/99'] },
+          rateLimits: [{ rate: 'fast' }],
+          signedUrls: { keys: [{ id: 'k1', secret: 'short' }] },
+        },
+      }),
+    });
+    assert.equal(bad.status, 400);
+    assert.deepEqual(paths(bad).sort(), [
+      'rules.ip.deny[0]',
+      'rules.rateLimits[0].rate',
+      'rules.signedUrls.keys[0].secret',
+    ]);
+    const ok = await h.call('POST', '/api/v1/sites', {
+      body: site('r.example', { rules: { ip: { deny: ['2001:db8::/32'] }, rateLimits: [{ rate: '10/s' }] } }),
+    });
+    assert.equal(ok.status, 201, ok.text);
+    assert.deepEqual(ok.body.effective.rules.ip, { allow: [], deny: ['2001:db8::/32'] });
+    assert.equal(ok.body.effective.rules.rateLimits[0].by, 'client');
+    assert.equal((await h.call('DELETE', '/api/v1/sites/r.example')).status, 204);
+  });
+
   test('tls: a missing stored certificate is 400 at tls.certificate; certificate files 400 at tls', async () => {
     const missing = await h.call('POST', '/api/v1/sites', {
       body: site('t.example', { tls: { certificate: 'nope' } }),
