@@ -53,6 +53,10 @@ function size(def: string, description: string) {
 export const MAX_ALIASES = 100;
 export const MAX_ORIGIN_SERVERS = 64;
 export const MAX_CACHE_RULES = 200;
+/** rules.ip.allow / deny: enough for country-sized block lists, bounded for memory and the API */
+export const MAX_IP_ENTRIES = 200_000;
+/** each list of rules in a site's rules block (redirects, rewrites, header rules, ...) */
+export const MAX_RULES = 1000;
 
 const HOSTNAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
@@ -522,12 +526,14 @@ export const siteRulesSchema = z
       .strictObject({
         allow: z
           .array(cidrEntry)
+          .max(MAX_IP_ENTRIES, `at most ${MAX_IP_ENTRIES} entries: merge blocks into wider ones`)
           .default([])
           .describe(
             'Only these client addresses (IPs or CIDR blocks, IPv4 and IPv6) may fetch; others get 403 ACCESS_IP_DENIED. Empty: every address.',
           ),
         deny: z
           .array(cidrEntry)
+          .max(MAX_IP_ENTRIES, `at most ${MAX_IP_ENTRIES} entries: merge blocks into wider ones`)
           .default([])
           .describe('These client addresses get 403 ACCESS_IP_DENIED, even when allow lists them.'),
       })
@@ -572,6 +578,7 @@ export const siteRulesSchema = z
             ),
         }),
       )
+      .max(MAX_RULES, `at most ${MAX_RULES} rules of a kind per site`)
       .default([])
       .describe(
         'Hotlink protection by Referer (RFC 9110 section 10.1.3); the first rule whose paths match decides.',
@@ -639,6 +646,7 @@ export const siteRulesSchema = z
             ),
         }),
       )
+      .max(MAX_RULES, `at most ${MAX_RULES} rules of a kind per site`)
       .default([])
       .describe(
         'Rate limits (token buckets), each counted per edge process: past it a request gets 429 RATE_LIMITED with Retry-After. Every matching limit counts.',
@@ -668,6 +676,7 @@ export const siteRulesSchema = z
             .describe('301, 302, 303, 307 or 308 (RFC 9110 section 15.4: 307 and 308 keep the method).'),
         }),
       )
+      .max(MAX_RULES, `at most ${MAX_RULES} rules of a kind per site`)
       .default([])
       .describe('Redirects, answered by the edge; the first match wins.'),
     rewrites: z
@@ -680,18 +689,21 @@ export const siteRulesSchema = z
             .describe('The new path, with $1..$9; the query is kept unless `to` has one.'),
         }),
       )
+      .max(MAX_RULES, `at most ${MAX_RULES} rules of a kind per site`)
       .default([])
       .describe(
         'Path rewrites before the cache and the origin (the visitor sees no redirect); the first match wins.',
       ),
     requestHeaders: z
       .array(headerRuleSchema)
+      .max(MAX_RULES, `at most ${MAX_RULES} rules of a kind per site`)
       .default([])
       .describe(
         'Changes to the request headers sent to the origin (not to the cache key); every matching rule applies, in order.',
       ),
     responseHeaders: z
       .array(headerRuleSchema)
+      .max(MAX_RULES, `at most ${MAX_RULES} rules of a kind per site`)
       .default([])
       .describe(
         "Changes to the response headers sent to visitors (hits, misses, origin errors; not the edge's own refusals and redirects); every matching rule applies, in order.",
@@ -711,6 +723,7 @@ export const siteRulesSchema = z
             ),
         }),
       )
+      .max(MAX_RULES, `at most ${MAX_RULES} rules of a kind per site`)
       .default([])
       .describe(
         'Custom HTML pages for the errors the edge answers itself (refusals, origin failures), by status, for browsers (Accept: text/html; programs keep the JSON body). Served from memory: never an origin request. The first entry listing a status wins.',
@@ -1020,6 +1033,7 @@ export const edgeSchema = z
       .strictObject({
         trustedProxies: z
           .array(cidrEntry)
+          .max(MAX_IP_ENTRIES, `at most ${MAX_IP_ENTRIES} entries: merge blocks into wider ones`)
           .default([])
           .describe(
             "Proxies of yours in front of the edge (load balancers), as IPs or CIDR blocks. A request from one has its client address taken from `header`, read from the right past every trusted proxy. Default: none, the TCP peer is the client and any such header is the visitor's own claim.",
