@@ -292,6 +292,10 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
         controller = c;
       },
       onResponseData(c, chunk) {
+        // llhttp hands over an empty body span when a paused parser resumes; pausing on it
+        // (a writer still over its high-water mark says false to any write) would leave the
+        // parser paused again at the end of a close-delimited body (connector.ts guardEnd)
+        if (chunk.length === 0) return;
         a.bodyBytes = (a.bodyBytes ?? 0) + chunk.length;
         if (!cb.onData(chunk)) {
           c.pause();
