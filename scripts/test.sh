@@ -7,5 +7,8 @@ bash scripts/install-test-deps.sh
 [ -d node_modules ] || npm ci --no-audit --no-fund
 npm run build --silent
 mapfile -t files < <(find dist/test -name '*.test.js' | sort)
-# Tests are mostly waiting on sockets; run a few files at once even on 2 cores.
-exec node --test --test-concurrency="${TEST_CONCURRENCY:-3}" "$@" "${files[@]}"
+# Tests are mostly waiting on sockets; run a few files at once even on 2 cores. A hung test fails
+# after 5 minutes (--test-timeout) and a hung file after 10 (test/helpers/watchdog.ts, loaded into
+# each file's process), so CI reports which one instead of running into its own time limit.
+exec node --import ./dist/test/helpers/watchdog.js --test --test-concurrency="${TEST_CONCURRENCY:-3}" \
+  --test-timeout="${TEST_TIMEOUT_MS:-300000}" "$@" "${files[@]}"
