@@ -3,7 +3,9 @@
 # fresh machine or CI run can pass without anything installed by hand.
 #
 #   scripts/install-test-deps.sh            # default set: nginx pebble curl logrotate strace chromium etcd-server
+#                                           #   bind9-dnsutils unbound nsd
 #   scripts/install-test-deps.sh nginx ...  # only the named packages
+#   scripts/install-test-deps.sh nsd dnsperf  # what bench/dns.sh needs
 #
 # Only packages that are missing get installed; with everything present it prints nothing and
 # does not touch apt. Package services are kept from starting: the tests run their own
@@ -12,7 +14,7 @@ set -euo pipefail
 
 prog="install-test-deps"
 if [ "$#" -eq 0 ]; then
-  set -- nginx pebble curl logrotate strace chromium etcd-server
+  set -- nginx pebble curl logrotate strace chromium etcd-server bind9-dnsutils unbound nsd
 fi
 
 # A file each package must provide, beyond dpkg saying it is installed: catches a package whose
@@ -33,6 +35,14 @@ binary_for() {
     # the etcd ConfigStore's conformance suite and the HA tests start their own etcd members on
     # loopback ports (test/helpers/etcd.ts); the packaged service must not run
     etcd-server) echo /usr/bin/etcd ;;
+    # dig: the DNS tests ask Verge's authoritative server with it (test/dns-dig.test.ts)
+    bind9-dnsutils) echo /usr/bin/dig ;;
+    # a real recursive resolver with stub zones pointing at Verge (test/dns-resolver.test.ts)
+    unbound) echo /usr/sbin/unbound ;;
+    # the customer's DNS host in the DNS tests, and the reference server of bench/dns.sh
+    nsd) echo /usr/sbin/nsd ;;
+    # bench/dns.sh only: the load tool
+    dnsperf) echo /usr/bin/dnsperf ;;
     *) echo "" ;;
   esac
 }
@@ -41,6 +51,9 @@ binary_for() {
 pidfile_for() {
   case "$1" in
     nginx) echo /run/nginx.pid ;;
+    # both would take port 53 for nothing; the tests and the benchmark run their own instances
+    unbound) echo /run/unbound.pid ;;
+    nsd) echo /run/nsd/nsd.pid ;;
     *) echo "" ;;
   esac
 }

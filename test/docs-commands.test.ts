@@ -43,6 +43,12 @@ const NOT_RUN: Record<string, string> = {
   'kill -TERM <pid>': 'needs the pid of an edge the reader started; test/signals.test.ts covers draining',
   'kill -USR1 <pid>':
     'needs the pid of an edge the reader started; test/logging.test.ts covers reopening the access log',
+  'verge dns --data /var/lib/verge':
+    'serves DNS until stopped, on port 53; test/dns-resolver.test.ts runs it behind a real resolver',
+  'verge dns zone --data /var/lib/verge':
+    "needs dns.zone, which the README's config does not set; test/dns-cli.test.ts runs it on a store with a zone and loads its output into NSD",
+  'dig @127.0.0.1 www-example-com.cdn.example.net A +subnet=192.0.2.0/24':
+    'needs Verge DNS on port 53 and a GeoIP database; test/dns-dig.test.ts asks dig the same with a test database',
   'verge cert add wildcard --cert fullchain.pem --key key.pem':
     'needs a chain from a publicly trusted CA; test/cli-control.test.ts uploads a test-CA chain',
 };

@@ -258,6 +258,49 @@ See docs/cluster.md.
     )
     .action(() => run(controlCmd, async () => (await import('./control.js')).control(opts(controlCmd))));
 
+  const dns = program
+    .command('dns')
+    .description(
+      "Serve Verge's authoritative DNS for the CDN zone (dns.zone) alone, from the data directory's store: each site's name answered with healthy edges near the visitor, ACME DNS-01 challenges as TXT records. `verge serve --data DIR` runs it too when dns.listen is set.",
+    )
+    .option(
+      '-d, --data <DIR>',
+      'the data directory whose store holds the config (env VERGE_HOME; default ~/.verge)',
+    )
+    .option('--listen <ADDR>', 'listen here (UDP and TCP) instead of dns.listen (repeatable)', collect)
+    .addHelpText(
+      'after',
+      `${examples([
+        'verge dns --data /var/lib/verge                        # on dns.listen, e.g. 0.0.0.0:53',
+        'verge dns --data /var/lib/verge --listen 127.0.0.1:5353',
+        'dig @127.0.0.1 -p 5353 www-example-com.cdn.example.net A',
+      ])}
+Signals: SIGTERM and SIGINT stop it. Store changes (sites, edges, challenges) apply within a second.
+See docs/dns.md for the records to create at your DNS host.
+`,
+    )
+    .action(() =>
+      run(dns, async () =>
+        (await import('./dns.js')).dnsServe(opts<{ data?: string; listen?: string[] }>(dns)),
+      ),
+    );
+  const dnsZone = jsonOption(
+    dataOption(
+      dns
+        .command('zone')
+        .description(
+          'Print the zone as a master file (RFC 1035): SOA, NS, glue, every site name with the addresses of all live edges (no steering), aliases, pending challenges.',
+        ),
+    ),
+  )
+    .addHelpText('after', examples(['verge dns zone --data /var/lib/verge', 'verge dns zone --json']))
+    .action(() =>
+      // --data may come before or after `zone` (commander gives it to `dns` when both take it)
+      run(dnsZone, async () =>
+        (await import('./dns.js')).dnsZone(dnsZone.optsWithGlobals<{ data?: string; json?: boolean }>()),
+      ),
+    );
+
   const config = program
     .command('config')
     .description('Check a config file; move the config into and out of the store; show the effective config.')

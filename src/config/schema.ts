@@ -519,6 +519,49 @@ export const siteWebSocketSchema = z
   })
   .prefault({})
   .describe('WebSocket proxying (docs/security.md, "WebSocket").');
+/** A DNS label: letters, digits and inner "-", at most 63 characters (RFC 1035 section 2.3.1). */
+const dnsLabel = z
+  .string()
+  .transform((s) => s.trim().toLowerCase())
+  .refine((s) => /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(s), {
+    message: 'a DNS label: letters, digits and "-" (not first or last), at most 63 characters',
+  });
+
+/** MaxMind's continent codes (countryCode above is ISO 3166-1 alpha-2). */
+const continentCode = z.enum(['AF', 'AN', 'AS', 'EU', 'NA', 'OC', 'SA']);
+const regionName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'a region name: a-z, 0-9, "_" and "-", e.g. "eu" or "us-east"');
+
+export const siteDnsSchema = z
+  .strictObject({
+    name: dnsLabel
+      .optional()
+      .describe(
+        "The site's label in dns.zone: visitors' names CNAME to <name>.<dns.zone>. Default: the site's name with dots turned into dashes (www.example.com -> www-example-com).",
+      ),
+    regions: z
+      .array(
+        z.strictObject({
+          regions: z
+            .array(regionName)
+            .optional()
+            .describe('Client regions (of dns.regions) the rule applies to.'),
+          countries: z.array(countryCode).optional().describe('Client countries the rule applies to.'),
+          continents: z.array(continentCode).optional().describe('Client continents the rule applies to.'),
+          edges: z
+            .array(regionName)
+            .min(1)
+            .describe('Edge regions that answer these clients, in order of preference.'),
+        }),
+      )
+      .default([])
+      .describe(
+        'Steering rules for this site, the first match wins: clients in the listed regions, countries or continents (a rule with none of them matches every client) get edges of the listed edge regions. Without a matching rule, the global dns.regions apply.',
+      ),
+  })
+  .prefault({})
+  .describe("The site's name in Verge's DNS zone and how its visitors are steered (with dns.zone set).");
 
 export const siteRulesSchema = z
   .strictObject({
@@ -765,7 +808,13 @@ export const siteSchema = z
         z.strictObject({
           acme: z
             .literal(true)
-            .describe('Obtain and renew the certificate automatically over ACME (HTTP-01).'),
+            .describe('Obtain and renew the certificate automatically over ACME (HTTP-01 or DNS-01).'),
+          challenge: z
+            .enum(['http-01', 'dns-01'])
+            .optional()
+            .describe(
+              "How the ACME CA checks the names: http-01 (an HTTP request to the edge on port 80) or dns-01 (a TXT record Verge's DNS serves; each _acme-challenge.<name> must be a CNAME to <label>.acme.<dns.zone>, see docs/dns.md). Default: dns-01 when a name is a wildcard (only DNS-01 can prove those), else http-01.",
+            ),
         }),
       ])
       .optional()
@@ -802,6 +851,7 @@ export const siteSchema = z
     cache: siteCacheSchema,
     websocket: siteWebSocketSchema,
     rules: siteRulesSchema,
+    dns: siteDnsSchema,
   })
   .describe('One site.');
 
@@ -1055,6 +1105,24 @@ export const edgeSchema = z
       .describe(
         "A MaxMind-format database (GeoLite2/GeoIP2 Country or City .mmdb), relative to the config file, for the sites' rules.countries. Read at start and on reload. Default: none.",
       ),
+    region: regionName
+      .optional()
+      .describe(
+        'This edge\'s region for DNS steering (a key of dns.regions, e.g. "eu"). Default: none, the edge serves clients of every region that has no edge of its own.',
+      ),
+    weight: z
+      .number()
+      .int()
+      .min(1)
+      .max(1000)
+      .default(100)
+      .describe("This edge's relative share of DNS answers among the edges of its region."),
+    publicAddresses: z
+      .array(z.union([z.ipv4(), z.ipv6()]))
+      .default([])
+      .describe(
+        "The public IP addresses visitors reach this edge at, given out by Verge's DNS as A/AAAA records. Default: the addresses of the HTTP and HTTPS listeners that are not 0.0.0.0 or [::].",
+      ),
   })
   .prefault({})
   .describe('Edge listeners and limits.');
@@ -1101,9 +1169,176 @@ export const dnsSchema = z
       .describe(
         'DNS servers `verge doctor` asks ("192.0.2.53" or "127.0.0.1:5353"). Default: the system\'s resolvers.',
       ),
+    zone: z
+      .string()
+      .transform((s) => s.trim().toLowerCase().replace(/\.$/, ''))
+      .refine((s) => HOSTNAME.test(s) && s.includes('.'), {
+        message: 'a DNS zone name such as cdn.example.net',
+      })
+      .optional()
+      .describe(
+        "The CDN's own zone that Verge's DNS server answers for (e.g. cdn.example.net), delegated to it by NS records at the parent. Each site gets <label>.<zone>, answered with healthy edges near the visitor. Default: none (no DNS server).",
+      ),
+    listen: z
+      .array(listenAddress)
+      .default([])
+      .describe(
+        'Where the DNS server listens, UDP and TCP, e.g. ["0.0.0.0:53", "[::]:53"]. `verge dns` and `verge serve --data` start it when set. Default: none.',
+      ),
+    nameservers: z
+      .array(
+        z.strictObject({
+          name: z
+            .string()
+            .transform((s) => s.trim().toLowerCase().replace(/\.$/, ''))
+            .refine((s) => HOSTNAME.test(s) && s.includes('.'), {
+              message: 'a host name such as ns1.cdn.example.net',
+            })
+            .describe('Host name of the name server, e.g. ns1.cdn.example.net.'),
+          addresses: z
+            .array(z.union([z.ipv4(), z.ipv6()]))
+            .default([])
+            .describe(
+              'Its IP addresses; required for a name inside dns.zone (they are the glue records the parent zone must also hold).',
+            ),
+        }),
+      )
+      .default([])
+      .describe(
+        'The NS records of dns.zone: every server the parent zone delegates it to. Required with dns.zone.',
+      ),
+    soa: z
+      .strictObject({
+        mname: z
+          .string()
+          .optional()
+          .describe("The SOA's primary name server. Default: the first of dns.nameservers."),
+        rname: z
+          .string()
+          .optional()
+          .describe(
+            "Mailbox of the zone's administrator, as a name (hostmaster.cdn.example.net). Default: hostmaster.<zone>.",
+          ),
+        serial: z
+          .enum(['revision', 'unixtime'])
+          .default('revision')
+          .describe(
+            'SOA serial: the store revision the zone was built from, or the time it was built (seconds since 1970).',
+          ),
+        refresh: duration('1h', 'SOA refresh (for secondaries; Verge serves no zone transfers).'),
+        retry: duration('10m', 'SOA retry.'),
+        expire: duration('14d', 'SOA expire.'),
+        minimum: duration(
+          '30s',
+          'SOA minimum: how long resolvers may cache "no such name" and "no such record" answers (RFC 2308).',
+        ),
+      })
+      .prefault({})
+      .describe('The SOA record of dns.zone.'),
+    ttl: duration(
+      '30s',
+      "TTL of the sites' answers (the edges' addresses): how long a resolver keeps sending visitors to an edge.",
+    ),
+    staticTtl: duration('1h', "TTL of the SOA and NS records and of the name servers' addresses."),
+    maxAnswers: z
+      .number()
+      .int()
+      .min(1)
+      .max(32)
+      .default(4)
+      .describe(
+        'At most this many A (or AAAA) records per answer, chosen by weight among the healthy edges.',
+      ),
+    geoip: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'A MaxMind-format database (GeoLite2/GeoIP2 Country or City .mmdb) that maps clients to countries and continents, relative to the config file. Default: none, every edge serves every client.',
+      ),
+    regions: z
+      .record(
+        regionName,
+        z.strictObject({
+          countries: z.array(countryCode).default([]).describe('Client countries of this region.'),
+          continents: z.array(continentCode).default([]).describe('Client continents of this region.'),
+          fallback: z
+            .array(regionName)
+            .default([])
+            .describe('Edge regions to use, in order, when this region has no healthy edge.'),
+          probe: z
+            .string()
+            .regex(/^[0-9a-f:.]+\/\d{1,3}$/i, 'a client subnet such as "192.0.2.0/24"')
+            .optional()
+            .describe(
+              "A client subnet in this region: `verge doctor` asks Verge's DNS with it (EDNS Client Subnet) to show what visitors there get. Default: none, the region is not asked.",
+            ),
+        }),
+      )
+      .default({})
+      .describe(
+        "Client regions: a client (by EDNS Client Subnet, else its resolver's address) is in the first region listing its country, else the first listing its continent, and gets the edges of that region (edge.region).",
+      ),
+    healthCheck: z
+      .strictObject({
+        interval: duration('5s', 'How often the DNS server checks each edge for each site.'),
+        timeout: duration('2s', 'How long one check may take.'),
+        path: z
+          .string()
+          .startsWith('/')
+          .default('/.well-known/verge/health')
+          .describe(
+            "The path checked over HTTP with the site's Host header. The default is answered by the edge itself (200 when it serves the site), never by the origin.",
+          ),
+      })
+      .prefault({})
+      .describe(
+        "The DNS server's own health check of each edge: an edge that fails it, or stops sending heartbeats, leaves the answers within ttl + interval.",
+      ),
+    limits: z
+      .strictObject({
+        responsesPerSecond: z
+          .number()
+          .int()
+          .min(0)
+          .default(20)
+          .describe(
+            'Response rate limiting: identical answers per second to one client network (/24 for IPv4, /56 for IPv6) over UDP; 0 turns it off. Clients that show a valid DNS cookie and TCP are not limited.',
+          ),
+        slip: z
+          .number()
+          .int()
+          .min(0)
+          .max(10)
+          .default(2)
+          .describe(
+            'Over the limit, every slip-th answer is sent truncated (TC, so a real resolver retries over TCP) and the others dropped; 0 drops them all.',
+          ),
+        maxQuerySize: size('512B', 'Larger queries are dropped (UDP) or end the connection (TCP).'),
+        udpSize: z
+          .number()
+          .int()
+          .min(512)
+          .max(4096)
+          .default(1232)
+          .describe(
+            'Largest UDP answer (EDNS buffer size, RFC 6891; 1232 avoids IP fragmentation). Clients without a valid DNS cookie get at most 512 bytes over UDP, larger answers are truncated.',
+          ),
+        tcpConnections: z
+          .number()
+          .int()
+          .min(1)
+          .default(256)
+          .describe('Concurrent TCP connections; more are closed at once.'),
+        tcpIdle: duration('10s', 'A TCP connection with no complete query for this long is closed.'),
+      })
+      .prefault({})
+      .describe('Protection against floods and reflection.'),
   })
   .prefault({})
-  .describe('Where visitors should find the edges, for `verge doctor`.');
+  .describe(
+    "Verge's authoritative DNS for the CDN's zone (zone, listen, ...), and where visitors should find the edges, for `verge doctor`.",
+  );
 
 export const acmeSchema = z
   .strictObject({
@@ -1215,6 +1450,66 @@ function checkRules(cfg: { edge?: { geoip?: unknown } }, sites: unknown[], ctx: 
   });
 }
 
+/**
+ * The zone needs name servers (with glue for names inside it), and two sites must not get the
+ * same label in it (www.a-b.com and www-a.b.com both default to www-a-b-com).
+ */
+function checkDns(
+  dns: Partial<Config['dns']> | undefined,
+  sites: Array<Partial<SiteConfig> | undefined>,
+  ctx: z.RefinementCtx,
+): void {
+  if (typeof dns !== 'object' || dns === null) return;
+  const zone = typeof dns.zone === 'string' ? dns.zone : undefined;
+  if (Array.isArray(dns.listen) && dns.listen.length > 0 && !zone) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['dns', 'zone'],
+      message: 'dns.listen is set but dns.zone is not: name the zone the DNS server answers for',
+    });
+  }
+  if (!zone) return;
+  const ns = Array.isArray(dns.nameservers) ? dns.nameservers : [];
+  if (ns.length === 0) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['dns', 'nameservers'],
+      message: `list the name servers of ${zone} (the NS records its parent zone delegates it with), e.g. [{name: ns1.${zone}, addresses: [192.0.2.53]}]`,
+    });
+  }
+  ns.forEach((n, i) => {
+    if (typeof n?.name !== 'string') return;
+    if ((n.name === zone || n.name.endsWith(`.${zone}`)) && (n.addresses ?? []).length === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['dns', 'nameservers', i, 'addresses'],
+        message: `${n.name} is inside ${zone}, so resolvers can only find it by its addresses (glue): list them`,
+      });
+    }
+  });
+  const owner = new Map<string, number>();
+  sites.forEach((site, i) => {
+    if (typeof site?.name !== 'string' || site.name.startsWith('*.')) return;
+    const label = site.dns?.name ?? site.name.replaceAll('.', '-');
+    if (label.length > 63) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['sites', i, 'dns', 'name'],
+        message: `the site's default label in ${zone} (${label}) is longer than 63 characters: set a shorter sites[${i}].dns.name`,
+      });
+      return;
+    }
+    const prev = owner.get(label);
+    if (prev !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['sites', i, 'dns', 'name'],
+        message: `${label}.${zone} is already the name of sites[${prev}] (${sites[prev]?.name}): set a different sites[${i}].dns.name`,
+      });
+    } else owner.set(label, i);
+  });
+}
+
 export const configSchema = z
   .strictObject({
     edge: edgeSchema,
@@ -1247,6 +1542,7 @@ export const configSchema = z
       });
       checkAdmin(cfg.edge?.admin, ctx);
       checkRules(cfg, sites, ctx);
+      checkDns(cfg.dns, sites, ctx);
       const def = cfg.edge?.https?.defaultSite;
       if (typeof def === 'string' && !sites.some((s) => s?.name === def && s.tls)) {
         ctx.addIssue({
@@ -1268,3 +1564,5 @@ export type OriginServerConfig = z.output<typeof originServerSchema>;
 export type EdgeConfig = z.output<typeof edgeSchema>;
 export type SiteWebSocketConfig = z.output<typeof siteWebSocketSchema>;
 export type SiteRulesConfig = z.output<typeof siteRulesSchema>;
+export type DnsConfig = z.output<typeof dnsSchema>;
+export type SiteDnsConfig = z.output<typeof siteDnsSchema>;

@@ -67,6 +67,9 @@ export const KEYS = {
   joinToken: (id: string) => `jointokens/${id}`,
   /** traffic statistics: buckets, top lists and report cursors (layout in src/control/stats.ts) */
   statsPrefix: 'stats/',
+  dnsChallengesPrefix: 'dns-challenges/',
+  /** a DNS-01 challenge Verge's DNS server answers as a TXT record: DnsChallengeRecord */
+  dnsChallenge: (token: string) => `dns-challenges/${token}`,
 } as const;
 
 /** Config sections stored as one document each, by their key in the YAML file. */
@@ -179,6 +182,10 @@ export interface NodeRecord {
   disconnectedSince?: string;
   /** the node's cache and traffic, as it last reported them */
   stats?: NodeStats;
+  /** relative share of DNS answers (edge.weight); absent: 100 */
+  weight?: number;
+  /** public IP addresses Verge's DNS gives out for this node (edge.publicAddresses) */
+  publicAddresses?: string[];
 }
 
 export type NodeState = 'active' | 'draining' | 'disabled';
@@ -281,6 +288,22 @@ export interface AcmeRecord {
 export interface ChallengeRecord {
   token: string;
   keyAuthorization: string;
+  site: string;
+  createdAt: string;
+}
+
+/**
+ * A DNS-01 challenge (RFC 8555 section 8.4): Verge's DNS server answers TXT `value` at
+ * <label>.acme.<dns.zone>, where the customer's _acme-challenge.<name> points by CNAME.
+ */
+export interface DnsChallengeRecord {
+  token: string;
+  /** the name being validated, without "*." (www.example.com for *.www.example.com) */
+  name: string;
+  /** its label under acme.<zone> (src/dns/names.ts acmeLabel) */
+  label: string;
+  /** base64url(SHA-256(key authorization)): the TXT record's text */
+  value: string;
   site: string;
   createdAt: string;
 }

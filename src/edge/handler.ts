@@ -94,6 +94,12 @@ export interface HandlerDeps {
 
 /** RFC 8555 section 8.3: the HTTP-01 challenge path, answered on the HTTP port. */
 const ACME_CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
+/**
+ * Verge's DNS checks each edge with this path and a site's Host (src/dns/health.ts, the default
+ * of dns.healthCheck.path): answered here, 200 when this edge routes the Host to a site, never
+ * cached and never sent to the origin (RFC 8615 reserves /.well-known/ for such uses).
+ */
+const HEALTH_PATH = '/.well-known/verge/health';
 
 /** Names listed in a Connection header, which are hop-by-hop too (RFC 9110 section 7.6.1). */
 function connectionTokens(v: string | string[] | undefined): ReadonlySet<string> | undefined {
@@ -253,6 +259,19 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
   // covers (browsers coalesce connections across them, RFC 9113 section 9.1.1), so a client
   // cannot reach one site's content through another site's connection. Same site: allowed.
   if (ctx.scheme === 'https' && misdirected(ctx, deps, rt, site)) return;
+  if (checked.path === HEALTH_PATH) {
+    const body = `ok ${site.name}\n`;
+    ctx.status = 200;
+    res.writeHead(200, {
+      'content-type': 'text/plain',
+      'content-length': String(body.length),
+      'cache-control': 'no-store',
+      'x-request-id': ctx.id,
+    });
+    if (req.method === 'HEAD') res.end();
+    else res.end(body);
+    return;
+  }
 
   // redirect
   ctx.phase = 'redirect';

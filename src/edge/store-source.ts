@@ -75,6 +75,22 @@ export function nodeId(dataDir: string): string {
  */
 export type EdgeFeed = Pick<ConfigStore, 'snapshot' | 'watch' | 'put'>;
 
+/**
+ * What Verge's DNS needs of this node (src/dns/service.ts): region, weight, and the public
+ * addresses it gives out; without edge.publicAddresses, the listeners' own addresses when they
+ * are specific (not 0.0.0.0 or [::]).
+ */
+export function dnsFields(
+  edge: { region?: string | undefined; weight: number; publicAddresses: string[] },
+  listeners: { http: string[]; https: string[] },
+): Pick<NodeRecord, 'region' | 'weight' | 'publicAddresses'> {
+  const own = [...listeners.http, ...listeners.https]
+    .map((l) => l.slice(0, l.lastIndexOf(':')).replace(/^\[|\]$/g, ''))
+    .filter((h) => h !== '' && h !== '0.0.0.0' && h !== '::');
+  const publicAddresses = edge.publicAddresses.length > 0 ? edge.publicAddresses : [...new Set(own)];
+  return { ...(edge.region ? { region: edge.region } : {}), weight: edge.weight, publicAddresses };
+}
+
 export interface StoreSourceOptions {
   store: EdgeFeed;
   /** relative paths in the stored settings (cache directory, access log) resolve against it */
@@ -475,6 +491,7 @@ export class StoreSource {
       http: a.http,
       https: a.https,
       ...(this.#failures.length > 0 ? { failures: this.#failures } : {}),
+      ...dnsFields(edge.runtime.config.edge, a),
     };
     try {
       await this.#opts.store.put(KEYS.node(this.#opts.nodeId), rec as unknown as JsonValue);
