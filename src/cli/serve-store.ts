@@ -24,6 +24,7 @@ import { createToken, verifyToken } from '../control/tokens.js';
 import { apiBaseUrl, ensureFirstAdmin, signinUrl } from '../control/users.js';
 import { writeFileAtomic } from '../core/files.js';
 import { AccessLog, appLogLinesDropped, type Logger } from '../core/log.js';
+import { DnsService } from '../dns/service.js';
 import { doctorStoredSite, storedSiteWarnings } from '../doctor/site.js';
 import { RequestLog } from '../edge/request-log.js';
 import { Edge } from '../edge/server.js';
@@ -238,7 +239,32 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
     ),
   );
 
+  // Verge's DNS for the CDN zone, beside the edge, when dns.listen is set (src/dns/service.ts)
+  let dns: DnsService | undefined;
+  if (config.dns.listen.length > 0) {
+    try {
+      dns = await DnsService.start({ store, baseDir: dir, log });
+    } catch (e) {
+      await Promise.all([source.close(), edge.close(), api.close(), cluster?.close()]);
+      await store.close().catch(() => undefined);
+      const why =
+        e instanceof ConfigError
+          ? formatIssues(e.issues, store.location)
+          : (listenErrorMessage(e) ?? (e as Error).message);
+      process.stderr.write(`verge: the DNS server cannot start: ${why}\n`);
+      return 1;
+    }
+  }
+
   const [httpListener] = edge.addresses().http;
+  const dnsBound = dns?.server.addresses()[0];
+  const dnsCheck = dnsBound
+    ? {
+        host:
+          dnsBound.address === '0.0.0.0' ? '127.0.0.1' : dnsBound.address === '::' ? '::1' : dnsBound.address,
+        port: dnsBound.port,
+      }
+    : undefined;
   // the one control process of this store leads from the start (src/control/leader.ts)
   const election = startElection({
     store,
@@ -255,6 +281,8 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
           // ask our own HTTP listener for each challenge before the CA does: it proves the edge
           // has applied it (and catches a listener the CA could never reach through this machine)
           ...(httpListener ? { selfCheck: { host: httpListener.address, port: httpListener.port } } : {}),
+          // DNS-01: ask our own DNS server for each TXT record before the CA does
+          ...(dnsCheck ? { dnsSelfCheck: dnsCheck } : {}),
         },
       }),
   });
@@ -273,6 +301,7 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
       ...(cluster ? { cluster: `${cluster.address.address}:${cluster.address.port}` } : {}),
       store: store.location,
       revision: source.appliedRevision,
+      ...(dns ? { dns: dns.server.addresses().map((a) => `${a.address}:${a.port}`) } : {}),
     },
     'edge listening',
   );
@@ -292,6 +321,7 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
         election.close(),
         source.close(),
         cluster?.close(),
+        dns?.close(),
       ]);
       log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
       drained

@@ -1,5 +1,5 @@
 /**
- * Automatic certificates over ACME (RFC 8555), HTTP-01 only: for every site stored with
+ * Automatic certificates over ACME (RFC 8555), HTTP-01 or DNS-01: for every site stored with
  * `tls: {acme: true}` the control plane obtains a certificate for the site's name and aliases,
  * stores it as certs/<site> (the edges pick it up like an uploaded one) and renews it at 2/3 of
  * its lifetime. State per site is kept in acme/<site> (AcmeRecord) so the API, the console and
@@ -17,6 +17,12 @@
  * certificate in one put, never deleted here, and the edge keeps serving the old one while the
  * manager retries with exponential backoff.
  *
+ * DNS-01 (a site with tls.challenge: dns-01, or any wildcard name): the manager stores
+ * dns-challenges/<token> (DnsChallengeRecord); Verge's DNS server (src/dns) answers the TXT record
+ * at <label>.acme.<dns.zone>, where the customer's _acme-challenge.<name> points by CNAME once and
+ * for good (src/dns/names.ts). Before telling the CA, the manager asks a local Verge DNS server for
+ * the record (dnsSelfCheck) or, without one, waits 1.5 s.
+ *
  * Why acme-client's low-level calls rather than its auto(): auto() hides which stage failed and
  * does its own HTTP self-verification against the public name (which cannot work before DNS
  * points at the edge, and cannot be pointed at a local edge); we need the stage for the error
@@ -24,12 +30,14 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { Resolver } from 'node:dns/promises';
 import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import { axios as acmeAxios, crypto as acmeCrypto, Client } from 'acme-client';
 import type { Logger } from '../core/log.js';
+import { ACME_SUBZONE, acmeChallengeName, acmeLabel, acmeTarget } from '../dns/names.js';
 import { type Change, type ConfigStore, type JsonValue, StoreConflictError } from '../store/types.js';
 import {
   type AcmeRecord,
@@ -37,6 +45,7 @@ import {
   type CertRecord,
   type ChallengeRecord,
   certRecordOf,
+  type DnsChallengeRecord,
   KEYS,
 } from './model.js';
 
@@ -85,6 +94,12 @@ export interface AcmeManagerOptions {
    * edges to apply the challenge.
    */
   selfCheck?: { host: string; port: number; timeoutMs?: number };
+  /**
+   * A Verge DNS server to ask before the CA validates a DNS-01 challenge: the manager queries
+   * TXT <label>.acme.<zone> at host:port until it holds the value (up to timeoutMs, default 10 s).
+   * Without it, the manager waits 1.5 s for the DNS servers to apply the challenge.
+   */
+  dnsSelfCheck?: { host: string; port: number; timeoutMs?: number };
 }
 
 /** A site that wants an ACME certificate: its name and every name the certificate must cover. */
@@ -92,6 +107,8 @@ interface AcmeSite {
   name: string;
   /** the site name first, then the aliases; lower-case, unique */
   names: string[];
+  /** how the CA validates the names (tls.challenge; dns-01 by default for a wildcard) */
+  challenge: 'http-01' | 'dns-01';
 }
 
 const DEFAULT_BACKOFF = { initialMs: 60_000, maxMs: 6 * 60 * 60 * 1000 };
@@ -275,7 +292,14 @@ function acmeSiteFrom(value: JsonValue): AcmeSite | undefined {
     const n = normalName(a);
     if (n !== '' && !names.includes(n)) names.push(n);
   }
-  return { name: normalName(name), names };
+  const asked = tls['challenge'];
+  const challenge =
+    asked === 'dns-01' || asked === 'http-01'
+      ? asked
+      : names.some((n) => n.startsWith('*.'))
+        ? 'dns-01'
+        : 'http-01';
+  return { name: normalName(name), names, challenge };
 }
 
 /** Builds the stored record from what the CA returned, checking it is what we asked for. */
@@ -368,6 +392,7 @@ export class AcmeManager {
   readonly #renewAt: number;
   readonly #tickMs: number;
   readonly #selfCheck: AcmeManagerOptions['selfCheck'];
+  readonly #dnsSelfCheck: AcmeManagerOptions['dnsSelfCheck'];
 
   /** one issuance per site at a time: the running one, by site name */
   readonly #inflight = new Map<string, Promise<void>>();
@@ -402,6 +427,7 @@ export class AcmeManager {
       throw new Error(`ACME renewAt must be a fraction between 0 and 1 (got ${opts.renewAt})`);
     this.#tickMs = opts.tickMs ?? DEFAULT_TICK_MS;
     this.#selfCheck = opts.selfCheck;
+    this.#dnsSelfCheck = opts.dnsSelfCheck;
   }
 
   /**
@@ -506,7 +532,8 @@ export class AcmeManager {
     const running = this.#inflight.get(site.name);
     if (running) return running;
     const p = (async () => {
-      if (await this.#isDue(site, force)) await this.#issue(site);
+      if (await this.#isDue(site, force))
+        await (site.challenge === 'dns-01' ? this.#issueDns01(site) : this.#issue(site));
     })().finally(() => this.#inflight.delete(site.name));
     this.#inflight.set(site.name, p);
     return p;
@@ -558,7 +585,7 @@ export class AcmeManager {
       if (wildcards.length > 0)
         throw new AcmeStageError(
           'order',
-          `${wildcards.join(', ')} ${wildcards.length > 1 ? 'are wildcards' : 'is a wildcard'}, which ACME issues only over DNS-01, and Verge answers HTTP-01 only: upload a certificate that covers ${wildcards.join(', ')} (verge cert add) and set the site's tls to {certificate: NAME}, or replace the wildcard alias with the exact names`,
+          `${wildcards.join(', ')} ${wildcards.length > 1 ? 'are wildcards' : 'is a wildcard'}, which ACME issues only over DNS-01, and this site asks for HTTP-01 (tls.challenge: http-01): remove tls.challenge (wildcards default to dns-01, served by Verge's DNS, see docs/dns.md), or upload a certificate that covers ${wildcards.join(', ')} (verge cert add) and set the site's tls to {certificate: NAME}`,
         );
       const client = await this.#account();
       const names = site.names.join(', ');
@@ -625,6 +652,146 @@ export class AcmeManager {
           );
       }
     }
+  }
+
+  /**
+   * Issuance over DNS-01 (RFC 8555 section 8.4): the same stages as #issue, with the challenge
+   * answered by Verge's DNS as a TXT record instead of by the edges over HTTP.
+   */
+  async #issueDns01(site: AcmeSite): Promise<void> {
+    this.#lastTried.set(site.name, site.names.join(','));
+    const tokens: string[] = [];
+    try {
+      await this.#markPending(site);
+      const zone = await this.#dnsZone(site);
+      const client = await this.#account();
+      const names = site.names.join(', ');
+      const order = await this.#step('order', `the ACME server refused an order for ${names}`, () =>
+        client.createOrder({ identifiers: site.names.map((value) => ({ type: 'dns', value })) }),
+      );
+      const seen: Progress = new Map();
+      this.#progress(site, seen, 'order', undefined, order.status);
+      const authzs = await this.#step(
+        'order',
+        `cannot read the authorizations of the order for ${names}`,
+        () => client.getAuthorizations(order),
+      );
+      const pending: Array<PendingChallenge & { label: string }> = [];
+      for (const authz of authzs) {
+        this.#progressOf(site, seen, authz);
+        if (authz.status === 'valid') continue;
+        // for *.example.com the identifier is example.com, with wildcard: true (section 7.1.3)
+        const name = authz.identifier.value;
+        const challenge = authz.challenges.find((c) => c.type === 'dns-01');
+        if (!challenge)
+          throw new AcmeStageError(
+            'order',
+            `the ACME server offers no DNS-01 challenge for ${name} (it offers ${authz.challenges.map((c) => c.type).join(', ') || 'none'})${authz.wildcard ? '' : ': set tls.challenge to http-01'}`,
+          );
+        // for dns-01, acme-client returns the TXT value: base64url(SHA-256(key authorization))
+        const keyAuthorization = await client.getChallengeKeyAuthorization(challenge);
+        pending.push({ name, token: challenge.token, keyAuthorization, challenge, label: acmeLabel(name) });
+      }
+      await step('challenge', "cannot store the challenge records for Verge's DNS", async () => {
+        for (const p of pending) {
+          const rec: DnsChallengeRecord = {
+            token: p.token,
+            name: p.name,
+            label: p.label,
+            value: p.keyAuthorization,
+            site: site.name,
+            createdAt: new Date(this.#now()).toISOString(),
+          };
+          tokens.push(p.token);
+          await this.#store.put(KEYS.dnsChallenge(p.token), rec as unknown as JsonValue);
+        }
+      });
+      await this.#waitDnsServed(pending, zone);
+      const lookups = [...new Set(pending.map((p) => acmeChallengeName(p.name)))];
+      const cnames = [
+        ...new Set(pending.map((p) => `${acmeChallengeName(p.name)} CNAME ${acmeTarget(p.name, zone)}`)),
+      ];
+      await this.#validate(client, order, site, pending, seen, {
+        type: 'dns-01',
+        advice: `It looks up TXT ${lookups.join(', ')}: at your DNS host, create ${cnames.join(', ')} (once; Verge serves the TXT records), and delegate ${zone} to Verge's DNS (NS records with glue at its parent)`,
+      });
+      const issued = await this.#finalize(client, order, site, seen);
+      await step(
+        'store',
+        `the certificate was issued but could not be stored in ${this.#store.location}`,
+        () => this.#storeIssued(site, issued),
+      );
+    } catch (err) {
+      await this.#recordFailure(site, err);
+    } finally {
+      for (const token of tokens) {
+        await this.#store
+          .delete(KEYS.dnsChallenge(token))
+          .catch((err: unknown) =>
+            this.#log.warn(
+              { site: site.name, token, err: errorText(err) },
+              'ACME: could not delete a used DNS challenge record; it is harmless and can be deleted by hand',
+            ),
+          );
+      }
+    }
+  }
+
+  /** dns.zone from the stored settings: DNS-01 challenges live under acme.<zone>. */
+  async #dnsZone(site: AcmeSite): Promise<string> {
+    const stored = await step('order', `cannot read the DNS settings from ${this.#store.location}`, () =>
+      this.#store.get(KEYS.dnsSettings),
+    );
+    const zone = (stored?.value as { zone?: unknown } | null | undefined)?.zone;
+    if (typeof zone !== 'string' || zone === '') {
+      const wildcards = site.names.filter((n) => n.startsWith('*.'));
+      throw new AcmeStageError(
+        'order',
+        wildcards.length > 0
+          ? `${site.name} needs the DNS-01 challenge for ${wildcards.join(', ')} (ACME proves wildcard names only over DNS-01), which Verge answers from its own DNS zone, and dns.zone is not set: set dns.zone (with dns.listen and dns.nameservers, see docs/dns.md), or upload a certificate that covers ${wildcards.join(', ')} (verge cert add) and set the site's tls to {certificate: NAME}`
+          : `${site.name} uses the DNS-01 challenge (tls.challenge: dns-01), which Verge answers from its own DNS zone, and dns.zone is not set: set dns.zone (with dns.listen and dns.nameservers, see docs/dns.md), or remove tls.challenge to use HTTP-01`,
+      );
+    }
+    return zone.toLowerCase().replace(/\.$/, '');
+  }
+
+  /** Waits until a local Verge DNS server answers every TXT value, or gives the servers 1.5 s. */
+  async #waitDnsServed(
+    pending: Array<{ name: string; label: string; keyAuthorization: string }>,
+    zone: string,
+  ): Promise<void> {
+    if (pending.length === 0) return;
+    const check = this.#dnsSelfCheck;
+    if (!check) {
+      await sleep(BLIND_WAIT_MS);
+      return;
+    }
+    const timeoutMs = check.timeoutMs ?? SELF_CHECK_TIMEOUT_MS;
+    const resolver = new Resolver({ timeout: 1000, tries: 1 });
+    const host = check.host.includes(':') ? `[${check.host}]` : check.host;
+    resolver.setServers([`${host}:${check.port}`]);
+    await Promise.all(
+      pending.map(async (p) => {
+        const fqdn = `${p.label}.${ACME_SUBZONE}.${zone}`;
+        const deadline = Date.now() + timeoutMs;
+        let last = '';
+        for (;;) {
+          try {
+            const txt = await resolver.resolveTxt(fqdn);
+            if (txt.some((parts) => parts.join('') === p.keyAuthorization)) return;
+            last = `${txt.length} other TXT record${txt.length === 1 ? '' : 's'}`;
+          } catch (err) {
+            last = (err as NodeJS.ErrnoException).code ?? errorText(err);
+          }
+          if (Date.now() >= deadline)
+            throw new AcmeStageError(
+              'challenge',
+              `Verge's DNS at ${check.host}:${check.port} does not serve the challenge for ${p.name} (TXT ${fqdn}; last answer: ${last}) after ${timeoutMs} ms: check that the DNS server is running and applying store changes; the CA was not asked to validate`,
+            );
+          await sleep(SELF_CHECK_INTERVAL_MS);
+        }
+      }),
+    );
   }
 
   /** A first attempt shows as pending in the API while it runs. */
@@ -718,6 +885,11 @@ export class AcmeManager {
     site: AcmeSite,
     pending: PendingChallenge[],
     seen: Progress,
+    how: { type: 'http-01' | 'dns-01'; advice: string } = {
+      type: 'http-01',
+      advice:
+        "It fetches http://<name>/.well-known/acme-challenge/<token> on port 80: make sure each name's DNS points at the Verge edges and port 80 reaches them",
+    },
   ): Promise<void> {
     if (pending.length === 0) return;
     for (const p of pending)
@@ -739,7 +911,7 @@ export class AcmeManager {
         this.#progressOf(site, seen, authz);
         const name = authz.identifier.value;
         if (!names.has(name) || authz.status === 'valid') continue;
-        const challenge = authz.challenges.find((c) => c.type === 'http-01');
+        const challenge = authz.challenges.find((c) => c.type === how.type);
         if (authz.status === 'pending' && challenge?.status !== 'invalid') {
           waiting = true;
           continue;
@@ -749,7 +921,7 @@ export class AcmeManager {
       if (failed.length > 0)
         throw new AcmeStageError(
           'challenge',
-          `the ACME server could not validate ${failed.join('; ')}. It fetches http://<name>/.well-known/acme-challenge/<token> on port 80: make sure each name's DNS points at the Verge edges and port 80 reaches them`,
+          `the ACME server could not validate ${failed.join('; ')}. ${how.advice}`,
         );
       if (!waiting) return;
       if (Date.now() - started > POLL_TOTAL_MS)

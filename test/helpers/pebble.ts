@@ -101,7 +101,14 @@ function canConnect(port: number): Promise<boolean> {
  * Resolves once the directory answers; rejects with the processes' output if either exits early
  * or the directory does not answer within 15 s.
  */
-export async function startPebble(opts: { httpPort: number }): Promise<Pebble> {
+export async function startPebble(opts: {
+  httpPort: number;
+  /**
+   * A DNS server for pebble's lookups instead of pebble-challtestsrv ("127.0.0.1:PORT"), e.g. a
+   * real resolver that reaches Verge's DNS for DNS-01 (test/acme-dns.test.ts)
+   */
+  dnsServer?: string;
+}): Promise<Pebble> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'verge-pebble-'));
   const keepDir = removeAtExit(dir);
   const [dnsPort, challMgmtPort, acmePort, mgmtPort, tlsPort] = await Promise.all([
@@ -171,12 +178,12 @@ export async function startPebble(opts: { httpPort: number }): Promise<Pebble> {
     '-tlsalpn01',
     '',
   ];
-  const dns = run(CHALLTESTSRV_BIN, dnsArgs, env);
-  procs.push(dns);
+  const dns = opts.dnsServer ? undefined : run(CHALLTESTSRV_BIN, dnsArgs, env);
+  if (dns) procs.push(dns);
   // pebble resolves names at validation time only, but a DNS server that never came up would
   // show as a confusing validation error: wait for its management port first.
   const deadline = Date.now() + START_TIMEOUT_MS;
-  while (!(await canConnect(challMgmtPort))) {
+  while (dns && !(await canConnect(challMgmtPort))) {
     const exit = dns.exited();
     if (exit) return fail(exit);
     if (Date.now() > deadline)
@@ -184,11 +191,15 @@ export async function startPebble(opts: { httpPort: number }): Promise<Pebble> {
     await new Promise((r) => setTimeout(r, 25));
   }
 
-  const pebble = run(PEBBLE_BIN, ['-config', configFile, '-dnsserver', `127.0.0.1:${dnsPort}`], env);
+  const pebble = run(
+    PEBBLE_BIN,
+    ['-config', configFile, '-dnsserver', opts.dnsServer ?? `127.0.0.1:${dnsPort}`],
+    env,
+  );
   procs.push(pebble);
   const directoryUrl = `https://127.0.0.1:${acmePort}/dir`;
   for (;;) {
-    const exit = pebble.exited() ?? dns.exited();
+    const exit = pebble.exited() ?? dns?.exited();
     if (exit) return fail(exit);
     try {
       const res = await httpsGet(directoryUrl, ca.certPem);

@@ -1,0 +1,138 @@
+// A wildcard certificate over ACME DNS-01, end to end through Verge's own zone: the customer's
+// DNS host (NSD) has `_acme-challenge.www.example.com CNAME www-example-com.acme.cdn.example.test.`
+// (created once); pebble validates through a real recursive resolver (unbound) that follows that
+// CNAME into the CDN zone, served by `verge serve --data` itself (dns.listen set); the edge then
+// serves HTTPS for names under the wildcard with the certificate pebble issued.
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import https from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import type { TLSSocket } from 'node:tls';
+import { dig } from './helpers/dns.js';
+import { freePort } from './helpers/nginx.js';
+import { type HttpOrigin, httpOrigin } from './helpers/origins.js';
+import { type Pebble, startPebble } from './helpers/pebble.js';
+import { startEdgeProc } from './helpers/proc.js';
+import { customerZone, type DnsProc, startNsd, startUnbound } from './helpers/resolvers.js';
+
+const ZONE = 'cdn.example.test';
+const cleanup: Array<() => Promise<unknown> | unknown> = [];
+after(async () => {
+  for (const c of cleanup.reverse()) await c();
+});
+
+function httpsGet(
+  port: number,
+  name: string,
+  ca: string,
+): Promise<{ status: number; body: string; cert: X509Certificate }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      { host: '127.0.0.1', port, path: '/x', servername: name, headers: { host: name }, ca, agent: false },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => {
+          body += d;
+        });
+        res.on('end', () => {
+          const raw = (res.socket as TLSSocket).getPeerCertificate().raw;
+          resolve({ status: res.statusCode ?? 0, body, cert: new X509Certificate(raw) });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('a wildcard certificate is issued over DNS-01 with the TXT records served by Verge, and served for names under it', async () => {
+  const origin: HttpOrigin = await httpOrigin((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end('hello over a wildcard');
+  });
+  cleanup.push(() => origin.close());
+  const vergeDnsPort = await freePort();
+  const nsd: DnsProc = await startNsd({
+    'example.com': customerZone(ZONE, `_acme-challenge.www IN CNAME www-example-com.acme.${ZONE}.`),
+  });
+  cleanup.push(() => nsd.stop());
+  const unbound: DnsProc = await startUnbound({
+    'example.com': `127.0.0.1@${nsd.port}`,
+    [ZONE]: `127.0.0.1@${vergeDnsPort}`,
+  });
+  cleanup.push(() => unbound.stop());
+  const pebble: Pebble = await startPebble({
+    httpPort: await freePort(),
+    dnsServer: `127.0.0.1:${unbound.port}`,
+  });
+  cleanup.push(() => pebble.stop());
+
+  const dataDir = mkdtempSync(join(tmpdir(), 'verge-acme-dns-'));
+  cleanup.push(() => rmSync(dataDir, { recursive: true, force: true }));
+  const edge = await startEdgeProc({
+    dataDir,
+    config: {
+      acme: { directory: pebble.directoryUrl, ca: 'pebble-ca.pem', email: 'ops@example.test' },
+      dns: {
+        zone: ZONE,
+        listen: [`127.0.0.1:${vergeDnsPort}`],
+        nameservers: [{ name: `ns1.${ZONE}`, addresses: ['127.0.0.1'] }],
+      },
+      sites: [
+        {
+          name: 'www.example.com',
+          aliases: ['*.www.example.com'],
+          // no challenge given: the wildcard makes it dns-01
+          tls: { acme: true },
+          origin: { servers: [{ host: '127.0.0.1', port: origin.port }] },
+        },
+      ],
+    },
+    files: { 'pebble-ca.pem': pebble.caPem },
+  });
+  cleanup.push(() => edge.kill());
+
+  const root = await pebble.rootPem();
+  const t0 = Date.now();
+  let got: Awaited<ReturnType<typeof httpsGet>> | undefined;
+  let lastErr: unknown;
+  while (Date.now() - t0 < 60_000) {
+    try {
+      got = await httpsGet(edge.httpsPort, 'shop.www.example.com', root);
+      break;
+    } catch (e) {
+      // no certificate for the name until issuance: the handshake is refused
+      lastErr = e;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+  assert.ok(got, `HTTPS never worked: ${String(lastErr)}\n${edge.stderr().slice(-4000)}`);
+  assert.equal(got.status, 200);
+  assert.equal(got.body, 'hello over a wildcard');
+  assert.match(got.cert.issuer, /Pebble/i);
+  const sans = got.cert.subjectAltName ?? '';
+  assert.match(sans, /DNS:\*\.www\.example\.com/);
+  assert.match(sans, /DNS:www\.example\.com/);
+  // the certificate was got over DNS-01, through the resolver, from Verge's zone
+  const logs = edge.logs();
+  assert.ok(
+    logs.some((l) => l.msg === 'ACME: certificate issued'),
+    edge.stderr().slice(-3000),
+  );
+  // through the resolver, the customer's name led to Verge's TXT records (cached 5 s at most)
+  const txt = await dig(unbound.port, ['_acme-challenge.www.example.com', 'TXT']);
+  assert.equal(txt.status, 'NOERROR', txt.text);
+  assert.equal(txt.answer[0]?.[3], 'CNAME');
+  // and once used they are deleted: Verge answers NODATA at the CNAME's target
+  const deadline = Date.now() + 10_000;
+  let left = await dig(vergeDnsPort, [`www-example-com.acme.${ZONE}`, 'TXT']);
+  while (left.answer.length > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 200));
+    left = await dig(vergeDnsPort, [`www-example-com.acme.${ZONE}`, 'TXT']);
+  }
+  assert.equal(left.status, 'NOERROR');
+  assert.equal(left.answer.length, 0, left.text);
+});
