@@ -434,3 +434,308 @@ export const dnsCheck: Check = async (site: DoctorSite, ctx: DoctorContext): Pro
   }
   return findings;
 };
+
+// ---- the chain through Verge's own zone (dns.zone set) -----------------------------------------
+
+/** What the doctor needs to check a site's path through Verge's DNS (built from the store). */
+export interface ZoneChain {
+  zone: string;
+  /** the site's name in the zone (src/dns/names.ts siteTarget) */
+  target: string;
+  /** Verge's DNS servers to ask directly: "127.0.0.1:53", "[::1]:5353" */
+  servers: string[];
+  /** client regions with a subnet of theirs to ask with (dns.regions.<name>.probe) */
+  regions: Array<{ name: string; probe?: string }>;
+  /** the edges from the node registry: their addresses, region and listener ports */
+  edges: Array<{ id: string; region?: string; addresses: string[]; http?: number; https?: number }>;
+  /** dns.healthCheck.path: asked on each answered edge with the site's Host */
+  healthPath: string;
+}
+
+interface ZoneAnswer {
+  rcode: string;
+  addresses: string[];
+  scope?: number;
+}
+
+/** One query to Verge's DNS (UDP), optionally with an EDNS Client Subnet. */
+async function askVerge(
+  server: string,
+  name: string,
+  type: 'A' | 'AAAA',
+  subnet: string | undefined,
+  timeoutMs: number,
+): Promise<ZoneAnswer> {
+  const { default: dnsPacket } = await import('dns-packet');
+  const dgram = await import('node:dgram');
+  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(server);
+  const host = m?.[1] ?? server;
+  const port = Number(m?.[2] ?? 53);
+  const [ip, len] = (subnet ?? '').split('/');
+  const msg = dnsPacket.encode({
+    type: 'query',
+    id: Math.floor(Math.random() * 65535),
+    questions: [{ type, name }],
+    additionals: [
+      {
+        type: 'OPT',
+        name: '.',
+        udpPayloadSize: 1232,
+        options: subnet ? [{ code: 'CLIENT_SUBNET', ip: ip!, sourcePrefixLength: Number(len) }] : [],
+      } as never,
+    ],
+  });
+  const sock = dgram.createSocket(isIP(host) === 6 ? 'udp6' : 'udp4');
+  try {
+    const reply = await new Promise<Buffer>((resolve, reject) => {
+      const t = setTimeout(() => reject(new ResolverFailure('ETIMEOUT')), timeoutMs);
+      sock.on('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(t);
+        reject(new ResolverFailure(e.code ?? 'ECONNREFUSED'));
+      });
+      sock.on('message', (b) => {
+        clearTimeout(t);
+        resolve(b);
+      });
+      sock.send(msg, port, host);
+    });
+    const d = dnsPacket.decode(reply) as ReturnType<typeof dnsPacket.decode> & { rcode?: string };
+    const opt = (d.additionals ?? []).find((a) => a.type === 'OPT') as
+      | { options?: Array<{ code: number; scopePrefixLength?: number }> }
+      | undefined;
+    const ecs = opt?.options?.find((o) => o.code === 8);
+    return {
+      rcode: d.rcode ?? 'NOERROR',
+      addresses: (d.answers ?? [])
+        .filter((a) => a.type === type)
+        .map((a) => String((a as { data: unknown }).data)),
+      ...(ecs?.scopePrefixLength !== undefined ? { scope: ecs.scopePrefixLength } : {}),
+    };
+  } finally {
+    sock.close();
+  }
+}
+
+/**
+ * The chain a visitor's lookup follows through Verge's zone: the site's name in the zone answers
+ * at Verge's DNS (asked directly); resolvers reach it (the zone is delegated); what each region's
+ * visitors get (asked with a Client Subnet of each region); and that every edge answered serves
+ * the site (the same health check the DNS runs, with the site's Host).
+ */
+export function zoneChainCheck(chain: ZoneChain): Check {
+  return async (site: DoctorSite, ctx: DoctorContext): Promise<Finding[]> => {
+    const findings: Finding[] = [];
+    const target = chain.target;
+    const server = chain.servers[0];
+    if (!server) {
+      findings.push({
+        code: 'DNS_ZONE_NO_SERVER',
+        severity: 'warn',
+        check: 'dns',
+        summary: `dns.zone is ${chain.zone} but no Verge DNS server address is known, so ${target} could not be asked`,
+        explanation:
+          "The doctor asks Verge's own DNS on the addresses of dns.listen (or of dns.nameservers) to see what each region gets.",
+        fix: [
+          {
+            summary: 'Set dns.listen (and run `verge dns` or `verge serve --data`)',
+            secure: true,
+            steps: [],
+          },
+        ],
+      });
+      return findings;
+    }
+    let plain: ZoneAnswer;
+    try {
+      plain = await askVerge(server, target, 'A', undefined, ctx.timeoutMs);
+    } catch (e) {
+      const code = e instanceof ResolverFailure ? e.code : String(e);
+      findings.push({
+        code: 'DNS_ZONE_UNREACHABLE',
+        severity: 'fail',
+        check: 'dns',
+        summary: `Verge's DNS at ${server} ${failureWords(code)} for ${target}`,
+        explanation: `Every visitor's lookup of ${site.config.name} ends at ${target}, which only Verge's DNS answers. Without it no visitor finds an edge.`,
+        fix: [
+          {
+            summary: `Start Verge's DNS (verge dns --data DIR, or verge serve --data DIR with dns.listen set) and check that UDP and TCP port ${server.replace(/^.*:/, '')} are open`,
+            secure: true,
+            steps: [],
+          },
+        ],
+        evidence: { server, target, error: code },
+      });
+      return findings;
+    }
+    if (plain.rcode !== 'NOERROR' || plain.addresses.length === 0) {
+      findings.push({
+        code: 'DNS_ZONE_NO_ADDRESS',
+        severity: 'fail',
+        check: 'dns',
+        summary: `Verge's DNS answers ${target} with ${plain.rcode === 'NOERROR' ? 'no address' : plain.rcode}`,
+        explanation:
+          plain.rcode === 'NXDOMAIN'
+            ? `${target} is not a name in ${chain.zone}: the DNS server does not know this site (it reads the sites from the store it was started with).`
+            : `No edge has a public address to give out: each edge's heartbeat must carry edge.publicAddresses (or listen on a specific address).`,
+        fix: [
+          plain.rcode === 'NXDOMAIN'
+            ? {
+                summary: `Check that the DNS server runs on the same data directory as the site`,
+                secure: true,
+                steps: [],
+              }
+            : {
+                summary: 'Set edge.publicAddresses to the addresses visitors reach the edges at',
+                secure: true,
+                steps: [],
+              },
+        ],
+        evidence: { server, target, rcode: plain.rcode },
+      });
+      return findings;
+    }
+    findings.push({
+      code: 'DNS_ZONE_OK',
+      severity: 'pass',
+      check: 'dns',
+      summary: `Verge's DNS answers ${target} with ${plain.addresses.join(', ')}`,
+      evidence: { server, target, addresses: plain.addresses },
+    });
+
+    // resolvers reach the zone only through its delegation (NS + glue at the parent)
+    const servers = ctx.resolvers && ctx.resolvers.length > 0 ? ctx.resolvers : [undefined];
+    for (const s of servers) {
+      const r = makeResolver(s, ctx.timeoutMs);
+      let got: string[] = [];
+      let err: string | undefined;
+      try {
+        got = await ask(() => r.resolve4(target), [] as string[]);
+      } catch (e) {
+        err = e instanceof ResolverFailure ? e.code : String(e);
+      }
+      if (got.length > 0) continue;
+      findings.push({
+        code: 'DNS_ZONE_NOT_DELEGATED',
+        severity: 'fail',
+        check: 'dns',
+        summary: `The DNS server ${s ?? 'the system resolver'} ${err ? failureWords(err) : 'finds no address'} for ${target}, which Verge's own DNS answers`,
+        explanation: `Resolvers find ${chain.zone} only through NS records (with glue addresses) in its parent zone that point at Verge's DNS servers. Until they do, visitors whose name is a CNAME to ${target} get no address.`,
+        fix: [
+          {
+            summary: `At the DNS host of the parent of ${chain.zone}, create NS records for ${chain.zone} naming Verge's DNS servers (dns.nameservers) and, for names inside ${chain.zone}, their A/AAAA glue records`,
+            secure: true,
+            steps: [],
+          },
+        ],
+        evidence: { resolver: s ?? 'system', target, ...(err ? { error: err } : {}) },
+      });
+    }
+
+    // what each region's visitors get
+    const byAddress = new Map<string, ZoneChain['edges'][number]>();
+    for (const e of chain.edges) for (const a of e.addresses) byAddress.set(a, e);
+    const answered = new Set(plain.addresses);
+    const perRegion: Array<{ region: string; probe: string; addresses: string[]; scope?: number }> = [];
+    for (const r of chain.regions) {
+      if (!r.probe) continue;
+      try {
+        const a = await askVerge(server, target, 'A', r.probe, ctx.timeoutMs);
+        for (const x of a.addresses) answered.add(x);
+        perRegion.push({
+          region: r.name,
+          probe: r.probe,
+          addresses: a.addresses,
+          ...(a.scope !== undefined ? { scope: a.scope } : {}),
+        });
+        const own = chain.edges.filter((e) => e.region === r.name).flatMap((e) => e.addresses);
+        const foreign = a.addresses.filter((x) => !own.includes(x));
+        if (own.length > 0 && foreign.length > 0)
+          findings.push({
+            code: 'DNS_REGION_FALLBACK',
+            severity: 'warn',
+            check: 'dns',
+            summary: `Visitors in region ${r.name} get ${foreign.join(', ')}, which ${foreign.length > 1 ? 'are not edges' : 'is not an edge'} of ${r.name}`,
+            explanation: `Region ${r.name} has edges (${own.join(', ')}), but none of them is live and healthy for ${site.config.name}, so its visitors are sent further away (dns.regions.${r.name}.fallback, else any healthy edge).`,
+            fix: [
+              {
+                summary: `Check the edges of ${r.name}: verge nodes, and their access to the site (the DNS health check)`,
+                secure: true,
+                steps: [],
+              },
+            ],
+            evidence: { region: r.name, probe: r.probe, addresses: a.addresses, regionEdges: own },
+          });
+      } catch {
+        // no answer for this region: shown as "nothing" below
+        perRegion.push({ region: r.name, probe: r.probe, addresses: [] });
+      }
+    }
+    if (perRegion.length > 0)
+      findings.push({
+        code: 'DNS_REGIONS',
+        severity: 'info',
+        check: 'dns',
+        summary: `What each region gets for ${target}: ${perRegion.map((p) => `${p.region} (${p.probe}) ${p.addresses.join(', ') || 'nothing'}`).join('; ')}`,
+        evidence: { regions: perRegion },
+      });
+    const unprobed = chain.regions.filter((r) => !r.probe).map((r) => r.name);
+    if (unprobed.length > 0)
+      findings.push({
+        code: 'DNS_REGION_NOT_PROBED',
+        severity: 'info',
+        check: 'dns',
+        summary: `Not asked for ${unprobed.join(', ')}: no client subnet of ${unprobed.length > 1 ? 'those regions' : 'that region'} is known`,
+        fix: [
+          {
+            summary: `Set dns.regions.${unprobed[0]}.probe to a subnet of that region (e.g. "192.0.2.0/24") so the doctor can ask what its visitors get`,
+            secure: true,
+            steps: [],
+          },
+        ],
+      });
+
+    // every edge answered must serve the site
+    const { checkEdge } = await import('../dns/health.js');
+    for (const addr of answered) {
+      const edge = byAddress.get(addr);
+      if (!edge?.http) {
+        findings.push({
+          code: 'DNS_EDGE_UNKNOWN',
+          severity: 'warn',
+          check: 'dns',
+          summary: `${addr} is given out for ${target} but no edge in the node registry has it with an HTTP listener`,
+          explanation: 'The doctor only checks edges it knows the port of (from their heartbeats).',
+          evidence: { address: addr },
+        });
+        continue;
+      }
+      const r = await checkEdge(addr, edge.http, site.config.name, chain.healthPath, ctx.timeoutMs);
+      findings.push(
+        r.ok
+          ? {
+              code: 'DNS_EDGE_SERVES',
+              severity: 'pass',
+              check: 'dns',
+              summary: `Edge ${edge.id} at ${addr} serves ${site.config.name}`,
+              evidence: { edge: edge.id, address: addr, port: edge.http, status: r.status },
+            }
+          : {
+              code: 'DNS_EDGE_NOT_SERVING',
+              severity: 'fail',
+              check: 'dns',
+              summary: `Edge ${edge.id} at ${addr}, which DNS gives out for ${site.config.name}, does not serve it (${r.error})`,
+              explanation: `Visitors sent to ${addr} get an error instead of the site. Verge's DNS leaves an edge out once its health check fails; if it is still answered, every edge is failing and the DNS falls back to all of them.`,
+              fix: [
+                {
+                  summary: `Check edge ${edge.id}: is it running, reachable at ${addr} port ${edge.http}, and has it applied the site? (verge nodes)`,
+                  secure: true,
+                  steps: [],
+                },
+              ],
+              evidence: { edge: edge.id, address: addr, port: edge.http, error: r.error },
+            },
+      );
+    }
+    return findings;
+  };
+}

@@ -9,12 +9,13 @@ import type { Config, SiteConfig } from '../config/schema.js';
 import { materialFrom } from '../control/config-docs.js';
 import { asRecord, KEYS, NODE_LIVE_MS, type NodeRecord, SECTION_KEYS } from '../control/model.js';
 import type { Finding as ApiFinding } from '../control/sites.js';
+import { siteTarget } from '../dns/names.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
-import { dnsCheck } from './dns.js';
+import { dnsCheck, type ZoneChain, zoneChainCheck } from './dns.js';
 import { edgeCertCheck } from './edge-cert.js';
 import { fixCommands } from './fixes.js';
 import { originWarnings, problemsOf, runDoctor, verdictOf } from './index.js';
-import type { DoctorContext, DoctorReport, DoctorSite, Finding, FixTarget } from './types.js';
+import type { Check, DoctorContext, DoctorReport, DoctorSite, Finding, FixTarget } from './types.js';
 
 /** Probe timeout: long enough for a slow origin, short enough for an interactive command. */
 export const DOCTOR_TIMEOUT_MS = 3000;
@@ -68,9 +69,70 @@ function vergeCaOf(docs: Map<string, JsonValue>): string | undefined {
   return typeof pem === 'string' ? pem : undefined;
 }
 
-/** Every check, DNS and the edge certificate included. */
-export function fullDoctor(site: DoctorSite, ctx: DoctorContext): Promise<DoctorReport> {
-  return runDoctor(site, ctx, { dns: dnsCheck, edgeCert: edgeCertCheck });
+/**
+ * Every check, DNS and the edge certificate included. With Verge's own zone (`chain`), the
+ * site's names must CNAME to its name in the zone, and the chain through the zone is checked too.
+ */
+export function fullDoctor(site: DoctorSite, ctx: DoctorContext, chain?: ZoneChain): Promise<DoctorReport> {
+  const dns: Check = chain
+    ? async (s, c) => [
+        ...(await dnsCheck(s, { ...c, cnameTarget: chain.target })),
+        ...(await zoneChainCheck(chain)(s, c)),
+      ]
+    : dnsCheck;
+  return runDoctor(site, ctx, { dns, edgeCert: edgeCertCheck });
+}
+
+/** "0.0.0.0:53" -> "127.0.0.1:53": where this machine reaches a listener. */
+function reachable(listen: string): string {
+  const i = listen.lastIndexOf(':');
+  const host = listen.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = listen.slice(i + 1);
+  if (host === '' || host === '0.0.0.0') return `127.0.0.1:${port}`;
+  if (host === '::') return `[::1]:${port}`;
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** The doctor's view of Verge's zone for one site: servers, regions, edges from the node registry. */
+export function zoneChainOf(
+  dns: Config['dns'],
+  site: SiteConfig,
+  docs: ReadonlyMap<string, JsonValue>,
+): ZoneChain | undefined {
+  if (!dns.zone) return undefined;
+  const servers =
+    dns.listen.length > 0
+      ? dns.listen.map(reachable)
+      : dns.nameservers.flatMap((n) => n.addresses.map((a) => (a.includes(':') ? `[${a}]:53` : `${a}:53`)));
+  const port = (l: unknown) => (typeof l === 'string' ? Number(l.slice(l.lastIndexOf(':') + 1)) : undefined);
+  const edges: ZoneChain['edges'] = [];
+  for (const [k, v] of docs) {
+    if (!k.startsWith(KEYS.nodesPrefix) || typeof v !== 'object' || v === null || Array.isArray(v)) continue;
+    const r = v as Record<string, JsonValue>;
+    const addresses = Array.isArray(r['publicAddresses'])
+      ? r['publicAddresses'].filter((a) => typeof a === 'string')
+      : [];
+    const http = Array.isArray(r['http']) ? port(r['http'][0]) : undefined;
+    const https = Array.isArray(r['https']) ? port(r['https'][0]) : undefined;
+    edges.push({
+      id: String(r['id'] ?? k.slice(KEYS.nodesPrefix.length)),
+      ...(typeof r['region'] === 'string' ? { region: r['region'] } : {}),
+      addresses,
+      ...(http ? { http } : {}),
+      ...(https ? { https } : {}),
+    });
+  }
+  return {
+    zone: dns.zone,
+    target: siteTarget(site, dns.zone),
+    servers,
+    regions: Object.entries(dns.regions).map(([name, r]) => ({
+      name,
+      ...(r.probe ? { probe: r.probe } : {}),
+    })),
+    edges,
+    healthPath: dns.healthCheck.path,
+  };
 }
 
 async function storeDocs(store: ConfigStore): Promise<Map<string, JsonValue>> {
@@ -105,7 +167,7 @@ export async function doctorStoredSite(
     const cfg = validateObject(input);
     const material = materialFrom(docs);
     const site = doctorSiteOf(cfg, name, material, baseDir, vergeCaOf(docs))!;
-    report = await fullDoctor(site, doctorContext(cfg.dns, true));
+    report = await fullDoctor(site, doctorContext(cfg.dns, true), zoneChainOf(cfg.dns, site.config, docs));
   } catch (e) {
     // a site the edges cannot build (a file it names vanished) is a finding, not a crash
     if (!(e instanceof ConfigError) || edges.length === 0) throw e;
