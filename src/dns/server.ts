@@ -192,36 +192,66 @@ export class DnsServer {
     });
   }
 
-  /** RFC 7766: two-byte length, then the message; several queries may share a connection. */
+  /**
+   * RFC 7766: two-byte length, then the message; several queries may share a connection (section
+   * 6.2.1.1, answered in order here). Two limits keep one client from holding what others need:
+   * answers are written only as fast as the client reads them (while its answers wait in the
+   * socket, its further queries are not read, so a client that asks and never reads cannot make
+   * the server queue answers without bound), and a connection with no complete query for
+   * dns.limits.tcpIdle (and no answer taken) is closed, however many bytes it drips (section
+   * 6.2.3 lets a server close idle connections; each is one of dns.limits.tcpConnections).
+   */
   #onTcp(socket: net.Socket): void {
     this.stats.tcpConnections++;
     this.#conns.add(socket);
     const address = socket.remoteAddress ?? '';
-    let buf = Buffer.alloc(0);
-    socket.setTimeout(this.#opts.limits.tcpIdle);
-    socket.on('timeout', () => socket.destroy());
+    const limits = this.#opts.limits;
+    let buf: Buffer = Buffer.alloc(0);
+    let idle: NodeJS.Timeout | undefined;
+    const busy = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => socket.destroy(), limits.tcpIdle);
+      idle.unref();
+    };
+    busy();
     socket.on('error', () => socket.destroy());
-    socket.on('close', () => this.#conns.delete(socket));
-    socket.on('data', (chunk) => {
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    socket.on('close', () => {
+      clearTimeout(idle);
+      this.#conns.delete(socket);
+    });
+    /** Answers the complete queries in buf; false when it stopped for the client to read. */
+    const work = (): boolean => {
       while (buf.length >= 2) {
+        if (socket.destroyed) return true;
+        if (socket.writableNeedDrain) return false;
         const len = buf.readUInt16BE(0);
-        if (len > this.#opts.limits.maxQuerySize) {
+        if (len > limits.maxQuerySize) {
           // RFC 7766 section 10 lets a server close a connection it does not want to serve
           this.stats.dropped++;
           socket.destroy();
-          return;
+          return true;
         }
         if (buf.length < 2 + len) break;
         const msg = buf.subarray(2, 2 + len);
         buf = buf.subarray(2 + len);
+        busy();
         const reply = this.handle(msg, address, 'tcp');
         if (!reply) continue;
         const framed = Buffer.allocUnsafe(2 + reply.length);
         framed.writeUInt16BE(reply.length, 0);
         reply.copy(framed, 2);
-        if (!socket.destroyed) socket.write(framed);
+        socket.write(framed);
       }
+      return true;
+    };
+    socket.on('data', (chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      // paused, the socket emits no more data until resumed: buf holds at most one chunk
+      if (!work()) socket.pause();
+    });
+    socket.on('drain', () => {
+      busy();
+      if (work() && !socket.destroyed) socket.resume();
     });
   }
 
