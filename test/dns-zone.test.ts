@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
+import { ConfigError, parseConfigText } from '../src/config/load.js';
 import { AcmeManager } from '../src/control/acme.js';
 import { type AcmeRecord, asRecord, KEYS } from '../src/control/model.js';
 import { addressBytes, addressText } from '../src/dns/wire.js';
@@ -147,4 +148,51 @@ test('DNS-01 without dns.zone fails at the order stage and says what to set, bef
     await store.close();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('dns settings that cannot make a zone are refused with the key path and line of each', () => {
+  const text = [
+    'dns:', //                                              1
+    '  listen: ["127.0.0.1:5353"]', //                      2
+    '  regions:', //                                        3
+    '    eu: {continents: [EU]}', //                        4
+    'sites:', //                                            5
+    '  - name: www.a-b.com', //                             6
+    '    origin: {servers: [{host: 127.0.0.1}]}', //        7
+    '  - name: www-a.b.com', //                             8
+    '    origin: {servers: [{host: 127.0.0.1}]}', //        9
+    '    dns:', //                                          10
+    '      regions:', //                                    11
+    '        - {regions: [eu, europe], edges: [eu]}', //    12
+  ].join('\n');
+  const issuesOf = (t: string) => {
+    try {
+      parseConfigText(t, 'verge.yaml');
+    } catch (e) {
+      if (e instanceof ConfigError) return e.issues;
+      throw e;
+    }
+    assert.fail('the config was accepted');
+  };
+  const issues = issuesOf(text);
+  const at = (path: string) => issues.find((i) => i.path === path);
+  assert.match(at('dns.zone')?.message ?? '', /dns\.listen is set but dns\.zone is not/);
+  const withZone = issuesOf(
+    text.replace('dns:\n', 'dns:\n  zone: cdn.example.test\n  nameservers: [{name: ns1.cdn.example.test}]\n'),
+  );
+  const at2 = (path: string) => withZone.find((i) => i.path === path);
+  // ns1 is inside the zone: resolvers need its glue
+  assert.match(at2('dns.nameservers[0].addresses')?.message ?? '', /inside cdn\.example\.test.*glue/);
+  // www.a-b.com and www-a.b.com both default to www-a-b-com
+  assert.match(
+    at2('sites[1].dns.name')?.message ?? '',
+    /www-a-b-com\.cdn\.example\.test is already the name of sites\[0\] \(www\.a-b\.com\)/,
+  );
+  // a site rule naming a client region dns.regions does not have would never match anyone
+  const unknown = at2('sites[1].dns.regions[0].regions[1]');
+  assert.match(unknown?.message ?? '', /"europe" is not a region of dns\.regions \(eu\)/);
+  assert.equal(unknown?.line, 12 + 2);
+  assert.equal(at2('sites[1].dns.regions[0].regions[0]'), undefined, 'eu is one');
+  const noNs = issuesOf(text.replace('dns:\n', 'dns:\n  zone: cdn.example.test\n'));
+  assert.match(noNs.find((i) => i.path === 'dns.nameservers')?.message ?? '', /list the name servers/);
 });

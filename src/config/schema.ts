@@ -546,7 +546,7 @@ export const siteDnsSchema = z
           regions: z
             .array(regionName)
             .optional()
-            .describe('Client regions (of dns.regions) the rule applies to.'),
+            .describe('Client regions the rule applies to: keys of dns.regions (another name is refused).'),
           countries: z.array(countryCode).optional().describe('Client countries the rule applies to.'),
           continents: z.array(continentCode).optional().describe('Client continents the rule applies to.'),
           edges: z
@@ -1507,6 +1507,25 @@ function checkDns(
         message: `${label}.${zone} is already the name of sites[${prev}] (${sites[prev]?.name}): set a different sites[${i}].dns.name`,
       });
     } else owner.set(label, i);
+  });
+  // a site rule's client regions are keys of dns.regions: any other name would never match a
+  // client, and the rule would be dead without a word (edge regions, in `edges`, are the edges'
+  // own edge.region values, which the config cannot check)
+  const known = Object.keys(typeof dns.regions === 'object' && dns.regions !== null ? dns.regions : {});
+  sites.forEach((site, i) => {
+    const rules = site?.dns?.regions;
+    if (!Array.isArray(rules)) return;
+    rules.forEach((rule, r) => {
+      const names: unknown[] = Array.isArray(rule?.regions) ? rule.regions : [];
+      names.forEach((name, k) => {
+        if (typeof name !== 'string' || known.includes(name)) return;
+        ctx.addIssue({
+          code: 'custom',
+          path: ['sites', i, 'dns', 'regions', r, 'regions', k],
+          message: `"${name}" is not a region of dns.regions (${known.join(', ') || 'none is defined'}): name one of them, or use countries/continents`,
+        });
+      });
+    });
   });
 }
 
