@@ -514,3 +514,26 @@ async function waitFor(
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+describe('heartbeats', () => {
+  let f: Fixture;
+  before(async () => {
+    f = await startDns({ 'settings/dns': dnsSettings(), 'sites/www.example.com': site('www.example.com') });
+    // edge a beats now; edge b's last heartbeat was 12 s ago (live for 15 s) and no other comes
+    await f.store.put('nodes/a', nodeRecord(EDGES[0]!));
+    await f.store.put('nodes/b', nodeRecord(EDGES[1]!, 12_000));
+  });
+  after(() => f.close());
+
+  test('an edge whose heartbeats stop leaves the answers once its last one is 15 s old, with no change in the store', async () => {
+    const name = `www-example-com.${ZONE}`;
+    assert.deepEqual(addrs(await dig(f.port, [name, 'A'])), ['192.0.2.1', '198.51.100.1']);
+    const revision = (await f.store.snapshot('nodes/')).revision;
+    await waitFor(
+      async () => addrs(await dig(f.port, [name, 'A'])).join() === '192.0.2.1',
+      undefined,
+      10_000,
+    );
+    assert.equal((await f.store.snapshot('nodes/')).revision, revision, 'nothing was written meanwhile');
+  });
+});
