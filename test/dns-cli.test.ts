@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { openSqliteStore } from '../src/store/sqlite.js';
 import { dig, nodeRecord } from './helpers/dns.js';
-import { CLI } from './helpers/proc.js';
+import { CLI, runCli, startEdgeProc } from './helpers/proc.js';
 import { startNsd } from './helpers/resolvers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'verge-dns-cli-'));
@@ -86,5 +86,63 @@ test('without dns.zone, verge dns zone and verge dns say what to set and exit 1'
     assert.match(s.stderr, /dns\.zone: not set: name the zone Verge answers for/);
   } finally {
     rmSync(empty, { recursive: true, force: true });
+  }
+});
+
+test('verge nodes shows what the DNS steers by, from a store-following edge and from a file-mode edge', async () => {
+  const site = { name: 'www.example.com', origin: { servers: [{ host: '127.0.0.1', port: 9 }] } };
+  const dataDir = mkdtempSync(join(tmpdir(), 'verge-dns-nodes-'));
+  const stored = await startEdgeProc({
+    dataDir,
+    config: {
+      edge: { region: 'eu', weight: 250, publicAddresses: ['192.0.2.10', '2001:db8::10'] },
+      sites: [site],
+    },
+  });
+  const file = await startEdgeProc({
+    config: {
+      edge: { region: 'us', publicAddresses: ['198.51.100.10'] },
+      dns: {
+        zone: 'cdn.example.test',
+        listen: ['127.0.0.1:0'],
+        nameservers: [{ name: 'ns1.cdn.example.test', addresses: ['127.0.0.1'] }],
+      },
+      sites: [site],
+    },
+  });
+  try {
+    const api = ['--api', `http://127.0.0.1:${stored.adminPort}`, '--data', dataDir];
+    let r = await runCli(['nodes', ...api]);
+    for (let i = 0; i < 40 && !/\beu\b/.test(r.stdout); i++) {
+      await new Promise((res) => setTimeout(res, 250));
+      r = await runCli(['nodes', ...api]);
+    }
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^NODE\s+REGION\s+HEALTH\s+.*\s+LISTENERS\s+WEIGHT\s+PUBLIC$/m);
+    assert.match(r.stdout, /\seu\s.*\s250\s+192\.0\.2\.10 2001:db8::10$/m, r.stdout);
+    const json = JSON.parse((await runCli(['nodes', '--json', ...api])).stdout) as {
+      items: Array<{ region?: string; weight?: number; publicAddresses?: string[] }>;
+    };
+    assert.deepEqual(
+      json.items.map((n) => [n.region, n.weight, n.publicAddresses]),
+      [['eu', 250, ['192.0.2.10', '2001:db8::10']]],
+    );
+
+    const f = await runCli([
+      'nodes',
+      '--api',
+      `http://127.0.0.1:${file.adminPort}`,
+      '--config',
+      file.configFile,
+    ]);
+    assert.equal(f.code, 0, f.stderr);
+    assert.match(f.stdout, /\sus\s.*\s100\s+198\.51\.100\.10$/m, f.stdout);
+    // a file-mode edge serves no DNS (it has no store of edges to answer from), and says so
+    const warned = await file.waitForLog((l) => /dns\.listen is set/.test(String(l['msg'])));
+    assert.match(String(warned['msg']), /runs no DNS server.*verge dns --data DIR/);
+  } finally {
+    await stored.kill();
+    await file.kill();
+    rmSync(dataDir, { recursive: true, force: true });
   }
 });

@@ -89,7 +89,7 @@ const EXPECT: Array<[RegExp, number, RegExp]> = [
   [
     /^verge nodes/,
     0,
-    /^NODE\s+REGION\s+HEALTH\s+LAST SEEN\s+VERSION\s+APPLIED REV\s+HIT RATIO\s+LISTENERS$/m,
+    /^NODE\s+REGION\s+HEALTH\s+LAST SEEN\s+VERSION\s+APPLIED REV\s+HIT RATIO\s+LISTENERS\s+WEIGHT\s+PUBLIC$/m,
   ],
   [/^verge trace /, 0, /^GET https:\/\/www\.example\.com\/app\.js -> 200 OK in /m],
   [/^verge explain /, 0, /^Request \S+: GET https:\/\/www\.example\.com\/app\.js /m],

@@ -286,6 +286,12 @@ async function serveChild(
     'edge listening',
   );
   child.ready(config.edge.limits.drainTimeout);
+  if (config.dns.listen.length > 0)
+    // Verge's DNS answers from the store's node registry and sites (src/dns/service.ts)
+    log.warn(
+      { listen: config.dns.listen },
+      'dns.listen is set, but `verge serve --config` runs no DNS server: it answers from a store; import the config (`verge config import`) and run `verge serve --data DIR` or `verge dns --data DIR`',
+    );
 
   process.on('SIGHUP', () => {
     if (!file) {

@@ -44,12 +44,26 @@ export async function nodesCmd(values: ConnectionFlags): Promise<number> {
       `${n.appliedRevision}${n.lag ? ` (${n.lag} behind)` : ''}`,
       n.stats?.hitRatio !== undefined ? `${Math.round(n.stats.hitRatio * 100)}%` : '-',
       [...n.http, ...n.https].join(' ') || '-',
+      // what Verge's DNS steers by (edge.weight; the region is above) and gives out (edge.publicAddresses)
+      String(n.weight ?? 100),
+      n.publicAddresses?.join(' ') || '-',
     ]);
     process.stdout.write(
       rows.length === 0
         ? 'no edge node has reported yet: is `verge serve --data DIR` running, or has an edge joined (`verge nodes token create`)?\n'
         : table(
-            ['NODE', 'REGION', 'HEALTH', 'LAST SEEN', 'VERSION', 'APPLIED REV', 'HIT RATIO', 'LISTENERS'],
+            [
+              'NODE',
+              'REGION',
+              'HEALTH',
+              'LAST SEEN',
+              'VERSION',
+              'APPLIED REV',
+              'HIT RATIO',
+              'LISTENERS',
+              'WEIGHT',
+              'PUBLIC',
+            ],
             rows,
           ),
     );

@@ -37,6 +37,7 @@ import {
 import type { AccessLog, Logger } from '../core/log.js';
 import type { EdgeCache } from './cache.js';
 import type { EdgeMetrics } from './metrics.js';
+import { dnsFields } from './node-dns.js';
 import type { RelayAnswer, RelayOp, WorkerRelay } from './relay.js';
 import { RequestLog } from './request-log.js';
 import type { CompiledSite, Runtime } from './runtime.js';
@@ -570,6 +571,7 @@ export class AdminServer {
       appliedRevision: 0,
       http: h,
       https: s,
+      ...dnsFields(this.#opts.edge.runtime.config.edge, { http: h, https: s }),
       live: true,
     };
   }

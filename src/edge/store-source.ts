@@ -36,6 +36,7 @@ import {
 import type { Logger } from '../core/log.js';
 import { type Change, type ConfigStore, type JsonValue, StoreGapError } from '../store/types.js';
 import { parsePurge } from './admin.js';
+import { dnsFields } from './node-dns.js';
 import type { Edge } from './server.js';
 
 /** How often a node writes its heartbeat when nothing else happens. */
@@ -74,22 +75,6 @@ export function nodeId(dataDir: string): string {
  * snapshot and watch over mTLS, and the heartbeat put sent as a report). One edge, two feeds.
  */
 export type EdgeFeed = Pick<ConfigStore, 'snapshot' | 'watch' | 'put'>;
-
-/**
- * What Verge's DNS needs of this node (src/dns/service.ts): region, weight, and the public
- * addresses it gives out; without edge.publicAddresses, the listeners' own addresses when they
- * are specific (not 0.0.0.0 or [::]).
- */
-export function dnsFields(
-  edge: { region?: string | undefined; weight: number; publicAddresses: string[] },
-  listeners: { http: string[]; https: string[] },
-): Pick<NodeRecord, 'region' | 'weight' | 'publicAddresses'> {
-  const own = [...listeners.http, ...listeners.https]
-    .map((l) => l.slice(0, l.lastIndexOf(':')).replace(/^\[|\]$/g, ''))
-    .filter((h) => h !== '' && h !== '0.0.0.0' && h !== '::');
-  const publicAddresses = edge.publicAddresses.length > 0 ? edge.publicAddresses : [...new Set(own)];
-  return { ...(edge.region ? { region: edge.region } : {}), weight: edge.weight, publicAddresses };
-}
 
 export interface StoreSourceOptions {
   store: EdgeFeed;
