@@ -11,7 +11,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { TLSSocket } from 'node:tls';
-import { dig } from './helpers/dns.js';
+import { AcmeManager } from '../src/control/acme.js';
+import { type AcmeRecord, asRecord, type CertRecord, KEYS } from '../src/control/model.js';
+import { DnsService } from '../src/dns/service.js';
+import { openSqliteStore } from '../src/store/sqlite.js';
+import { captureLog, dig } from './helpers/dns.js';
 import { freePort } from './helpers/nginx.js';
 import { type HttpOrigin, httpOrigin } from './helpers/origins.js';
 import { type Pebble, startPebble } from './helpers/pebble.js';
@@ -135,4 +139,105 @@ test('a wildcard certificate is issued over DNS-01 with the TXT records served b
   }
   assert.equal(left.status, 'NOERROR');
   assert.equal(left.answer.length, 0, left.text);
+});
+
+test('DNS-01 renews the certificate through the same CNAME; a name without its _acme-challenge CNAME fails naming the record to create', async () => {
+  const vergeDnsPort = await freePort();
+  const nsd: DnsProc = await startNsd({
+    'example.com': customerZone(ZONE, `_acme-challenge.api IN CNAME api-example-com.acme.${ZONE}.`),
+  });
+  cleanup.push(() => nsd.stop());
+  const unbound: DnsProc = await startUnbound({
+    'example.com': `127.0.0.1@${nsd.port}`,
+    [ZONE]: `127.0.0.1@${vergeDnsPort}`,
+  });
+  cleanup.push(() => unbound.stop());
+  const pebble: Pebble = await startPebble({
+    httpPort: await freePort(),
+    dnsServer: `127.0.0.1:${unbound.port}`,
+  });
+  cleanup.push(() => pebble.stop());
+
+  const dir = mkdtempSync(join(tmpdir(), 'verge-acme-dns-renew-'));
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+  const store = openSqliteStore({ file: join(dir, 'verge.db') });
+  cleanup.push(() => store.close());
+  await store.put(KEYS.dnsSettings, {
+    zone: ZONE,
+    nameservers: [{ name: `ns1.${ZONE}`, addresses: ['127.0.0.1'] }],
+  });
+  const site = (name: string) => ({
+    name,
+    tls: { acme: true, challenge: 'dns-01' },
+    origin: { servers: [{ host: '127.0.0.1' }] },
+  });
+  await store.put(KEYS.site('api.example.com'), site('api.example.com'));
+  // the customer never made _acme-challenge.shop.example.com a CNAME into the zone
+  await store.put(KEYS.site('shop.example.com'), site('shop.example.com'));
+  const { log } = captureLog();
+  const dns = await DnsService.start({ store, baseDir: dir, log, listen: [`127.0.0.1:${vergeDnsPort}`] });
+  cleanup.push(() => dns.close());
+  let now = Date.now();
+  const mgr = new AcmeManager({
+    store,
+    directoryUrl: pebble.directoryUrl,
+    httpsCa: pebble.caPem,
+    log,
+    now: () => now,
+    dnsSelfCheck: { host: '127.0.0.1', port: vergeDnsPort },
+  });
+  cleanup.push(() => mgr.stop());
+  const cert = async (name: string) => {
+    const v = await store.get(KEYS.cert(name));
+    return v ? asRecord<CertRecord>(v.value) : undefined;
+  };
+  const state = async (name: string) => {
+    const v = await store.get(KEYS.acme(name));
+    return v ? asRecord<AcmeRecord>(v.value) : undefined;
+  };
+  // the TXT values Verge's DNS served, seen as the store changed
+  const served: string[] = [];
+  const stopWatch = store.watch(await store.revision(), (c) => {
+    if (c.type === 'put' && c.key.startsWith(KEYS.dnsChallengesPrefix))
+      served.push(String((c.value as { value?: unknown }).value));
+  });
+  cleanup.push(stopWatch);
+
+  await mgr.runOnce('api.example.com');
+  const first = await cert('api.example.com');
+  const rec = await state('api.example.com');
+  assert.equal(rec?.state, 'valid', JSON.stringify(rec?.lastError));
+  assert.ok(first && rec.nextAttempt);
+  assert.equal(served.length, 1);
+
+  // due for renewal: a new certificate over DNS-01, with a new TXT value, through the same CNAME
+  now = Date.parse(rec.nextAttempt) + 1000;
+  await mgr.runOnce('api.example.com');
+  const second = await cert('api.example.com');
+  assert.equal((await state('api.example.com'))?.state, 'valid');
+  assert.ok(second);
+  assert.notEqual(
+    second.fingerprint,
+    first.fingerprint,
+    `not renewed: ${JSON.stringify(await state('api.example.com'))}`,
+  );
+  assert.equal(served.length, 2);
+  assert.notEqual(served[0], served[1]);
+  const leaf = new X509Certificate(second.chainPem);
+  assert.match(leaf.subjectAltName ?? '', /DNS:api\.example\.com/);
+  assert.match(leaf.issuer, /Pebble/i);
+  // used challenges are deleted: nothing is left for the zone to serve
+  assert.deepEqual((await store.snapshot(KEYS.dnsChallengesPrefix)).entries, []);
+
+  await mgr.runOnce('shop.example.com');
+  const failed = await state('shop.example.com');
+  assert.equal(failed?.state, 'failed');
+  assert.equal(failed.lastError?.stage, 'challenge');
+  assert.match(
+    failed.lastError?.message ?? '',
+    new RegExp(
+      `create _acme-challenge\\.shop\\.example\\.com CNAME shop-example-com\\.acme\\.${ZONE.replaceAll('.', '\\.')}`,
+    ),
+  );
+  assert.equal(await cert('shop.example.com'), undefined);
 });

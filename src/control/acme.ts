@@ -37,7 +37,7 @@ import type { Socket } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import { axios as acmeAxios, crypto as acmeCrypto, Client } from 'acme-client';
 import type { Logger } from '../core/log.js';
-import { ACME_SUBZONE, acmeChallengeName, acmeLabel, acmeTarget } from '../dns/names.js';
+import { ACME_SUBZONE, ACME_TTL, acmeChallengeName, acmeLabel, acmeTarget } from '../dns/names.js';
 import { type Change, type ConfigStore, type JsonValue, StoreConflictError } from '../store/types.js';
 import {
   type AcmeRecord,
@@ -755,12 +755,27 @@ export class AcmeManager {
     return zone.toLowerCase().replace(/\.$/, '');
   }
 
-  /** Waits until a local Verge DNS server answers every TXT value, or gives the servers 1.5 s. */
+  /**
+   * Waits until a local Verge DNS server answers every TXT value (or gives the servers 1.5 s),
+   * then until any copy a resolver cached before the values were served has expired: the CA
+   * looks through its own resolver (RFC 8555 section 8.4), which may still hold the previous
+   * challenge's value or "no such record" for up to ACME_TTL seconds (a renewal or a retry
+   * soon after another issuance for the same name got exactly that, "Correct value not found").
+   */
   async #waitDnsServed(
     pending: Array<{ name: string; label: string; keyAuthorization: string }>,
     zone: string,
   ): Promise<void> {
     if (pending.length === 0) return;
+    await this.#dnsServed(pending, zone);
+    // whatever a resolver asked before this moment got the old answer, kept ACME_TTL at most
+    await sleep((ACME_TTL + 1) * 1000);
+  }
+
+  async #dnsServed(
+    pending: Array<{ name: string; label: string; keyAuthorization: string }>,
+    zone: string,
+  ): Promise<void> {
     const check = this.#dnsSelfCheck;
     if (!check) {
       await sleep(BLIND_WAIT_MS);

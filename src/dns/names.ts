@@ -15,6 +15,13 @@ import { createHash } from 'node:crypto';
 /** The sub-zone under which DNS-01 challenge records live: acme.<zone>. */
 export const ACME_SUBZONE = 'acme';
 
+/**
+ * TTL in seconds of the TXT records under acme.<zone> and of "no such record" there: short, so a
+ * resolver that cached an earlier value (or its absence) sees a new challenge soon. The ACME
+ * manager waits this long after a challenge is served before the CA is asked to look.
+ */
+export const ACME_TTL = 5;
+
 /** Lower case, no trailing dot: the form names are compared in (RFC 4343: case-insensitive). */
 export function normName(name: string): string {
   const n = name.toLowerCase();

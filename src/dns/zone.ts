@@ -20,7 +20,7 @@
  * answer is the classic amplification vector).
  */
 import type { DnsConfig, SiteDnsConfig } from '../config/schema.js';
-import { ACME_SUBZONE, acmeLabel, inZone, normName, siteLabel } from './names.js';
+import { ACME_SUBZONE, ACME_TTL, acmeLabel, inZone, normName, siteLabel } from './names.js';
 import { addressBytes, RCODE, type Record_, type ResponseParts, TYPE } from './wire.js';
 
 /** An edge as the DNS sees it: from its node record (src/control/model.ts NodeRecord). */
@@ -99,8 +99,6 @@ export interface Answer extends ResponseParts {
 
 /** RFC 8482 section 4.2: the one record an ANY query gets. */
 const RFC8482 = [Buffer.from('RFC8482'), Buffer.alloc(0)];
-/** Short negative and TXT TTL under acme.<zone>: a CA must see a new challenge at once. */
-const ACME_TTL = 5;
 
 const sec = (ms: number) => Math.max(0, Math.floor(ms / 1000));
 
