@@ -20,6 +20,8 @@ tmp=$(mktemp -d -t verge-dns-bench.XXXXXX)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # NSD writes its state files while it exits: remove the directory once both are gone
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
