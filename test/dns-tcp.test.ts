@@ -1,12 +1,18 @@
-// Verge's DNS over TCP (RFC 7766) against clients that misbehave: one that sends queries and
+// Verge's DNS over TCP (RFC 7766) against clients that misbehave, and the listeners: one that sends queries and
 // never reads the answers must not make the server queue answers without bound, and one that
 // drips bytes of a query it never finishes must not keep its connection (a slot of the
 // dns.limits.tcpConnections that truncated UDP answers send resolvers to) forever.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import dnsPacket from 'dns-packet';
-import { type EdgeRecord, type Fixture, startDns } from './helpers/dns.js';
+import { DnsService } from '../src/dns/service.js';
+import { openSqliteStore } from '../src/store/sqlite.js';
+import { captureLog, dig, type EdgeRecord, type Fixture, startDns } from './helpers/dns.js';
+import { freePort } from './helpers/nginx.js';
 
 const ZONE = 'cdn.example.test';
 const settings = (limits: Record<string, string | number> = {}) => ({
@@ -148,5 +154,64 @@ describe('dns.limits.tcpIdle', () => {
     assert.equal(closed, false, 'closed while the client was asking');
     assert.equal(answers, 4);
     sock.destroy();
+  });
+});
+
+describe('dns.listen', () => {
+  test('"0.0.0.0:53" and "[::]:53" together (the example of docs/dns.md) serve IPv4 and IPv6 on one port', async () => {
+    const port = await freePort();
+    const { log } = captureLog();
+    const dir = mkdtempSync(join(tmpdir(), 'verge-dns-listen-'));
+    const store = openSqliteStore({ file: join(dir, 'verge.db') });
+    await store.put('settings/dns', settings());
+    await store.put('sites/big.example.com', site);
+    const svc = await DnsService.start({
+      store,
+      baseDir: dir,
+      log,
+      listen: [`0.0.0.0:${port}`, `[::]:${port}`],
+    }).catch(async (e: unknown) => {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    });
+    try {
+      assert.deepEqual(
+        svc.server
+          .addresses()
+          .map((a) => `${a.address} ${a.port}`)
+          .sort(),
+        [`0.0.0.0 ${port}`, `:: ${port}`],
+      );
+      for (const server of ['127.0.0.1', '::1'])
+        for (const transport of ['+notcp', '+tcp']) {
+          const r = await dig(port, [ZONE, 'SOA', transport], server);
+          assert.equal(r.status, 'NOERROR', `${server} ${transport}: ${r.text}`);
+        }
+    } finally {
+      await svc.close();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('an address that cannot be bound fails the start and lets go of the ones bound before it', async () => {
+    const port = await freePort();
+    const { log } = captureLog();
+    const dir = mkdtempSync(join(tmpdir(), 'verge-dns-listen-'));
+    const store = openSqliteStore({ file: join(dir, 'verge.db') });
+    try {
+      await store.put('settings/dns', settings());
+      await assert.rejects(
+        DnsService.start({ store, baseDir: dir, log, listen: [`127.0.0.1:${port}`, `127.0.0.1:${port}`] }),
+        { code: 'EADDRINUSE' },
+      );
+      // the first address is free again, for UDP and TCP
+      const again = await DnsService.start({ store, baseDir: dir, log, listen: [`127.0.0.1:${port}`] });
+      await again.close();
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

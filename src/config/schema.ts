@@ -1183,7 +1183,7 @@ export const dnsSchema = z
       .array(listenAddress)
       .default([])
       .describe(
-        'Where the DNS server listens, UDP and TCP, e.g. ["0.0.0.0:53", "[::]:53"]. `verge dns` and `verge serve --data` start it when set. Default: none.',
+        'Where the DNS server listens, UDP and TCP, e.g. ["0.0.0.0:53", "[::]:53"] ("[::]:53" alone takes IPv4 too; beside "0.0.0.0:53" it takes IPv6 only). `verge dns` and `verge serve --data` start it when set. Default: none.',
       ),
     nameservers: z
       .array(

@@ -118,14 +118,18 @@ export class DnsServer {
    * the same one (retried when another process holds it for TCP).
    */
   async listen(addresses: string[]): Promise<void> {
-    for (const a of addresses) {
-      const { host, port } = parseListen(a);
+    const parsed = addresses.map(parseListen);
+    // "[::]:53" alone takes IPv4 too (a dual-stack socket); beside "0.0.0.0:53" it must take
+    // IPv6 only, or the two collide (EADDRINUSE), as they would in docs/dns.md's own example
+    const v4Any = new Set(parsed.filter((p) => p.host === '0.0.0.0' && p.port !== 0).map((p) => p.port));
+    for (const { host, port } of parsed) {
+      const v6Only = (host === '::' || host === '') && v4Any.has(port);
       let lastErr: unknown;
       for (let attempt = 0; attempt < (port === 0 ? 20 : 1); attempt++) {
-        const udp = await this.#bindUdp(host, port);
+        const udp = await this.#bindUdp(host, port, v6Only);
         const got = udp.address().port;
         try {
-          const tcp = await this.#bindTcp(host, got);
+          const tcp = await this.#bindTcp(host, got, v6Only);
           this.#udp.push(udp);
           this.#tcp.push(tcp);
           const ua = udp.address();
@@ -151,9 +155,9 @@ export class DnsServer {
     this.#tcp.length = 0;
   }
 
-  #bindUdp(host: string, port: number): Promise<dgram.Socket> {
+  #bindUdp(host: string, port: number, v6Only: boolean): Promise<dgram.Socket> {
     const v6 = host === '' || net.isIPv6(host);
-    const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: false });
+    const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: v6Only });
     return new Promise((resolve, reject) => {
       sock.once('error', reject);
       sock.bind({ port, address: host === '' ? '::' : host, exclusive: true }, () => {
@@ -171,12 +175,12 @@ export class DnsServer {
     });
   }
 
-  #bindTcp(host: string, port: number): Promise<net.Server> {
+  #bindTcp(host: string, port: number, v6Only: boolean): Promise<net.Server> {
     const server = net.createServer((socket) => this.#onTcp(socket));
     server.maxConnections = this.#opts.limits.tcpConnections;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ port, host: host === '' ? '::' : host, exclusive: true }, () => {
+      server.listen({ port, host: host === '' ? '::' : host, exclusive: true, ipv6Only: v6Only }, () => {
         server.off('error', reject);
         server.on('error', (err) => this.#opts.log.warn({ err: err.message }, 'DNS: TCP listener error'));
         resolve(server);

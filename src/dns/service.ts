@@ -187,7 +187,13 @@ export class DnsService {
       throw new ConfigError([
         { path: 'dns.listen', message: 'empty: give the addresses to serve DNS on, e.g. ["0.0.0.0:53"]' },
       ]);
-    await svc.server.listen(listen);
+    try {
+      await svc.server.listen(listen);
+    } catch (e) {
+      // the addresses bound before the one that failed are let go: the caller may carry on
+      await svc.server.close();
+      throw e;
+    }
     svc.#health.start();
     svc.#stopWatch = opts.store.watch(
       snap.revision,
