@@ -157,6 +157,47 @@ describe('dns.limits.tcpIdle', () => {
   });
 });
 
+describe('dns.limits.tcpPerClient', () => {
+  let f: Fixture;
+  before(async () => {
+    f = await startDns(
+      { 'settings/dns': settings({ tcpPerClient: 3 }), 'sites/big.example.com': site },
+      EDGES,
+    );
+  });
+  after(() => f.close());
+
+  test('one address holds at most tcpPerClient connections; others still get theirs', async () => {
+    const from = (local: string) =>
+      new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect({ port: f.port, host: '127.0.0.1', localAddress: local }, () => resolve(s));
+        s.once('error', reject);
+      });
+    const closed = (s: net.Socket, ms: number) =>
+      new Promise<boolean>((resolve) => {
+        if (s.destroyed) return resolve(true);
+        const t = setTimeout(() => resolve(false), ms);
+        s.once('close', () => {
+          clearTimeout(t);
+          resolve(true);
+        });
+      });
+    const mine = await Promise.all([1, 2, 3].map(() => from('127.0.0.1')));
+    const extra = await from('127.0.0.1');
+    extra.on('error', () => undefined);
+    assert.equal(await closed(extra, 3000), true, 'the 4th connection from one address is closed');
+    const other = await from('127.0.0.2');
+    assert.equal(await closed(other, 500), false, 'another address is served');
+    // the three are usable, and closing one frees a slot
+    for (const s of mine) assert.equal(s.destroyed, false);
+    mine[0]!.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    const again = await from('127.0.0.1');
+    assert.equal(await closed(again, 500), false);
+    for (const s of [...mine, other, again]) s.destroy();
+  });
+});
+
 describe('dns.listen', () => {
   test('"0.0.0.0:53" and "[::]:53" together (the example of docs/dns.md) serve IPv4 and IPv6 on one port', async () => {
     const port = await freePort();

@@ -1330,6 +1330,14 @@ export const dnsSchema = z
           .min(1)
           .default(256)
           .describe('Concurrent TCP connections; more are closed at once.'),
+        tcpPerClient: z
+          .number()
+          .int()
+          .min(1)
+          .default(32)
+          .describe(
+            'Concurrent TCP connections from one client address; more are closed at once, so one client cannot take every connection that truncated answers send resolvers to.',
+          ),
         tcpIdle: duration('10s', 'A TCP connection with no complete query for this long is closed.'),
       })
       .prefault({})

@@ -89,6 +89,8 @@ export class DnsServer {
   readonly #udp: dgram.Socket[] = [];
   readonly #tcp: net.Server[] = [];
   readonly #conns = new Set<net.Socket>();
+  /** open TCP connections per client address (dns.limits.tcpPerClient) */
+  readonly #perClient = new Map<string, number>();
   readonly #bound: BoundAddress[] = [];
   /** per site: the last fallback level answered, to log transitions once */
   readonly #fallbacks = new Map<string, string>();
@@ -207,9 +209,19 @@ export class DnsServer {
    */
   #onTcp(socket: net.Socket): void {
     this.stats.tcpConnections++;
-    this.#conns.add(socket);
     const address = socket.remoteAddress ?? '';
     const limits = this.#opts.limits;
+    // RFC 7766 section 6.2.2 asks clients to keep few connections; one that opens more than its
+    // share would take the slots other resolvers' TCP retries need
+    const open = this.#perClient.get(address) ?? 0;
+    if (open >= limits.tcpPerClient) {
+      this.stats.dropped++;
+      socket.on('error', () => undefined);
+      socket.destroy();
+      return;
+    }
+    this.#perClient.set(address, open + 1);
+    this.#conns.add(socket);
     let buf: Buffer = Buffer.alloc(0);
     let idle: NodeJS.Timeout | undefined;
     const busy = () => {
@@ -222,6 +234,9 @@ export class DnsServer {
     socket.on('close', () => {
       clearTimeout(idle);
       this.#conns.delete(socket);
+      const left = (this.#perClient.get(address) ?? 1) - 1;
+      if (left > 0) this.#perClient.set(address, left);
+      else this.#perClient.delete(address);
     });
     /** Answers the complete queries in buf; false when it stopped for the client to read. */
     const work = (): boolean => {
