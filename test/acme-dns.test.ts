@@ -52,15 +52,17 @@ function httpsGet(
   });
 }
 
-test('a wildcard certificate is issued over DNS-01 with the TXT records served by Verge, and served for names under it', async () => {
-  const origin: HttpOrigin = await httpOrigin((_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/plain' });
-    res.end('hello over a wildcard');
-  });
-  cleanup.push(() => origin.close());
+/**
+ * The path a CA's DNS-01 lookup takes: pebble asks unbound, which follows the customer's
+ * `_acme-challenge.<label>.example.com CNAME <label>-example-com.acme.<zone>` at their DNS host
+ * (NSD) into Verge's zone, to be served on vergeDnsPort (not started here).
+ */
+async function challengeChain(
+  label: string,
+): Promise<{ vergeDnsPort: number; unbound: DnsProc; pebble: Pebble }> {
   const vergeDnsPort = await freePort();
   const nsd: DnsProc = await startNsd({
-    'example.com': customerZone(ZONE, `_acme-challenge.www IN CNAME www-example-com.acme.${ZONE}.`),
+    'example.com': customerZone(ZONE, `_acme-challenge.${label} IN CNAME ${label}-example-com.acme.${ZONE}.`),
   });
   cleanup.push(() => nsd.stop());
   const unbound: DnsProc = await startUnbound({
@@ -73,6 +75,16 @@ test('a wildcard certificate is issued over DNS-01 with the TXT records served b
     dnsServer: `127.0.0.1:${unbound.port}`,
   });
   cleanup.push(() => pebble.stop());
+  return { vergeDnsPort, unbound, pebble };
+}
+
+test('a wildcard certificate is issued over DNS-01 with the TXT records served by Verge, and served for names under it', async () => {
+  const origin: HttpOrigin = await httpOrigin((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end('hello over a wildcard');
+  });
+  cleanup.push(() => origin.close());
+  const { vergeDnsPort, unbound, pebble } = await challengeChain('www');
 
   const dataDir = mkdtempSync(join(tmpdir(), 'verge-acme-dns-'));
   cleanup.push(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -142,21 +154,7 @@ test('a wildcard certificate is issued over DNS-01 with the TXT records served b
 });
 
 test('DNS-01 renews the certificate through the same CNAME; a name without its _acme-challenge CNAME fails naming the record to create', async () => {
-  const vergeDnsPort = await freePort();
-  const nsd: DnsProc = await startNsd({
-    'example.com': customerZone(ZONE, `_acme-challenge.api IN CNAME api-example-com.acme.${ZONE}.`),
-  });
-  cleanup.push(() => nsd.stop());
-  const unbound: DnsProc = await startUnbound({
-    'example.com': `127.0.0.1@${nsd.port}`,
-    [ZONE]: `127.0.0.1@${vergeDnsPort}`,
-  });
-  cleanup.push(() => unbound.stop());
-  const pebble: Pebble = await startPebble({
-    httpPort: await freePort(),
-    dnsServer: `127.0.0.1:${unbound.port}`,
-  });
-  cleanup.push(() => pebble.stop());
+  const { vergeDnsPort, pebble } = await challengeChain('api');
 
   const dir = mkdtempSync(join(tmpdir(), 'verge-acme-dns-renew-'));
   cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
