@@ -2,12 +2,12 @@
 // that hangs (a server left listening, a spawned etcd or edge still holding the file's stdout
 // pipe, which node's test runner waits on) must fail with what it was waiting on, not hold CI
 // to its time limit with no word of which file it was. After VERGE_TEST_FILE_TIMEOUT_MS
-// (default 10 minutes; the slowest file takes about 1 minute on an idle 2-core machine) the
+// (default 15 minutes; the slowest file takes about 1 minute on an idle 2-core machine) the
 // watchdog prints the file and its open handles, kills every process the file started, and
 // exits 1. The timer is unref'd: it never keeps a finished file alive.
 import { readdirSync, readFileSync } from 'node:fs';
 
-const limitMs = Number(process.env['VERGE_TEST_FILE_TIMEOUT_MS'] ?? 600_000);
+const limitMs = Number(process.env['VERGE_TEST_FILE_TIMEOUT_MS'] ?? 900_000);
 
 /** The pids of every process below `root` (read from /proc; empty where /proc is absent). */
 export function descendants(root: number): number[] {
