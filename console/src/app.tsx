@@ -8,6 +8,7 @@ import { type ApiError, api, onSessionEnded, setCsrfToken } from './api';
 import { AccountPage } from './pages/account';
 import { AuditPage } from './pages/audit';
 import { CertificatesPage } from './pages/certificates';
+import { NodesPage } from './pages/nodes';
 import { OverviewPage } from './pages/overview';
 import { PurgePage } from './pages/purge';
 import { SignInPage } from './pages/signin';
@@ -23,6 +24,7 @@ const NAV: Array<{ href: string; label: string; admin?: boolean }> = [
   { href: '/sites', label: 'Sites' },
   { href: '/certificates', label: 'Certificates' },
   { href: '/purge', label: 'Purge and prefetch' },
+  { href: '/nodes', label: 'Nodes' },
   { href: '/audit', label: 'Audit log' },
   { href: '/users', label: 'Users and tokens', admin: true },
 ];
@@ -123,6 +125,7 @@ function Page({ path, query }: { path: string; query: URLSearchParams }) {
   if (site) return <SitePage name={site['name']!} query={query} />;
   if (path === '/certificates') return <CertificatesPage />;
   if (path === '/purge') return <PurgePage />;
+  if (path === '/nodes') return <NodesPage />;
   if (path === '/users') return <UsersPage />;
   if (path === '/audit') return <AuditPage site={query.get('site') ?? undefined} />;
   if (path === '/account') return <AccountPage />;

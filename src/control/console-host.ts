@@ -30,6 +30,7 @@ export const CONSOLE_PAGES = [
   '/sites/:name/edit',
   '/certificates',
   '/purge',
+  '/nodes',
   '/users',
   '/audit',
 ] as const;

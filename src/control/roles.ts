@@ -116,6 +116,7 @@ export const ROUTE_ACCESS: Readonly<Record<string, Access>> = {
   'GET /sites/:name/edit': 'public',
   'GET /certificates': 'public',
   'GET /purge': 'public',
+  'GET /nodes': 'public',
   'GET /users': 'public',
   'GET /audit': 'public',
   'GET /assets/:file': 'public',

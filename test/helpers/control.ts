@@ -17,6 +17,8 @@ export interface ControlProc {
   id: string;
   logs: LogLine[];
   stderr(): string;
+  /** what it printed on stdout (the first start's one-time sign-in link) */
+  stdout(): string;
   waitForLog(pred: (l: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
   /** calls the admin API with the token from `tokenDir`/admin.token */
   call(
@@ -40,10 +42,13 @@ export async function startControlProc(
   });
   killAtExit(child);
   let stderr = '';
+  let stdout = '';
   let partial = '';
   const logs: LogLine[] = [];
   const watchers = new Set<(l: LogLine) => void>();
-  child.stdout?.resume();
+  child.stdout?.setEncoding('utf8').on('data', (s: string) => {
+    stdout += s;
+  });
   child.stderr?.setEncoding('utf8').on('data', (s: string) => {
     stderr += s;
     partial += s;
@@ -138,6 +143,7 @@ export async function startControlProc(
     id: String(listening['id']),
     logs,
     stderr: () => stderr,
+    stdout: () => stdout,
     waitForLog,
     call,
     exited,

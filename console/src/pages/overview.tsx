@@ -63,6 +63,9 @@ export function OverviewPage() {
       <StatsPanel path="stats" span="24h" compact />
 
       <h2>Edges</h2>
+      <p>
+        <a href="/nodes">All nodes, with their cache, traffic and actions</a>
+      </p>
       {nodes.data && nodes.data.items.length === 0 && <p>No edge has reported yet.</p>}
       {nodes.data && nodes.data.items.length > 0 && (
         <div class="table-wrap">

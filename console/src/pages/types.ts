@@ -46,14 +46,43 @@ export interface SiteView {
   warnings: Finding[];
 }
 
+/** GET /api/v1/nodes items (src/control/nodes.ts NodeView). */
 export interface NodeView {
   id: string;
   hostname: string;
+  /** display name (default: the host name at join) */
+  name?: string;
+  region?: string;
+  parent?: boolean;
+  version?: string;
   live: boolean;
   appliedRevision: number;
+  /** revisions the node has not applied yet */
+  lag?: number;
   lastSeen: string;
   http: string[];
   https: string[];
+  publicAddresses?: string[];
+  /** remote edges only: what the control plane decided */
+  state?: 'active' | 'draining' | 'disabled';
+  /** remote edges only (their client certificate): the edge of `verge serve --data` has none */
+  serial?: string;
+  health?: 'ok' | 'draining' | 'disabled' | 'disconnected' | 'gone' | 'failing';
+  disconnectedSince?: string;
+  failures?: Array<{
+    site?: string;
+    keys: string[];
+    revision: number;
+    reason: string;
+    servingLastGood?: boolean;
+  }>;
+  stats?: {
+    cacheBytes?: number;
+    cacheObjects?: number;
+    requests?: number;
+    bytesOut?: number;
+    hitRatio?: number;
+  };
 }
 
 export interface JobView {
