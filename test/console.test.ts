@@ -43,6 +43,8 @@ let admin: BrowserContext;
 let page: Page;
 let httpPort: number;
 let httpsPort: number;
+/** a loopback port where nothing listens: the ACME directory of this test's Verge */
+let acmePort: number;
 
 /** The text of an element (its DOM text: rendered or not). */
 async function text(l: Locator): Promise<string> {
@@ -82,15 +84,21 @@ async function apiCall(method: string, path: string, body?: unknown): Promise<{ 
   return { status: res.status, body: text ? JSON.parse(text) : undefined };
 }
 
-/** GET through the edge's HTTP listener as a visitor of the site; the X-Request-Id. */
-function visit(path: string): Promise<{ status: number; id: string }> {
+/** GET through the edge's HTTP listener as a visitor of the site; the X-Request-Id and the body. */
+function visit(
+  path: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; id: string; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.get(
-      { host: '127.0.0.1', port: edge.httpPort, path, headers: { host: NAME }, agent: false },
+      { host: '127.0.0.1', port: edge.httpPort, path, headers: { host: NAME, ...headers }, agent: false },
       (res) => {
-        res.resume();
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => {
+          body += d;
+        });
         res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, id: String(res.headers['x-request-id'] ?? '') }),
+          resolve({ status: res.statusCode ?? 0, id: String(res.headers['x-request-id'] ?? ''), body }),
         );
       },
     );
@@ -102,6 +110,7 @@ before(async () => {
   if (skip) return;
   httpPort = await freePort();
   httpsPort = await freePort();
+  acmePort = await freePort();
   // the webmaster's nginx: the site on "port 80" only, nothing on "443"
   nginx = await startNginxServers(
     [
@@ -122,6 +131,8 @@ before(async () => {
         // the traffic charts must show this test's requests within seconds, not a minute
         stats: { reportInterval: '100ms', flushInterval: '1s' },
       },
+      // an ACME CA that refuses connections: a real failed order, in the CA client's own words
+      acme: { directory: `https://127.0.0.1:${acmePort}/dir` },
       sites: [],
     },
   });
@@ -262,11 +273,12 @@ describe('the console', { skip }, () => {
     assert.equal(stored.body.site.origin.verify, true);
   });
 
-  test("a site's page: recent requests open their explanation; the traffic totals are the requests sent", async () => {
+  test("a site's page: recent requests open their explanation; the traffic totals and top lists are the requests sent", async () => {
     const v = await visit('/hello');
     assert.equal(v.status, 200);
     assert.notEqual(v.id, '');
-    for (const q of ['a', 'b']) assert.equal((await visit(`/hello?${q}`)).status, 200);
+    assert.equal((await visit('/hello?a', { referer: 'https://blog.example/post' })).status, 200);
+    assert.equal((await visit('/hello?b')).status, 200);
     // the first requests to this site: three, once the control plane has written them
     const deadline = Date.now() + 20_000;
     for (;;) {
@@ -286,6 +298,14 @@ describe('the console', { skip }, () => {
       '3',
       'the chart totals equal the requests sent',
     );
+    // the top URLs and referrers: the URLs this test requested, once each; the one Referer sent
+    const topUrls = page.getByTestId('top-urls');
+    await topUrls.locator('table').waitFor();
+    const urlRows = await topUrls.locator('tbody tr').allTextContents();
+    assert.deepEqual(urlRows.sort(), ['/hello1', '/hello?a1', '/hello?b1']);
+    await page.getByTestId('top-referrers').locator('table').waitFor();
+    const refRows = await page.getByTestId('top-referrers').locator('tbody tr').allTextContents();
+    assert.deepEqual(refRows, ['https://blog.example/post1']);
     const row = page.getByRole('button', { name: `Explain request ${v.id}` });
     await row.waitFor({ timeout: 10_000 });
     await row.click();
@@ -319,9 +339,43 @@ describe('the console', { skip }, () => {
     await check(page, 'purge');
   });
 
-  test("certificates: Verge's origin CA issues the origin a certificate, with the nginx lines", async () => {
+  test("certificates: the ACME state with the failure's words; Verge's origin CA issues the origin a certificate, with the nginx lines", async () => {
+    // a site with an automatic certificate, whose CA refuses connections: the order fails
+    const acmeSite = 'acme.story.test';
+    const made = await apiCall('POST', 'sites', {
+      name: acmeSite,
+      origin: { servers: [{ host: '127.0.0.1', port: httpPort }] },
+      tls: { acme: true },
+    });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    const deadline = Date.now() + 30_000;
+    let acme: {
+      state: string;
+      attempts: number;
+      nextAttempt: string;
+      lastError?: { stage: string; message: string };
+    };
+    for (;;) {
+      acme = (await apiCall('GET', `sites/${acmeSite}`)).body.acme;
+      if (acme?.state === 'failed') break;
+      assert.ok(Date.now() < deadline, `ACME state: ${JSON.stringify(acme)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
     await page.goto(`${base}/certificates`);
     await page.getByRole('heading', { name: 'Certificates', level: 1 }).waitFor();
+    const acmeRow = page.locator(`tr[data-acme="${acmeSite}"]`);
+    await acmeRow.waitFor();
+    const cells = await acmeRow.locator('th, td').allTextContents();
+    assert.equal(cells[0], acmeSite);
+    assert.equal(cells[1], 'failed');
+    assert.equal(cells[2], 'none yet');
+    assert.equal(cells[3], String(acme.attempts));
+    assert.match(cells[4]!, /^retry at /);
+    // the stage and the CA client's words, as the API has them
+    assert.equal(acme.lastError?.stage, 'account');
+    assert.match(cells[5]!, new RegExp(`stage account: .*connection refused by 127\\.0\\.0\\.1:${acmePort}`));
+    assert.ok(cells[5]!.endsWith(acme.lastError.message), cells[5]);
+
     await page.getByText('No origin CA yet').waitFor();
     await page.getByLabel('Names of the origin certificate').fill('bad_name!');
     await page.getByRole('button', { name: 'Issue a certificate for the origin' }).click();
@@ -335,6 +389,8 @@ describe('the console', { skip }, () => {
     const ca = await apiCall('GET', 'origin-ca');
     assert.equal(ca.body.exists, true);
     await check(page, 'certificates');
+    // the ACME site has done its part (the page stays as it is: the next test reads it)
+    assert.equal((await apiCall('DELETE', `sites/${acmeSite}`)).status, 204);
   });
 
   test("the story's secure end: the nginx lines from the console, then the doctor's button switches to verified HTTPS", async () => {
@@ -384,6 +440,97 @@ describe('the console', { skip }, () => {
     assert.doesNotMatch(await text(doctor), /ORIGIN_PULL_PLAIN_HTTP/);
     await check(page, 'site-secure');
     rmSync(sslDir, { recursive: true, force: true });
+  });
+
+  test("the rules editor: a hotlink deny rule, the API's message at its line, then visitors refused with its code", async () => {
+    await page.goto(`${base}/sites/${NAME}/edit`);
+    await page.getByRole('heading', { name: `Edit ${NAME}` }).waitFor();
+    await settled(page);
+    await page.locator('details.section > summary', { hasText: /^Rules$/ }).click();
+    await page.getByRole('button', { name: 'Add referer' }).click();
+    const paths = page.locator('#f-rules_referer_0_paths');
+    const deny = page.locator('#f-rules_referer_0_deny');
+    // the rule's controls are labelled inside their group (keyboard and screen readers)
+    const rule = page.getByRole('group', { name: 'Referer 1' });
+    assert.equal(await rule.getByLabel('Deny', { exact: true }).getAttribute('id'), 'f-rules_referer_0_deny');
+    await paths.fill('/private/*');
+    // an entry the API refuses: its message comes back at the list, naming the line
+    await deny.fill('hotlinker.example\nnot a host!');
+    await deny.press('Tab');
+    await page.getByRole('button', { name: 'Save' }).click();
+    assert.match(await text(page.getByRole('alert')), /API_BAD_INPUT/);
+    await page.locator('#f-rules_referer_0_deny-error').waitFor();
+    const said = await text(page.locator('#f-rules_referer_0_deny-error'));
+    const current = (await apiCall('GET', `sites/${NAME}`)).body.site;
+    const direct = await apiCall('PUT', `sites/${NAME}`, {
+      ...current,
+      rules: { referer: [{ paths: ['/private/*'], deny: ['hotlinker.example', 'not a host!'] }] },
+    });
+    assert.equal(direct.status, 400);
+    const msg = direct.body.errors.find(
+      (e: { path: string }) => e.path === 'rules.referer[0].deny[1]',
+    )?.message;
+    assert.ok(msg, JSON.stringify(direct.body.errors));
+    assert.equal(said, `line 2: ${msg}`);
+    assert.equal(await deny.getAttribute('aria-invalid'), 'true');
+
+    await deny.fill('hotlinker.example');
+    await deny.press('Tab');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.getByRole('status').filter({ hasText: 'Saved.' }).waitFor();
+    const stored = await apiCall('GET', `sites/${NAME}`);
+    assert.deepEqual(stored.body.site.rules, {
+      referer: [{ paths: ['/private/*'], deny: ['hotlinker.example'] }],
+    });
+    // the section stays open after the save; the picture shows the rules, not the origin's fields
+    assert.equal(await rule.isVisible(), true);
+    await page.locator('details.section > summary', { hasText: /^Origin$/ }).click();
+    await check(page, 'site-rules');
+
+    // a page embedded by the denied host: refused at the edge with the rule's code (the edge
+    // applies the change within moments)
+    let refused = await visit('/private/pic.jpg', { referer: 'https://hotlinker.example/page' });
+    for (let i = 0; i < 50 && refused.status !== 403; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      refused = await visit(`/private/pic.jpg?${i}`, { referer: 'https://hotlinker.example/page' });
+    }
+    assert.equal(refused.status, 403);
+    assert.equal(JSON.parse(refused.body).code, 'ACCESS_REFERER_DENIED');
+    // the rule covers only its paths and its hosts
+    assert.equal((await visit('/public.jpg', { referer: 'https://hotlinker.example/page' })).status, 200);
+    assert.equal((await visit('/private/pic.jpg', { referer: 'https://friend.example/' })).status, 200);
+
+    // a redirect (its status a choice, stored as the number) and a rate limit (a rate is text or
+    // a number), through the same form
+    await page.getByRole('button', { name: 'Add redirect' }).click();
+    await page.locator('#f-rules_redirects_0_path').fill('^/old/(.*)$');
+    await page.locator('#f-rules_redirects_0_to').fill('/new/$1');
+    await page.locator('#f-rules_redirects_0_status').selectOption('308');
+    await page.getByRole('button', { name: 'Add rate limit' }).click();
+    await page.locator('#f-rules_rateLimits_0_rate').fill('100/s');
+    await page.locator('#f-rules_rateLimits_0_by').fill('client');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.getByRole('status').filter({ hasText: 'Saved.' }).waitFor();
+    const rules = (await apiCall('GET', `sites/${NAME}`)).body.site.rules;
+    assert.deepEqual(rules.redirects, [{ path: '^/old/(.*)$', to: '/new/$1', status: 308 }]);
+    assert.deepEqual(rules.rateLimits, [{ rate: '100/s', by: 'client' }]);
+    const moved = await new Promise<{ status: number; location: string }>((resolve, reject) => {
+      const tryOnce = (left: number) =>
+        http
+          .get(
+            { host: '127.0.0.1', port: edge.httpPort, path: '/old/x', headers: { host: NAME }, agent: false },
+            (res) => {
+              res.resume();
+              const got = { status: res.statusCode ?? 0, location: String(res.headers.location ?? '') };
+              if (got.status === 308 || left === 0) resolve(got);
+              else setTimeout(() => tryOnce(left - 1), 100);
+            },
+          )
+          .on('error', reject);
+      tryOnce(50);
+    });
+    assert.equal(moved.status, 308);
+    assert.match(moved.location, /^(http:\/\/www\.story\.test)?\/new\/x$/);
   });
 
   test('users and tokens; the audit log', async () => {
@@ -502,6 +649,7 @@ describe('the console', { skip }, () => {
       `/sites/${NAME}/edit`,
       '/certificates',
       '/purge',
+      '/nodes',
       '/users',
     ]) {
       await p.goto(`${base}${path}`);

@@ -43,13 +43,20 @@ const SPAN_LABEL: Record<Span, string> = {
   '30d': '30 days',
 };
 
-export function StatsPanel(props: { path: string; span?: Span; compact?: boolean }) {
+/**
+ * `path`: the stats route; `top`: a site's top-list route (GET /api/v1/sites/:name/top), shown under
+ * the charts for the same range.
+ */
+export function StatsPanel(props: { path: string; top?: string; span?: Span; compact?: boolean }) {
   const [span, setSpan] = useState<Span>(props.span ?? '1h');
   const [state, setState] = useState<{ data?: StatsResult; error?: ApiError; missing?: boolean }>({});
+  // one range for the charts and the top lists (both read the same instant)
+  const [range, setRange] = useState<{ from: number; to: number }>();
   useEffect(() => {
     let live = true;
     const to = Date.now();
     const from = to - SPANS[span];
+    setRange({ from, to });
     const step = span === '1h' ? '1m' : '1h';
     api<StatsResult>('GET', `${props.path}?from=${from}&to=${to}&step=${step}`).then(
       (r) => live && setState({ data: r.body }),
@@ -127,9 +134,91 @@ export function StatsPanel(props: { path: string; span?: Span; compact?: boolean
           ) : (
             <Charts d={d} compact={props.compact ?? false} />
           )}
+          {props.top && range && d.totals.requests > 0 && <TopLists path={props.top} {...range} />}
         </>
       )}
     </div>
+  );
+}
+
+interface TopResult {
+  kind: 'urls' | 'referrers';
+  approximate: boolean;
+  items: Array<{ key: string; count: number }>;
+}
+
+const TOP_LIMIT = 10;
+
+/**
+ * Top URLs and top referrers of a site (a Space-Saving sketch on each edge, docs/stats.md): hour
+ * granularity, counts approximate. Each list reads the same range as the charts.
+ */
+function TopLists(props: { path: string; from: number; to: number }) {
+  return (
+    <div class="top-lists">
+      <TopList path={props.path} kind="urls" title="Top URLs" from={props.from} to={props.to} />
+      <TopList path={props.path} kind="referrers" title="Top referrers" from={props.from} to={props.to} />
+      <p class="hint">
+        Counted per hour on each edge in a bounded list (the most frequent {TOP_LIMIT} shown): counts are
+        approximate, never lower than the truth.
+      </p>
+    </div>
+  );
+}
+
+function TopList(props: {
+  path: string;
+  kind: 'urls' | 'referrers';
+  title: string;
+  from: number;
+  to: number;
+}) {
+  const [state, setState] = useState<{ data?: TopResult; error?: ApiError }>({});
+  useEffect(() => {
+    let live = true;
+    api<TopResult>(
+      'GET',
+      `${props.path}?kind=${props.kind}&from=${props.from}&to=${props.to}&limit=${TOP_LIMIT}`,
+    ).then(
+      (r) => live && setState({ data: r.body }),
+      (e: unknown) => live && setState({ error: asApiError(e) }),
+    );
+    return () => {
+      live = false;
+    };
+  }, [props.path, props.kind, props.from, props.to]);
+  const id = `top-${props.kind}`;
+  return (
+    <section aria-labelledby={id} data-testid={id}>
+      <h3 id={id}>{props.title}</h3>
+      {state.error && <p class="error">{state.error.message}</p>}
+      {!state.data && !state.error && <p class="loading">Loading {props.title.toLowerCase()}…</p>}
+      {state.data &&
+        (state.data.items.length === 0 ? (
+          <p class="empty">{props.kind === 'urls' ? 'No URLs' : 'No referrers'} in this range.</p>
+        ) : (
+          <div class="table-wrap">
+            <table>
+              <thead>
+                <tr>
+                  <th scope="col">{props.kind === 'urls' ? 'URL' : 'Referrer'}</th>
+                  <th scope="col">Requests</th>
+                </tr>
+              </thead>
+              <tbody>
+                {state.data.items.map((x) => (
+                  <tr key={x.key}>
+                    <th scope="row" class="key">
+                      <code>{x.key}</code>
+                    </th>
+                    <td>{x.count}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        ))}
+    </section>
   );
 }
 

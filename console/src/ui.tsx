@@ -115,7 +115,7 @@ export function ErrorBox({ error, title }: { error: ApiError | undefined; title?
               <a
                 href={`#${fieldId(e.path)}`}
                 onClick={(ev) => {
-                  const el = document.getElementById(fieldId(e.path));
+                  const el = nearestField(e.path);
                   if (el) {
                     ev.preventDefault();
                     el.focus();
@@ -132,6 +132,22 @@ export function ErrorBox({ error, title }: { error: ApiError | undefined; title?
       )}
     </div>
   );
+}
+
+/**
+ * The control of an API field path, or of the nearest field above it: an entry of a list edited
+ * one a line ("rules.ip.deny[2]") has the list's control.
+ */
+function nearestField(path: string): HTMLElement | null {
+  let p = path;
+  while (p !== '') {
+    const el = document.getElementById(fieldId(p));
+    if (el) return el;
+    const up = p.replace(/(\[\d+\]|\.?[^.[\]]+)$/, '');
+    if (up === p) break;
+    p = up;
+  }
+  return null;
 }
 
 /** The DOM id of the control of an API field path ("origin.servers[0].port"). */

@@ -109,6 +109,7 @@ export function CertificatesPage() {
               <tr>
                 <th scope="col">Site</th>
                 <th scope="col">State</th>
+                <th scope="col">Certificate</th>
                 <th scope="col">Attempts</th>
                 <th scope="col">Next attempt</th>
                 <th scope="col">Last error</th>
@@ -116,7 +117,7 @@ export function CertificatesPage() {
             </thead>
             <tbody>
               {acmeSites.map((s) => (
-                <tr key={s.name}>
+                <tr key={s.name} data-acme={s.name}>
                   <th scope="row">
                     <a href={`/sites/${seg(s.name)}`}>{s.name}</a>
                   </th>
@@ -127,12 +128,24 @@ export function CertificatesPage() {
                       {s.acme?.state ?? 'pending'}
                     </span>
                   </td>
-                  <td>{s.acme?.attempts ?? 0}</td>
-                  <td>{fmtTime(s.acme?.nextAttempt)}</td>
                   <td>
-                    {s.acme?.lastError
-                      ? `${fmtTime(s.acme.lastError.at)} at ${s.acme.lastError.stage}: ${s.acme.lastError.message}`
+                    <AcmeCertificate name={s.acme?.certificate} certs={certs.data?.items ?? []} />
+                  </td>
+                  <td>{s.acme?.attempts ?? 0}</td>
+                  <td>
+                    {s.acme?.nextAttempt
+                      ? `${s.acme.state === 'valid' && !s.acme.lastError ? 'renewal' : 'retry'} at ${fmtTime(s.acme.nextAttempt)}`
                       : '–'}
+                  </td>
+                  <td data-testid="acme-error">
+                    {s.acme?.lastError ? (
+                      <>
+                        {fmtTime(s.acme.lastError.at)}, stage <code>{s.acme.lastError.stage}</code>:{' '}
+                        {s.acme.lastError.message}
+                      </>
+                    ) : (
+                      '–'
+                    )}
                   </td>
                 </tr>
               ))}
@@ -140,8 +153,12 @@ export function CertificatesPage() {
           </table>
         </div>
       )}
-      <p>
-        The history of each site's certificate changes is in its <a href="/audit">audit log</a>.
+      <p class="hint">
+        Verge keeps each site's current ACME state: the attempts since the last success, the last failure in
+        the CA's own words (kept until the next success; the certificate in use keeps being served) and the
+        next attempt (a retry with backoff, or the renewal at two thirds of the lifetime). Each order's steps
+        are in the control plane's log (<code>ACME: ...</code> lines, docs/acme.md); uploads and deletions
+        through the API are in the <a href="/audit">audit log</a>.
       </p>
 
       <OriginCa canChange={canChange} />
@@ -376,5 +393,16 @@ function OriginCa({ canChange }: { canChange: boolean }) {
         </section>
       )}
     </section>
+  );
+}
+
+/** The certificate an ACME site was issued: until when, or that there is none yet. */
+function AcmeCertificate({ name, certs }: { name: string | undefined; certs: CertView[] }) {
+  const c = name === undefined ? undefined : certs.find((x) => x.name === name);
+  if (!c) return <span class="muted">none yet</span>;
+  return (
+    <span>
+      until {fmtTime(c.notAfter)} ({c.daysLeft} days)
+    </span>
   );
 }

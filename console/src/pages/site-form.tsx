@@ -5,6 +5,7 @@
  * (`errors[].path`), next to the field and in a summary that links to each. Saving shows the
  * doctor's findings for the change; a fix that is a setting is a button that applies it.
  */
+import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { type ApiError, api, seg } from '../api';
 import { navigate } from '../router';
@@ -39,6 +40,7 @@ interface Schema {
   default?: unknown;
   minimum?: number;
   maximum?: number;
+  additionalProperties?: Schema | boolean;
   'x-unit'?: string;
 }
 
@@ -65,7 +67,8 @@ export function SiteFormPage({ name }: { name?: string }) {
     }
   }, [name, existing.data]);
 
-  const save = async (body: Doc, what: string) => {
+  const save = async (typed: Doc, what: string) => {
+    const body = withoutEmptySections(typed);
     setBusy(true);
     setError(undefined);
     setNotice(undefined);
@@ -163,6 +166,27 @@ export function SiteFormPage({ name }: { name?: string }) {
   );
 }
 
+/**
+ * The document without settings left empty: a section whose every field was cleared ("rules":
+ * {"signedUrls": {}}) is sent as absent, which is what the form shows (its defaults), not as an
+ * empty object the API would check for required fields. Items of lists stay (their index is
+ * where the API's messages point).
+ */
+function withoutEmptySections(doc: Doc): Doc {
+  const walk = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(walk);
+    if (typeof v !== 'object' || v === null) return v;
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) {
+      const w = walk(x);
+      const empty = typeof w === 'object' && w !== null && !Array.isArray(w) && Object.keys(w).length === 0;
+      if (!empty) out[k] = w;
+    }
+    return out;
+  };
+  return walk(doc) as Doc;
+}
+
 interface Ctx {
   doc: Doc;
   error: ApiError | undefined;
@@ -192,6 +216,10 @@ const ACRONYMS: Record<string, string> = {
   tls: 'TLS',
   hsts: 'HSTS',
   http2: 'HTTP/2',
+  ip: 'IP',
+  dns: 'DNS',
+  signedurls: 'Signed URLs',
+  allowempty: 'Allow an empty Referer',
 };
 const human = (key: string) =>
   ACRONYMS[key.toLowerCase()] ??
@@ -224,15 +252,15 @@ function ObjectFields(props: {
         if (isObject && props.root) {
           // top-level sections fold away; the origin (the one everybody sets) and any with an error stay open
           return (
-            <details
+            <Section
               key={key}
-              class="section"
-              open={key === 'origin' || hasErrorUnder(props.ctx.error, path)}
+              title={human(key)}
+              initiallyOpen={key === 'origin'}
+              hasError={hasErrorUnder(props.ctx.error, path)}
             >
-              <summary>{human(key)}</summary>
               {s.description && <p class="hint">{s.description}</p>}
               <ObjectFields schema={s} path={path} ctx={props.ctx} />
-            </details>
+            </Section>
           );
         }
         if (isObject)
@@ -249,8 +277,58 @@ function ObjectFields(props: {
   );
 }
 
+/**
+ * A choice of plain values (`anyOf` of strings, numbers and constants, as zod writes a union) as
+ * one plain field: its types together, and a list of choices when every branch is a constant or
+ * an enum (a redirect's status: 301, 302, ...). Anything else stays as it is (a JSON field).
+ */
+function flattenChoice(s: Schema): Schema {
+  if (!s.anyOf || s.anyOf.length === 0) return s;
+  const scalar = ['string', 'number', 'integer'];
+  const branches = s.anyOf;
+  if (!branches.every((b) => typesOf(b).length > 0 && typesOf(b).every((t) => scalar.includes(t)))) return s;
+  const { anyOf: _anyOf, ...rest } = s;
+  const type = [...new Set(branches.flatMap(typesOf))];
+  const fixed = branches.every((b) => b.const !== undefined || b.enum !== undefined);
+  return fixed
+    ? { ...rest, type, enum: branches.flatMap((b) => (b.const !== undefined ? [b.const] : (b.enum ?? []))) }
+    : { ...rest, type };
+}
+
+/** "Name: value" lines of a map of header fields (`set`, `add` of a header rule). */
+function mapLines(v: unknown): string {
+  if (typeof v !== 'object' || v === null) return '';
+  return Object.entries(v as Record<string, unknown>)
+    .map(([k, x]) => `${k}: ${String(x)}`)
+    .join('\n');
+}
+
+/**
+ * A top-level section that folds away. It stays as the user left it across saves (a section
+ * opened to edit its rules stays open after Save) and opens by itself when the API names a field
+ * in it.
+ */
+function Section(props: {
+  title: string;
+  initiallyOpen: boolean;
+  hasError: boolean;
+  children: ComponentChildren;
+}) {
+  const [open, setOpen] = useState(props.initiallyOpen || props.hasError);
+  useEffect(() => {
+    if (props.hasError) setOpen(true);
+  }, [props.hasError]);
+  return (
+    <details class="section" open={open} onToggle={(e) => setOpen(e.currentTarget.open)}>
+      <summary>{props.title}</summary>
+      {props.children}
+    </details>
+  );
+}
+
 function ValueField(props: { schema: Schema; path: string; ctx: Ctx; readOnly?: boolean | undefined }) {
-  const { schema: s, path, ctx } = props;
+  const { path, ctx } = props;
+  const s = flattenChoice(props.schema);
   const key = path
     .split('.')
     .pop()!
@@ -299,8 +377,14 @@ function ValueField(props: { schema: Schema; path: string; ctx: Ctx; readOnly?: 
   // a list of plain values: one a line
   if (types.includes('array') && s.items && !s.items.properties && !s.items.anyOf) {
     const lines = Array.isArray(value) ? (value as unknown[]).map(shown).join('\n') : '';
+    // the API names the entry ("rules.ip.deny[2]"): the field says which line
+    const lineErrors = (ctx.error?.errors ?? [])
+      .map((e) => ({ e, m: /^\[(\d+)\]/.exec(e.path.slice(path.length)) }))
+      .filter((x) => x.e.path.startsWith(`${path}[`) && x.m)
+      .map((x) => `line ${Number(x.m![1]) + 1}: ${x.e.message}`);
+    const listError = [err, ...lineErrors].filter(Boolean).join('; ') || undefined;
     return (
-      <Field {...common} hint={`${hint ? `${hint} ` : ''}One a line.`}>
+      <Field {...common} error={listError} hint={`${hint ? `${hint} ` : ''}One a line.`}>
         {(a) => (
           <textarea
             {...a}
@@ -317,6 +401,26 @@ function ValueField(props: { schema: Schema; path: string; ctx: Ctx; readOnly?: 
           />
         )}
       </Field>
+    );
+  }
+  // a map of header fields: "Name: value", one a line
+  if (
+    types.includes('object') &&
+    !s.properties &&
+    typeof s.additionalProperties === 'object' &&
+    typesOf(s.additionalProperties).includes('string')
+  ) {
+    const mapErrors = (ctx.error?.errors ?? [])
+      .filter((e) => e.path === path || e.path.startsWith(`${path}.`))
+      .map((e) => (e.path === path ? e.message : `${e.path.slice(path.length + 1)}: ${e.message}`));
+    return (
+      <MapField
+        {...common}
+        error={mapErrors.join('; ') || undefined}
+        hint={`${hint ? `${hint} ` : ''}One "Name: value" a line.`}
+        ctx={ctx}
+        value={value}
+      />
     );
   }
   if (types.includes('boolean') && types.length === 1) {
@@ -351,7 +455,11 @@ function ValueField(props: { schema: Schema; path: string; ctx: Ctx; readOnly?: 
             {...a}
             disabled={ctx.disabled}
             value={value === undefined ? '' : String(value)}
-            onChange={(e) => ctx.set(path, e.currentTarget.value === '' ? undefined : e.currentTarget.value)}
+            onChange={(e) => {
+              const raw = e.currentTarget.value;
+              // the value itself (a number stays a number: a redirect's 308, not "308")
+              ctx.set(path, raw === '' ? undefined : (values.find((v) => String(v) === raw) ?? raw));
+            }}
           >
             <option value="">{s.default === undefined ? 'not set' : `default (${shown(s.default)})`}</option>
             {values.map((v) => (
@@ -386,6 +494,48 @@ function ValueField(props: { schema: Schema; path: string; ctx: Ctx; readOnly?: 
     );
   }
   return <JsonField {...common} ctx={ctx} value={value} />;
+}
+
+/** A map of header fields as "Name: value" lines; a line without a colon is kept for the API to refuse. */
+function MapField(props: {
+  label: string;
+  path: string;
+  error?: string | undefined;
+  hint?: string;
+  ctx: Ctx;
+  value: unknown;
+}) {
+  const [text, setText] = useState(mapLines(props.value));
+  return (
+    <Field
+      label={props.label}
+      path={props.path}
+      error={props.error}
+      {...(props.hint ? { hint: props.hint } : {})}
+    >
+      {(a) => (
+        <textarea
+          {...a}
+          class="code"
+          rows={Math.max(2, text.split('\n').length)}
+          disabled={props.ctx.disabled}
+          value={text}
+          onInput={(e) => setText(e.currentTarget.value)}
+          onBlur={() => {
+            const map: Record<string, string> = {};
+            for (const line of text.split('\n')) {
+              if (line.trim() === '') continue;
+              const at = line.indexOf(':');
+              // no colon: the whole line as a name with an empty value; the API names what is wrong
+              if (at < 0) map[line.trim()] = '';
+              else map[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+            }
+            props.ctx.set(props.path, Object.keys(map).length > 0 ? map : undefined);
+          }}
+        />
+      )}
+    </Field>
+  );
 }
 
 /** A typed value from text: numbers where the schema wants one (else the text, for the API to refuse). */

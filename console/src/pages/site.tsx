@@ -96,7 +96,7 @@ export function SitePage({ name, query }: { name: string; query: URLSearchParams
       </dl>
 
       <h2>Traffic</h2>
-      <StatsPanel path={`sites/${seg(s.name)}/stats`} />
+      <StatsPanel path={`sites/${seg(s.name)}/stats`} top={`sites/${seg(s.name)}/top`} />
 
       <Doctor name={s.name} site={s} onChanged={site.reload} canChange={canChange} />
 
