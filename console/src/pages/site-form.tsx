@@ -496,15 +496,18 @@ function ValueField(props: { schema: Schema; path: string; ctx: Ctx; readOnly?: 
   return <JsonField {...common} ctx={ctx} value={value} />;
 }
 
-/** A map of header fields as "Name: value" lines; a line without a colon is kept for the API to refuse. */
-function MapField(props: {
+/** A setting edited as text of its own form (a map as lines, JSON), parsed when the field is left. */
+interface TextFieldProps {
   label: string;
   path: string;
   error?: string | undefined;
   hint?: string;
   ctx: Ctx;
   value: unknown;
-}) {
+}
+
+/** A map of header fields as "Name: value" lines; a line without a colon is kept for the API to refuse. */
+function MapField(props: TextFieldProps) {
   const [text, setText] = useState(mapLines(props.value));
   return (
     <Field
@@ -547,14 +550,7 @@ function scalar(s: Schema, raw: string): unknown {
 }
 
 /** Settings with no simpler form (rules, maps): JSON text, parsed when the field is left. */
-function JsonField(props: {
-  label: string;
-  path: string;
-  error?: string | undefined;
-  hint?: string;
-  ctx: Ctx;
-  value: unknown;
-}) {
+function JsonField(props: TextFieldProps) {
   const [text, setText] = useState(props.value === undefined ? '' : JSON.stringify(props.value, null, 2));
   const [bad, setBad] = useState<string>();
   return (
