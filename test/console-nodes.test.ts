@@ -230,8 +230,10 @@ describe('the Nodes page', { skip }, () => {
     p.on('dialog', (d) => void d.accept());
     await openNodes(p);
     const row = p.locator(`tr[data-node="${nodeId}"]`);
+    // with the keyboard: each button takes the focus and Enter presses it
     const press = async (what: string) => {
-      await row.getByRole('button', { name: new RegExp(`^${what} e1 \\(${nodeId}\\)$`) }).click();
+      await row.getByRole('button', { name: new RegExp(`^${what} e1 \\(${nodeId}\\)$`) }).focus();
+      await p.keyboard.press('Enter');
       await p
         .getByRole('status')
         .filter({ hasText: `e1 (${nodeId})` })
