@@ -257,6 +257,17 @@ describe('ACME manager against pebble', { timeout: 180_000 }, () => {
       assert.equal(ok.lastError, undefined);
       const cert = await certRecord(name);
       assert.ok(cert);
+      // the history keeps what the current state no longer says: the failure, then the issuance
+      assert.deepEqual(
+        ok.history?.map((e) => [e.event, e.stage ?? null]),
+        [
+          ['failed', 'challenge'],
+          ['issued', null],
+        ],
+      );
+      assert.match(ok.history?.[0]?.message ?? '', /two\.test.*404/s);
+      assert.equal(ok.history?.[1]?.notAfter, cert.notAfter);
+      assert.equal(ok.history?.[1]?.fingerprint, cert.fingerprint);
       await verifiesFor(cert, root, name);
       // the account made by the first test was reused, not replaced
       assert.deepEqual((await store.get(ACME_ACCOUNT_KEY))?.value, accountBefore?.value);
@@ -299,7 +310,15 @@ describe('ACME manager against pebble', { timeout: 180_000 }, () => {
       assert.ok(second);
       assert.notEqual(second.fingerprint, first.fingerprint);
       await verifiesFor(second, root, name);
-      assert.equal((await acmeRecord(name))?.state, 'valid');
+      const renewed = await acmeRecord(name);
+      assert.equal(renewed?.state, 'valid');
+      assert.deepEqual(
+        renewed.history?.map((e) => [e.event, e.fingerprint]),
+        [
+          ['issued', first.fingerprint],
+          ['renewed', second.fingerprint],
+        ],
+      );
       // while the CA validated the renewal, the edge still had the old certificate
       assert.ok(servedWith.length > 0);
       assert.ok(servedWith.every((f) => f === first.fingerprint));

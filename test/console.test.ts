@@ -375,6 +375,12 @@ describe('the console', { skip }, () => {
     assert.equal(acme.lastError?.stage, 'account');
     assert.match(cells[5]!, new RegExp(`stage account: .*connection refused by 127\\.0\\.0\\.1:${acmePort}`));
     assert.ok(cells[5]!.endsWith(acme.lastError.message), cells[5]);
+    // the history: one failed attempt per try so far, newest first, each with its stage
+    const history = acmeRow.getByTestId('acme-history');
+    await history.getByText(`${acme.attempts} event${acme.attempts === 1 ? '' : 's'}`).click();
+    const events = await history.locator('li').allTextContents();
+    assert.equal(events.length, acme.attempts);
+    assert.match(events[0]!, /failed at stage account: .*connection refused/);
 
     await page.getByText('No origin CA yet').waitFor();
     await page.getByLabel('Names of the origin certificate').fill('bad_name!');

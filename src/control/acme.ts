@@ -47,6 +47,7 @@ import {
   certRecordOf,
   type DnsChallengeRecord,
   KEYS,
+  withAcmeEvent,
 } from './model.js';
 
 /**
@@ -1007,6 +1008,8 @@ export class AcmeManager {
     }
     const notBefore = Date.parse(cert.notBefore);
     const lifetime = Date.parse(cert.notAfter) - notBefore;
+    const prevStored = await this.#store.get(KEYS.acme(site.name));
+    const prev = prevStored ? asRecord<AcmeRecord>(prevStored.value) : undefined;
     // one put: the edge switches from the old certificate to the new one, never to none
     await this.#store.put(KEYS.cert(site.name), cert as unknown as JsonValue);
     const rec: AcmeRecord = {
@@ -1015,6 +1018,12 @@ export class AcmeManager {
       certificate: site.name,
       attempts: 0,
       nextAttempt: new Date(notBefore + this.#renewAt * lifetime).toISOString(),
+      history: withAcmeEvent(prev?.history, {
+        at: new Date(this.#now()).toISOString(),
+        event: prev?.certificate ? 'renewed' : 'issued',
+        notAfter: cert.notAfter,
+        fingerprint: cert.fingerprint,
+      }),
     };
     await this.#store.put(KEYS.acme(site.name), rec as unknown as JsonValue);
     this.#log.info(
@@ -1047,6 +1056,12 @@ export class AcmeManager {
         lastError: { at: new Date(now).toISOString(), stage, message },
         attempts,
         nextAttempt: new Date(now + this.#backoffMs(attempts)).toISOString(),
+        history: withAcmeEvent(prev?.history, {
+          at: new Date(now).toISOString(),
+          event: 'failed',
+          stage,
+          message,
+        }),
       };
       // not for a site removed meanwhile: #forget() deletes its record
       const current = await this.#store.get(KEYS.site(site.name));

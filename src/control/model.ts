@@ -282,6 +282,28 @@ export interface AcmeRecord {
   attempts: number;
   /** ISO time of the next attempt (issuance retry with backoff, or renewal at 2/3 lifetime) */
   nextAttempt?: string;
+  /** what happened, oldest first: the last ACME_HISTORY_MAX issuances, renewals and failures */
+  history?: AcmeEvent[];
+}
+
+/** One entry of an ACME site's history. */
+export interface AcmeEvent {
+  at: string;
+  event: 'issued' | 'renewed' | 'failed';
+  /** issued or renewed: the new certificate's end of validity and SHA-256 fingerprint */
+  notAfter?: string;
+  fingerprint?: string;
+  /** failed: the stage and the CA client's words, as in lastError */
+  stage?: string;
+  message?: string;
+}
+
+/** How many events an ACME record keeps (a few years of renewals, or a day of failed retries). */
+export const ACME_HISTORY_MAX = 20;
+
+/** `history` with `event` appended, trimmed to the last ACME_HISTORY_MAX entries. */
+export function withAcmeEvent(history: AcmeEvent[] | undefined, event: AcmeEvent): AcmeEvent[] {
+  return [...(Array.isArray(history) ? history : []), event].slice(-ACME_HISTORY_MAX);
 }
 
 /** An HTTP-01 challenge: GET /.well-known/acme-challenge/<token> answers keyAuthorization. */

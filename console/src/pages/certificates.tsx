@@ -20,7 +20,7 @@ import {
   useApi,
   useCan,
 } from '../ui';
-import type { CertView, SiteView } from './types';
+import type { AcmeView, CertView, SiteView } from './types';
 
 export function CertificatesPage() {
   const certs = useApi<{ items: CertView[] }>('certificates');
@@ -113,6 +113,7 @@ export function CertificatesPage() {
                 <th scope="col">Attempts</th>
                 <th scope="col">Next attempt</th>
                 <th scope="col">Last error</th>
+                <th scope="col">History</th>
               </tr>
             </thead>
             <tbody>
@@ -147,6 +148,9 @@ export function CertificatesPage() {
                       '–'
                     )}
                   </td>
+                  <td data-testid="acme-history">
+                    <AcmeHistory events={s.acme?.history ?? []} />
+                  </td>
                 </tr>
               ))}
             </tbody>
@@ -155,10 +159,11 @@ export function CertificatesPage() {
       )}
       <p class="hint">
         Verge keeps each site's current ACME state: the attempts since the last success, the last failure in
-        the CA's own words (kept until the next success; the certificate in use keeps being served) and the
-        next attempt (a retry with backoff, or the renewal at two thirds of the lifetime). Each order's steps
-        are in the control plane's log (<code>ACME: ...</code> lines, docs/acme.md); uploads and deletions
-        through the API are in the <a href="/audit">audit log</a>.
+        the CA's own words (kept until the next success; the certificate in use keeps being served), the next
+        attempt (a retry with backoff, or the renewal at two thirds of the lifetime) and the last 20
+        issuances, renewals and failures. Each order's steps are in the control plane's log (
+        <code>ACME: ...</code> lines, docs/acme.md); uploads and deletions through the API are in the{' '}
+        <a href="/audit">audit log</a>.
       </p>
 
       <OriginCa canChange={canChange} />
@@ -393,6 +398,33 @@ function OriginCa({ canChange }: { canChange: boolean }) {
         </section>
       )}
     </section>
+  );
+}
+
+/** A site's ACME history, newest first, folded behind its count. */
+function AcmeHistory(props: { events: NonNullable<AcmeView['history']> }) {
+  if (props.events.length === 0) return <>–</>;
+  return (
+    <details>
+      <summary>
+        {props.events.length} event{props.events.length === 1 ? '' : 's'}
+      </summary>
+      <ol reversed>
+        {[...props.events].reverse().map((e) => (
+          <li key={`${e.at}-${e.event}`}>
+            {fmtTime(e.at)}: {e.event}
+            {e.event === 'failed' ? (
+              <>
+                {' '}
+                at stage <code>{e.stage}</code>: {e.message}
+              </>
+            ) : e.notAfter ? (
+              <>, valid until {fmtTime(e.notAfter)}</>
+            ) : null}
+          </li>
+        ))}
+      </ol>
+    </details>
   );
 }
 

@@ -22,6 +22,15 @@ export interface AcmeView {
   lastError?: { at: string; stage: string; message: string };
   attempts: number;
   nextAttempt?: string;
+  /** oldest first: issuances, renewals and failures (src/control/model.ts AcmeEvent) */
+  history?: Array<{
+    at: string;
+    event: 'issued' | 'renewed' | 'failed';
+    notAfter?: string;
+    fingerprint?: string;
+    stage?: string;
+    message?: string;
+  }>;
 }
 
 export interface SiteView {
