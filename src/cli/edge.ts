@@ -25,6 +25,7 @@ import {
   writeIdentity,
   writeNodeConfig,
 } from '../cluster/local.js';
+import { ParentTier, TierAllow } from '../cluster/parents.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
 import { AccessLog, appLogLinesDropped, createLogger, type Logger } from '../core/log.js';
 import { Edge } from '../edge/server.js';
@@ -36,6 +37,7 @@ import { type ChildContext, childContext, startFailed, supervise } from './super
 export const START_CATCH_UP_MS = 10_000;
 const VERSION = '0.1.0';
 const DEFAULT_HEALTH = '127.0.0.1:8093';
+const DEFAULT_TIER = '0.0.0.0:8094';
 
 export interface EdgeCmdOptions {
   data?: string;
@@ -44,6 +46,7 @@ export interface EdgeCmdOptions {
   name?: string;
   region?: string;
   parent?: boolean;
+  tier?: string;
   http?: string[];
   https?: string[];
   health?: string;
@@ -86,6 +89,7 @@ async function prepare(o: EdgeCmdOptions): Promise<number> {
     ['--http', o.http],
     ['--https', o.https],
     ['--health', o.health ? [o.health] : undefined],
+    ['--tier', o.tier ? [o.tier] : undefined],
   ] as const)
     for (const a of list ?? [])
       if (!LISTEN.test(a))
@@ -126,6 +130,7 @@ async function prepare(o: EdgeCmdOptions): Promise<number> {
         control: url.origin,
         name: r.name,
         ...(r.region ? { region: r.region } : {}),
+        ...(r.parent ? { parent: true } : {}),
         joinedAt: new Date().toISOString(),
       };
       writeNodeConfig(dir, node);
@@ -141,15 +146,24 @@ async function prepare(o: EdgeCmdOptions): Promise<number> {
     return say(
       `${dir} holds no node identity: join first with \`verge edge --join https://CONTROL:8092 --token TOKEN --data ${o.data}\``,
     );
-  } else if (o.token || o.name || o.region) {
-    return say('--token, --name and --region are for --join only: this node has joined already');
+  } else if (o.token || o.name || o.region || o.parent) {
+    return say('--token, --name, --region and --parent are for --join only: this node has joined already');
   }
+  if (o.tier && !node.parent)
+    return say(
+      '--tier is the tier port of a parent: this node is not one (join it with --parent to make it a parent)',
+    );
   // listener choices are the node's own and kept for the next start
   const listen = { ...node.listen };
   if (o.http) listen.http = o.http;
   if (o.https) listen.https = o.https;
-  if (o.http || o.https || (o.health && o.health !== node.health)) {
-    node = { ...node, listen, ...(o.health ? { health: o.health } : {}) };
+  if (o.http || o.https || (o.health && o.health !== node.health) || (o.tier && o.tier !== node.tier)) {
+    node = {
+      ...node,
+      listen,
+      ...(o.health ? { health: o.health } : {}),
+      ...(o.tier ? { tier: o.tier } : {}),
+    };
     writeNodeConfig(dir, node);
   }
   return 0;
@@ -169,12 +183,29 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
     say((e as Error).message);
     return startFailed();
   }
+  const identity = readIdentity(dir);
+  // tiered cache: a child pulls through the parents the control plane names; a parent serves
+  // children on its tier port, and never pulls from another parent
+  const parentTier = node.parent ? undefined : new ParentTier(node.nodeId, identity);
+  let tierBound: string | undefined;
+  // (the refresh is a report now, through `source`, made below: it only runs once requests come)
+  const members = new TierAllow(() => source.reportNow());
+  let tierServerIdentity: ((id: typeof identity) => void) | undefined;
   const follower = new ClusterFollower({
     dir,
     node,
-    identity: readIdentity(dir),
+    identity,
     log,
     stats: () => edgeRef?.metrics.summary() ?? {},
+    tier: () => tierBound,
+    onTier: (parents, list) => {
+      parentTier?.set(parents);
+      if (list) members.update(list);
+    },
+    onIdentity: (id) => {
+      parentTier?.setIdentity(id);
+      tierServerIdentity?.(id);
+    },
   });
   let edgeRef: Edge | undefined;
   const source = new StoreSource({ store: follower, baseDir: dir, log, nodeId: node.nodeId });
@@ -205,6 +236,7 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
     accessLog,
     challenge: source.challenge,
     exclusiveListen: true,
+    ...(parentTier ? { parentTier } : {}),
   });
   edge.metrics.useProcess(() => ({
     restarts: child.restarts(),
@@ -227,6 +259,17 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
           );
       },
     });
+    if (node.parent) {
+      const tier = await edge.startTier({
+        listen: node.tier ?? DEFAULT_TIER,
+        ...identity,
+        allow: (id, serial) => members.allows(id, serial),
+      });
+      const host = tier.host.includes(':') ? `[${tier.host}]` : tier.host;
+      tierBound = `${host}:${tier.port}`;
+      tierServerIdentity = (id) => edge.setTierIdentity(id);
+      log.info({ tier: tierBound }, 'tier port listening (parent of the tiered cache)');
+    }
     health = await startHealth(node.health ?? DEFAULT_HEALTH, () => {
       const st = follower.status();
       const serving = st.state !== 'draining' && st.state !== 'disabled';
@@ -243,12 +286,15 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
           ...(st.lastError ? { lastError: st.lastError } : {}),
           revision: source.appliedRevision,
           ...edge.listenAddresses(),
+          ...(tierBound ? { tier: tierBound } : {}),
+          ...(parentTier ? { parents: parentTier.list().map((p) => p.name ?? p.id) } : {}),
         },
       };
     });
   } catch (e) {
     await source.close();
     await follower.close();
+    await parentTier?.close();
     await edge.close().catch(() => undefined);
     const listenError = listenErrorMessage(e);
     if (listenError) say(listenError);
@@ -289,6 +335,7 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
       health?.close();
       void Promise.all([edge.drain(timeout), source.close()])
         .then(() => follower.close())
+        .then(() => parentTier?.close())
         .then(() => accessLog.close())
         .then(() => {
           log.info('stopped');

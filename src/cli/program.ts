@@ -169,7 +169,11 @@ SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 reopens the access
     .option('--token <TOKEN>', 'a join token from `verge nodes token create` (used once)')
     .option('--name <NAME>', 'how `verge nodes` shows this node (default: its host name)')
     .option('--region <REGION>', 'region label, e.g. eu-west (default: the one the token carries)')
-    .option('--parent', 'a parent of the tiered cache')
+    .option('--parent', 'a parent of the tiered cache (with --join; children pull through its tier port)')
+    .option(
+      '--tier <ADDR>',
+      "a parent's tier port, where child edges pull through it over mTLS (default 0.0.0.0:8094; kept in DIR)",
+    )
     .option(
       '--http <ADDR>',
       'listen for HTTP here instead of the stored edge.http.listen (repeatable; kept in DIR)',
@@ -205,6 +209,7 @@ when it returns. SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 r
             name?: string;
             region?: string;
             parent?: boolean;
+            tier?: string;
             http?: string[];
             https?: string[];
             health?: string;

@@ -32,6 +32,7 @@ import {
 } from '../store/types.js';
 import { createCsr } from '../tls/pki.js';
 import { type Identity, type NodeConfig, readState, writeIdentity, writeState } from './local.js';
+import type { ParentInfo } from './parents.js';
 
 /** No byte (not even a ping, sent every 5 s) for this long: the stream is dead. */
 export const STREAM_IDLE_MS = 15_000;
@@ -151,6 +152,54 @@ export interface FollowerOptions {
   /** what the heartbeat reports beside the StoreSource record (cache, traffic) */
   stats?: () => Record<string, number>;
   certDaysHint?: number;
+  /** a parent's tier port as it listens ("0.0.0.0:8094"), sent with every report */
+  tier?: () => string | undefined;
+  /**
+   * Each report's answer: the healthy parents (tiered cache) and, for a parent, the nodes that
+   * may pull through it (undefined when the answer did not say).
+   */
+  onTier?: (parents: ParentInfo[], members: TierMember[] | undefined) => void;
+  /** A renewed node certificate (the tier's client and server certificate change with it). */
+  onIdentity?: (identity: Identity) => void;
+}
+
+/** A node that may pull through a parent, with the certificate serials accepted for it. */
+export interface TierMember {
+  id: string;
+  serials: string[];
+  disabled?: boolean;
+}
+
+function parentsOf(v: unknown): ParentInfo[] {
+  if (!Array.isArray(v)) return [];
+  return v.flatMap((p) => {
+    const r = p as Record<string, unknown>;
+    if (typeof r['id'] !== 'string' || typeof r['address'] !== 'string') return [];
+    return [
+      {
+        id: r['id'],
+        address: r['address'],
+        ...(typeof r['name'] === 'string' ? { name: r['name'] } : {}),
+        ...(typeof r['region'] === 'string' ? { region: r['region'] } : {}),
+      },
+    ];
+  });
+}
+
+function membersOf(v: unknown): TierMember[] | undefined {
+  if (!Array.isArray(v)) return undefined;
+  return v.flatMap((m) => {
+    const r = m as Record<string, unknown>;
+    return typeof r['id'] === 'string' && Array.isArray(r['serials'])
+      ? [
+          {
+            id: r['id'],
+            serials: r['serials'].filter((x): x is string => typeof x === 'string'),
+            ...(r['disabled'] === true ? { disabled: true } : {}),
+          },
+        ]
+      : [];
+  });
 }
 
 export class ClusterFollower {
@@ -289,14 +338,17 @@ export class ClusterFollower {
   async put(_key: string, value: JsonValue): Promise<number> {
     if (this.#closed) return this.#mirrorRevision;
     const rec = value as Record<string, JsonValue>;
+    const tier = this.#opts.tier?.();
     const body = {
       ...rec,
       ...(this.#opts.stats ? { stats: this.#opts.stats() } : {}),
       ...(this.#disconnectedSince ? { disconnectedSince: this.#disconnectedSince } : {}),
+      ...(tier ? { tier } : {}),
     };
     try {
       const r = await this.#request('POST', '/cluster/v1/report', body);
       if (typeof r['state'] === 'string') this.#state = r['state'];
+      this.#opts.onTier?.(parentsOf(r['parents']), membersOf(r['members']));
     } catch (e) {
       this.#opts.log.debug({ err: (e as Error).message }, 'report to the control plane failed');
     }
@@ -609,6 +661,7 @@ export class ClusterFollower {
     const next: Identity = { keyPem, certPem: String(r['certPem']), caPem: String(r['caPem']) };
     writeIdentity(this.#opts.dir, next);
     this.#identity = next;
+    this.#opts.onIdentity?.(next);
     const old = this.#agent;
     this.#agent = this.#makeAgent();
     old.destroy();

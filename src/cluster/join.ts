@@ -64,6 +64,8 @@ export interface JoinResult {
   identity: Identity;
   name: string;
   region?: string;
+  /** the control plane made it a parent (--parent, or a token made with --parent) */
+  parent: boolean;
 }
 
 /** Joins the control plane at `url` with `token`; throws ClusterRequestError with the refusal's code. */
@@ -103,12 +105,13 @@ export async function join(
       );
     }
     if (r.status !== 201) throw answerError(r, 'join refused');
-    const node = (r.json['node'] ?? {}) as { name?: string; region?: string };
+    const node = (r.json['node'] ?? {}) as { name?: string; region?: string; parent?: boolean };
     return {
       nodeId: String(r.json['nodeId']),
       identity: { keyPem, certPem: String(r.json['certPem']), caPem: String(r.json['caPem']) },
       name: node.name ?? String(r.json['nodeId']),
       ...(node.region ? { region: node.region } : {}),
+      parent: node.parent === true,
     };
   } finally {
     agent.destroy();

@@ -37,6 +37,10 @@ export interface NodeConfig {
   listen?: { http?: string[]; https?: string[] };
   /** where the node's own health endpoint listens (--health), "127.0.0.1:8093" */
   health?: string;
+  /** a parent of the tiered cache (joined with --parent) */
+  parent?: boolean;
+  /** a parent's tier port (--tier), default "0.0.0.0:8094" */
+  tier?: string;
 }
 
 export interface Identity {

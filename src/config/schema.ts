@@ -417,6 +417,12 @@ export const siteCacheSchema = z
       .describe(
         'Serve a stale copy when the origin fails or answers 5xx (offline mode), unless the response forbids it (must-revalidate, no-cache).',
       ),
+    parents: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Tiered cache: on an edge of a cluster, misses (and revalidations) go to the parent tier (edges joined with `verge edge --parent`) before the origin. The parent for an object is chosen by rendezvous hashing of its cache key over the healthy parents, so all edges send one object to one parent; a parent that fails is followed by the next one, then the origin (codes PARENT_*). No effect on a node that knows no parents, nor on a parent itself.',
+      ),
     compress: z
       .boolean()
       .default(true)

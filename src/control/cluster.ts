@@ -38,6 +38,7 @@ import {
   ClusterError,
   caHash,
   clusterServerCert,
+  healthyParents,
   joinNode,
   loadOrCreateNodeCa,
   nodeOfCert,
@@ -45,6 +46,7 @@ import {
   parseReport,
   recordReport,
   renewNodeCert,
+  tierMembers,
 } from './nodes.js';
 
 /** A ping at least this often: an edge that hears nothing for 15 s reconnects. */
@@ -157,6 +159,22 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
     },
     (err) => log.error({ err }, 'the cluster endpoint lost its store watch; node lag is not updated'),
   );
+
+  // every node record, read at most once a second (every edge asks at each report)
+  let records: { at: number; nodes: Promise<NodeRecord[]> } | undefined;
+  const nodeRecords = (): Promise<NodeRecord[]> => {
+    const t = now();
+    if (!records || t - records.at >= 1000) {
+      const nodes = store
+        .snapshot(KEYS.nodesPrefix)
+        .then((snap) => snap.entries.map((e) => asRecord<NodeRecord>(e.value)));
+      nodes.catch(() => {
+        records = undefined;
+      });
+      records = { at: t, nodes };
+    }
+    return records.nodes;
+  };
 
   /** The node the request's client certificate stands for, checked against its record. */
   const authenticate = async (req: IncomingMessage) => {
@@ -306,8 +324,15 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
       case 'POST /cluster/v1/report': {
         const { node, serial } = await authenticate(req);
         const report = parseReport(await readJson(req));
+        if (report.tier) report.tier = tierAddress(report.tier, req.socket.remoteAddress);
         await recordReport(store, node.id, report, serial, now());
-        return replyJson(res, 200, { state: node.state ?? 'active' });
+        // the answer names the healthy parents (tiered cache) and, to a parent, who may pull
+        const all = await nodeRecords();
+        return replyJson(res, 200, {
+          state: node.state ?? 'active',
+          parents: healthyParents(all, now()),
+          ...(node.parent ? { members: tierMembers(all) } : {}),
+        });
       }
       case 'POST /cluster/v1/renew': {
         const { node } = await authenticate(req);
@@ -385,6 +410,18 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
+}
+
+/**
+ * A parent's tier address as children reach it: a wildcard host ("0.0.0.0:8094", "[::]:8094")
+ * becomes the address its report came from.
+ */
+export function tierAddress(tier: string, from: string | undefined): string {
+  const i = tier.lastIndexOf(':');
+  const host = tier.slice(0, i).replace(/^\[|\]$/g, '');
+  if (host !== '0.0.0.0' && host !== '::' && host !== '') return tier;
+  const src = (from ?? '127.0.0.1').replace(/^::ffff:/, '');
+  return `${src.includes(':') ? `[${src}]` : src}${tier.slice(i)}`;
 }
 
 function errorEvent(e: ClusterError): Record<string, unknown> {

@@ -169,6 +169,8 @@ export interface NodeRecord {
   region?: string;
   /** a parent of the tiered cache */
   parent?: boolean;
+  /** a parent's tier port as children reach it, "10.0.0.5:8094" (from its reports) */
+  tier?: string;
   /** serial (lower-case hex) of the only client certificate accepted for this node */
   serial?: string;
   /** a renewed certificate's serial, accepted beside `serial` until the node first uses it */

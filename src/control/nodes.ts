@@ -251,7 +251,13 @@ export async function joinNode(
   const nodeId = `n${randomBytes(6).toString('hex')}`;
   let issued: Awaited<ReturnType<typeof issueClientCert>>;
   try {
-    issued = await issueClientCert({ csrPem: req.csr, issuer: ca, commonName: nodeId, days: certDays });
+    issued = await issueClientCert({
+      csrPem: req.csr,
+      issuer: ca,
+      commonName: nodeId,
+      days: certDays,
+      serverAuth: true,
+    });
   } catch (e) {
     throw new ClusterError('CLUSTER_BAD_REQUEST', `join: field "csr": ${(e as Error).message}`);
   }
@@ -333,7 +339,13 @@ export async function renewNodeCert(
   const ca = await loadOrCreateNodeCa(store);
   let issued: Awaited<ReturnType<typeof issueClientCert>>;
   try {
-    issued = await issueClientCert({ csrPem, issuer: ca, commonName: nodeId, days: certDays });
+    issued = await issueClientCert({
+      csrPem,
+      issuer: ca,
+      commonName: nodeId,
+      days: certDays,
+      serverAuth: true,
+    });
   } catch (e) {
     throw new ClusterError('CLUSTER_BAD_REQUEST', `renew: field "csr": ${(e as Error).message}`);
   }
@@ -379,6 +391,8 @@ export interface NodeReport {
   failures?: JsonValue[];
   stats?: NodeStats;
   disconnectedSince?: string;
+  /** a parent's tier port, "host:port" (a wildcard host is replaced by the report's source address) */
+  tier?: string;
 }
 
 /** Validates a report body; throws CLUSTER_BAD_REQUEST naming the field. */
@@ -414,6 +428,12 @@ export function parseReport(body: unknown): NodeReport {
   }
   const pid = b['pid'];
   const since = b['disconnectedSince'];
+  const tier = b['tier'];
+  if (
+    tier !== undefined &&
+    (typeof tier !== 'string' || !/^(\[[0-9a-fA-F:.]+\]|[^:[\]\s]+):\d{1,5}$/.test(tier))
+  )
+    throw bad('tier', 'must be "address:port"');
   return {
     appliedRevision: applied,
     http: addrs('http'),
@@ -425,6 +445,7 @@ export function parseReport(body: unknown): NodeReport {
     ...(Array.isArray(failures) ? { failures: failures as JsonValue[] } : {}),
     ...(stats !== undefined ? { stats: statsOut } : {}),
     ...(typeof since === 'string' ? { disconnectedSince: since.slice(0, 40) } : {}),
+    ...(typeof tier === 'string' ? { tier } : {}),
   };
 }
 
@@ -468,6 +489,8 @@ export async function recordReport(
     else delete mutable['failures'];
     if (report.disconnectedSince) next.disconnectedSince = report.disconnectedSince;
     else delete next.disconnectedSince;
+    if (report.tier) next.tier = report.tier;
+    else delete next.tier;
     const same =
       JSON.stringify({ ...next, stats: undefined }) === JSON.stringify({ ...n, stats: undefined }) &&
       now - Date.parse(n.lastSeen) < REPORT_WRITE_MS;
@@ -554,4 +577,49 @@ export async function nodeViews(store: ConfigStore, now: number, head?: number):
                 : 'ok';
     return { ...n, live, lag: Math.max(0, top - n.appliedRevision), health };
   });
+}
+
+/** A parent as children are told of it (docs/cluster.md, "Tiered cache"). */
+export interface ParentView {
+  id: string;
+  name?: string;
+  region?: string;
+  address: string;
+}
+
+/**
+ * The healthy parents of the tiered cache: nodes joined with --parent, active (not draining nor
+ * disabled), with a fresh heartbeat and a tier port. A parent whose heartbeat stops leaves this
+ * list after NODE_LIVE_MS; until then its children fall back past it (PARENT_UNREACHABLE).
+ */
+export function healthyParents(nodes: readonly NodeRecord[], now: number): ParentView[] {
+  return nodes
+    .filter(
+      (n) =>
+        n.parent === true &&
+        (n.state ?? 'active') === 'active' &&
+        n.tier !== undefined &&
+        now - Date.parse(n.lastSeen) < NODE_LIVE_MS,
+    )
+    .map((n) => ({
+      id: n.id,
+      ...(n.name ? { name: n.name } : {}),
+      ...(n.region ? { region: n.region } : {}),
+      address: n.tier!,
+    }));
+}
+
+/**
+ * What a parent needs to know of every node to decide who may pull through its tier port: the
+ * certificate serials the control plane accepts for it, and whether it is disabled. A node that
+ * leaves this list was removed (see src/cli/edge.ts, tierAllow).
+ */
+export function tierMembers(
+  nodes: readonly NodeRecord[],
+): Array<{ id: string; serials: string[]; disabled?: true }> {
+  return nodes.map((n) => ({
+    id: n.id,
+    serials: [n.serial, n.pendingSerial].filter((x): x is string => !!x).map((x) => serialOf(x)),
+    ...(n.state === 'disabled' ? { disabled: true as const } : {}),
+  }));
 }

@@ -12,6 +12,7 @@ export type Stage =
   | 'access'
   | 'cache'
   | 'origin.select'
+  | 'tier'
   | 'origin.dns'
   | 'origin.connect'
   | 'origin.tls'
@@ -436,6 +437,56 @@ export const ERRORS = spec({
     explanation:
       'A rate limit of the site (rules.rateLimits) counted more requests for this key (client address, header value or signed URL) than its rate and burst allow on this edge. The response says when to retry (Retry-After, RFC 6585 section 4); the request did not reach the cache or the origin.',
     fix: 'Nothing for a client that backs off. If legitimate clients hit it, raise rate or burst; if many visitors share one address (a proxy of yours), list it in edge.clientAddress.trustedProxies.',
+  },
+  PARENT_UNREACHABLE: {
+    status: 502,
+    stage: 'tier',
+    source: 'edge',
+    retryable: true,
+    msg: 'parent tier unreachable',
+    explanation:
+      'Tiered cache (cache.parents): this edge could not connect to the parent chosen for the object (connection refused, reset or timed out: the parent node is down or its tier port is closed or filtered). The edge tried the next parent, then the origin; this code is the hop that failed, in the attempts of the log line.',
+    fix: 'Check that the parent node runs (`verge nodes`) and that its tier port (`verge edge --tier`, default 8094) is reachable from this edge. A parent that stays down leaves the parent list once its heartbeat is 15 s old.',
+  },
+  PARENT_TLS_FAILED: {
+    status: 502,
+    stage: 'tier',
+    source: 'edge',
+    retryable: true,
+    msg: 'parent tier TLS failed',
+    explanation:
+      "Tiered cache: the TLS handshake with the parent failed: its certificate is not from the node CA or not the node expected, or it refused this edge's node certificate. The edge tried the next parent, then the origin.",
+    fix: 'Both nodes must hold certificates from the same control plane; a node joined before tiered caching has a certificate without serverAuth: remove it and join it again, or wait for its renewal.',
+  },
+  PARENT_TIMEOUT: {
+    status: 504,
+    stage: 'tier',
+    source: 'edge',
+    retryable: true,
+    msg: 'parent tier timed out',
+    explanation:
+      "Tiered cache: the parent did not answer within the site's origin.timeouts.firstByte. The edge tried the next parent, then the origin.",
+    fix: "Check the parent node's load and its path to the origin; raise origin.timeouts.firstByte for slow origins.",
+  },
+  PARENT_ERROR: {
+    status: 502,
+    stage: 'tier',
+    source: 'edge',
+    retryable: true,
+    msg: 'parent tier failed',
+    explanation:
+      'Tiered cache: the parent answered with an error of its own (its code is in `parentCode`: e.g. it could not reach the origin, or refused this edge), or its response broke off. The edge tried the next parent, then the origin itself.',
+    fix: "Read the parent's log line for the request id (`verge explain ID` on the parent); the cause is there.",
+  },
+  TIER_CLIENT_REFUSED: {
+    status: 403,
+    stage: 'accept',
+    source: 'client',
+    retryable: false,
+    msg: 'node certificate required',
+    explanation:
+      "A connection to a parent's tier port (`verge edge --parent --tier`) came without a valid node certificate from the cluster's node CA, or with the certificate of a node that is removed, disabled or revoked. Only edge nodes of the same cluster may pull through a parent.",
+    fix: 'Nothing for a stranger. For an edge of yours: join it to the control plane (`verge edge --join`); a removed node must join again.',
   },
 });
 

@@ -755,6 +755,8 @@ async function fetchForCache(
       headers: fillHeaders(forward),
       body: null,
       visitorScheme: ctx.scheme,
+      // a request that came through the tier port is a parent's own pull: never to a parent again
+      ...(ctx.tier ? {} : { tierKey: primary }),
     },
     state,
     (status, h) => forwardInterim(ctx, status, h),
@@ -842,6 +844,7 @@ async function revalidate(
         headers: toFlat(conditional),
         body: null,
         visitorScheme: ctx.scheme,
+        ...(ctx.tier ? {} : { tierKey: primary }),
       },
       pullState,
       (status, h) => forwardInterim(ctx, status, h),
@@ -1032,6 +1035,7 @@ function backgroundRefresh(
       headers: toFlat(conditional),
       body: null,
       visitorScheme: ctx.scheme,
+      ...(ctx.tier ? {} : { tierKey: primary }),
     },
     state,
   )

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { type Http2ServerResponse, constants as h2constants } from 'node:http2';
 import type { Readable, Transform } from 'node:stream';
+import { TIER_ERROR_HEADER, TIER_SCHEME_HEADER } from '../cluster/parents.js';
 import { ERRORS, type ErrorCode, type VergeError } from '../core/errors.js';
 import type { AccessLog } from '../core/log.js';
 import { UNKEYED_REQUEST_FIELDS } from '../core/unkeyed.js';
@@ -187,9 +188,16 @@ function checkRequest(ctx: RequestContext, host: string | undefined): { path: st
   return { reason: 'invalid request target' };
 }
 
-export function createHandler(deps: HandlerDeps, scheme: PullProtocol) {
+export function createHandler(deps: HandlerDeps, scheme: PullProtocol, tier = false) {
   return function handle(req: VisitorRequest, res: VisitorResponse): void {
-    const ctx = new RequestContext(nextRequestId(), req, res, scheme);
+    // a tier request carries the visitor's scheme (the cache key and `follow` depend on it)
+    const ctx = new RequestContext(
+      nextRequestId(),
+      req,
+      res,
+      tier && req.headers[TIER_SCHEME_HEADER] === 'http' ? 'http' : scheme,
+    );
+    ctx.tier = tier;
     try {
       run(ctx, deps);
     } catch (err) {
@@ -258,7 +266,8 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
   // TLS profile); a request on it for another site gets 421, whatever names the certificate
   // covers (browsers coalesce connections across them, RFC 9113 section 9.1.1), so a client
   // cannot reach one site's content through another site's connection. Same site: allowed.
-  if (ctx.scheme === 'https' && misdirected(ctx, deps, rt, site)) return;
+  // (a tier connection is made for the parent node, not for a site: no SNI to match)
+  if (!ctx.tier && ctx.scheme === 'https' && misdirected(ctx, deps, rt, site)) return;
   if (checked.path === HEALTH_PATH) {
     const body = `ok ${site.name}\n`;
     ctx.status = 200;
@@ -275,7 +284,7 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
 
   // redirect
   ctx.phase = 'redirect';
-  if (ctx.scheme === 'http' && site.forceHttps && site.secureContext) {
+  if (!ctx.tier && ctx.scheme === 'http' && site.forceHttps && site.secureContext) {
     // RFC 9110 section 15.4.2 / 15.4.9: 301 may turn a POST into a GET, so other methods get 308.
     const status = req.method === 'GET' || req.method === 'HEAD' ? 301 : 308;
     const port = rt.httpsPort ? `:${rt.httpsPort}` : '';
@@ -289,7 +298,8 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
   // access (src/edge/access.ts, src/rules/engine.ts): the site's rules may refuse, redirect, or
   // change the target (signed-URL token removed, rewrites) and the headers
   let path = checked.path;
-  if (site.rules.active) {
+  // a tier request passed the child's access phase already (its rewrites are in the path)
+  if (site.rules.active && !ctx.tier) {
     ctx.phase = 'access';
     const d = evaluateRules(ctx, path);
     if (d.action === 'continue') {
@@ -326,7 +336,7 @@ function run(ctx: RequestContext, deps: HandlerDeps): void {
 
   // cache.browserTtl and cache.bypass (src/edge/access.ts), on the visitor's path
   let bypass: string | undefined;
-  const extras = site.cacheExtras;
+  const extras = ctx.tier ? undefined : site.cacheExtras;
   if (extras) {
     const q = checked.path.indexOf('?');
     const visitorPath = q < 0 ? checked.path : checked.path.slice(0, q);
@@ -688,6 +698,7 @@ export function forwardHeaders(ctx: RequestContext, site: CompiledSite): string[
     const name = raw[i]!;
     const lower = name.toLowerCase();
     if (lower.charCodeAt(0) === 58 /* : */ || HOP_BY_HOP.has(lower) || conn?.has(lower)) continue;
+    if (lower === TIER_SCHEME_HEADER) continue;
     if (SET_BY_EDGE_REQ.has(lower)) {
       if (lower === 'via') via = via ? `${via}, ${raw[i + 1]}` : raw[i + 1];
       continue;
@@ -752,7 +763,8 @@ function fail(
   ctx.status = status;
   ctx.bytes += sendError(ctx.req, ctx.res, code, ctx.id, closeConnection, {
     page: ctx.site?.errorPages?.get(status),
-    headers,
+    // to a child edge: this node's own error, not the origin's answer (the child moves on)
+    headers: ctx.tier ? { ...headers, [TIER_ERROR_HEADER]: code } : headers,
   });
   void deps;
 }
@@ -812,6 +824,7 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
       // whether a kept-alive connection carried the request; unknown when none was made
       ...(ctx.firstByteMs !== undefined ? { reused: !conn } : {}),
       ...(conn?.tlsVersion ? { tls: conn.tlsVersion } : {}),
+      ...(last.tier ? { tier: last.tier } : {}),
     };
     if (ctx.attempts.length > 1)
       rec.attempts = ctx.attempts.map((a) => ({
@@ -819,6 +832,8 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
         port: a.port,
         code: a.code ?? null,
         nodeCode: a.nodeCode,
+        ...(a.tier ? { tier: a.tier } : {}),
+        ...(a.parentCode ? { parentCode: a.parentCode } : {}),
         ...(a.reused ? { reused: true } : {}),
       }));
   }

@@ -142,6 +142,12 @@ export class RequestContext {
   cacheState: 'HIT' | 'MISS' | 'STALE' | 'REVALIDATED' | 'BYPASS' | 'EXPIRED' | undefined = undefined;
   cacheReason: string | undefined = undefined;
   cacheKey: string | undefined = undefined;
+  /**
+   * The request came through this node's tier port from a child edge (tiered cache): the child
+   * already ran the access phase and the redirects; this node serves from its cache or pulls
+   * from the origin itself, never from another parent (the loop guard).
+   */
+  tier = false;
 
   constructor(id: string, req: VisitorRequest, res: VisitorResponse, scheme: PullProtocol) {
     this.id = id;

@@ -7,6 +7,7 @@ import { constants as cryptoConstants } from 'node:crypto';
 import tls from 'node:tls';
 import type { KeySite } from '../cache/key.js';
 import { type CacheRules, siteCacheRules } from '../cache/rules.js';
+import type { ParentTier } from '../cluster/parents.js';
 import { ConfigError, type ResolvedConfig, type ResolvedSite } from '../config/load.js';
 import type { HealthTable } from '../origin/balancer.js';
 import type { PoolRegistry } from '../origin/pools.js';
@@ -104,6 +105,8 @@ export class Runtime {
     health: HealthTable,
     stats?: EdgeStats,
     rulesState: RulesState = new RulesState(),
+    /** the parent tier of a cluster edge (tiered cache), used by sites with cache.parents */
+    tier?: ParentTier,
   ) {
     this.config = config;
     this.poolKeys = new Set();
@@ -111,7 +114,14 @@ export class Runtime {
     this.clientRule = clientAddressRule(config);
     const countries = rulesState.countries(config);
     this.sites = config.sites.map((s, i) => {
-      const origin = new CompiledOrigin(s.name, s.origin, s.originCaPem, pools, health);
+      const origin = new CompiledOrigin(
+        s.name,
+        s.origin,
+        s.originCaPem,
+        pools,
+        health,
+        s.cache.parents ? tier : undefined,
+      );
       for (const k of origin.poolKeys()) this.poolKeys.add(k);
       const hsts = s.https.hsts.enabled
         ? `max-age=${Math.floor(s.https.hsts.maxAge / 1000)}${s.https.hsts.includeSubDomains ? '; includeSubDomains' : ''}${s.https.hsts.preload ? '; preload' : ''}`

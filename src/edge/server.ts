@@ -6,8 +6,10 @@
  */
 import http from 'node:http';
 import http2 from 'node:http2';
+import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
+import { type ParentTier, TIER_ERROR_HEADER } from '../cluster/parents.js';
 import type { ResolvedConfig } from '../config/load.js';
 import { ERRORS, type ErrorCode } from '../core/errors.js';
 import type { AccessLog, Logger } from '../core/log.js';
@@ -18,8 +20,8 @@ import { RulesState } from './access.js';
 import { checkBodyTempDir } from './body.js';
 import { EdgeCache } from './cache.js';
 import { setConnInfo, socketConnInfo } from './conn-info.js';
-import { errorJson } from './error-page.js';
-import { createHandler, nextRequestId } from './handler.js';
+import { errorJson, sendError } from './error-page.js';
+import { createHandler, type HandlerDeps, nextRequestId } from './handler.js';
 import { ConnectionRate, guardResets } from './limits.js';
 import { CERT_WARNING_MS, EdgeMetrics } from './metrics.js';
 import { peerAddress } from './peer.js';
@@ -45,6 +47,23 @@ export interface EdgeOptions {
   exclusiveListen?: boolean;
   /** traffic statistics to count into (src/edge/stats.ts), when a control plane reads them */
   stats?: EdgeStats;
+  /** a cluster edge's parent tier (tiered cache): sites with cache.parents pull through it */
+  parentTier?: ParentTier;
+}
+
+/** A parent's tier port (`verge edge --parent`): mTLS with node certificates only. */
+export interface TierListenOptions {
+  /** "0.0.0.0:8094" */
+  listen: string;
+  /** this node's certificate and key (its server certificate) and the node CA (clients) */
+  certPem: string;
+  keyPem: string;
+  caPem: string;
+  /**
+   * Whether a client certificate (already verified against the node CA) belongs to a node that
+   * may pull: removed, disabled or re-keyed nodes are refused. Absent: any node of the CA.
+   */
+  allow?: (nodeId: string, serial: string) => boolean | Promise<boolean>;
 }
 
 export interface ListenAddress {
@@ -78,6 +97,9 @@ export class Edge {
   readonly #beforeListen: EdgeOptions['beforeListen'];
   readonly #exclusive: boolean;
   readonly #stats: EdgeStats | undefined;
+  readonly #tier: ParentTier | undefined;
+  #tierServer: https.Server | undefined;
+  #deps: HandlerDeps | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
   readonly #accessLog: AccessLog;
   readonly #httpServers: http.Server[] = [];
@@ -103,7 +125,15 @@ export class Edge {
     this.#beforeListen = opts.beforeListen;
     this.#exclusive = opts.exclusiveListen === true;
     this.#stats = opts.stats;
-    this.#runtime = new Runtime(config, this.#pools, this.#health, this.#statsFor(config), this.#rulesState);
+    this.#tier = opts.parentTier;
+    this.#runtime = new Runtime(
+      config,
+      this.#pools,
+      this.#health,
+      this.#statsFor(config),
+      this.#rulesState,
+      this.#tier,
+    );
     this.#ws = new WebSocketProxy({
       runtime: () => this.#runtime,
       accessLog: this.#accessLog,
@@ -134,7 +164,14 @@ export class Edge {
   /** Build a runtime from `config` aside and swap it in; throws (keeping the old one) on failure. */
   reload(config: ResolvedConfig): void {
     checkBodyTempDir(config);
-    const next = new Runtime(config, this.#pools, this.#health, this.#statsFor(config), this.#rulesState);
+    const next = new Runtime(
+      config,
+      this.#pools,
+      this.#health,
+      this.#statsFor(config),
+      this.#rulesState,
+      this.#tier,
+    );
     this.#useBoundHttpsPort(next);
     this.#runtime = next;
     this.#pools.retainOnly(next.poolKeys);
@@ -182,7 +219,7 @@ export class Edge {
     this.#expiryTimer = setInterval(() => this.#warnExpiring(), 12 * 3600 * 1000);
     this.#expiryTimer.unref();
     await opts.beforeListen?.();
-    const deps = {
+    const deps: HandlerDeps = {
       cache: this.#cache,
       metrics: this.#metrics,
       runtime: () => this.#runtime,
@@ -192,6 +229,7 @@ export class Edge {
       ...(this.#challenge ? { challenge: this.#challenge } : {}),
       upgrade: this.#ws.take,
     };
+    this.#deps = deps;
     const httpHandler = this.#track(createHandler(deps, 'http'));
     const httpsHandler = this.#track(createHandler(deps, 'https'));
     const limits = cfg.edge.limits;
@@ -270,6 +308,71 @@ export class Edge {
     }
     this.#useBoundHttpsPort(this.#runtime);
     this.#applyLimits();
+  }
+
+  /**
+   * Opens a parent's tier port (after start()): HTTPS where child edges of the cluster pull
+   * through this node's cache (docs/cluster.md, "Tiered cache"). Only clients with a node
+   * certificate from the node CA get in (mTLS), and only nodes `allow` accepts; anyone else gets
+   * 403 TIER_CLIENT_REFUSED. Requests are served by the same handler and cache as visitors',
+   * marked as tier requests (no access phase, no redirects, never to another parent).
+   */
+  async startTier(opts: TierListenOptions): Promise<{ host: string; port: number }> {
+    const deps = this.#deps;
+    if (!deps) throw new Error('startTier() before start()');
+    const handler = this.#track(createHandler(deps, 'https', true));
+    const server = https.createServer(
+      {
+        cert: opts.certPem,
+        key: opts.keyPem,
+        ca: [opts.caPem],
+        requestCert: true,
+        // checked per request, so a refusal is a coded answer rather than a bare TLS alert
+        rejectUnauthorized: false,
+        minVersion: 'TLSv1.2',
+        maxHeaderSize: this.#runtime.config.edge.limits.maxHeaderSize,
+      },
+      (req, res) => {
+        const sock = req.socket as tls.TLSSocket;
+        const refuse = (why: string) => {
+          this.#log.info({ address: sock.remoteAddress, reason: why }, 'tier request refused');
+          sendError(req, res, 'TIER_CLIENT_REFUSED', `tier-${Date.now().toString(36)}`, true, {
+            // the parent's own refusal: a child moves on to the next parent (src/origin/pull.ts)
+            headers: { [TIER_ERROR_HEADER]: 'TIER_CLIENT_REFUSED' },
+          });
+        };
+        const cert = sock.getPeerCertificate();
+        const cn = cert && Object.keys(cert).length > 0 ? String(cert.subject?.CN ?? '') : '';
+        if (!cn) return refuse('no client certificate');
+        if (!sock.authorized) return refuse(`client certificate refused: ${String(sock.authorizationError)}`);
+        const notMember = `node ${cn} is not an active node of this cluster (removed, disabled or re-keyed)`;
+        const allowed = opts.allow ? opts.allow(cn, cert.serialNumber) : true;
+        if (allowed === true) return handler(req, res);
+        if (allowed === false) return refuse(notMember);
+        allowed.then(
+          (ok) => (ok ? handler(req, res) : refuse(notMember)),
+          (err: unknown) => refuse(`${notMember}: ${String(err)}`),
+        );
+      },
+    );
+    server.on('tlsClientError', (err: Error, sock: tls.TLSSocket) => {
+      this.#log.debug({ err: err.message, address: sock.remoteAddress }, 'tier TLS handshake failed');
+    });
+    server.on('clientError', (_e, sock) => sock.destroy());
+    this.#setupH1(server);
+    const limits = this.#runtime.config.edge.limits;
+    server.headersTimeout = limits.headerTimeout;
+    server.keepAliveTimeout = limits.keepAliveTimeout;
+    await listen(server, parseListen(opts.listen), this.#exclusive);
+    server.on('error', (err) => this.#log.error({ err }, 'tier port error'));
+    this.#tierServer = server;
+    const a = server.address() as net.AddressInfo;
+    return { host: a.address, port: a.port };
+  }
+
+  /** A renewed node certificate: new tier connections are served with it. */
+  setTierIdentity(id: { certPem: string; keyPem: string; caPem: string }): void {
+    this.#tierServer?.setSecureContext({ cert: id.certPem, key: id.keyPem, ca: [id.caPem] });
   }
 
   /** Redirects name the HTTPS port actually bound, which differs from the config's port 0. */
@@ -583,9 +686,11 @@ export class Edge {
   async drain(timeoutMs: number): Promise<void> {
     this.#draining = true;
     clearInterval(this.#expiryTimer);
-    const closed = [...this.#httpServers, ...this.#tlsListeners].map(
-      (s) => new Promise<void>((r) => s.close(() => r())),
-    );
+    const closed = [
+      ...this.#httpServers,
+      ...this.#tlsListeners,
+      ...(this.#tierServer ? [this.#tierServer] : []),
+    ].map((s) => new Promise<void>((r) => s.close(() => r())));
     for (const session of this.#h2Sessions) session.close();
     for (const [socket, c] of this.#conns) if (c.inflight === 0 && !c.h2) socket.end();
     const deadline = Date.now() + timeoutMs;
@@ -611,6 +716,7 @@ export class Edge {
     this.#draining = true;
     clearInterval(this.#expiryTimer);
     for (const s of [...this.#httpServers, ...this.#tlsListeners]) s.close();
+    this.#tierServer?.close();
     for (const session of this.#h2Sessions) session.destroy();
     for (const socket of this.#conns.keys()) socket.destroy();
     this.#ws.destroyAll();

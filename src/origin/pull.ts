@@ -8,10 +8,16 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { Dispatcher, Pool } from 'undici';
+import {
+  type ParentInfo,
+  type ParentTier,
+  TIER_ERROR_HEADER,
+  TIER_SCHEME_HEADER,
+} from '../cluster/parents.js';
 import type { OriginConfig } from '../config/schema.js';
 import { type ErrorDetail, nodeCodeOf, VergeError } from '../core/errors.js';
 import { Balancer, type HealthTable, type ServerRef } from './balancer.js';
-import { toVergeError } from './classify.js';
+import { classifyExchangeError, toVergeError } from './classify.js';
 import { type ConnectTimings, connectionTimings, isGuarded, parserPaused } from './connector.js';
 import { type PoolRegistry, type PoolTarget, poolKey } from './pools.js';
 
@@ -33,6 +39,11 @@ export class CompiledOrigin {
   readonly health: HealthTable;
   readonly healthFailures: number;
   readonly healthDownFor: number;
+  /** the site's name: the Host a parent routes a tier request by */
+  readonly siteName: string;
+  /** the parent tier, when the site sends misses to it (cache.parents) and the node has one */
+  readonly tier: ParentTier | undefined;
+  readonly firstByteTimeout: number;
   readonly #registry: PoolRegistry;
 
   constructor(
@@ -41,7 +52,11 @@ export class CompiledOrigin {
     caPem: string | undefined,
     registry: PoolRegistry,
     health: HealthTable,
+    tier?: ParentTier,
   ) {
+    this.siteName = siteName;
+    this.tier = tier;
+    this.firstByteTimeout = cfg.timeouts.firstByte;
     this.protocol = cfg.protocol;
     this.hostHeader = cfg.hostHeader ?? siteName;
     this.maxAttempts = cfg.maxAttempts;
@@ -115,6 +130,11 @@ export interface PullRequest {
   headers: string[];
   body: Readable | null;
   visitorScheme: PullProtocol;
+  /**
+   * The cache key, for a cacheable miss: with it (and a site with cache.parents on a node that
+   * knows parents) the pull asks the parent tier first, in the key's rendezvous order.
+   */
+  tierKey?: string;
 }
 
 /** One try against one server, for the log. */
@@ -130,6 +150,10 @@ export interface Attempt {
   nodeCode?: string | undefined;
   /** response body bytes received from the origin on this attempt (traffic statistics) */
   bodyBytes?: number;
+  /** 'parent': this hop was a parent of the tiered cache (server is its node name) */
+  tier?: 'parent';
+  /** a parent's own error code (PARENT_ERROR: it answered with an error) */
+  parentCode?: string;
 }
 
 export interface PullCallbacks {
@@ -407,7 +431,155 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
       handler,
     );
   };
+  const parents =
+    req.tierKey !== undefined && req.body === null && retryable ? origin.tier?.order(req.tierKey) : undefined;
+  if (parents && parents.length > 0) {
+    const viaParents = (i: number): void => {
+      if (abandoned) return;
+      const p = parents[i];
+      if (!p) {
+        attempt();
+        return;
+      }
+      pullFromParent(origin, p, req, cb, state, (aborted) => {
+        if (aborted) abandoned = true;
+        else viaParents(i + 1);
+      });
+    };
+    viaParents(0);
+    return;
+  }
   attempt();
+}
+
+/** Words and code for a failure to reach or hear a parent (the hop that failed). */
+function parentError(err: unknown, gotHead: boolean, detail: ErrorDetail): VergeError {
+  const code = classifyExchangeError(err, gotHead);
+  const node = nodeCodeOf(err) ?? '';
+  let c: 'PARENT_UNREACHABLE' | 'PARENT_TLS_FAILED' | 'PARENT_TIMEOUT' | 'PARENT_ERROR' = 'PARENT_ERROR';
+  if (gotHead) c = 'PARENT_ERROR';
+  else if (
+    /^(ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL|ENOTFOUND|EAI_AGAIN|EPIPE|UND_ERR_CONNECT_TIMEOUT|UND_ERR_SOCKET|ETIMEDOUT)$/.test(
+      node,
+    )
+  )
+    c = 'PARENT_UNREACHABLE';
+  else if (/CERT|SSL|TLS|EPROTO|SIGNATURE|ISSUER|DEPTH_ZERO/.test(node)) c = 'PARENT_TLS_FAILED';
+  else if (code === 'ORIGIN_RESPONSE_TIMEOUT') c = 'PARENT_TIMEOUT';
+  return new VergeError(c, { cause: err, detail: { ...detail, nodeCode: node || undefined } });
+}
+
+/**
+ * One try of the parent tier: the request goes to parent `p` over mTLS (its tier port), with
+ * the site's name as Host (the parent routes by it) and the visitor's scheme beside it. Its
+ * answer is streamed to `cb` exactly as an origin's would be (the parent sends the origin's
+ * caching headers and Age, RFC 9111 section 5.1, so this edge caches by the same rules). When
+ * no usable head came (the parent is down, its TLS failed, it timed out, or it answered with an
+ * error of its own), `next(false)` moves on: the next parent, then the origin.
+ */
+function pullFromParent(
+  origin: CompiledOrigin,
+  p: ParentInfo,
+  req: PullRequest,
+  cb: PullCallbacks,
+  state: PullState,
+  next: (aborted: boolean) => void,
+): void {
+  const { host, port } = splitAddress(p.address);
+  const a: Attempt = { server: p.name ?? p.id, port, protocol: 'https', bodyBytes: 0, tier: 'parent' };
+  state.attempts.push(a);
+  const detail: ErrorDetail = {
+    parent: p.id,
+    parentName: p.name,
+    parentRegion: p.region,
+    address: host,
+    port,
+  };
+  let gotHead = false;
+  let skipped = false;
+  let aborted = false;
+  const t0 = performance.now();
+  const headers: string[] = [];
+  for (let i = 0; i < req.headers.length; i += 2) {
+    const n = req.headers[i]!;
+    if (n === 'host' || n === TIER_SCHEME_HEADER) continue;
+    headers.push(n, req.headers[i + 1]!);
+  }
+  headers.push('host', origin.siteName, TIER_SCHEME_HEADER, req.visitorScheme);
+  const handler: Dispatcher.DispatchHandler = {
+    onRequestStart(c) {
+      state.abort = (r) => {
+        aborted = true;
+        c.abort(r);
+      };
+    },
+    onResponseStart(c, statusCode, h) {
+      if (statusCode < 200) {
+        if (statusCode !== 101) cb.onInterim?.(statusCode, h);
+        return;
+      }
+      const own = h[TIER_ERROR_HEADER];
+      if (own !== undefined) {
+        // the parent's own error answer (it could not reach the origin, refused us, ...)
+        skipped = true;
+        a.code = 'PARENT_ERROR';
+        a.parentCode = String(own);
+        c.abort(new Error(`the parent answered ${statusCode} ${String(own)}`));
+        next(false);
+        return;
+      }
+      gotHead = true;
+      state.firstByteMs = performance.now() - t0;
+      cb.onHead(statusCode, h, a);
+    },
+    onResponseData(c, chunk) {
+      if (chunk.length === 0) return;
+      a.bodyBytes = (a.bodyBytes ?? 0) + chunk.length;
+      if (!cb.onData(chunk)) {
+        c.pause();
+        cb.onDrain(() => c.resume());
+      }
+    },
+    onResponseEnd() {
+      cb.onEnd();
+    },
+    onResponseError(_c, err) {
+      if (skipped) return;
+      const verr = parentError(err, gotHead, detail);
+      a.code = verr.code;
+      a.nodeCode = verr.nodeCode;
+      if (gotHead) {
+        cb.onError(verr, true);
+        return;
+      }
+      next(aborted);
+    },
+  };
+  let pool: Pool;
+  try {
+    pool = origin.tier!.pool(p);
+  } catch (e) {
+    a.code = 'PARENT_ERROR';
+    a.nodeCode = (e as Error).message;
+    next(false);
+    return;
+  }
+  pool.dispatch(
+    {
+      path: req.path,
+      method: req.method,
+      headers,
+      body: null,
+      headersTimeout: origin.firstByteTimeout,
+      reset: false,
+    },
+    handler,
+  );
+}
+
+function splitAddress(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  return { host: address.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(address.slice(i + 1)) };
 }
 
 /** An origin response as a stream, for the cache's collapsed forwarding (many readers). */

@@ -280,6 +280,11 @@ export async function issueClientCert(opts: {
   days: number;
   /** an explicit end (tests of expired certificates); default notBefore + days */
   notAfter?: Date;
+  /**
+   * Also serverAuth: a node certificate is the server certificate of a parent's tier port
+   * (docs/cluster.md, "Tiered cache"), and OpenSSL checks the server's EKU purpose.
+   */
+  serverAuth?: boolean;
 }): Promise<{ certPem: string; serial: string; notAfter: string }> {
   let csr: x509.Pkcs10CertificateRequest;
   try {
@@ -305,7 +310,12 @@ export async function issueClientCert(opts: {
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
+      new x509.ExtendedKeyUsageExtension(
+        opts.serverAuth
+          ? [x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth]
+          : [x509.ExtendedKeyUsage.clientAuth],
+        false,
+      ),
       await x509.SubjectKeyIdentifierExtension.create(csr.publicKey),
       issuerSki
         ? new x509.AuthorityKeyIdentifierExtension(issuerSki.keyId, false)
