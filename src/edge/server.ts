@@ -126,14 +126,7 @@ export class Edge {
     this.#exclusive = opts.exclusiveListen === true;
     this.#stats = opts.stats;
     this.#tier = opts.parentTier;
-    this.#runtime = new Runtime(
-      config,
-      this.#pools,
-      this.#health,
-      this.#statsFor(config),
-      this.#rulesState,
-      this.#tier,
-    );
+    this.#runtime = this.#newRuntime(config);
     this.#ws = new WebSocketProxy({
       runtime: () => this.#runtime,
       accessLog: this.#accessLog,
@@ -161,10 +154,9 @@ export class Edge {
     return this.#runtime;
   }
 
-  /** Build a runtime from `config` aside and swap it in; throws (keeping the old one) on failure. */
-  reload(config: ResolvedConfig): void {
-    checkBodyTempDir(config);
-    const next = new Runtime(
+  /** A runtime for `config` over the pools, health, statistics and parent tier kept across reloads. */
+  #newRuntime(config: ResolvedConfig): Runtime {
+    return new Runtime(
       config,
       this.#pools,
       this.#health,
@@ -172,6 +164,12 @@ export class Edge {
       this.#rulesState,
       this.#tier,
     );
+  }
+
+  /** Build a runtime from `config` aside and swap it in; throws (keeping the old one) on failure. */
+  reload(config: ResolvedConfig): void {
+    checkBodyTempDir(config);
+    const next = this.#newRuntime(config);
     this.#useBoundHttpsPort(next);
     this.#runtime = next;
     this.#pools.retainOnly(next.poolKeys);
