@@ -64,7 +64,12 @@ export const PHASES = [
       'phase never reaches the origin; past `origin.maxConnections` busy and `origin.maxQueue` waiting, ' +
       'the next server is tried, and `ORIGIN_BUSY` (503) when every one is busy. A request that failed ' +
       'before anything reached the origin is retried on the next server when its method is ' +
-      'idempotent; one lost to a kept-alive connection the origin closed as it was sent is sent again.',
+      'idempotent; one lost to a kept-alive connection the origin closed as it was sent is sent again. ' +
+      'On a cluster edge with `cache.parents`, a cacheable miss or revalidation first goes to the ' +
+      'parent tier (stage `tier`, docs/cluster.md "Tiered cache"): the parents in the cache key\'s ' +
+      'rendezvous order, then the origin; each failed parent hop is an attempt with a `PARENT_*` code. ' +
+      "A request that came in through a parent's tier port skips the access phase and the redirects " +
+      '(the child ran them) and never goes to another parent.',
   },
   {
     name: 'store',
