@@ -663,10 +663,11 @@ export class Edge {
   }
 
   addresses(): { http: net.AddressInfo[]; https: net.AddressInfo[] } {
-    return {
-      http: this.#httpServers.map((s) => s.address() as net.AddressInfo),
-      https: this.#tlsListeners.map((s) => s.address() as net.AddressInfo),
-    };
+    // a listener closed by a drain has no address (null): a heartbeat written while draining
+    // must not throw on it
+    const bound = (list: Array<{ address(): unknown }>) =>
+      list.map((s) => s.address()).filter((a): a is net.AddressInfo => typeof a === 'object' && a !== null);
+    return { http: bound(this.#httpServers), https: bound(this.#tlsListeners) };
   }
 
   /** The bound listeners as "127.0.0.1:8080" / "[::1]:8443" (logs, heartbeats, prefetch targets). */
