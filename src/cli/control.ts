@@ -1,8 +1,10 @@
 /**
  * `verge control --store DIR | sqlite:DIR | etcd://h1:2379,h2:2379`: the control plane alone (no
  * edge), for a cluster (docs/cluster.md): the admin API on --listen (default the stored
- * edge.admin.listen, 127.0.0.1:8091) and, on the elected leader only (src/control/leader.ts), what
- * must run once: ACME orders and renewals and the compaction of the store log.
+ * edge.admin.listen, 127.0.0.1:8091), the cluster endpoint for remote edges when cluster.listen is
+ * set, Verge's DNS when dns.listen is set, the statistics store fed by the edges' reports, and,
+ * on the elected leader only (src/control/leader.ts), what must run once: ACME orders and
+ * renewals, the statistics roll-up and retention, and the compaction of the store log.
  *
  * Several instances run side by side on one etcd; they share nothing but the store, so any of
  * them answers the API and a load balancer may spread clients over them. A SQLite store takes
@@ -16,16 +18,21 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
 import { type ControlApi, startControlApi } from '../control/api.js';
+import { type ClusterEndpoint, startClusterEndpoint } from '../control/cluster.js';
 import { configFromDocs, siteKeysOf } from '../control/config-docs.js';
 import { openDataStoreOrSay, resolveDataDir } from '../control/data.js';
 import { type LeaderElection, leaderWork, startElection } from '../control/leader.js';
 import { type ControlLock, ControlLockedError, lockControl } from '../control/lock.js';
+import { StatsService } from '../control/stats.js';
 import { createLogger, type Logger } from '../core/log.js';
+import type { DnsService } from '../dns/service.js';
 import { doctorStoredSite, storedSiteWarnings } from '../doctor/site.js';
 import { openEtcdStore } from '../store/etcd.js';
 import { type ConfigStore, type JsonValue, StoreOpenError } from '../store/types.js';
 import { UsageError } from './errors.js';
 import { listenErrorMessage } from './listen-error.js';
+import { DnsStartError, dnsSelfCheck, startDns } from './serve-dns.js';
+import { statsLeaderJobs } from './serve-stats.js';
 import { acmeCa, ensureAdminToken, firstAdmin } from './serve-store.js';
 import { type EtcdFlags, etcdOptions, parseStoreSpec } from './store-spec.js';
 
@@ -102,10 +109,42 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
   let api: ControlApi;
   // started once the API listens (its address goes into the election key)
   let election: LeaderElection | undefined;
+  // remote edges' traffic (their reports on the cluster endpoint), kept in the store and served
+  // by the API; every instance takes reports (cursors make that exactly once), the leader alone
+  // rolls buckets up and applies retention
+  const stats = new StatsService({
+    store,
+    log,
+    flushInterval: config.edge.stats.flushInterval,
+    topK: config.edge.stats.topK,
+  });
+  let cluster: ClusterEndpoint | undefined;
+  let dns: DnsService | undefined;
+  const closeServices = async () => {
+    await cluster?.close();
+    await dns?.close();
+    await stats.close();
+  };
   try {
     mkdirSync(localDir, { recursive: true, mode: 0o700 });
     await ensureAdminToken(store, localDir, log);
+    stats.start();
+    // remote edges (`verge edge --join`) connect here when cluster.listen is set
+    if (config.cluster.listen)
+      cluster = await startClusterEndpoint({
+        store,
+        listen: config.cluster.listen,
+        names: config.cluster.names,
+        certDays: config.cluster.nodeCertDays,
+        log,
+        stats,
+      });
+    // Verge's DNS for the CDN zone when dns.listen is set, answering from the node records
+    if (config.dns.listen.length > 0) dns = await startDns(store, localDir, log);
+    const head = cluster ? () => cluster!.head() : undefined;
     api = await startControlApi({
+      ...(head ? { clusterHead: head } : {}),
+      stats,
       store,
       listen: o.listen ?? (process.env['VERGE_CONTROL_LISTEN'] || config.edge.admin.listen),
       names: config.edge.admin.names,
@@ -127,7 +166,12 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
       }),
     });
   } catch (e) {
+    await closeServices().catch(() => undefined);
     await closeStore();
+    if (e instanceof DnsStartError) {
+      process.stderr.write(`verge: the DNS server cannot start: ${e.message}\n`);
+      return 1;
+    }
     const listenError = listenErrorMessage(e);
     if (listenError) {
       process.stderr.write(`verge: ${listenError}\n`);
@@ -143,21 +187,30 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
     log.error({ err }, 'could not make the first admin user; restarting verge control retries'),
   );
 
+  const dnsCheck = dns ? dnsSelfCheck(dns) : undefined;
   const elected = startElection({
     store,
     self: { id, api: api.url },
     log,
     ttlSeconds,
-    lead: () =>
-      leaderWork({
+    lead: () => {
+      const stopWork = leaderWork({
         store,
         log,
         acme: {
           directoryUrl: config.acme.directory,
           ...(config.acme.email ? { email: config.acme.email } : {}),
           ...(config.acme.ca ? { httpsCa: acmeCa(config.acme.ca, localDir)! } : {}),
+          // DNS-01: ask this instance's DNS server for each TXT record before the CA does
+          ...(dnsCheck ? { dnsSelfCheck: dnsCheck } : {}),
         },
-      }),
+      });
+      const stopStats = statsLeaderJobs(stats, log);
+      return async () => {
+        stopStats();
+        await stopWork();
+      };
+    },
   });
   election = elected;
 
@@ -169,6 +222,8 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
       api: api.url,
       store: store.location,
       leaderTtlSeconds: spec.kind === 'etcd' ? ttlSeconds : undefined,
+      ...(cluster ? { cluster: `${cluster.address.address}:${cluster.address.port}` } : {}),
+      ...(dns ? { dns: dns.server.addresses().map((a) => `${a.address}:${a.port}`) } : {}),
     },
     'control listening',
   );
@@ -186,6 +241,7 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
         .close()
         .catch((err: unknown) => log.warn({ err }, 'leaving the election failed'))
         .then(() => api.close())
+        .then(closeServices)
         .then(closeStore)
         .then(() => {
           log.info('stopped');

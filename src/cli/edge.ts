@@ -2,6 +2,7 @@
  * `verge edge`: a remote edge node (docs/cluster.md).
  *
  *   verge edge --join https://CONTROL:8092 --token TOKEN --data DIR [--name N] [--region R]
+ *              [--public-address IP]... [--weight N]
  *   verge edge --data DIR                       afterwards: identity and last config are in DIR
  *
  * The same Edge and the same StoreSource as the local edge of `verge serve --data`, fed by the
@@ -13,7 +14,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { CacheStoreError } from '../cache/storage.js';
 import { ClusterFollower, ClusterRequestError } from '../cluster/follower.js';
@@ -29,7 +30,9 @@ import { ParentTier, TierAllow } from '../cluster/parents.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
 import { AccessLog, appLogLinesDropped, createLogger, type Logger } from '../core/log.js';
 import { Edge } from '../edge/server.js';
+import { EdgeStats } from '../edge/stats.js';
 import { StoreSource } from '../edge/store-source.js';
+import { EdgePrefetcher } from './edge-prefetch.js';
 import { listenErrorMessage } from './listen-error.js';
 import { type ChildContext, childContext, startFailed, supervise } from './supervisor.js';
 
@@ -50,6 +53,10 @@ export interface EdgeCmdOptions {
   http?: string[];
   https?: string[];
   health?: string;
+  /** --public-address (repeatable): what Verge's DNS gives out for this node */
+  publicAddress?: string[];
+  /** --weight: this node's share of DNS answers, 1..1000 */
+  weight?: string;
 }
 
 const LISTEN = /^(\[[0-9a-f:.]+\]|[^:[\]]*):\d{1,5}$/i;
@@ -57,6 +64,11 @@ const LISTEN = /^(\[[0-9a-f:.]+\]|[^:[\]]*):\d{1,5}$/i;
 function say(msg: string): number {
   process.stderr.write(`verge: ${msg}\n`);
   return 1;
+}
+
+/** An address as the DNS compares them: IPv6 lower-case, without brackets. */
+function canonicalIp(a: string): string {
+  return a.replace(/^\[|\]$/g, '').toLowerCase();
 }
 
 function splitListen(listen: string): { host: string; port: number } {
@@ -94,6 +106,14 @@ async function prepare(o: EdgeCmdOptions): Promise<number> {
     for (const a of list ?? [])
       if (!LISTEN.test(a))
         return say(`${flag} ${a}: expected "address:port", e.g. "0.0.0.0:443" or "127.0.0.1:8093"`);
+  for (const a of o.publicAddress ?? [])
+    if (isIP(canonicalIp(a)) === 0)
+      return say(
+        `--public-address ${a}: expected an IPv4 or IPv6 address visitors reach this node at, e.g. 203.0.113.10`,
+      );
+  const weight = o.weight === undefined ? undefined : Number(o.weight);
+  if (weight !== undefined && !(Number.isInteger(weight) && weight >= 1 && weight <= 1000))
+    return say(`--weight ${o.weight}: expected a whole number from 1 to 1000 (the default is 100)`);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const log = createLogger();
 
@@ -157,12 +177,22 @@ async function prepare(o: EdgeCmdOptions): Promise<number> {
   const listen = { ...node.listen };
   if (o.http) listen.http = o.http;
   if (o.https) listen.https = o.https;
-  if (o.http || o.https || (o.health && o.health !== node.health) || (o.tier && o.tier !== node.tier)) {
+  if (
+    o.http ||
+    o.https ||
+    o.publicAddress ||
+    weight !== undefined ||
+    (o.health && o.health !== node.health) ||
+    (o.tier && o.tier !== node.tier)
+  ) {
     node = {
       ...node,
       listen,
       ...(o.health ? { health: o.health } : {}),
       ...(o.tier ? { tier: o.tier } : {}),
+      // what Verge's DNS gives out for this node: reported with every heartbeat
+      ...(o.publicAddress ? { publicAddresses: o.publicAddress.map(canonicalIp) } : {}),
+      ...(weight !== undefined ? { weight } : {}),
     };
     writeNodeConfig(dir, node);
   }
@@ -191,6 +221,17 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
   // (the refresh is a report now, through `source`, made below: it only runs once requests come)
   const members = new TierAllow(() => source.reportNow());
   let tierServerIdentity: ((id: typeof identity) => void) | undefined;
+  // traffic counted per site (src/edge/stats.ts), sent with every report to the control plane's
+  // statistics store; cumulative per process (boot id), so a lost report loses nothing
+  let traffic: EdgeStats | undefined;
+  // prefetch jobs from the control plane, fetched through this node's own listeners
+  const prefetcher = new EdgePrefetcher({
+    log,
+    listeners: () => edgeRef?.listenAddresses() ?? { http: [], https: [] },
+    forceHttps: () =>
+      new Set(edgeRef?.runtime.config.sites.filter((s) => s.https.forceHttps).map((s) => s.name) ?? []),
+    onFinished: () => source.reportNow(),
+  });
   const follower = new ClusterFollower({
     dir,
     node,
@@ -206,6 +247,9 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
       parentTier?.setIdentity(id);
       tierServerIdentity?.(id);
     },
+    traffic: () => traffic?.report(node.nodeId),
+    prefetches: () => prefetcher.report(),
+    onPrefetch: (record, revision) => prefetcher.run(record, revision),
   });
   let edgeRef: Edge | undefined;
   const source = new StoreSource({ store: follower, baseDir: dir, log, nodeId: node.nodeId });
@@ -231,12 +275,14 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
   const accessLog = new AccessLog(config.accessLogFile ?? config.log.access, { log });
   child.onCrashExit(() => accessLog.flush());
   // one edge process: it owns its listeners (see EdgeOptions.exclusiveListen)
+  traffic = new EdgeStats({ topK: config.edge.stats.topK });
   const edge = new Edge(config, {
     logger: log,
     accessLog,
     challenge: source.challenge,
     exclusiveListen: true,
     ...(parentTier ? { parentTier } : {}),
+    stats: traffic,
   });
   edge.metrics.useProcess(() => ({
     restarts: child.restarts(),
@@ -333,7 +379,13 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
       const timeout = edge.runtime.config.edge.limits.drainTimeout;
       log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
       health?.close();
-      void Promise.all([edge.drain(timeout), source.close()])
+      prefetcher.close();
+      // the last report after the drain: the requests served meanwhile are counted too
+      void edge
+        .drain(timeout)
+        .then(() => source.reportLast())
+        .catch((err: unknown) => log.warn({ err }, 'the last report to the control plane failed'))
+        .then(() => source.close())
         .then(() => follower.close())
         .then(() => parentTier?.close())
         .then(() => accessLog.close())

@@ -10,7 +10,7 @@
  * A prefetch runs in the process that received it, through its local edge.
  */
 import { readFileSync } from 'node:fs';
-import type { JobRecord, PrefetchFailure } from '../control/model.js';
+import type { JobRecord, NodePrefetch, PrefetchFailure } from '../control/model.js';
 import {
   ApiClient,
   CheckError,
@@ -29,7 +29,22 @@ export type JobView = JobRecord & {
   confirmedBy?: string[];
   purged?: Record<string, number>;
   workers?: { answered: number[]; missing: number[] };
+  /** a prefetch: each remote edge's progress (src/control/jobs.ts) */
+  edges?: Array<{ id: string; name?: string; prefetch?: NodePrefetch; interrupted?: boolean }>;
 };
+
+/**
+ * A prefetch's progress: the local edge's when the control process runs one, else the slowest
+ * remote edge's (the job is done when the last one is).
+ */
+function prefetchProgress(job: JobView): { done: number; total: number; failed: number } | undefined {
+  const p = job.prefetch;
+  if (job.local !== false) return p ? { done: p.done, total: p.total, failed: p.failed.length } : undefined;
+  const remote = (job.edges ?? []).flatMap((e) => (e.prefetch && !e.interrupted ? [e.prefetch] : []));
+  if (remote.length === 0) return p ? { done: 0, total: p.total, failed: 0 } : undefined;
+  const slowest = remote.reduce((a, b) => (b.done < a.done ? b : a));
+  return { done: slowest.done, total: slowest.total, failed: Math.max(...remote.map((r) => r.failed)) };
+}
 
 /** The options of `verge purge TYPE` (src/cli/program.ts). */
 export interface PurgeOptions extends ConnectionFlags {
@@ -178,17 +193,18 @@ export async function prefetchCmd(
     if (!values.json) process.stderr.write(`prefetch job ${job.id}: ${urls.length} URLs\n`);
     const progress = values.json ? undefined : new Progress();
     for (;;) {
-      const p = job.prefetch;
-      if (p) progress?.update(p.done, p.total, p.failed.length);
+      const p = prefetchProgress(job);
+      if (p) progress?.update(p.done, p.total, p.failed);
       if (job.state === 'done' || job.state === 'failed') break;
       await sleep(POLL_MS);
       job = (await client.request<JobView>('GET', `jobs/${encodeURIComponent(job.id)}`)).body;
     }
     progress?.end();
     const failed = job.prefetch?.failed ?? [];
+    const remoteFailed = (job.edges ?? []).some((e) => (e.prefetch?.failed ?? 0) > 0);
     if (values.json) printJson(job);
     else report(job, failed);
-    return job.state === 'failed' || failed.length > 0 ? 1 : 0;
+    return job.state === 'failed' || failed.length > 0 || remoteFailed ? 1 : 0;
   });
 }
 
@@ -224,7 +240,7 @@ class Progress {
 
 function report(job: JobView, failed: PrefetchFailure[]): void {
   const p = job.prefetch;
-  if (p) {
+  if (p && job.local !== false) {
     const states = Object.entries(p.cache ?? {})
       .map(([k, n]) => `${k} ${n}`)
       .join(', ');
@@ -232,6 +248,29 @@ function report(job: JobView, failed: PrefetchFailure[]): void {
       `prefetched ${p.total - failed.length}/${p.total} URLs${states ? ` (${states})` : ''}\n`,
     );
   }
+  // each remote edge's own run, as a purge's per-edge confirmation
+  for (const e of job.edges ?? []) {
+    const r = e.prefetch;
+    if (!r) continue;
+    const states = Object.entries(r.cache)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
+    const name = e.name && e.name !== e.id ? `${e.name} (${e.id})` : e.id;
+    process.stdout.write(
+      e.interrupted
+        ? `  edge ${name}: interrupted (it restarted during the prefetch)\n`
+        : `  edge ${name}: ${r.finished ? 'done' : 'running'}, ${r.done - r.failed}/${r.total} URLs${states ? ` (${states})` : ''}${r.failed > 0 ? `, ${r.failed} failed` : ''}\n`,
+    );
+    for (const f of r.failures ?? []) {
+      const why = [f.status, f.code].filter((x) => x !== undefined).join(' ');
+      process.stdout.write(`    ${f.url}  ${why}  ${f.msg}\n`);
+    }
+  }
+  const by = job.confirmedBy ?? [];
+  if (by.length > 0 || (job.waitingFor ?? []).length > 0)
+    process.stdout.write(
+      `confirmed by ${by.length} of ${by.length + (job.waitingFor ?? []).length} remote edges${by.length > 0 ? `: ${by.join(', ')}` : ''}\n`,
+    );
   if (job.state === 'failed')
     process.stderr.write(`verge: prefetch job ${job.id} failed: ${job.error ?? 'no reason given'}\n`);
   if (failed.length === 0) return;

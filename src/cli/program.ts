@@ -188,6 +188,15 @@ SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 reopens the access
       '--health <ADDR>',
       "the node's health endpoint, GET /health (default 127.0.0.1:8093; kept in DIR)",
     )
+    .option(
+      '--public-address <IP>',
+      "an address Verge's DNS gives out for this node (repeatable; default: its listeners' specific addresses; kept in DIR)",
+      collect,
+    )
+    .option(
+      '--weight <N>',
+      "this node's relative share of DNS answers in its region, 1..1000 (default 100; kept in DIR)",
+    )
     .addHelpText(
       'after',
       `${examples([
@@ -213,6 +222,8 @@ when it returns. SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 r
             http?: string[];
             https?: string[];
             health?: string;
+            publicAddress?: string[];
+            weight?: string;
           }>(edge),
         ),
       ),

@@ -1,8 +1,9 @@
 /**
  * Traffic statistics in `verge serve --data DIR`: the local edge's counters (src/edge/stats.ts)
  * are handed to the control plane's statistics store (src/control/stats.ts) in-process every
- * edge.stats.reportInterval, the way a remote edge's POST /cluster/v1/report will be; this one
- * process is also the leader that rolls buckets up and applies retention.
+ * edge.stats.reportInterval, as remote edges' reports arrive with POST /cluster/v1/report
+ * (src/control/cluster.ts); this one process is also the leader that rolls buckets up and applies
+ * retention.
  */
 import type { ResolvedConfig } from '../config/load.js';
 import { StatsService } from '../control/stats.js';
@@ -37,26 +38,39 @@ export function localStats(store: ConfigStore, config: ResolvedConfig, log: Logg
       log.error({ err }, 'the edge statistics report was refused');
     }
   };
-  const leaderJobs = () =>
-    service
-      .runLeaderJobs()
-      .catch((err: unknown) =>
-        log.warn({ err }, 'the statistics rollup/retention job failed; retried in a minute'),
-      );
+  let stopLeaderJobs: (() => void) | undefined;
   return {
     edge,
     service,
     start(nodeId) {
       node = nodeId;
       service.start();
-      timers.push(setInterval(report, s.reportInterval), setInterval(leaderJobs, LEADER_JOBS_MS));
+      timers.push(setInterval(report, s.reportInterval));
       for (const t of timers) t.unref();
-      void leaderJobs();
+      stopLeaderJobs = statsLeaderJobs(service, log);
     },
     async close() {
       for (const t of timers) clearInterval(t);
+      stopLeaderJobs?.();
       if (node) report();
       await service.close();
     },
   };
+}
+
+/**
+ * The statistics jobs that must run on one control instance (the leader): roll-up of finished
+ * hours and retention, now and every minute. Returns the function that stops them.
+ */
+export function statsLeaderJobs(service: StatsService, log: Logger): () => void {
+  const run = () =>
+    service
+      .runLeaderJobs()
+      .catch((err: unknown) =>
+        log.warn({ err }, 'the statistics rollup/retention job failed; retried in a minute'),
+      );
+  const timer = setInterval(run, LEADER_JOBS_MS);
+  timer.unref();
+  void run();
+  return () => clearInterval(timer);
 }

@@ -24,13 +24,14 @@ import { createToken, verifyToken } from '../control/tokens.js';
 import { apiBaseUrl, ensureFirstAdmin, signinUrl } from '../control/users.js';
 import { writeFileAtomic } from '../core/files.js';
 import { AccessLog, appLogLinesDropped, type Logger } from '../core/log.js';
-import { DnsService } from '../dns/service.js';
+import type { DnsService } from '../dns/service.js';
 import { doctorStoredSite, storedSiteWarnings } from '../doctor/site.js';
 import { RequestLog } from '../edge/request-log.js';
 import { Edge } from '../edge/server.js';
 import { nodeId, StoreSource } from '../edge/store-source.js';
 import type { ConfigStore } from '../store/types.js';
 import { listenErrorMessage } from './listen-error.js';
+import { dnsSelfCheck, startDns } from './serve-dns.js';
 import { localStats } from './serve-stats.js';
 import { type DemoSeed, seedDemo, storeBanner } from './store-banner.js';
 import { childContext, startFailed, supervise } from './supervisor.js';
@@ -161,6 +162,8 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
         names: config.cluster.names,
         certDays: config.cluster.nodeCertDays,
         log,
+        // remote edges' traffic goes where the local edge's goes
+        stats: stats.service,
       });
     const head = cluster ? () => cluster!.head() : undefined;
     stats.start(nodeId(dir));
@@ -243,28 +246,17 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
   let dns: DnsService | undefined;
   if (config.dns.listen.length > 0) {
     try {
-      dns = await DnsService.start({ store, baseDir: dir, log });
+      dns = await startDns(store, dir, log);
     } catch (e) {
       await Promise.all([source.close(), edge.close(), api.close(), cluster?.close()]);
       await store.close().catch(() => undefined);
-      const why =
-        e instanceof ConfigError
-          ? formatIssues(e.issues, store.location)
-          : (listenErrorMessage(e) ?? (e as Error).message);
-      process.stderr.write(`verge: the DNS server cannot start: ${why}\n`);
+      process.stderr.write(`verge: the DNS server cannot start: ${(e as Error).message}\n`);
       return 1;
     }
   }
 
   const [httpListener] = edge.addresses().http;
-  const dnsBound = dns?.server.addresses()[0];
-  const dnsCheck = dnsBound
-    ? {
-        host:
-          dnsBound.address === '0.0.0.0' ? '127.0.0.1' : dnsBound.address === '::' ? '::1' : dnsBound.address,
-        port: dnsBound.port,
-      }
-    : undefined;
+  const dnsCheck = dns ? dnsSelfCheck(dns) : undefined;
   // the one control process of this store leads from the start (src/control/leader.ts)
   const election = startElection({
     store,

@@ -34,6 +34,9 @@ import { createCsr } from '../tls/pki.js';
 import { type Identity, type NodeConfig, readState, writeIdentity, writeState } from './local.js';
 import type { ParentInfo } from './parents.js';
 
+/** The stored `edge:` settings (KEYS.edgeSettings in src/control/model.ts). */
+const EDGE_SETTINGS = 'settings/edge';
+
 /** No byte (not even a ping, sent every 5 s) for this long: the stream is dead. */
 export const STREAM_IDLE_MS = 15_000;
 export const BACKOFF_MIN_MS = 500;
@@ -151,6 +154,15 @@ export interface FollowerOptions {
   log: Logger;
   /** what the heartbeat reports beside the StoreSource record (cache, traffic) */
   stats?: () => Record<string, number>;
+  /**
+   * The edge's per-site traffic counters (a StatsReport of src/core/stats.ts), sent with every
+   * report as `traffic` for the control plane's statistics store
+   */
+  traffic?: () => unknown;
+  /** its progress on the latest prefetch jobs, sent with every report as `prefetches` */
+  prefetches?: () => unknown[];
+  /** a prefetch the control plane logged (kind "prefetches"): the node runs it */
+  onPrefetch?: (record: JsonValue, revision: number) => void;
   certDaysHint?: number;
   /** a parent's tier port as it listens ("0.0.0.0:8094"), sent with every report */
   tier?: () => string | undefined;
@@ -275,25 +287,30 @@ export class ClusterFollower {
     for (const w of waiting) w();
   }
 
-  /** The stored settings with this node's own listeners (--http/--https) in place of the shared ones. */
+  /**
+   * The stored settings with this node's own listeners (--http/--https) in place of the shared
+   * ones, and its own DNS fields: the shared edge.region, edge.weight and edge.publicAddresses
+   * describe the control plane's machine, never this node (its region comes from its join, its
+   * weight and addresses from --weight and --public-address; without them, weight 100 and its
+   * listeners' specific addresses). The heartbeat (src/edge/node-dns.ts) reports what this gives.
+   */
   #localize(key: string, value: JsonValue): JsonValue {
-    const listen = this.#opts.node.listen;
-    if (
-      key !== 'settings/edge' ||
-      !listen ||
-      typeof value !== 'object' ||
-      value === null ||
-      Array.isArray(value)
-    )
+    const node = this.#opts.node;
+    if (key !== EDGE_SETTINGS || typeof value !== 'object' || value === null || Array.isArray(value))
       return value;
     const edge = { ...value } as Record<string, JsonValue>;
     for (const proto of ['http', 'https'] as const) {
-      const addrs = listen[proto];
+      const addrs = node.listen?.[proto];
       if (!addrs) continue;
       const section = edge[proto];
       const base = typeof section === 'object' && section !== null && !Array.isArray(section) ? section : {};
       edge[proto] = { ...base, listen: addrs };
     }
+    // the region is reported from node.json (put below): a join region need not be a config one
+    delete edge['region'];
+    edge['publicAddresses'] = node.publicAddresses ?? [];
+    if (node.weight !== undefined) edge['weight'] = node.weight;
+    else delete edge['weight'];
     return edge;
   }
 
@@ -322,10 +339,11 @@ export class ClusterFollower {
   }
 
   #localized(snap: Snapshot): Snapshot {
-    return {
-      revision: snap.revision,
-      entries: snap.entries.map((e) => ({ ...e, value: this.#localize(e.key, e.value) })),
-    };
+    const entries = snap.entries.map((e) => ({ ...e, value: this.#localize(e.key, e.value) }));
+    // no stored edge settings (a config without an `edge:` section): this node's own still apply
+    if (!entries.some((e) => e.key === EDGE_SETTINGS))
+      entries.push({ key: EDGE_SETTINGS, value: this.#localize(EDGE_SETTINGS, {}), revision: 0 });
+    return { revision: snap.revision, entries };
   }
 
   #setMirror(snap: Snapshot): void {
@@ -337,11 +355,17 @@ export class ClusterFollower {
   /** The heartbeat: StoreSource writes nodes/<id>; here it is a report to the control plane. */
   async put(_key: string, value: JsonValue): Promise<number> {
     if (this.#closed) return this.#mirrorRevision;
-    const rec = value as Record<string, JsonValue>;
+    const { region: _shared, ...rec } = value as Record<string, JsonValue>;
+    const traffic = this.#opts.traffic?.();
+    const prefetches = this.#opts.prefetches?.();
+    const region = this.#opts.node.region;
     const tier = this.#opts.tier?.();
     const body = {
       ...rec,
+      ...(region ? { region } : {}),
       ...(this.#opts.stats ? { stats: this.#opts.stats() } : {}),
+      ...(traffic !== undefined ? { traffic: traffic as JsonValue } : {}),
+      ...(prefetches && prefetches.length > 0 ? { prefetches: prefetches as JsonValue[] } : {}),
       ...(this.#disconnectedSince ? { disconnectedSince: this.#disconnectedSince } : {}),
       ...(tier ? { tier } : {}),
     };
@@ -519,6 +543,8 @@ export class ClusterFollower {
       }
       await onChange(change);
       this.#recordApplied(change, delivered);
+      if (change.type === 'append' && change.kind === 'prefetches')
+        this.#opts.onPrefetch?.(change.value, change.revision);
     };
     // every change up to `revision` was sent: nothing to apply, but the revision moves, so purge
     // waits and `verge nodes` see the node current
@@ -568,7 +594,14 @@ export class ClusterFollower {
     switch (ev['type']) {
       case 'change': {
         const c = ev['change'] as Change;
-        await on.deliver(c.type === 'put' ? { ...c, value: this.#localize(c.key, c.value) } : c);
+        // the stored edge settings deleted: this node's own stay (a put of them over the defaults)
+        const local: Change =
+          c.type === 'put'
+            ? { ...c, value: this.#localize(c.key, c.value) }
+            : c.type === 'delete' && c.key === EDGE_SETTINGS
+              ? { type: 'put', key: c.key, value: this.#localize(c.key, {}), revision: c.revision }
+              : c;
+        await on.deliver(local);
         return;
       }
       case 'ping': {

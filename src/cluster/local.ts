@@ -2,7 +2,8 @@
  * What a remote edge keeps in its data directory (`verge edge --data DIR`), so that it restarts
  * and serves without the control plane (static stability, docs/cluster.md):
  *
- *   DIR/node.json            {nodeId, control, name, region, joinedAt, listen}: who and where
+ *   DIR/node.json            {nodeId, control, name, region, joinedAt, listen, weight,
+ *                            publicAddresses}: who and where, and what Verge's DNS gives out
  *   DIR/identity/node.key    its private key (0600, never leaves the machine)
  *   DIR/identity/node.crt    its certificate from the node CA (CN = node id)
  *   DIR/identity/ca.crt      the node CA: the only issuer it trusts for the control plane
@@ -41,6 +42,10 @@ export interface NodeConfig {
   parent?: boolean;
   /** a parent's tier port (--tier), default "0.0.0.0:8094" */
   tier?: string;
+  /** this node's share of DNS answers (--weight, 1..1000); absent: 100 */
+  weight?: number;
+  /** the addresses Verge's DNS gives out for this node (--public-address); absent: its specific listener addresses */
+  publicAddresses?: string[];
 }
 
 export interface Identity {

@@ -506,7 +506,13 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
   });
   on('POST', '/api/v1/prefetch', async (req, reply) => {
     const request = await parsePrefetch(store, requireBody(req));
-    const job = await createPrefetchJob(store, request.urls.length, now());
+    const edge = opts.edgeAddress?.();
+    // remote edges get the job through the log; the local edge, when this process runs one, here
+    const job = await createPrefetchJob(store, request, now(), edge !== undefined);
+    if (edge === undefined) {
+      reply.header('location', `/api/v1/jobs/${job.id}`);
+      return reply.code(202).send((await getJob(store, job.id, now())) ?? job);
+    }
     const forceHttps = new Set<string>();
     for (const s of (await listSites(store)).sites) {
       const h = s.input['https'];
@@ -517,7 +523,7 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
       job: structuredClone(job),
       urls: request.urls,
       concurrency: request.concurrency,
-      edge: opts.edgeAddress?.(),
+      edge,
       forceHttps,
       log,
       now,

@@ -13,7 +13,8 @@
  *                                  {type:"node", state}      this node's state changed
  *                                  {type:"gap", compactedBelow}  fetch the snapshot
  *                                  {type:"error", code, msg} the stream ends (node removed...)
- *   POST /cluster/v1/report     heartbeat: applied revision, failures, listeners, stats
+ *   POST /cluster/v1/report     heartbeat: applied revision, failures, listeners, stats, DNS
+ *                               fields (region, weight, publicAddresses), traffic counters
  *   POST /cluster/v1/renew      {csr} -> {certPem, caPem}
  *
  * Every route but join needs the node's client certificate from the node CA (mTLS), and the
@@ -21,7 +22,7 @@
  * disabled nodes get a coded 403, and an open stream is cut as soon as the record changes.
  *
  * What an edge is sent: settings (without the node CA, and the origin CA without its key),
- * sites, certificates, ACME challenges and purges. Never tokens, users, sessions, jobs or other
+ * sites, certificates, ACME challenges, purges and prefetches. Never tokens, users, sessions, jobs or other
  * nodes: edges hold no store credentials and no secrets they do not serve with.
  */
 
@@ -32,8 +33,9 @@ import { networkInterfaces } from 'node:os';
 import type { TLSSocket } from 'node:tls';
 import { CLUSTER_ERRORS } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
+import { StatsFormatError } from '../core/stats.js';
 import { type Change, type ConfigStore, type JsonValue, StoreGapError } from '../store/types.js';
-import { asRecord, KEYS, type NodeRecord, PURGE_KIND } from './model.js';
+import { asRecord, KEYS, type NodeRecord, PREFETCH_KIND, PURGE_KIND } from './model.js';
 import {
   ClusterError,
   caHash,
@@ -58,7 +60,8 @@ const BODY_LIMIT = 1024 * 1024;
 /** What an edge is sent of a change, or undefined when it is not an edge's business. */
 export function edgeChange(change: Change): Change | undefined {
   const key = change.key;
-  if (change.type === 'append') return change.kind === PURGE_KIND ? change : undefined;
+  if (change.type === 'append')
+    return change.kind === PURGE_KIND || change.kind === PREFETCH_KIND ? change : undefined;
   if (key === KEYS.nodeCa) return undefined;
   if (key === KEYS.originCa && change.type === 'put') {
     const v = change.value as { certPem?: JsonValue } | null;
@@ -84,6 +87,12 @@ export interface ClusterEndpointOptions {
   certDays?: number;
   log: Logger;
   now?: () => number;
+  /**
+   * The statistics store (src/control/stats.ts StatsService.ingest): a report's `traffic` goes
+   * there under the reporting node's id. Without it, traffic is dropped (the edge's next report
+   * carries its cumulative counters again, so nothing is lost for a later control plane).
+   */
+  stats?: { ingest(raw: unknown): boolean };
 }
 
 export interface ClusterEndpoint {
@@ -326,6 +335,22 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
         const report = parseReport(await readJson(req));
         if (report.tier) report.tier = tierAddress(report.tier, req.socket.remoteAddress);
         await recordReport(store, node.id, report, serial, now());
+        if (report.traffic !== undefined && opts.stats) {
+          const traffic = report.traffic;
+          try {
+            // counted under the certificate's node, whatever the body says: one node cannot
+            // move another's cursor
+            opts.stats.ingest(
+              typeof traffic === 'object' && traffic !== null ? { ...traffic, node: node.id } : traffic,
+            );
+          } catch (e) {
+            if (!(e instanceof StatsFormatError)) throw e;
+            throw new ClusterError(
+              'CLUSTER_BAD_REQUEST',
+              `report: field "traffic.${e.path}" ${e.message.slice(e.path.length + 2)}`,
+            );
+          }
+        }
         // the answer names the healthy parents (tiered cache) and, to a parent, who may pull
         const all = await nodeRecords();
         return replyJson(res, 200, {

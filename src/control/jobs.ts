@@ -6,8 +6,10 @@
  * heartbeat, so a purge is done once every live node has reached the record's revision. That
  * state is computed when the job is read, never stored: the nodes are the truth.
  *
- * A prefetch runs in the control process through a local edge (src/control/prefetch.ts) and
- * writes its progress into its job document.
+ * A prefetch runs in the control process through a local edge (src/control/prefetch.ts), which
+ * writes its progress into its job document, and on every remote edge: a PrefetchRecord appended
+ * to the log reaches them as purges do, and each reports its progress in its heartbeat; the
+ * per-edge state is computed when the job is read, as a purge's.
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
@@ -17,7 +19,10 @@ import {
   type JobRecord,
   KEYS,
   NODE_LIVE_MS,
+  type NodePrefetch,
   type NodeRecord,
+  PREFETCH_KIND,
+  type PrefetchRecord,
   PURGE_KIND,
   type PurgeRecord,
 } from './model.js';
@@ -28,8 +33,21 @@ export type JobView = JobRecord & {
   waitingFor?: string[];
   /** a purge: the edges that applied it, by name (verge purge) */
   confirmedBy?: string[];
-  /** a purge: each live edge and whether it has applied the purge (the console's per-edge confirmation) */
-  edges?: Array<{ id: string; hostname: string; appliedRevision: number; applied: boolean }>;
+  /**
+   * Each live edge and whether it has applied the purge (the console's per-edge confirmation);
+   * for a prefetch, each remote edge's progress, `applied` once it finished the job
+   */
+  edges?: Array<{
+    id: string;
+    /** a prefetch: the node's name */
+    name?: string;
+    hostname: string;
+    appliedRevision: number;
+    applied: boolean;
+    prefetch?: NodePrefetch;
+    /** a prefetch: the edge restarted after taking the job and lost its run (not waited for) */
+    interrupted?: boolean;
+  }>;
 };
 
 /** Jobs GET /api/v1/jobs returns (newest first). */
@@ -202,9 +220,10 @@ export async function listNodes(
  * live ones that have not yet.
  */
 function purgeState(job: JobRecord, nodes: Array<NodeRecord & { live: boolean }>): JobView {
+  if (job.type === 'prefetch') return prefetchState(job, nodes);
   if (job.type !== 'purge' || job.revision === undefined) return job;
   const live = nodes.filter((n) => n.live && n.state !== 'disabled');
-  const label = (n: NodeRecord) => (n.name && n.name !== n.id ? `${n.name} (${n.id})` : n.id);
+  const label = nodeLabel;
   const confirmedBy = live.filter((n) => n.appliedRevision >= job.revision!).map(label);
   const waiting = live.filter((n) => !(n.appliedRevision >= job.revision!)).map(label);
   const edges = live.map((n) => ({
@@ -272,20 +291,90 @@ export async function parsePrefetch(store: ConfigStore, body: unknown): Promise<
   return { urls, concurrency: parsed.data.concurrency };
 }
 
-/** Stores a new prefetch job in state "running". */
-export async function createPrefetchJob(store: ConfigStore, total: number, now: number): Promise<JobRecord> {
+/**
+ * Stores a new prefetch job and appends its PrefetchRecord to the log, for the remote edges
+ * (src/cluster/follower.ts hands it to `verge edge`, which fetches through its own listeners).
+ * With `local`, the control process's own edge fetches too (the job is "running" until it has);
+ * without, the job is the remote edges' alone ("pending"; its state comes from their reports).
+ */
+export async function createPrefetchJob(
+  store: ConfigStore,
+  request: PrefetchRequest,
+  now: number,
+  local: boolean,
+): Promise<JobRecord> {
   const id = newJobId();
   const job: JobRecord = {
     id,
     type: 'prefetch',
-    state: 'running',
+    state: local ? 'running' : 'pending',
     createdAt: new Date(now).toISOString(),
-    prefetch: { total, done: 0, failed: [], cache: {} },
+    prefetch: { total: request.urls.length, done: 0, failed: [], cache: {} },
+    ...(local ? {} : { local: false }),
   };
   await store.put(KEYS.job(id), job as unknown as JsonValue, { ifRevision: 0 });
+  const record: PrefetchRecord = {
+    jobId: id,
+    urls: request.urls.map((u) => ({ url: u.url.href, site: u.site })),
+    concurrency: request.concurrency,
+  };
+  job.revision = await store.append(PREFETCH_KIND, record as unknown as JsonValue);
+  await store.put(KEYS.job(id), job as unknown as JsonValue);
   await pruneJobs(store);
   return job;
 }
+
+/**
+ * A prefetch's per-edge confirmation, computed from the remote edges' reports as a purge's is.
+ * Expected: every live remote edge that is not disabled and joined before the job. An edge that
+ * finished it confirms it; one that restarted after applying the job's record without finishing
+ * it lost its run (`interrupted`: not waited for); the others are waited for. The job is done
+ * once the local edge (if any) and every expected edge are done; with no edge at all it failed.
+ */
+function prefetchState(job: JobRecord, nodes: Array<NodeRecord & { live: boolean }>): JobView {
+  if (job.type !== 'prefetch' || job.revision === undefined) return job;
+  const created = Date.parse(job.createdAt);
+  const expected = nodes.filter(
+    (n) =>
+      n.live &&
+      n.state !== 'disabled' &&
+      n.serial !== undefined &&
+      !(n.joinedAt !== undefined && Date.parse(n.joinedAt) > created),
+  );
+  const total = job.prefetch?.total ?? 0;
+  const edges = expected.map((n) => {
+    const p = n.prefetches?.find((x) => x.job === job.id);
+    const interrupted = !p && n.appliedRevision >= job.revision! && Date.parse(n.startedAt) > created;
+    return {
+      n,
+      view: {
+        id: n.id,
+        ...(n.name ? { name: n.name } : {}),
+        hostname: n.hostname,
+        appliedRevision: n.appliedRevision,
+        applied: p?.finished === true,
+        prefetch: p ?? { job: job.id, total, done: 0, failed: 0, cache: {}, finished: false },
+        ...(interrupted ? { interrupted: true } : {}),
+      },
+    };
+  });
+  const confirmedBy = edges.filter((e) => e.view.applied).map((e) => nodeLabel(e.n));
+  const waiting = edges.filter((e) => !e.view.applied && !e.view.interrupted).map((e) => nodeLabel(e.n));
+  const out: JobView = { ...job, confirmedBy, waitingFor: waiting, edges: edges.map((e) => e.view) };
+  if (job.local !== false) {
+    // the local edge's run decides failed; done waits for the remote edges too
+    if (job.state === 'done' && waiting.length > 0) out.state = 'running';
+    return out;
+  }
+  if (expected.length === 0) {
+    out.state = 'failed';
+    out.error =
+      'no edge to fetch through: no local edge runs in this control process, and no live remote edge (verge edge --join) reports to it';
+  } else out.state = waiting.length > 0 ? 'running' : 'done';
+  return out;
+}
+
+const nodeLabel = (n: NodeRecord) => (n.name && n.name !== n.id ? `${n.name} (${n.id})` : n.id);
 
 export function jobNotFound(id: string): ServiceError {
   return new ServiceError(

@@ -83,6 +83,19 @@ export const SECTION_KEYS = {
 
 /** The log kind of purge records: store.append(PURGE_KIND, PurgeRecord). */
 export const PURGE_KIND = 'purges';
+/** The log kind of prefetch records: store.append(PREFETCH_KIND, PrefetchRecord); remote edges run them. */
+export const PREFETCH_KIND = 'prefetches';
+
+/**
+ * A prefetch as logged for the remote edges: each fetches the URLs through its own listeners and
+ * reports its progress (NodePrefetch) in its heartbeat. Not replayed after a log gap (a warm
+ * cache is an optimisation, not a promise).
+ */
+export interface PrefetchRecord {
+  jobId: string;
+  urls: Array<{ url: string; site: string }>;
+  concurrency: number;
+}
 
 /** A certificate as stored. PEM text; `chainPem` is leaf first, then intermediates. */
 export interface CertRecord {
@@ -188,7 +201,27 @@ export interface NodeRecord {
   weight?: number;
   /** public IP addresses Verge's DNS gives out for this node (edge.publicAddresses) */
   publicAddresses?: string[];
+  /** remote edges: their progress on the latest prefetch jobs (PrefetchRecord), newest last */
+  prefetches?: NodePrefetch[];
 }
+
+/** A remote edge's progress on one prefetch job, as its report carries it. */
+export interface NodePrefetch {
+  job: string;
+  total: number;
+  done: number;
+  /** how many of `done` failed */
+  failed: number;
+  /** X-Cache values of the fetches that succeeded, counted */
+  cache: Record<string, number>;
+  finished: boolean;
+  /** the first failures (at most NODE_PREFETCH_FAILURES) */
+  failures?: PrefetchFailure[];
+}
+
+/** Prefetch jobs a remote edge keeps reporting (the newest), and failures listed per job. */
+export const NODE_PREFETCHES = 20;
+export const NODE_PREFETCH_FAILURES = 20;
 
 export type NodeState = 'active' | 'draining' | 'disabled';
 
@@ -258,7 +291,8 @@ export interface PrefetchFailure {
 
 /**
  * A purge or prefetch job. A purge is `done` once every live node has applied revision >=
- * `revision`; a prefetch runs in the control process through a local edge.
+ * `revision`; a prefetch runs in the control process through a local edge (when there is one)
+ * and on every remote edge (its PrefetchRecord at `revision`), each confirming in its heartbeat.
  */
 export interface JobRecord {
   id: string;
@@ -266,11 +300,17 @@ export interface JobRecord {
   state: 'pending' | 'running' | 'done' | 'failed';
   createdAt: string;
   finishedAt?: string;
-  /** purge: the revision of its PurgeRecord in the log */
+  /** purge: the revision of its PurgeRecord in the log; prefetch: of its PrefetchRecord */
   revision?: number;
   purge?: Omit<PurgeRecord, 'jobId'>;
   prefetch?: { total: number; done: number; failed: PrefetchFailure[]; cache: Record<string, number> };
   error?: string;
+  /**
+   * A prefetch: false when no edge runs in the control process (`verge control`), so `prefetch`
+   * holds no progress of its own and the job is the remote edges' (`revision` is its
+   * PrefetchRecord in the log). Absent: a local edge fetches too.
+   */
+  local?: boolean;
 }
 
 /** ACME state of one site. */

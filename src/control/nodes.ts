@@ -12,6 +12,7 @@
  * as the node record: its serial must match, the node must exist and not be disabled.
  */
 import { createHash, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
+import { isIP } from 'node:net';
 import { CLUSTER_ERRORS, type ClusterErrorCode } from '../core/errors.js';
 import { type ConfigStore, type JsonValue, StoreConflictError } from '../store/types.js';
 import { createCa, createLeaf, issueClientCert, type KeyCert } from '../tls/pki.js';
@@ -20,6 +21,9 @@ import {
   type JoinTokenRecord,
   KEYS,
   NODE_LIVE_MS,
+  NODE_PREFETCH_FAILURES,
+  NODE_PREFETCHES,
+  type NodePrefetch,
   type NodeRecord,
   type NodeState,
   type NodeStats,
@@ -393,6 +397,47 @@ export interface NodeReport {
   disconnectedSince?: string;
   /** a parent's tier port, "host:port" (a wildcard host is replaced by the report's source address) */
   tier?: string;
+  /** what Verge's DNS reads (src/dns/service.ts): the node's region, weight and public addresses */
+  region?: string;
+  weight?: number;
+  publicAddresses?: string[];
+  /** the edge's traffic counters (src/core/stats.ts StatsReport), for the statistics store */
+  traffic?: unknown;
+  /** its progress on the latest prefetch jobs */
+  prefetches?: NodePrefetch[];
+}
+
+const count = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+
+/** The `prefetches` of a report; throws the error `bad` makes, naming the field. */
+function parsePrefetches(v: unknown, bad: (k: string, what: string) => ClusterError): NodePrefetch[] {
+  if (!Array.isArray(v) || v.length > NODE_PREFETCHES)
+    throw bad('prefetches', `must be a list of at most ${NODE_PREFETCHES} jobs`);
+  return v.map((p, i) => {
+    const k = `prefetches[${i}]`;
+    if (typeof p !== 'object' || p === null) throw bad(k, 'must be an object');
+    const o = p as Record<string, unknown>;
+    if (typeof o['job'] !== 'string' || !/^[A-Za-z0-9-]{1,64}$/.test(o['job']))
+      throw bad(`${k}.job`, 'must be a job id');
+    for (const f of ['total', 'done', 'failed'] as const)
+      if (!count(o[f])) throw bad(`${k}.${f}`, 'must be a whole number >= 0');
+    const cache = o['cache'] ?? {};
+    if (typeof cache !== 'object' || cache === null || !Object.values(cache).every(count))
+      throw bad(`${k}.cache`, 'must be counts by X-Cache value');
+    if (typeof o['finished'] !== 'boolean') throw bad(`${k}.finished`, 'must be true or false');
+    const failures = o['failures'];
+    if (failures !== undefined && (!Array.isArray(failures) || failures.length > NODE_PREFETCH_FAILURES))
+      throw bad(`${k}.failures`, `must be a list of at most ${NODE_PREFETCH_FAILURES}`);
+    return {
+      job: o['job'],
+      total: o['total'] as number,
+      done: o['done'] as number,
+      failed: o['failed'] as number,
+      cache: cache as Record<string, number>,
+      finished: o['finished'],
+      ...(Array.isArray(failures) ? { failures: failures as NodePrefetch['failures'] } : {}),
+    };
+  });
 }
 
 /** Validates a report body; throws CLUSTER_BAD_REQUEST naming the field. */
@@ -426,6 +471,21 @@ export function parseReport(body: unknown): NodeReport {
       if (typeof v === 'number' && Number.isFinite(v) && v >= 0) statsOut[k] = v;
     }
   }
+  const region = b['region'];
+  if (region !== undefined && (typeof region !== 'string' || !REGION.test(region)))
+    throw bad('region', 'must be a region label: lower-case letters, digits and hyphens');
+  const weight = b['weight'];
+  if (
+    weight !== undefined &&
+    !(Number.isInteger(weight) && (weight as number) >= 1 && (weight as number) <= 1000)
+  )
+    throw bad('weight', 'must be a whole number from 1 to 1000');
+  const pub = b['publicAddresses'];
+  if (
+    pub !== undefined &&
+    !(Array.isArray(pub) && pub.length <= 64 && pub.every((a) => typeof a === 'string' && isIP(a) !== 0))
+  )
+    throw bad('publicAddresses', 'must be a list of IPv4 or IPv6 addresses');
   const pid = b['pid'];
   const since = b['disconnectedSince'];
   const tier = b['tier'];
@@ -446,6 +506,11 @@ export function parseReport(body: unknown): NodeReport {
     ...(stats !== undefined ? { stats: statsOut } : {}),
     ...(typeof since === 'string' ? { disconnectedSince: since.slice(0, 40) } : {}),
     ...(typeof tier === 'string' ? { tier } : {}),
+    ...(region !== undefined ? { region } : {}),
+    ...(weight !== undefined ? { weight: weight as number } : {}),
+    ...(pub !== undefined ? { publicAddresses: pub as string[] } : {}),
+    ...(b['traffic'] !== undefined ? { traffic: b['traffic'] } : {}),
+    ...(b['prefetches'] !== undefined ? { prefetches: parsePrefetches(b['prefetches'], bad) } : {}),
   };
 }
 
@@ -491,6 +556,15 @@ export async function recordReport(
     else delete next.disconnectedSince;
     if (report.tier) next.tier = report.tier;
     else delete next.tier;
+    // what the DNS gives out: the node's own words; a report without a region keeps the join's
+    if (report.region) next.region = report.region;
+    if (report.weight !== undefined) next.weight = report.weight;
+    else delete next.weight;
+    if (report.publicAddresses) next.publicAddresses = report.publicAddresses;
+    else delete next.publicAddresses;
+    // a prefetch job's per-edge confirmation (src/control/jobs.ts)
+    if (report.prefetches && report.prefetches.length > 0) next.prefetches = report.prefetches;
+    else delete next.prefetches;
     const same =
       JSON.stringify({ ...next, stats: undefined }) === JSON.stringify({ ...n, stats: undefined }) &&
       now - Date.parse(n.lastSeen) < REPORT_WRITE_MS;

@@ -168,6 +168,36 @@ export function connectAddress(listen: string): { host: string; port: number } |
 }
 
 /**
+ * How one URL is fetched through an edge's listeners (HTTP and/or HTTPS listen addresses): https
+ * URLs, and http URLs of sites that force HTTPS, go to the HTTPS listener when there is one; an
+ * https URL without one fails with PREFETCH_NO_LISTENER. Undefined when the edge has no listener.
+ * Shared by the control process's local edge (runPrefetchJob) and remote edges (`verge edge`).
+ */
+export function fetcherThrough(
+  edge: { http?: string; https?: string } | undefined,
+  forceHttps: ReadonlySet<string>,
+): ((u: { url: URL; site: string }, agents: PrefetchAgents) => Promise<FetchResult>) | undefined {
+  const httpAddr = edge?.http ? connectAddress(edge.http) : undefined;
+  const httpsAddr = edge?.https ? connectAddress(edge.https) : undefined;
+  if (!httpAddr && !httpsAddr) return undefined;
+  const targetFor = (u: { url: URL; site: string }): PrefetchTarget | undefined => {
+    const wantTls = u.url.protocol === 'https:' || forceHttps.has(u.site);
+    if (wantTls && httpsAddr) return { ...httpsAddr, tls: true };
+    if (u.url.protocol === 'https:') return undefined;
+    return httpAddr ? { ...httpAddr, tls: false } : { ...httpsAddr!, tls: true };
+  };
+  return (u, agents) => {
+    const target = targetFor(u);
+    if (!target)
+      return Promise.resolve({
+        code: 'PREFETCH_NO_LISTENER',
+        msg: 'the edge has no HTTPS listener for this https URL: add one (edge.https.listen)',
+      });
+    return fetchThrough(u.url, target, agents);
+  };
+}
+
+/**
  * Runs a stored prefetch job through the local edge at `edge` (HTTP and/or HTTPS listen
  * addresses): https URLs, and http URLs of sites that force HTTPS, go to the HTTPS listener when
  * there is one. Progress goes into jobs/<id> at most every PROGRESS_EVERY_MS and at the end;
@@ -211,9 +241,8 @@ export async function runPrefetchJob(opts: {
     return write();
   };
 
-  const httpAddr = opts.edge?.http ? connectAddress(opts.edge.http) : undefined;
-  const httpsAddr = opts.edge?.https ? connectAddress(opts.edge.https) : undefined;
-  if (!httpAddr && !httpsAddr) {
+  const fetchOne = fetcherThrough(opts.edge, opts.forceHttps);
+  if (!fetchOne) {
     await finish(
       'failed',
       'no local edge is running in this process to fetch through: start Verge with its edge listeners (`verge serve`) and prefetch again',
@@ -221,13 +250,6 @@ export async function runPrefetchJob(opts: {
     log.warn({ job: job.id }, 'prefetch failed: no local edge');
     return;
   }
-  const targetFor = (u: { url: URL; site: string }): PrefetchTarget | undefined => {
-    const wantTls = u.url.protocol === 'https:' || opts.forceHttps.has(u.site);
-    if (wantTls && httpsAddr) return { ...httpsAddr, tls: true };
-    if (u.url.protocol === 'https:') return undefined;
-    return httpAddr ? { ...httpAddr, tls: false } : { ...httpsAddr!, tls: true };
-  };
-
   const agents = prefetchAgents();
   // cut the fetches in flight too, so a shutdown does not wait for slow origins
   const abort = () => {
@@ -240,15 +262,7 @@ export async function runPrefetchJob(opts: {
     await runPrefetch({
       items: opts.urls,
       concurrency: opts.concurrency,
-      fetch: (u) => {
-        const target = targetFor(u);
-        if (!target)
-          return Promise.resolve({
-            code: 'PREFETCH_NO_LISTENER',
-            msg: 'the local edge has no HTTPS listener for this https URL: add one (edge.https.listen)',
-          });
-        return fetchThrough(u.url, target, agents);
-      },
+      fetch: (u) => fetchOne(u, agents),
       onResult: (u, r) => {
         if ('xcache' in r) progress.cache[r.xcache] = (progress.cache[r.xcache] ?? 0) + 1;
         else {

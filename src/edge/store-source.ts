@@ -163,6 +163,21 @@ export class StoreSource {
     void this.#writeHeartbeat();
   }
 
+  /**
+   * A last heartbeat, awaited for at most `waitMs` (a stopping edge reports what it served while
+   * draining; an unreachable control plane does not hold up the stop).
+   */
+  async reportLast(waitMs = 3000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.#writeHeartbeat(),
+      new Promise<void>((r) => {
+        timer = setTimeout(r, waitMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     this.#stopWatch?.();
