@@ -31,7 +31,6 @@ import { openEtcdStore } from '../store/etcd.js';
 import { type ConfigStore, type JsonValue, StoreOpenError } from '../store/types.js';
 import { UsageError } from './errors.js';
 import { listenErrorMessage } from './listen-error.js';
-import { DnsStartError, dnsSelfCheck, startDns } from './serve-dns.js';
 import { statsLeaderJobs } from './serve-stats.js';
 import { acmeCa, ensureAdminToken, firstAdmin } from './serve-store.js';
 import { type EtcdFlags, etcdOptions, parseStoreSpec } from './store-spec.js';
@@ -140,7 +139,9 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
         stats,
       });
     // Verge's DNS for the CDN zone when dns.listen is set, answering from the node records
-    if (config.dns.listen.length > 0) dns = await startDns(store, localDir, log);
+    if (config.dns.listen.length > 0)
+      // loaded only when used: most control instances serve no DNS
+      dns = await (await import('./serve-dns.js')).startDns(store, localDir, log);
     const head = cluster ? () => cluster!.head() : undefined;
     api = await startControlApi({
       ...(head ? { clusterHead: head } : {}),
@@ -168,7 +169,8 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
   } catch (e) {
     await closeServices().catch(() => undefined);
     await closeStore();
-    if (e instanceof DnsStartError) {
+    // by name: the class is in serve-dns.ts, loaded only when dns.listen is set
+    if (e instanceof Error && e.name === 'DnsStartError') {
       process.stderr.write(`verge: the DNS server cannot start: ${e.message}\n`);
       return 1;
     }
@@ -187,7 +189,7 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
     log.error({ err }, 'could not make the first admin user; restarting verge control retries'),
   );
 
-  const dnsCheck = dns ? dnsSelfCheck(dns) : undefined;
+  const dnsCheck = dns ? (await import('./serve-dns.js')).dnsSelfCheck(dns) : undefined;
   const elected = startElection({
     store,
     self: { id, api: api.url },
