@@ -240,3 +240,78 @@ test('a revalidate purge (store-log gap) survives restarts, in the log and then 
   assert.equal((await s3.get('//www.example.com/h'))?.noStale ?? false, false);
   await s3.close();
 });
+
+test('start-up counts each purge it applies once, writes its marks into the headers, and leaves entries already marked as strongly', async () => {
+  const dir = tempDir();
+  const open = () => DiskStore.open({ dir, maxBytes: 64 * 1024 ** 2 });
+  const k = (n: string) => `//www.example.com/${n}`;
+  const s1 = await open();
+  for (const n of ['a', 'b', 'c', 'd', 'e']) await put(s1, k(n), Buffer.from(n));
+  await s1.purge({ type: 'key', key: k('a') }, 'hard');
+  await s1.purge({ type: 'key', key: k('b') }, 'soft');
+  await s1.purge({ type: 'key', key: k('e') }, 'soft');
+  await s1.purge({ type: 'key', key: k('c') }, 'revalidate');
+  await s1.close();
+
+  const s2 = await open();
+  assert.deepEqual(
+    [s2.startup.purgedHard, s2.startup.purgedSoft, s2.startup.purgedRevalidate, s2.startup.entries],
+    [0, 2, 1, 4],
+    'the hard purge unlinked its file already; the soft and revalidate marks lived only in the index and the log',
+  );
+  assert.equal(await s2.get(k('a')), undefined);
+  const marks = async (s: DiskStore, n: string) => {
+    const m = await s.get(k(n));
+    return m ? [m.stale, m.noStale ?? false] : 'gone';
+  };
+  assert.deepEqual(await marks(s2, 'b'), [true, false]);
+  assert.deepEqual(await marks(s2, 'c'), [true, true]);
+  assert.deepEqual(await marks(s2, 'd'), [false, false]);
+  // purges that add nothing to what the headers already say, and one that does (soft -> revalidate)
+  await s2.purge({ type: 'key', key: k('b') }, 'soft');
+  await s2.purge({ type: 'key', key: k('c') }, 'soft');
+  await s2.purge({ type: 'key', key: k('c') }, 'revalidate');
+  await s2.purge({ type: 'key', key: k('e') }, 'revalidate');
+  await s2.close();
+
+  const s3 = await open();
+  assert.deepEqual([s3.startup.purgedHard, s3.startup.purgedSoft, s3.startup.purgedRevalidate], [0, 0, 1]);
+  assert.deepEqual(await marks(s3, 'b'), [true, false]);
+  assert.deepEqual(await marks(s3, 'c'), [true, true]);
+  assert.deepEqual(await marks(s3, 'e'), [true, true]);
+  assert.deepEqual(await marks(s3, 'd'), [false, false]);
+  await s3.close();
+
+  // the log is empty now: every mark comes from the files' headers
+  assert.equal(readFileSync(join(dir, 'purges.log'), 'utf8'), '');
+  const s4 = await open();
+  assert.deepEqual([s4.startup.purgedHard, s4.startup.purgedSoft, s4.startup.purgedRevalidate], [0, 0, 0]);
+  assert.deepEqual(await marks(s4, 'e'), [true, true]);
+  const e = await s4.open(k('e'));
+  assert.ok(e);
+  assert.equal((await readAll(e.body)).toString(), 'e', 'the body is kept behind the rewritten header');
+  await s4.close();
+});
+
+test('a soft purge at start-up rewrites a header longer than the first read (many tags)', async () => {
+  const dir = tempDir();
+  const open = () => DiskStore.open({ dir, maxBytes: 64 * 1024 ** 2 });
+  const tags = Array.from({ length: 600 }, (_, i) => `tag-number-${i}`); // ~10 KB of JSON
+  const body = Buffer.from('long header');
+  const s1 = await open();
+  await put(s1, '//www.example.com/long', body, { tags });
+  await s1.purge({ type: 'tag', tag: 'tag-number-599' }, 'revalidate');
+  await s1.close();
+  const s2 = await open();
+  assert.equal(s2.startup.purgedRevalidate, 1);
+  await s2.close();
+  const s3 = await open();
+  assert.equal(s3.startup.dropped, 0);
+  const o = await s3.open('//www.example.com/long');
+  assert.ok(o);
+  assert.equal(o.meta.stale, true);
+  assert.equal(o.meta.noStale, true);
+  assert.equal(o.meta.tags.length, 600);
+  assert.ok((await readAll(o.body)).equals(body));
+  await s3.close();
+});

@@ -1037,8 +1037,12 @@ export class DiskStore implements CacheStore {
   async purge(selector: PurgeSelector, mode: StorePurgeMode): Promise<number> {
     if (this.#closed) throw new CacheStoreError('CLOSED', `disk store ${this.dir} is closed`);
     const seq = this.nextSeq();
-    await this.#log.append({ seq, selector, mode, at: this.#now() });
+    // Writers in flight see the purge from the moment it has its sequence number, not only once
+    // it is logged: a small body's commit can end while the log is being synced, gets a sequence
+    // number above the purge's, and would then be skipped by the loop below as written after it.
+    // (Should the append fail, those writers were purged for nothing: the safe side.)
     if (this.#writers.size > 0) this.#inflightPurges.add({ seq, selector, mode });
+    await this.#log.append({ seq, selector, mode, at: this.#now() });
     let n = 0;
     const unlinks: Promise<void>[] = [];
     for (const [key, e] of [...this.#index]) {

@@ -338,6 +338,35 @@ export function storageConformance(
     );
 
     test(
+      'a purge requested before a body begun earlier commits applies to it, even when the commit ends before the purge is acknowledged',
+      withStore(8 * MB, async (s) => {
+        // The disk store logs (and syncs) a purge before applying it; a small body's commit ends
+        // within that wait. The body was fetched before the purge was asked for: once the purge
+        // is acknowledged, it must not be served as fresh.
+        for (const mode of ['hard', 'soft', 'revalidate'] as const) {
+          const key = `//a.test/${mode}`;
+          const w = await s.begin(key, entry());
+          await w.write(Buffer.from('fetched before the purge'));
+          const purged = s.purge({ type: 'key', key }, mode);
+          const committed = w.commit().then(
+            (m) => m,
+            (e: unknown) => e,
+          );
+          await purged;
+          const c = await committed;
+          const m = await s.get(key);
+          if (mode === 'hard') {
+            assert.equal(m, undefined, 'hard: gone once the purge is acknowledged');
+            assert.ok(c instanceof CacheStoreError && c.code === 'PURGED', `hard: commit refused, got ${String(c)}`);
+          } else {
+            assert.equal(m?.stale, true, `${mode}: stale once the purge is acknowledged`);
+            assert.equal(m?.noStale ?? false, mode === 'revalidate', `${mode}: noStale`);
+          }
+        }
+      }),
+    );
+
+    test(
       'bounded in bytes: least recently used entries are evicted',
       withStore(2 * MB, async (s) => {
         const body = bytesFor(6, 100_000);
