@@ -14,8 +14,9 @@ import {
   purgeMatches,
   urlSelector,
 } from '../src/cache/purge.js';
+import { CacheStoreError } from '../src/cache/storage.js';
 import { TieredStore } from '../src/cache/tiered.js';
-import { put, readAll } from './helpers/cache-data.js';
+import { entry, put, readAll } from './helpers/cache-data.js';
 
 const dirs: string[] = [];
 function tempDir(): string {
@@ -314,4 +315,50 @@ test('a soft purge at start-up rewrites a header longer than the first read (man
   assert.equal(o.meta.tags.length, 600);
   assert.ok((await readAll(o.body)).equals(body));
   await s3.close();
+});
+
+test('a purge log that cannot be opened makes the cache directory unusable, naming the file', async () => {
+  const dir = tempDir();
+  const s = await DiskStore.open({ dir, maxBytes: 64 * 1024 ** 2 });
+  await s.close();
+  rmSync(join(dir, 'purges.log'));
+  mkdirSync(join(dir, 'purges.log'));
+  await assert.rejects(DiskStore.open({ dir, maxBytes: 64 * 1024 ** 2 }), (e: unknown) => {
+    assert.ok(e instanceof CacheStoreError);
+    assert.equal(e.code, 'DIR_UNUSABLE');
+    assert.equal(e.errno, 'EISDIR');
+    assert.ok(
+      e.message.startsWith(
+        `cache directory ${dir} is not usable: EISDIR (open ${join(dir, 'purges.log')}): `,
+      ),
+      e.message,
+    );
+    return true;
+  });
+});
+
+test('a purge stays in force for every writer that began before it, whichever writers finish first', async () => {
+  const dir = tempDir();
+  const s = await DiskStore.open({ dir, maxBytes: 64 * 1024 ** 2 });
+  const early = await s.begin('//www.example.com/early', entry());
+  await early.write(Buffer.from('fetched before the purge'));
+  const early2 = await s.begin('//www.example.com/early2', entry());
+  await early2.write(Buffer.from('fetched before the purge too'));
+  await s.purge({ type: 'host', host: 'www.example.com' }, 'hard');
+  const late = await s.begin('//www.example.com/late', entry());
+  await late.write(Buffer.from('fetched after'));
+  const late2 = await s.begin('//www.example.com/late2', entry());
+  await late2.write(Buffer.from('fetched after'));
+  // the later writers finish first (one commits, one is aborted), then the earlier ones
+  assert.equal((await late.commit()).stale, false);
+  await late2.abort();
+  await assert.rejects(early2.commit(), { code: 'PURGED' });
+  await assert.rejects(early.commit(), { code: 'PURGED' });
+  assert.equal(await s.get('//www.example.com/early'), undefined);
+  assert.equal(await s.get('//www.example.com/early2'), undefined);
+  assert.ok(await s.get('//www.example.com/late'));
+  assert.equal(s.stats().aborts, 3, 'the aborted writer and the two refused commits, each counted once');
+  await late2.abort();
+  assert.equal(s.stats().aborts, 3);
+  await s.close();
 });

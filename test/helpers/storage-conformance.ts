@@ -357,7 +357,10 @@ export function storageConformance(
           const m = await s.get(key);
           if (mode === 'hard') {
             assert.equal(m, undefined, 'hard: gone once the purge is acknowledged');
-            assert.ok(c instanceof CacheStoreError && c.code === 'PURGED', `hard: commit refused, got ${String(c)}`);
+            assert.ok(
+              c instanceof CacheStoreError && c.code === 'PURGED',
+              `hard: commit refused, got ${String(c)}`,
+            );
           } else {
             assert.equal(m?.stale, true, `${mode}: stale once the purge is acknowledged`);
             assert.equal(m?.noStale ?? false, mode === 'revalidate', `${mode}: noStale`);
