@@ -1,6 +1,6 @@
 // Purge (src/cache/purge.ts): selectors, the persistent purge log, purges surviving a restart.
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -275,6 +275,7 @@ test('start-up counts each purge it applies once, writes its marks into the head
   await s2.purge({ type: 'key', key: k('e') }, 'revalidate');
   await s2.close();
 
+  const fds = readdirSync('/proc/self/fd').length;
   const s3 = await open();
   assert.deepEqual([s3.startup.purgedHard, s3.startup.purgedSoft, s3.startup.purgedRevalidate], [0, 0, 1]);
   assert.deepEqual(await marks(s3, 'b'), [true, false]);
@@ -282,6 +283,7 @@ test('start-up counts each purge it applies once, writes its marks into the head
   assert.deepEqual(await marks(s3, 'e'), [true, true]);
   assert.deepEqual(await marks(s3, 'd'), [false, false]);
   await s3.close();
+  assert.equal(readdirSync('/proc/self/fd').length, fds, 'every file opened at start-up is closed again');
 
   // the log is empty now: every mark comes from the files' headers
   assert.equal(readFileSync(join(dir, 'purges.log'), 'utf8'), '');
@@ -352,7 +354,10 @@ test('a purge stays in force for every writer that began before it, whichever wr
   // the later writers finish first (one commits, one is aborted), then the earlier ones
   assert.equal((await late.commit()).stale, false);
   await late2.abort();
-  await assert.rejects(early2.commit(), { code: 'PURGED' });
+  await assert.rejects(early2.commit(), {
+    code: 'PURGED',
+    message: 'a purge covering //www.example.com/early2 arrived while it was being written',
+  });
   await assert.rejects(early.commit(), { code: 'PURGED' });
   assert.equal(await s.get('//www.example.com/early'), undefined);
   assert.equal(await s.get('//www.example.com/early2'), undefined);
@@ -361,4 +366,32 @@ test('a purge stays in force for every writer that began before it, whichever wr
   await late2.abort();
   assert.equal(s.stats().aborts, 3);
   await s.close();
+  await assert.rejects(s.purge({ type: 'all' }, 'hard'), {
+    code: 'CLOSED',
+    message: `disk store ${dir} is closed`,
+  });
+});
+
+test('a hard purge applied from the log at start-up deletes the file: it does not come back at the next start', async () => {
+  const dir = tempDir();
+  const open = () => DiskStore.open({ dir, maxBytes: 64 * 1024 ** 2 });
+  const s = await open();
+  const m = await put(s, '//www.example.com/gone', Buffer.from('gone'));
+  await put(s, '//www.example.com/kept', Buffer.from('kept'));
+  await s.close();
+  // logged but not applied: the process died between the log's sync and the unlink
+  appendFileSync(
+    join(dir, 'purges.log'),
+    `${JSON.stringify({ seq: m.seq + 5, selector: { type: 'key', key: '//www.example.com/gone' }, mode: 'hard', at: 0 })}\n`,
+  );
+  const s2 = await open();
+  assert.equal(s2.startup.purgedHard, 1);
+  assert.equal(s2.startup.entries, 1);
+  assert.equal(s2.stats().objects, 1);
+  assert.equal(await s2.get('//www.example.com/gone'), undefined);
+  await s2.close();
+  const s3 = await open();
+  assert.equal(s3.startup.entries, 1, 'the purged file was deleted, not only left out of the index');
+  assert.equal(await s3.get('//www.example.com/gone'), undefined);
+  await s3.close();
 });
