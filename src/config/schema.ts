@@ -967,6 +967,12 @@ export const edgeSchema = z
       })
       .prefault({})
       .describe('Visitor-side limits; defaults follow a hardened nginx.'),
+    fastPath: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Answer plainly simple HTTP/1.1 GET/HEAD requests for fresh memory-resident hits from prebuilt buffers, without node:http (same bytes, logs and metrics); every other request on the connection goes to node:http. false: node:http reads every request.',
+      ),
     workers: z
       .union([z.number().int().min(1).max(64), z.literal('auto')])
       .default(1)

@@ -148,7 +148,7 @@ function mark(ctx: RequestContext, state: CacheState, reason?: string): void {
  * Keyed by the EntryMeta object: stores replace that object on every change (update, soft purge,
  * new version), so a template never outlives the metadata it was built from.
  */
-interface HitTemplate {
+export interface HitTemplate {
   rules: CacheRules;
   scheme: string;
   hsts: string | undefined;
@@ -156,70 +156,86 @@ interface HitTemplate {
   headers: Record<string, string | string[] | number | undefined>;
   ageSecs: number;
   age: string;
+  /**
+   * The head as node:http would write it, for the HTTP/1.1 fast path (src/edge/fast-hit.ts):
+   * built on first use, null when node:http's serialisation of these fields cannot be reproduced
+   * byte for byte (then the fast path leaves the request to node:http).
+   */
+  wire?: HitWire | null;
 }
 const hitTemplates = new WeakMap<EntryMeta, HitTemplate>();
 
+/**
+ * A response head split around the fields that change per request: `parts[0] slot[0] parts[1]
+ * slot[1] ... parts[n]`, each slot 'age' or 'id'. `date` is whether a Date field is among the
+ * stored ones (node:http then adds none).
+ */
+export interface HitWire {
+  parts: string[];
+  slots: Array<'age' | 'id'>;
+  date: boolean;
+}
+
 /** How the handler finishes a response head (X-Request-Id, X-Cache, Via, HSTS). */
 export type FinalHeaders = (
-  ctx: RequestContext,
+  id: string,
+  state: CacheState,
+  scheme: string,
+  site: CompiledSite,
   headers: HeaderMap,
 ) => Record<string, string | string[] | number | undefined>;
 
+/** A fresh memory-resident hit found by lookupResidentHit(). */
+export interface ResidentHit {
+  status: number;
+  /** the body; undefined for HEAD */
+  body: Buffer | undefined;
+  template: HitTemplate;
+}
+
 /**
  * Phase 5's common case, fully synchronous: a fresh (RFC 9111 section 4.2) stored response whose
- * body is resident in memory, asked for without preconditions, Range or a compressed coding. It
- * answers exactly as cachePhase() would (same headers, same order), without a promise, a stream
- * or per-request header rebuilding. Returns true when it answered, else the primary key it
- * computed: the caller then runs cachePhase() with it, which handles every other case. When it
- * does not answer it changes nothing but ctx.phase and ctx.cacheKey, which cachePhase() sets again.
+ * body is resident in memory, asked for without preconditions, Range or a compressed coding.
+ * Returns the hit (status, body, head template with its Age brought up to date), or the primary
+ * key it computed when the request is anything else. Shared by serveResidentHit() (node:http) and
+ * the HTTP/1.1 fast path (src/edge/fast-hit.ts), so both answer with the same fields.
  */
-export function serveResidentHit(
-  ctx: RequestContext,
+export function lookupResidentHit(
   cache: EdgeCache,
   site: CompiledSite,
   rules: CacheRules,
+  scheme: 'http' | 'https',
+  method: string,
   path: string,
+  headers: HeaderMap,
   finalHeaders: FinalHeaders,
-): string | true {
-  ctx.phase = 'cache';
-  const primary = primaryKey(site.keySite, ctx.scheme, path, rules.query, ctx.req.headers as HeaderMap);
-  ctx.cacheKey = primary;
+): ResidentHit | string {
+  const primary = primaryKey(site.keySite, scheme, path, rules.query, headers);
   const store = cache.store;
   if (!store.variantsSync || !store.bodySync || cache.coalescer.isHitForPass(primary)) return primary;
   const fast = store.variantsSync(primary);
   if (fast.length === 0) return primary;
-  const req = ctx.req;
-  const creq: CacheRequest = { method: req.method ?? 'GET', url: path, headers: req.headers as HeaderMap };
-  const meta = selectVariant(fast, creq.headers);
+  const creq: CacheRequest = { method, url: path, headers };
+  const meta = selectVariant(fast, headers);
   if (!meta) return primary;
-  const now = Date.now();
-  const d = reuseDecision(creq, meta.freshness, now, rules, {
+  const d = reuseDecision(creq, meta.freshness, Date.now(), rules, {
     invalidated: meta.stale,
     noStale: meta.noStale,
     offline: site.config.cache.serveStale,
   });
   if (d.state !== 'fresh') return primary;
-  const zplan = compressionPlan(
-    site.config.cache.compress,
-    creq.headers,
-    meta.status,
-    meta.headers,
-    meta.size,
-  );
+  const zplan = compressionPlan(site.config.cache.compress, headers, meta.status, meta.headers, meta.size);
   // RFC 9110 sections 13.2.2 and 14.2: preconditions and Range go the general way (serveStored)
   if (zplan.enc || evaluateConditionals(creq, meta) !== 'proceed' || planRange(creq, meta).status !== 200)
     return primary;
-  const head = creq.method === 'HEAD';
   let body: Buffer | undefined;
-  if (!head) {
+  if (method !== 'HEAD') {
     body = store.bodySync(meta.key);
     if (!body || body.length !== meta.size) return primary;
   }
-  mark(ctx, 'HIT');
-  ctx.phase = 'respond';
-  const hsts = ctx.scheme === 'https' ? site.hsts : undefined;
+  const hsts = scheme === 'https' ? site.hsts : undefined;
   let t = hitTemplates.get(meta);
-  if (!t || t.rules !== rules || t.scheme !== ctx.scheme || t.hsts !== hsts || t.vary !== zplan.vary) {
+  if (!t || t.rules !== rules || t.scheme !== scheme || t.hsts !== hsts || t.vary !== zplan.vary) {
     // exactly serveStored()'s headers: visitorHeaders (RFC 9111 section 5.1 Age), Vary for
     // compression, the stored length; then the handler's own fields
     const h = visitorHeaders(meta.headers, 0, rules);
@@ -227,10 +243,10 @@ export function serveResidentHit(
     h['content-length'] = String(meta.size);
     t = {
       rules,
-      scheme: ctx.scheme,
+      scheme,
       hsts,
       vary: zplan.vary,
-      headers: finalHeaders(ctx, h),
+      headers: finalHeaders('', 'HIT', scheme, site, h),
       ageSecs: 0,
       age: '0',
     };
@@ -242,18 +258,55 @@ export function serveResidentHit(
     t.ageSecs = secs;
     t.age = String(secs);
   }
+  return { status: meta.status, body, template: t };
+}
+
+/**
+ * The resident hit through node:http: answers exactly as cachePhase() would (same headers, same
+ * order), without a promise, a stream or per-request header rebuilding. Returns true when it
+ * answered, else the primary key it computed: the caller then runs cachePhase() with it, which
+ * handles every other case. When it does not answer it changes nothing but ctx.phase and
+ * ctx.cacheKey, which cachePhase() sets again.
+ */
+export function serveResidentHit(
+  ctx: RequestContext,
+  cache: EdgeCache,
+  site: CompiledSite,
+  rules: CacheRules,
+  path: string,
+  finalHeaders: FinalHeaders,
+): string | true {
+  ctx.phase = 'cache';
+  const req = ctx.req;
+  const hit = lookupResidentHit(
+    cache,
+    site,
+    rules,
+    ctx.scheme,
+    req.method ?? 'GET',
+    path,
+    req.headers as HeaderMap,
+    finalHeaders,
+  );
+  if (typeof hit === 'string') {
+    ctx.cacheKey = hit;
+    return hit;
+  }
+  mark(ctx, 'HIT');
+  ctx.phase = 'respond';
+  const t = hit.template;
   const out = { ...t.headers };
   out['age'] = t.age;
   out['x-request-id'] = ctx.id;
-  ctx.status = meta.status;
-  ctx.res.writeHead(meta.status, out);
-  if (!body) {
+  ctx.status = hit.status;
+  ctx.res.writeHead(hit.status, out);
+  if (!hit.body) {
     ctx.res.end();
     return true;
   }
-  ctx.bytes += body.length;
+  ctx.bytes += hit.body.length;
   ctx.done = true;
-  ctx.res.end(body);
+  ctx.res.end(hit.body);
   return true;
 }
 

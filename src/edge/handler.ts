@@ -94,13 +94,13 @@ export interface HandlerDeps {
 }
 
 /** RFC 8555 section 8.3: the HTTP-01 challenge path, answered on the HTTP port. */
-const ACME_CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
+export const ACME_CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
 /**
  * Verge's DNS checks each edge with this path and a site's Host (src/dns/health.ts, the default
  * of dns.healthCheck.path): answered here, 200 when this edge routes the Host to a site, never
  * cached and never sent to the origin (RFC 8615 reserves /.well-known/ for such uses).
  */
-const HEALTH_PATH = '/.well-known/verge/health';
+export const HEALTH_PATH = '/.well-known/verge/health';
 
 /** Names listed in a Connection header, which are hop-by-hop too (RFC 9110 section 7.6.1). */
 function connectionTokens(v: string | string[] | undefined): ReadonlySet<string> | undefined {
@@ -122,6 +122,11 @@ function hostOf(ctx: RequestContext): string | undefined {
     (ctx.httpVersion === '2.0' ? (req.headers[':authority'] as string | undefined) : undefined) ??
     req.headers.host;
   if (!raw) return undefined;
+  return normalizeHost(raw);
+}
+
+/** A Host value as routing uses it: lower-cased, port and a trailing dot removed. */
+export function normalizeHost(raw: string): string {
   let h = raw.toLowerCase();
   if (h.startsWith('[')) {
     const end = h.indexOf(']');
@@ -133,7 +138,7 @@ function hostOf(ctx: RequestContext): string | undefined {
 }
 
 /** Host field value: IP-literal or reg-name / IPv4 (RFC 3986 section 3.2.2), optional port; may be empty. */
-const VALID_HOST = /^(?:\[[0-9a-f:.]+\]|[a-z0-9\-._~!$&'()*+,;=%]*)(?::\d*)?$/i;
+export const VALID_HOST = /^(?:\[[0-9a-f:.]+\]|[a-z0-9\-._~!$&'()*+,;=%]*)(?::\d*)?$/i;
 
 /**
  * Framing and target checks Node's parser leaves to us (RFC 9112 sections 3.2 and 6.3).
@@ -728,20 +733,31 @@ export function forwardHeaders(ctx: RequestContext, site: CompiledSite): string[
   return ctx.requestOps ? applyOpsFlat(out, ctx.requestOps) : out;
 }
 
-/** responseHeaders() as the cache's hit fast path takes it (it builds a template from it). */
-const finalHeaders: FinalHeaders = (ctx, h) => responseHeaders(ctx, h as IncomingHttpHeaders);
+/** responseHeaders() as the cache's resident-hit lookup takes it (it builds a template from it). */
+export const finalHeaders: FinalHeaders = (id, state, scheme, site, h) =>
+  headersFor(id, state, scheme, site, h as IncomingHttpHeaders);
 
 export function responseHeaders(ctx: RequestContext, h: IncomingHttpHeaders): OutgoingHttpHeaders {
+  return headersFor(ctx.id, ctx.cacheState, ctx.scheme, ctx.site, h);
+}
+
+function headersFor(
+  id: string,
+  cacheState: CacheState | undefined,
+  scheme: string,
+  site: CompiledSite | undefined,
+  h: IncomingHttpHeaders,
+): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   const conn = connectionTokens(h.connection);
   for (const name in h) {
     if (HOP_BY_HOP.has(name) || conn?.has(name)) continue;
     out[name] = h[name];
   }
-  out['x-request-id'] = ctx.id;
-  if (ctx.cacheState) out['x-cache'] = ctx.cacheState;
+  out['x-request-id'] = id;
+  if (cacheState) out['x-cache'] = cacheState;
   out.via = h.via ? `${h.via}, ${VIA}` : VIA;
-  if (ctx.scheme === 'https' && ctx.site?.hsts) out['strict-transport-security'] = ctx.site.hsts;
+  if (scheme === 'https' && site?.hsts) out['strict-transport-security'] = site.hsts;
   return out;
 }
 

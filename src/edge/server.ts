@@ -21,6 +21,7 @@ import { checkBodyTempDir } from './body.js';
 import { EdgeCache } from './cache.js';
 import { setConnInfo, socketConnInfo } from './conn-info.js';
 import { errorJson, sendError } from './error-page.js';
+import { type FastDeps, serveFast } from './fast-hit.js';
 import { createHandler, type HandlerDeps, nextRequestId } from './handler.js';
 import { ConnectionRate, guardResets } from './limits.js';
 import { CERT_WARNING_MS, EdgeMetrics } from './metrics.js';
@@ -80,6 +81,33 @@ export function parseListen(s: string): ListenAddress {
 
 type Listener = http.Server | net.Server;
 
+/**
+ * node:http's own 'connection' listener (exported by the http module, registered by every
+ * http.Server): the fast path takes its place and calls it when it hands a connection over.
+ */
+const h1ConnectionListener = (
+  http as unknown as { _connectionListener: (this: http.Server, socket: net.Socket) => void }
+)._connectionListener;
+
+/**
+ * Give a connection the fast path read to node:http: the bytes it did not answer go back to the
+ * front of the socket's buffer, node:http attaches its parser (which takes the socket's native
+ * handle for later reads), and resuming delivers the buffered bytes to that parser first.
+ */
+function handOver(socket: net.Socket, rest: Buffer | undefined, attach: () => void): void {
+  if (socket.destroyed) return;
+  if (rest && rest.length > 0) socket.unshift(rest);
+  attach();
+  socket.resume();
+}
+
+/** The error node:http raises for a connection that sent no request head in time. */
+function requestTimeoutError(): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error('Request timeout');
+  err.code = 'ERR_HTTP_REQUEST_TIMEOUT';
+  return err;
+}
+
 /** A visitor connection: requests in flight (HTTP/1.1) and whether it speaks HTTP/2. */
 interface ConnState {
   inflight: number;
@@ -112,6 +140,7 @@ export class Edge {
   readonly #clientErrored = new WeakSet<net.Socket>();
   #draining = false;
   #cache: EdgeCache | undefined;
+  #fast: FastDeps | undefined;
   readonly #metrics = new EdgeMetrics();
   /** WebSocket handshakes and sessions (src/edge/websocket.ts) */
   readonly #ws: WebSocketProxy;
@@ -228,6 +257,15 @@ export class Edge {
       upgrade: this.#ws.take,
     };
     this.#deps = deps;
+    const fast: FastDeps = {
+      cache: this.#cache,
+      metrics: this.#metrics,
+      runtime: () => this.#runtime,
+      accessLog: this.#accessLog,
+      challenge: this.#challenge,
+      draining: () => this.#draining,
+    };
+    this.#fast = fast;
     const httpHandler = this.#track(createHandler(deps, 'http'));
     const httpsHandler = this.#track(createHandler(deps, 'https'));
     const limits = cfg.edge.limits;
@@ -247,6 +285,27 @@ export class Edge {
       // before the http module sees it: a connection over the per-address rate is closed at once
       server.prependListener('connection', (socket: net.Socket) => {
         if (!this.#admit(socket)) socket.destroy();
+      });
+      // The hit fast path reads the connection first (src/edge/fast-hit.ts) and hands it to
+      // node:http for anything else.
+      server.removeListener('connection', h1ConnectionListener);
+      server.on('connection', (socket: net.Socket) => {
+        if (socket.destroyed) return;
+        if (!this.#runtime.config.edge.fastPath) {
+          h1ConnectionListener.call(server, socket);
+          return;
+        }
+        serveFast(
+          socket,
+          'http',
+          fast,
+          server,
+          (rest) => handOver(socket, rest, () => h1ConnectionListener.call(server, socket)),
+          () => {
+            h1ConnectionListener.call(server, socket);
+            server.emit('clientError', requestTimeoutError(), socket);
+          },
+        );
       });
       this.#setupH1(server);
       server.on('upgrade', this.#ws.upgradeListener(httpHandler));
@@ -651,7 +710,24 @@ export class Edge {
       st.h2 = t.alpnProtocol === 'h2';
       this.#conns.set(t, st);
       t.once('close', () => this.#conns.delete(t));
-      server.emit('secureConnection', t);
+      const fast = this.#fast;
+      if (st.h2 || !fast || !this.#runtime.config.edge.fastPath) {
+        server.emit('secureConnection', t);
+        return;
+      }
+      // HTTP/1.1 after ALPN: the hit fast path first, as on the plain port
+      const h1 = server as unknown as http.Server;
+      serveFast(
+        t,
+        'https',
+        fast,
+        h1,
+        (rest) => handOver(t, rest, () => server.emit('secureConnection', t)),
+        () => {
+          server.emit('secureConnection', t);
+          h1.emit('clientError', requestTimeoutError(), t);
+        },
+      );
     });
     const onTlsError = (err: NodeJS.ErrnoException) => {
       this.#log.debug({ err: err.message, code: err.code }, 'TLS handshake with a visitor failed');

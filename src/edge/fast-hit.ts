@@ -1,0 +1,288 @@
+/**
+ * The HTTP/1.1 hit fast path (docs/decisions.md "The HTTP/1.1 hit fast path"). A visitor
+ * connection is read by this loop first. Each request that src/edge/h1-simple.ts calls plainly
+ * simple and that is a fresh memory-resident hit (lookupResidentHit, the same lookup node:http's
+ * path uses) is answered here from the entry's prebuilt head and body, with exactly the bytes
+ * node:http would have written (Date, Age and X-Request-Id filled in), and logged and counted
+ * exactly as the handler would. The first request that is anything else (a miss, a conditional,
+ * a Range, an unknown host, a redirect, a draining edge, bytes the strict grammar does not take,
+ * a head split across reads) is handed to node:http with every byte not yet answered, and
+ * node:http owns the connection from then on. Responses stay in request order (RFC 9112 section
+ * 9.3.2): the fast answers are written before node:http sees the first byte it has to answer.
+ */
+import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
+import type net from 'node:net';
+import type { HeaderMap } from '../cache/headers.js';
+import type { AccessLog } from '../core/log.js';
+import { type EdgeCache, type HitTemplate, type HitWire, lookupResidentHit } from './cache.js';
+import { socketConnInfo } from './conn-info.js';
+import { scanRequest } from './h1-simple.js';
+import { ACME_CHALLENGE_PREFIX, finalHeaders, nextRequestId, normalizeHost, VALID_HOST } from './handler.js';
+import type { EdgeMetrics } from './metrics.js';
+import { clientIp } from './peer.js';
+import type { Runtime } from './runtime.js';
+
+let answers = 0;
+/** Requests the fast path has answered in this process (tests, and the metric beside them). */
+export function fastPathAnswers(): number {
+  return answers;
+}
+
+export interface FastDeps {
+  runtime(): Runtime;
+  cache: EdgeCache;
+  metrics: EdgeMetrics;
+  accessLog: AccessLog;
+  challenge?: ((token: string) => string | undefined) | undefined;
+  /** true while the edge drains: every request then goes to node:http (Connection: close) */
+  draining(): boolean;
+}
+
+/** The node:http server settings the answers and timers must follow. */
+export interface H1Settings {
+  keepAliveTimeout: number;
+  headersTimeout: number;
+  maxHeaderSize?: number;
+}
+
+/**
+ * Read `socket` with the fast path. `handoff(rest)` gives the connection to node:http with the
+ * bytes not answered here (possibly none); `requestTimeout()` reports a connection that sent
+ * nothing within headersTimeout, as node:http would (408 through the server's clientError).
+ */
+export function serveFast(
+  socket: net.Socket,
+  scheme: 'http' | 'https',
+  deps: FastDeps,
+  server: H1Settings,
+  handoff: (rest: Buffer | undefined) => void,
+  requestTimeout: () => void,
+): void {
+  let answered = 0;
+  const onTimeout = () => {
+    // node:http: a connection that never sent a request head gets 408 after headersTimeout;
+    // an idle keep-alive connection is closed after keepAliveTimeout
+    if (answered === 0) requestTimeout();
+    else socket.destroy();
+  };
+  const onError = () => socket.destroy();
+  const onEnd = () => socket.end();
+  const onDrain = () => socket.resume();
+  const release = (rest: Buffer | undefined) => {
+    socket.pause();
+    socket.removeListener('data', onData);
+    socket.removeListener('timeout', onTimeout);
+    socket.removeListener('error', onError);
+    socket.removeListener('end', onEnd);
+    socket.removeListener('drain', onDrain);
+    socket.setTimeout(0);
+    handoff(rest);
+  };
+  const onData = (chunk: Buffer) => {
+    const rt = deps.runtime();
+    if (!rt.config.edge.fastPath) {
+      release(chunk);
+      return;
+    }
+    // a strict subset of node:http's limit (which also counts the request line)
+    const maxHead = Math.min(server.maxHeaderSize ?? 16384, rt.config.edge.limits.maxHeaderSize) >> 1;
+    let off = 0;
+    socket.cork();
+    while (off < chunk.length) {
+      const r = scanRequest(chunk, off, maxHead);
+      if (r.kind !== 'simple') break;
+      if (!answer(socket, scheme, deps, rt, server, r.req)) break;
+      answered++;
+      off = r.req.end;
+    }
+    socket.uncork();
+    if (off < chunk.length) {
+      release(off === 0 ? chunk : chunk.subarray(off));
+      return;
+    }
+    socket.setTimeout(server.keepAliveTimeout);
+    // backpressure: a client that pipelines without reading stops being read
+    if (socket.writableLength >= socket.writableHighWaterMark) socket.pause();
+  };
+  socket.on('data', onData);
+  socket.on('timeout', onTimeout);
+  socket.on('error', onError);
+  socket.on('end', onEnd);
+  socket.on('drain', onDrain);
+  socket.setTimeout(server.headersTimeout);
+}
+
+interface Simple {
+  method: 'GET' | 'HEAD';
+  target: string;
+  host: string;
+  headers: Record<string, string>;
+}
+
+/**
+ * Answer one simple request if it is a fresh resident hit that the handler would answer the same
+ * way: the same checks as handler.ts run() in the same order, each way out leaving it to node:http.
+ */
+function answer(
+  socket: net.Socket,
+  scheme: 'http' | 'https',
+  deps: FastDeps,
+  rt: Runtime,
+  server: H1Settings,
+  req: Simple,
+): boolean {
+  if (deps.draining()) return false;
+  const start = performance.now();
+  // accept: an invalid Host is the handler's 400 (RFC 9112 section 3.2)
+  if (!VALID_HOST.test(req.host)) return false;
+  const host = normalizeHost(req.host);
+  if (host === '') return false;
+  // route: ACME HTTP-01 tokens are answered by the handler
+  const hash = req.target.indexOf('#');
+  if (hash >= 0) return false;
+  const path = req.target;
+  if (deps.challenge && scheme === 'http' && path.startsWith(ACME_CHALLENGE_PREFIX)) return false;
+  const site = rt.route(host);
+  if (!site?.cacheRules) return false;
+  // RFC 9110 section 15.5.20: another site than the TLS connection's is the handler's 421
+  if (scheme === 'https' && rt.tlsSite(socketConnInfo(socket)?.sni)?.name !== site.name) return false;
+  // redirect: force HTTPS is the handler's 301
+  if (scheme === 'http' && site.forceHttps && site.secureContext) return false;
+  // access: nothing configured yet (a site with access rules must leave this path).
+  const hit = lookupResidentHit(
+    deps.cache,
+    site,
+    site.cacheRules,
+    scheme,
+    req.method,
+    path,
+    req.headers as HeaderMap,
+    finalHeaders,
+  );
+  if (typeof hit === 'string') return false;
+  const wire = wireOf(hit.template, hit.status);
+  if (!wire) return false;
+  answers++;
+  const id = nextRequestId();
+  const startWall = Date.now();
+  let head = wire.parts[0]!;
+  for (let i = 0; i < wire.slots.length; i++)
+    head += (wire.slots[i] === 'age' ? hit.template.age : id) + wire.parts[i + 1]!;
+  if (!wire.date) head += `Date: ${utcDate()}\r\n`;
+  head += keepAliveLines(server.keepAliveTimeout);
+  socket.write(head, 'latin1');
+  const bytes = hit.body ? hit.body.length : 0;
+  if (hit.body) socket.write(hit.body);
+  // log: what handler.ts finish() records for the same hit
+  deps.metrics.record(site.name, 'HIT', hit.status, bytes, undefined);
+  if (deps.accessLog.active) {
+    deps.accessLog.write({
+      time: new Date(startWall).toISOString(),
+      id,
+      site: site.name,
+      host,
+      client: clientIp({ socket } as never),
+      scheme,
+      http: '1.1',
+      method: req.method,
+      path: req.target,
+      status: hit.status,
+      bytes,
+      ms: { connect: 0, tls: 0, firstByte: null, total: Math.round((performance.now() - start) * 100) / 100 },
+      cache: { state: 'HIT' },
+    });
+  }
+  return true;
+}
+
+let kaSeconds = -1;
+let kaLines = '';
+/** node:http's connection fields for a kept-alive response and the head's end (_http_outgoing.js). */
+function keepAliveLines(keepAliveTimeout: number): string {
+  const s = Math.floor(keepAliveTimeout / 1000);
+  if (s !== kaSeconds) {
+    kaSeconds = s;
+    kaLines = `Connection: keep-alive\r\n${keepAliveTimeout ? `Keep-Alive: timeout=${s}\r\n` : ''}\r\n`;
+  }
+  return kaLines;
+}
+
+/** node:http's Date value, cached for the rest of the second as node:http caches it. */
+let dateCache: string | undefined;
+function utcDate(): string {
+  if (dateCache === undefined) {
+    const d = new Date();
+    dateCache = d.toUTCString();
+    setTimeout(() => {
+      dateCache = undefined;
+    }, 1000 - d.getMilliseconds()).unref();
+  }
+  return dateCache;
+}
+
+const AGE = Symbol('age');
+const ID = Symbol('id');
+
+/**
+ * The head node:http writes for writeHead(status, {...template, age, 'x-request-id'}): the status
+ * line, each field as `name: value` in the object's order (arrays one line per value), split
+ * around Age and X-Request-Id. Null when node:http would write something this cannot reproduce
+ * (a value it would refuse or re-encode, a field that changes its connection handling).
+ */
+function wireOf(t: HitTemplate, status: number): HitWire | null {
+  if (t.wire !== undefined) return t.wire;
+  t.wire = buildWire(t, status);
+  return t.wire;
+}
+
+function buildWire(t: HitTemplate, status: number): HitWire | null {
+  const reason = STATUS_CODES[status];
+  // 1xx, 204 and 304 change node:http's framing; those go the general way
+  if (!reason || status < 200 || status === 204 || status === 304) return null;
+  const fields: Record<string, unknown> = { ...t.headers, age: AGE, 'x-request-id': ID };
+  const parts: string[] = [];
+  const slots: Array<'age' | 'id'> = [];
+  let cur = `HTTP/1.1 ${status} ${reason}\r\n`;
+  let date = false;
+  let length = false;
+  for (const key in fields) {
+    const v = fields[key];
+    if (v === undefined) continue;
+    if (v === AGE || v === ID) {
+      parts.push(`${cur}${key}: `);
+      slots.push(v === AGE ? 'age' : 'id');
+      cur = '\r\n';
+      continue;
+    }
+    const lower = key.toLowerCase();
+    // fields node:http treats specially (connection handling, framing, latin1 re-encoding)
+    if (
+      lower === 'connection' ||
+      lower === 'keep-alive' ||
+      lower === 'transfer-encoding' ||
+      lower === 'trailer' ||
+      lower === 'expect' ||
+      lower === 'cookie' ||
+      lower === 'content-disposition'
+    )
+      return null;
+    if (lower === 'date') date = true;
+    if (lower === 'content-length') length = true;
+    const values = Array.isArray(v) ? v : [v];
+    for (const x of values) {
+      const s = String(x);
+      try {
+        validateHeaderName(key);
+        validateHeaderValue(key, s);
+      } catch {
+        return null;
+      }
+      // only bytes that come out of latin1 the same as node:http writes them (utf8)
+      if (!/^[\x20-\x7e\t]*$/.test(s)) return null;
+      cur += `${key}: ${s}\r\n`;
+    }
+  }
+  if (!length) return null;
+  parts.push(cur);
+  return { parts, slots, date };
+}
