@@ -1,5 +1,6 @@
 // Self time by function from a V8 .cpuprofile (node --cpu-prof), over the load run only: from
-// 1 s after the first parsed request to the last one (start-up and idle tail left out).
+// 1 s after the first parsed request to the last one (start-up and idle tail left out). A request
+// counts as parsed when a sample is in node:http's parser callback or the fast path's scanner.
 //   node dist/bench/profile-top.js CPU.*.cpuprofile [top=40]
 import { readFileSync } from 'node:fs';
 
@@ -24,9 +25,9 @@ for (const d of p.timeDeltas) {
   t += d;
   ts.push(t);
 }
-const busy = new Set(
-  p.nodes.filter((n) => n.callFrame.functionName === 'parserOnHeadersComplete').map((n) => n.id),
-);
+// a request being read: by node:http's parser, or by the HTTP/1.1 fast path (src/edge/h1-simple.ts)
+const MARKERS = new Set(['parserOnHeadersComplete', 'scanRequest']);
+const busy = new Set(p.nodes.filter((n) => MARKERS.has(n.callFrame.functionName)).map((n) => n.id));
 let first = Number.POSITIVE_INFINITY;
 let last = 0;
 p.samples.forEach((id, i) => {

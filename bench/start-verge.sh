@@ -7,17 +7,20 @@
 #                                              compare with nginx proxy_pass); VERGE_PASS_WORKERS
 #                                              sets its edge.workers (default 1)
 #   VERGE_W2_HTTP / VERGE_W2_HTTPS             optional: caching edge with edge.workers: 2
+#   VERGE_NOFAST_HTTP                          optional: caching edge, one process, edge.fastPath: false
+#                                              (every hit through node:http, as before the fast path)
 #   MIN_PROXY_PORT                             optional: bench/min-proxy.ts, the bare
 #                                              node:http + undici floor of any Node.js proxy
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 dir="$(mktemp -d -t verge-bench.XXXXXX)"
-config() {  # http-port https-port cache-enabled workers
+config() {  # http-port https-port cache-enabled workers [fastPath]
   local https="[]"
   [[ "$2" != 0 ]] && https="[\"127.0.0.1:$2\"], defaultSite: \"127.0.0.1\""
   cat <<YAML
 edge:
   workers: $4
+  fastPath: ${5:-true}
   admin: { listen: "127.0.0.1:0" }
   http: { listen: ["127.0.0.1:$1"] }
   https: { listen: $https }
@@ -39,6 +42,10 @@ fi
 if [[ -n "${VERGE_W2_HTTP:-}" ]]; then
   config "$VERGE_W2_HTTP" "${VERGE_W2_HTTPS:-0}" true 2 > "$dir/w2.yaml"
   node "$cli" serve --config "$dir/w2.yaml" &
+fi
+if [[ -n "${VERGE_NOFAST_HTTP:-}" ]]; then
+  config "$VERGE_NOFAST_HTTP" 0 true 1 false > "$dir/nofast.yaml"
+  node "$cli" serve --config "$dir/nofast.yaml" &
 fi
 if [[ -n "${MIN_PROXY_PORT:-}" ]]; then
   node "$here/../dist/bench/min-proxy.js" &

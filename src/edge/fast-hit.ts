@@ -58,11 +58,11 @@ export function serveFast(
   handoff: (rest: Buffer | undefined) => void,
   requestTimeout: () => void,
 ): void {
-  let answered = 0;
+  let keptAlive = false;
   const onTimeout = () => {
     // node:http: a connection that never sent a request head gets 408 after headersTimeout;
     // an idle keep-alive connection is closed after keepAliveTimeout
-    if (answered === 0) requestTimeout();
+    if (!keptAlive) requestTimeout();
     else socket.destroy();
   };
   const onError = () => socket.destroy();
@@ -92,7 +92,6 @@ export function serveFast(
       const r = scanRequest(chunk, off, maxHead);
       if (r.kind !== 'simple') break;
       if (!answer(socket, scheme, deps, rt, server, r.req)) break;
-      answered++;
       off = r.req.end;
     }
     socket.uncork();
@@ -100,7 +99,12 @@ export function serveFast(
       release(off === 0 ? chunk : chunk.subarray(off));
       return;
     }
-    socket.setTimeout(server.keepAliveTimeout);
+    // a socket's timeout is an inactivity timer that every read and write re-arms: set it once,
+    // when the connection turns from waiting for its first request to kept alive
+    if (!keptAlive) {
+      keptAlive = true;
+      socket.setTimeout(server.keepAliveTimeout);
+    }
     // backpressure: a client that pipelines without reading stops being read
     if (socket.writableLength >= socket.writableHighWaterMark) socket.pause();
   };

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# CPU profile of the 1 KiB HIT path (docs/benchmarks.md): Verge with edge.fastPath true and false
+# in turn, one process, access log off, in front of dist/bench/hit-ceiling.js as the origin; wrk
+# -t1 -c50 for D seconds each; prints the top frames of the serving process (self time, load run
+# only). Every process started here is stopped by its PID.
+#   D=5 TOP=10 PORT_BASE=38300 bench/profile-hit.sh
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+D=${D:-5}; TOP=${TOP:-10}; base=${PORT_BASE:-38300}
+dir="$(mktemp -d -t verge-prof.XXXXXX)"
+PORT=$((base + 91)) node "$here/../dist/bench/hit-ceiling.js" & origin=$!
+trap 'kill $origin 2>/dev/null; tail -5 "$dir"/v-*.log 2>/dev/null' EXIT
+for fast in true false; do
+  cat > "$dir/v-$fast.yaml" <<YAML
+edge:
+  fastPath: $fast
+  admin: { listen: "127.0.0.1:0" }
+  http: { listen: ["127.0.0.1:$((base + 1))"] }
+  https: { listen: [] }
+log: { access: "off" }
+sites:
+  - name: "127.0.0.1"
+    origin:
+      servers: [{ host: 127.0.0.1, port: $((base + 91)) }]
+YAML
+  mkdir -p "$dir/prof-$fast"
+  node --cpu-prof --cpu-prof-dir="$dir/prof-$fast" "$here/../dist/src/cli/main.js" serve --config "$dir/v-$fast.yaml" >"$dir/v-$fast.log" 2>&1 & v=$!
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$((base + 1))/1k.bin" && break; sleep 0.2; done
+  curl -s -o /dev/null "http://127.0.0.1:$((base + 1))/1k.bin"
+  echo "== edge.fastPath: $fast"
+  timeout $((D + 20)) wrk -t1 -c50 -d"${D}s" --latency "http://127.0.0.1:$((base + 1))/1k.bin" | grep -E 'Requests/sec|99%'
+  kill -INT $v; wait $v || true
+  # the serving process is the child: the larger of the two profiles
+  prof=$(ls -S "$dir/prof-$fast"/*.cpuprofile | head -1)
+  node "$here/../dist/bench/profile-top.js" "$prof" "$TOP"
+done
+rm -rf "$dir"
