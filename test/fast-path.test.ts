@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import type { AccessRecord } from '../src/core/log.js';
 import { fastPathAnswers } from '../src/edge/fast-hit.js';
+import { EdgeStats } from '../src/edge/stats.js';
 import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
 import { leafFor } from './helpers/pki.js';
 import { raw } from './helpers/raw.js';
@@ -16,6 +17,8 @@ let origin: http.Server;
 let originPulls = 0;
 let fastEdge: TestEdge;
 let slowEdge: TestEdge;
+const fastStats = new EdgeStats({ topK: 64 });
+const slowStats = new EdgeStats({ topK: 64 });
 const TEXT = 'hello fast path '.repeat(200);
 const BIN = Buffer.alloc(1024, 7);
 
@@ -65,8 +68,8 @@ before(async () => {
       https: { forceHttps: true },
     },
   ] as TestSite[];
-  fastEdge = await startEdge(sites, { fastPath: true });
-  slowEdge = await startEdge(sites, { fastPath: false });
+  fastEdge = await startEdge(sites, { fastPath: true }, { stats: fastStats });
+  slowEdge = await startEdge(sites, { fastPath: false }, { stats: slowStats });
 });
 
 after(async () => {
@@ -174,6 +177,14 @@ async function compare(tls: boolean, hostFor: (h: string) => string = (h) => h):
       records(slowEdge, sr),
       `log records differ for ${JSON.stringify(c)}`,
     );
+    // the traffic statistics (src/edge/stats.ts) as the handler counts them: counters and top
+    // lists (not the origin's first-byte times, which differ between the two edges' pulls)
+    const report = (s: EdgeStats) => {
+      const { sites, top } = s.report('n', 0);
+      const counts = Object.entries(sites).map(([name, { ms: _ms, ...c }]) => [name, c]);
+      return { counts, top };
+    };
+    assert.deepEqual(report(fastStats), report(slowStats), `statistics differ for ${JSON.stringify(c)}`);
   }
 }
 

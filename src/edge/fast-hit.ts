@@ -14,12 +14,20 @@ import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http
 import type net from 'node:net';
 import type { HeaderMap } from '../cache/headers.js';
 import type { AccessLog } from '../core/log.js';
+import { resolveClient } from '../rules/client.js';
 import { type EdgeCache, type HitTemplate, type HitWire, lookupResidentHit } from './cache.js';
 import { socketConnInfo } from './conn-info.js';
 import { scanRequest } from './h1-simple.js';
-import { ACME_CHALLENGE_PREFIX, finalHeaders, nextRequestId, normalizeHost, VALID_HOST } from './handler.js';
+import {
+  ACME_CHALLENGE_PREFIX,
+  finalHeaders,
+  HEALTH_PATH,
+  nextRequestId,
+  normalizeHost,
+  VALID_HOST,
+} from './handler.js';
 import type { EdgeMetrics } from './metrics.js';
-import { clientIp } from './peer.js';
+import { socketPeer } from './peer.js';
 import type { Runtime } from './runtime.js';
 
 let answers = 0;
@@ -150,9 +158,14 @@ function answer(
   if (!site?.cacheRules) return false;
   // RFC 9110 section 15.5.20: another site than the TLS connection's is the handler's 421
   if (scheme === 'https' && rt.tlsSite(socketConnInfo(socket)?.sni)?.name !== site.name) return false;
+  // the edge's own health answer for Verge's DNS (never cached, but never a hit either)
+  if (path === HEALTH_PATH) return false;
   // redirect: force HTTPS is the handler's 301
   if (scheme === 'http' && site.forceHttps && site.secureContext) return false;
-  // access: nothing configured yet (a site with access rules must leave this path).
+  // access and cache extras: a site with any rule (access lists, hotlink, signed URLs, rate
+  // limits, redirects, rewrites, header rules, error pages, cache.bypass, cache.browserTtl) is
+  // the handler's, whatever the rule would decide for this request
+  if (!site.noRules) return false;
   const hit = lookupResidentHit(
     deps.cache,
     site,
@@ -179,13 +192,20 @@ function answer(
   if (hit.body) socket.write(hit.body);
   // log: what handler.ts finish() records for the same hit
   deps.metrics.record(site.name, 'HIT', hit.status, bytes, undefined);
+  site.stats?.recordHit(hit.status, bytes, req.target, req.headers['referer']);
   if (deps.accessLog.active) {
+    // edge.clientAddress as the handler applies it (src/edge/access.ts clientAddress()): the TCP
+    // peer, or what trusted proxies put in their header (scanRequest refuses a repeated field,
+    // so the header is one line, as node:http would join it)
+    const rule = rt.clientRule;
+    const peer = socketPeer(socket);
+    const client = rule ? resolveClient(rule, peer, req.headers[rule.header]) : peer;
     deps.accessLog.write({
       time: new Date(startWall).toISOString(),
       id,
       site: site.name,
       host,
-      client: clientIp({ socket } as never),
+      client,
       scheme,
       http: '1.1',
       method: req.method,

@@ -6,6 +6,7 @@
  * Proxy whose identity is not the socket's (a WeakMap keyed by the socket never finds it) while
  * property reads pass through to the socket.
  */
+import type { Socket } from 'node:net';
 import type { VisitorRequest } from './lifecycle.js';
 
 const PEER = Symbol('verge.peerAddress');
@@ -17,12 +18,17 @@ export const peerAddress = {
   },
 };
 
-export function clientIp(req: VisitorRequest): string {
-  const s = req.socket;
+/** The TCP peer's address of a visitor connection (plain or TLS); '' when it is gone. */
+export function socketPeer(s: Socket | undefined | null): string {
   const direct = s?.remoteAddress;
   if (direct) return direct;
   const recorded = s && (s as unknown as Record<symbol, unknown>)[PEER];
-  if (typeof recorded === 'string') return recorded;
+  return typeof recorded === 'string' ? recorded : '';
+}
+
+export function clientIp(req: VisitorRequest): string {
+  const peer = socketPeer(req.socket);
+  if (peer) return peer;
   const session = (req as { stream?: { session?: { socket?: object } } }).stream?.session?.socket;
   const viaSession = session && (session as Record<symbol, unknown>)[PEER];
   return typeof viaSession === 'string' ? viaSession : '';

@@ -55,6 +55,25 @@ export interface CompiledSite {
   readonly cacheExtras: CacheExtras | undefined;
   /** custom error pages by status (rules.errorPages), HTML */
   readonly errorPages: ReadonlyMap<number, string> | undefined;
+  /**
+   * True when nothing of the site's `rules` block nor cache.bypass / cache.browserTtl can act on
+   * a request: a fresh hit is then the cache's answer alone, which the HTTP/1.1 fast path
+   * (src/edge/fast-hit.ts) may give. Any rule, of any kind, leaves every request to the handler.
+   */
+  readonly noRules: boolean;
+}
+
+/**
+ * Whether a site's `rules` block holds anything at all: a non-empty list, or any value set, at any
+ * depth (the block's empty form is only empty lists, empty objects and absent keys). Read from
+ * the config rather than from the compiled engine, so a kind of rule added later counts without
+ * anyone remembering the fast path.
+ */
+export function hasAnyRule(v: unknown): boolean {
+  if (v === undefined || v === null) return false;
+  if (Array.isArray(v)) return v.length > 0;
+  if (typeof v === 'object') return Object.values(v).some(hasAnyRule);
+  return true;
 }
 
 /**
@@ -127,6 +146,15 @@ export class Runtime {
         ? `max-age=${Math.floor(s.https.hsts.maxAge / 1000)}${s.https.hsts.includeSubDomains ? '; includeSubDomains' : ''}${s.https.hsts.preload ? '; preload' : ''}`
         : undefined;
       const secureContext = s.certPem && s.keyPem ? siteContext(s, i) : undefined;
+      const rules = new SiteRules(s.rules, {
+        site: s.name,
+        buckets: rulesState.buckets,
+        ...(countries ? { countries } : {}),
+      });
+      const cacheExtras = compileCacheExtras(s.cache);
+      const errorPages = s.errorPageHtml
+        ? new Map(Object.entries(s.errorPageHtml).map(([k, v]) => [Number(k), v]))
+        : undefined;
       const site: CompiledSite = {
         name: s.name,
         config: s,
@@ -143,16 +171,11 @@ export class Runtime {
             ? { key: { headers: [...s.cache.key.headers].sort(), cookies: [...s.cache.key.cookies].sort() } }
             : {}),
         },
-        cacheExtras: compileCacheExtras(s.cache),
+        cacheExtras,
         stats: stats?.site(s.name),
-        rules: new SiteRules(s.rules, {
-          site: s.name,
-          buckets: rulesState.buckets,
-          ...(countries ? { countries } : {}),
-        }),
-        errorPages: s.errorPageHtml
-          ? new Map(Object.entries(s.errorPageHtml).map(([k, v]) => [Number(k), v]))
-          : undefined,
+        rules,
+        errorPages,
+        noRules: !rules.active && !errorPages && !cacheExtras && !hasAnyRule(s.rules),
       };
       for (const n of [s.name, ...s.aliases]) {
         if (n.startsWith('*.')) this.#wildcard.set(n.slice(2), site);

@@ -217,6 +217,19 @@ export class SiteStats {
     this.dirty = true;
   }
 
+  /**
+   * A fresh memory hit answered by the HTTP/1.1 fast path (src/edge/fast-hit.ts), which has no
+   * RequestContext: exactly what record() counts for a HIT that was sent whole (no error, no
+   * origin attempt). `url` is the request target as sent (req.url), `referer` the Referer value.
+   */
+  recordHit(status: number, bytes: number, url: string, referer: string | undefined): void {
+    this.req[reqIndex(classIndex(status), 0)]!++;
+    this.bytes[0]! += bytes;
+    this.urls.offer(url);
+    if (referer !== undefined) this.referrers.offer(referer);
+    this.dirty = true;
+  }
+
   /** A failure answered before any request object existed (a malformed request line). */
   recordBare(status: number, bytes: number, code: ErrorCode): void {
     this.req[reqIndex(classIndex(status), 6)]!++;

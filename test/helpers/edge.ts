@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { resolveConfig, validateObject } from '../../src/config/load.js';
 import { AccessLog, type AccessRecord, createLogger } from '../../src/core/log.js';
 import { Edge } from '../../src/edge/server.js';
+import type { EdgeStats } from '../../src/edge/stats.js';
 import type { KeyCert } from './pki.js';
 
 export interface TestSite {
@@ -37,7 +38,16 @@ export interface TestEdge {
   close(): Promise<void>;
 }
 
-export async function startEdge(sites: TestSite[], edge: Record<string, unknown> = {}): Promise<TestEdge> {
+export interface StartOptions {
+  /** traffic statistics the edge counts into (src/edge/stats.ts) */
+  stats?: EdgeStats;
+}
+
+export async function startEdge(
+  sites: TestSite[],
+  edge: Record<string, unknown> = {},
+  opts: StartOptions = {},
+): Promise<TestEdge> {
   const dir = mkdtempSync(join(tmpdir(), 'verge-edge-'));
   const file = (name: string, content: string) => {
     const p = join(dir, name);
@@ -78,6 +88,7 @@ export async function startEdge(sites: TestSite[], edge: Record<string, unknown>
   const e = new Edge(build(sites, edge), {
     logger: createLogger(process.env['VERGE_TEST_LOG'] ?? 'silent'),
     accessLog,
+    ...(opts.stats ? { stats: opts.stats } : {}),
   });
   await e.start();
   const addrs = e.addresses();
