@@ -12,6 +12,7 @@
  */
 
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CacheStoreError } from '../cache/storage.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
@@ -28,13 +29,15 @@ import type { DnsService } from '../dns/service.js';
 import { doctorStoredSite, storedSiteWarnings } from '../doctor/site.js';
 import { RequestLog } from '../edge/request-log.js';
 import { Edge } from '../edge/server.js';
+import { EdgeStats } from '../edge/stats.js';
 import { nodeId, StoreSource } from '../edge/store-source.js';
 import type { ConfigStore } from '../store/types.js';
 import { listenErrorMessage } from './listen-error.js';
 import { dnsSelfCheck, startDns } from './serve-dns.js';
 import { localStats } from './serve-stats.js';
 import { type DemoSeed, seedDemo, storeBanner } from './store-banner.js';
-import { childContext, startFailed, supervise } from './supervisor.js';
+import { type ChildContext, childContext, startFailed, supervise } from './supervisor.js';
+import { splitDiskTier } from './worker-disk.js';
 
 /** The generated admin token, for the CLI on this machine (mode 0600). */
 export const STORE_ADMIN_TOKEN_FILE = 'admin.token';
@@ -91,7 +94,9 @@ export function acmeCa(ca: string | undefined, dir: string): string | undefined 
 export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSeed } = {}): Promise<number> {
   const child = childContext();
   // the primary opens nothing: a store, API or ACME problem is its child's, reported from there
-  if (!child) return supervise({ log, workers: 1, mode: 'data' });
+  if (!child) return supervise({ log, workers: 1, mode: 'data', grow: true });
+  // the other edge workers (edge.workers): an edge following the store, nothing else
+  if (child.slot > 1) return serveStoreWorker(dir, log, child);
   const store = openDataStoreOrSay(dir);
   if (!store) return startFailed();
   // one control plane per SQLite store (src/control/lock.ts); released at stop (or by the kernel
@@ -122,12 +127,8 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
     throw e;
   }
   if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
-  if (config.edge.workers !== 1) {
-    log.warn(
-      { workers: config.edge.workers },
-      'edge.workers is not supported with --data yet: running one edge process',
-    );
-  }
+  const workers = config.edge.workers === 'auto' ? availableParallelism() : config.edge.workers;
+  splitDiskTier(config, 1, workers);
   await ensureAdminToken(store, dir, log);
 
   const accessLog = new AccessLog(config.accessLogFile ?? config.log.access, { log });
@@ -136,12 +137,20 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
   const requests = new RequestLog();
   requests.attach(accessLog);
   const stats = localStats(store, config, log);
-  // one edge process: it owns its listeners (see EdgeOptions.exclusiveListen)
+  // the other workers' counters, reported through the primary (this process owns the store's)
+  child.onStats((report) => {
+    try {
+      stats.service.ingest(report);
+    } catch (err) {
+      log.error({ err }, "an edge worker's statistics report was refused");
+    }
+  });
   const edge = new Edge(config, {
     logger: log,
     accessLog,
     challenge: source.challenge,
-    exclusiveListen: true,
+    // the only edge process owns its listeners (see EdgeOptions.exclusiveListen)
+    exclusiveListen: workers === 1,
     stats: stats.edge,
   });
   edge.metrics.useProcess(() => ({
@@ -298,6 +307,8 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
     'edge listening',
   );
   child.ready(config.edge.limits.drainTimeout);
+  // the store is open and this node's id written: the other workers can start
+  if (workers > 1) child.setWorkers(workers);
   process.on('SIGUSR1', () => accessLog.reopen());
   process.on('SIGHUP', () => log.info('SIGHUP: with --data the store is watched; nothing to reload'));
 
@@ -320,6 +331,111 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
         .then(() => stats.close())
         .then(() => store.close())
         .then(() => lock.release())
+        .then(() => accessLog.close())
+        .then(() => {
+          log.info('stopped');
+          resolveStop();
+        });
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}
+
+/**
+ * An edge worker of `verge serve --data` other than slot 1 (edge.workers above 1): it follows the
+ * store like any edge node, under its own node id (`<node>-w<slot>`, with its own heartbeat, so a
+ * purge job is done only once this worker has applied it too), serves from its own memory tier
+ * and its share of the disk tier, and sends its statistics to slot 1, which runs the API, ACME,
+ * DNS, the statistics store and the control lock.
+ */
+async function serveStoreWorker(dir: string, log: Logger, child: ChildContext): Promise<number> {
+  const store = openDataStoreOrSay(dir);
+  if (!store) return startFailed();
+  const id = `${nodeId(dir)}-w${child.slot}`;
+  const source = new StoreSource({ store, baseDir: dir, log, nodeId: id, dnsAddresses: false });
+  let config: ResolvedConfig;
+  try {
+    config = await source.load();
+  } catch (e) {
+    await store.close().catch(() => undefined);
+    if (e instanceof ConfigError) {
+      process.stderr.write(
+        `${formatIssues(e.issues, store.location)}\nverge: the config in the store has errors\n`,
+      );
+      return startFailed();
+    }
+    throw e;
+  }
+  if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
+  splitDiskTier(config, child.slot, child.workers);
+  const accessLog = new AccessLog(config.accessLogFile ?? config.log.access, { log });
+  child.onCrashExit(() => accessLog.flush());
+  const stats = new EdgeStats({ topK: config.edge.stats.topK });
+  const edge = new Edge(config, {
+    logger: log,
+    accessLog,
+    challenge: source.challenge,
+    exclusiveListen: false,
+    stats,
+  });
+  edge.metrics.useProcess(() => ({
+    restarts: child.restarts(),
+    accessLogDropped: accessLog.dropped,
+    appLogDropped: appLogLinesDropped(),
+  }));
+  try {
+    await edge.start();
+    source.attach(edge);
+  } catch (e) {
+    await source.close().catch(() => undefined);
+    await store.close().catch(() => undefined);
+    const listenError = listenErrorMessage(e);
+    if (listenError) {
+      process.stderr.write(`verge: ${listenError}\n`);
+      return startFailed();
+    }
+    if (e instanceof CacheStoreError) {
+      process.stderr.write(`verge: cannot use the cache: ${e.message}\n`);
+      return startFailed();
+    }
+    throw e;
+  }
+  const report = () => child.sendStats(stats.report(id));
+  const timer = setInterval(report, config.edge.stats.reportInterval);
+  timer.unref();
+  const addrs = edge.listenAddresses();
+  log.info(
+    {
+      http: addrs.http,
+      https: addrs.https,
+      sites: config.sites.length,
+      pid: child.primaryPid,
+      worker: child.slot,
+      workerPid: process.pid,
+      node: id,
+      store: store.location,
+      revision: source.appliedRevision,
+    },
+    'edge listening',
+  );
+  child.ready(config.edge.limits.drainTimeout);
+  process.on('SIGUSR1', () => accessLog.reopen());
+  process.on('SIGHUP', () => log.info('SIGHUP: with --data the store is watched; nothing to reload'));
+  await new Promise<void>((resolveStop) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      const timeout = edge.runtime.config.edge.limits.drainTimeout;
+      log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
+      Promise.all([edge.drain(timeout), source.close()])
+        .then(() => {
+          clearInterval(timer);
+          report();
+        })
+        .then(() => store.close())
         .then(() => accessLog.close())
         .then(() => {
           log.info('stopped');

@@ -25,6 +25,7 @@ import { applyPurgeOp, WorkerRelay } from '../edge/relay.js';
 import type { Edge } from '../edge/server.js';
 import { listenErrorMessage } from './listen-error.js';
 import { type ChildContext, childContext, startFailed, supervise } from './supervisor.js';
+import { splitDiskTier } from './worker-disk.js';
 
 /** The demo origin runs in the primary (it outlives edge restarts); its children get the port. */
 const ENV_DEMO_ORIGIN_PORT = 'VERGE_DEMO_ORIGIN_PORT';
@@ -123,7 +124,8 @@ export async function serve(values: { config?: string; data?: string; demo?: boo
       return 2;
     }
     // the primary opens nothing: the store, the API and ACME live in its child
-    if (!child) return supervise({ log, workers: 1, mode: 'data' });
+    // slot 1 reads edge.workers from the store and asks for the other slots (grow)
+    if (!child) return supervise({ log, workers: 1, mode: 'data', grow: true });
     const { serveStore } = await import('./serve-store.js');
     return serveStore(resolveDataDir(values.data), log);
   }
@@ -193,7 +195,13 @@ async function serveProductDemo(child: ChildContext | undefined, log: Logger): P
   if (!child) {
     const origin = await startDemoOrigin(0);
     log.info({ port: origin.port }, 'demo origin listening on 127.0.0.1');
-    return supervise({ log, workers: 1, mode: 'demo', env: { [ENV_DEMO_ORIGIN_PORT]: String(origin.port) } });
+    return supervise({
+      log,
+      workers: 1,
+      mode: 'demo',
+      grow: true,
+      env: { [ENV_DEMO_ORIGIN_PORT]: String(origin.port) },
+    });
   }
   const { serveStore } = await import('./serve-store.js');
   return serveStore(join(home, 'data'), log, {
@@ -216,14 +224,7 @@ async function serveChild(
     import('../edge/server.js'),
     import('../edge/admin.js'),
   ]);
-  if (workers > 1 && config.edge.cache.disk) {
-    // The disk tier belongs to one process (its index and purge log are not shared): each worker
-    // gets its own directory and an equal share of the size.
-    config.edge.cache.disk = {
-      path: resolve(config.baseDir, config.edge.cache.disk.path, `worker-${child.slot}`),
-      size: Math.floor(config.edge.cache.disk.size / workers),
-    };
-  }
+  splitDiskTier(config, child.slot, workers);
   const accessLog = new AccessLog(config.accessLogFile ?? config.log.access, { log });
   child.onCrashExit(() => accessLog.flush());
   const edge = new Edge(config, {

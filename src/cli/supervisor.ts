@@ -24,6 +24,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { subscribe } from 'node:diagnostics_channel';
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from '../core/log.js';
+import type { StatsReport } from '../core/stats.js';
 import { requestsInFlight } from '../edge/lifecycle.js';
 import { PrimaryRelay } from '../edge/relay.js';
 
@@ -40,6 +41,8 @@ export const STABLE_AFTER_MS = 60_000;
 const MAX_FAILED_STARTS = 3;
 /** Past the drain timeout, how long a stopping child gets before SIGKILL. */
 const KILL_GRACE_MS = 5000;
+/** The most edge.workers allows (src/config/schema.ts). */
+const MAX_WORKERS = 64;
 /** Crash reports name at most this many requests in flight (and count the rest). */
 const MAX_REPORTED_REQUESTS = 50;
 
@@ -78,7 +81,17 @@ interface RestartsMsg {
   verge: 'proc-restarts';
   total: number;
 }
-type ProcMsg = ReadyMsg | CrashMsg | RestartsMsg;
+/** `--data`: slot 1 read edge.workers from the store and asks for the other slots */
+interface WorkersMsg {
+  verge: 'proc-workers';
+  workers: number;
+}
+/** `--data`: a statistics report of a slot above 1, for slot 1 (which owns the statistics store) */
+interface StatsMsg {
+  verge: 'proc-stats';
+  report: StatsReport;
+}
+type ProcMsg = ReadyMsg | CrashMsg | RestartsMsg | WorkersMsg | StatsMsg;
 
 function isProcMsg(m: unknown): m is ProcMsg {
   return (
@@ -105,6 +118,12 @@ export interface SuperviseOptions {
   relay?: boolean;
   /** what the start line calls this edge ("file", "demo", "data") */
   mode: string;
+  /**
+   * `--data` and the demo: the primary opens no store, so it starts slot 1 alone; slot 1 reads
+   * edge.workers and asks for the others (proc-workers), and their statistics reports go to
+   * slot 1 through here (proc-stats).
+   */
+  grow?: boolean;
 }
 
 interface Slot {
@@ -130,6 +149,7 @@ export async function supervise(opts: SuperviseOptions): Promise<number> {
   let stopping = false;
   let failed = false;
   let drainTimeoutMs = 30_000;
+  let workers = opts.workers;
 
   const fork = (slot: Slot) => {
     slot.timer = undefined;
@@ -137,7 +157,7 @@ export async function supervise(opts: SuperviseOptions): Promise<number> {
     const w = cluster.fork({
       ...opts.env,
       [ENV_SLOT]: String(slot.n),
-      [ENV_WORKERS]: String(opts.workers),
+      [ENV_WORKERS]: String(workers),
       [ENV_RESTARTS]: String(restarts),
       [ENV_PRIMARY_PID]: String(process.pid),
     });
@@ -169,6 +189,19 @@ export async function supervise(opts: SuperviseOptions): Promise<number> {
       }
     } else if (msg.verge === 'proc-crash') {
       reports.set(w, msg);
+    } else if (msg.verge === 'proc-workers' && opts.grow && slotOf.get(w)?.n === 1 && !stopping) {
+      const n = Math.min(MAX_WORKERS, Math.floor(msg.workers));
+      if (!(n > workers)) return;
+      log.info({ workers: n }, 'starting the other edge workers');
+      workers = n;
+      for (let k = slots.length + 1; k <= n; k++) {
+        const slot: Slot = { n: k, worker: undefined, startedAt: 0, crashes: 0, timer: undefined };
+        slots.push(slot);
+        fork(slot);
+      }
+    } else if (msg.verge === 'proc-stats' && opts.grow) {
+      const first = slots[0]?.worker;
+      if (first && first !== w && first.isConnected()) first.send(msg, undefined, {}, () => {});
     }
   });
 
@@ -312,6 +345,12 @@ export interface ChildContext {
   reportCrashes(log: Logger): void;
   /** Runs when a crash is reported, before the exit (flush the access log); best effort. */
   onCrashExit(fn: () => void): void;
+  /** `--data`, slot 1: ask the primary for `workers` serving processes in all */
+  setWorkers(workers: number): void;
+  /** `--data`, slots above 1: a statistics report for slot 1 */
+  sendStats(report: StatsReport): void;
+  /** `--data`, slot 1: the other slots' statistics reports */
+  onStats(fn: (report: StatsReport) => void): void;
 }
 
 let context: ChildContext | undefined;
@@ -332,8 +371,11 @@ export function childContext(): ChildContext | undefined {
   if (context) return context;
   const env = process.env;
   let restarts = Number(env[ENV_RESTARTS] ?? 0);
+  const statsHandlers: Array<(report: StatsReport) => void> = [];
   process.on('message', (m: unknown) => {
-    if (isProcMsg(m) && m.verge === 'proc-restarts') restarts = Math.max(restarts, m.total);
+    if (!isProcMsg(m)) return;
+    if (m.verge === 'proc-restarts') restarts = Math.max(restarts, m.total);
+    else if (m.verge === 'proc-stats') for (const fn of statsHandlers) fn(m.report);
   });
   // Until the edge installs its handlers, a signal sent to this pid directly must not end it
   // (SIGHUP's default) or open the inspector (SIGUSR1's, in Node).
@@ -355,6 +397,15 @@ export function childContext(): ChildContext | undefined {
     restarts: () => restarts,
     ready: (drainTimeoutMs) => {
       send({ verge: 'proc-ready', drainTimeoutMs });
+    },
+    setWorkers: (workers) => {
+      send({ verge: 'proc-workers', workers });
+    },
+    sendStats: (report) => {
+      send({ verge: 'proc-stats', report });
+    },
+    onStats: (fn) => {
+      statsHandlers.push(fn);
     },
     reportCrashes(log) {
       let dying = false;

@@ -977,7 +977,7 @@ export const edgeSchema = z
       .union([z.number().int().min(1).max(64), z.literal('auto')])
       .default(1)
       .describe(
-        'Edge processes sharing the listeners ("auto": one per core). Each has its own memory tier and its own share of the disk tier. Requires a config file (not demo mode).',
+        'Edge processes sharing the listeners ("auto": one per core). Each has its own memory tier and its own share of the disk tier. With --data (and the demo) the first runs the API, ACME and DNS too, and the others are edge nodes of the store (`<node>-wN`). A change takes a restart.',
       ),
     cache: z
       .strictObject({

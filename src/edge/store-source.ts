@@ -82,6 +82,11 @@ export interface StoreSourceOptions {
   baseDir: string;
   log: Logger;
   nodeId: string;
+  /**
+   * false for the edge workers of `verge serve --data` other than slot 1: their heartbeats give
+   * Verge's DNS no addresses, so a machine is one DNS edge (slot 1's), not one per process.
+   */
+  dnsAddresses?: boolean;
 }
 
 /** A config built from the documents, and the documents that had to be left out of it. */
@@ -491,7 +496,9 @@ export class StoreSource {
       http: a.http,
       https: a.https,
       ...(this.#failures.length > 0 ? { failures: this.#failures } : {}),
-      ...dnsFields(edge.runtime.config.edge, a),
+      ...(this.#opts.dnsAddresses === false
+        ? { weight: edge.runtime.config.edge.weight, publicAddresses: [] }
+        : dnsFields(edge.runtime.config.edge, a)),
     };
     try {
       await this.#opts.store.put(KEYS.node(this.#opts.nodeId), rec as unknown as JsonValue);

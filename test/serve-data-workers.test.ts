@@ -1,0 +1,75 @@
+// `verge serve --data DIR` with edge.workers: 2 (issue 10, "all cores in every mode"): the second
+// worker follows the store as an edge node of its own, and a purge is done only once every worker
+// applied it: afterwards no worker answers with the purged copy, over many fresh connections
+// (the kernel spreads them over both workers).
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { request } from './helpers/edge.js';
+import { runCli, startEdgeProc } from './helpers/proc.js';
+
+test('serve --data with edge.workers: 2: both workers serve; a purge is done only when both applied it', async (t) => {
+  let version = 1;
+  let pulls = 0;
+  const origin = http.createServer((req, res) => {
+    pulls++;
+    res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'public, max-age=600' });
+    res.end(`v${version} ${req.url}`);
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
+  t.after(() => origin.close());
+  const port = (origin.address() as AddressInfo).port;
+  const dataDir = mkdtempSync(join(tmpdir(), 'verge-data-workers-'));
+  t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  const edge = await startEdgeProc({
+    dataDir,
+    config: {
+      edge: { workers: 2, https: { listen: [] } },
+      sites: [{ name: 'www.example.com', origin: { servers: [{ host: '127.0.0.1', port }] } }],
+    },
+  });
+  t.after(() => edge.kill());
+  // slot 1 starts, reads edge.workers from the store, and the primary starts slot 2
+  await edge.waitForLog((l) => l.msg === 'edge listening' && l['worker'] === 2, 30_000);
+  const get = async () => {
+    const r = await request(`http://127.0.0.1:${edge.httpPort}/obj`, {
+      headers: { host: 'www.example.com' },
+    });
+    assert.equal(r.status, 200);
+    return r;
+  };
+  // each worker has its own cache: bursts of fresh connections until both have pulled the object
+  for (let round = 0; round < 40 && pulls < 2; round++) await Promise.all(Array.from({ length: 8 }, get));
+  assert.equal(pulls, 2, 'both workers cached the object');
+
+  version = 2;
+  // the API listens on a port the kernel chose: --api names it, --data gives the token
+  const api = ['--api', `http://127.0.0.1:${edge.adminPort}`, '--data', dataDir];
+  const r = await runCli(['purge', 'url', 'http://www.example.com/obj', ...api], { timeoutMs: 60_000 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /done: applied by every live edge node/);
+  // the job waited for two edge nodes: slot 1 and slot 2
+  const nodes = await runCli(['nodes', '--json', ...api]);
+  assert.equal(nodes.code, 0, nodes.stderr);
+  const ids = (JSON.parse(nodes.stdout) as { items: Array<{ id: string }> }).items.map((n) => n.id);
+  assert.equal(ids.length, 2, nodes.stdout);
+  assert.ok(
+    ids.some((id) => id.endsWith('-w2')),
+    nodes.stdout,
+  );
+
+  // no worker answers with the purged copy; each goes back to the origin once
+  for (let round = 0; round < 20; round++) {
+    const rs = await Promise.all(Array.from({ length: 8 }, get));
+    for (const x of rs) assert.equal(x.body.toString(), 'v2 /obj');
+  }
+  assert.equal(pulls, 4, 'each worker pulled the object again, once');
+
+  edge.signal('SIGTERM');
+  const exit = await edge.waitForExit(30_000);
+  assert.equal(exit.code, 0);
+});
