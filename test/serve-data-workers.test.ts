@@ -3,7 +3,7 @@
 // applied it: afterwards no worker answers with the purged copy, over many fresh connections
 // (the kernel spreads them over both workers).
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -28,14 +28,18 @@ test('serve --data with edge.workers: 2: both workers serve; a purge is done onl
   const edge = await startEdgeProc({
     dataDir,
     config: {
-      edge: { workers: 2, https: { listen: [] } },
+      // statistics reported and stored quickly: the test reads them back through the API
+      edge: { workers: 2, https: { listen: [] }, stats: { reportInterval: '200ms', flushInterval: '1s' } },
       sites: [{ name: 'www.example.com', origin: { servers: [{ host: '127.0.0.1', port }] } }],
     },
   });
   t.after(() => edge.kill());
   // slot 1 starts, reads edge.workers from the store, and the primary starts slot 2
   await edge.waitForLog((l) => l.msg === 'edge listening' && l['worker'] === 2, 30_000);
+  const from = Date.now() - 60_000;
+  let sent = 0;
   const get = async () => {
+    sent++;
     const r = await request(`http://127.0.0.1:${edge.httpPort}/obj`, {
       headers: { host: 'www.example.com' },
     });
@@ -68,6 +72,25 @@ test('serve --data with edge.workers: 2: both workers serve; a purge is done onl
     for (const x of rs) assert.equal(x.body.toString(), 'v2 /obj');
   }
   assert.equal(pulls, 4, 'each worker pulled the object again, once');
+
+  // every request is in the site's statistics, whichever worker answered it (slot 2's reach the
+  // statistics store through slot 1)
+  const token = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
+  const counted = async () => {
+    const res = await request(
+      `http://127.0.0.1:${edge.adminPort}/api/v1/sites/www.example.com/stats?from=${from}&step=1m`,
+      { headers: { authorization: `Bearer ${token}` } },
+    );
+    assert.equal(res.status, 200, res.body.toString());
+    return (JSON.parse(res.body.toString()) as { totals: { requests: number } }).totals.requests;
+  };
+  const deadline = Date.now() + 30_000;
+  let n = await counted();
+  while (n < sent && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 250));
+    n = await counted();
+  }
+  assert.equal(n, sent, 'requests counted in the statistics');
 
   edge.signal('SIGTERM');
   const exit = await edge.waitForExit(30_000);
