@@ -16,7 +16,6 @@ import { mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { type AddressInfo, isIP } from 'node:net';
 import { resolve } from 'node:path';
-import { CacheStoreError } from '../cache/storage.js';
 import { ClusterFollower, ClusterRequestError } from '../cluster/follower.js';
 import { join } from '../cluster/join.js';
 import {
@@ -33,7 +32,7 @@ import { Edge } from '../edge/server.js';
 import { EdgeStats } from '../edge/stats.js';
 import { StoreSource } from '../edge/store-source.js';
 import { EdgePrefetcher } from './edge-prefetch.js';
-import { listenErrorMessage } from './listen-error.js';
+import { sayStartError } from './listen-error.js';
 import { type ChildContext, childContext, startFailed, supervise } from './supervisor.js';
 
 /** How long a restarting edge waits to catch up before it serves anyway. */
@@ -342,11 +341,8 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
     await follower.close();
     await parentTier?.close();
     await edge.close().catch(() => undefined);
-    const listenError = listenErrorMessage(e);
-    if (listenError) say(listenError);
-    else if (e instanceof CacheStoreError) say(`cannot use the cache: ${e.message}`);
-    else throw e;
-    return startFailed();
+    if (sayStartError(e)) return startFailed();
+    throw e;
   }
   const addrs = edge.listenAddresses();
   const h = health.address() as AddressInfo;

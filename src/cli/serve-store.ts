@@ -14,7 +14,6 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
-import { CacheStoreError } from '../cache/storage.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
 import { type ControlApi, startControlApi } from '../control/api.js';
 import { type ClusterEndpoint, startClusterEndpoint } from '../control/cluster.js';
@@ -32,7 +31,7 @@ import { Edge } from '../edge/server.js';
 import { EdgeStats } from '../edge/stats.js';
 import { nodeId, StoreSource } from '../edge/store-source.js';
 import type { ConfigStore } from '../store/types.js';
-import { listenErrorMessage } from './listen-error.js';
+import { sayStartError } from './listen-error.js';
 import { dnsSelfCheck, startDns } from './serve-dns.js';
 import { localStats } from './serve-stats.js';
 import { type DemoSeed, seedDemo, storeBanner } from './store-banner.js';
@@ -217,15 +216,7 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
     });
   } catch (e) {
     await store.close().catch(() => undefined);
-    const listenError = listenErrorMessage(e);
-    if (listenError) {
-      process.stderr.write(`verge: ${listenError}\n`);
-      return startFailed();
-    }
-    if (e instanceof CacheStoreError) {
-      process.stderr.write(`verge: cannot use the cache: ${e.message}\n`);
-      return startFailed();
-    }
+    if (sayStartError(e)) return startFailed();
     throw e;
   }
 
@@ -391,15 +382,7 @@ async function serveStoreWorker(dir: string, log: Logger, child: ChildContext): 
   } catch (e) {
     await source.close().catch(() => undefined);
     await store.close().catch(() => undefined);
-    const listenError = listenErrorMessage(e);
-    if (listenError) {
-      process.stderr.write(`verge: ${listenError}\n`);
-      return startFailed();
-    }
-    if (e instanceof CacheStoreError) {
-      process.stderr.write(`verge: cannot use the cache: ${e.message}\n`);
-      return startFailed();
-    }
+    if (sayStartError(e)) return startFailed();
     throw e;
   }
   const report = () => child.sendStats(stats.report(id));

@@ -9,7 +9,6 @@
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
-import { CacheStoreError } from '../cache/storage.js';
 import {
   ConfigError,
   formatIssues,
@@ -23,7 +22,7 @@ import { AccessLog, appLogLinesDropped, createLogger, type Logger } from '../cor
 import { ADMIN_TOKEN_FILE, loadAdminToken } from '../edge/admin-token.js';
 import { applyPurgeOp, WorkerRelay } from '../edge/relay.js';
 import type { Edge } from '../edge/server.js';
-import { listenErrorMessage } from './listen-error.js';
+import { sayStartError } from './listen-error.js';
 import { type ChildContext, childContext, startFailed, supervise } from './supervisor.js';
 import { splitDiskTier } from './worker-disk.js';
 
@@ -257,16 +256,13 @@ async function serveChild(
       throw e;
     });
   } catch (e) {
-    const listenError = listenErrorMessage(e);
-    if (listenError) {
-      process.stderr.write(`verge: ${listenError}\n`);
-      return startFailed();
-    }
-    if (e instanceof CacheStoreError) {
-      // e.g. a cache directory under a file, unwritable, or holding something that is not a cache
-      process.stderr.write(
-        `verge: cannot use the cache: ${e.message}\nFix edge.cache.disk.path in the config (or remove the disk tier to run from memory only).\n`,
-      );
+    // e.g. a cache directory under a file, unwritable, or holding something that is not a cache
+    if (
+      sayStartError(
+        e,
+        'Fix edge.cache.disk.path in the config (or remove the disk tier to run from memory only).',
+      )
+    ) {
       await edge.close().catch(() => undefined);
       return startFailed();
     }
