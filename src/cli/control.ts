@@ -1,8 +1,8 @@
 /**
  * `verge control --store DIR | sqlite:DIR | etcd://h1:2379,h2:2379`: the control plane alone (no
  * edge), for a cluster (docs/cluster.md): the admin API on --listen (default the stored
- * edge.admin.listen, 127.0.0.1:8091), the cluster endpoint for remote edges when cluster.listen is
- * set, Verge's DNS when dns.listen is set, the statistics store fed by the edges' reports, and,
+ * edge.admin.listen, 127.0.0.1:8091), the cluster endpoint for remote edges (--cluster-listen,
+ * default the stored cluster.listen), Verge's DNS when dns.listen is set, the statistics store fed by the edges' reports, and,
  * on the elected leader only (src/control/leader.ts), what must run once: ACME orders and
  * renewals, the statistics roll-up and retention, and the compaction of the store log.
  *
@@ -35,11 +35,20 @@ import { statsLeaderJobs } from './serve-stats.js';
 import { acmeCa, ensureAdminToken, firstAdmin } from './serve-store.js';
 import { type EtcdFlags, etcdOptions, parseStoreSpec } from './store-spec.js';
 
+/** HOST:PORT, the host a name, an IPv4 address or a bracketed IPv6 address */
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d{1,5})$/;
+
 export interface ControlCmdOptions extends EtcdFlags {
   /** DIR | sqlite:DIR | etcd://...; default $VERGE_STORE, else the data directory (SQLite) */
   store?: string;
   /** the admin API's HOST:PORT; default $VERGE_CONTROL_LISTEN, else the stored edge.admin.listen */
   listen?: string;
+  /**
+   * where remote edges connect (the cluster endpoint); default $VERGE_CLUSTER_LISTEN, else the
+   * stored cluster.listen. A flag because instances side by side on one etcd share the stored
+   * settings but may not share a port (two on one machine, or each on its own address).
+   */
+  clusterListen?: string;
   /** where admin.token is written (the store's own directory for SQLite); default ~/.verge */
   data?: string;
   /** the leader lease's TTL in seconds (etcd); default $VERGE_LEADER_TTL, else 10 */
@@ -105,6 +114,15 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
   }
   if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
 
+  const clusterListen =
+    o.clusterListen ?? (process.env['VERGE_CLUSTER_LISTEN'] || config.cluster.listen || undefined);
+  if (clusterListen !== undefined && !HOST_PORT.test(clusterListen)) {
+    await closeStore();
+    throw new UsageError(
+      `--cluster-listen ${clusterListen}: give HOST:PORT, e.g. 0.0.0.0:8092 or [::]:8092 (VERGE_CLUSTER_LISTEN and the stored cluster.listen take the same form)`,
+    );
+  }
+
   let api: ControlApi;
   // started once the API listens (its address goes into the election key)
   let election: LeaderElection | undefined;
@@ -128,11 +146,12 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
     mkdirSync(localDir, { recursive: true, mode: 0o700 });
     await ensureAdminToken(store, localDir, log);
     stats.start();
-    // remote edges (`verge edge --join`) connect here when cluster.listen is set
-    if (config.cluster.listen)
+    // remote edges (`verge edge --join`) connect here, on every instance (an edge may be pointed
+    // at any of them): --cluster-listen, else the stored cluster.listen
+    if (clusterListen)
       cluster = await startClusterEndpoint({
         store,
-        listen: config.cluster.listen,
+        listen: clusterListen,
         names: config.cluster.names,
         certDays: config.cluster.nodeCertDays,
         log,

@@ -243,6 +243,10 @@ when it returns. SIGTERM and SIGINT drain in-flight requests and exit; SIGUSR1 r
       "the admin API's address (env VERGE_CONTROL_LISTEN; default the stored edge.admin.listen, 127.0.0.1:8091)",
     )
     .option(
+      '--cluster-listen <HOST:PORT>',
+      'where remote edges (`verge edge --join`) connect, mTLS (env VERGE_CLUSTER_LISTEN; default the stored cluster.listen; none: no remote edges)',
+    )
+    .option(
       '-d, --data <DIR>',
       'the local directory for admin.token with an etcd store (env VERGE_HOME; default ~/.verge); with SQLite the store directory is used',
     )
