@@ -13,6 +13,15 @@
  * served (a self-check against a local edge when one is configured), because a CA validates once
  * and a failed validation counts against its rate limits.
  *
+ * One order per issuance, whichever instance works on it: a new order is recorded in acme/<site>
+ * (its URL, and the certificate key it will be finalized with) before anything else is done with
+ * it, and every attempt first looks for such an open order and completes it when the CA still has
+ * it (pending, ready, processing or valid). So a control leader killed mid-way (kill -9 between
+ * the order and the stored certificate) leaves its order to the next leader, which finishes it
+ * instead of ordering again: one order reaches the CA, and a certificate the dead leader had
+ * already fetched is stored with the key it was issued for. The open order is dropped by the
+ * success (the record is rewritten) or by a failure (the next attempt starts a new order).
+ *
  * Failures never take a working certificate away: certs/<site> is only ever replaced by a newer
  * certificate in one put, never deleted here, and the edge keeps serving the old one while the
  * manager retries with exponential backoff.
@@ -591,9 +600,7 @@ export class AcmeManager {
       const client = await this.#account();
       const names = site.names.join(', ');
 
-      const order = await this.#step('order', `the ACME server refused an order for ${names}`, () =>
-        client.createOrder({ identifiers: site.names.map((value) => ({ type: 'dns', value })) }),
-      );
+      const { order, keyPem } = await this.#orderFor(client, site);
       const seen: Progress = new Map();
       this.#progress(site, seen, 'order', undefined, order.status);
       const authzs = await this.#step(
@@ -632,7 +639,7 @@ export class AcmeManager {
       await this.#waitServed(pending);
       await this.#validate(client, order, site, pending, seen);
 
-      const issued = await this.#finalize(client, order, site, seen);
+      const issued = await this.#finalize(client, order, site, seen, keyPem);
 
       await step(
         'store',
@@ -667,9 +674,7 @@ export class AcmeManager {
       const zone = await this.#dnsZone(site);
       const client = await this.#account();
       const names = site.names.join(', ');
-      const order = await this.#step('order', `the ACME server refused an order for ${names}`, () =>
-        client.createOrder({ identifiers: site.names.map((value) => ({ type: 'dns', value })) }),
-      );
+      const { order, keyPem } = await this.#orderFor(client, site);
       const seen: Progress = new Map();
       this.#progress(site, seen, 'order', undefined, order.status);
       const authzs = await this.#step(
@@ -716,7 +721,7 @@ export class AcmeManager {
         type: 'dns-01',
         advice: `It looks up TXT ${lookups.join(', ')}: at your DNS host, create ${cnames.join(', ')} (once; Verge serves the TXT records), and delegate ${zone} to Verge's DNS (NS records with glue at its parent)`,
       });
-      const issued = await this.#finalize(client, order, site, seen);
+      const issued = await this.#finalize(client, order, site, seen, keyPem);
       await step(
         'store',
         `the certificate was issued but could not be stored in ${this.#store.location}`,
@@ -808,6 +813,66 @@ export class AcmeManager {
         }
       }),
     );
+  }
+
+  /**
+   * The order to work on, and the key its certificate is (or will be) issued for: the open order
+   * an earlier attempt recorded for these names, when the CA still has it (an instance that died
+   * mid-way, or this one before a restart), else a new order, recorded in acme/<site> before it is
+   * used. See the file comment: one order per issuance reaches the CA.
+   */
+  async #orderFor(client: Client, site: AcmeSite): Promise<{ order: Order; keyPem: string }> {
+    const names = site.names.join(', ');
+    const stored = await step('order', `cannot read acme/${site.name} from ${this.#store.location}`, () =>
+      this.#store.get(KEYS.acme(site.name)),
+    );
+    const open = stored ? asRecord<AcmeRecord>(stored.value).order : undefined;
+    if (open && open.directoryUrl === this.#directoryUrl && open.names.join(',') === site.names.join(',')) {
+      try {
+        const order = { ...(await client.getOrder({ url: open.url } as Order)), url: open.url };
+        // RFC 8555 section 7.1.6: pending, ready, processing and valid orders can still end in a
+        // certificate; an invalid one (or one the CA forgot: 404) cannot
+        if (['pending', 'ready', 'processing', 'valid'].includes(order.status)) {
+          this.#log.info(
+            { site: site.name, order: open.url, state: order.status, since: open.createdAt },
+            `ACME: completing the open order for ${names} (an earlier attempt left it: no new order)`,
+          );
+          return { order, keyPem: open.keyPem };
+        }
+        this.#log.info(
+          { site: site.name, order: open.url, state: order.status },
+          `ACME: the open order for ${names} is ${order.status}; starting a new one`,
+        );
+      } catch (err) {
+        this.#log.warn(
+          { site: site.name, order: open.url, err: errorText(err) },
+          `ACME: cannot read the open order for ${names}; starting a new one`,
+        );
+      }
+    }
+    const order = await this.#step('order', `the ACME server refused an order for ${names}`, () =>
+      client.createOrder({ identifiers: site.names.map((value) => ({ type: 'dns', value })) }),
+    );
+    const keyPem = (await acmeCrypto.createPrivateEcdsaKey('P-256')).toString();
+    await step('order', `cannot record the new order in ${this.#store.location}`, async () => {
+      // re-read: the record may have changed while the CA answered (#markPending)
+      const now = await this.#store.get(KEYS.acme(site.name));
+      const rec: AcmeRecord = now
+        ? asRecord<AcmeRecord>(now.value)
+        : { site: site.name, state: 'pending', attempts: 0 };
+      const recorded: AcmeRecord = {
+        ...rec,
+        order: {
+          url: order.url,
+          names: site.names,
+          directoryUrl: this.#directoryUrl,
+          keyPem,
+          createdAt: new Date(this.#now()).toISOString(),
+        },
+      };
+      await this.#store.put(KEYS.acme(site.name), recorded as unknown as JsonValue);
+    });
+    return { order, keyPem };
   }
 
   /** A first attempt shows as pending in the API while it runs. */
@@ -948,12 +1013,17 @@ export class AcmeManager {
     }
   }
 
-  async #finalize(client: Client, order: Order, site: AcmeSite, seen: Progress): Promise<CertRecord> {
+  async #finalize(
+    client: Client,
+    order: Order,
+    site: AcmeSite,
+    seen: Progress,
+    keyPem: string,
+  ): Promise<CertRecord> {
     const names = site.names.join(', ');
     return this.#step('finalize', `the ACME server did not issue the certificate for ${names}`, async () => {
       // the order is ready once every authorization is valid (RFC 8555 section 7.1.6)
       let current = await this.#followOrder(client, order, site, seen, ['ready', 'valid']);
-      const keyPem = (await acmeCrypto.createPrivateEcdsaKey('P-256')).toString();
       // CN is limited to 64 characters; the SANs are what clients check, so a long name goes without
       const cn = site.name.length <= 64 ? { commonName: site.name } : {};
       const [, csr] = await acmeCrypto.createCsr({ ...cn, altNames: site.names }, keyPem);

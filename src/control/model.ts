@@ -326,6 +326,12 @@ export interface AcmeRecord {
   nextAttempt?: string;
   /** what happened, oldest first: the last ACME_HISTORY_MAX issuances, renewals and failures */
   history?: AcmeEvent[];
+  /**
+   * The order in progress (src/control/acme.ts): recorded when it is created, so that another
+   * control instance completes it instead of ordering again; gone after a success or a failure.
+   * keyPem is the key its certificate is issued for (never shown by the API).
+   */
+  order?: { url: string; names: string[]; directoryUrl: string; keyPem: string; createdAt: string };
 }
 
 /** One entry of an ACME site's history. */

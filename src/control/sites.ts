@@ -208,7 +208,8 @@ export interface SiteView {
   site: Record<string, JsonValue>;
   effective: SiteConfig;
   certificate?: CertView;
-  acme?: AcmeRecord;
+  /** the site's ACME state; an open order without its key */
+  acme?: Omit<AcmeRecord, 'order'> & { order?: { url: string; createdAt: string } };
   warnings: Finding[];
 }
 
@@ -525,7 +526,11 @@ export async function siteView(
   }
   if (tls && tls['acme'] === true) {
     const a = await store.get(KEYS.acme(s.name));
-    if (a) view.acme = asRecord<AcmeRecord>(a.value);
+    if (a) {
+      // an open order's certificate key stays in the store: the view says only where the order is
+      const { order, ...rec } = asRecord<AcmeRecord>(a.value);
+      view.acme = order ? { ...rec, order: { url: order.url, createdAt: order.createdAt } } : rec;
+    }
   }
   return view;
 }

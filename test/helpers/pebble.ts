@@ -24,6 +24,11 @@ export interface Pebble {
   caPem: string;
   /** pebble's issuing root (management API /roots/0): issued chains verify against it */
   rootPem(): Promise<string>;
+  /**
+   * pebble's log lines so far, e.g. to count the orders that reached it: pebble logs each request
+   * it routes ("POST /order-plz -> calling handler()")
+   */
+  log(): string[];
   /** kills both processes and removes the temp dir; safe to call twice */
   stop(): Promise<void>;
 }
@@ -31,6 +36,8 @@ export interface Pebble {
 interface Proc {
   child: ChildProcess;
   output(): string;
+  /** every line written so far, untruncated (for counting requests) */
+  lines(): string[];
   exited(): string | undefined;
 }
 
@@ -38,8 +45,13 @@ function run(bin: string, args: string[], env: NodeJS.ProcessEnv): Proc {
   const child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   killAtExit(child);
   let out = '';
+  let partial = '';
+  const lines: string[] = [];
   let exit: string | undefined;
   const collect = (s: string) => {
+    const parts = (partial + s).split('\n');
+    partial = parts.pop() ?? '';
+    lines.push(...parts);
     // pebble logs every request; keep the head (startup errors) and the tail
     out = out.length > 64_000 ? `${out.slice(0, 16_000)}\n...\n${out.slice(-32_000)}${s}` : out + s;
   };
@@ -55,7 +67,7 @@ function run(bin: string, args: string[], env: NodeJS.ProcessEnv): Proc {
   child.unref();
   (child.stdout as net.Socket | null)?.unref();
   (child.stderr as net.Socket | null)?.unref();
-  return { child, output: () => out, exited: () => exit };
+  return { child, output: () => out, lines: () => lines, exited: () => exit };
 }
 
 function kill(p: Proc): Promise<void> {
@@ -219,6 +231,7 @@ export async function startPebble(opts: {
       if (res.status !== 200) throw new Error(`pebble /roots/0 answered ${res.status}: ${res.body}`);
       return res.body;
     },
+    log: () => pebble.lines(),
     stop,
   };
 }
