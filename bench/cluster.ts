@@ -116,15 +116,16 @@ class Follower {
   #waiters: Array<() => void> = [];
   constructor(
     readonly base: URL,
-    identity: { keyPem: string; certPem: string; caPem: string },
+    readonly identity: { keyPem: string; certPem: string; caPem: string },
   ) {
-    this.#agent = new Agent({
-      keepAlive: true,
-      ca: [identity.caPem],
-      cert: identity.certPem,
-      key: identity.keyPem,
-    });
+    this.#agent = this.#open();
     this.#heartbeat = setInterval(() => this.#sendReport(), 5000);
+  }
+
+  /** The mTLS agent with the node identity (keep-alive: reports reuse their connection). */
+  #open(): Agent {
+    const { caPem, certPem, keyPem } = this.identity;
+    return new Agent({ keepAlive: true, ca: [caPem], cert: certPem, key: keyPem });
   }
 
   connect(from: number): Promise<void> {
@@ -190,13 +191,9 @@ class Follower {
     this.#agent.destroy();
   }
 
-  reopen(identity: { keyPem: string; certPem: string; caPem: string }): void {
-    this.#agent = new Agent({
-      keepAlive: true,
-      ca: [identity.caPem],
-      cert: identity.certPem,
-      key: identity.keyPem,
-    });
+  /** After disconnect(): a new agent and the heartbeat again (connect() follows). */
+  reopen(): void {
+    this.#agent = this.#open();
     this.#heartbeat = setInterval(() => this.#sendReport(), 5000);
   }
 
@@ -224,7 +221,6 @@ async function main(): Promise<void> {
   if (imp.status !== 0) throw new Error(`config import: ${imp.stderr}`);
   const control = await startControl(dir);
   const followers: Follower[] = [];
-  const identities: Array<{ keyPem: string; certPem: string; caPem: string }> = [];
   try {
     await sleep(3000);
     const base0 = usage(control.child.pid!);
@@ -240,7 +236,6 @@ async function main(): Promise<void> {
         Array.from({ length: Math.min(10, N - i) }, async (_, k) => {
           const tok = await call(control, 'POST', '/api/v1/node-tokens', { region: 'bench' });
           const j = await joinCluster(url, String(tok['token']), { name: `f${i + k}`, version: 'bench' });
-          identities[i + k] = j.identity;
           followers[i + k] = new Follower(url, j.identity);
         }),
       );
@@ -342,8 +337,8 @@ async function main(): Promise<void> {
     const writeS = (now() - tw) / 1000;
     const tc = now();
     await Promise.all(
-      cut.map(async (f, i) => {
-        f.reopen(identities[i]!);
+      cut.map(async (f) => {
+        f.reopen();
         await f.connect(f.applied);
         await f.at(head);
       }),
