@@ -649,16 +649,21 @@ export class AcmeManager {
     } catch (err) {
       await this.#recordFailure(site, err);
     } finally {
-      for (const token of tokens) {
-        await this.#store
-          .delete(KEYS.challenge(token))
-          .catch((err: unknown) =>
-            this.#log.warn(
-              { site: site.name, token, err: errorText(err) },
-              'ACME: could not delete a used challenge token; it is harmless and can be deleted by hand',
-            ),
-          );
-      }
+      await this.#deleteUsed(site, tokens, KEYS.challenge, 'challenge token');
+    }
+  }
+
+  /** Deletes the challenge records of an attempt that ended; one left behind is only logged. */
+  async #deleteUsed(site: AcmeSite, tokens: string[], key: (token: string) => string, what: string) {
+    for (const token of tokens) {
+      await this.#store
+        .delete(key(token))
+        .catch((err: unknown) =>
+          this.#log.warn(
+            { site: site.name, token, err: errorText(err) },
+            `ACME: could not delete a used ${what}; it is harmless and can be deleted by hand`,
+          ),
+        );
     }
   }
 
@@ -730,16 +735,7 @@ export class AcmeManager {
     } catch (err) {
       await this.#recordFailure(site, err);
     } finally {
-      for (const token of tokens) {
-        await this.#store
-          .delete(KEYS.dnsChallenge(token))
-          .catch((err: unknown) =>
-            this.#log.warn(
-              { site: site.name, token, err: errorText(err) },
-              'ACME: could not delete a used DNS challenge record; it is harmless and can be deleted by hand',
-            ),
-          );
-      }
+      await this.#deleteUsed(site, tokens, KEYS.dnsChallenge, 'DNS challenge record');
     }
   }
 
