@@ -428,6 +428,10 @@ describe('the console', { skip }, () => {
     });
     await button.click();
     await doctor.getByText('Applied origin.protocol = https').waitFor({ timeout: 20_000 });
+    // the report shown while the doctor re-checks is the old one (marked busy): wait for the new one
+    await page
+      .locator('section[aria-labelledby="doctor-title"][aria-busy="false"]')
+      .waitFor({ timeout: 20_000 });
     const stored = await apiCall('GET', `sites/${NAME}`);
     assert.deepEqual(
       [stored.body.site.origin.protocol, stored.body.site.origin.verify, stored.body.site.origin.ca],

@@ -161,7 +161,7 @@ function Doctor(props: { name: string; site: SiteView; onChanged: () => void; ca
     }
   };
   return (
-    <section aria-labelledby="doctor-title">
+    <section aria-labelledby="doctor-title" aria-busy={running}>
       <h2 id="doctor-title">The doctor</h2>
       <p class="actions">
         <button type="button" onClick={run} disabled={running}>
