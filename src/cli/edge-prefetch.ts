@@ -13,6 +13,7 @@
 import type { NodePrefetch, PrefetchFailure } from '../control/model.js';
 import { NODE_PREFETCH_FAILURES, NODE_PREFETCHES } from '../control/model.js';
 import { fetcherThrough, prefetchAgents, runPrefetch } from '../control/prefetch.js';
+import type { JobErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 
 export interface EdgePrefetcherOptions {
@@ -114,7 +115,11 @@ export class EdgePrefetcher {
         })
       : Promise.resolve().then(() => {
           for (const u of r.urls) {
-            fail({ url: u.url.href, code: 'PREFETCH_NO_LISTENER', msg: 'this edge has no listener' });
+            fail({
+              url: u.url.href,
+              code: 'PREFETCH_NO_LISTENER' satisfies JobErrorCode,
+              msg: 'this edge has no listener',
+            });
             progress.done++;
           }
         });

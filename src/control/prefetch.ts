@@ -11,7 +11,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { isIP } from 'node:net';
-import { ERRORS } from '../core/errors.js';
+import { ERRORS, type JobErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
 import { type JobRecord, KEYS, type PrefetchFailure } from './model.js';
@@ -78,10 +78,14 @@ export function fetchThrough(url: URL, target: PrefetchTarget, agents: PrefetchA
       (res) => collect(res, done),
     );
     req.on('timeout', () =>
-      req.destroy(Object.assign(new Error('no answer from the edge in time'), { code: 'PREFETCH_TIMEOUT' })),
+      req.destroy(
+        Object.assign(new Error('no answer from the edge in time'), {
+          code: 'PREFETCH_TIMEOUT' satisfies JobErrorCode,
+        }),
+      ),
     );
     req.on('error', (e: NodeJS.ErrnoException) =>
-      done({ code: e.code ?? 'PREFETCH_FAILED', msg: e.message }),
+      done({ code: e.code ?? ('PREFETCH_FAILED' satisfies JobErrorCode), msg: e.message }),
     );
     req.end();
   });
@@ -103,11 +107,12 @@ export async function runPrefetch<T>(opts: {
   const lane = async () => {
     while (next < opts.items.length && !opts.signal?.aborted) {
       const item = opts.items[next++]!;
-      const r = await opts
-        .fetch(item)
-        .catch(
-          (e: NodeJS.ErrnoException): FetchResult => ({ code: e.code ?? 'PREFETCH_FAILED', msg: e.message }),
-        );
+      const r = await opts.fetch(item).catch(
+        (e: NodeJS.ErrnoException): FetchResult => ({
+          code: e.code ?? ('PREFETCH_FAILED' satisfies JobErrorCode),
+          msg: e.message,
+        }),
+      );
       opts.onResult(item, r);
     }
   };
@@ -127,7 +132,11 @@ function collect(res: http.IncomingMessage, done: (r: FetchResult) => void): voi
   res.on('error', () => undefined);
   res.on('close', () => {
     if (!res.complete) {
-      done({ status, code: 'PREFETCH_INCOMPLETE', msg: 'the response was cut before its end' });
+      done({
+        status,
+        code: 'PREFETCH_INCOMPLETE' satisfies JobErrorCode,
+        msg: 'the response was cut before its end',
+      });
       return;
     }
     if (status < 400) {
@@ -190,7 +199,7 @@ export function fetcherThrough(
     const target = targetFor(u);
     if (!target)
       return Promise.resolve({
-        code: 'PREFETCH_NO_LISTENER',
+        code: 'PREFETCH_NO_LISTENER' satisfies JobErrorCode,
         msg: 'the edge has no HTTPS listener for this https URL: add one (edge.https.listen)',
       });
     return fetchThrough(u.url, target, agents);

@@ -2,7 +2,7 @@
  * Renders docs/errors.md from the registry in errors.ts (test/docs.test.ts keeps them in step;
  * `npm run docs` rewrites it).
  */
-import { CLUSTER_ERRORS, ERRORS } from './errors.js';
+import { CLUSTER_ERRORS, ERRORS, JOB_ERRORS } from './errors.js';
 
 export function renderErrorsDoc(): string {
   const summary = Object.entries(ERRORS).map(
@@ -55,6 +55,18 @@ with the fix, and its health endpoint shows the last one.
 |---|---|---|---|
 ${Object.entries(CLUSTER_ERRORS)
   .map(([code, s]) => `| \`${code}\` | ${s.status} | ${s.explanation} | ${s.fix} |`)
+  .join('\n')}
+
+## Job codes
+
+A purge or prefetch job lists each URL that failed with its status and code: a visitor code from
+the table above when the edge answered with one (e.g. \`502 ORIGIN_CONNECTION_REFUSED\`), a Node
+code such as \`ECONNREFUSED\` when the edge could not be reached, or one of these.
+
+| code | what happened | fix |
+|---|---|---|
+${Object.entries(JOB_ERRORS)
+  .map(([code, s]) => `| \`${code}\` | ${s.explanation} | ${s.fix} |`)
   .join('\n')}
 `;
 }

@@ -652,3 +652,41 @@ export const CLUSTER_ERRORS = clusterSpec({
 });
 
 export type ClusterErrorCode = keyof typeof CLUSTER_ERRORS;
+
+/**
+ * Codes of purge and prefetch jobs' per-URL failures that no visitor ever gets (the edge made no
+ * answer, or the answer was cut): they appear in a job's failures beside the visitor codes above
+ * and Node's own (ECONNREFUSED, ...), in `verge jobs`, the API and the console.
+ */
+export interface JobErrorSpec {
+  readonly explanation: string;
+  readonly fix: string;
+}
+
+function jobSpec<const T extends Record<string, JobErrorSpec>>(t: T): T {
+  return t;
+}
+
+export const JOB_ERRORS = jobSpec({
+  PREFETCH_TIMEOUT: {
+    explanation:
+      "The edge's listener sent nothing for 60 s while the prefetch waited for this URL's answer (usually an origin that is slower than that to start its reply).",
+    fix: 'Check the origin with `verge doctor SITE`; prefetch the URL again once it answers in time.',
+  },
+  PREFETCH_INCOMPLETE: {
+    explanation:
+      'The answer for this URL was cut before its end (the origin closed the connection mid-body, or the edge restarted), so nothing was stored.',
+    fix: "Look up the request in the edge's access log (`verge explain ID`) for the stage that failed; prefetch the URL again.",
+  },
+  PREFETCH_NO_LISTENER: {
+    explanation:
+      "The edge has no listener for this URL's scheme (an https URL, or a site with forceHttps, on an edge without edge.https.listen), so prefetch cannot fetch through it as a visitor would.",
+    fix: 'Add edge.https.listen (or edge.http.listen) to the edge, or prefetch the http:// URL of a site that is not forceHttps.',
+  },
+  PREFETCH_FAILED: {
+    explanation: 'The fetch through the edge failed without a code of its own; the message says how.',
+    fix: 'Read the message; `verge status` shows whether the edge is up.',
+  },
+});
+
+export type JobErrorCode = keyof typeof JOB_ERRORS;

@@ -34,6 +34,7 @@ import {
   prefetchAgents,
   runPrefetch,
 } from '../control/prefetch.js';
+import type { JobErrorCode } from '../core/errors.js';
 import type { AccessLog, Logger } from '../core/log.js';
 import type { EdgeCache } from './cache.js';
 import type { EdgeMetrics } from './metrics.js';
@@ -483,7 +484,7 @@ export class AdminServer {
     const target = listenerFor(this.#opts.edge, url, site);
     if (!target)
       return Promise.resolve({
-        code: 'PREFETCH_NO_LISTENER',
+        code: 'PREFETCH_NO_LISTENER' satisfies JobErrorCode,
         msg: 'this edge has no HTTP or HTTPS listener for the URL',
       });
     return fetchThrough(url, target, agents);
