@@ -33,6 +33,7 @@ import { UsageError } from './errors.js';
 import { listenErrorMessage } from './listen-error.js';
 import { statsLeaderJobs } from './serve-stats.js';
 import { acmeCa, ensureAdminToken, firstAdmin } from './serve-store.js';
+import { stopOnSignal } from './stop-signals.js';
 import { type EtcdFlags, etcdOptions, parseStoreSpec } from './store-spec.js';
 
 /** HOST:PORT, the host a name, an IPv4 address or a bracketed IPv6 address */
@@ -235,6 +236,17 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
   });
   election = elected;
 
+  // installed before the "control listening" line: whoever reads it may signal at once
+  const stopped = stopOnSignal(log, async (sig) => {
+    log.info({ signal: sig }, 'stopping');
+    // the election first: the leader's work stops and its lease is revoked, so another
+    // instance takes over at once instead of after the lease's TTL
+    await elected.close().catch((err: unknown) => log.warn({ err }, 'leaving the election failed'));
+    await api.close();
+    await closeServices();
+    await closeStore();
+    log.info('stopped');
+  });
   log.info(
     {
       pid: process.pid,
@@ -250,28 +262,7 @@ export async function control(o: ControlCmdOptions, log: Logger = createLogger()
   );
   process.on('SIGHUP', () => log.info('SIGHUP: the control plane reads the store; nothing to reload'));
 
-  await new Promise<void>((resolveStop) => {
-    let stopping = false;
-    const stop = (sig: string) => {
-      if (stopping) return;
-      stopping = true;
-      log.info({ signal: sig }, 'stopping');
-      // the election first: the leader's work stops and its lease is revoked, so another
-      // instance takes over at once instead of after the lease's TTL
-      elected
-        .close()
-        .catch((err: unknown) => log.warn({ err }, 'leaving the election failed'))
-        .then(() => api.close())
-        .then(closeServices)
-        .then(closeStore)
-        .then(() => {
-          log.info('stopped');
-          resolveStop();
-        });
-    };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-  });
+  await stopped;
   return 0;
 }
 

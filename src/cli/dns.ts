@@ -11,6 +11,7 @@ import { recordText, zoneFile, zoneRecords } from '../dns/zonefile.js';
 import { GeoIpError } from '../geo/geoip.js';
 import { CheckError, printJson, runCommand } from './api-client.js';
 import { listenErrorMessage } from './listen-error.js';
+import { stopOnSignal } from './stop-signals.js';
 
 interface DnsOptions {
   data?: string;
@@ -51,6 +52,12 @@ export async function dnsServe(values: DnsOptions): Promise<number> {
     }
     throw e;
   }
+  // installed before the "dns listening" line: whoever reads it may signal at once
+  const stopped = stopOnSignal(log, async (signal) => {
+    log.info({ signal }, 'DNS stopping');
+    await svc.close().catch(() => undefined);
+    await store.close().catch(() => undefined);
+  });
   log.info(
     {
       zone: svc.zone?.name,
@@ -62,17 +69,7 @@ export async function dnsServe(values: DnsOptions): Promise<number> {
     },
     'dns listening',
   );
-  await new Promise<void>((done) => {
-    const stop = (signal: string) => {
-      log.info({ signal }, 'DNS stopping');
-      void svc
-        .close()
-        .then(() => store.close())
-        .then(done, done);
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
+  await stopped;
   return 0;
 }
 

@@ -33,6 +33,7 @@ import { EdgeStats } from '../edge/stats.js';
 import { StoreSource } from '../edge/store-source.js';
 import { EdgePrefetcher } from './edge-prefetch.js';
 import { sayStartError } from './listen-error.js';
+import { stopOnSignal } from './stop-signals.js';
 import { type ChildContext, childContext, startFailed, supervise } from './supervisor.js';
 
 /** How long a restarting edge waits to catch up before it serves anyway. */
@@ -344,6 +345,25 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
     if (sayStartError(e)) return startFailed();
     throw e;
   }
+  // installed before the "edge listening" line: whoever reads it may signal at once
+  const stopped = stopOnSignal(log, async (sig) => {
+    const timeout = edge.runtime.config.edge.limits.drainTimeout;
+    // drain() closes the listeners synchronously: "draining" means new connections are refused
+    const drained = edge.drain(timeout);
+    log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
+    health.close();
+    prefetcher.close();
+    await drained;
+    // the last report after the drain: the requests served meanwhile are counted too
+    await source
+      .reportLast()
+      .catch((err: unknown) => log.warn({ err }, 'the last report to the control plane failed'));
+    await source.close();
+    await follower.close();
+    await parentTier?.close();
+    await accessLog.close();
+    log.info('stopped');
+  });
   const addrs = edge.listenAddresses();
   const h = health.address() as AddressInfo;
   log.info(
@@ -367,32 +387,7 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
   source.reportNow();
   process.on('SIGUSR1', () => accessLog.reopen());
   process.on('SIGHUP', () => log.info('SIGHUP: a remote edge follows the control plane; nothing to reload'));
-  await new Promise<void>((done) => {
-    let stopping = false;
-    const stop = (sig: string) => {
-      if (stopping) return;
-      stopping = true;
-      const timeout = edge.runtime.config.edge.limits.drainTimeout;
-      log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
-      health?.close();
-      prefetcher.close();
-      // the last report after the drain: the requests served meanwhile are counted too
-      void edge
-        .drain(timeout)
-        .then(() => source.reportLast())
-        .catch((err: unknown) => log.warn({ err }, 'the last report to the control plane failed'))
-        .then(() => source.close())
-        .then(() => follower.close())
-        .then(() => parentTier?.close())
-        .then(() => accessLog.close())
-        .then(() => {
-          log.info('stopped');
-          done();
-        });
-    };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-  });
+  await stopped;
   return 0;
 }
 

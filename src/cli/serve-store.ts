@@ -34,6 +34,7 @@ import type { ConfigStore } from '../store/types.js';
 import { sayStartError } from './listen-error.js';
 import { dnsSelfCheck, startDns } from './serve-dns.js';
 import { localStats } from './serve-stats.js';
+import { stopOnSignal } from './stop-signals.js';
 import { type DemoSeed, seedDemo, storeBanner } from './store-banner.js';
 import { type ChildContext, childContext, startFailed, supervise } from './supervisor.js';
 import { splitDiskTier } from './worker-disk.js';
@@ -279,6 +280,25 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
       }),
   });
 
+  // installed before the "edge listening" line: whoever reads it may signal at once
+  const stopped = stopOnSignal(log, async (sig) => {
+    const timeout = edge.runtime.config.edge.limits.drainTimeout;
+    const drained = Promise.all([
+      edge.drain(timeout),
+      api.close(),
+      election.close(),
+      source.close(),
+      cluster?.close(),
+      dns?.close(),
+    ]);
+    log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
+    await drained;
+    await stats.close();
+    await store.close();
+    await lock.release();
+    await accessLog.close();
+    log.info('stopped');
+  });
   const addrs = edge.listenAddresses();
   log.info(
     {
@@ -303,34 +323,7 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
   process.on('SIGUSR1', () => accessLog.reopen());
   process.on('SIGHUP', () => log.info('SIGHUP: with --data the store is watched; nothing to reload'));
 
-  await new Promise<void>((resolveStop) => {
-    let stopping = false;
-    const stop = (sig: string) => {
-      if (stopping) return;
-      stopping = true;
-      const timeout = edge.runtime.config.edge.limits.drainTimeout;
-      const drained = Promise.all([
-        edge.drain(timeout),
-        api.close(),
-        election.close(),
-        source.close(),
-        cluster?.close(),
-        dns?.close(),
-      ]);
-      log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
-      drained
-        .then(() => stats.close())
-        .then(() => store.close())
-        .then(() => lock.release())
-        .then(() => accessLog.close())
-        .then(() => {
-          log.info('stopped');
-          resolveStop();
-        });
-    };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-  });
+  await stopped;
   return 0;
 }
 
@@ -388,6 +381,19 @@ async function serveStoreWorker(dir: string, log: Logger, child: ChildContext): 
   const report = () => child.sendStats(stats.report(id));
   const timer = setInterval(report, config.edge.stats.reportInterval);
   timer.unref();
+  // installed before the "edge listening" line: whoever reads it may signal at once
+  const stopped = stopOnSignal(log, async (sig) => {
+    const timeout = edge.runtime.config.edge.limits.drainTimeout;
+    // drain() closes the listeners synchronously: "draining" means new connections are refused
+    const drained = Promise.all([edge.drain(timeout), source.close()]);
+    log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
+    await drained;
+    clearInterval(timer);
+    report();
+    await store.close();
+    await accessLog.close();
+    log.info('stopped');
+  });
   const addrs = edge.listenAddresses();
   log.info(
     {
@@ -406,27 +412,6 @@ async function serveStoreWorker(dir: string, log: Logger, child: ChildContext): 
   child.ready(config.edge.limits.drainTimeout);
   process.on('SIGUSR1', () => accessLog.reopen());
   process.on('SIGHUP', () => log.info('SIGHUP: with --data the store is watched; nothing to reload'));
-  await new Promise<void>((resolveStop) => {
-    let stopping = false;
-    const stop = (sig: string) => {
-      if (stopping) return;
-      stopping = true;
-      const timeout = edge.runtime.config.edge.limits.drainTimeout;
-      log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
-      Promise.all([edge.drain(timeout), source.close()])
-        .then(() => {
-          clearInterval(timer);
-          report();
-        })
-        .then(() => store.close())
-        .then(() => accessLog.close())
-        .then(() => {
-          log.info('stopped');
-          resolveStop();
-        });
-    };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-  });
+  await stopped;
   return 0;
 }

@@ -23,6 +23,7 @@ import { ADMIN_TOKEN_FILE, loadAdminToken } from '../edge/admin-token.js';
 import { applyPurgeOp, WorkerRelay } from '../edge/relay.js';
 import type { Edge } from '../edge/server.js';
 import { sayStartError } from './listen-error.js';
+import { stopOnSignal } from './stop-signals.js';
 import { type ChildContext, childContext, startFailed, supervise } from './supervisor.js';
 import { splitDiskTier } from './worker-disk.js';
 
@@ -268,6 +269,17 @@ async function serveChild(
     }
     throw e;
   }
+  // installed before the line below: whoever reads it may signal at once (stop-signals.ts)
+  const stopped = stopOnSignal(log, async (sig) => {
+    const timeout = edge.runtime.config.edge.limits.drainTimeout;
+    // drain() closes the listeners synchronously; log after it so "draining" means new
+    // connections are already refused (a supervisor or test may act on this line).
+    const drained = Promise.all([edge.drain(timeout), admin.close()]);
+    log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
+    await drained;
+    await accessLog.close();
+    log.info('stopped');
+  });
   const addrs = edge.listenAddresses();
   log.info(
     {
@@ -322,24 +334,6 @@ async function serveChild(
   });
   process.on('SIGUSR1', () => accessLog.reopen());
 
-  await new Promise<void>((resolveStop) => {
-    let stopping = false;
-    const stop = (sig: string) => {
-      if (stopping) return;
-      stopping = true;
-      const timeout = edge.runtime.config.edge.limits.drainTimeout;
-      // drain() closes the listeners synchronously; log after it so "draining" means new
-      // connections are already refused (a supervisor or test may act on this line).
-      const drained = Promise.all([edge.drain(timeout), admin.close()]);
-      log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
-      drained.then(async () => {
-        await accessLog.close();
-        log.info('stopped');
-        resolveStop();
-      });
-    };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-  });
+  await stopped;
   return 0;
 }

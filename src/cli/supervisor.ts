@@ -27,6 +27,7 @@ import type { Logger } from '../core/log.js';
 import type { StatsReport } from '../core/stats.js';
 import { requestsInFlight } from '../edge/lifecycle.js';
 import { PrimaryRelay } from '../edge/relay.js';
+import { catchStopSignals } from './stop-signals.js';
 
 /** Exit status of a child that could not start and said why (EX_CONFIG of sysexits.h). */
 export const EXIT_START_FAILED = 78;
@@ -381,6 +382,8 @@ export function childContext(): ChildContext | undefined {
   // (SIGHUP's default) or open the inspector (SIGUSR1's, in Node).
   process.on('SIGHUP', () => undefined);
   process.on('SIGUSR1', () => undefined);
+  // and SIGTERM/SIGINT (the primary's stop, or sent directly) wait for the edge's graceful stop
+  catchStopSignals();
   const send = (msg: ProcMsg, then?: () => void): boolean => {
     if (!process.send || !process.connected) return false;
     process.send(msg, undefined, {}, () => then?.());
