@@ -5,11 +5,13 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
+import { axios as acmeAxios, crypto as acmeCrypto, Client } from 'acme-client';
 import { pino } from 'pino';
 import { ACME_ACCOUNT_KEY, AcmeManager, type AcmeManagerOptions } from '../src/control/acme.js';
 import {
@@ -20,7 +22,7 @@ import {
   KEYS,
 } from '../src/control/model.js';
 import { openSqliteStore, type SqliteStore } from '../src/store/sqlite.js';
-import type { Change } from '../src/store/types.js';
+import type { Change, JsonValue } from '../src/store/types.js';
 import { freePort } from './helpers/nginx.js';
 import { type Pebble, startPebble } from './helpers/pebble.js';
 
@@ -479,6 +481,105 @@ describe('ACME manager against pebble', { timeout: 180_000 }, () => {
       await store.delete(KEYS.acme(name));
     }
   }
+
+  test('an order sent by an attempt that died before recording it is completed, not made again', async () => {
+    // What a control leader killed between the CA's answer to its new order and the store write
+    // leaves behind: acme/<site> with the intent to order and no order, and a pending order at
+    // the CA. The next attempt must find that order (the account's orders list, RFC 8555 section
+    // 7.1.2.1) and complete it: pebble sees no second new-order request.
+    const name = 'www.lost.test';
+    const names = [name, 'lost.test'];
+    const orders = () =>
+      pebble.log().filter((l) => l.includes('POST /order-plz -> calling handler()')).length;
+    const prevAgent = acmeAxios.defaults.httpsAgent;
+    acmeAxios.defaults.httpsAgent = new https.Agent({ ca: pebble.caPem });
+    try {
+      // the account the manager uses: registered by an earlier test, or here the way it does
+      let account = await store.get(ACME_ACCOUNT_KEY);
+      if (!account) {
+        const keyPem = (await acmeCrypto.createPrivateEcdsaKey('P-256')).toString();
+        const c = new Client({ directoryUrl: pebble.directoryUrl, accountKey: keyPem });
+        await c.createAccount({ termsOfServiceAgreed: true });
+        await store.put(ACME_ACCOUNT_KEY, {
+          keyPem,
+          url: c.getAccountUrl(),
+          directoryUrl: pebble.directoryUrl,
+        });
+        account = await store.get(ACME_ACCOUNT_KEY);
+      }
+      const client = new Client({
+        directoryUrl: pebble.directoryUrl,
+        accountKey: (account!.value as { keyPem: string }).keyPem,
+      });
+      await client.createAccount({ onlyReturnExisting: true });
+      await store.put(KEYS.site(name), site(name, ['lost.test']));
+      const intent: AcmeRecord = {
+        site: name,
+        state: 'pending',
+        attempts: 0,
+        orderIntent: { names, directoryUrl: pebble.directoryUrl, createdAt: new Date().toISOString() },
+      };
+      await store.put(KEYS.acme(name), intent as unknown as JsonValue);
+      const ordersBefore = orders();
+      const lost = await client.createOrder({ identifiers: names.map((value) => ({ type: 'dns', value })) });
+      // pebble's log line for it arrives through a pipe: wait for it
+      for (let i = 0; i < 100 && orders() === ordersBefore; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(orders(), ordersBefore + 1);
+
+      const { log, text } = captureLog();
+      const mgr = manager({ log, selfCheck: { host: '127.0.0.1', port: httpPort } });
+      try {
+        await mgr.runOnce(name);
+      } finally {
+        await mgr.stop();
+      }
+      const rec = await acmeRecord(name);
+      assert.equal(rec?.lastError, undefined, JSON.stringify(rec?.lastError));
+      assert.equal(rec?.state, 'valid');
+      assert.equal(rec.orderIntent, undefined);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(orders(), ordersBefore + 1, 'no second new-order request reached the CA');
+      assert.match(text(), /sent but did not record \(no new order\)/);
+      assert.equal((await client.getOrder(lost)).status, 'valid', 'the lost order is the one completed');
+      const cert = await certRecord(name);
+      assert.ok(cert);
+      for (const n of names) await verifiesFor(cert, root, n);
+    } finally {
+      acmeAxios.defaults.httpsAgent = prevAgent;
+      await store.delete(KEYS.site(name));
+      await store.delete(KEYS.acme(name));
+    }
+  });
+
+  test('without an intent on record, a new order is made as before (one new-order request); no acme.email needed for a known account', async () => {
+    const name = 'www.fresh.test';
+    const orders = () =>
+      pebble.log().filter((l) => l.includes('POST /order-plz -> calling handler()')).length;
+    const ordersBefore = orders();
+    const { log, text } = captureLog();
+    // no email: the account registered before is looked up (a control plane restarted without
+    // acme.email; pebble refuses an account update that changes nothing)
+    assert.ok(await store.get(ACME_ACCOUNT_KEY), 'an earlier test registered the account');
+    const mgr = new AcmeManager({
+      store,
+      directoryUrl: pebble.directoryUrl,
+      httpsCa: pebble.caPem,
+      log,
+      selfCheck: { host: '127.0.0.1', port: httpPort },
+    });
+    try {
+      await store.put(KEYS.site(name), site(name));
+      await mgr.runOnce(name);
+      const rec = await acmeRecord(name);
+      assert.equal(rec?.state, 'valid', JSON.stringify(rec?.lastError));
+      assert.equal(orders(), ordersBefore + 1);
+      assert.doesNotMatch(text(), /did not record/);
+    } finally {
+      await mgr.stop();
+      await store.delete(KEYS.site(name));
+      await store.delete(KEYS.acme(name));
+    }
+  });
 
   const noJavaScript = (m: string) => {
     assert.doesNotMatch(m, /TypeError|ReferenceError|Cannot read propert|undefined \(reading/);

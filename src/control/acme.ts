@@ -21,6 +21,10 @@
  * instead of ordering again: one order reaches the CA, and a certificate the dead leader had
  * already fetched is stored with the key it was issued for. The open order is dropped by the
  * success (the record is rewritten) or by a failure (the next attempt starts a new order).
+ * The one step before the order is on record (the CA's answer to the new order, then the store
+ * write) is covered by an intent written just before the order is sent: an attempt that finds the
+ * intent without an order looks for a pending or ready order for the same names in the account's
+ * orders list and completes it (see #unrecordedOrder).
  *
  * Failures never take a working certificate away: certs/<site> is only ever replaced by a newer
  * certificate in one put, never deleted here, and the edge keeps serving the old one while the
@@ -362,6 +366,30 @@ function getWithHost(
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 type Order = Awaited<ReturnType<Client['createOrder']>>;
+
+/** The part of acme-client's internal api object used for the orders list. */
+interface AcmeApi {
+  apiRequest(
+    url: string,
+    payload: null,
+    validStatusCodes: number[],
+  ): Promise<{ data?: { orders?: unknown }; headers?: { link?: string | string[] } }>;
+}
+
+/** How far an unrecorded order is looked for in the account's orders list. */
+const ORDER_LIST_MAX_PAGES = 10;
+const ORDER_LIST_MAX_LOOKS = 20;
+
+/** The rel="next" URL of a Link header (RFC 8288), as ACME pages lists (RFC 8555 section 7.1.2.1). */
+function nextLink(link: string | string[] | undefined): string | undefined {
+  for (const value of Array.isArray(link) ? link : link ? [link] : []) {
+    for (const part of value.split(',')) {
+      const m = /<([^>]*)>\s*;\s*rel="?next"?/i.exec(part);
+      if (m) return m[1];
+    }
+  }
+  return undefined;
+}
 type Authorization = Awaited<ReturnType<Client['getAuthorizations']>>[number];
 type ProgressPart = 'order' | 'authorization' | 'challenge';
 /** the last state logged per part ("challenge www.example.com" -> "pending") */
@@ -846,29 +874,103 @@ export class AcmeManager {
         );
       }
     }
-    const order = await this.#step('order', `the ACME server refused an order for ${names}`, () =>
-      client.createOrder({ identifiers: site.names.map((value) => ({ type: 'dns', value })) }),
-    );
+    const intent = stored ? asRecord<AcmeRecord>(stored.value).orderIntent : undefined;
+    const adopted =
+      intent && intent.directoryUrl === this.#directoryUrl && intent.names.join(',') === site.names.join(',')
+        ? await this.#unrecordedOrder(client, site)
+        : undefined;
+    if (!adopted)
+      await this.#updateRecord(site, (rec) => ({
+        ...rec,
+        orderIntent: {
+          names: site.names,
+          directoryUrl: this.#directoryUrl,
+          createdAt: new Date(this.#now()).toISOString(),
+        },
+      }));
+    const order =
+      adopted ??
+      (await this.#step('order', `the ACME server refused an order for ${names}`, () =>
+        client.createOrder({ identifiers: site.names.map((value) => ({ type: 'dns', value })) }),
+      ));
     const keyPem = (await acmeCrypto.createPrivateEcdsaKey('P-256')).toString();
-    await step('order', `cannot record the new order in ${this.#store.location}`, async () => {
-      // re-read: the record may have changed while the CA answered (#markPending)
+    await this.#updateRecord(site, ({ orderIntent: _, ...rec }) => ({
+      ...rec,
+      order: {
+        url: order.url,
+        names: site.names,
+        directoryUrl: this.#directoryUrl,
+        keyPem,
+        createdAt: new Date(this.#now()).toISOString(),
+      },
+    }));
+    return { order, keyPem };
+  }
+
+  /** Rewrites acme/<site> (re-read first: it may have changed while the CA answered). */
+  #updateRecord(site: AcmeSite, change: (rec: AcmeRecord) => AcmeRecord): Promise<void> {
+    return step('order', `cannot record the order in ${this.#store.location}`, async () => {
       const now = await this.#store.get(KEYS.acme(site.name));
       const rec: AcmeRecord = now
         ? asRecord<AcmeRecord>(now.value)
         : { site: site.name, state: 'pending', attempts: 0 };
-      const recorded: AcmeRecord = {
-        ...rec,
-        order: {
-          url: order.url,
-          names: site.names,
-          directoryUrl: this.#directoryUrl,
-          keyPem,
-          createdAt: new Date(this.#now()).toISOString(),
-        },
-      };
-      await this.#store.put(KEYS.acme(site.name), recorded as unknown as JsonValue);
+      await this.#store.put(KEYS.acme(site.name), change(rec) as unknown as JsonValue);
     });
-    return { order, keyPem };
+  }
+
+  /**
+   * An order for exactly these names that an earlier attempt sent but did not live to record
+   * (acme/<site> has an orderIntent and no order): the newest pending or ready one in the
+   * account's orders list (RFC 8555 section 7.1.2.1). Not finalized yet, so it can be completed
+   * with a new key. Undefined when there is none, or the CA lists no orders (the field is
+   * optional; Let's Encrypt's Boulder omits it, and answers a new order for the same names of a
+   * pending one with that order, so no second order is made there either).
+   */
+  async #unrecordedOrder(client: Client, site: AcmeSite): Promise<Order | undefined> {
+    const names = site.names.join(', ');
+    try {
+      // acme-client has no call for reading the account or its orders list; its signed
+      // POST-as-GET (RFC 8555 section 6.3) is on the client's api object, which its types do not
+      // declare
+      const api = (client as unknown as { api: AcmeApi }).api;
+      const account = (await api.apiRequest(client.getAccountUrl(), null, [200])).data;
+      if (typeof account?.orders !== 'string') {
+        this.#log.info(
+          { site: site.name },
+          `ACME: an earlier attempt may have left an unrecorded order for ${names}; the CA lists no orders, so a new one is made`,
+        );
+        return undefined;
+      }
+      const urls: string[] = [];
+      let page: string | undefined = account.orders;
+      for (let pages = 0; page && pages < ORDER_LIST_MAX_PAGES; pages++) {
+        const res = await api.apiRequest(page, null, [200]);
+        urls.push(...(Array.isArray(res.data?.orders) ? res.data.orders : []));
+        page = nextLink(res.headers?.link);
+      }
+      const wanted = [...site.names].sort().join(',');
+      // newest last in the lists CAs return; a bounded look
+      for (const url of urls.slice(-ORDER_LIST_MAX_LOOKS).reverse()) {
+        const order = { ...(await client.getOrder({ url } as Order)), url };
+        const have = order.identifiers
+          .map((i) => i.value)
+          .sort()
+          .join(',');
+        if (have === wanted && (order.status === 'pending' || order.status === 'ready')) {
+          this.#log.info(
+            { site: site.name, order: url, state: order.status },
+            `ACME: completing the order for ${names} that an earlier attempt sent but did not record (no new order)`,
+          );
+          return order;
+        }
+      }
+    } catch (err) {
+      this.#log.warn(
+        { site: site.name, err: errorText(err) },
+        `ACME: cannot look for an unrecorded order for ${names}; a new one is made`,
+      );
+    }
+    return undefined;
   }
 
   /** A first attempt shows as pending in the API while it runs. */
@@ -1173,12 +1275,19 @@ export class AcmeManager {
     const prev = stored ? asRecord<AcmeAccountRecord>(stored.value) : undefined;
     const keyPem = prev?.keyPem ?? (await acmeCrypto.createPrivateEcdsaKey('P-256')).toString();
     const client = new Client({ directoryUrl: this.#directoryUrl, accountKey: keyPem, ...STATUS_POLL });
-    // newAccount with an existing key returns that account, so this is also the lookup; agreeing
-    // to the CA's terms is implied by configuring its directory (see docs/acme.md)
-    await client.createAccount({
-      termsOfServiceAgreed: true,
-      ...(this.#email ? { contact: [`mailto:${this.#email}`] } : {}),
-    });
+    const register = () =>
+      // agreeing to the CA's terms is implied by configuring its directory (see docs/acme.md)
+      client.createAccount({
+        termsOfServiceAgreed: true,
+        ...(this.#email ? { contact: [`mailto:${this.#email}`] } : {}),
+      });
+    if (prev) {
+      // a known key: look its account up (newAccount with onlyReturnExisting, RFC 8555 section
+      // 7.3.1, then a POST-as-GET). Registering again would send an account update, which a CA
+      // may refuse when it changes nothing (pebble does, without acme.email). Another directory
+      // (staging -> production) has no account for it yet: register there.
+      await client.createAccount({ onlyReturnExisting: true }).catch(register);
+    } else await register();
     const url = client.getAccountUrl();
     const rec: AcmeAccountRecord = { keyPem, url, directoryUrl: this.#directoryUrl };
     if (!stored) {

@@ -332,6 +332,12 @@ export interface AcmeRecord {
    * keyPem is the key its certificate is issued for (never shown by the API).
    */
   order?: { url: string; names: string[]; directoryUrl: string; keyPem: string; createdAt: string };
+  /**
+   * Written just before a new order is sent, replaced by `order` once the CA answered: an
+   * instance that finds it without `order` knows an order may exist that nobody recorded (the
+   * one that sent it died in between) and looks for it in the account's orders list first.
+   */
+  orderIntent?: { names: string[]; directoryUrl: string; createdAt: string };
 }
 
 /** One entry of an ACME site's history. */
