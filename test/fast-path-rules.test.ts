@@ -1,16 +1,22 @@
 // The HTTP/1.1 hit fast path (src/edge/fast-hit.ts) beside the site's rules and statistics: a hit
 // it answers is counted in the site's SiteStats as the handler counts a HIT, its log line names
-// the client address edge.clientAddress gives, and a site whose rules could act on a request
-// (access lists, hotlink rules, header rules, browser TTLs, ...) is left to the handler, so a
-// cached object stays refused to whom the rules refuse it. Real sockets, keep-alive connections
-// (the fast path only answers those), a scripted origin that counts what reached it.
+// the client address edge.clientAddress gives, a site with access rules only (IP lists, hotlink
+// lists, rate limits, signed URLs) has its allowed hits answered by the fast path exactly as the
+// handler answers them (src/edge/fast-access.ts) and its refusals by the handler, with each rate
+// limit counted once, and a site with other rules (header rules, browser TTLs, ...) is left to
+// the handler. Real sockets, keep-alive connections (the fast path only answers those), a scripted
+// origin that counts what reached it, and a pair of edges with edge.fastPath on and off.
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
+import { explainRecord } from '../src/cli/explain.js';
+import type { AccessRecord } from '../src/core/log.js';
 import { CACHE_STATES, reqIndex, STATUS_CLASSES } from '../src/core/stats.js';
 import { fastPathAnswers } from '../src/edge/fast-hit.js';
 import { EdgeStats } from '../src/edge/stats.js';
+import { signUrl } from '../src/rules/signed.js';
 import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
 import { raw } from './helpers/raw.js';
 
@@ -62,8 +68,11 @@ interface Answer {
   body: string;
 }
 
-/** Parse the responses on one connection (every one here has a Content-Length). */
-function answers(data: Buffer): Answer[] {
+/**
+ * Parse the responses on one connection (every one here has a Content-Length); `heads` says which
+ * answer HEAD requests (no body follows their head).
+ */
+function answers(data: Buffer, heads: boolean[] = []): Answer[] {
   const out: Answer[] = [];
   let off = 0;
   while (off < data.length) {
@@ -76,7 +85,7 @@ function answers(data: Buffer): Answer[] {
       const c = l.indexOf(':');
       headers[l.slice(0, c).toLowerCase()] = l.slice(c + 1).trim();
     }
-    const len = Number(headers['content-length'] ?? 0);
+    const len = heads[out.length] ? 0 : Number(headers['content-length'] ?? 0);
     out.push({ status, headers, body: data.toString('latin1', end + 4, end + 4 + len) });
     off = end + 4 + len;
   }
@@ -169,7 +178,9 @@ test('a denied referer stays denied for a cached object with the fast path on', 
   assert.equal(got[0]!.headers['x-cache'], 'HIT');
   for (const a of got.slice(1)) assert.equal(JSON.parse(a.body).code, 'ACCESS_REFERER_DENIED');
   assert.equal(pulls - pulls0, 1, 'only the fill reached the origin');
-  assert.equal(fastPathAnswers(), fast0, "the site's requests were left to the handler");
+  // the allowed hit is the fast path's (the site has access rules only); the refused Referer is
+  // handed to node:http, which keeps the connection
+  assert.equal(fastPathAnswers() - fast0, 1, 'the fast path answered the allowed hit only');
 });
 
 test('a denied client address (from the trusted proxy) stays denied for a cached object', async () => {
@@ -203,4 +214,307 @@ test("cache.browserTtl sets the visitor's Cache-Control on hits", async () => {
     assert.equal(a.headers['x-cache'], 'HIT');
     assert.equal(a.headers['cache-control'], 'max-age=3600');
   }
+});
+
+// ---- access rules on the fast path: the same connections to an edge with edge.fastPath on and
+// one with it off (src/edge/fast-access.ts)
+
+const KEY = { id: 'k1', secret: 's'.repeat(40) };
+let onEdge: TestEdge;
+let offEdge: TestEdge;
+/** each edge's port on ::1 (an IPv6 client) */
+const port6 = new Map<TestEdge, number>();
+
+before(async () => {
+  // the hooks of a file start in order but are not awaited one by one
+  if (!origin.listening) await once(origin, 'listening');
+  const o = { servers: [{ host: '127.0.0.1', port: (origin.address() as AddressInfo).port }] };
+  const deny = ['203.0.113.0/24', '2001:db8:bad::/48', '127.0.0.3/32'];
+  // a thousand more blocks, none of them a client of these tests
+  for (let i = 0; i < 1000; i++) deny.push(`10.${i >> 8}.${i & 255}.0/24`);
+  const sites: TestSite[] = [
+    {
+      name: 'guard.test',
+      origin: o,
+      rules: {
+        ip: { deny },
+        referer: [{ paths: ['/obj/*', '/rl/*'], allow: ['good.test', '*.good.test'], allowEmpty: true }],
+        rateLimits: [
+          { rate: '1000/s', burst: 1000 },
+          // one token every 3 s after a burst of 3: generous margins for a loaded machine
+          { paths: ['/rl/*'], rate: '20/m', burst: 3 },
+        ],
+      },
+    },
+    {
+      name: 'signed.test',
+      origin: o,
+      rules: { ip: { deny }, signedUrls: { paths: ['/private/*'], keys: [KEY] } },
+    },
+    { name: 'six.test', origin: o, rules: { ip: { allow: ['::1/128', '2001:db8:900d::/48'] } } },
+  ];
+  const edgeCfg = (fastPath: boolean) => ({
+    fastPath,
+    http: { listen: ['127.0.0.1:0', '[::1]:0'] },
+    // 127.0.0.1 is the operator's load balancer; 127.0.0.2 and 127.0.0.3 are visitors
+    clientAddress: { trustedProxies: ['127.0.0.1/32'] },
+  });
+  onEdge = await startEdge(sites, edgeCfg(true));
+  offEdge = await startEdge(sites, edgeCfg(false));
+  for (const e of [onEdge, offEdge])
+    port6.set(e, e.edge.addresses().http.find((a) => a.family === 'IPv6')!.port);
+});
+
+after(async () => {
+  await onEdge?.close();
+  await offEdge?.close();
+});
+
+type Conn = { requests: string[]; from?: string; v6?: boolean };
+
+/** A GET (kept alive unless `close`) with extra field lines. */
+const req = (host: string, path: string, fields = '', close = false) =>
+  `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${fields}${close ? 'Connection: close\r\n' : ''}\r\n`;
+
+/** The bytes of one connection to `e` (its requests pipelined), once the edge closes it. */
+async function bytesOf(e: TestEdge, c: Conn): Promise<Buffer> {
+  const reply = await raw(c.v6 ? port6.get(e)! : e.httpPort, c.requests.join(''), {
+    timeoutMs: 10_000,
+    ...(c.v6 ? { host: '::1' } : {}),
+    ...(c.from ? { localAddress: c.from } : {}),
+  });
+  return reply.data;
+}
+
+/** Date, X-Request-Id and the id in error bodies differ from edge to edge; Age by a second. */
+function normalised(data: Buffer): string {
+  return data
+    .toString('latin1')
+    .replace(/^(date|x-request-id): .*$/gim, '$1: *')
+    .replace(/^age: \d+$/gim, 'age: *')
+    .replace(/"id":"[^"]*"/g, '"id":"*"');
+}
+
+function logged(e: TestEdge, from: number): Array<Record<string, unknown>> {
+  return e.records.slice(from).map((r) => {
+    const { time: _t, id: _i, ms: _m, ...rest } = r as Record<string, unknown>;
+    return rest;
+  });
+}
+
+/**
+ * Send the same connection to both edges, one after the other; the answers must be the same bytes
+ * (apart from Date, ids and Age) and the log records the same (apart from time, id and timings).
+ * Returns the fast-path edge's answers and how many of them the fast path gave.
+ */
+async function same(c: Conn): Promise<{ got: Answer[]; fast: number; records: AccessRecord[] }> {
+  const fast0 = fastPathAnswers();
+  const [r1, r2] = [onEdge.records.length, offEdge.records.length];
+  const on = await bytesOf(onEdge, c);
+  const fast = fastPathAnswers() - fast0;
+  const off = await bytesOf(offEdge, c);
+  assert.equal(fastPathAnswers() - fast0, fast, 'the edge with edge.fastPath off answered none by it');
+  assert.equal(normalised(on), normalised(off), `answers differ for ${JSON.stringify(c)}`);
+  const n = c.requests.length;
+  await until(() => onEdge.records.length - r1 >= n && offEdge.records.length - r2 >= n, 'the log records');
+  assert.deepEqual(logged(onEdge, r1), logged(offEdge, r2), `log records differ for ${JSON.stringify(c)}`);
+  const got = answers(
+    on,
+    c.requests.map((r) => r.startsWith('HEAD ')),
+  );
+  assert.equal(got.length, n, on.toString('latin1'));
+  return { got, fast, records: onEdge.records.slice(r1) };
+}
+
+/** Fill both edges' caches with one closing request (a miss on each). */
+async function fillBoth(host: string, path: string, fields = ''): Promise<void> {
+  for (const e of [onEdge, offEdge]) {
+    const text = (await bytesOf(e, { requests: [req(host, path, fields, true)] })).toString('latin1');
+    assert.match(text, /^HTTP\/1\.1 200 /);
+    assert.match(text, /\r\nx-cache: MISS\r\n/i);
+  }
+}
+
+/** The access-log record of an answer, and what `verge explain` prints for it. */
+async function story(e: TestEdge, a: Answer): Promise<{ rec: AccessRecord; text: string }> {
+  const id = a.headers['x-request-id']!;
+  assert.equal(JSON.parse(a.body).id, id, 'the error body carries the request id');
+  const rec = await e.record(id);
+  return { rec, text: explainRecord(rec) };
+}
+
+const XFF = (ip: string) => `X-Forwarded-For: ${ip}\r\n`;
+const GOOD = 'Referer: https://www.good.test/page\r\n';
+const EVIL = 'Referer: https://evil.test/page\r\n';
+
+test('access rules only (1k CIDR deny, Referer list, rate limit): an allowed hit is the fast path answer, byte for byte the handler one', async () => {
+  await fillBoth('guard.test', '/obj/a', GOOD);
+  const { got, fast } = await same({
+    requests: [
+      req('guard.test', '/obj/a', GOOD),
+      req('guard.test', '/obj/a'),
+      req('guard.test', '/obj/a', `${XFF('198.51.100.5')}${GOOD}`),
+      `HEAD /obj/a HTTP/1.1\r\nHost: guard.test\r\n${GOOD}\r\n`,
+      req('guard.test', '/obj/a', GOOD, true),
+    ],
+  });
+  assert.deepEqual(
+    got.map((a) => [a.status, a.headers['x-cache']]),
+    Array(5).fill([200, 'HIT']),
+  );
+  assert.equal(fast, 4, 'the four kept-alive hits were answered by the fast path');
+});
+
+test('a signed URL on the fast path: a valid token hits the entry another token filled; expired and tampered ones are refused', async () => {
+  const base = 'http://signed.test';
+  const path = (u: string) => {
+    const x = new URL(u);
+    return `${x.pathname}${x.search}`;
+  };
+  await fillBoth('signed.test', path(signUrl(`${base}/private/s`, KEY, 600)));
+  const other = path(signUrl(`${base}/private/s`, KEY, 900));
+  const expired = path(signUrl(`${base}/private/s`, KEY, 60, { now: Date.now() - 3_600_000 }));
+  const { got, fast } = await same({
+    requests: [req('signed.test', other), req('signed.test', other), req('signed.test', expired, '', true)],
+  });
+  assert.deepEqual(
+    got.map((a) => a.status),
+    [200, 200, 403],
+  );
+  assert.equal(got[0]!.headers['x-cache'], 'HIT');
+  assert.equal(JSON.parse(got[2]!.body).code, 'ACCESS_SIGNATURE_EXPIRED');
+  assert.equal(fast, 2, 'the valid token hits were the fast path answers');
+  // a token with a changed signature character, first on its connection: the fast path runs the
+  // rules, sees the refusal and hands the request to the handler
+  const at = other.lastIndexOf('.') + 5;
+  const tampered = `${other.slice(0, at)}${other[at] === 'A' ? 'B' : 'A'}${other.slice(at + 1)}`;
+  const t = await same({ requests: [req('signed.test', tampered), req('signed.test', other, '', true)] });
+  assert.deepEqual(
+    t.got.map((a) => a.status),
+    [403, 200],
+  );
+  assert.equal(JSON.parse(t.got[0]!.body).code, 'ACCESS_SIGNATURE_INVALID');
+  assert.equal(t.fast, 0);
+});
+
+test('a refused address or Referer on a fast-path edge gets its code and request id from the handler, logged for verge explain', async () => {
+  await fillBoth('guard.test', '/obj/d');
+  const cases = [
+    { fields: XFF('203.0.113.9'), code: 'ACCESS_IP_DENIED', rule: 'Rule: rules.ip.deny saw 203.0.113.9' },
+    {
+      fields: XFF('2001:db8:bad::7'),
+      code: 'ACCESS_IP_DENIED',
+      rule: 'Rule: rules.ip.deny saw 2001:db8:bad::7',
+    },
+    { fields: EVIL, code: 'ACCESS_REFERER_DENIED', rule: 'Rule: rules.referer[0].allow saw evil.test' },
+  ];
+  for (const c of cases) {
+    // the refused request first on its connection, where the fast path reads it and hands it over
+    const { got, fast, records } = await same({
+      requests: [req('guard.test', '/obj/d', c.fields), req('guard.test', '/obj/d', '', true)],
+    });
+    assert.equal(fast, 0, 'refusals are the handler answers');
+    assert.equal(got[0]!.status, 403);
+    assert.equal(JSON.parse(got[0]!.body).code, c.code);
+    assert.equal(got[1]!.status, 200, 'the next request on the connection is served');
+    const { rec, text } = await story(onEdge, got[0]!);
+    assert.equal((rec['error'] as { code: string }).code, c.code);
+    assert.ok(records.some((r) => r['id'] === rec['id']));
+    assert.ok(text.includes(`Failed: ${c.code} at stage access`), text);
+    assert.ok(text.includes(c.rule), text);
+  }
+});
+
+test('a rate limit on the fast path: burst then steady, the 429s at the same requests with the fast path on and off', async () => {
+  const key = XFF('198.51.100.77');
+  // filled by another client: the limit counts per client address
+  await fillBoth('guard.test', '/rl/x', XFF('198.51.100.1'));
+  const run = async (e: TestEdge, requests: string[]) => answers(await bytesOf(e, { requests }));
+  const step = async (requests: string[]) => {
+    const fast0 = fastPathAnswers();
+    const [on, off] = await Promise.all([run(onEdge, requests), run(offEdge, requests)]);
+    const statuses = (a: Answer[]) => a.map((x) => x.status);
+    assert.deepEqual(statuses(on), statuses(off), 'the same statuses with the fast path on and off');
+    for (const [i, a] of on.entries()) {
+      if (a.status !== 429) continue;
+      assert.equal(JSON.parse(a.body).code, 'RATE_LIMITED');
+      // RFC 9110 section 10.2.3: one token every 3 s, none left
+      assert.equal(a.headers['retry-after'], '3');
+      assert.equal(off[i]!.headers['retry-after'], '3');
+    }
+    return { statuses: statuses(on), fast: fastPathAnswers() - fast0 };
+  };
+  // burst of 3: the fast path answers the first hit (one token); the Range request is the
+  // handler's (the fast path looked and handed it over: no token taken there), as are the rest
+  const burst = await step([
+    req('guard.test', '/rl/x', key),
+    req('guard.test', '/rl/x', `${key}Range: bytes=0-9\r\n`),
+    req('guard.test', '/rl/x', key),
+    req('guard.test', '/rl/x', key),
+    req('guard.test', '/rl/x', key),
+    req('guard.test', '/rl/x', key, true),
+  ]);
+  assert.deepEqual(burst.statuses, [200, 206, 200, 429, 429, 429]);
+  assert.equal(burst.fast, 1);
+  // steady: a token every 3 s; the first request after one is back is the fast path answer, the
+  // next is refused (the fast path sees no token and hands it over)
+  for (let i = 0; i < 2; i++) {
+    await new Promise((r) => setTimeout(r, 3300));
+    const steady = await step([
+      req('guard.test', '/rl/x', key),
+      req('guard.test', '/rl/x', key),
+      req('guard.test', '/rl/x', key, true),
+    ]);
+    assert.deepEqual(steady.statuses, [200, 429, 429], `steady round ${i + 1}`);
+    assert.equal(steady.fast, 1, `steady round ${i + 1}`);
+  }
+});
+
+test('the client address on the fast path: a trusted proxy header counts, an untrusted one does not, as with it off', async () => {
+  await fillBoth('guard.test', '/obj/p');
+  const check = async (c: Conn, status: number, client: string, fastWanted: number) => {
+    const { got, fast, records } = await same(c);
+    assert.equal(got[0]!.status, status, got[0]!.body);
+    assert.equal(fast, fastWanted);
+    const rec = records.find((r) => r['id'] === got[0]!.headers['x-request-id']);
+    assert.ok(rec, 'the request was logged');
+    assert.equal(rec['client'], client);
+    if (status === 403) assert.equal((rec['error'] as { seen?: string }).seen, client);
+  };
+  const conn = (fields: string, from?: string): Conn => ({
+    requests: [req('guard.test', '/obj/p', fields), req('guard.test', '/obj/p', '', true)],
+    ...(from ? { from } : {}),
+  });
+  // from the trusted proxy: the header names the client, a denied one
+  await check(conn(XFF('203.0.113.9')), 403, '203.0.113.9', 0);
+  // the same header from a visitor (127.0.0.2 is not trusted): ignored, the peer is the client
+  await check(conn(XFF('203.0.113.9'), '127.0.0.2'), 200, '127.0.0.2', 1);
+  // a denied visitor cannot name another address
+  await check(conn(XFF('198.51.100.5'), '127.0.0.3'), 403, '127.0.0.3', 0);
+  // rightmost untrusted hop: what the visitor wrote to its left is not believed
+  await check(conn(XFF('203.0.113.9, 198.51.100.5')), 200, '198.51.100.5', 1);
+});
+
+test('an IPv6 client on the fast path: allowed by an IPv6 list over ::1 and by a trusted proxy header, refused over IPv4', async () => {
+  await fillBoth('six.test', '/obj/6', XFF('2001:db8:900d::2'));
+  const v6 = await same({
+    requests: [req('six.test', '/obj/6'), req('six.test', '/obj/6', '', true)],
+    v6: true,
+  });
+  assert.deepEqual(
+    v6.got.map((a) => a.status),
+    [200, 200],
+  );
+  assert.equal(v6.fast, 1, 'the IPv6 hit was the fast path answer');
+  assert.equal(v6.records.find((r) => r['id'] === v6.got[0]!.headers['x-request-id'])?.['client'], '::1');
+  const proxied = await same({
+    requests: [req('six.test', '/obj/6', XFF('2001:db8:900d::1')), req('six.test', '/obj/6', '', true)],
+  });
+  assert.equal(proxied.got[0]!.status, 200);
+  assert.equal(proxied.fast, 1);
+  const v4 = await same({ requests: [req('six.test', '/obj/6'), req('six.test', '/obj/6', '', true)] });
+  assert.equal(v4.got[0]!.status, 403);
+  assert.equal(v4.fast, 0);
+  const { text } = await story(onEdge, v4.got[0]!);
+  assert.ok(text.includes('Rule: rules.ip.allow saw 127.0.0.1'), text);
 });

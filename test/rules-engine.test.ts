@@ -10,7 +10,7 @@ import { parseRate } from '../src/core/units.js';
 import { resolveClient } from '../src/rules/client.js';
 import { type RuleInput, SiteRules } from '../src/rules/engine.js';
 import { compilePathGlob, HostPatterns, refererHost } from '../src/rules/patterns.js';
-import { BucketTable } from '../src/rules/ratelimit.js';
+import { BucketTable, PendingTakes } from '../src/rules/ratelimit.js';
 import { signToken, signUrl, takeToken, verifyToken } from '../src/rules/signed.js';
 
 test('addresses: IPv4, IPv6, IPv4-mapped, and what is not an address', () => {
@@ -312,6 +312,41 @@ test('engine: rate limits by client, by header, and the longest wait wins', () =
     'RATE_LIMITED rules.rateLimits[1] x-api-key=k 59',
   );
   assert.equal(at('/api/x', NOW + 9000, { 'x-api-key': 'other' }), 'continue', 'another key, another bucket');
+});
+
+test('engine: evaluated with pending takes (the fast path), rate limits are only looked at until takeAll', () => {
+  const r = rules({
+    rateLimits: [
+      { rate: '1/s', burst: 2 },
+      { paths: ['/api/*'], rate: '1/m', burst: 1 },
+    ],
+  });
+  const pending = new PendingTakes();
+  const look = (target: string, now: number) => {
+    pending.clear();
+    const d = r.evaluate(input({ target, now }), pending);
+    return d.action === 'deny' ? `${d.code} ${d.rule} ${d.retryAfter}` : d.action;
+  };
+  // looking any number of times takes nothing
+  for (let i = 0; i < 5; i++) assert.equal(look('/api/x', NOW), 'continue');
+  // taking what was found: one token from each matching limit, once
+  pending.takeAll();
+  pending.takeAll();
+  assert.equal(look('/api/x', NOW), 'RATE_LIMITED rules.rateLimits[1] 60', 'the 1/m bucket is empty');
+  assert.equal(look('/a', NOW), 'continue', 'one of the two 1/s tokens is left');
+  pending.takeAll();
+  assert.equal(look('/a', NOW), 'RATE_LIMITED rules.rateLimits[0] 1');
+  // the same decisions as the handler's evaluation, which takes as it goes
+  assert.equal(r.evaluate(input({ target: '/a', now: NOW + 1000 })).action, 'continue');
+  assert.equal(look('/a', NOW + 1000), 'RATE_LIMITED rules.rateLimits[0] 1');
+  // peek is take without the taking, a new key included (it creates no bucket)
+  const t = new BucketTable({ rate: 2, burst: 1 });
+  assert.deepEqual(t.peek('n', 0), { ok: true });
+  assert.equal(t.size, 0);
+  t.take('n', 0);
+  assert.deepEqual(t.peek('n', 100), { ok: false, retryAfterSeconds: 1 });
+  assert.deepEqual(t.peek('n', 500), { ok: true });
+  assert.deepEqual(t.take('n', 500), { ok: true });
 });
 
 test('config: rule errors name the key path and the line', () => {

@@ -19,6 +19,7 @@ import {
   cookieValue,
   type Decision,
   type HeaderOps,
+  type RuleInput,
 } from '../rules/engine.js';
 import { compilePathList, type PathTest } from '../rules/patterns.js';
 import type { BucketTable } from '../rules/ratelimit.js';
@@ -80,16 +81,24 @@ function headerLine(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v.join(', ') : v;
 }
 
+/**
+ * What the rules engine is told about a request: the routed host, the target, the client address
+ * (edge.clientAddress) and the request's fields by lower-case name (node:http's req.headers, or the
+ * same map the fast path's parser builds, src/edge/h1-simple.ts).
+ */
+export function ruleInput(
+  host: string,
+  target: string,
+  client: string,
+  headers: Readonly<Record<string, string | string[] | undefined>>,
+  now: number,
+): RuleInput {
+  return { host, target, client, header: (name) => headerLine(headers[name]), now };
+}
+
 /** Run a site's rules for a request. */
 export function evaluateRules(ctx: RequestContext, target: string): Decision {
-  const headers = ctx.req.headers;
-  return ctx.site!.rules.evaluate({
-    host: ctx.host,
-    target,
-    client: ctx.client,
-    header: (name) => headerLine(headers[name]),
-    now: Date.now(),
-  });
+  return ctx.site!.rules.evaluate(ruleInput(ctx.host, target, ctx.client, ctx.req.headers, Date.now()));
 }
 
 /** Apply header rules to a response head or a request field map (lower-case names). */

@@ -17,6 +17,7 @@ import type { AccessLog } from '../core/log.js';
 import { resolveClient } from '../rules/client.js';
 import { type EdgeCache, type HitTemplate, type HitWire, lookupResidentHit } from './cache.js';
 import { socketConnInfo } from './conn-info.js';
+import { fastAccess, fastAccessAdmit } from './fast-access.js';
 import { scanRequest } from './h1-simple.js';
 import {
   ACME_CHALLENGE_PREFIX,
@@ -162,23 +163,31 @@ function answer(
   if (path === HEALTH_PATH) return false;
   // redirect: force HTTPS is the handler's 301
   if (scheme === 'http' && site.forceHttps && site.secureContext) return false;
-  // access and cache extras: a site with any rule (access lists, hotlink, signed URLs, rate
-  // limits, redirects, rewrites, header rules, error pages, cache.bypass, cache.browserTtl) is
-  // the handler's, whatever the rule would decide for this request
-  if (!site.noRules) return false;
+  // access: a site whose rules are all access rules (IP and country lists, hotlink, rate limits,
+  // signed URLs) has them run here as the handler runs them (src/edge/fast-access.ts); what they
+  // do not let through, and every request of a site with other rules (redirects, rewrites, header
+  // rules, error pages, cache.bypass, cache.browserTtl), is the handler's
+  let target = path;
+  if (!site.noRules) {
+    const allowed = site.accessOnly ? fastAccess(rt, site, socket, host, path, req.headers) : undefined;
+    if (allowed === undefined) return false;
+    target = allowed;
+  }
   const hit = lookupResidentHit(
     deps.cache,
     site,
     site.cacheRules,
     scheme,
     req.method,
-    path,
+    target,
     req.headers as HeaderMap,
     finalHeaders,
   );
   if (typeof hit === 'string') return false;
   const wire = wireOf(hit.template, hit.status);
   if (!wire) return false;
+  // answered here from now on: the rate limits count it (nothing was taken before this point)
+  if (!site.noRules) fastAccessAdmit();
   answers++;
   const id = nextRequestId();
   const startWall = Date.now();

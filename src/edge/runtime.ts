@@ -58,9 +58,37 @@ export interface CompiledSite {
   /**
    * True when nothing of the site's `rules` block nor cache.bypass / cache.browserTtl can act on
    * a request: a fresh hit is then the cache's answer alone, which the HTTP/1.1 fast path
-   * (src/edge/fast-hit.ts) may give. Any rule, of any kind, leaves every request to the handler.
+   * (src/edge/fast-hit.ts) may give. A site with rules keeps its hits on that path only when
+   * they are all access rules (accessOnly).
    */
   readonly noRules: boolean;
+  /**
+   * True when the site has rules and every one of them is an access rule the fast path runs
+   * itself (ACCESS_RULE_KINDS; no error pages, no cache.bypass / cache.browserTtl): a fresh hit
+   * the rules let through is then still the fast path's (src/edge/fast-access.ts).
+   */
+  readonly accessOnly: boolean;
+}
+
+/**
+ * The kinds of rule the HTTP/1.1 fast path applies itself: each either lets a request through
+ * unchanged (a signed URL's token aside, which only leaves the cache key) or refuses it, and
+ * refusals are the handler's to answer. Redirects, rewrites, header rules and error pages change
+ * the answer; they and any kind added later keep a site's requests on the handler's path.
+ */
+const ACCESS_RULE_KINDS: ReadonlySet<string> = new Set([
+  'ip',
+  'countries',
+  'referer',
+  'rateLimits',
+  'signedUrls',
+]);
+
+/** Whether a site's `rules` block holds nothing but ACCESS_RULE_KINDS. */
+export function onlyAccessRules(rules: object): boolean {
+  for (const [kind, v] of Object.entries(rules))
+    if (!ACCESS_RULE_KINDS.has(kind) && hasAnyRule(v)) return false;
+  return true;
 }
 
 /**
@@ -155,6 +183,7 @@ export class Runtime {
       const errorPages = s.errorPageHtml
         ? new Map(Object.entries(s.errorPageHtml).map(([k, v]) => [Number(k), v]))
         : undefined;
+      const noRules = !rules.active && !errorPages && !cacheExtras && !hasAnyRule(s.rules);
       const site: CompiledSite = {
         name: s.name,
         config: s,
@@ -175,7 +204,8 @@ export class Runtime {
         stats: stats?.site(s.name),
         rules,
         errorPages,
-        noRules: !rules.active && !errorPages && !cacheExtras && !hasAnyRule(s.rules),
+        noRules,
+        accessOnly: !noRules && !errorPages && !cacheExtras && onlyAccessRules(s.rules),
       };
       for (const n of [s.name, ...s.aliases]) {
         if (n.startsWith('*.')) this.#wildcard.set(n.slice(2), site);

@@ -14,7 +14,7 @@ import type { ErrorCode } from '../core/errors.js';
 import { CidrSet, parseIp } from '../core/ip.js';
 import { parseRate } from '../core/units.js';
 import { compilePathList, HostPatterns, type PathTest, refererHost } from './patterns.js';
-import { BucketTable } from './ratelimit.js';
+import { BucketTable, type PendingTakes } from './ratelimit.js';
 import { type SigningKey, takeToken, verifyToken } from './signed.js';
 
 /** What the engine needs to know about one request. */
@@ -207,8 +207,14 @@ export class SiteRules {
     );
   }
 
-  /** Run the rules for one request. */
-  evaluate(input: RuleInput): Decision {
+  /**
+   * Run the rules for one request. Rate limits take their tokens here, unless `pending` is given:
+   * they are then only looked at (BucketTable.peek), and the tokens of a request they let through
+   * are listed in `pending` for the caller to take (pending.takeAll()) once it answers the request
+   * itself; the HTTP/1.1 fast path does so (src/edge/fast-access.ts), so a request it hands to
+   * the handler is counted once, by the handler's own evaluation. The decision is the same.
+   */
+  evaluate(input: RuleInput, pending?: PendingTakes): Decision {
     let target = input.target;
     const q = target.indexOf('?');
     const path = q < 0 ? target : target.slice(0, q);
@@ -240,8 +246,9 @@ export class SiteRules {
     for (const r of this.#rates) {
       if (!r.paths(path)) continue;
       const key = this.#rateKey(r, input);
-      const t = r.table.take(key, input.now);
-      if (!t.ok && (!limited || t.retryAfterSeconds > limited.retryAfter))
+      const t = pending ? r.table.peek(key, input.now) : r.table.take(key, input.now);
+      if (t.ok) pending?.add(r.table, key, input.now);
+      else if (!limited || t.retryAfterSeconds > limited.retryAfter)
         limited = { r, key, retryAfter: t.retryAfterSeconds };
     }
     if (limited) {

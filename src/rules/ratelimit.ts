@@ -41,23 +41,44 @@ export class BucketTable {
 
   /** Take one token for `key` at `now` (ms). */
   take(key: string, now: number): Take {
-    const { rate, burst } = this.spec;
+    const { burst } = this.spec;
     let b = this.#buckets.get(key);
     if (!b) {
       if (this.#buckets.size >= this.maxKeys) this.#evict(now);
       b = { tokens: burst, at: now };
       this.#buckets.set(key, b);
     } else if (now > b.at) {
-      b.tokens = Math.min(burst, b.tokens + ((now - b.at) / 1000) * rate);
+      b.tokens = this.#level(b, now);
       b.at = now;
     }
     if (b.tokens >= 1) {
       b.tokens -= 1;
       return { ok: true };
     }
+    return this.#refusal(b.tokens);
+  }
+
+  /**
+   * What take(key, now) would answer, without taking anything or creating a bucket: the HTTP/1.1
+   * fast path asks first and takes only once it answers the request itself (src/edge/fast-access.ts).
+   * The same arithmetic as take(), so a take at the same `now` right after an ok peek succeeds.
+   */
+  peek(key: string, now: number): Take {
+    const b = this.#buckets.get(key);
+    const tokens = !b ? this.spec.burst : now > b.at ? this.#level(b, now) : b.tokens;
+    return tokens >= 1 ? { ok: true } : this.#refusal(tokens);
+  }
+
+  /** The bucket's tokens at `now` (after `b.at`): refilled at the rate, at most the burst. */
+  #level(b: Bucket, now: number): number {
+    const { rate, burst } = this.spec;
+    return Math.min(burst, b.tokens + ((now - b.at) / 1000) * rate);
+  }
+
+  #refusal(tokens: number): Take {
     // RFC 9110 section 10.2.3: Retry-After as delay-seconds, a whole number; round up so a client
     // that waits exactly that long finds a token
-    return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - b.tokens) / rate)) };
+    return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - tokens) / this.spec.rate)) };
   }
 
   #evict(now: number): void {
@@ -73,5 +94,38 @@ export class BucketTable {
         this.#buckets.delete(k);
       }
     }
+  }
+}
+
+/**
+ * The tokens an evaluation found but did not take (SiteRules.evaluate with `pending`), to be taken
+ * by takeAll() once the caller knows it answers the request itself, at the instant they were
+ * found. One list reused request after request: nothing is allocated on the hit path.
+ */
+export class PendingTakes {
+  readonly #tables: BucketTable[] = [];
+  readonly #keys: string[] = [];
+  #now = 0;
+
+  /** Forget what an earlier evaluation listed (one that was not answered after all). */
+  clear(): void {
+    this.#tables.length = 0;
+    this.#keys.length = 0;
+  }
+
+  add(table: BucketTable, key: string, now: number): void {
+    this.#tables.push(table);
+    this.#keys.push(key);
+    this.#now = now;
+  }
+
+  /**
+   * Take every listed token, then clear. Each was there at `now` (peek said so) and nothing can
+   * have taken it since: the evaluation and this call run in one synchronous stretch, and no two
+   * limits share a table (src/rules/engine.ts keys them by their place in the config).
+   */
+  takeAll(): void {
+    for (let i = 0; i < this.#tables.length; i++) this.#tables[i]!.take(this.#keys[i]!, this.#now);
+    this.clear();
   }
 }

@@ -16,6 +16,10 @@ export interface RawOptions {
   timeoutMs?: number;
   /** Do not read: pause the socket after connecting (slow read). The reply stays empty. */
   noRead?: boolean;
+  /** The address to connect to (default 127.0.0.1; "::1" for an IPv6 client). */
+  host?: string;
+  /** The local address to connect from (another loopback address: another client). */
+  localAddress?: string;
 }
 
 export interface RawReply {
@@ -30,8 +34,8 @@ export interface RawReply {
 }
 
 /**
- * Connect to 127.0.0.1:`port`, send `payload` (possibly trickled), then collect the reply until
- * the server closes the connection or `timeoutMs` passes. The client never closes its side first
+ * Connect to 127.0.0.1:`port` (or `opts.host`), send `payload` (possibly trickled), then collect
+ * the reply until the server closes the connection or `timeoutMs` passes. The client never closes its side first
  * (no half-close), so `closed` means the server chose to close.
  */
 export function raw(port: number, payload: string | Buffer, opts: RawOptions = {}): Promise<RawReply> {
@@ -43,9 +47,12 @@ export function raw(port: number, payload: string | Buffer, opts: RawOptions = {
     let error: NodeJS.ErrnoException | undefined;
     let started = 0;
     let trickleTimer: NodeJS.Timeout | undefined;
-    const socket: net.Socket = opts.tls
-      ? tls.connect({ ...opts.tls, host: '127.0.0.1', port })
-      : net.connect({ host: '127.0.0.1', port });
+    const to = {
+      host: opts.host ?? '127.0.0.1',
+      port,
+      ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+    };
+    const socket: net.Socket = opts.tls ? tls.connect({ ...opts.tls, ...to }) : net.connect(to);
     const finish = (closed: boolean) => {
       if (done) return;
       done = true;
