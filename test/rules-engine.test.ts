@@ -254,6 +254,14 @@ test('engine: no rules is inactive; each refusal names its rule and what it saw'
     'continue',
     'other paths',
   );
+  // a deny list names the Referer host it saw and the pattern that matched it
+  const denied = rules({ referer: [{ deny: ['*.evil.test'] }] }).evaluate(
+    input({ headers: { referer: 'https://cdn.evil.test/x' } }),
+  );
+  assert.equal(
+    denied.action === 'deny' && `${denied.rule} ${denied.seen}`,
+    'rules.referer[0].deny cdn.evil.test (matches *.evil.test)',
+  );
 });
 
 test('engine: redirects with captures, rewrites, token removal, header rules', () => {

@@ -303,7 +303,7 @@ export class SiteRules {
       if (host === input.host) break;
       if (host !== undefined) {
         const denied = r.deny.match(host);
-        if (denied) return deny('ACCESS_REFERER_DENIED', `${r.rule}.deny`, `{host} (matches ${denied})`);
+        if (denied) return deny('ACCESS_REFERER_DENIED', `${r.rule}.deny`, `${host} (matches ${denied})`);
       }
       if (r.allow.size > 0 && (host === undefined || !r.allow.match(host)))
         return deny('ACCESS_REFERER_DENIED', `${r.rule}.allow`, host ?? ref.slice(0, 200));
