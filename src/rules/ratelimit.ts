@@ -103,19 +103,22 @@ export class BucketTable {
  * found. One list reused request after request: nothing is allocated on the hit path.
  */
 export class PendingTakes {
+  // filled up to #n and overwritten from 0 again (emptying an array frees its storage, and the
+  // next push would allocate it again, on every request)
   readonly #tables: BucketTable[] = [];
   readonly #keys: string[] = [];
+  #n = 0;
   #now = 0;
 
   /** Forget what an earlier evaluation listed (one that was not answered after all). */
   clear(): void {
-    this.#tables.length = 0;
-    this.#keys.length = 0;
+    this.#n = 0;
   }
 
   add(table: BucketTable, key: string, now: number): void {
-    this.#tables.push(table);
-    this.#keys.push(key);
+    this.#tables[this.#n] = table;
+    this.#keys[this.#n] = key;
+    this.#n++;
     this.#now = now;
   }
 
@@ -125,7 +128,7 @@ export class PendingTakes {
    * limits share a table (src/rules/engine.ts keys them by their place in the config).
    */
   takeAll(): void {
-    for (let i = 0; i < this.#tables.length; i++) this.#tables[i]!.take(this.#keys[i]!, this.#now);
-    this.clear();
+    for (let i = 0; i < this.#n; i++) this.#tables[i]!.take(this.#keys[i]!, this.#now);
+    this.#n = 0;
   }
 }
