@@ -8,8 +8,11 @@
 // origin that counts what reached it, and a pair of edges with edge.fastPath on and off.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { explainRecord } from '../src/cli/explain.js';
 import type { AccessRecord } from '../src/core/log.js';
@@ -18,6 +21,7 @@ import { fastPathAnswers } from '../src/edge/fast-hit.js';
 import { EdgeStats } from '../src/edge/stats.js';
 import { signUrl } from '../src/rules/signed.js';
 import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
+import { writeMmdb } from './helpers/mmdb.js';
 import { raw } from './helpers/raw.js';
 
 let origin: http.Server;
@@ -222,6 +226,7 @@ test("cache.browserTtl sets the visitor's Cache-Control on hits", async () => {
 const KEY = { id: 'k1', secret: 's'.repeat(40) };
 let onEdge: TestEdge;
 let offEdge: TestEdge;
+let geoDir: string | undefined;
 /** each edge's port on ::1 (an IPv6 client) */
 const port6 = new Map<TestEdge, number>();
 
@@ -252,9 +257,21 @@ before(async () => {
       rules: { ip: { deny }, signedUrls: { paths: ['/private/*'], keys: [KEY] } },
     },
     { name: 'six.test', origin: o, rules: { ip: { allow: ['::1/128', '2001:db8:900d::/48'] } } },
+    { name: 'geo.test', origin: o, rules: { countries: { deny: ['DE'] } } },
   ];
+  // a GeoIP database built here: 192.0.2.0/24 in DE, 198.51.100.0/24 in FR
+  geoDir = mkdtempSync(join(tmpdir(), 'verge-fast-geo-'));
+  const geoip = join(geoDir, 'geo.mmdb');
+  writeFileSync(
+    geoip,
+    writeMmdb([
+      { network: '192.0.2.0/24', country: 'DE', continent: 'EU' },
+      { network: '198.51.100.0/24', country: 'FR', continent: 'EU' },
+    ]),
+  );
   const edgeCfg = (fastPath: boolean) => ({
     fastPath,
+    geoip,
     http: { listen: ['127.0.0.1:0', '[::1]:0'] },
     // 127.0.0.1 is the operator's load balancer; 127.0.0.2 and 127.0.0.3 are visitors
     clientAddress: { trustedProxies: ['127.0.0.1/32'] },
@@ -268,6 +285,7 @@ before(async () => {
 after(async () => {
   await onEdge?.close();
   await offEdge?.close();
+  if (geoDir) rmSync(geoDir, { recursive: true, force: true });
 });
 
 type Conn = { requests: string[]; from?: string; v6?: boolean };
@@ -517,4 +535,33 @@ test('an IPv6 client on the fast path: allowed by an IPv6 list over ::1 and by a
   assert.equal(v4.fast, 0);
   const { text } = await story(onEdge, v4.got[0]!);
   assert.ok(text.includes('Rule: rules.ip.allow saw 127.0.0.1'), text);
+});
+
+test('a country list on the fast path (GeoIP): a client in a denied country is refused by the handler, one elsewhere is the fast path answer', async () => {
+  await fillBoth('geo.test', '/obj/g', XFF('198.51.100.9'));
+  const fr = await same({
+    requests: [
+      req('geo.test', '/obj/g', XFF('198.51.100.9')),
+      req('geo.test', '/obj/g', XFF('198.51.100.9'), true),
+    ],
+  });
+  assert.deepEqual(
+    fr.got.map((a) => a.status),
+    [200, 200],
+  );
+  assert.equal(fr.fast, 1);
+  const de = await same({
+    requests: [
+      req('geo.test', '/obj/g', XFF('192.0.2.5')),
+      req('geo.test', '/obj/g', XFF('198.51.100.9'), true),
+    ],
+  });
+  assert.deepEqual(
+    de.got.map((a) => a.status),
+    [403, 200],
+  );
+  assert.equal(de.fast, 0);
+  assert.equal(JSON.parse(de.got[0]!.body).code, 'ACCESS_COUNTRY_DENIED');
+  const { text } = await story(onEdge, de.got[0]!);
+  assert.ok(text.includes('Rule: rules.countries.deny saw 192.0.2.5 in DE'), text);
 });
