@@ -92,7 +92,33 @@ test('serve --data with edge.workers: 2: both workers serve; a purge is done onl
   }
   assert.equal(n, sent, 'requests counted in the statistics');
 
+  // and in /metrics, which slot 1 answers for the whole edge (slot 2's numbers come with its
+  // statistics reports, every 200 ms here)
+  const scraped = async () => {
+    const res = await request(`http://127.0.0.1:${edge.adminPort}/metrics`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(res.status, 200, res.body.toString());
+    return res.body.toString();
+  };
+  let text = await scraped();
+  for (let i = 0; i < 100 && requestsIn(text) < sent; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    text = await scraped();
+  }
+  assert.equal(requestsIn(text), sent, 'every request in /metrics, whichever worker answered it');
+  // the two workers' memory tiers each hold the object
+  assert.match(text, /^verge_cache_objects\{tier="memory"\} 2$/m);
+
   edge.signal('SIGTERM');
   const exit = await edge.waitForExit(30_000);
   assert.equal(exit.code, 0);
 });
+
+/** The sum of verge_requests_total for www.example.com in a Prometheus text. */
+function requestsIn(text: string): number {
+  let n = 0;
+  for (const m of text.matchAll(/^verge_requests_total\{[^}]*site="www\.example\.com"[^}]*\} (\d+)$/gm))
+    n += Number(m[1]);
+  return n;
+}

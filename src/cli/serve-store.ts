@@ -26,6 +26,7 @@ import { writeFileAtomic } from '../core/files.js';
 import { AccessLog, appLogLinesDropped, type Logger } from '../core/log.js';
 import type { DnsService } from '../dns/service.js';
 import { doctorStoredSite, storedSiteWarnings } from '../doctor/site.js';
+import type { MetricsSnapshot } from '../edge/metrics.js';
 import { RequestLog } from '../edge/request-log.js';
 import { Edge } from '../edge/server.js';
 import { EdgeStats } from '../edge/stats.js';
@@ -138,7 +139,11 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
   requests.attach(accessLog);
   const stats = localStats(store, config, log);
   // the other workers' counters, reported through the primary (this process owns the store's)
-  child.onStats((report) => {
+  // and their /metrics numbers, the latest per slot: this process answers every scrape for the
+  // whole edge (a restarted worker's numbers replace its predecessor's when it first reports)
+  const workerMetrics = new Map<number, MetricsSnapshot>();
+  child.onStats((report, from) => {
+    if (from) workerMetrics.set(from.slot, from.metrics);
     try {
       stats.service.ingest(report);
     } catch (err) {
@@ -192,7 +197,10 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
         } = edge.listenAddresses();
         return { ...(http ? { http } : {}), ...(https ? { https } : {}) };
       },
-      metrics: async () => ({ contentType: edge.metrics.contentType, text: await edge.metrics.text() }),
+      metrics: async () => ({
+        contentType: edge.metrics.contentType,
+        text: await edge.metrics.textWith([...workerMetrics.values()]),
+      }),
       // the doctor's origin checks: their warnings come back with every saved site
       checkSite: (site) => storedSiteWarnings(store, site, dir),
       doctor: (name) => doctorStoredSite(store, name, dir),
@@ -378,7 +386,7 @@ async function serveStoreWorker(dir: string, log: Logger, child: ChildContext): 
     if (sayStartError(e)) return startFailed();
     throw e;
   }
-  const report = () => child.sendStats(stats.report(id));
+  const report = () => child.sendStats(stats.report(id), edge.metrics.snapshot());
   const timer = setInterval(report, config.edge.stats.reportInterval);
   timer.unref();
   // installed before the "edge listening" line: whoever reads it may signal at once

@@ -26,6 +26,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Logger } from '../core/log.js';
 import type { StatsReport } from '../core/stats.js';
 import { requestsInFlight } from '../edge/lifecycle.js';
+import { isMetricsSnapshot, type MetricsSnapshot } from '../edge/metrics.js';
 import { PrimaryRelay } from '../edge/relay.js';
 import { catchStopSignals } from './stop-signals.js';
 
@@ -87,10 +88,15 @@ interface WorkersMsg {
   verge: 'proc-workers';
   workers: number;
 }
-/** `--data`: a statistics report of a slot above 1, for slot 1 (which owns the statistics store) */
+/**
+ * `--data`: a statistics report of a slot above 1, for slot 1 (which owns the statistics store),
+ * with that slot's /metrics numbers (slot 1 answers every scrape, for the whole edge)
+ */
 interface StatsMsg {
   verge: 'proc-stats';
   report: StatsReport;
+  slot?: number;
+  metrics?: MetricsSnapshot;
 }
 type ProcMsg = ReadyMsg | CrashMsg | RestartsMsg | WorkersMsg | StatsMsg;
 
@@ -348,10 +354,10 @@ export interface ChildContext {
   onCrashExit(fn: () => void): void;
   /** `--data`, slot 1: ask the primary for `workers` serving processes in all */
   setWorkers(workers: number): void;
-  /** `--data`, slots above 1: a statistics report for slot 1 */
-  sendStats(report: StatsReport): void;
-  /** `--data`, slot 1: the other slots' statistics reports */
-  onStats(fn: (report: StatsReport) => void): void;
+  /** `--data`, slots above 1: a statistics report for slot 1, with this slot's metrics */
+  sendStats(report: StatsReport, metrics: MetricsSnapshot): void;
+  /** `--data`, slot 1: the other slots' statistics reports (and their metrics, by slot) */
+  onStats(fn: (report: StatsReport, from?: { slot: number; metrics: MetricsSnapshot }) => void): void;
 }
 
 let context: ChildContext | undefined;
@@ -372,11 +378,19 @@ export function childContext(): ChildContext | undefined {
   if (context) return context;
   const env = process.env;
   let restarts = Number(env[ENV_RESTARTS] ?? 0);
-  const statsHandlers: Array<(report: StatsReport) => void> = [];
+  const statsHandlers: Array<
+    (report: StatsReport, from?: { slot: number; metrics: MetricsSnapshot }) => void
+  > = [];
   process.on('message', (m: unknown) => {
     if (!isProcMsg(m)) return;
     if (m.verge === 'proc-restarts') restarts = Math.max(restarts, m.total);
-    else if (m.verge === 'proc-stats') for (const fn of statsHandlers) fn(m.report);
+    else if (m.verge === 'proc-stats') {
+      const from =
+        typeof m.slot === 'number' && isMetricsSnapshot(m.metrics)
+          ? { slot: m.slot, metrics: m.metrics }
+          : undefined;
+      for (const fn of statsHandlers) fn(m.report, from);
+    }
   });
   // Until the edge installs its handlers, a signal sent to this pid directly must not end it
   // (SIGHUP's default) or open the inspector (SIGUSR1's, in Node).
@@ -404,8 +418,8 @@ export function childContext(): ChildContext | undefined {
     setWorkers: (workers) => {
       send({ verge: 'proc-workers', workers });
     },
-    sendStats: (report) => {
-      send({ verge: 'proc-stats', report });
+    sendStats: (report, metrics) => {
+      send({ verge: 'proc-stats', report, slot: context?.slot ?? 0, metrics });
     },
     onStats: (fn) => {
       statsHandlers.push(fn);

@@ -37,7 +37,7 @@ import {
 import type { JobErrorCode } from '../core/errors.js';
 import type { AccessLog, Logger } from '../core/log.js';
 import type { EdgeCache } from './cache.js';
-import type { EdgeMetrics } from './metrics.js';
+import { type EdgeMetrics, isMetricsSnapshot } from './metrics.js';
 import { dnsFields } from './node-dns.js';
 import type { RelayAnswer, RelayOp, WorkerRelay } from './relay.js';
 import { RequestLog } from './request-log.js';
@@ -283,8 +283,15 @@ export class AdminServer {
     }
     if (path === '/metrics') {
       only('GET, HEAD', get);
-      // Prometheus text format; with edge.workers each worker answers for itself (docs/caching.md)
-      const text = await this.#opts.edge.metrics.text();
+      // Prometheus text format, for the whole edge: with edge.workers above 1 the kernel hands
+      // the scrape to any one worker, which adds the others' numbers (docs/caching.md)
+      const relay = this.#opts.relay;
+      const others = relay
+        ? Object.values((await relay.ask('others', { kind: 'metrics' }, RELAY_TIMEOUT_MS)).results).filter(
+            isMetricsSnapshot,
+          )
+        : [];
+      const text = await this.#opts.edge.metrics.textWith(others);
       res.writeHead(200, {
         'content-type': this.#opts.edge.metrics.contentType,
         'cache-control': 'no-store',
@@ -432,6 +439,8 @@ export class AdminServer {
         return Promise.resolve([...this.#jobs.values()]);
       case 'request':
         return Promise.resolve(this.#requests.lookup(op.id) ?? null);
+      case 'metrics':
+        return Promise.resolve(this.#opts.edge.metrics.snapshot());
     }
   }
 

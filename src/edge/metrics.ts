@@ -21,6 +21,44 @@ interface Tally {
   bytes: number;
 }
 
+/** The per-tier numbers /metrics reports. */
+type TierCounts = Pick<
+  StoreStats,
+  'objects' | 'bytes' | 'maxBytes' | 'evictions' | 'writeErrors' | 'corruptDropped'
+>;
+const TIER_FIELDS = ['objects', 'bytes', 'maxBytes', 'evictions', 'writeErrors', 'corruptDropped'] as const;
+
+/**
+ * Everything one process's /metrics reports, as plain data (it crosses the cluster IPC channel):
+ * with edge.workers above 1, the worker that answers a scrape adds the others' snapshots to its
+ * own, so every scrape shows the whole edge and no counter goes backwards between scrapes that
+ * different workers answered.
+ */
+export interface MetricsSnapshot {
+  /** [`${site}\0${cache}\0${status class}`, requests, bytes] */
+  tally: Array<[string, number, number]>;
+  /** [`${site}\0${code}`, count] */
+  errors: Array<[string, number]>;
+  tiers: Array<[string, TierCounts]>;
+  webSockets: Array<[string, number]>;
+  process: ProcessCounts;
+}
+
+/** Whether `v` looks like a MetricsSnapshot (what another process sent). */
+export function isMetricsSnapshot(v: unknown): v is MetricsSnapshot {
+  const o = v as Partial<MetricsSnapshot> | null;
+  return (
+    typeof o === 'object' &&
+    o !== null &&
+    Array.isArray(o.tally) &&
+    Array.isArray(o.errors) &&
+    Array.isArray(o.tiers) &&
+    Array.isArray(o.webSockets) &&
+    typeof o.process === 'object' &&
+    o.process !== null
+  );
+}
+
 /** Per-process counters; one per edge. */
 export class EdgeMetrics {
   readonly registry = new Registry();
@@ -37,6 +75,19 @@ export class EdgeMetrics {
   #certs: () => Array<{ site: string; notAfter: number }> = () => [];
   #webSockets: () => Iterable<[string, number]> = () => [];
   #process: () => ProcessCounts = () => ({ restarts: 0, accessLogDropped: 0, appLogDropped: 0 });
+  #tiers: () => Array<[string, TierCounts]> = () => {
+    const store = this.#cache;
+    if (!store) return [];
+    const s = store as CacheStore & { tierStats?: () => { memory: StoreStats; disk: StoreStats } };
+    if (s.tierStats) {
+      const t = s.tierStats();
+      return [
+        ['memory', t.memory],
+        ['disk', t.disk],
+      ];
+    }
+    return [[store.kind, store.stats()]];
+  };
 
   constructor() {
     const tally = this.#tally;
@@ -159,20 +210,8 @@ export class EdgeMetrics {
         this.inc({ log: 'app' }, p.appLogDropped);
       },
     });
-    const tiers = (): Array<[string, StoreStats]> => {
-      const store = this.#cache;
-      if (!store) return [];
-      const s = store as CacheStore & { tierStats?: () => { memory: StoreStats; disk: StoreStats } };
-      if (s.tierStats) {
-        const t = s.tierStats();
-        return [
-          ['memory', t.memory],
-          ['disk', t.disk],
-        ];
-      }
-      return [[store.kind, store.stats()]];
-    };
-    const perTier = (name: string, help: string, pick: (s: StoreStats) => number, counter = false) => {
+    const tiers = () => this.#tiers();
+    const perTier = (name: string, help: string, pick: (s: TierCounts) => number, counter = false) => {
       const Kind = counter ? Counter : Gauge;
       new Kind({
         name,
@@ -307,6 +346,65 @@ export class EdgeMetrics {
   /** The exposition text (Prometheus 0.0.4). */
   text(): Promise<string> {
     return this.registry.metrics();
+  }
+
+  /** This process's numbers as plain data (see MetricsSnapshot). */
+  snapshot(): MetricsSnapshot {
+    const tiers = this.#tiers().map(([tier, st]): [string, TierCounts] => {
+      const counts = {} as TierCounts;
+      for (const f of TIER_FIELDS) counts[f] = st[f];
+      return [tier, counts];
+    });
+    return {
+      tally: [...this.#tally].map(([k, t]): [string, number, number] => [k, t.requests, t.bytes]),
+      errors: [...this.#errors],
+      tiers,
+      webSockets: [...this.#webSockets()],
+      process: { ...this.#process() },
+    };
+  }
+
+  /**
+   * The exposition text for the whole edge: this process's numbers plus the other workers'
+   * snapshots. Counters and sizes add up (each worker has its own memory tier and its own disk
+   * directory); the hit ratios are recomputed from the summed requests and bytes, not averaged;
+   * the restart count is the largest seen (every worker is told the edge's total); certificates
+   * are this process's (every worker serves the same sites).
+   */
+  textWith(others: readonly MetricsSnapshot[]): Promise<string> {
+    if (others.length === 0) return this.text();
+    const all = [this.snapshot(), ...others];
+    const sum = new EdgeMetrics();
+    for (const snap of all) {
+      for (const [k, requests, bytes] of snap.tally) {
+        const t = sum.#tally.get(k);
+        if (t) {
+          t.requests += requests;
+          t.bytes += bytes;
+        } else sum.#tally.set(k, { requests, bytes });
+      }
+      for (const [k, n] of snap.errors) sum.#errors.set(k, (sum.#errors.get(k) ?? 0) + n);
+    }
+    const tiers = new Map<string, TierCounts>();
+    const sockets = new Map<string, number>();
+    for (const snap of all) {
+      for (const [tier, st] of snap.tiers) {
+        const acc = tiers.get(tier);
+        if (!acc) tiers.set(tier, { ...st });
+        else for (const f of TIER_FIELDS) acc[f] += st[f];
+      }
+      for (const [site, n] of snap.webSockets) sockets.set(site, (sockets.get(site) ?? 0) + n);
+    }
+    const proc: ProcessCounts = {
+      restarts: Math.max(...all.map((p) => p.process.restarts)),
+      accessLogDropped: all.reduce((n, p) => n + p.process.accessLogDropped, 0),
+      appLogDropped: all.reduce((n, p) => n + p.process.appLogDropped, 0),
+    };
+    sum.#tiers = () => [...tiers];
+    sum.useWebSockets(() => sockets);
+    sum.useProcess(() => proc);
+    sum.useCertificates(this.#certs);
+    return sum.text();
   }
 
   get contentType(): string {

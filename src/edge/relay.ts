@@ -27,7 +27,9 @@ export type RelayOp =
   /** every job the worker keeps (GET /api/v1/jobs) */
   | { kind: 'jobs' }
   /** the access-log record of a request the worker served (GET /api/v1/requests/:id) */
-  | { kind: 'request'; id: string };
+  | { kind: 'request'; id: string }
+  /** the worker's /metrics numbers (a MetricsSnapshot), for a scrape of the whole edge */
+  | { kind: 'metrics' };
 
 /** What the asking worker gets back: each answering worker's result by its slot number. */
 export interface RelayAnswer {
