@@ -1,11 +1,14 @@
 // Self time by function from a V8 .cpuprofile (node --cpu-prof), over the load run only: from
 // 1 s after the first parsed request to the last one (start-up and idle tail left out). A request
 // counts as parsed when a sample is in node:http's parser callback or the fast path's scanner.
-//   node dist/bench/profile-top.js CPU.*.cpuprofile [top=40]
+// INCLUSIVE=1 adds the same list by inclusive time (a function counted once per sample in which
+// it is anywhere on the stack), the share of the busy (non-idle) samples.
+//   [INCLUSIVE=1] node dist/bench/profile-top.js CPU.*.cpuprofile [top=40]
 import { readFileSync } from 'node:fs';
 
 interface ProfileNode {
   id: number;
+  children?: number[];
   callFrame: { functionName: string; url: string; lineNumber: number };
 }
 interface Profile {
@@ -25,8 +28,9 @@ for (const d of p.timeDeltas) {
   t += d;
   ts.push(t);
 }
-// a request being read: by node:http's parser, or by the HTTP/1.1 fast path (src/edge/h1-simple.ts)
-const MARKERS = new Set(['parserOnHeadersComplete', 'scanRequest']);
+// a request being read: by node:http's parser, by the HTTP/1.1 fast path (src/edge/h1-simple.ts)
+// or by the bare socket loop (bench/net-ceiling.ts)
+const MARKERS = new Set(['parserOnHeadersComplete', 'scanRequest', 'netCeilingRead']);
 const busy = new Set(p.nodes.filter((n) => MARKERS.has(n.callFrame.functionName)).map((n) => n.id));
 let first = Number.POSITIVE_INFINITY;
 let last = 0;
@@ -42,13 +46,16 @@ for (let i = 1; i < p.samples.length; i++) {
   const id = p.samples[i]!;
   self.set(id, (self.get(id) ?? 0) + ts[i]! - ts[i - 1]!);
 }
+const nameOf = (n: ProfileNode): string => {
+  const url = n.callFrame.url.replace(/^.*\/(node_modules\/|dist\/)/, '$1').replace('file://', '');
+  return `${n.callFrame.functionName || '(anonymous)'} ${url}:${n.callFrame.lineNumber + 1}`;
+};
 const byName = new Map<string, number>();
 let total = 0;
 for (const n of p.nodes) {
   const us = self.get(n.id) ?? 0;
   total += us;
-  const url = n.callFrame.url.replace(/^.*\/(node_modules\/|dist\/)/, '$1').replace('file://', '');
-  const k = `${n.callFrame.functionName || '(anonymous)'} ${url}:${n.callFrame.lineNumber + 1}`;
+  const k = nameOf(n);
   byName.set(k, (byName.get(k) ?? 0) + us);
 }
 let verge = 0;
@@ -61,3 +68,30 @@ for (const [k, us] of [...byName].sort((a, b) => b[1] - a[1]).slice(0, top)) {
 console.log(
   `total ${(total / 1000).toFixed(0)} ms, Verge's own code (dist/src) ${((100 * verge) / total).toFixed(1)} %`,
 );
+
+if (process.env['INCLUSIVE']) {
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const incl = new Map<string, number>();
+  let busy = 0;
+  for (const [id, us] of self) {
+    const leaf = byId.get(id)!;
+    if (leaf.callFrame.functionName === '(idle)') continue;
+    busy += us;
+    // each function once per stack (recursion must not count twice)
+    const seen = new Set<string>();
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      const k = nameOf(byId.get(cur)!);
+      if (seen.has(k)) continue;
+      seen.add(k);
+      incl.set(k, (incl.get(k) ?? 0) + us);
+    }
+  }
+  console.log(`inclusive, share of the busy time (${(busy / 1000).toFixed(0)} ms):`);
+  for (const [k, us] of [...incl].sort((a, b) => b[1] - a[1]).slice(0, top)) {
+    console.log(
+      `${((100 * us) / busy).toFixed(2).padStart(6)}%  ${(us / 1000).toFixed(0).padStart(6)} ms  ${k}`,
+    );
+  }
+}

@@ -1,0 +1,29 @@
+// The bare `net` ceiling for a Verge cache HIT: a socket loop of our own that answers every
+// request head (counted by its blank line, nothing parsed) with one prebuilt buffer carrying the
+// same 12 response fields and 1 KiB body as bench/hit-ceiling.ts. No HTTP machinery at all: the
+// most a Node.js process can answer per second, against which the fast path is measured.
+// Used by bench/hit-gap.sh; PORT (default 28392).
+import net from 'node:net';
+
+const date = new Date().toUTCString();
+const lastModified = new Date(Date.now() - 86_400_000).toUTCString();
+const head =
+  'HTTP/1.1 200 OK\r\nserver: nginx/1.22.1\r\n' +
+  `date: ${date}\r\ncontent-type: application/octet-stream\r\ncontent-length: 1024\r\n` +
+  `last-modified: ${lastModified}\r\netag: "6560a1b2-400"\r\ncache-control: public, max-age=3600\r\n` +
+  'accept-ranges: bytes\r\nage: 1\r\nx-request-id: abcdefgh1\r\nx-cache: HIT\r\nvia: 1.1 verge\r\n' +
+  'Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n';
+const response = Buffer.concat([Buffer.from(head, 'latin1'), Buffer.alloc(1024, 'a')]);
+const END = Buffer.from('\r\n\r\n');
+
+net
+  .createServer({ noDelay: true }, (socket) => {
+    socket.on('error', () => socket.destroy());
+    // wrk sends each head in one read: one answer per blank line found
+    socket.on('data', function netCeilingRead(chunk: Buffer) {
+      for (let at = chunk.indexOf(END); at >= 0; at = chunk.indexOf(END, at + 4)) socket.write(response);
+    });
+  })
+  .listen(Number(process.env['PORT'] ?? 28392), '127.0.0.1');
+// a clean exit on Ctrl-C, so that node --cpu-prof writes its profile
+process.on('SIGINT', () => process.exit(0));
