@@ -167,11 +167,13 @@ const hitTemplates = new WeakMap<EntryMeta, HitTemplate>();
 
 /**
  * A response head split around the fields that change per request: `parts[0] slot[0] parts[1]
- * slot[1] ... parts[n]`, each slot 'age' or 'id'. `date` is whether a Date field is among the
- * stored ones (node:http then adds none).
+ * slot[1] ... parts[n]`, each slot 'age' or 'id', each part already encoded (latin1, ASCII only).
+ * `date` is whether a Date field is among the stored ones (node:http then adds none).
  */
 export interface HitWire {
-  parts: string[];
+  parts: Buffer[];
+  /** the sum of the parts' lengths */
+  size: number;
   slots: Array<'age' | 'id'>;
   date: boolean;
 }

@@ -96,14 +96,19 @@ export function serveFast(
     // a strict subset of node:http's limit (which also counts the request line)
     const maxHead = Math.min(server.maxHeaderSize ?? 16384, rt.config.edge.limits.maxHeaderSize) >> 1;
     let off = 0;
-    socket.cork();
+    // one answer is one write (see answer()); pipelined answers are corked into one writev
+    let corked = false;
     while (off < chunk.length) {
       const r = scanRequest(chunk, off, maxHead);
       if (r.kind !== 'simple') break;
+      if (off > 0 && !corked) {
+        socket.cork();
+        corked = true;
+      }
       if (!answer(socket, scheme, deps, rt, server, r.req)) break;
       off = r.req.end;
     }
-    socket.uncork();
+    if (corked) socket.uncork();
     if (off < chunk.length) {
       release(off === 0 ? chunk : chunk.subarray(off));
       return;
@@ -191,14 +196,8 @@ function answer(
   answers++;
   const id = nextRequestId();
   const startWall = Date.now();
-  let head = wire.parts[0]!;
-  for (let i = 0; i < wire.slots.length; i++)
-    head += (wire.slots[i] === 'age' ? hit.template.age : id) + wire.parts[i + 1]!;
-  if (!wire.date) head += `Date: ${utcDate()}\r\n`;
-  head += keepAliveLines(server.keepAliveTimeout);
-  socket.write(head, 'latin1');
   const bytes = hit.body ? hit.body.length : 0;
-  if (hit.body) socket.write(hit.body);
+  writeAnswer(socket, wire, hit.template.age, id, server.keepAliveTimeout, hit.body);
   // log: what handler.ts finish() records for the same hit
   deps.metrics.record(site.name, 'HIT', hit.status, bytes, undefined);
   site.stats?.recordHit(hit.status, bytes, req.target, req.headers['referer']);
@@ -228,24 +227,76 @@ function answer(
   return true;
 }
 
+/**
+ * Bodies up to this size are copied behind the head into one buffer: one write, no writev (the
+ * copy costs less than the stream's corked path). Larger bodies are written as they are, after
+ * the head, corked together.
+ */
+const COPY_BODY_MAX = 16 * 1024;
+
+/**
+ * Write one answer: the wire's parts with Age and X-Request-Id in their slots, Date when the
+ * stored fields have none, node:http's connection fields, then the body.
+ */
+function writeAnswer(
+  socket: net.Socket,
+  wire: HitWire,
+  age: string,
+  id: string,
+  keepAliveTimeout: number,
+  body: Buffer | undefined,
+): void {
+  const date = wire.date ? undefined : dateLine();
+  const ka = keepAliveLines(keepAliveTimeout);
+  const { parts, slots } = wire;
+  // the slot values are ASCII (digits, base64url): one byte a character
+  let size = wire.size + ka.length + (date ? date.length : 0);
+  for (let i = 0; i < slots.length; i++) size += slots[i] === 'age' ? age.length : id.length;
+  const inline = body !== undefined && body.length <= COPY_BODY_MAX;
+  const out = Buffer.allocUnsafe(inline ? size + body.length : size);
+  let off = parts[0]!.copy(out, 0);
+  for (let i = 0; i < slots.length; i++) {
+    off += out.write(slots[i] === 'age' ? age : id, off, 'latin1');
+    off += parts[i + 1]!.copy(out, off);
+  }
+  if (date) off += date.copy(out, off);
+  off += ka.copy(out, off);
+  if (inline) {
+    body.copy(out, off);
+    socket.write(out);
+    return;
+  }
+  if (body === undefined) {
+    socket.write(out);
+    return;
+  }
+  socket.cork();
+  socket.write(out);
+  socket.write(body);
+  socket.uncork();
+}
+
 let kaSeconds = -1;
-let kaLines = '';
+let kaLines = Buffer.alloc(0);
 /** node:http's connection fields for a kept-alive response and the head's end (_http_outgoing.js). */
-function keepAliveLines(keepAliveTimeout: number): string {
+function keepAliveLines(keepAliveTimeout: number): Buffer {
   const s = Math.floor(keepAliveTimeout / 1000);
   if (s !== kaSeconds) {
     kaSeconds = s;
-    kaLines = `Connection: keep-alive\r\n${keepAliveTimeout ? `Keep-Alive: timeout=${s}\r\n` : ''}\r\n`;
+    kaLines = Buffer.from(
+      `Connection: keep-alive\r\n${keepAliveTimeout ? `Keep-Alive: timeout=${s}\r\n` : ''}\r\n`,
+      'latin1',
+    );
   }
   return kaLines;
 }
 
-/** node:http's Date value, cached for the rest of the second as node:http caches it. */
-let dateCache: string | undefined;
-function utcDate(): string {
+/** node:http's Date field, cached for the rest of the second as node:http caches its value. */
+let dateCache: Buffer | undefined;
+function dateLine(): Buffer {
   if (dateCache === undefined) {
     const d = new Date();
-    dateCache = d.toUTCString();
+    dateCache = Buffer.from(`Date: ${d.toUTCString()}\r\n`, 'latin1');
     setTimeout(() => {
       dateCache = undefined;
     }, 1000 - d.getMilliseconds()).unref();
@@ -273,7 +324,7 @@ function buildWire(t: HitTemplate, status: number): HitWire | null {
   // 1xx, 204 and 304 change node:http's framing; those go the general way
   if (!reason || status < 200 || status === 204 || status === 304) return null;
   const fields: Record<string, unknown> = { ...t.headers, age: AGE, 'x-request-id': ID };
-  const parts: string[] = [];
+  const parts: Buffer[] = [];
   const slots: Array<'age' | 'id'> = [];
   let cur = `HTTP/1.1 ${status} ${reason}\r\n`;
   let date = false;
@@ -282,7 +333,7 @@ function buildWire(t: HitTemplate, status: number): HitWire | null {
     const v = fields[key];
     if (v === undefined) continue;
     if (v === AGE || v === ID) {
-      parts.push(`${cur}${key}: `);
+      parts.push(Buffer.from(`${cur}${key}: `, 'latin1'));
       slots.push(v === AGE ? 'age' : 'id');
       cur = '\r\n';
       continue;
@@ -316,6 +367,6 @@ function buildWire(t: HitTemplate, status: number): HitWire | null {
     }
   }
   if (!length) return null;
-  parts.push(cur);
-  return { parts, slots, date };
+  parts.push(Buffer.from(cur, 'latin1'));
+  return { parts, size: parts.reduce((n, p) => n + p.length, 0), slots, date };
 }
