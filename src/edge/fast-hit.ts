@@ -13,7 +13,7 @@
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type net from 'node:net';
 import type { HeaderMap } from '../cache/headers.js';
-import type { AccessLog } from '../core/log.js';
+import { type AccessLog, isoTime } from '../core/log.js';
 import { resolveClient } from '../rules/client.js';
 import { type EdgeCache, type HitTemplate, type HitWire, lookupResidentHit } from './cache.js';
 import { socketConnInfo } from './conn-info.js';
@@ -68,6 +68,9 @@ export function serveFast(
   requestTimeout: () => void,
 ): void {
   let keptAlive = false;
+  // the TCP peer, read once per connection (the log's client address)
+  let peer: string | undefined;
+  const peerOf = () => (peer ??= socketPeer(socket));
   const onTimeout = () => {
     // node:http: a connection that never sent a request head gets 408 after headersTimeout;
     // an idle keep-alive connection is closed after keepAliveTimeout
@@ -105,7 +108,7 @@ export function serveFast(
         socket.cork();
         corked = true;
       }
-      if (!answer(socket, scheme, deps, rt, server, r.req)) break;
+      if (!answer(socket, scheme, deps, rt, server, r.req, peerOf)) break;
       off = r.req.end;
     }
     if (corked) socket.uncork();
@@ -148,6 +151,7 @@ function answer(
   rt: Runtime,
   server: H1Settings,
   req: Simple,
+  peerOf: () => string,
 ): boolean {
   if (deps.draining()) return false;
   const start = performance.now();
@@ -206,10 +210,10 @@ function answer(
     // peer, or what trusted proxies put in their header (scanRequest refuses a repeated field,
     // so the header is one line, as node:http would join it)
     const rule = rt.clientRule;
-    const peer = socketPeer(socket);
+    const peer = peerOf();
     const client = rule ? resolveClient(rule, peer, req.headers[rule.header]) : peer;
     deps.accessLog.write({
-      time: new Date(startWall).toISOString(),
+      time: isoTime(startWall),
       id,
       site: site.name,
       host,

@@ -8,7 +8,7 @@ import { type Http2ServerResponse, constants as h2constants } from 'node:http2';
 import type { Readable, Transform } from 'node:stream';
 import { TIER_ERROR_HEADER, TIER_SCHEME_HEADER } from '../cluster/parents.js';
 import { ERRORS, type ErrorCode, type VergeError } from '../core/errors.js';
-import type { AccessLog } from '../core/log.js';
+import { type AccessLog, isoTime } from '../core/log.js';
 import { UNKEYED_REQUEST_FIELDS } from '../core/unkeyed.js';
 import { type Attempt, type PullCallbacks, type PullProtocol, type PullState, pull } from '../origin/pull.js';
 import {
@@ -811,7 +811,7 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
   const last = ctx.attempts.at(-1);
   const conn = last?.conn;
   const rec: Record<string, unknown> = {
-    time: new Date(ctx.startWall).toISOString(),
+    time: isoTime(ctx.startWall),
     id: ctx.id,
     site: ctx.site?.name ?? null,
     host: ctx.host,
