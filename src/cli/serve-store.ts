@@ -12,7 +12,6 @@
  */
 
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
 import { type ControlApi, startControlApi } from '../control/api.js';
@@ -128,7 +127,8 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
     throw e;
   }
   if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
-  const workers = config.edge.workers === 'auto' ? availableParallelism() : config.edge.workers;
+  // "auto" (the default) is already one per core here (resolveConfig)
+  const workers = config.edge.workers;
   splitDiskTier(config, 1, workers);
   await ensureAdminToken(store, dir, log);
 

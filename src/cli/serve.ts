@@ -7,7 +7,6 @@
  * plane): it starts once per `verge serve`, and each child pays for its own.
  */
 import cluster from 'node:cluster';
-import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
   ConfigError,
@@ -40,18 +39,27 @@ async function demoConfig(
   const given = Number(process.env[ENV_DEMO_ORIGIN_PORT]);
   const origin = cluster.isWorker && given > 0 ? { port: given } : await startDemoOrigin(0);
   if (cluster.isPrimary) log.info({ port: origin.port }, 'demo origin listening on 127.0.0.1');
+  return { config: demoSettings(certs, origin.port, dir), caFile: certs.caFile, originPort: origin.port };
+}
+
+/** The settings of `verge serve` without options: one site in front of the demo origin. */
+export function demoSettings(
+  certs: { certFile: string; keyFile: string },
+  originPort: number,
+  dir: string,
+): ResolvedConfig {
   const cfg = validateObject({
     sites: [
       {
         name: 'localhost',
         aliases: ['127.0.0.1'],
         tls: { cert: certs.certFile, key: certs.keyFile },
-        origin: { servers: [{ host: '127.0.0.1', port: origin.port }], protocol: 'http' },
+        origin: { servers: [{ host: '127.0.0.1', port: originPort }], protocol: 'http' },
       },
     ],
     edge: { https: { defaultSite: 'localhost' } },
   });
-  return { config: resolveConfig(cfg, dir), caFile: certs.caFile, originPort: origin.port };
+  return resolveConfig(cfg, dir);
 }
 
 /** SIGHUP in the primary: the file is validated once here, so its errors are logged once. */
@@ -152,11 +160,8 @@ export async function serve(values: { config?: string; data?: string; demo?: boo
   }
 
   if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
-  const workers = child
-    ? child.workers
-    : config.edge.workers === 'auto'
-      ? availableParallelism()
-      : config.edge.workers;
+  // "auto" (the default) is already one per core here (resolveConfig)
+  const workers = child ? child.workers : config.edge.workers;
   // The primary writes a generated token once, before forking; its children read it.
   let adminToken: ReturnType<typeof loadAdminToken>;
   try {

@@ -4,6 +4,7 @@
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import {
   type Alias,
@@ -83,7 +84,9 @@ export interface ResolvedSite extends SiteConfig {
   errorPageHtml?: Record<string, string>;
 }
 
-export interface ResolvedConfig extends Omit<Config, 'sites'> {
+export interface ResolvedConfig extends Omit<Config, 'sites' | 'edge'> {
+  /** edge.workers is a process count here: "auto" resolved by workerCount() */
+  edge: Omit<Config['edge'], 'workers'> & { workers: number };
   sites: ResolvedSite[];
   /** directory that relative paths were resolved against */
   baseDir: string;
@@ -431,7 +434,25 @@ export function resolveConfig(
   if (issues.length > 0) throw new ConfigError(issues, file);
   const access = cfg.log.access;
   const accessLogFile = access !== 'stdout' && access !== 'off' ? resolve(baseDir, access) : undefined;
-  return { ...cfg, sites, baseDir, ...(accessLogFile ? { accessLogFile } : {}) };
+  return {
+    ...cfg,
+    edge: { ...cfg.edge, workers: workerCount(cfg.edge.workers) },
+    sites,
+    baseDir,
+    ...(accessLogFile ? { accessLogFile } : {}),
+  };
+}
+
+/** The most edge.workers allows (src/config/schema.ts). */
+export const MAX_WORKERS = 64;
+
+/**
+ * edge.workers as a number of processes: "auto" (the default) is one per core the process may
+ * use (os.availableParallelism()), at most MAX_WORKERS. Every mode (--config, --data, the demo)
+ * reads it from the resolved config.
+ */
+export function workerCount(workers: number | 'auto'): number {
+  return workers === 'auto' ? Math.min(availableParallelism(), MAX_WORKERS) : workers;
 }
 
 /**

@@ -102,7 +102,10 @@ export interface EdgeProcOptions {
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** The config with loopback listeners and a file access log filled in where the test left them out. */
+/**
+ * The config with loopback listeners, a file access log and one worker filled in where the test
+ * left them out.
+ */
 function fillIn(config: Obj, listen: { http: string; https: string; admin: string }, accessLog: string): Obj {
   const edge = isObj(config['edge']) ? config['edge'] : {};
   const http = isObj(edge['http']) ? edge['http'] : {};
@@ -112,6 +115,9 @@ function fillIn(config: Obj, listen: { http: string; https: string; admin: strin
   return {
     ...config,
     edge: {
+      // one serving process unless the test asks for more (edge.workers defaults to the core
+      // count): a test's MISS and then HIT must reach the same memory tier
+      workers: 1,
       ...edge,
       http: { listen: [listen.http], ...http },
       https: { listen: [listen.https], ...https },
