@@ -156,8 +156,7 @@ function answer(
   if (deps.draining()) return false;
   const start = performance.now();
   // accept: an invalid Host is the handler's 400 (RFC 9112 section 3.2)
-  if (!VALID_HOST.test(req.host)) return false;
-  const host = normalizeHost(req.host);
+  const host = hostOf(req.host);
   if (host === '') return false;
   // route: ACME HTTP-01 tokens are answered by the handler
   const hash = req.target.indexOf('#');
@@ -229,6 +228,22 @@ function answer(
     });
   }
   return true;
+}
+
+let hostRaw = '';
+let hostNorm = '';
+/**
+ * The routing name of a Host value, '' when it is invalid (VALID_HOST) or empty once normalized:
+ * remembered for the last value seen, because an edge's hits mostly carry the same few hosts (one
+ * regular expression and one lower-casing per change of host, not per request; and the access
+ * record keeps one shared string).
+ */
+function hostOf(raw: string): string {
+  if (raw !== hostRaw) {
+    hostRaw = raw;
+    hostNorm = VALID_HOST.test(raw) ? normalizeHost(raw) : '';
+  }
+  return hostNorm;
 }
 
 /**
