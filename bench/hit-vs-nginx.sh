@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# 1 KiB cache HITs, HTTP/1.1 and HTTPS/1.1, nginx proxy_cache (the shared harness's own
+# ../shared/bench/conf/edge.nginx.conf, 2 workers) beside Verge (one process, access log off),
+# both in front of dist/bench/hit-ceiling.js; interleaved rounds of `wrk -t1 -c50 -d${D}s`, medians
+# and Verge/nginx ratios within the run (on a shared machine only those mean anything). A short
+# stand-in for the lead's run of ../shared/bench/run.sh, which this does not replace. Every process
+# started here is stopped by its PID.
+#   N=3 D=5 PORT_BASE=38700 bench/hit-vs-nginx.sh
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+conf="$here/../../shared/bench/conf/edge.nginx.conf"
+[[ -f "$conf" ]] || conf=/work/shared/bench/conf/edge.nginx.conf
+N=${N:-3}; D=${D:-5}; base=${PORT_BASE:-38700}
+run="$(mktemp -d -t verge-ngx.XXXXXX)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  [[ -f "$run/edge/nginx.pid" ]] && kill "$(cat "$run/edge/nginx.pid" 2>/dev/null)" 2>/dev/null
+  sleep 0.5; rm -rf "$run"
+}
+trap cleanup EXIT
+mkdir -p "$run/edge/tmp" "$run/tls" "$run/conf"
+# nginx workers run as nobody when started as root: they must reach the cache directory
+chmod 755 "$run"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$run/tls/key.pem" \
+  -out "$run/tls/cert.pem" -days 2 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" 2>/dev/null
+origin=$((base + 80)); ngx=$((base + 81)); ngxtls=$((base + 43)); vh=$((base + 1)); vs=$((base + 2))
+sed -e "s#@RUN@#$run#g" -e "s#@P_ORIGIN@#$origin#g" -e "s#@P_NGX@#$ngx#g" -e "s#@P_TLS@#$ngxtls#g" \
+  -e "s#@P_PROXY@#$((base + 85))#g" -e "s#@P_MISS@#$((base + 86))#g" "$conf" > "$run/conf/edge.nginx.conf"
+PORT=$origin node "$here/../dist/bench/hit-ceiling.js" & pids+=($!)
+nginx -p "$run/edge" -e "$run/edge/error.log" -c "$run/conf/edge.nginx.conf" -g 'daemon off;' & pids+=($!)
+cat > "$run/v.yaml" <<YAML
+edge:
+  workers: 1
+  admin: { listen: "127.0.0.1:0" }
+  http: { listen: ["127.0.0.1:$vh"] }
+  https: { listen: ["127.0.0.1:$vs"], defaultSite: "127.0.0.1" }
+log: { access: "off" }
+sites:
+  - name: "127.0.0.1"
+    tls: { cert: "$run/tls/cert.pem", key: "$run/tls/key.pem" }
+    origin:
+      servers: [{ host: 127.0.0.1, port: $origin }]
+YAML
+node "$here/../dist/src/cli/main.js" serve --config "$run/v.yaml" >"$run/v.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$vh/1k.bin" && break; sleep 0.2; done
+cells=("nginx http://127.0.0.1:$ngx/1k.bin" "verge http://127.0.0.1:$vh/1k.bin"
+  "nginx-tls https://127.0.0.1:$ngxtls/1k.bin" "verge-tls https://127.0.0.1:$vs/1k.bin")
+for c in "${cells[@]}"; do
+  url=${c#* }
+  for _ in 1 2; do curl -sk -o /dev/null "$url"; done
+  wrk -t1 -c50 -d1s "$url" >/dev/null
+done
+for i in $(seq "$N"); do
+  printf 'round %s' "$i"
+  for c in "${cells[@]}"; do
+    out=$(timeout $((D + 20)) wrk -t1 -c50 -d"${D}s" --latency "${c#* }")
+    [[ -n "${DEBUG:-}" ]] && echo "$out"
+    rps=$(awk '/Requests\/sec/{printf "%.0f", $2}' <<<"$out")
+    p99=$(awk '$1=="99%"{print $2}' <<<"$out")
+    echo "${c%% *} $rps $p99" >>"$run/cells"
+    printf '  %-9s %6s req/s p99 %s' "${c%% *}" "$rps" "$p99"
+  done
+  echo
+done
+awk '
+  { r[$1] = r[$1] " " $2 }
+  function med(s,   a, n, i, j, t) {
+    n = split(s, a, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  END {
+    printf "median req/s: nginx %d, verge %d, nginx-tls %d, verge-tls %d\n", med(r["nginx"]), med(r["verge"]), med(r["nginx-tls"]), med(r["verge-tls"])
+    printf "verge/nginx: HTTP/1.1 %.2f, HTTPS/1.1 %.2f\n", med(r["verge"]) / med(r["nginx"]), med(r["verge-tls"]) / med(r["nginx-tls"])
+  }' "$run/cells"
