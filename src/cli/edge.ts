@@ -26,6 +26,7 @@ import {
   writeNodeConfig,
 } from '../cluster/local.js';
 import { ParentTier, TierAllow } from '../cluster/parents.js';
+import { EdgeProber } from '../cluster/probes.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
 import { AccessLog, appLogLinesDropped, createLogger, type Logger } from '../core/log.js';
 import { Edge } from '../edge/server.js';
@@ -250,6 +251,15 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
     traffic: () => traffic?.report(node.nodeId),
     prefetches: () => prefetcher.report(),
     onPrefetch: (record, revision) => prefetcher.run(record, revision),
+    onProbe: (record, revision) => prober.run(record, revision),
+  });
+  // the doctor's region probes: this node probes the origin of a site as its own config says
+  const prober = new EdgeProber({
+    nodeId: node.nodeId,
+    log,
+    site: (name) => edgeRef?.runtime.config.sites.find((s) => s.name === name),
+    revision: () => source.appliedRevision,
+    post: (body) => follower.postProbe(body),
   });
   let edgeRef: Edge | undefined;
   const source = new StoreSource({ store: follower, baseDir: dir, log, nodeId: node.nodeId });

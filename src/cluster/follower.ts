@@ -163,6 +163,8 @@ export interface FollowerOptions {
   prefetches?: () => unknown[];
   /** a prefetch the control plane logged (kind "prefetches"): the node runs it */
   onPrefetch?: (record: JsonValue, revision: number) => void;
+  /** a region probe of the doctor (kind "probes"): the node probes if it is named in it */
+  onProbe?: (record: JsonValue, revision: number) => void;
   certDaysHint?: number;
   /** a parent's tier port as it listens ("0.0.0.0:8094"), sent with every report */
   tier?: () => string | undefined;
@@ -379,6 +381,11 @@ export class ClusterFollower {
     return this.#mirrorRevision;
   }
 
+  /** Posts a region probe's answer (src/cluster/probes.ts); rejects on a refusal or network failure. */
+  async postProbe(body: unknown): Promise<void> {
+    await this.#request('POST', '/cluster/v1/probes', body);
+  }
+
   async #request(method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
     const url = new URL(path, this.#base);
     let r: Reply;
@@ -545,6 +552,8 @@ export class ClusterFollower {
       this.#recordApplied(change, delivered);
       if (change.type === 'append' && change.kind === 'prefetches')
         this.#opts.onPrefetch?.(change.value, change.revision);
+      if (change.type === 'append' && change.kind === 'probes')
+        this.#opts.onProbe?.(change.value, change.revision);
     };
     // every change up to `revision` was sent: nothing to apply, but the revision moves, so purge
     // waits and `verge nodes` see the node current

@@ -16,13 +16,17 @@
  *   POST /cluster/v1/report     heartbeat: applied revision, failures, listeners, stats, DNS
  *                               fields (region, weight, publicAddresses), traffic counters
  *   POST /cluster/v1/renew      {csr} -> {certPem, caPem}
+ *   POST /cluster/v1/probes     {id, revision, ms, facts | error}: an edge's answer to a region
+ *                               probe of the doctor (src/doctor/regions.ts), taken only from a
+ *                               node the probe asked and only before its deadline
  *
  * Every route but join needs the node's client certificate from the node CA (mTLS), and the
  * certificate is only as good as the node record (src/control/nodes.ts): removed, revoked or
  * disabled nodes get a coded 403, and an open stream is cut as soon as the record changes.
  *
  * What an edge is sent: settings (without the node CA, and the origin CA without its key),
- * sites, certificates, ACME challenges, purges and prefetches. Never tokens, users, sessions, jobs or other
+ * sites, certificates, ACME challenges, purges, prefetches and the doctor's region probes (a site name
+ * and node ids, never a host). Never tokens, users, sessions, jobs or other
  * nodes: edges hold no store credentials and no secrets they do not serve with.
  */
 
@@ -35,7 +39,15 @@ import { CLUSTER_ERRORS } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { StatsFormatError } from '../core/stats.js';
 import { type Change, type ConfigStore, type JsonValue, StoreGapError } from '../store/types.js';
-import { asRecord, KEYS, type NodeRecord, PREFETCH_KIND, PURGE_KIND } from './model.js';
+import {
+  asRecord,
+  KEYS,
+  type NodeRecord,
+  PREFETCH_KIND,
+  PROBE_KIND,
+  PURGE_KIND,
+  type RegionProbeRequest,
+} from './model.js';
 import {
   ClusterError,
   caHash,
@@ -61,7 +73,9 @@ const BODY_LIMIT = 1024 * 1024;
 export function edgeChange(change: Change): Change | undefined {
   const key = change.key;
   if (change.type === 'append')
-    return change.kind === PURGE_KIND || change.kind === PREFETCH_KIND ? change : undefined;
+    return change.kind === PURGE_KIND || change.kind === PREFETCH_KIND || change.kind === PROBE_KIND
+      ? change
+      : undefined;
   if (key === KEYS.nodeCa) return undefined;
   if (key === KEYS.originCa && change.type === 'put') {
     const v = change.value as { certPem?: JsonValue } | null;
@@ -359,6 +373,30 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
           ...(node.parent ? { members: tierMembers(all) } : {}),
         });
       }
+      case 'POST /cluster/v1/probes': {
+        // the node's identity first: a removed or revoked node cannot answer for its region
+        const { node } = await authenticate(req);
+        refuseDisabled(node);
+        const answer = parseProbeAnswer(await readJson(req));
+        const stored = await store.get(KEYS.regionProbe(answer.id));
+        const rq = stored ? asRecord<RegionProbeRequest>(stored.value) : undefined;
+        if (!rq || now() > Date.parse(rq.deadline))
+          throw new ClusterError(
+            'CLUSTER_PROBE_UNKNOWN',
+            `no region probe ${answer.id} is waiting (its wait ended, or it never existed)`,
+          );
+        if (!rq.nodes.includes(node.id))
+          throw new ClusterError(
+            'CLUSTER_PROBE_NOT_ASKED',
+            `region probe ${answer.id} did not ask node ${node.id}`,
+          );
+        await store.put(KEYS.regionProbeAnswer(answer.id, node.id), {
+          ...answer,
+          node: node.id,
+          at: new Date(now()).toISOString(),
+        });
+        return replyJson(res, 200, { ok: true });
+      }
       case 'POST /cluster/v1/renew': {
         const { node } = await authenticate(req);
         refuseDisabled(node);
@@ -447,6 +485,51 @@ export function tierAddress(tier: string, from: string | undefined): string {
   if (host !== '0.0.0.0' && host !== '::' && host !== '') return tier;
   const src = (from ?? '127.0.0.1').replace(/^::ffff:/, '');
   return `${src.includes(':') ? `[${src}]` : src}${tier.slice(i)}`;
+}
+
+/**
+ * A region probe's answer as an edge posts it: {id, revision, ms} and either `facts` (the probe's
+ * OriginFacts, read by the doctor's origin checks, which treat anything odd in them as a crashed
+ * check rather than trust it) or `error` {code, message}.
+ */
+export function parseProbeAnswer(v: unknown): {
+  id: string;
+  revision: number;
+  ms: number;
+  facts?: JsonValue;
+  error?: { code: string; message: string };
+} {
+  const bad = (field: string, what: string) =>
+    new ClusterError('CLUSTER_BAD_REQUEST', `probes: field "${field}" ${what}`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad('(body)', 'must be an object');
+  const b = v as Record<string, JsonValue>;
+  const id = b['id'];
+  if (typeof id !== 'string' || !/^[A-Za-z0-9-]{1,64}$/.test(id))
+    throw bad('id', 'must be the probe id of the record');
+  const revision = b['revision'];
+  if (typeof revision !== 'number' || !Number.isInteger(revision) || revision < 0)
+    throw bad('revision', 'must be a revision (a whole number >= 0)');
+  const ms = b['ms'];
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw bad('ms', 'must be a duration in ms');
+  const facts = b['facts'];
+  const error = b['error'];
+  if (facts !== undefined) {
+    const servers =
+      typeof facts === 'object' && facts !== null && !Array.isArray(facts) ? facts['servers'] : undefined;
+    if (!Array.isArray(servers)) throw bad('facts', 'must be the probe facts ({servers: [...]})');
+    return { id, revision, ms: Math.round(ms), facts };
+  }
+  if (typeof error !== 'object' || error === null || Array.isArray(error))
+    throw bad('facts', 'or field "error" is required');
+  const code = error['code'];
+  const message = error['message'];
+  if (typeof code !== 'string' || typeof message !== 'string') throw bad('error', 'must be {code, message}');
+  return {
+    id,
+    revision,
+    ms: Math.round(ms),
+    error: { code: code.slice(0, 64), message: message.slice(0, 1000) },
+  };
 }
 
 function errorEvent(e: ClusterError): Record<string, unknown> {

@@ -39,6 +39,11 @@ export const KEYS = {
   jobsPrefix: 'jobs/',
   /** one purge or prefetch job: JobRecord */
   job: (id: string) => `jobs/${id}`,
+  regionProbesPrefix: 'region-probes/',
+  /** one region probe of the doctor while it waits (seconds): RegionProbeRequest */
+  regionProbe: (id: string) => `region-probes/${id}`,
+  /** one edge's answer to it: RegionProbeAnswer (src/doctor/regions.ts) */
+  regionProbeAnswer: (id: string, node: string) => `region-probes/${id}/${node}`,
   acmePrefix: 'acme/',
   /** ACME state of one site with `tls: {acme: true}`: AcmeRecord */
   acme: (site: string) => `acme/${site}`,
@@ -85,6 +90,25 @@ export const SECTION_KEYS = {
 export const PURGE_KIND = 'purges';
 /** The log kind of prefetch records: store.append(PREFETCH_KIND, PrefetchRecord); remote edges run them. */
 export const PREFETCH_KIND = 'prefetches';
+
+/**
+ * The log kind of the doctor's region probes: store.append(PROBE_KIND, RegionProbeRequest). The
+ * edges named in `nodes` probe the origin of `site` as their own config says (nothing else: the
+ * record names no host) and post their facts to /cluster/v1/probes.
+ */
+export const PROBE_KIND = 'probes';
+
+/** A region probe as logged for the edges and kept under KEYS.regionProbe(id) while it runs. */
+export interface RegionProbeRequest {
+  id: string;
+  site: string;
+  /** the node ids asked: one live edge per region */
+  nodes: string[];
+  /** ISO 8601: answers after it are refused, and an edge that gets the record later skips it */
+  deadline: string;
+  /** the per-probe timeout the edges use (ms) */
+  timeoutMs: number;
+}
 
 /**
  * A prefetch as logged for the remote edges: each fetches the URLs through its own listeners and

@@ -639,6 +639,18 @@ export const CLUSTER_ERRORS = clusterSpec({
       'The node is disabled (`verge nodes disable`): it may not fetch config, certificates or purges until it is enabled again.',
     fix: '`verge nodes enable ID` on the control plane.',
   },
+  CLUSTER_PROBE_UNKNOWN: {
+    status: 410,
+    explanation:
+      'No region probe of the doctor with this id is waiting: it never existed, or its wait ended (the doctor reports this edge as giving no answer) and it was cleared.',
+    fix: 'Nothing to do on the edge: run the doctor again (`verge doctor SITE`); if this edge keeps answering too late, check its load and its path to the control plane.',
+  },
+  CLUSTER_PROBE_NOT_ASKED: {
+    status: 403,
+    explanation:
+      'This node posted an answer to a region probe that did not ask it: the doctor asks one edge per region and takes answers from those only.',
+    fix: 'Nothing to do: use a `verge edge` of the same version as the control plane.',
+  },
   CLUSTER_NOT_FOUND: {
     status: 404,
     explanation: 'No such cluster route.',

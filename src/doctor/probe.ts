@@ -40,6 +40,8 @@ export interface PortFact {
   open: boolean;
   /** why not, when not open */
   error?: ProbeError;
+  /** the address the name resolved to (what was connected to), when it resolved */
+  address?: string;
   ms: number;
 }
 
@@ -176,14 +178,18 @@ async function tcpProbe(b: Base, port: number): Promise<PortFact> {
   const t0 = performance.now();
   try {
     // protocol http: the connector stops after TCP, as for an HTTP pull
-    const { socket } = await connectOrigin({ ...b, port, protocol: 'http', verify: false });
+    const { socket, timings } = await connectOrigin({ ...b, port, protocol: 'http', verify: false });
     socket.destroy();
-    return { port, open: true, ms: performance.now() - t0 };
+    return { port, open: true, address: timings.address, ms: performance.now() - t0 };
   } catch (err) {
+    // which address was refused or timed out: with two views of one name (the control plane's
+    // and an edge's in another region), the address often is the difference
+    const address = isVergeError(err) ? err.detail['address'] : undefined;
     return {
       port,
       open: false,
       error: probeError(err, 'ORIGIN_CONNECTION_RESET'),
+      ...(typeof address === 'string' ? { address } : {}),
       ms: performance.now() - t0,
     };
   }

@@ -19,6 +19,7 @@ const SPECIFIC: Record<Finding['check'], number> = {
   matrix: 5,
   internal: 6,
   edges: 7,
+  regions: 8,
 };
 
 /** Findings that need action are grouped; pass and info stay in the list of checks. */

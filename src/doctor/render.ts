@@ -5,7 +5,16 @@
  * programs and the console: the report as it is (findings, problems, matrix).
  */
 import { needsAction } from './problems.js';
-import type { DoctorReport, Finding, Fix, FixStep, MatrixRow, Outcome, Problem } from './types.js';
+import type {
+  DoctorReport,
+  Finding,
+  Fix,
+  FixStep,
+  MatrixRow,
+  Outcome,
+  Problem,
+  RegionView,
+} from './types.js';
 
 const LABEL: Record<Finding['severity'], string> = {
   pass: 'PASS',
@@ -24,10 +33,12 @@ const SECTION: Record<Finding['check'], string> = {
   cache: 'Caching',
   internal: 'Checks that crashed (a fault in the doctor, not in the site)',
   edges: 'Edges (applying the stored config)',
+  regions: "The origin from each region's edges",
 };
 
 const ORDER: Finding['check'][] = [
   'edges',
+  'regions',
   'matrix',
   'dns',
   'edge-cert',
@@ -157,6 +168,33 @@ export function renderMatrix(rows: MatrixRow[]): string {
   ].join('\n');
 }
 
+const REGION_STATUS: Record<RegionView['status'], string> = {
+  agrees: 'same as the control plane',
+  differs: 'DIFFERS',
+  'no-answer': 'NO ANSWER',
+  failed: 'NOT PROBED',
+};
+
+/** One line per region: region, node, what it sees. */
+export function renderRegions(rows: RegionView[]): string {
+  const head = ['region', 'node', 'status', 'what its edge sees'];
+  const body = rows.map((r) => [
+    r.region,
+    r.name && r.name !== r.node ? `${r.name} (${r.node})` : r.node,
+    REGION_STATUS[r.status],
+    r.summary,
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? '').length)));
+  return [head, ...body]
+    .map((cols) =>
+      cols
+        .map((c, i) => (i === cols.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
 /** The report for people: verdict first, each problem once, then the rest of the checks. */
 export function renderText(report: DoctorReport): string {
   const out: string[] = [report.verdict, '', `verge doctor ${report.site} (${report.durationMs} ms)`];
@@ -180,10 +218,12 @@ export function renderText(report: DoctorReport): string {
     // findings that are part of a problem were printed with it
     const fs = report.findings.filter((f) => f.check === check && !needsAction(f));
     const showMatrix = check === 'matrix' && report.matrix && report.matrix.length > 0;
-    if (fs.length === 0 && !showMatrix) continue;
+    const showRegions = check === 'regions' && report.regions && report.regions.length > 0;
+    if (fs.length === 0 && !showMatrix && !showRegions) continue;
     out.push('', SECTION[check]);
     for (const f of fs) out.push(renderFinding(f));
     if (showMatrix && report.matrix) out.push(indent(renderMatrix(report.matrix), '  '));
+    if (showRegions && report.regions) out.push(indent(renderRegions(report.regions), '  '));
   }
   return `${out.join('\n')}\n`;
 }

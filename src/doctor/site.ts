@@ -14,8 +14,17 @@ import type { ConfigStore, JsonValue } from '../store/types.js';
 import { dnsCheck, type ZoneChain, zoneChainCheck } from './dns.js';
 import { edgeCertCheck } from './edge-cert.js';
 import { fixCommands } from './fixes.js';
-import { originWarnings, problemsOf, runDoctor, verdictOf } from './index.js';
-import type { Check, DoctorContext, DoctorReport, DoctorSite, Finding, FixTarget } from './types.js';
+import { internalFinding, originWarnings, problemsOf, runDoctor, verdictOf } from './index.js';
+import { askRegions, type RegionAnswer, regionEdges, regionFindings } from './regions.js';
+import type {
+  Check,
+  DoctorContext,
+  DoctorReport,
+  DoctorSite,
+  Finding,
+  FixTarget,
+  RegionView,
+} from './types.js';
 
 /** Probe timeout: long enough for a slow origin, short enough for an interactive command. */
 export const DOCTOR_TIMEOUT_MS = 3000;
@@ -149,6 +158,8 @@ export async function doctorStoredSite(
   store: ConfigStore,
   name: string,
   baseDir: string,
+  /** regionWaitMs: how long to wait for the regions' edges (default REGION_WAIT_MS) */
+  opts: { regionWaitMs?: number } = {},
 ): Promise<DoctorReport | undefined> {
   const docs = await storeDocs(store);
   const doc = docs.get(KEYS.site(name));
@@ -162,22 +173,47 @@ export async function doctorStoredSite(
     ...applyFindings(docs, name, Date.now()),
     ...nodeFindings(docs, name, siteRevision, Date.now()),
   ];
+  // the regions' probes run while the control plane probes the origin itself (a bounded wait)
+  const asked = regionEdges(docs, Date.now());
+  const asking: Promise<RegionAnswer[] | Error> | undefined =
+    asked.length > 0
+      ? askRegions(store, name, asked, opts.regionWaitMs ? { waitMs: opts.regionWaitMs } : {}).catch(
+          (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
+        )
+      : undefined;
   let report: DoctorReport;
+  let regionPart: { findings: Finding[]; regions?: RegionView[] } = { findings: [] };
   try {
     const cfg = validateObject(input);
     const material = materialFrom(docs);
     const site = doctorSiteOf(cfg, name, material, baseDir, vergeCaOf(docs))!;
-    report = await fullDoctor(site, doctorContext(cfg.dns, true), zoneChainOf(cfg.dns, site.config, docs));
+    const ctx = doctorContext(cfg.dns, true);
+    report = await fullDoctor(site, ctx, zoneChainOf(cfg.dns, site.config, docs));
+    if (asking) {
+      const answers = await asking;
+      regionPart =
+        answers instanceof Error
+          ? { findings: [internalFinding('regions', answers)] }
+          : regionFindings(site, ctx, report.findings, answers, opts.regionWaitMs);
+    }
   } catch (e) {
+    await asking;
     // a site the edges cannot build (a file it names vanished) is a finding, not a crash
     if (!(e instanceof ConfigError) || edges.length === 0) throw e;
     report = { site: name, verdict: '', ok: false, findings: [], problems: [], durationMs: 0 };
   }
-  if (edges.length === 0) return report;
-  const findings = [...edges, ...report.findings];
+  if (edges.length === 0 && regionPart.findings.length === 0) return report;
+  const findings = [...edges, ...regionPart.findings, ...report.findings];
   const problems = problemsOf(findings, report.matrix);
-  const ok = report.ok && !edges.some((f) => f.severity === 'fail');
-  return { ...report, findings, problems, ok, verdict: verdictOf(findings, report.matrix, problems) };
+  const ok = report.ok && ![...edges, ...regionPart.findings].some((f) => f.severity === 'fail');
+  return {
+    ...report,
+    findings,
+    problems,
+    ok,
+    verdict: verdictOf(findings, report.matrix, problems),
+    ...(regionPart.regions ? { regions: regionPart.regions } : {}),
+  };
 }
 
 /**

@@ -4,6 +4,7 @@
  * Other doctor modules (dns.ts, edge-cert.ts, trace.ts) import these, so change them with care.
  */
 import type { SiteConfig } from '../config/schema.js';
+import type { OriginFacts } from './probe.js';
 
 /**
  * pass: checked and fine; info: worth knowing; advice: works, and a safer setup is within reach
@@ -16,7 +17,7 @@ export interface Finding {
   /** stable, e.g. 'ORIGIN_PORT_443_REFUSED', 'TRAP_REDIRECT_LOOP', 'DNS_LEFTOVER_A', 'EDGE_CERT_EXPIRES_SOON' */
   code: string;
   severity: Severity;
-  check: 'dns' | 'edge-cert' | 'origin' | 'matrix' | 'trap' | 'cache' | 'internal' | 'edges';
+  check: 'dns' | 'edge-cert' | 'origin' | 'matrix' | 'trap' | 'cache' | 'internal' | 'edges' | 'regions';
   /** one line, plain words */
   summary: string;
   /** why it matters, for someone who doesn't know how a CDN works */
@@ -110,7 +111,36 @@ export interface DoctorReport {
    */
   problems: Problem[];
   matrix?: MatrixRow[];
+  /**
+   * The origin as each region's edges see it (src/doctor/regions.ts): stored sites with live
+   * remote edges only
+   */
+  regions?: RegionView[];
   durationMs: number;
+}
+
+/** One region's view of the origin, as the report's JSON carries it. */
+export interface RegionView {
+  region: string;
+  /** the node asked */
+  node: string;
+  name?: string;
+  /**
+   * agrees: sees the origin as the control plane does; differs: does not (see summary);
+   * no-answer: did not answer within the wait; failed: answered that it could not probe
+   */
+  status: 'agrees' | 'differs' | 'no-answer' | 'failed';
+  /** one line: what the region sees */
+  summary: string;
+  /** the fail and warn findings from there (codes) */
+  codes?: string[];
+  /** how long the edge's probe took (ms) */
+  ms?: number;
+  /** the config revision the edge probed with */
+  revision?: number;
+  /** the probe's facts from there (certificates described, without their PEM) */
+  facts?: OriginFacts;
+  error?: { code: string; message: string };
 }
 
 /** One combination of origin.protocol x origin.verify and what each kind of visitor gets. */

@@ -34,9 +34,16 @@ export interface ControlProc {
 /** Starts `verge control ARGS --listen 127.0.0.1:0` and waits for "control listening". */
 export async function startControlProc(
   args: string[],
-  opts: { tokenDir: string; env?: Record<string, string>; timeoutMs?: number },
+  opts: {
+    tokenDir: string;
+    env?: Record<string, string>;
+    timeoutMs?: number;
+    /** a command to run Verge under, as EdgeProcOptions.wrap: argv becomes wrap + node CLI ... */
+    wrap?: string[];
+  },
 ): Promise<ControlProc> {
-  const child = spawn(process.execPath, [CLI, 'control', '--listen', '127.0.0.1:0', ...args], {
+  const argv = [...(opts.wrap ?? []), process.execPath, CLI, 'control', '--listen', '127.0.0.1:0', ...args];
+  const child = spawn(argv[0]!, argv.slice(1), {
     env: { ...process.env, VERGE_HOME: opts.tokenDir, VERGE_LOG_LEVEL: 'info', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
