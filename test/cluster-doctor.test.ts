@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
+import { chromiumAvailable, launchBrowser } from './helpers/browser.js';
 import { type ControlProc, startControlProc } from './helpers/control.js';
 import { freePort, type HttpOrigin, httpOrigin } from './helpers/origins.js';
 import { type EdgeProc, type LogLine, runCli, startEdgeProc } from './helpers/proc.js';
@@ -273,6 +274,55 @@ describe('the doctor checks a site from every region', { skip: skipReason() }, (
       r.stdout,
       /\n {2}us +edge-us \(\S+\) +DIFFERS +origin origin\.region\.test refuses connections/,
     );
+  });
+
+  test("the console's doctor section lists the regions", {
+    skip: !chromiumAvailable() && 'chromium is not installed (scripts/install-test-deps.sh installs it)',
+  }, async () => {
+    const password = 'regions test password 1';
+    const u = await ctl.call('POST', '/api/v1/users', { name: 'rita', role: 'viewer', password });
+    assert.equal(u.status, 201, JSON.stringify(u.json));
+    const browser = await launchBrowser();
+    try {
+      const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+      ctx.setDefaultTimeout(30_000);
+      const p = await ctx.newPage();
+      await p.goto(`${ctl.api}/signin`);
+      await p.getByLabel('User name').fill('rita');
+      await p.getByLabel('Password').fill(password);
+      await p.getByRole('button', { name: 'Sign in' }).click();
+      await p.getByRole('heading', { name: 'Overview' }).waitFor();
+      await p.goto(`${ctl.api}/sites/${SITE}`);
+      const table = p.getByRole('table', { name: "The origin from each region's edges" });
+      await table.waitFor();
+      // the cells' text (a badge's CSS upper-cases what it shows, not its text)
+      const row = async (region: string) =>
+        (await table.locator(`tr[data-region="${region}"]`).locator('th, td').allTextContents()).map((c) =>
+          c.trim(),
+        );
+      const eu = await row('eu');
+      assert.deepEqual(eu, [
+        'eu',
+        `edge-eu (${ids['eu']})`,
+        'same as the control plane',
+        'reaches the origin as the control plane does',
+      ]);
+      const us = await row('us');
+      assert.deepEqual(us, [
+        'us',
+        `edge-us (${ids['us']})`,
+        'differs',
+        `origin ${NAME} refuses connections on port ${origin.port} (HTTP); the name resolves to 127.0.0.9 there`,
+      ]);
+      // the failure is one of the doctor's problems, with its fix
+      await p
+        .getByText(/Edges in regions ap, us \(nodes edge-ap, edge-us\) cannot pull from the origin/)
+        .first()
+        .waitFor();
+      await ctx.close();
+    } finally {
+      await browser.close();
+    }
   });
 
   test('an edge that does not answer in time is "no answer", and the doctor does not wait longer', async () => {

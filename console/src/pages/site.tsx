@@ -126,7 +126,23 @@ interface DoctorReport {
     httpVisitor: { status: number; code?: string };
     httpsVisitor: { status: number; code?: string };
   }>;
+  /** the origin as one edge per region sees it (src/doctor/regions.ts) */
+  regions?: Array<{
+    region: string;
+    node: string;
+    name?: string;
+    status: 'agrees' | 'differs' | 'no-answer' | 'failed';
+    summary: string;
+    ms?: number;
+  }>;
 }
+
+const REGION_STATUS = {
+  agrees: { text: 'same as the control plane', sev: 'pass' },
+  differs: { text: 'differs', sev: 'fail' },
+  'no-answer': { text: 'no answer', sev: 'warn' },
+  failed: { text: 'not probed', sev: 'warn' },
+} as const;
 
 function Doctor(props: { name: string; site: SiteView; onChanged: () => void; canChange: boolean }) {
   const [report, setReport] = useState<DoctorReport>();
@@ -220,6 +236,38 @@ function Doctor(props: { name: string; site: SiteView; onChanged: () => void; ca
                       <td>
                         {m.httpsVisitor.status} {m.httpsVisitor.code ?? ''}
                       </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+          {report.regions && report.regions.length > 0 && (
+            <div class="table-wrap">
+              <table data-testid="doctor-regions">
+                <caption>The origin from each region's edges</caption>
+                <thead>
+                  <tr>
+                    <th scope="col">Region</th>
+                    <th scope="col">Edge asked</th>
+                    <th scope="col">Compared with the control plane</th>
+                    <th scope="col">What its edge sees</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {report.regions.map((r) => (
+                    <tr key={r.region} data-region={r.region}>
+                      <th scope="row">{r.region}</th>
+                      <td>
+                        {r.name ?? r.node}
+                        {r.name && r.name !== r.node ? ` (${r.node})` : ''}
+                      </td>
+                      <td>
+                        <span class={`badge sev-${REGION_STATUS[r.status].sev}`}>
+                          {REGION_STATUS[r.status].text}
+                        </span>
+                      </td>
+                      <td>{r.summary}</td>
                     </tr>
                   ))}
                 </tbody>
