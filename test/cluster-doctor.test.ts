@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
+import { openSqliteStore } from '../src/store/sqlite.js';
 import { chromiumAvailable, launchBrowser } from './helpers/browser.js';
 import { type ControlProc, startControlProc } from './helpers/control.js';
 import { freePort, type HttpOrigin, httpOrigin } from './helpers/origins.js';
@@ -195,7 +196,24 @@ describe('the doctor checks a site from every region', { skip: skipReason() }, (
   });
 
   test('the failing regions are named with node, stage and port; agreeing ones are one line', async () => {
+    const store = openSqliteStore({ file: join(ctlDir, 'verge.db') });
+    const from = await store.revision();
     const { report } = await doctor();
+    try {
+      // what the edges were sent: a site and node ids, never a host to probe
+      const sent = (await store.changes(from)).flatMap((c) =>
+        c.type === 'append' && c.kind === 'probes' ? [c.value as Record<string, unknown>] : [],
+      );
+      assert.equal(sent.length, 1);
+      const record = sent[0]!;
+      assert.deepEqual(Object.keys(record).sort(), ['deadline', 'id', 'nodes', 'site', 'timeoutMs']);
+      assert.equal(record['site'], SITE);
+      assert.deepEqual([...(record['nodes'] as string[])].sort(), [ids['ap'], ids['eu'], ids['us']].sort());
+      // the request and the answers are cleared once the doctor has them
+      assert.deepEqual((await store.snapshot('region-probes/')).entries, []);
+    } finally {
+      await store.close();
+    }
     assert.equal(report.ok, false, report.verdict);
     const byRegion = Object.fromEntries((report.regions ?? []).map((r) => [r.region, r]));
     assert.deepEqual(Object.keys(byRegion).sort(), ['ap', 'eu', 'us']);

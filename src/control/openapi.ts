@@ -436,12 +436,12 @@ export const ROUTES: RouteDoc[] = [
     method: 'GET',
     path: '/api/v1/sites/:name/doctor',
     summary:
-      'Diagnose a site end to end (DNS, edge certificate, origin ports, TLS, certificate, HTTP, cacheability): a verdict, findings with fixes, and the protocol x verify matrix (docs/doctor.md). Takes up to a few seconds: it probes the origin.',
+      'Diagnose a site end to end (DNS, edge certificate, origin ports, TLS, certificate, HTTP, cacheability): a verdict, findings with fixes, and the protocol x verify matrix (docs/doctor.md). Takes up to a few seconds: it probes the origin, and with joined edges asks one edge per region to probe it too (at most 6 s; docs/cluster.md, "The doctor from every region").',
     auth: true,
     responses: {
       '200': {
         description:
-          'The doctor report: {site, verdict, ok, findings[], problems[] (the findings grouped by cause, with the fixes as ordered steps), matrix[], durationMs}.',
+          'The doctor report: {site, verdict, ok, findings[], problems[] (the findings grouped by cause, with the fixes as ordered steps), matrix[], regions[] (with joined edges: the view of the origin from each region, its facts and whether it agrees with the control plane), durationMs}.',
         schema: { type: 'object', required: ['site', 'verdict', 'ok', 'findings'] },
       },
       '404': E404,

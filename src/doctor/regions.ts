@@ -132,15 +132,43 @@ export async function askRegions(
     });
   } finally {
     stop?.();
-    // the request and its answers are of no use once the wait is over
-    const snap = await store.snapshot(KEYS.regionProbe(id)).catch(() => undefined);
-    const keys = snap?.entries.map((e) => e.key) ?? [KEYS.regionProbe(id)];
-    await store.txn(keys.map((key) => ({ type: 'delete' as const, key }))).catch(() => undefined);
+    await clearProbes(store, id, now());
   }
   return edges.map((edge) => {
     const answer = answers.get(edge.id);
     return { edge, ...(answer ? { answer } : {}) };
   });
+}
+
+/** How long after its deadline a probe left behind (its doctor's process died) is swept. */
+const SWEEP_AFTER_MS = 60_000;
+
+/**
+ * Deletes the request `id` and its answers (of no use once the wait is over), and any probe left
+ * behind by a doctor that died while it waited. Never rejects: the next doctor sweeps again.
+ */
+async function clearProbes(store: ConfigStore, id: string, now: number): Promise<void> {
+  const snap = await store.snapshot(KEYS.regionProbesPrefix).catch(() => undefined);
+  const stale = new Set<string>();
+  const requests = new Set<string>();
+  for (const e of snap?.entries ?? []) {
+    const rest = e.key.slice(KEYS.regionProbesPrefix.length);
+    if (rest.includes('/')) continue;
+    requests.add(rest);
+    const deadline = Date.parse(String(asRecord<{ deadline?: string }>(e.value).deadline ?? ''));
+    if (rest === id || !(now - deadline < SWEEP_AFTER_MS)) stale.add(rest);
+  }
+  // an answer stored just as its request was deleted
+  for (const e of snap?.entries ?? []) {
+    const owner = e.key.slice(KEYS.regionProbesPrefix.length).split('/')[0]!;
+    if (!requests.has(owner)) stale.add(owner);
+  }
+  const keys = (snap?.entries ?? [])
+    .map((e) => e.key)
+    .filter((k) => stale.has(k.slice(KEYS.regionProbesPrefix.length).split('/')[0]!));
+  if (!snap) keys.push(KEYS.regionProbe(id));
+  if (keys.length === 0) return;
+  await store.txn(keys.map((key) => ({ type: 'delete' as const, key }))).catch(() => undefined);
 }
 
 // ---- findings ------------------------------------------------------------------------------------
