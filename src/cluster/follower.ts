@@ -381,9 +381,14 @@ export class ClusterFollower {
     return this.#mirrorRevision;
   }
 
-  /** Posts a region probe's answer (src/cluster/probes.ts); rejects on a refusal or network failure. */
+  /**
+   * Posts a region probe's answer (src/cluster/probes.ts); rejects on a refusal or a network
+   * failure. A refusal here (an answer after the doctor stopped waiting) says nothing about the
+   * node's standing, so it is not kept as the node's last error (GET /health).
+   */
   async postProbe(body: unknown): Promise<void> {
-    await this.#request('POST', '/cluster/v1/probes', body);
+    const r = await clusterRequest(new URL('/cluster/v1/probes', this.#base), this.#agent, 'POST', body);
+    if (r.status < 200 || r.status >= 300) throw answerError(r, 'POST /cluster/v1/probes');
   }
 
   async #request(method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
