@@ -12,7 +12,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +20,9 @@ import { stringify } from 'yaml';
 import { openSqliteStore } from '../src/store/sqlite.js';
 import { chromiumAvailable, launchBrowser } from './helpers/browser.js';
 import { type ControlProc, startControlProc } from './helpers/control.js';
+import { request } from './helpers/edge.js';
 import { freePort, type HttpOrigin, httpOrigin } from './helpers/origins.js';
+import { until } from './helpers/poll.js';
 import { type EdgeProc, type LogLine, runCli, startEdgeProc } from './helpers/proc.js';
 
 const NAME = 'origin.region.test';
@@ -57,39 +58,6 @@ function hostsFile(address: string): string {
 /** Runs the command in a new mount namespace in which `hosts` is /etc/hosts. */
 function inNamespace(hosts: string): string[] {
   return ['unshare', '-m', 'sh', '-c', `mount --bind ${hosts} /etc/hosts && exec "$0" "$@"`];
-}
-
-function get(port: number, host: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: '127.0.0.1', port, path: '/', headers: { host }, agent: false },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8').on('data', (d: string) => {
-          body += d;
-        });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-async function until<T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms (${String(last ?? '')})`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 type Finding = { code: string; severity: string; summary: string; evidence?: Record<string, unknown> };
@@ -189,10 +157,12 @@ describe('the doctor checks a site from every region', { skip: skipReason() }, (
   };
 
   test('the setup is real: eu reaches the origin through its name, us is refused', async () => {
-    assert.equal((await get(edges['eu']!.httpPort, SITE)).status, 200);
-    const us = await get(edges['us']!.httpPort, SITE);
-    assert.equal(us.status, 502, us.body);
-    assert.match(us.body, /ORIGIN_CONNECTION_REFUSED/);
+    const get = (region: string) =>
+      request(`http://127.0.0.1:${edges[region]!.httpPort}/`, { headers: { host: SITE } });
+    assert.equal((await get('eu')).status, 200);
+    const us = await get('us');
+    assert.equal(us.status, 502, us.body.toString());
+    assert.match(us.body.toString(), /ORIGIN_CONNECTION_REFUSED/);
   });
 
   test('the failing regions are named with node, stage and port; agreeing ones are one line', async () => {
