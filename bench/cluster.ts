@@ -12,12 +12,16 @@
 // catch-up after a disconnect: CUT followers' streams cut (default 10: all 50 at once would
 // take minutes on a 2-core machine, most of it this process parsing their streams), CATCHUP changes written meanwhile
 // (straight into the SQLite store by this process, in transactions of BATCH documents), every
-// follower reconnected from its last revision; time until the last one is at the head. The issue
-// asks for a 10-minute disconnect: what the followers miss is what matters, not for how long, so
-// the disconnect here lasts as long as the writing (a few seconds).
+// follower reconnected from its last revision; time until the last one is at the head. By
+// default the disconnect lasts as long as the writing (a few seconds). DISCONNECT_S=600 is the
+// issue's 10-minute disconnect: the CATCHUP changes are written one revision each at an even pace
+// over the period, a purge is made through the API halfway, and the bench prints what the control
+// plane shows for the cut followers meanwhile (health, last seen, lag), then checks that every cut
+// follower received that purge when it came back and that the purge job is done.
 //
 //   npm run build && N=10 node dist/bench/cluster.js
 //   N=50 CHANGES=30 PURGES=5 CATCHUP=10000 IDLE_S=10 node dist/bench/cluster.js
+//   N=50 CUT=10 DISCONNECT_S=600 CATCHUP=10000 nice -n 10 node dist/bench/cluster.js
 //
 // Prints one markdown table row per run (and the header with HEADER=1).
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -30,7 +34,7 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { clusterRequest } from '../src/cluster/follower.js';
 import { join as joinCluster } from '../src/cluster/join.js';
-import { openSqliteStore } from '../src/store/sqlite.js';
+import { openSqliteStore, type SqliteStore } from '../src/store/sqlite.js';
 import type { TxnOp } from '../src/store/types.js';
 
 const N = Number(process.env['N'] ?? 10);
@@ -39,6 +43,11 @@ const PURGES = Number(process.env['PURGES'] ?? 5);
 const CATCHUP = Number(process.env['CATCHUP'] ?? 10_000);
 const IDLE_S = Number(process.env['IDLE_S'] ?? 10);
 const BATCH = Number(process.env['BATCH'] ?? 100);
+/**
+ * DISCONNECT_S > 0: the CUT followers stay cut off this long while the CATCHUP changes are
+ * written, paced over the period (a real long disconnect, e.g. 600 for the issue's 10 minutes)
+ */
+const DISCONNECT_S = Number(process.env['DISCONNECT_S'] ?? 0);
 /** how many followers are cut off for the catch-up (all N of them at 50 take minutes here) */
 const CUT = Math.min(N, Number(process.env['CUT'] ?? 10));
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -69,10 +78,16 @@ interface Control {
 }
 
 async function startControl(dir: string): Promise<Control> {
-  const child = spawn(process.execPath, [CLI, 'control', '--store', dir, '--listen', '127.0.0.1:0'], {
-    env: { ...process.env, VERGE_LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  // PROF_DIR=DIR: the control process writes a V8 CPU profile there when it stops
+  const prof = process.env['PROF_DIR'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['PROF_DIR']] : [];
+  const child = spawn(
+    process.execPath,
+    [...prof, CLI, 'control', '--store', dir, '--listen', '127.0.0.1:0'],
+    {
+      env: { ...process.env, VERGE_LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   process.on('exit', () => child.kill('SIGKILL'));
   const api = await new Promise<string>((resolve, reject) => {
     let buf = '';
@@ -117,6 +132,7 @@ class Follower {
   constructor(
     readonly base: URL,
     readonly identity: { keyPem: string; certPem: string; caPem: string },
+    readonly nodeId: string,
   ) {
     this.#agent = this.#open();
     this.#heartbeat = setInterval(() => this.#sendReport(), 5000);
@@ -203,6 +219,82 @@ class Follower {
   }
 }
 
+/** An ACME challenge record: a document edges receive, as many as wanted without touching sites. */
+function challengePut(k: number, n: number): TxnOp & { type: 'put' } {
+  return {
+    type: 'put',
+    key: `challenges/bench-${k % BATCH}`,
+    value: { token: `bench-${k % BATCH}`, keyAuthorization: `bench-${n}`, site: 'www.bench', createdAt: '' },
+  };
+}
+
+/** How the control plane lists the given followers (GET /api/v1/nodes). */
+async function nodesOf(c: Control, fs: Follower[]): Promise<Array<Record<string, unknown>>> {
+  const ids = new Set(fs.map((f) => f.nodeId));
+  const items = (await call(c, 'GET', '/api/v1/nodes'))['items'] as Array<Record<string, unknown>>;
+  return items.filter((n) => ids.has(String(n['id'])));
+}
+
+/** "health x count, ...; last seen A to B s ago; lag C to D" */
+function nodesLine(items: Array<Record<string, unknown>>): string {
+  const health = new Map<string, number>();
+  for (const n of items) health.set(String(n['health']), (health.get(String(n['health'])) ?? 0) + 1);
+  const ages = items.map((n) => (Date.now() - Date.parse(String(n['lastSeen']))) / 1000);
+  const lags = items.map((n) => Number(n['lag']));
+  return `${[...health].map(([h, k]) => `${h} x ${k}`).join(', ')}; last seen ${Math.min(...ages).toFixed(0)} to ${Math.max(...ages).toFixed(0)} s ago; lag ${Math.min(...lags)} to ${Math.max(...lags)}`;
+}
+
+interface AwayReport {
+  head: number;
+  purgeJob: string;
+  purgeRevision: number;
+}
+
+/**
+ * DISCONNECT_S > 0: the cut followers stay away that long while CATCHUP changes are written at an
+ * even pace over the period, one revision each (as an API user or ACME makes them); halfway, a
+ * purge through the API. Prints what the control plane shows for the cut followers meanwhile.
+ */
+async function longDisconnect(
+  c: Control,
+  store: SqliteStore,
+  cut: Follower[],
+  n: number,
+): Promise<AwayReport> {
+  const t0 = now();
+  const end = t0 + DISCONNECT_S * 1000;
+  let head = 0;
+  let purge: { purgeJob: string; purgeRevision: number } | undefined;
+  let nextLook = t0 + 30_000;
+  for (let i = 0; i < CATCHUP; i++) {
+    // change i is due at i / CATCHUP of the period
+    const due = t0 + (i * DISCONNECT_S * 1000) / CATCHUP;
+    if (due > now()) await sleep(due - now());
+    const op = challengePut(i, i);
+    head = await store.put(op.key, op.value);
+    if (!purge && i >= CATCHUP / 2) {
+      const job = await call(c, 'POST', '/api/v1/purge', { type: 'url', values: ['http://www.bench/away'] });
+      purge = { purgeJob: String(job['id']), purgeRevision: Number(job['revision']) };
+      stage(
+        `purge ${purge.purgeJob} (revision ${purge.purgeRevision}) while ${cut.length} of ${n} followers are away: job ${String(job['state'])}`,
+      );
+    }
+    if (now() >= nextLook) {
+      nextLook += 60_000;
+      stage(
+        `away ${((now() - t0) / 1000).toFixed(0)} s, revision ${head}: cut nodes ${nodesLine(await nodesOf(c, cut))}`,
+      );
+    }
+  }
+  if (end > now()) await sleep(end - now());
+  if (!purge) throw new Error('DISCONNECT_S needs CATCHUP > 0');
+  const job = await call(c, 'GET', `/api/v1/jobs/${purge.purgeJob}`);
+  stage(
+    `end of the disconnect (${((now() - t0) / 1000).toFixed(0)} s): cut nodes ${nodesLine(await nodesOf(c, cut))}; the purge job is ${String(job['state'])}, waiting for ${(job['waitingFor'] as unknown[] | undefined)?.length ?? 'no'} live node(s)`,
+  );
+  return { head, ...purge };
+}
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'verge-bench-cluster-'));
   const port = 20_000 + Math.floor(Math.random() * 20_000);
@@ -236,7 +328,7 @@ async function main(): Promise<void> {
         Array.from({ length: Math.min(10, N - i) }, async (_, k) => {
           const tok = await call(control, 'POST', '/api/v1/node-tokens', { region: 'bench' });
           const j = await joinCluster(url, String(tok['token']), { name: `f${i + k}`, version: 'bench' });
-          followers[i + k] = new Follower(url, j.identity);
+          followers[i + k] = new Follower(url, j.identity, j.nodeId);
         }),
       );
     }
@@ -313,23 +405,21 @@ async function main(): Promise<void> {
     const tw = now();
     const store = openSqliteStore({ file: join(dir, 'verge.db') });
     let head = 0;
+    let away: AwayReport | undefined;
     try {
-      // transactions of BATCH documents that edges receive (ACME challenge records): one put at a
-      // time, SQLite's fsync per commit would make the writing, not the catch-up, take the minute
-      for (let i = 0; i < CATCHUP; i += BATCH) {
-        const ops: TxnOp[] = [];
-        for (let k = 0; k < Math.min(BATCH, CATCHUP - i); k++)
-          ops.push({
-            type: 'put',
-            key: `challenges/bench-${k}`,
-            value: {
-              token: `bench-${k}`,
-              keyAuthorization: `bench-${i + k}`,
-              site: 'www.bench',
-              createdAt: '',
-            },
-          });
-        head = (await store.txn(ops)) ?? head;
+      if (DISCONNECT_S > 0) {
+        const r = await longDisconnect(control, store, cut, followers.length);
+        head = r.head;
+        away = r;
+      } else {
+        // transactions of BATCH documents that edges receive (ACME challenge records): one put
+        // at a time, SQLite's fsync per commit would make the writing, not the catch-up, take
+        // the minute
+        for (let i = 0; i < CATCHUP; i += BATCH) {
+          const ops: TxnOp[] = [];
+          for (let k = 0; k < Math.min(BATCH, CATCHUP - i); k++) ops.push(challengePut(k, i + k));
+          head = (await store.txn(ops)) ?? head;
+        }
       }
     } finally {
       await store.close();
@@ -344,6 +434,28 @@ async function main(): Promise<void> {
       }),
     );
     const catchupMs = now() - tc;
+    if (away) {
+      // every cut follower got the purge logged while it was away, and the purge job is done
+      const missing = cut.filter((f) => !f.arrived.has(away.purgeRevision)).length;
+      const t = now();
+      let job: Record<string, unknown> = {};
+      for (;;) {
+        job = await call(control, 'GET', `/api/v1/jobs/${away.purgeJob}`);
+        if (job['state'] === 'done' || now() - t > 30_000) break;
+        await sleep(100);
+      }
+      // and the control plane sees them back (their first report after the catch-up)
+      let back = await nodesOf(control, cut);
+      while (!back.every((n) => n['health'] === 'ok' && n['lag'] === 0) && now() - t < 30_000) {
+        await sleep(100);
+        back = await nodesOf(control, cut);
+      }
+      stage(
+        `after the catch-up: ${cut.length - missing} of ${cut.length} cut followers received the purge of revision ${away.purgeRevision} made while they were away; its job is ${String(job['state'])} (confirmed by ${(job['confirmedBy'] as unknown[] | undefined)?.length ?? 0}); ${(now() - t).toFixed(0)} ms after the catch-up the cut nodes are ${nodesLine(back)}`,
+      );
+      if (missing > 0)
+        throw new Error(`${missing} cut followers never received the purge made while they were away`);
+    }
     const after = usage(control.child.pid!);
 
     const mb = (b: number) => (b / 1048576).toFixed(1);
@@ -355,7 +467,7 @@ async function main(): Promise<void> {
       `${((idleCpuN - idleCpu0) * 100).toFixed(2)} % (${(((idleCpuN - idleCpu0) * 100) / N).toFixed(3)} %)`,
       `${(cpuPerChange * 1000).toFixed(0)} ms`,
       `${mb(idle0.rss)} -> ${mb(idleN.rss)} (${((idleN.rss - idle0.rss) / N / 1024).toFixed(0)} KiB)`,
-      `${(catchupMs / 1000).toFixed(1)} s (${cut.length} followers, ${CATCHUP} changes, away ${writeS.toFixed(1)} s)`,
+      `${(catchupMs / 1000).toFixed(1)} s (${cut.length} followers, ${CATCHUP} ${DISCONNECT_S > 0 ? 'revisions' : 'changes'}, away ${writeS.toFixed(1)} s)`,
       `${mb(after.rss)}`,
       `${(joinMs / N).toFixed(0)} ms`,
     ];
