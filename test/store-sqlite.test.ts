@@ -586,6 +586,45 @@ describe('sqlite store: argument checks, compaction bounds, locking', () => {
     }
   });
 
+  test('watchers at the same revision share one read of the log: the very same Change objects, each in order', async () => {
+    // 200 edges follow one control plane, each through a watcher: a commit must not be read and
+    // parsed once per watcher (docs/cluster.md, "Measure")
+    const s = await fresh();
+    try {
+      await s.put('a', 0);
+      const from = await s.revision();
+      const got: Change[][] = [[], [], []];
+      const stops = got.map((list) => s.watch(from, (c) => void list.push(c)));
+      await s.txn([
+        { type: 'put', key: 'a', value: { n: 1 } },
+        { type: 'put', key: 'b', value: { n: 2 } },
+      ]);
+      await until(() => got.every((l) => l.length === 2), 2000, 'every watcher got the transaction');
+      for (const list of got)
+        assert.deepEqual(
+          list.map((c) => [c.key, c.revision]),
+          [
+            ['a', from + 1],
+            ['b', from + 1],
+          ],
+        );
+      assert.ok(got[1]![0] === got[0]![0] && got[2]![1] === got[0]![1], 'one read, shared');
+      // a watcher further back reads on its own and still gets everything after its revision
+      const late: Change[] = [];
+      const stopLate = s.watch(from - 1, (c) => void late.push(c));
+      await s.put('c', 3);
+      await until(() => late.length === 4 && got[0]!.length === 3, 2000, 'the late watcher caught up');
+      assert.deepEqual(
+        late.map((c) => c.key),
+        ['a', 'a', 'b', 'c'],
+      );
+      stopLate();
+      for (const stop of stops) stop();
+    } finally {
+      await s.close();
+    }
+  });
+
   test('a write waits for another process holding the lock, up to busyTimeoutMs, then fails naming the key', async () => {
     const file = join(tempDir(), 'verge.db');
     // opened before the lock is taken (opening checks the schema in a write transaction too)
