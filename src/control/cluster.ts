@@ -58,7 +58,7 @@ import {
   nodeOfCert,
   parseJoinRequest,
   parseReport,
-  recordReport,
+  ReportWriter,
   renewNodeCert,
   tierMembers,
 } from './nodes.js';
@@ -68,6 +68,8 @@ export const PING_MS = 5000;
 /** After a change an edge does not need, the ping that advances its revision comes this soon. */
 const PING_AFTER_MS = 250;
 const BODY_LIMIT = 1024 * 1024;
+/** Idle keep-alive connections stay open this long: longer than an edge's 5 s between reports. */
+export const KEEP_ALIVE_MS = 30_000;
 
 /** What an edge is sent of a change, or undefined when it is not an edge's business. */
 export function edgeChange(change: Change): Change | undefined {
@@ -171,6 +173,20 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
   const { host, port } = split(opts.listen);
   const serverCert = await clusterServerCert(ca, serverNames(host, opts.names ?? []));
   const streams = new Set<() => void>();
+  const reports = new ReportWriter(store);
+  // A change's line is made once for all the streams it goes to: the store hands every watcher
+  // the same Change object (src/store/sqlite.ts readShared), so this is one JSON.stringify per
+  // change instead of one per edge ("" when edges do not get it).
+  const lines = new WeakMap<Change, string>();
+  const lineOf = (change: Change): string => {
+    let line = lines.get(change);
+    if (line === undefined) {
+      const out = edgeChange(change);
+      line = out ? `${JSON.stringify({ type: 'change', change: out })}\n` : '';
+      lines.set(change, line);
+    }
+    return line;
+  };
 
   // the newest revision edges need: every change but the heartbeats (which would otherwise make
   // every report move every edge's revision, and so cause another report)
@@ -200,26 +216,26 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
   };
 
   /** The node the request's client certificate stands for, checked against its record. */
+  // What a connection's client certificate says, read once per connection: getPeerCertificate()
+  // builds the whole certificate (names, key, three fingerprints) and cost about as much as the
+  // rest of a report. The certificate cannot change on the connection (renegotiation is refused
+  // below); the node record it stands for is still read at every request.
+  const peers = new WeakMap<TLSSocket, { cn: string; serial: string } | ClusterError>();
+  const peerOf = (sock: TLSSocket): { cn: string; serial: string } => {
+    let peer = peers.get(sock);
+    if (!peer) {
+      peer = readPeer(sock);
+      peers.set(sock, peer);
+    }
+    if (peer instanceof ClusterError) throw peer;
+    return peer;
+  };
+
+  /** The node the request's client certificate stands for, checked against its record. */
   const authenticate = async (req: IncomingMessage) => {
-    const sock = req.socket as TLSSocket;
-    const cert = sock.getPeerCertificate();
-    if (!cert || Object.keys(cert).length === 0)
-      throw new ClusterError(
-        'CLUSTER_CERT_REQUIRED',
-        'this route needs the node certificate (mTLS): join first with `verge edge --join URL --token TOKEN --data DIR`',
-      );
-    if (!sock.authorized)
-      throw new ClusterError(
-        'CLUSTER_CERT_INVALID',
-        `the node certificate was refused: ${String(sock.authorizationError ?? 'unknown reason')}${
-          String(sock.authorizationError) === 'CERT_HAS_EXPIRED'
-            ? ' (it expired: remove the node with `verge nodes remove ID` and join it again)'
-            : ''
-        }`,
-      );
-    const cn = String(cert.subject?.CN ?? '');
-    const { node, revision } = await nodeOfCert(store, cn, cert.serialNumber);
-    return { node, revision, serial: cert.serialNumber };
+    const { cn, serial } = peerOf(req.socket as TLSSocket);
+    const { node, revision } = await nodeOfCert(store, cn, serial);
+    return { node, revision, serial };
   };
 
   const refuseDisabled = (node: NodeRecord) => {
@@ -280,12 +296,20 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
           return;
         }
         if (change.key.startsWith(KEYS.nodesPrefix)) return;
-        const out = edgeChange(change);
-        const ok = out ? write({ type: 'change', change: out }) : true;
+        const line = lineOf(change);
+        const ok = line ? res.write(line) : true;
         seen = change.revision;
         pingSoon ??= setTimeout(ping, PING_AFTER_MS);
         // backpressure: a slow edge slows its own watch, never the store
-        if (!ok) await new Promise<void>((r) => res.once('drain', r).once('close', r));
+        if (!ok)
+          await new Promise<void>((r) => {
+            // both listeners go once either fires: a long catch-up waits here thousands of times
+            const go = () => {
+              res.off('drain', go).off('close', go);
+              r();
+            };
+            res.once('drain', go).once('close', go);
+          });
       },
       (err) => {
         if (err instanceof StoreGapError) end({ type: 'gap', compactedBelow: err.compactedBelow });
@@ -348,7 +372,7 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
         const { node, serial } = await authenticate(req);
         const report = parseReport(await readJson(req));
         if (report.tier) report.tier = tierAddress(report.tier, req.socket.remoteAddress);
-        await recordReport(store, node.id, report, serial, now());
+        await reports.record(node.id, report, serial, now());
         if (report.traffic !== undefined && opts.stats) {
           const traffic = report.traffic;
           try {
@@ -445,10 +469,18 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
       });
     },
   );
+  // a connection's client certificate is read once (peerOf): it must not change under it
+  server.on('secureConnection', (sock: TLSSocket) => {
+    sock.disableRenegotiation();
+  });
   server.on('tlsClientError', (err: Error, sock: Socket) => {
     log.debug({ err: err.message, address: sock.remoteAddress }, 'cluster TLS handshake failed');
   });
   server.on('clientError', (_err, sock) => sock.destroy());
+  // An edge reports every 5 s (HEARTBEAT_MS) on its keep-alive connection: with Node's default
+  // of 5 s the server closed it just before each report, so every heartbeat paid a new mTLS
+  // handshake (and could race the close and fail with ECONNRESET).
+  server.keepAliveTimeout = KEEP_ALIVE_MS;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host || undefined, () => {
@@ -468,6 +500,7 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
     head: () => head,
     async close() {
       stopHead();
+      await reports.flush().catch(() => undefined);
       for (const end of [...streams]) end();
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
@@ -530,6 +563,26 @@ export function parseProbeAnswer(v: unknown): {
     ms: Math.round(ms),
     error: { code: code.slice(0, 64), message: message.slice(0, 1000) },
   };
+}
+
+/** The node id (CN) and serial of a connection's client certificate, or why it is refused. */
+function readPeer(sock: TLSSocket): { cn: string; serial: string } | ClusterError {
+  const cert = sock.getPeerCertificate();
+  if (!cert || Object.keys(cert).length === 0)
+    return new ClusterError(
+      'CLUSTER_CERT_REQUIRED',
+      'this route needs the node certificate (mTLS): join first with `verge edge --join URL --token TOKEN --data DIR`',
+    );
+  if (!sock.authorized)
+    return new ClusterError(
+      'CLUSTER_CERT_INVALID',
+      `the node certificate was refused: ${String(sock.authorizationError ?? 'unknown reason')}${
+        String(sock.authorizationError) === 'CERT_HAS_EXPIRED'
+          ? ' (it expired: remove the node with `verge nodes remove ID` and join it again)'
+          : ''
+      }`,
+    );
+  return { cn: String(cert.subject?.CN ?? ''), serial: cert.serialNumber };
 }
 
 function errorEvent(e: ClusterError): Record<string, unknown> {

@@ -14,7 +14,7 @@
 import { createHash, randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { CLUSTER_ERRORS, type ClusterErrorCode } from '../core/errors.js';
-import { type ConfigStore, type JsonValue, StoreConflictError } from '../store/types.js';
+import { type ConfigStore, type JsonValue, StoreConflictError, type TxnOp } from '../store/types.js';
 import { createCa, createLeaf, issueClientCert, type KeyCert } from '../tls/pki.js';
 import {
   asRecord,
@@ -520,6 +520,57 @@ export function parseReport(body: unknown): NodeReport {
  */
 export const REPORT_WRITE_MS = 8000;
 
+/** A report applied to a node record: the record to write, or undefined when nothing changed and the last write is recent. */
+export function applyReport(
+  n: NodeRecord,
+  report: NodeReport,
+  certSerial: string,
+  now: number,
+): NodeRecord | undefined {
+  const promote = n.pendingSerial !== undefined && serialOf(certSerial) === serialOf(n.pendingSerial);
+  const next: NodeRecord = {
+    ...n,
+    appliedRevision: report.appliedRevision,
+    http: report.http,
+    https: report.https,
+    version: report.version,
+    hostname: report.hostname,
+    pid: report.pid,
+    startedAt: report.startedAt,
+    lastSeen: n.lastSeen,
+  };
+  // the renewed certificate is in use: the old one is revoked from now on
+  if (promote) {
+    next.serial = n.pendingSerial!;
+    delete next.pendingSerial;
+  }
+  if (report.stats) next.stats = report.stats;
+  else delete next.stats;
+  const failures = report.failures && report.failures.length > 0 ? report.failures : undefined;
+  const mutable = next as unknown as Record<string, unknown>;
+  if (failures) mutable['failures'] = failures;
+  else delete mutable['failures'];
+  if (report.disconnectedSince) next.disconnectedSince = report.disconnectedSince;
+  else delete next.disconnectedSince;
+  if (report.tier) next.tier = report.tier;
+  else delete next.tier;
+  // what the DNS gives out: the node's own words; a report without a region keeps the join's
+  if (report.region) next.region = report.region;
+  if (report.weight !== undefined) next.weight = report.weight;
+  else delete next.weight;
+  if (report.publicAddresses) next.publicAddresses = report.publicAddresses;
+  else delete next.publicAddresses;
+  // a prefetch job's per-edge confirmation (src/control/jobs.ts)
+  if (report.prefetches && report.prefetches.length > 0) next.prefetches = report.prefetches;
+  else delete next.prefetches;
+  const same =
+    JSON.stringify({ ...next, stats: undefined }) === JSON.stringify({ ...n, stats: undefined }) &&
+    now - Date.parse(n.lastSeen) < REPORT_WRITE_MS;
+  if (same) return undefined;
+  next.lastSeen = new Date(now).toISOString();
+  return next;
+}
+
 /** Writes a report into nodes/<id> when something changed or the last write is old. */
 export async function recordReport(
   store: ConfigStore,
@@ -528,50 +579,120 @@ export async function recordReport(
   certSerial: string,
   now: number,
 ): Promise<void> {
-  await updateNode(store, nodeId, (n) => {
-    const promote = n.pendingSerial !== undefined && serialOf(certSerial) === serialOf(n.pendingSerial);
-    const next: NodeRecord = {
-      ...n,
-      appliedRevision: report.appliedRevision,
-      http: report.http,
-      https: report.https,
-      version: report.version,
-      hostname: report.hostname,
-      pid: report.pid,
-      startedAt: report.startedAt,
-      lastSeen: n.lastSeen,
-    };
-    // the renewed certificate is in use: the old one is revoked from now on
-    if (promote) {
-      next.serial = n.pendingSerial!;
-      delete next.pendingSerial;
+  await updateNode(store, nodeId, (n) => applyReport(n, report, certSerial, now));
+}
+
+/** How long reports gather before they are written together (see ReportWriter). */
+export const REPORT_BATCH_MS = 50;
+/** Node records per transaction: below etcd's default --max-txn-ops (128). */
+const REPORT_BATCH_MAX = 100;
+
+interface PendingReport {
+  nodeId: string;
+  report: NodeReport;
+  serial: string;
+  now: number;
+  done: (err?: unknown) => void;
+}
+
+/**
+ * Writes reports the way a database does a group commit: the reports that arrive within
+ * REPORT_BATCH_MS (or while the previous batch is being written) go into the store as ONE
+ * transaction of compare-and-set puts. After a change, every edge reports its new applied
+ * revision within a few hundred ms; one write each meant N commits (N fsyncs on SQLite) and N
+ * log entries that every watcher of the store reads, per change. A conflict (an operator's drain
+ * racing a report) fails the transaction as a whole; its reports are then written one by one
+ * with updateNode's retries, as before. Each record() resolves once its report is stored.
+ */
+export class ReportWriter {
+  readonly #store: ConfigStore;
+  readonly #windowMs: number;
+  #queue: PendingReport[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #writing: Promise<void> | undefined;
+
+  constructor(store: ConfigStore, windowMs = REPORT_BATCH_MS) {
+    this.#store = store;
+    this.#windowMs = windowMs;
+  }
+
+  record(nodeId: string, report: NodeReport, serial: string, now: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ nodeId, report, serial, now, done: (err) => (err ? reject(err) : resolve()) });
+      if (!this.#writing) this.#timer ??= setTimeout(() => this.#run(), this.#windowMs);
+    });
+  }
+
+  /** Writes what is queued now (e.g. before the store closes). */
+  async flush(): Promise<void> {
+    while (this.#writing) await this.#writing;
+    if (this.#queue.length > 0) await this.#run();
+  }
+
+  #run(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const batch = this.#queue;
+    this.#queue = [];
+    const writing = (async () => {
+      for (let i = 0; i < batch.length; ) {
+        // whole nodes per transaction: the reports of one node stay in one
+        const nodes = new Map<string, PendingReport[]>();
+        for (; i < batch.length && (nodes.size < REPORT_BATCH_MAX || nodes.has(batch[i]!.nodeId)); i++) {
+          const p = batch[i]!;
+          nodes.set(p.nodeId, [...(nodes.get(p.nodeId) ?? []), p]);
+        }
+        await this.#write(nodes);
+      }
+    })();
+    this.#writing = writing;
+    return writing.finally(() => {
+      this.#writing = undefined;
+      // what arrived during the write goes at once: it has waited as long as the write took
+      if (this.#queue.length > 0) this.#timer ??= setTimeout(() => this.#run(), 0);
+    });
+  }
+
+  async #write(nodes: Map<string, PendingReport[]>): Promise<void> {
+    const all = [...nodes.values()].flat();
+    try {
+      const ops: TxnOp[] = [];
+      const current = await Promise.all([...nodes.keys()].map((id) => this.#store.get(KEYS.node(id))));
+      [...nodes.values()].forEach((reports, k) => {
+        const s = current[k];
+        if (!s) return; // removed meanwhile: nothing to write, as updateNode
+        let rec = asRecord<NodeRecord>(s.value);
+        let changed = false;
+        for (const p of reports) {
+          const next = applyReport(rec, p.report, p.serial, p.now);
+          if (next) {
+            rec = next;
+            changed = true;
+          }
+        }
+        if (changed)
+          ops.push({
+            type: 'put',
+            key: KEYS.node(rec.id),
+            value: rec as unknown as JsonValue,
+            ifRevision: s.revision,
+          });
+      });
+      if (ops.length > 0) await this.#store.txn(ops);
+    } catch (e) {
+      if (!(e instanceof StoreConflictError)) {
+        for (const p of all) p.done(e);
+        return;
+      }
+      for (const p of all)
+        await recordReport(this.#store, p.nodeId, p.report, p.serial, p.now).then(
+          () => p.done(),
+          (err: unknown) => p.done(err ?? new Error('report write failed')),
+        );
+      return;
     }
-    if (report.stats) next.stats = report.stats;
-    else delete next.stats;
-    const failures = report.failures && report.failures.length > 0 ? report.failures : undefined;
-    const mutable = next as unknown as Record<string, unknown>;
-    if (failures) mutable['failures'] = failures;
-    else delete mutable['failures'];
-    if (report.disconnectedSince) next.disconnectedSince = report.disconnectedSince;
-    else delete next.disconnectedSince;
-    if (report.tier) next.tier = report.tier;
-    else delete next.tier;
-    // what the DNS gives out: the node's own words; a report without a region keeps the join's
-    if (report.region) next.region = report.region;
-    if (report.weight !== undefined) next.weight = report.weight;
-    else delete next.weight;
-    if (report.publicAddresses) next.publicAddresses = report.publicAddresses;
-    else delete next.publicAddresses;
-    // a prefetch job's per-edge confirmation (src/control/jobs.ts)
-    if (report.prefetches && report.prefetches.length > 0) next.prefetches = report.prefetches;
-    else delete next.prefetches;
-    const same =
-      JSON.stringify({ ...next, stats: undefined }) === JSON.stringify({ ...n, stats: undefined }) &&
-      now - Date.parse(n.lastSeen) < REPORT_WRITE_MS;
-    if (same) return undefined;
-    next.lastSeen = new Date(now).toISOString();
-    return next;
-  });
+    for (const p of all) p.done();
+  }
 }
 
 /** POST /api/v1/nodes/:id/{drain,disable,enable}: sets the state; undefined when no such node. */
