@@ -3,7 +3,8 @@
 // follower is what an edge is to the control plane, and nothing more: it joins with a one-time
 // token (its own key, a certificate from the node CA), follows GET /cluster/v1/watch over mTLS,
 // and reports its applied revision (POST /cluster/v1/report) 100 ms after a change and every 5 s,
-// as `verge edge` does; it has no cache and serves nothing.
+// as `verge edge` does (one keep-alive agent with the node identity for both; after a `gap` event it
+// loads the snapshot and follows on from its revision); it has no cache and serves nothing.
 //
 // Reports: config propagation (API write -> change event on the follower's stream, p50/p99 over
 // every delivery, and the time until the last follower had it), purge fan-out (POST /api/v1/purge
@@ -25,7 +26,7 @@
 //
 // Prints one markdown table row per run (and the header with HEADER=1).
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { Agent, request } from 'node:https';
 import { cpus, tmpdir } from 'node:os';
@@ -92,7 +93,10 @@ async function startControl(dir: string): Promise<Control> {
   const api = await new Promise<string>((resolve, reject) => {
     let buf = '';
     const timer = setTimeout(() => reject(new Error(`verge control did not start:\n${buf}`)), 30_000);
+    // CONTROL_LOG=FILE: the control process's log goes there too
+    const logFile = process.env['CONTROL_LOG'];
     child.stderr!.setEncoding('utf8').on('data', (s: string) => {
+      if (logFile) appendFileSync(logFile, s);
       if (buf.length < 1 << 20) buf += s;
       const m = /"api":"(http:\/\/[^"]+)".*"msg":"control listening"/.exec(buf);
       if (m) {
@@ -122,6 +126,8 @@ async function call(c: Control, method: string, path: string, body?: unknown) {
 /** A node identity and its stream: the smallest client of /cluster/v1 an edge could be. */
 class Follower {
   applied = 0;
+  /** how many times the control plane said the log no longer reaches back to this follower */
+  gaps = 0;
   /** when each revision's change event arrived (performance.now()) */
   readonly arrived = new Map<number, number>();
   #agent: Agent;
@@ -173,6 +179,19 @@ class Follower {
       rev = Number((e['change'] as { revision: number }).revision);
       if (!this.arrived.has(rev)) this.arrived.set(rev, t);
     } else if (e['type'] === 'ping') rev = Number(e['revision']);
+    else if (e['type'] === 'gap') {
+      // the log was compacted past this follower's revision (the leader keeps the last 10,000
+      // revisions): as an edge does, it loads the snapshot and follows on from its revision (an
+      // edge also revalidates everything it cached before the gap: a purge may be among what it
+      // missed, test/store-gap.test.ts)
+      this.gaps++;
+      this.#resync().catch((err: unknown) => stage(`follower ${this.nodeId}: resync failed: ${String(err)}`));
+      return;
+    }
+    this.#advance(rev);
+  }
+
+  #advance(rev: number): void {
     if (rev > this.applied) {
       this.applied = rev;
       for (const w of this.#waiters.splice(0)) w();
@@ -182,6 +201,14 @@ class Follower {
         this.#sendReport();
       }, 100);
     }
+  }
+
+  async #resync(): Promise<void> {
+    const r = await clusterRequest(new URL('/cluster/v1/snapshot', this.base), this.#agent, 'GET');
+    if (r.status !== 200) throw new Error(`snapshot: HTTP ${r.status} ${JSON.stringify(r.json)}`);
+    const rev = Number(r.json['revision']);
+    this.#advance(rev);
+    await this.connect(rev);
   }
 
   #sendReport(): void {
@@ -350,6 +377,7 @@ async function main(): Promise<void> {
     const deliveries: number[] = [];
     const lastOf: number[] = [];
     const cpuBefore = usage(control.child.pid!).cpu;
+    const revBefore = Number((await call(control, 'GET', '/api/v1/health'))['revision']);
     for (let i = 0; i < CHANGES; i++) {
       const t = now();
       const r = await call(control, 'PATCH', '/api/v1/sites/www.bench', {
@@ -375,6 +403,10 @@ async function main(): Promise<void> {
       lastOf.push(Math.max(...times));
     }
     const cpuPerChange = (usage(control.child.pid!).cpu - cpuBefore) / CHANGES;
+    // store revisions per change: the change itself plus the commits of the followers' reports
+    await sleep(500);
+    const revsPerChange =
+      (Number((await call(control, 'GET', '/api/v1/health'))['revision']) - revBefore) / CHANGES;
 
     stage('purge fan-out');
     // purge fan-out: accepted -> every follower confirmed (the job is done)
@@ -395,7 +427,7 @@ async function main(): Promise<void> {
     }
 
     stage(
-      `propagation p50/p99 ${pct(deliveries, 0.5).toFixed(0)}/${pct(deliveries, 0.99).toFixed(0)} ms; purge confirmed p50 ${pct(purgeMs, 0.5).toFixed(0)} ms; idle CPU ${(idleCpuN * 100).toFixed(2)} % with N, ${(idleCpu0 * 100).toFixed(2)} % without; RSS ${(idle0.rss / 1048576).toFixed(1)} -> ${(idleN.rss / 1048576).toFixed(1)} MiB`,
+      `propagation p50/p99 ${pct(deliveries, 0.5).toFixed(0)}/${pct(deliveries, 0.99).toFixed(0)} ms; purge confirmed p50 ${pct(purgeMs, 0.5).toFixed(0)} ms; idle CPU ${(idleCpuN * 100).toFixed(2)} % with N, ${(idleCpu0 * 100).toFixed(2)} % without; RSS ${(idle0.rss / 1048576).toFixed(1)} -> ${(idleN.rss / 1048576).toFixed(1)} MiB; ${revsPerChange.toFixed(1)} store revisions per change`,
     );
     stage('catch-up');
     // catch-up: every stream cut, CATCHUP changes written meanwhile, every follower back
@@ -436,7 +468,11 @@ async function main(): Promise<void> {
     const catchupMs = now() - tc;
     if (away) {
       // every cut follower got the purge logged while it was away, and the purge job is done
-      const missing = cut.filter((f) => !f.arrived.has(away.purgeRevision)).length;
+      // or, when the log was compacted past them meanwhile, they loaded the snapshot (and an edge
+      // then revalidates its whole cache before serving from it)
+      const got = cut.filter((f) => f.arrived.has(away.purgeRevision)).length;
+      const resynced = cut.filter((f) => !f.arrived.has(away.purgeRevision) && f.gaps > 0).length;
+      const missing = cut.length - got - resynced;
       const t = now();
       let job: Record<string, unknown> = {};
       for (;;) {
@@ -451,10 +487,12 @@ async function main(): Promise<void> {
         back = await nodesOf(control, cut);
       }
       stage(
-        `after the catch-up: ${cut.length - missing} of ${cut.length} cut followers received the purge of revision ${away.purgeRevision} made while they were away; its job is ${String(job['state'])} (confirmed by ${(job['confirmedBy'] as unknown[] | undefined)?.length ?? 0}); ${(now() - t).toFixed(0)} ms after the catch-up the cut nodes are ${nodesLine(back)}`,
+        `after the catch-up: of ${cut.length} cut followers, ${got} received the purge of revision ${away.purgeRevision} made while they were away, ${resynced} had a gap (the log compacted past them: snapshot, whole cache revalidated); its job is ${String(job['state'])} (confirmed by ${(job['confirmedBy'] as unknown[] | undefined)?.length ?? 0}); ${(now() - t).toFixed(0)} ms after the catch-up the cut nodes are ${nodesLine(back)}`,
       );
       if (missing > 0)
-        throw new Error(`${missing} cut followers never received the purge made while they were away`);
+        throw new Error(
+          `${missing} cut followers neither received the purge made while they were away nor had a gap`,
+        );
     }
     const after = usage(control.child.pid!);
 
@@ -467,7 +505,7 @@ async function main(): Promise<void> {
       `${((idleCpuN - idleCpu0) * 100).toFixed(2)} % (${(((idleCpuN - idleCpu0) * 100) / N).toFixed(3)} %)`,
       `${(cpuPerChange * 1000).toFixed(0)} ms`,
       `${mb(idle0.rss)} -> ${mb(idleN.rss)} (${((idleN.rss - idle0.rss) / N / 1024).toFixed(0)} KiB)`,
-      `${(catchupMs / 1000).toFixed(1)} s (${cut.length} followers, ${CATCHUP} ${DISCONNECT_S > 0 ? 'revisions' : 'changes'}, away ${writeS.toFixed(1)} s)`,
+      `${(catchupMs / 1000).toFixed(1)} s (${cut.length} followers, ${CATCHUP} ${DISCONNECT_S > 0 ? 'revisions' : 'changes'}, away ${writeS.toFixed(1)} s${cut.some((f) => f.gaps > 0) ? `; ${cut.filter((f) => f.gaps > 0).length} had a gap: snapshot` : ''})`,
       `${mb(after.rss)}`,
       `${(joinMs / N).toFixed(0)} ms`,
     ];
