@@ -14,9 +14,10 @@ import { clusterRequest } from '../src/cluster/follower.js';
 import { join as joinCluster } from '../src/cluster/join.js';
 import { type ClusterEndpoint, startClusterEndpoint } from '../src/control/cluster.js';
 import { KEYS, type NodeRecord } from '../src/control/model.js';
-import { createJoinToken, removeNode } from '../src/control/nodes.js';
+import { createJoinToken, type NodeReport, ReportWriter, removeNode } from '../src/control/nodes.js';
 import { createLogger } from '../src/core/log.js';
 import { openSqliteStore, type SqliteStore } from '../src/store/sqlite.js';
+import { StoreError } from '../src/store/types.js';
 
 const EDGES = 8;
 
@@ -150,4 +151,57 @@ describe('the cluster endpoint under many edges', { timeout: 120_000 }, () => {
     assert.equal(r.status, 403);
     assert.equal(r.json['code'], 'CLUSTER_NODE_REMOVED');
   });
+});
+
+test('a batch of reports the store refuses as a whole is written report by report', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'verge-report-writer-'));
+  const store = openSqliteStore({ file: join(dir, 'verge.db') });
+  try {
+    const old = new Date(Date.now() - 60_000).toISOString();
+    const ids = ['n000000000001', 'n000000000002', 'n000000000003'];
+    for (const id of ids)
+      await store.put(KEYS.node(id), {
+        id,
+        name: id,
+        hostname: '',
+        pid: 0,
+        version: '',
+        startedAt: old,
+        lastSeen: old,
+        appliedRevision: 0,
+        http: [],
+        https: [],
+        state: 'active',
+        serial: '01',
+      });
+    // the same store, but a transaction of more than one record refused (etcd's request size
+    // limit, say); one record at a time still goes
+    let refused = 0;
+    const refusing = Object.create(store) as SqliteStore;
+    refusing.txn = async (ops) => {
+      if (ops.length === 1) return store.txn(ops);
+      refused++;
+      throw new StoreError('etcdserver: request is too large', store.location);
+    };
+    const writer = new ReportWriter(refusing, 10);
+    const report: NodeReport = {
+      appliedRevision: 5,
+      http: [],
+      https: [],
+      version: 'v',
+      hostname: 'h',
+      pid: 1,
+      startedAt: old,
+    };
+    await Promise.all(ids.map((id) => writer.record(id, report, '01', Date.now())));
+    assert.equal(refused, 1, 'one transaction tried for the three');
+    for (const id of ids) {
+      const rec = (await store.get(KEYS.node(id)))?.value as unknown as NodeRecord;
+      assert.equal(rec.appliedRevision, 5, id);
+      assert.notEqual(rec.lastSeen, old, id);
+    }
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -601,8 +601,8 @@ interface PendingReport {
  * transaction of compare-and-set puts. After a change, every edge reports its new applied
  * revision within a few hundred ms; one write each meant N commits (N fsyncs on SQLite) and N
  * log entries that every watcher of the store reads, per change. A conflict (an operator's drain
- * racing a report) fails the transaction as a whole; its reports are then written one by one
- * with updateNode's retries, as before. Each record() resolves once its report is stored.
+ * racing a report) or any other refusal fails the transaction as a whole; its reports are then
+ * written one by one with updateNode's retries, as before. Each record() resolves once its report is stored.
  */
 export class ReportWriter {
   readonly #store: ConfigStore;
@@ -644,7 +644,10 @@ export class ReportWriter {
         }
         await this.#write(nodes);
       }
-    })();
+    })().catch((e: unknown) => {
+      // #write answers every report itself; this is for a fault in the batching itself
+      for (const p of batch) p.done(e ?? new Error('report write failed'));
+    });
     this.#writing = writing;
     return writing.finally(() => {
       this.#writing = undefined;
@@ -679,11 +682,9 @@ export class ReportWriter {
           });
       });
       if (ops.length > 0) await this.#store.txn(ops);
-    } catch (e) {
-      if (!(e instanceof StoreConflictError)) {
-        for (const p of all) p.done(e);
-        return;
-      }
+    } catch {
+      // a conflict, or a transaction the store refuses as a whole (etcd's request size limit,
+      // 1.5 MiB by default, with 100 large records): each report on its own, as before batching
       for (const p of all)
         await recordReport(this.#store, p.nodeId, p.report, p.serial, p.now).then(
           () => p.done(),
