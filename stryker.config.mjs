@@ -59,7 +59,7 @@ const MODULES = {
   framing: {
     mutate: [
       block(HANDLER, /^(export )?function hostOf\(/),
-      lines(HANDLER, /^const VALID_HOST = /, /^const VALID_HOST = /),
+      lines(HANDLER, /^(export )?const VALID_HOST = /, /^(export )?const VALID_HOST = /),
       block(HANDLER, /^(export )?function checkRequest\(/),
     ],
     tests: ['framing'],
