@@ -659,3 +659,51 @@ test('validity: an expired or not-yet-valid intermediate, singular days, the exa
   assert.equal(info.daysLeft, EXPIRY_WARNING_DAYS);
   assert.equal(info.expiresSoon, true);
 });
+
+test('SAN names that read as JSON numbers are kept as printed (only a quoted name is decoded)', async () => {
+  // Node prints these names bare; JSON.parse would turn them into 1000 and 10.5.
+  const numeric = await build({ subject: [{ CN: ['n'] }], san: ['1e3', '10.50', 'x.example.com'] });
+  assert.equal(new X509Certificate(numeric.certPem).subjectAltName, 'DNS:1e3, DNS:10.50, DNS:x.example.com');
+  assert.deepEqual(inspectCertificate(numeric.certPem).names, ['1e3', '10.50', 'x.example.com']);
+});
+
+test('CHAIN_ORDER hints when the first certificate is not a leaf, or a stranger sits between', async () => {
+  const stray = await createCa({ commonName: 'Stray CA' });
+  // leaf, root, stray: nothing in the chain issued the leaf, though a third certificate exists
+  const strays = validateCertificate({ chainPem: chain(leaf, root, stray), keyPem: leaf.keyPem, trusted });
+  assert.deepEqual(codes(strays), ['CHAIN_ORDER', 'CHAIN_ORDER', 'CHAIN_INCOMPLETE'], JSON.stringify(strays));
+  assert.deepEqual(messages(strays).slice(0, 2), [
+    'certificate 2 in the chain (CN=Test Root) did not issue certificate 1 (issuer CN=Test Intermediate): put the chain in order, leaf first, then each intermediate; no certificate in the chain issued it, so remove certificates that do not belong to this chain',
+    'certificate 3 in the chain (CN=Stray CA) did not issue certificate 2 (issuer CN=Test Root): put the chain in order, leaf first, then each intermediate',
+  ]);
+  // intermediate, leaf, root: the leaf's issuer is there (first), so no "remove" hint for it
+  const r = validateCertificate({ chainPem: chain(inter, leaf, root), keyPem: leaf.keyPem, trusted });
+  assert.deepEqual(codes(r), ['KEY_MISMATCH', 'CHAIN_ORDER', 'CHAIN_ORDER'], JSON.stringify(r));
+  assert.deepEqual(messages(r).slice(1), [
+    'certificate 2 in the chain (CN=www.example.com) did not issue certificate 1 (issuer CN=Test Root): put the chain in order, leaf first, then each intermediate',
+    'certificate 3 in the chain (CN=Test Root) did not issue certificate 2 (issuer CN=Test Intermediate): put the chain in order, leaf first, then each intermediate',
+  ]);
+});
+
+test('two CAs that signed each other: the path from the first does not come back to it', async () => {
+  const ka = await ecKeys();
+  const kb = await ecKeys();
+  const a = await build({
+    subject: [{ CN: ['Cross A'] }],
+    issuer: { name: [{ CN: ['Cross B'] }] },
+    keys: ka,
+    signingKey: kb.privateKey,
+    ca: true,
+  });
+  const b = await build({
+    subject: [{ CN: ['Cross B'] }],
+    issuer: { name: [{ CN: ['Cross A'] }] },
+    keys: kb,
+    signingKey: ka.privateKey,
+    ca: true,
+  });
+  const r = validateCertificate({ chainPem: chain(a, b), keyPem: a.keyPem, trusted: [] });
+  assert.deepEqual(messages(r), [
+    'the chain ends at CN=Cross B, issued by CN=Cross A, which is not included and not a trusted root: append the intermediate certificates your CA gave you (often a file called chain.pem, ca-bundle or intermediate.crt), after the leaf',
+  ]);
+});
