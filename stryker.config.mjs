@@ -115,7 +115,16 @@ if (!mod) {
 // VERGE_MUTATION_MUTATE=file:FROM-TO,... replaces the module's ranges (to recheck the lines where
 // mutants survived after writing tests for them); its reports are MODULE-recheck.*.
 const only = process.env.VERGE_MUTATION_MUTATE?.split(',').filter(Boolean);
-const report = only ? `${name}-recheck` : name;
+// VERGE_MUTATION_TESTS=name,... replaces the module's test files with some of them (a first pass
+// on a loaded machine). Its score is a lower bound: a mutant may survive it that another test file
+// of the module kills, so its survivors' lines are rechecked with the module's own list before
+// they count. Reports MODULE-tests-NAME+NAME.*.
+const tests = process.env.VERGE_MUTATION_TESTS?.split(',').filter(Boolean);
+for (const t of tests ?? []) {
+  if (!mod.tests.includes(t))
+    throw new Error(`VERGE_MUTATION_TESTS: ${t} is not a test file of ${name} (${mod.tests.join(', ')})`);
+}
+const report = `${name}${only ? '-recheck' : ''}${tests ? `-tests-${tests.join('+')}` : ''}`;
 
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
@@ -123,7 +132,7 @@ export default {
   mutate: only ?? mod.mutate,
   testRunner: 'tap',
   tap: {
-    testFiles: mod.tests.map((t) => `dist/test/${t}.test.js`),
+    testFiles: (tests ?? mod.tests).map((t) => `dist/test/${t}.test.js`),
     // node runs each test file directly; its test runner prints TAP when stdout is not a TTY
     nodeArgs: ['--test-reporter=tap', '-r', '{{hookFile}}', '{{testFile}}'],
   },
