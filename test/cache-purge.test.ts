@@ -1,6 +1,6 @@
 // Purge (src/cache/purge.ts): selectors, the persistent purge log, purges surviving a restart.
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -12,6 +12,7 @@ import {
   PurgeLog,
   prefixSelector,
   purgeMatches,
+  purgeVerdict,
   urlSelector,
 } from '../src/cache/purge.js';
 import { CacheStoreError } from '../src/cache/storage.js';
@@ -394,4 +395,53 @@ test('a hard purge applied from the log at start-up deletes the file: it does no
   assert.equal(s3.startup.entries, 1, 'the purged file was deleted, not only left out of the index');
   assert.equal(await s3.get('//www.example.com/gone'), undefined);
   await s3.close();
+});
+
+test('the strongest purge wins whatever the order: revalidate over soft, hard over both', () => {
+  const at = (seq: number, mode: 'soft' | 'revalidate' | 'hard') => ({
+    seq,
+    selector: { type: 'all' as const },
+    mode,
+  });
+  const e = { key: '//h/x', seq: 1 };
+  assert.equal(purgeVerdict([at(2, 'soft'), at(3, 'revalidate')], e), 'revalidate');
+  assert.equal(purgeVerdict([at(2, 'revalidate'), at(3, 'soft')], e), 'revalidate');
+  assert.equal(purgeVerdict([at(2, 'soft'), at(3, 'soft')], e), 'soft');
+  assert.equal(purgeVerdict([at(2, 'revalidate'), at(3, 'hard'), at(4, 'soft')], e), 'hard');
+  assert.equal(purgeVerdict([at(2, 'soft'), at(3, 'revalidate')], { key: '//h/x', seq: 3 }), undefined);
+});
+
+test('a revalidate purge during a write: the body commits stale and never to be served stale', async () => {
+  for (const open of [
+    async () => new MemoryStore({ maxBytes: 1024 ** 2 }),
+    async () => DiskStore.open({ dir: tempDir(), maxBytes: 64 * 1024 ** 2 }),
+  ]) {
+    const s = await open();
+    const w = await s.begin('//www.example.com/w', entry());
+    await w.write(Buffer.from('fetched before the purge'));
+    await s.purge({ type: 'all' }, 'revalidate');
+    const meta = await w.commit();
+    assert.equal(meta.stale, true, s.constructor.name);
+    assert.equal(meta.noStale, true, s.constructor.name);
+    const got = await s.get('//www.example.com/w');
+    assert.equal(got?.stale, true, s.constructor.name);
+    assert.equal(got?.noStale, true, s.constructor.name);
+    await s.close();
+  }
+});
+
+test('the purge log emptied at start-up stays owner-only (0600)', async () => {
+  const file = join(tempDir(), 'purges.log');
+  appendFileSync(file, `${JSON.stringify({ seq: 1, selector: { type: 'all' }, mode: 'soft', at: 0 })}\n`, {
+    mode: 0o600,
+  });
+  const old = process.umask(0o022);
+  try {
+    const log = await PurgeLog.open(file);
+    await log.reset();
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    await log.close();
+  } finally {
+    process.umask(old);
+  }
 });
