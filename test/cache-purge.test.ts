@@ -1,6 +1,17 @@
 // Purge (src/cache/purge.ts): selectors, the persistent purge log, purges surviving a restart.
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import {
+  appendFileSync,
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -444,4 +455,38 @@ test('the purge log emptied at start-up stays owner-only (0600)', async () => {
   } finally {
     process.umask(old);
   }
+});
+
+test('a purge log the edge may append to but not read is refused, not taken as empty (run as nobody)', (t) => {
+  if (process.getuid?.() !== 0) return t.skip('needs root to run the check as nobody');
+  // Root reads anything, so the log is opened by a child running as nobody: a write-only log
+  // must fail with EACCES (its past purges would otherwise be dropped), a 0600 one must open.
+  const NOBODY = 65534;
+  const dir = tempDir();
+  chmodSync(dir, 0o755);
+  const line = `${JSON.stringify({ seq: 1, selector: { type: 'all' }, mode: 'hard', at: 0 })}\n`;
+  const files: Record<string, number> = { 'write-only.log': 0o200, 'private.log': 0o600 };
+  for (const [name, mode] of Object.entries(files)) {
+    appendFileSync(join(dir, name), line);
+    chownSync(join(dir, name), NOBODY, NOBODY);
+    chmodSync(join(dir, name), mode);
+  }
+  const purgeJs = new URL('../src/cache/purge.js', import.meta.url).href;
+  const r = spawnSync(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `import { PurgeLog } from ${JSON.stringify(purgeJs)};
+      const out = {};
+      for (const name of ${JSON.stringify(Object.keys(files))}) {
+        try { const log = await PurgeLog.open(${JSON.stringify(dir)} + '/' + name); out[name] = log.entries.length; await log.close(); }
+        catch (e) { out[name] = e.code; }
+      }
+      process.stdout.write(JSON.stringify(out));`,
+    ],
+    { uid: NOBODY, gid: NOBODY, encoding: 'utf8', cwd: '/', timeout: 20_000 },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { 'write-only.log': 'EACCES', 'private.log': 1 });
 });
