@@ -38,12 +38,14 @@ test('serve --data with edge.workers: 2: both workers serve; a purge is done onl
   await edge.waitForLog((l) => l.msg === 'edge listening' && l['worker'] === 2, 30_000);
   const from = Date.now() - 60_000;
   let sent = 0;
+  const requestIds: string[] = [];
   const get = async () => {
     sent++;
     const r = await request(`http://127.0.0.1:${edge.httpPort}/obj`, {
       headers: { host: 'www.example.com' },
     });
     assert.equal(r.status, 200);
+    requestIds.push(String(r.headers['x-request-id']));
     return r;
   };
   // each worker has its own cache: bursts of fresh connections until both have pulled the object
@@ -107,6 +109,26 @@ test('serve --data with edge.workers: 2: both workers serve; a purge is done onl
     text = await scraped();
   }
   assert.equal(requestsIn(text), sent, 'every request in /metrics, whichever worker answered it');
+  // every request explains, whichever worker served it: slot 1's API asks the other worker for
+  // the records it does not hold (through the primary)
+  for (const id of requestIds.slice(0, 24)) {
+    const res = await request(`http://127.0.0.1:${edge.adminPort}/api/v1/requests/${id}/explanation`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(res.status, 200, `${id}: ${res.body.toString()}`);
+  }
+  // and the site's recent requests hold both workers' (newest first)
+  const recent = await request(
+    `http://127.0.0.1:${edge.adminPort}/api/v1/sites/www.example.com/requests?limit=1000`,
+    {
+      headers: { authorization: `Bearer ${token}` },
+    },
+  );
+  assert.equal(recent.status, 200, recent.body.toString());
+  const listed = new Set(
+    (JSON.parse(recent.body.toString()) as { items: Array<{ id: string }> }).items.map((i) => i.id),
+  );
+  for (const id of requestIds) assert.ok(listed.has(id), `${id} in the recent requests`);
   // the two workers' memory tiers each hold the object
   assert.match(text, /^verge_cache_objects\{tier="memory"\} 2$/m);
 

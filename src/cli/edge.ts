@@ -376,6 +376,9 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
   });
   const addrs = edge.listenAddresses();
   const h = health.address() as AddressInfo;
+  // the primary learns it is ready before the line anyone may act on is written (a worker
+  // killed right after it counts as having served, not as a failed start)
+  child.ready(edge.runtime.config.edge.limits.drainTimeout);
   log.info(
     {
       http: addrs.http,
@@ -392,7 +395,6 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
     },
     'edge listening',
   );
-  child.ready(edge.runtime.config.edge.limits.drainTimeout);
   // the first heartbeat went out before the listeners were bound
   source.reportNow();
   process.on('SIGUSR1', () => accessLog.reopen());

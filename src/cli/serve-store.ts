@@ -22,10 +22,11 @@ import { type ControlLock, lockControl } from '../control/lock.js';
 import { createToken, verifyToken } from '../control/tokens.js';
 import { apiBaseUrl, ensureFirstAdmin, signinUrl } from '../control/users.js';
 import { writeFileAtomic } from '../core/files.js';
-import { AccessLog, appLogLinesDropped, type Logger } from '../core/log.js';
+import { AccessLog, type AccessRecord, appLogLinesDropped, type Logger } from '../core/log.js';
 import type { DnsService } from '../dns/service.js';
 import { doctorStoredSite, storedSiteWarnings } from '../doctor/site.js';
 import type { MetricsSnapshot } from '../edge/metrics.js';
+import { type RelayOp, WorkerRelay } from '../edge/relay.js';
 import { RequestLog } from '../edge/request-log.js';
 import { Edge } from '../edge/server.js';
 import { EdgeStats } from '../edge/stats.js';
@@ -137,6 +138,9 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
   // the last requests' records, for `verge trace` and GET /api/v1/requests/:id
   const requests = new RequestLog();
   requests.attach(accessLog);
+  // with other workers, their records are asked for through the primary (requests below)
+  const relay = workers > 1 ? new WorkerRelay(child.slot) : undefined;
+  relay?.serve(async (op) => relayedLookup(op, requests));
   const stats = localStats(store, config, log);
   // the other workers' counters, reported through the primary (this process owns the store's)
   // and their /metrics numbers, the latest per slot: this process answers every scrape for the
@@ -204,12 +208,22 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
       // the doctor's origin checks: their warnings come back with every saved site
       checkSite: (site) => storedSiteWarnings(store, site, dir),
       doctor: (name) => doctorStoredSite(store, name, dir),
-      requests: (id) => requests.lookup(id),
-      recentRequests: (site, limit, id) =>
-        requests.recent(
-          limit,
-          (r) => r['site'] === site && (id === undefined || String(r['id']).startsWith(id)),
-        ),
+      // this worker's records first, then the other workers' (any may have served the request)
+      requests: async (id) => {
+        const own = requests.lookup(id);
+        if (own || !relay) return own;
+        const a = await relay.ask('others', { kind: 'request', id }, RELAY_LOOKUP_MS);
+        return Object.values(a.results).find(isRecord);
+      },
+      recentRequests: async (site, limit, id) => {
+        const op: RelayOp = { kind: 'recent', site, limit, ...(id ? { id } : {}) };
+        const all = relayedLookup(op, requests) as AccessRecord[];
+        if (!relay) return all;
+        const a = await relay.ask('others', op, RELAY_LOOKUP_MS);
+        for (const r of Object.values(a.results)) if (Array.isArray(r)) all.push(...r.filter(isRecord));
+        // newest first, as one worker's list is
+        return all.sort((x, y) => String(y['time']).localeCompare(String(x['time']))).slice(0, limit);
+      },
       stats: stats.service,
       // named to local CLIs on a 401, so `verge explain ID` finds DIR/admin.token
       instance: { data: dir },
@@ -308,6 +322,9 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
     log.info('stopped');
   });
   const addrs = edge.listenAddresses();
+  // the primary learns it is ready before the line anyone may act on is written (a worker
+  // killed right after it counts as having served, not as a failed start)
+  child.ready(config.edge.limits.drainTimeout);
   log.info(
     {
       http: addrs.http,
@@ -325,7 +342,6 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
     },
     'edge listening',
   );
-  child.ready(config.edge.limits.drainTimeout);
   // the store is open and this node's id written: the other workers can start
   if (workers > 1) child.setWorkers(workers);
   process.on('SIGUSR1', () => accessLog.reopen());
@@ -364,6 +380,11 @@ async function serveStoreWorker(dir: string, log: Logger, child: ChildContext): 
   splitDiskTier(config, child.slot, child.workers);
   const accessLog = new AccessLog(config.accessLogFile ?? config.log.access, { log });
   child.onCrashExit(() => accessLog.flush());
+  // this worker's last requests: slot 1's API asks for them through the primary (explain, trace,
+  // the console's recent requests), since the kernel may have handed any visitor to this worker
+  const requests = new RequestLog();
+  requests.attach(accessLog);
+  new WorkerRelay(child.slot).serve(async (op) => relayedLookup(op, requests));
   const stats = new EdgeStats({ topK: config.edge.stats.topK });
   const edge = new Edge(config, {
     logger: log,
@@ -403,6 +424,9 @@ async function serveStoreWorker(dir: string, log: Logger, child: ChildContext): 
     log.info('stopped');
   });
   const addrs = edge.listenAddresses();
+  // the primary learns it is ready before the line anyone may act on is written (a worker
+  // killed right after it counts as having served, not as a failed start)
+  child.ready(config.edge.limits.drainTimeout);
   log.info(
     {
       http: addrs.http,
@@ -417,9 +441,24 @@ async function serveStoreWorker(dir: string, log: Logger, child: ChildContext): 
     },
     'edge listening',
   );
-  child.ready(config.edge.limits.drainTimeout);
   process.on('SIGUSR1', () => accessLog.reopen());
   process.on('SIGHUP', () => log.info('SIGHUP: with --data the store is watched; nothing to reload'));
   await stopped;
   return 0;
+}
+
+/** How long slot 1's API waits for the other workers' request records. */
+const RELAY_LOOKUP_MS = 2000;
+
+const isRecord = (v: unknown): v is AccessRecord => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** What a `--data` worker answers for another's API: its request records. */
+function relayedLookup(op: RelayOp, requests: RequestLog): unknown {
+  if (op.kind === 'request') return requests.lookup(op.id) ?? null;
+  if (op.kind === 'recent')
+    return requests.recent(
+      op.limit,
+      (r) => r['site'] === op.site && (op.id === undefined || String(r['id']).startsWith(op.id)),
+    );
+  return null;
 }

@@ -286,6 +286,9 @@ async function serveChild(
     log.info('stopped');
   });
   const addrs = edge.listenAddresses();
+  // the primary learns it is ready before the line anyone may act on is written (a worker
+  // killed right after it counts as having served, not as a failed start)
+  child.ready(config.edge.limits.drainTimeout);
   log.info(
     {
       http: addrs.http,
@@ -299,7 +302,6 @@ async function serveChild(
     },
     'edge listening',
   );
-  child.ready(config.edge.limits.drainTimeout);
   if (config.dns.listen.length > 0)
     // Verge's DNS answers from the store's node registry and sites (src/dns/service.ts)
     log.warn(

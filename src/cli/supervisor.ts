@@ -180,7 +180,13 @@ export async function supervise(opts: SuperviseOptions): Promise<number> {
     fork(slot);
   }
   // purges and prefetch-job lookups received by one worker reach the others through here
-  if (opts.relay) new PrimaryRelay(log, (w) => slotOf.get(w)?.n, opts.workers);
+  // --data (grow): the workers look each other's request records up through it (explain, trace)
+  if (opts.relay || opts.grow)
+    new PrimaryRelay(
+      log,
+      (w) => slotOf.get(w)?.n,
+      () => workers,
+    );
 
   const live = () => slots.flatMap((s) => (s.worker?.isConnected() ? [s.worker] : []));
 

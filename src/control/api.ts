@@ -88,12 +88,18 @@ export interface ControlApiOptions {
   /** doctor hook: findings about a site, returned as its warnings on POST/PUT/PATCH */
   checkSite?: (site: SiteConfig) => Promise<Finding[]>;
   /** The edge's record of a recent request by id (src/edge/request-log.ts), for `verge trace`. */
-  requests?: (id: string) => Record<string, unknown> | undefined;
+  requests?: (
+    id: string,
+  ) => Promise<Record<string, unknown> | undefined> | Record<string, unknown> | undefined;
   /**
    * The edge's newest request records of one site (newest first, at most `limit`), for the
    * console's recent requests; `id` keeps those whose request id starts with it.
    */
-  recentRequests?: (site: string, limit: number, id?: string) => Record<string, unknown>[];
+  recentRequests?: (
+    site: string,
+    limit: number,
+    id?: string,
+  ) => Promise<Record<string, unknown>[]> | Record<string, unknown>[];
   /** The full doctor for a stored site (src/doctor/site.ts); undefined when there is no such site. */
   doctor?: (name: string) => Promise<unknown | undefined>;
   /**
@@ -551,13 +557,13 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
   });
   on('GET', '/api/v1/requests/:id', async (req) => {
     const id = param(req, 'id');
-    const rec = opts.requests?.(id);
+    const rec = await opts.requests?.(id);
     if (!rec) throw requestNotFound(id);
     return rec;
   });
   on('GET', '/api/v1/requests/:id/explanation', async (req) => {
     const id = param(req, 'id');
-    const rec = opts.requests?.(id);
+    const rec = await opts.requests?.(id);
     if (!rec) throw requestNotFound(id);
     return { id, text: explainRecord(rec), record: rec };
   });
@@ -579,7 +585,7 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
       });
     if (errors.length > 0) throw badInput(errors, 'the query');
     if (!(await getSite(store, name))) throw notFoundSite(name);
-    const items = (opts.recentRequests?.(name, limit, id || undefined) ?? []).map(requestSummary);
+    const items = ((await opts.recentRequests?.(name, limit, id || undefined)) ?? []).map(requestSummary);
     return { items };
   });
   on('GET', '/api/v1/nodes', async () => ({ items: await nodeViews(store, now(), opts.clusterHead?.()) }));

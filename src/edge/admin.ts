@@ -441,6 +441,9 @@ export class AdminServer {
         return Promise.resolve(this.#requests.lookup(op.id) ?? null);
       case 'metrics':
         return Promise.resolve(this.#opts.edge.metrics.snapshot());
+      case 'recent':
+        // file mode has no per-site request list in its admin API: nothing to answer
+        return Promise.resolve([]);
     }
   }
 

@@ -29,7 +29,9 @@ export type RelayOp =
   /** the access-log record of a request the worker served (GET /api/v1/requests/:id) */
   | { kind: 'request'; id: string }
   /** the worker's /metrics numbers (a MetricsSnapshot), for a scrape of the whole edge */
-  | { kind: 'metrics' };
+  | { kind: 'metrics' }
+  /** the worker's latest requests of a site, newest first (the console's recent requests) */
+  | { kind: 'recent'; site: string; limit: number; id?: string };
 
 /** What the asking worker gets back: each answering worker's result by its slot number. */
 export interface RelayAnswer {
@@ -120,7 +122,7 @@ interface Pending {
 export class PrimaryRelay {
   readonly #log: Logger;
   readonly #slotOf: (w: Worker) => number | undefined;
-  readonly #slots: number;
+  readonly #slots: () => number;
   readonly #pending = new Map<string, Pending>();
   /** the worker serving each slot, from its hello until it exits */
   readonly #ready = new Map<number, Worker>();
@@ -129,11 +131,11 @@ export class PrimaryRelay {
   /** purges a slot must apply before its next worker serves */
   readonly #owed = new Map<number, Owed[]>();
 
-  /** slots: the worker slots, 1..slots */
-  constructor(log: Logger, slotOf: (w: Worker) => number | undefined, slots: number) {
+  /** slots: the worker slots, 1..slots (a function where the count grows: `--data` reads it late) */
+  constructor(log: Logger, slotOf: (w: Worker) => number | undefined, slots: number | (() => number)) {
     this.#log = log;
     this.#slotOf = slotOf;
-    this.#slots = slots;
+    this.#slots = typeof slots === 'number' ? () => slots : slots;
     cluster.on('message', (w, msg: unknown) => {
       if (isRelayMsg(msg)) this.#onMessage(w, msg);
     });
@@ -151,7 +153,7 @@ export class PrimaryRelay {
     const askerSlot = this.#slotOf(asker);
     const slots: number[] = [];
     if (msg.to === 'others') {
-      for (let n = 1; n <= this.#slots; n++) if (n !== askerSlot) slots.push(n);
+      for (let n = 1, all = this.#slots(); n <= all; n++) if (n !== askerSlot) slots.push(n);
     } else slots.push(msg.to);
     const p: Pending = {
       asker,
