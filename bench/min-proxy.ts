@@ -33,3 +33,5 @@ http
     );
   })
   .listen(Number(process.env['MIN_PROXY_PORT'] ?? 18102), '127.0.0.1');
+// a clean exit on SIGTERM, so `node --cpu-prof` writes its profile (bench/passthru.sh)
+process.on('SIGTERM', () => process.exit(0));
