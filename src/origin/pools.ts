@@ -5,6 +5,8 @@
  * Pools outlive config reloads when their key is unchanged, keeping warm keep-alive connections.
  */
 import { createHash } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { type Dispatcher, Pool } from 'undici';
 import { VergeError } from '../core/errors.js';
 import { type ConnectTarget, undiciConnector } from './connector.js';
@@ -31,15 +33,8 @@ interface Waiting {
   cancelled: boolean;
 }
 
-/** The handler callbacks after which a request no longer holds its connection. */
-const FINAL_CALLBACKS = [
-  'onResponseEnd',
-  'onResponseError',
-  'onRequestUpgrade',
-  'onComplete',
-  'onError',
-  'onUpgrade',
-];
+/** The legacy handler API's callbacks after which a request no longer holds its connection. */
+const LEGACY_FINAL_CALLBACKS = ['onComplete', 'onError', 'onUpgrade'];
 
 /**
  * An undici Pool with at most `maxConnections` requests in flight (so at most that many
@@ -100,26 +95,16 @@ export class CappedPool extends Pool {
 
   #send(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     this.#inflight++;
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      this.#inflight--;
-      this.#next();
-    };
-    // Delegate every callback to the caller's handler; the final ones release the slot first,
-    // so a retry the caller dispatches from inside them finds it free.
-    const wrapped = Object.create(handler) as Record<string, unknown>;
-    for (const name of FINAL_CALLBACKS) {
-      const fn = (handler as Record<string, unknown>)[name];
-      if (typeof fn !== 'function') continue;
-      wrapped[name] = (...args: unknown[]) => {
-        release();
-        return (fn as (...a: unknown[]) => unknown).apply(handler, args);
-      };
-    }
-    return super.dispatch(opts, wrapped as Dispatcher.DispatchHandler);
+    // undici tells the two handler APIs apart by onRequestStart (unwrap-handler.js)
+    if (handler.onRequestStart) return super.dispatch(opts, new Releasing(handler, this.#release));
+    return super.dispatch(opts, legacyReleasing(handler, this.#release));
   }
+
+  /** A request finished: its slot goes to the next one waiting. */
+  readonly #release = (): void => {
+    this.#inflight--;
+    this.#next();
+  };
 
   #next(): void {
     while (this.#inflight < this.#max) {
@@ -128,6 +113,86 @@ export class CappedPool extends Pool {
       if (!w.cancelled) this.#send(w.opts, w.handler);
     }
   }
+}
+
+/**
+ * The caller's handler, with its slot released before the final callback (onResponseEnd,
+ * onResponseError, onRequestUpgrade), so a retry the caller dispatches from inside them finds
+ * the slot free. One small object of a fixed shape per request: an earlier version built
+ * Object.create(handler) with a closure per callback, and a fresh object used as a prototype
+ * costs V8 a prototype map each time (a sixth of the pass-through's allocations, bench/passthru.sh).
+ * Verge's handlers use the controller API only (onRequestStart ... onResponseError).
+ */
+class Releasing implements Dispatcher.DispatchHandler {
+  #released = false;
+  constructor(
+    readonly handler: Dispatcher.DispatchHandler,
+    readonly release: () => void,
+  ) {}
+
+  #done(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.release();
+  }
+
+  onRequestStart(c: Dispatcher.DispatchController, context: unknown): void {
+    this.handler.onRequestStart?.(c, context);
+  }
+
+  onRequestUpgrade(
+    c: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: IncomingHttpHeaders,
+    socket: Duplex,
+  ): void {
+    this.#done();
+    this.handler.onRequestUpgrade?.(c, statusCode, headers, socket);
+  }
+
+  onResponseStart(
+    c: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: IncomingHttpHeaders,
+    statusMessage?: string,
+  ): void {
+    this.handler.onResponseStart?.(c, statusCode, headers, statusMessage);
+  }
+
+  onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.handler.onResponseData?.(c, chunk);
+  }
+
+  onResponseEnd(c: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
+    this.#done();
+    this.handler.onResponseEnd?.(c, trailers);
+  }
+
+  onResponseError(c: Dispatcher.DispatchController, err: Error): void {
+    this.#done();
+    this.handler.onResponseError?.(c, err);
+  }
+}
+
+/** Releasing for a handler of undici's legacy API (onConnect ... onComplete): not on the hot path. */
+function legacyReleasing(
+  handler: Dispatcher.DispatchHandler,
+  release: () => void,
+): Dispatcher.DispatchHandler {
+  let released = false;
+  const wrapped = Object.create(handler) as Record<string, unknown>;
+  for (const name of LEGACY_FINAL_CALLBACKS) {
+    const fn = (handler as Record<string, unknown>)[name];
+    if (typeof fn !== 'function') continue;
+    wrapped[name] = (...args: unknown[]) => {
+      if (!released) {
+        released = true;
+        release();
+      }
+      return (fn as (...a: unknown[]) => unknown).apply(handler, args);
+    };
+  }
+  return wrapped as Dispatcher.DispatchHandler;
 }
 
 /** A controller for a request that holds no connection (waiting, or refused). */
