@@ -114,6 +114,16 @@ interface ConnState {
   h2: boolean;
 }
 
+/**
+ * The visitor socket's high-water mark on the HTTP port (read and write side; Node 20's default
+ * is 16 KiB). An origin body arrives in chunks of up to 64 KiB (one socket read); with 16 KiB,
+ * every such chunk said "full" and paused the origin parser until the next 'drain', one pause and
+ * resume per chunk even for a visitor that takes the bytes at once. At 128 KiB a chunk goes
+ * through unpaused unless the visitor is really behind. Still bounded: what a connection holds
+ * before the origin is paused is this plus one chunk (bench/passthru.sh, docs/benchmarks.md).
+ */
+const VISITOR_HIGH_WATER_MARK = 128 * 1024;
+
 export class Edge {
   #runtime: Runtime;
   /** rate-limit buckets and the GeoIP database, kept across reloads */
@@ -279,6 +289,7 @@ export class Edge {
           joinDuplicateHeaders: false,
           insecureHTTPParser: false,
           connectionsCheckingInterval: 1000,
+          highWaterMark: VISITOR_HIGH_WATER_MARK,
         },
         httpHandler,
       );
