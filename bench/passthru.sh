@@ -16,7 +16,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 N=${N:-3}
 D=${D:-5}
-BASE=${PORT_BASE:-$((40000 + RANDOM % 20000))}
+# below the ephemeral range (32768-60999), where outgoing connections would collide
+BASE=${PORT_BASE:-$((21000 + RANDOM % 9000))}
 P_ORIGIN=$BASE P_NGX=$((BASE + 1)) P_MIN=$((BASE + 2)) P_VERGE=$((BASE + 3)) P_VERGE_B=$((BASE + 4))
 ONLY=${ONLY:-nginx min verge${VERGE_B:+ verge-b}}
 SIZES=${SIZES:-1k 100k}
@@ -86,7 +87,7 @@ if has verge; then
 fi
 if has verge-b; then
   verge_config "$P_VERGE_B" >"$dir/verge-b.yaml"
-  node "$VERGE_B/dist/src/cli/main.js" serve --config "$dir/verge-b.yaml" >"$dir/verge-b.log" 2>&1 &
+  node ${VERGE_NODE_OPTS:-} "$VERGE_B/dist/src/cli/main.js" serve --config "$dir/verge-b.yaml" >"$dir/verge-b.log" 2>&1 &
   pids+=($!) port[verge-b]=$P_VERGE_B pid[verge-b]=$!
 fi
 for s in $ONLY; do
@@ -97,6 +98,7 @@ done
 cpu() { cat "/proc/$1/stat" $(pgrep -P "$1" | sed 's|.*|/proc/&/stat|') 2>/dev/null | awk '{s += $14 + $15} END {print s}'; }
 tck=$(getconf CLK_TCK)
 if [[ -n "${HOLD:-}" ]]; then # keep the servers up for HOLD seconds (strace, perf), measure nothing
+  echo "dir $dir"
   for s in $ONLY; do echo "$s port ${port[$s]} pid ${pid[$s]} children $(pgrep -P "${pid[$s]}" | tr '\n' ' ')"; done
   sleep "$HOLD"
   exit 0
