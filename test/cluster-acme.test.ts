@@ -20,6 +20,7 @@ import { type EtcdCluster, startEtcd } from './helpers/etcd.js';
 import { freePort } from './helpers/nginx.js';
 import { type HttpOrigin, httpOrigin } from './helpers/origins.js';
 import { type Pebble, startPebble } from './helpers/pebble.js';
+import { until as poll } from './helpers/poll.js';
 import { type EdgeProc, startEdgeProc } from './helpers/proc.js';
 
 const TTL = 3;
@@ -49,20 +50,8 @@ function tempDir(): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms (${String(last ?? '')})`);
-    await sleep(200);
-  }
-}
+const until = <T>(what: string, f: () => Promise<T | undefined>, timeoutMs: number): Promise<T> =>
+  poll(what, f, timeoutMs, 200);
 
 /** The fingerprint of the certificate the edge presents for SITE (verified against pebble's root). */
 function servedFingerprint(port: number, root: string): Promise<string> {

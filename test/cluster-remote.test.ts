@@ -15,6 +15,7 @@ import { stringify } from 'yaml';
 import { type ControlProc, startControlProc } from './helpers/control.js';
 import { dig } from './helpers/dns.js';
 import { freePort, type HttpOrigin, httpOrigin } from './helpers/origins.js';
+import { until as poll } from './helpers/poll.js';
 import { type EdgeProc, type LogLine, runCli, startEdgeProc } from './helpers/proc.js';
 
 const dirs: string[] = [];
@@ -52,20 +53,8 @@ function get(
   });
 }
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms (${String(last ?? '')})`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const until = <T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> =>
+  poll(what, f, timeoutMs, 200);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

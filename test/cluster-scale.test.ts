@@ -15,6 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { type ControlProc, startControlProc } from './helpers/control.js';
 import { freePort, type HttpOrigin, httpOrigin } from './helpers/origins.js';
+import { until as poll } from './helpers/poll.js';
 import { type EdgeProc, type LogLine, runCli, startEdgeProc } from './helpers/proc.js';
 
 const EDGES = 4;
@@ -65,20 +66,8 @@ function get(port: number, host: string, path: string): Promise<Got> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms (${String(last ?? '')})`);
-    await sleep(100);
-  }
-}
+const until = <T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> =>
+  poll(what, f, timeoutMs, 100);
 
 const dataDir = tempDir();
 let clusterPort = 0;

@@ -14,6 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import { rendezvousOrder, TierAllow } from '../src/cluster/parents.js';
 import { createCa, createCsr, issueClientCert } from '../src/tls/pki.js';
 import { freePort, type HttpOrigin, httpOrigin } from './helpers/origins.js';
+import { until as poll } from './helpers/poll.js';
 import { type EdgeProc, type LogLine, runCli, startEdgeProc } from './helpers/proc.js';
 
 const dirs: string[] = [];
@@ -49,20 +50,8 @@ function get(port: number, host: string, path: string): Promise<Got> {
   });
 }
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms (${String(last ?? '')})`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const until = <T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> =>
+  poll(what, f, timeoutMs, 100);
 
 let origin: HttpOrigin;
 const hits = new Map<string, number>();
