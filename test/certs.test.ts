@@ -704,6 +704,6 @@ test('two CAs that signed each other: the path from the first does not come back
   });
   const r = validateCertificate({ chainPem: chain(a, b), keyPem: a.keyPem, trusted: [] });
   assert.deepEqual(messages(r), [
-    'the chain ends at CN=Cross B, issued by CN=Cross A, which is not included and not a trusted root: append the intermediate certificates your CA gave you (often a file called chain.pem, ca-bundle or intermediate.crt), after the leaf',
+    "the chain never reaches a root: CN=Cross B is issued by CN=Cross A, which is certificate 1 in the chain, so the certificates issued each other in a loop and none of them is a trusted root: end the chain with the intermediate your CA's root issued (the chain file your CA gave you), or add that root to the trusted roots",
   ]);
 });

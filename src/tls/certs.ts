@@ -350,9 +350,15 @@ export function validateCertificate(input: {
     if (!isSelfSigned(top)) {
       const trusted = input.trusted ? parseTrusted(input.trusted) : defaultTrusted();
       if (!trusted.some((root) => issuedBy(top, root))) {
+        // The path stops either because the issuer is missing or because it is already on the
+        // path (certificates that signed each other, e.g. two cross-signed CAs): saying "not
+        // included" about a certificate the user did include would send them looking for it.
+        const loop = path.find((j) => issuedBy(top, certs[j]!));
         certProblem(
           'CHAIN_INCOMPLETE',
-          `the chain ends at ${describe(top)}, issued by ${oneLine(top.issuer)}, which is not included and not a trusted root: append the intermediate certificates your CA gave you (often a file called chain.pem, ca-bundle or intermediate.crt), after the leaf`,
+          loop !== undefined
+            ? `the chain never reaches a root: ${describe(top)} is issued by ${oneLine(top.issuer)}, which is certificate ${loop + 1} in the chain, so the certificates issued each other in a loop and none of them is a trusted root: end the chain with the intermediate your CA's root issued (the chain file your CA gave you), or add that root to the trusted roots`
+            : `the chain ends at ${describe(top)}, issued by ${oneLine(top.issuer)}, which is not included and not a trusted root: append the intermediate certificates your CA gave you (often a file called chain.pem, ca-bundle or intermediate.crt), after the leaf`,
         );
       }
     }
