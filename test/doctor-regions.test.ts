@@ -5,12 +5,21 @@
 // here, the cases that one does not produce: the control plane failing where a region works,
 // an edge that could not probe, and regions whose views are collapsed into one line each.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { siteSchema } from '../src/config/schema.js';
+import { KEYS, PROBE_KIND } from '../src/control/model.js';
 import { originFindings } from '../src/doctor/origin-checks.js';
 import { type OriginFacts, probeOrigin } from '../src/doctor/probe.js';
-import { type RegionAnswer, regionFindings } from '../src/doctor/regions.js';
+import {
+  askRegionsShared,
+  type RegionAnswer,
+  regionFindings,
+} from '../src/doctor/regions.js';
 import type { DoctorContext, DoctorSite } from '../src/doctor/types.js';
+import { openSqliteStore, type SqliteStore } from '../src/store/sqlite.js';
 import { freePort, type HttpOrigin, httpOrigin } from './helpers/origins.js';
 
 const ctx: DoctorContext = { now: Date.now(), timeoutMs: 2000, originCaAvailable: true };
@@ -108,5 +117,59 @@ describe('regionFindings', () => {
     );
     assert.equal(r.regions[0]?.status, 'failed');
     assert.match(r.regions[0]!.summary, /^could not probe: its facts could not be read: /);
+  });
+});
+
+describe('region probes shared between doctors of one site', () => {
+  // An edge as the cluster endpoint would record it: it answers every probe naming it by storing
+  // its answer under region-probes/<id>/<node> (what POST /cluster/v1/probes writes).
+  async function withStore(fn: (store: SqliteStore, rounds: () => number) => Promise<void>): Promise<void> {
+    const dir = mkdtempSync(join(tmpdir(), 'verge-regions-'));
+    const store = openSqliteStore({ file: join(dir, 'verge.db') });
+    let appended = 0;
+    const stop = store.watch(await store.revision(), async (c) => {
+      if (c.type !== 'append' || c.kind !== PROBE_KIND) return;
+      appended++;
+      const req = c.value as { id: string; nodes: string[] };
+      for (const node of req.nodes)
+        await store.put(KEYS.regionProbeAnswer(req.id, node), {
+          node,
+          revision: 1,
+          ms: 1,
+          error: { code: 'X', message: 'x' },
+        });
+    });
+    try {
+      await fn(store, () => appended);
+    } finally {
+      stop();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const edges = [{ id: 'n-eu', region: 'eu' }];
+
+  test('doctors at the same time share one round; a later doctor or a changed site asks again', async () => {
+    await withStore(async (store, appended) => {
+      const all = await Promise.all(
+        Array.from({ length: 5 }, () => askRegionsShared(store, 'www.example', 3, edges)),
+      );
+      assert.equal(appended(), 1, 'five doctors at once: one round of probes');
+      for (const a of all) assert.equal(a[0]?.answer?.node, 'n-eu');
+      await askRegionsShared(store, 'www.example', 3, edges);
+      assert.equal(appended(), 2, 'a doctor after the round finished: a new round (never a stale answer)');
+      await Promise.all([
+        askRegionsShared(store, 'www.example', 3, edges),
+        askRegionsShared(store, 'www.example', 4, edges),
+        askRegionsShared(store, 'other.example', 4, edges),
+      ]);
+      assert.equal(appended(), 5, 'another revision of the site, another site: their own rounds');
+      // the requests and answers are swept once each round is over
+      const left = await store.snapshot(KEYS.regionProbesPrefix);
+      assert.deepEqual(
+        left.entries.map((e) => e.key),
+        [],
+      );
+    });
   });
 });

@@ -76,6 +76,35 @@ export function regionEdges(docs: ReadonlyMap<string, JsonValue>, now: number): 
     .map(([region, n]) => ({ id: n.id, region, ...(n.name ? { name: n.name } : {}) }));
 }
 
+/** Rounds in flight per store, by site, site revision, edges asked and wait (askRegionsShared). */
+const rounds = new WeakMap<ConfigStore, Map<string, Promise<RegionAnswer[]>>>();
+
+/**
+ * askRegions, shared: doctors of the same site (same stored revision, same edges) that run at the
+ * same time share one round of probes. Each round is two store writes and a change every edge
+ * receives, and the doctor is open to viewers: many clients asking at once must not become a
+ * round each. A finished round is not reused: a doctor run again after a fix outside the site's
+ * config (the origin's firewall, an edge stopped) must see the world as it is then.
+ */
+export function askRegionsShared(
+  store: ConfigStore,
+  site: string,
+  siteRevision: number,
+  edges: RegionEdge[],
+  opts: { waitMs?: number } = {},
+): Promise<RegionAnswer[]> {
+  let inFlight = rounds.get(store);
+  if (!inFlight) rounds.set(store, (inFlight = new Map()));
+  const key = JSON.stringify([site, siteRevision, edges.map((e) => e.id), opts.waitMs ?? REGION_WAIT_MS]);
+  const known = inFlight.get(key);
+  if (known) return known;
+  const round = askRegions(store, site, edges, opts);
+  inFlight.set(key, round);
+  const done = () => inFlight.delete(key);
+  round.then(done, done);
+  return round;
+}
+
 /**
  * Asks `edges` to probe the origin of `site` and waits at most `waitMs` for their answers.
  * Resolves with one entry per edge (without `answer` when it did not answer in time). Rejects

@@ -15,7 +15,7 @@ import { dnsCheck, type ZoneChain, zoneChainCheck } from './dns.js';
 import { edgeCertCheck } from './edge-cert.js';
 import { fixCommands } from './fixes.js';
 import { internalFinding, originWarnings, problemsOf, runDoctor, verdictOf } from './index.js';
-import { askRegions, type RegionAnswer, regionEdges, regionFindings } from './regions.js';
+import { askRegionsShared, type RegionAnswer, regionEdges, regionFindings } from './regions.js';
 import type {
   Check,
   DoctorContext,
@@ -177,9 +177,13 @@ export async function doctorStoredSite(
   const asked = regionEdges(docs, Date.now());
   const asking: Promise<RegionAnswer[] | Error> | undefined =
     asked.length > 0
-      ? askRegions(store, name, asked, opts.regionWaitMs ? { waitMs: opts.regionWaitMs } : {}).catch(
-          (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
-        )
+      ? askRegionsShared(
+          store,
+          name,
+          siteRevision,
+          asked,
+          opts.regionWaitMs ? { waitMs: opts.regionWaitMs } : {},
+        ).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))))
       : undefined;
   let report: DoctorReport;
   let regionPart: { findings: Finding[]; regions?: RegionView[] } = { findings: [] };
