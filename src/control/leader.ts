@@ -23,6 +23,7 @@ import type { Logger } from '../core/log.js';
 import { EtcdStore } from '../store/etcd.js';
 import type { ConfigStore, JsonValue } from '../store/types.js';
 import { AcmeManager, type AcmeManagerOptions } from './acme.js';
+import { asRecord, KEYS, type NodeRecord } from './model.js';
 
 /** Who a control instance is: stored in the election key, shown by the API and `verge nodes`. */
 export interface ControlInstance {
@@ -280,9 +281,62 @@ class EtcdElection implements LeaderElection {
   }
 }
 
-/** Log entries kept behind the newest revision; older ones are compacted away every 10 minutes. */
+/** Log entries kept behind the newest revision at the least; compaction runs every 10 minutes. */
 export const KEEP_LOG_ENTRIES = 10_000;
+/**
+ * A node seen within this long keeps the log from its applied revision on (up to
+ * MAX_KEEP_LOG_ENTRIES), so an edge back from an outage of up to an hour resumes from the log.
+ */
+export const KEEP_FOR_AWAY_MS = 60 * 60_000;
+/** The most entries kept for nodes that are away: a node gone for good cannot pin the log. */
+export const MAX_KEEP_LOG_ENTRIES = 200_000;
 const COMPACT_EVERY_MS = 10 * 60_000;
+
+/**
+ * The revision below which the log may be compacted (0: nothing to compact), given the head and
+ * the node records. Counting revisions alone was not enough: the live edges' reports are store
+ * revisions too, so with many edges 10,000 revisions could pass in minutes, and an edge away that
+ * long came back to a gap, which makes it reload the snapshot and revalidate its whole cache
+ * before serving it (docs/cluster.md). So every node seen within KEEP_FOR_AWAY_MS that is not
+ * disabled (a disabled node may not follow at all) keeps the entries after its applied revision,
+ * within MAX_KEEP_LOG_ENTRIES of the head.
+ */
+export function compactionFloor(
+  head: number,
+  nodes: readonly JsonValue[],
+  now: number,
+  keep: { entries?: number; max?: number } = {},
+): number {
+  let floor = head - (keep.entries ?? KEEP_LOG_ENTRIES);
+  const lowest = head - (keep.max ?? MAX_KEEP_LOG_ENTRIES);
+  for (const v of nodes) {
+    const n = asRecord<Partial<NodeRecord>>(v);
+    if (n.state === 'disabled' || typeof n.appliedRevision !== 'number') continue;
+    const seen = Date.parse(String(n.lastSeen ?? ''));
+    if (!(now - seen < KEEP_FOR_AWAY_MS)) continue;
+    // a watcher from revision R needs every entry above R: compact below R + 1 at most
+    floor = Math.min(floor, n.appliedRevision + 1);
+  }
+  floor = Math.max(floor, lowest);
+  return floor > 1 ? floor : 0;
+}
+
+/** One compaction of the store log (the leader's, every 10 minutes); resolves with its floor. */
+export async function compactLog(
+  store: ConfigStore,
+  opts: { now?: number; entries?: number; max?: number } = {},
+): Promise<number> {
+  const head = await store.revision();
+  const nodes = await store.snapshot(KEYS.nodesPrefix);
+  const floor = compactionFloor(
+    head,
+    nodes.entries.map((e) => e.value),
+    opts.now ?? Date.now(),
+    opts,
+  );
+  if (floor > 0) await store.compact(floor);
+  return floor;
+}
 
 /**
  * What only the leader runs (the `lead` of startElection): the ACME manager and the compaction of
@@ -297,10 +351,7 @@ export function leaderWork(o: {
   const acme = new AcmeManager({ ...o.acme, store, log });
   acme.start().catch((e: unknown) => log.error({ err: e }, 'the ACME manager could not start'));
   const compact = setInterval(() => {
-    void store
-      .revision()
-      .then((rev) => (rev - KEEP_LOG_ENTRIES > 1 ? store.compact(rev - KEEP_LOG_ENTRIES) : undefined))
-      .catch((e: unknown) => log.warn({ err: e }, 'compacting the store log failed'));
+    void compactLog(store).catch((e: unknown) => log.warn({ err: e }, 'compacting the store log failed'));
   }, COMPACT_EVERY_MS);
   compact.unref();
   return async () => {
