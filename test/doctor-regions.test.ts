@@ -13,11 +13,7 @@ import { siteSchema } from '../src/config/schema.js';
 import { KEYS, PROBE_KIND } from '../src/control/model.js';
 import { originFindings } from '../src/doctor/origin-checks.js';
 import { type OriginFacts, probeOrigin } from '../src/doctor/probe.js';
-import {
-  askRegionsShared,
-  type RegionAnswer,
-  regionFindings,
-} from '../src/doctor/regions.js';
+import { askRegionsShared, type RegionAnswer, regionFindings } from '../src/doctor/regions.js';
 import type { DoctorContext, DoctorSite } from '../src/doctor/types.js';
 import { openSqliteStore, type SqliteStore } from '../src/store/sqlite.js';
 import { freePort, type HttpOrigin, httpOrigin } from './helpers/origins.js';

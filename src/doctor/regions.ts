@@ -94,7 +94,10 @@ export function askRegionsShared(
   opts: { waitMs?: number } = {},
 ): Promise<RegionAnswer[]> {
   let inFlight = rounds.get(store);
-  if (!inFlight) rounds.set(store, (inFlight = new Map()));
+  if (!inFlight) {
+    inFlight = new Map();
+    rounds.set(store, inFlight);
+  }
   const key = JSON.stringify([site, siteRevision, edges.map((e) => e.id), opts.waitMs ?? REGION_WAIT_MS]);
   const known = inFlight.get(key);
   if (known) return known;
