@@ -11,7 +11,8 @@
 # same run, plus each Node process's CPU time per request (utime+stime from /proc).
 #   npm run build && bench/passthru.sh              (N=3 D=5; ONLY='verge min' picks systems)
 # HOLD=secs: start everything, print ports and pids, wait, stop (for strace or perf by hand).
-# VERGE_EXTRA: YAML lines added under edge:; VERGE_NODE_OPTS, MIN_NODE_OPTS: node options (--cpu-prof).
+# VERGE_EXTRA: YAML lines added under edge:; VERGE_NODE_OPTS, MIN_NODE_OPTS: node options (--cpu-prof);
+# VERGE_B_NODE_OPTS: verge-b's node options (default VERGE_NODE_OPTS), so VERGE_B=. compares options.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 N=${N:-3}
@@ -87,7 +88,7 @@ if has verge; then
 fi
 if has verge-b; then
   verge_config "$P_VERGE_B" >"$dir/verge-b.yaml"
-  node ${VERGE_NODE_OPTS:-} "$VERGE_B/dist/src/cli/main.js" serve --config "$dir/verge-b.yaml" >"$dir/verge-b.log" 2>&1 &
+  node ${VERGE_B_NODE_OPTS-${VERGE_NODE_OPTS:-}} "$VERGE_B/dist/src/cli/main.js" serve --config "$dir/verge-b.yaml" >"$dir/verge-b.log" 2>&1 &
   pids+=($!) port[verge-b]=$P_VERGE_B pid[verge-b]=$!
 fi
 for s in $ONLY; do

@@ -16,7 +16,7 @@ import { request, startEdge, type TestEdge } from './helpers/edge.js';
 import { h2Get } from './helpers/h2.js';
 import { requestId } from './helpers/origins.js';
 import { type KeyCert, leafFor, testCa } from './helpers/pki.js';
-import { onlyResponse, raw } from './helpers/raw.js';
+import { onlyResponse, parseResponses, raw } from './helpers/raw.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -79,7 +79,11 @@ let base: string;
 before(async () => {
   await origin.start();
   edge = await startEdge([
-    { name: 'cache.test', origin: { servers: [{ host: '127.0.0.1', port: origin.port }] } },
+    {
+      name: 'cache.test',
+      aliases: ['alias.cache.test'],
+      origin: { servers: [{ host: '127.0.0.1', port: origin.port }] },
+    },
   ]);
   base = `http://cache.test:${edge.httpPort}`;
 });
@@ -216,6 +220,32 @@ describe('unkeyed request headers', () => {
       'x-forwarded-proto': ['http'],
       'x-forwarded-host': ['cache.test'],
       'x-forwarded-port': [String(edge.httpPort)],
+    });
+  });
+
+  test('each request on one keep-alive connection gets the forwarding fields of its own Host', async () => {
+    // the edge builds these once per connection and reuses them while the client, Host and
+    // scheme stay the same (src/edge/handler.ts forwardingFields): a new Host must rebuild them
+    const hosts = ['cache.test', 'alias.cache.test', 'cache.test', 'alias.cache.test'];
+    const payload = hosts
+      .map(
+        (h, i) =>
+          `GET /fwd/conn-${i} HTTP/1.1\r\nHost: ${h}\r\n${i === 3 ? 'Connection: close\r\n' : ''}\r\n`,
+      )
+      .join('');
+    const reply = await raw(edge.httpPort, payload);
+    assert.deepEqual(
+      parseResponses(reply.data).map((r) => r.status),
+      [200, 200, 200, 200],
+    );
+    hosts.forEach((h, i) => {
+      assert.deepEqual(forwarding(origin.last(`/fwd/conn-${i}`).raw), {
+        'x-forwarded-for': ['127.0.0.1'],
+        forwarded: [`for=127.0.0.1;host=${h};proto=http`],
+        'x-forwarded-proto': ['http'],
+        'x-forwarded-host': [h],
+        'x-forwarded-port': [String(edge.httpPort)],
+      });
     });
   });
 

@@ -477,8 +477,6 @@ function passThrough(
   cacheReason: string | undefined,
 ): void {
   const { req, res } = ctx;
-  const rt = deps.runtime();
-  const site = ctx.site!;
   if (cacheState) {
     ctx.cacheState = cacheState;
     ctx.cacheReason = cacheReason;
@@ -488,85 +486,15 @@ function passThrough(
     ctx.httpVersion === '2.0'
       ? !(req as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders
       : cl !== undefined || req.headers['transfer-encoding'] !== undefined;
-  const state: PullState = { attempts: ctx.attempts };
-  let headSent = false;
-  /** the compressor between the origin's body and the visitor, when compressing */
-  let z: Transform | undefined;
-  res.on('close', () => {
-    if (!ctx.done && state.abort) state.abort(new Error('visitor closed the connection'));
-    if (!ctx.done) z?.destroy();
-  });
-  const send = (body: Readable | null, headers: string[]) => {
-    pull(
-      site.origin,
-      { method: req.method ?? 'GET', path, id: ctx.id, headers, body, visitorScheme: ctx.scheme },
-      cb,
-      state,
-    );
-    ctx.protocol = state.protocol;
-    ctx.protocolReason = state.protocolReason;
-  };
-  const cb: PullCallbacks = {
-    onInterim(status: number, h: IncomingHttpHeaders) {
-      forwardInterim(ctx, status, h);
-    },
-    onHead(status: number, h: IncomingHttpHeaders, _a: Attempt) {
-      ctx.phase = 'respond';
-      ctx.status = status;
-      ctx.firstByteMs = state.firstByteMs;
-      headSent = true;
-      if (deps.cache && site.cacheRules) invalidateAfterUnsafe(deps.cache, site, ctx, path, status, h);
-      // edge compression (src/edge/compress.ts) applies to uncached responses too
-      const zplan = compressionPlan(site.config.cache.compress, req.headers, status, h, lengthOf(h));
-      let out = responseHeaders(ctx, h);
-      if (zplan.vary) addVary(out);
-      if (zplan.enc) {
-        out = compressedHeaders(out, zplan.enc);
-        if (req.method !== 'HEAD') z = compressTo(ctx, createCompressor(zplan.enc, lengthOf(h)));
-      }
-      res.writeHead(status, out);
-    },
-    onData(chunk: Buffer) {
-      if (z) return z.write(chunk);
-      ctx.bytes += chunk.length;
-      // the two response types' write() overloads differ only in callback types
-      return (res as { write(c: Buffer): boolean }).write(chunk);
-    },
-    onDrain(resume: () => void) {
-      if (z) z.once('drain', resume);
-      else res.once('drain', resume);
-    },
-    onEnd() {
-      if (z) {
-        z.end();
-        return;
-      }
-      ctx.done = true;
-      res.end();
-    },
-    onError(err: VergeError, afterHead: boolean) {
-      ctx.protocol = state.protocol;
-      ctx.protocolReason = state.protocolReason;
-      if (afterHead || headSent) {
-        // The body was cut: abort the visitor's connection so a truncated body is never
-        // taken as complete (a clean end would look like success with Content-Length absent).
-        z?.destroy();
-        ctx.errorCode = err.code;
-        ctx.errorDetail = { ...err.detail, nodeCode: err.nodeCode, cause: causeMessage(err) };
-        ctx.aborted = true;
-        abortResponse(res);
-        return;
-      }
-      fail(ctx, deps, err.code, { ...err.detail, nodeCode: err.nodeCode, cause: causeMessage(err) });
-    },
-  };
+  const ex = new PassExchange(ctx, deps, path);
+  res.on('close', () => ex.closed());
   if (!hasBody) {
-    send(null, headers);
+    ex.send(null, headers);
     return;
   }
   // The whole body first (src/edge/body.ts): a slow upload never holds an origin connection,
   // and the origin gets it with a Content-Length.
-  receiveBody(req, bodyLimits(rt.config), (err, body) => {
+  receiveBody(req, bodyLimits(deps.runtime().config), (err, body) => {
     if (err) {
       if (err.code === 'CLIENT_ABORTED') {
         ctx.errorDetail = { reason: err.reason };
@@ -583,8 +511,118 @@ function passThrough(
     }
     // the temporary file goes with the exchange, however it ends
     res.once('close', () => body.dispose());
-    send(body.length > 0 ? body.stream() : null, withContentLength(headers, body.length));
+    ex.send(body.length > 0 ? body.stream() : null, withContentLength(headers, body.length));
   });
+}
+
+/**
+ * One pass-through exchange: the pull's callbacks (src/origin/pull.ts) as the methods of one
+ * object. It was an object literal of six closures plus three more closures per request, about
+ * a tenth of what the edge itself allocated per pass-through request (heap sampling,
+ * docs/benchmarks.md); pull() calls these as methods (cb.onData(...)), so `this` holds.
+ */
+class PassExchange implements PullCallbacks {
+  readonly state: PullState;
+  /** the response head went out to the visitor */
+  headSent = false;
+  /** the compressor between the origin's body and the visitor, when compressing */
+  z: Transform | undefined = undefined;
+
+  constructor(
+    readonly ctx: RequestContext,
+    readonly deps: HandlerDeps,
+    readonly path: string,
+  ) {
+    this.state = { attempts: ctx.attempts };
+  }
+
+  send(body: Readable | null, headers: string[]): void {
+    const ctx = this.ctx;
+    pull(
+      ctx.site!.origin,
+      {
+        method: ctx.req.method ?? 'GET',
+        path: this.path,
+        id: ctx.id,
+        headers,
+        body,
+        visitorScheme: ctx.scheme,
+      },
+      this,
+      this.state,
+    );
+    ctx.protocol = this.state.protocol;
+    ctx.protocolReason = this.state.protocolReason;
+  }
+
+  /** The visitor's side closed (finished or gone): a pull still running is abandoned. */
+  closed(): void {
+    if (this.ctx.done) return;
+    this.state.abort?.(new Error('visitor closed the connection'));
+    this.z?.destroy();
+  }
+
+  onInterim(status: number, h: IncomingHttpHeaders): void {
+    forwardInterim(this.ctx, status, h);
+  }
+
+  onHead(status: number, h: IncomingHttpHeaders, _a: Attempt): void {
+    const { ctx, deps } = this;
+    const site = ctx.site!;
+    const req = ctx.req;
+    ctx.phase = 'respond';
+    ctx.status = status;
+    ctx.firstByteMs = this.state.firstByteMs;
+    this.headSent = true;
+    if (deps.cache && site.cacheRules) invalidateAfterUnsafe(deps.cache, site, ctx, this.path, status, h);
+    // edge compression (src/edge/compress.ts) applies to uncached responses too
+    const zplan = compressionPlan(site.config.cache.compress, req.headers, status, h, lengthOf(h));
+    let out = responseHeaders(ctx, h);
+    if (zplan.vary) addVary(out);
+    if (zplan.enc) {
+      out = compressedHeaders(out, zplan.enc);
+      if (req.method !== 'HEAD') this.z = compressTo(ctx, createCompressor(zplan.enc, lengthOf(h)));
+    }
+    ctx.res.writeHead(status, out);
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.z) return this.z.write(chunk);
+    this.ctx.bytes += chunk.length;
+    // the two response types' write() overloads differ only in callback types
+    return (this.ctx.res as { write(c: Buffer): boolean }).write(chunk);
+  }
+
+  onDrain(resume: () => void): void {
+    if (this.z) this.z.once('drain', resume);
+    else this.ctx.res.once('drain', resume);
+  }
+
+  onEnd(): void {
+    if (this.z) {
+      this.z.end();
+      return;
+    }
+    this.ctx.done = true;
+    this.ctx.res.end();
+  }
+
+  onError(err: VergeError, afterHead: boolean): void {
+    const ctx = this.ctx;
+    ctx.protocol = this.state.protocol;
+    ctx.protocolReason = this.state.protocolReason;
+    if (afterHead || this.headSent) {
+      // The body was cut: abort the visitor's connection so a truncated body is never
+      // taken as complete (a clean end would look like success with Content-Length absent).
+      this.z?.destroy();
+      ctx.errorCode = err.code;
+      ctx.errorDetail = { ...err.detail, nodeCode: err.nodeCode, cause: causeMessage(err) };
+      ctx.aborted = true;
+      abortResponse(ctx.res);
+      return;
+    }
+    fail(ctx, this.deps, err.code, { ...err.detail, nodeCode: err.nodeCode, cause: causeMessage(err) });
+  }
 }
 
 /**
@@ -715,22 +753,48 @@ export function forwardHeaders(ctx: RequestContext, site: CompiledSite): string[
     }
     out.push(lower, raw[i + 1]!);
   }
-  const info = connInfo(req);
-  out.push(
-    ...edgeForwardingFields(
-      {
-        ip: ctx.client || info?.remoteAddress || '',
-        host: ctx.host,
-        scheme: ctx.scheme,
-        port: info?.localPort,
-      },
-      keptSent,
-    ),
-    // RFC 9110 section 7.6.3: each intermediary appends itself to Via
-    'via',
-    via ? `${via}, ${VIA}` : VIA,
-  );
+  const fields = forwardingFields(ctx, keptSent);
+  for (let i = 0; i < fields.length; i++) out.push(fields[i]!);
+  // RFC 9110 section 7.6.3: each intermediary appends itself to Via
+  out.push('via', via ? `${via}, ${VIA}` : VIA);
   return ctx.requestOps ? applyOpsFlat(out, ctx.requestOps) : out;
+}
+
+/** The last forwarding fields built on a visitor connection, and what they were built from. */
+interface ForwardingMemo {
+  ip: string;
+  host: string;
+  scheme: string;
+  fields: readonly string[];
+}
+/**
+ * By visitor connection (its socket, or its HTTP/2 session). Every
+ * request on a keep-alive connection normally has the same client, Host and scheme, so the
+ * fields (a Forwarded element and four strings, built afresh per request before) are built once
+ * per connection and reused while those stay the same.
+ */
+const forwardingMemo = new WeakMap<object, ForwardingMemo>();
+
+/** X-Forwarded-* and Forwarded for this request (src/edge/forwarded.ts), flat [name, value, ...]. */
+function forwardingFields(ctx: RequestContext, keptSent: ReadonlySet<string> | undefined): readonly string[] {
+  // an HTTP/2 request's `socket` is a proxy made per stream: its session stands for the connection
+  const socket =
+    ctx.httpVersion === '2.0'
+      ? (ctx.req as { stream?: { session?: object } }).stream?.session
+      : (ctx.req.socket as object | null);
+  // a field the site keeps and the visitor sent changes the list: not memoized (rare)
+  const memo = socket && !keptSent ? forwardingMemo.get(socket) : undefined;
+  // ctx.client is the TCP peer or what a trusted proxy said; the local port cannot change on
+  // one connection
+  if (memo && ctx.client && memo.ip === ctx.client && memo.host === ctx.host && memo.scheme === ctx.scheme)
+    return memo.fields;
+  const info = connInfo(ctx.req);
+  const ip = ctx.client || info?.remoteAddress || '';
+  const facts = { ip, host: ctx.host, scheme: ctx.scheme, port: info?.localPort };
+  if (keptSent) return edgeForwardingFields(facts, keptSent);
+  const fields = edgeForwardingFields(facts, undefined);
+  if (socket) forwardingMemo.set(socket, { ip, host: ctx.host, scheme: ctx.scheme, fields });
+  return fields;
 }
 
 /** responseHeaders() as the cache's resident-hit lookup takes it (it builds a template from it). */

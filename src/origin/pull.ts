@@ -23,6 +23,12 @@ import { type PoolRegistry, type PoolTarget, poolKey } from './pools.js';
 
 export type PullProtocol = 'http' | 'https';
 
+/** The protocol of a pull and why, in words for the log. */
+export interface ProtocolChoice {
+  readonly protocol: PullProtocol;
+  readonly reason: string;
+}
+
 /** One origin server of a compiled site, with its pools resolved once per runtime. */
 interface CompiledServer extends ServerRef {
   targets: { http: PoolTarget; https: PoolTarget };
@@ -58,6 +64,7 @@ export class CompiledOrigin {
     this.tier = tier;
     this.firstByteTimeout = cfg.timeouts.firstByte;
     this.protocol = cfg.protocol;
+    this.#choices = { http: this.#choose('http'), https: this.#choose('https') };
     this.hostHeader = cfg.hostHeader ?? siteName;
     this.maxAttempts = cfg.maxAttempts;
     this.health = health;
@@ -111,8 +118,18 @@ export class CompiledOrigin {
     return p;
   }
 
-  /** The protocol for a pull and why, in words for the log. */
-  chooseProtocol(visitorScheme: PullProtocol): { protocol: PullProtocol; reason: string } {
+  /**
+   * The protocol for a pull and why, in words for the log. The answers are built once (two at
+   * most): every pull asks, and a fresh object and string per request were garbage for nothing.
+   */
+  chooseProtocol(visitorScheme: PullProtocol): ProtocolChoice {
+    return this.#choices[visitorScheme];
+  }
+
+  /** set in the constructor, once `protocol` is known */
+  readonly #choices: Readonly<Record<PullProtocol, ProtocolChoice>>;
+
+  #choose(visitorScheme: PullProtocol): ProtocolChoice {
     if (this.protocol === 'follow') {
       return { protocol: visitorScheme, reason: `follow: the visitor used ${visitorScheme}` };
     }
