@@ -102,6 +102,8 @@ test('kill -9 the control leader mid-renewal: the next leader completes its orde
     email: 'ops@example.test',
   });
   await store.put('settings/log', { access: 'off' });
+  // one serving process per edge (edge.workers defaults to the core count; test/cluster-workers.test.ts has two)
+  await store.put('settings/edge', { workers: 1 });
 
   const control = async () => {
     const p = await startControlProc(

@@ -95,6 +95,8 @@ describe('the doctor checks a site from every region', { skip: skipReason() }, (
     writeFileSync(
       file,
       stringify({
+        // one serving process per edge (edge.workers defaults to the core count)
+        edge: { workers: 1 },
         cluster: { listen: `127.0.0.1:${clusterPort}` },
         sites: [{ name: SITE, origin: { servers: [{ host: NAME, port: origin.port }] } }],
       }),

@@ -62,7 +62,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function controlDir(config: Record<string, unknown>): Promise<string> {
   const dir = tempDir();
   const file = join(dir, 'import.yaml');
-  writeFileSync(file, stringify(config));
+  // one serving process per edge unless the test says otherwise (edge.workers defaults to the
+  // core count): a MISS and then a HIT must reach the same memory tier
+  const edge = typeof config['edge'] === 'object' && config['edge'] !== null ? config['edge'] : {};
+  writeFileSync(file, stringify({ ...config, edge: { workers: 1, ...edge } }));
   const r = await runCli(['config', 'import', file, '--data', dir]);
   assert.equal(r.code, 0, r.stderr);
   return dir;

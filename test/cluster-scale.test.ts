@@ -105,7 +105,8 @@ describe(`a control plane and ${EDGES} remote edges`, { timeout: 600_000 }, () =
         cluster: { listen: `127.0.0.1:${clusterPort}` },
         // a disk tier (DIR/cache of each edge): what an edge cached survives its restart, so a
         // purge it missed is seen to be applied, not just lost with the memory tier
-        edge: { cache: { disk: { path: 'cache', size: '64MiB' } } },
+        // one serving process per edge (edge.workers defaults to the core count)
+        edge: { workers: 1, cache: { disk: { path: 'cache', size: '64MiB' } } },
         sites: [{ name: 'www.test', origin: { servers: [{ host: '127.0.0.1', port: origin.port }] } }],
       }),
     );
