@@ -213,6 +213,11 @@ describe('verge edge with edge.workers: 2', () => {
       const r = await cli(['purge', 'url', 'http://www.test/d']);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /^done: applied by every live edge node/m);
+      // not before slot 1 had waited for worker 2 (bounded) and said it did not answer
+      const waited = edge!
+        .logs()
+        .find((l) => String(l.msg).startsWith('edge workers did not apply a change within'));
+      assert.deepEqual(waited?.['workers'], [2]);
     } finally {
       process.kill(pid, 'SIGKILL');
     }

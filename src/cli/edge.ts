@@ -16,7 +16,7 @@ import { mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { type AddressInfo, isIP } from 'node:net';
 import { resolve } from 'node:path';
-import { ClusterFollower, ClusterRequestError } from '../cluster/follower.js';
+import { ClusterFollower, ClusterRequestError, parentsOf } from '../cluster/follower.js';
 import { join } from '../cluster/join.js';
 import {
   type NodeConfig,
@@ -29,13 +29,18 @@ import { ParentTier, TierAllow } from '../cluster/parents.js';
 import { EdgeProber } from '../cluster/probes.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
 import { AccessLog, appLogLinesDropped, createLogger, type Logger } from '../core/log.js';
+import type { StatsReport } from '../core/stats.js';
+import type { MetricsSnapshot } from '../edge/metrics.js';
+import { WorkerRelay } from '../edge/relay.js';
 import { Edge } from '../edge/server.js';
 import { EdgeStats } from '../edge/stats.js';
 import { StoreSource } from '../edge/store-source.js';
+import { FanOutFeed, RelayedFeed } from '../edge/worker-feed.js';
 import { EdgePrefetcher } from './edge-prefetch.js';
 import { sayStartError } from './listen-error.js';
 import { stopOnSignal } from './stop-signals.js';
 import { type ChildContext, childContext, startFailed, supervise } from './supervisor.js';
+import { splitDiskTier } from './worker-disk.js';
 
 /** How long a restarting edge waits to catch up before it serves anyway. */
 export const START_CATCH_UP_MS = 10_000;
@@ -81,16 +86,19 @@ function splitListen(listen: string): { host: string; port: number } {
  * As `verge serve`, the process started is a supervising primary (src/cli/supervisor.ts): it
  * checks the options and joins (once, so a refused token is said at once and never retried),
  * then forks the serving child and restarts it if it dies. The child reads DIR and serves.
+ * With edge.workers above 1 (from the control plane's edge settings, read by slot 1 as `--data`
+ * does), slot 1 asks the primary for the other slots: edges fed by slot 1 (src/edge/worker-feed.ts).
  */
 export async function edgeCmd(o: EdgeCmdOptions): Promise<number> {
   const child = childContext();
   if (!child) {
     const prepared = await prepare(o);
     if (prepared !== 0) return prepared;
-    return supervise({ log: createLogger(), workers: 1, mode: 'edge' });
+    return supervise({ log: createLogger(), workers: 1, mode: 'edge', grow: true });
   }
   const log = createLogger();
   child.reportCrashes(log);
+  if (child.slot > 1) return serveEdgeWorker(resolve(o.data!), log, child);
   return serveNode(resolve(o.data!), log, child);
 }
 
@@ -225,6 +233,18 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
   // traffic counted per site (src/edge/stats.ts), sent with every report to the control plane's
   // statistics store; cumulative per process (boot id), so a lost report loses nothing
   let traffic: EdgeStats | undefined;
+  // edge.workers above 1: the other workers' traffic and metrics, the latest of each slot, sent
+  // through the primary every edge.stats.reportInterval; the node's report carries them all
+  const workerTraffic = new Map<number, StatsReport>();
+  const workerMetrics = new Map<number, MetricsSnapshot>();
+  child.onStats((report, from) => {
+    if (!from) return;
+    workerTraffic.set(from.slot, report);
+    workerMetrics.set(from.slot, from.metrics);
+  });
+  // the other workers' feed: slot 1 answers their snapshot requests from its first moment
+  const relay = new WorkerRelay(child.slot);
+  let parents: unknown[] = [];
   // prefetch jobs from the control plane, fetched through this node's own listeners
   const prefetcher = new EdgePrefetcher({
     log,
@@ -238,17 +258,25 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
     node,
     identity,
     log,
-    stats: () => edgeRef?.metrics.summary() ?? {},
+    stats: () => edgeRef?.metrics.summaryWith([...workerMetrics.values()]) ?? {},
     tier: () => tierBound,
-    onTier: (parents, list) => {
-      parentTier?.set(parents);
-      if (list) members.update(list);
+    onTier: (list, memberList) => {
+      parentTier?.set(list);
+      if (memberList) members.update(memberList);
+      parents = list;
+      fan.tier(list);
     },
     onIdentity: (id) => {
       parentTier?.setIdentity(id);
       tierServerIdentity?.(id);
+      fan.tier(parents, true);
     },
-    traffic: () => traffic?.report(node.nodeId),
+    // one report per process (each has its boot id and cumulative counters): a worker's restart
+    // starts its own counters again without taking anything from the others
+    traffic: () => {
+      const own = traffic?.report(node.nodeId);
+      return own && workerTraffic.size > 0 ? [own, ...workerTraffic.values()] : own;
+    },
     prefetches: () => prefetcher.report(),
     onPrefetch: (record, revision) => prefetcher.run(record, revision),
     onProbe: (record, revision) => prober.run(record, revision),
@@ -262,7 +290,10 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
     post: (body) => follower.postProbe(body),
   });
   let edgeRef: Edge | undefined;
-  const source = new StoreSource({ store: follower, baseDir: dir, log, nodeId: node.nodeId });
+  // each change reaches the other workers before this one applies (and reports) it
+  const fan = new FanOutFeed(follower, relay, log);
+  relay.serve((op) => fan.answer(op));
+  const source = new StoreSource({ store: fan, baseDir: dir, log, nodeId: node.nodeId });
   let config: ResolvedConfig;
   try {
     config = await source.load();
@@ -281,16 +312,25 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
     return startFailed();
   }
   if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
+  // "auto" (the default) is already one per core here (resolveConfig)
+  const workers = config.edge.workers;
+  splitDiskTier(config, 1, workers);
+  if (workers > 1) {
+    fan.setWorkers(workers);
+    // now, before catching up with the control plane: a purge it sends meanwhile is owed to the
+    // slots still starting (src/edge/relay.ts), so none of them serves without it
+    child.setWorkers(workers);
+  }
 
   const accessLog = new AccessLog(config.accessLogFile ?? config.log.access, { log });
   child.onCrashExit(() => accessLog.flush());
-  // one edge process: it owns its listeners (see EdgeOptions.exclusiveListen)
   traffic = new EdgeStats({ topK: config.edge.stats.topK });
   const edge = new Edge(config, {
     logger: log,
     accessLog,
     challenge: source.challenge,
-    exclusiveListen: true,
+    // the only edge process owns its listeners (see EdgeOptions.exclusiveListen)
+    exclusiveListen: workers === 1,
     ...(parentTier ? { parentTier } : {}),
     stats: traffic,
   });
@@ -390,6 +430,7 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
       sites: config.sites.length,
       // the pid to signal is the primary's; this process is its worker
       pid: child.primaryPid,
+      worker: child.slot,
       workerPid: process.pid,
       revision: source.appliedRevision,
     },
@@ -397,6 +438,132 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
   );
   // the first heartbeat went out before the listeners were bound
   source.reportNow();
+  process.on('SIGUSR1', () => accessLog.reopen());
+  process.on('SIGHUP', () => log.info('SIGHUP: a remote edge follows the control plane; nothing to reload'));
+  await stopped;
+  return 0;
+}
+
+/**
+ * A serving worker of `verge edge` other than slot 1 (edge.workers above 1): an edge with its own
+ * memory tier and its `worker-N` share of the disk tier, fed by slot 1 through the primary
+ * (src/edge/worker-feed.ts), pulling through the parents slot 1 hears of. Slot 1 is the node:
+ * the stream, the report (with this worker's traffic and metrics, sent through the primary), the
+ * health endpoint, the tier port, the prober and the prefetcher.
+ */
+async function serveEdgeWorker(dir: string, log: Logger, child: ChildContext): Promise<number> {
+  let node: NodeConfig;
+  try {
+    const read = readNodeConfig(dir);
+    if (!read) {
+      say(`${dir} holds no node identity`);
+      return startFailed();
+    }
+    node = read;
+  } catch (e) {
+    say((e as Error).message);
+    return startFailed();
+  }
+  const parentTier = node.parent ? undefined : new ParentTier(node.nodeId, readIdentity(dir));
+  const relay = new WorkerRelay(child.slot);
+  const feed = new RelayedFeed({
+    relay,
+    dir,
+    slot: child.slot,
+    log,
+    onTier: (parents, identity) => {
+      // a renewed certificate is in DIR already (slot 1 writes it before it says so)
+      if (identity) parentTier?.setIdentity(readIdentity(dir));
+      parentTier?.set(parentsOf(parents));
+    },
+  });
+  // hello now: from here on the primary hands this slot every change slot 1 relays (held until
+  // the edge is attached) and, first, the purges the slot is owed
+  const caughtUp = relay.catchUp(feed.handle);
+  relay.serve(feed.handle);
+  const source = new StoreSource({
+    store: feed,
+    baseDir: dir,
+    log,
+    nodeId: node.nodeId,
+    dnsAddresses: false,
+  });
+  let config: ResolvedConfig;
+  try {
+    config = await source.load();
+  } catch (e) {
+    if (e instanceof ConfigError)
+      say(`${formatIssues(e.issues, dir)}\nverge: the config from edge worker 1 has errors; not starting`);
+    else say(`cannot get the config from edge worker 1: ${(e as Error).message}`);
+    return startFailed();
+  }
+  if (!process.env['VERGE_LOG_LEVEL']) log.level = config.log.level;
+  splitDiskTier(config, child.slot, child.workers);
+  const accessLog = new AccessLog(config.accessLogFile ?? config.log.access, { log });
+  child.onCrashExit(() => accessLog.flush());
+  const traffic = new EdgeStats({ topK: config.edge.stats.topK });
+  const edge = new Edge(config, {
+    logger: log,
+    accessLog,
+    challenge: source.challenge,
+    exclusiveListen: false,
+    ...(parentTier ? { parentTier } : {}),
+    stats: traffic,
+  });
+  edge.metrics.useProcess(() => ({
+    restarts: child.restarts(),
+    accessLogDropped: accessLog.dropped,
+    appLogDropped: appLogLinesDropped(),
+  }));
+  try {
+    await edge.start({
+      beforeListen: async () => {
+        source.attach(edge);
+        await feed.ready(edge.cache, caughtUp);
+      },
+    });
+  } catch (e) {
+    feed.close();
+    await source.close();
+    await parentTier?.close();
+    await edge.close().catch(() => undefined);
+    if (sayStartError(e)) return startFailed();
+    throw e;
+  }
+  const report = () => child.sendStats(traffic.report(node.nodeId), edge.metrics.snapshot());
+  const timer = setInterval(report, config.edge.stats.reportInterval);
+  timer.unref();
+  // installed before the "edge listening" line: whoever reads it may signal at once
+  const stopped = stopOnSignal(log, async (sig) => {
+    const timeout = edge.runtime.config.edge.limits.drainTimeout;
+    // drain() closes the listeners synchronously: "draining" means new connections are refused
+    const drained = edge.drain(timeout);
+    log.info({ signal: sig, drainTimeoutMs: timeout }, 'draining');
+    await drained;
+    clearInterval(timer);
+    // the requests served while draining reach slot 1's last report
+    report();
+    feed.close();
+    await source.close();
+    await parentTier?.close();
+    await accessLog.close();
+    log.info('stopped');
+  });
+  const addrs = edge.listenAddresses();
+  child.ready(edge.runtime.config.edge.limits.drainTimeout);
+  log.info(
+    {
+      http: addrs.http,
+      https: addrs.https,
+      node: node.nodeId,
+      sites: config.sites.length,
+      pid: child.primaryPid,
+      worker: child.slot,
+      workerPid: process.pid,
+      revision: source.appliedRevision,
+    },
+    'edge listening',
+  );
   process.on('SIGUSR1', () => accessLog.reopen());
   process.on('SIGHUP', () => log.info('SIGHUP: a remote edge follows the control plane; nothing to reload'));
   await stopped;

@@ -184,7 +184,7 @@ export interface TierMember {
   disabled?: boolean;
 }
 
-function parentsOf(v: unknown): ParentInfo[] {
+export function parentsOf(v: unknown): ParentInfo[] {
   if (!Array.isArray(v)) return [];
   return v.flatMap((p) => {
     const r = p as Record<string, unknown>;

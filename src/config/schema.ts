@@ -977,7 +977,7 @@ export const edgeSchema = z
       .union([z.number().int().min(1).max(64), z.literal('auto')])
       .default('auto')
       .describe(
-        'Edge processes sharing the listeners ("auto", the default: one per core, os.availableParallelism(), at most 64; 1: a single process). Each has its own memory tier and its own share of the disk tier. With --data (and the demo) the first runs the API, ACME and DNS too, and the others are edge nodes of the store (`<node>-wN`). A change takes a restart.',
+        'Edge processes sharing the listeners ("auto", the default: one per core, os.availableParallelism(), at most 64; 1: a single process). Each has its own memory tier and its own share of the disk tier. With --data (and the demo) the first runs the API, ACME and DNS too, and the others are edge nodes of the store (`<node>-wN`); with `verge edge` (set in the edge settings of the control plane) the first is the node the control plane sees and feeds the others. A change takes a restart.',
       ),
     cache: z
       .strictObject({

@@ -374,13 +374,16 @@ export async function startClusterEndpoint(opts: ClusterEndpointOptions): Promis
         if (report.tier) report.tier = tierAddress(report.tier, req.socket.remoteAddress);
         await reports.record(node.id, report, serial, now());
         if (report.traffic !== undefined && opts.stats) {
-          const traffic = report.traffic;
+          // one report per serving process of the node (edge.workers above 1: each has its own
+          // boot id and cumulative counters), or one
+          const all: unknown[] = Array.isArray(report.traffic) ? report.traffic : [report.traffic];
           try {
             // counted under the certificate's node, whatever the body says: one node cannot
             // move another's cursor
-            opts.stats.ingest(
-              typeof traffic === 'object' && traffic !== null ? { ...traffic, node: node.id } : traffic,
-            );
+            for (const traffic of all)
+              opts.stats.ingest(
+                typeof traffic === 'object' && traffic !== null ? { ...traffic, node: node.id } : traffic,
+              );
           } catch (e) {
             if (!(e instanceof StatsFormatError)) throw e;
             throw new ClusterError(

@@ -444,6 +444,9 @@ export class AdminServer {
       case 'recent':
         // file mode has no per-site request list in its admin API: nothing to answer
         return Promise.resolve([]);
+      default:
+        // `verge edge`'s feed (src/edge/worker-feed.ts): never sent in file mode
+        return Promise.resolve(null);
     }
   }
 

@@ -343,6 +343,42 @@ export class EdgeMetrics {
     };
   }
 
+  /**
+   * summary() for the whole edge: this process's plus the other workers' snapshots (their
+   * requests, and their memory and disk tiers, each its own); the hit ratio from the sums.
+   */
+  summaryWith(others: readonly MetricsSnapshot[]): ReturnType<EdgeMetrics['summary']> {
+    const own = this.summary();
+    if (others.length === 0) return own;
+    let { requests, bytesOut, cacheBytes, cacheObjects } = own;
+    let hits = 0;
+    let misses = 0;
+    const count = (key: string, n: number) => {
+      const state = key.split('\0')[1];
+      if (state === 'HIT' || state === 'STALE' || state === 'REVALIDATED') hits += n;
+      else if (state === 'MISS' || state === 'EXPIRED') misses += n;
+    };
+    for (const [key, t] of this.#tally) count(key, t.requests);
+    for (const snap of others) {
+      for (const [key, n, bytes] of snap.tally) {
+        requests += n;
+        bytesOut += bytes;
+        count(key, n);
+      }
+      for (const [, st] of snap.tiers) {
+        cacheBytes += st.bytes;
+        cacheObjects += st.objects;
+      }
+    }
+    return {
+      requests,
+      bytesOut,
+      hitRatio: hits + misses > 0 ? hits / (hits + misses) : 0,
+      cacheBytes,
+      cacheObjects,
+    };
+  }
+
   /** The exposition text (Prometheus 0.0.4). */
   text(): Promise<string> {
     return this.registry.metrics();

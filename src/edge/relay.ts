@@ -18,6 +18,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { PurgeMode, PurgeSelector } from '../cache/purge.js';
 import type { Logger } from '../core/log.js';
+import type { Change, SnapshotEntry } from '../store/types.js';
 import type { EdgeCache } from './cache.js';
 
 /** What one worker asks the others to do. */
@@ -31,7 +32,51 @@ export type RelayOp =
   /** the worker's /metrics numbers (a MetricsSnapshot), for a scrape of the whole edge */
   | { kind: 'metrics' }
   /** the worker's latest requests of a site, newest first (the console's recent requests) */
-  | { kind: 'recent'; site: string; limit: number; id?: string };
+  | { kind: 'recent'; site: string; limit: number; id?: string }
+  /**
+   * `verge edge` (src/cluster/worker-feed.ts): a change slot 1 took from the control plane, for
+   * the other workers to apply before slot 1 counts it as applied by the node
+   */
+  | { kind: 'feed'; change: Change }
+  /** `verge edge`: slot 1 found a gap in the control plane's log and reloaded its snapshot */
+  | { kind: 'feed-gap'; revision: number }
+  /** `verge edge`: a worker asks slot 1 for the documents it has applied (a FeedSnapshot) */
+  | { kind: 'feed-snapshot' }
+  /** `verge edge`: the tiered cache's parents changed (or the node's certificate: re-read it) */
+  | { kind: 'feed-tier'; parents: unknown[]; identity?: boolean };
+
+/** What slot 1 of `verge edge` answers a worker's `feed-snapshot`. */
+export interface FeedSnapshot {
+  revision: number;
+  entries: SnapshotEntry[];
+  /**
+   * The revision of the last full snapshot slot 1 loaded: every purge after it was relayed to
+   * the workers (or is owed to their slots); a worker whose own disk tier applied less than this
+   * revalidates all of it (src/cluster/worker-feed.ts)
+   */
+  since: number;
+  /** the tiered cache's parents, as slot 1 last heard them */
+  parents: unknown[];
+}
+
+/**
+ * Operations that must reach a slot even when its worker is down: a purge (or a relayed purge
+ * or gap of `verge edge`) is owed to the slot and applied before its next worker serves, since
+ * its disk tier (`worker-N`) outlives the process. Config changes need not be: a starting worker
+ * loads the whole snapshot.
+ */
+export function isOwedOp(op: RelayOp): boolean {
+  return (
+    op.kind === 'purge' ||
+    op.kind === 'feed-gap' ||
+    (op.kind === 'feed' && op.change.type === 'append' && op.change.kind === 'purges')
+  );
+}
+
+/** Operations a worker runs one after another, in arrival order, with its purge handler. */
+function isSerialOp(op: RelayOp): boolean {
+  return op.kind === 'purge' || op.kind === 'feed' || op.kind === 'feed-gap';
+}
 
 /** What the asking worker gets back: each answering worker's result by its slot number. */
 export interface RelayAnswer {
@@ -169,10 +214,10 @@ export class PrimaryRelay {
       const w = this.#ready.get(slot);
       if (w?.isConnected()) {
         p.waiting.add(slot);
-        if (msg.op.kind === 'purge')
+        if (isOwedOp(msg.op))
           this.#outstandingOf(slot).set(msg.rid, { op: msg.op, rid: msg.rid, asker: askerSlot });
         w.send({ verge: 'relay-op', rid: msg.rid, op: msg.op } satisfies OpMsg);
-      } else if (msg.op.kind === 'purge') {
+      } else if (isOwedOp(msg.op)) {
         // no worker serves this slot now: its next one applies the purge before serving
         this.#owe(slot, { op: msg.op, rid: msg.rid, asker: askerSlot });
         p.pending.push(slot);
@@ -181,7 +226,7 @@ export class PrimaryRelay {
         p.missing.push(slot);
       }
     }
-    if (p.pending.length > 0)
+    if (p.pending.length > 0 && msg.op.kind !== 'feed-gap')
       this.#log.info(
         { workers: p.pending },
         'a purge reached worker slots that are restarting: it is applied before they serve again',
@@ -232,7 +277,7 @@ export class PrimaryRelay {
     for (const owed of unanswered?.values() ?? []) this.#owe(slot, owed);
     for (const [rid, p] of this.#pending) {
       if (!p.waiting.delete(slot)) continue;
-      if (p.op.kind === 'purge') p.pending.push(slot);
+      if (isOwedOp(p.op)) p.pending.push(slot);
       else p.missing.push(slot);
       this.#maybeAnswer(rid);
     }
@@ -344,13 +389,14 @@ export class WorkerRelay {
         };
         if (!this.#send({ verge: 'relay-hello', slot: this.slot } satisfies HelloMsg)) this.#owed([]);
       });
-      const results: unknown[] = [];
-      for (const op of owed)
-        results.push(
-          await this.#serial(op).catch((err: unknown) => ({
+      // queued on the serial chain at once, so that operations arriving meanwhile run after them
+      const results = await Promise.all(
+        owed.map((op) =>
+          this.#serial(op).catch((err: unknown) => ({
             error: err instanceof Error ? err.message : String(err),
           })),
-        );
+        ),
+      );
       if (owed.length > 0)
         this.#send({
           verge: 'relay-owed-done',
@@ -380,12 +426,12 @@ export class WorkerRelay {
   }
 
   #runnable(op: RelayOp): boolean {
-    return op.kind === 'purge' ? (this.#purge ?? this.#handler) !== undefined : this.#handler !== undefined;
+    return isSerialOp(op) ? (this.#purge ?? this.#handler) !== undefined : this.#handler !== undefined;
   }
 
   /** Purges one at a time: the disk store logs each before applying it. */
   #serial(op: RelayOp): Promise<unknown> {
-    const handler = op.kind === 'purge' ? (this.#purge ?? this.#handler) : this.#handler;
+    const handler = isSerialOp(op) ? (this.#purge ?? this.#handler) : this.#handler;
     const next = this.#purges.then(() => handler!(op));
     this.#purges = next.catch(() => undefined);
     return next;
@@ -449,7 +495,7 @@ export class WorkerRelay {
   }
 
   #run(msg: OpMsg): void {
-    const result = msg.op.kind === 'purge' ? this.#serial(msg.op) : this.#handler!(msg.op);
+    const result = isSerialOp(msg.op) ? this.#serial(msg.op) : this.#handler!(msg.op);
     result.then(
       (r) => this.#send({ verge: 'relay-op-result', rid: msg.rid, slot: this.slot, result: r }),
       // an answer all the same, so the asker is not left waiting for the deadline
