@@ -68,6 +68,7 @@ describe('verge edge with edge.workers: 2', () => {
   let clusterPort = 0;
   let port = 0;
   let sent = 0;
+  let edgeDir = '';
   const hits = new Map<string, number>();
 
   before(async () => {
@@ -133,7 +134,7 @@ describe('verge edge with edge.workers: 2', () => {
         '--token',
         String(token.json['token']),
         '--data',
-        tempDir(),
+        (edgeDir = tempDir()),
         '--name',
         'w',
         '--http',
@@ -235,5 +236,25 @@ describe('verge edge with edge.workers: 2', () => {
     await warm('/d', 4);
     for (const g of await Promise.all(Array.from({ length: 16 }, () => visit('new.test', '/m'))))
       assert.equal(g.status, 200, g.body);
+  });
+
+  test('the whole edge stopped: a purge made meanwhile is not served by either worker after the restart', async () => {
+    await warm('/r', 2);
+    // each worker's disk share commits /r (and its record of what it applied) in the background
+    await new Promise((r) => setTimeout(r, 1500));
+    edge!.signal('SIGTERM');
+    assert.equal((await edge!.waitForExit(30_000)).code, 0);
+    // the node still counts as live for a few seconds: the purge job waits for it in vain
+    const r = await cli(['purge', 'url', 'http://www.test/r', '--timeout', '1']);
+    assert.match(r.stdout, /purge job/, r.stderr);
+    edge = await startEdgeProc({ config: {}, command: ['edge', '--data', edgeDir] });
+    port = edge.httpPort;
+    await edge.waitForLog((l) => l.msg === 'edge listening' && l['worker'] === 2, 30_000);
+    for (let round = 0; round < 4; round++)
+      for (const g of await Promise.all(Array.from({ length: 8 }, () => visit('www.test', '/r')))) {
+        assert.equal(g.status, 200);
+        assert.doesNotMatch(g.body, /^\/r #[12]$/, 'a purged copy was served');
+      }
+    await warm('/r', 4);
   });
 });

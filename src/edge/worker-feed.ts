@@ -47,9 +47,13 @@ export const FEED_WAIT_MS = 10_000;
 const SNAPSHOT_ASK_MS = 5000;
 const PERSIST_DELAY_MS = 200;
 
-/** Changes the other workers need: documents (config, certificates, challenges) and purges. */
+/**
+ * Changes the other workers need: documents (config, certificates, challenges), purges, and the
+ * control plane's pings (nothing to apply, but a worker's record of what it applied moves with
+ * them, so that a whole-edge restart finds it current: see RelayedFeed.ready()).
+ */
 function relayed(c: Change): boolean {
-  return c.type !== 'append' || c.kind === 'purges';
+  return c.type !== 'append' || c.kind === 'purges' || c.kind === 'cluster-ping';
 }
 
 /** Slot 1's side: relays each change to the other workers before applying it itself. */
@@ -96,14 +100,12 @@ export class FanOutFeed implements EdgeFeed {
     return this.#inner.watch(
       from,
       async (c) => {
-        if (relayed(c)) {
-          // the mirror first, in the same tick as the relay: a worker's snapshot taken meanwhile
-          // holds the change or is followed by it (re-applying a document is harmless)
-          if (c.type === 'put') this.#mirror.set(c.key, { key: c.key, value: c.value, revision: c.revision });
-          else if (c.type === 'delete') this.#mirror.delete(c.key);
-          this.#revision = Math.max(this.#revision, c.revision);
-          if (this.#workers > 1) await this.#fanOut({ kind: 'feed', change: c });
-        } else this.#revision = Math.max(this.#revision, c.revision);
+        // the mirror first, in the same tick as the relay: a worker's snapshot taken meanwhile
+        // holds the change or is followed by it (re-applying a document is harmless)
+        if (c.type === 'put') this.#mirror.set(c.key, { key: c.key, value: c.value, revision: c.revision });
+        else if (c.type === 'delete') this.#mirror.delete(c.key);
+        this.#revision = Math.max(this.#revision, c.revision);
+        if (this.#workers > 1 && relayed(c)) await this.#fanOut({ kind: 'feed', change: c });
         await onChange(c);
       },
       onError,
@@ -258,6 +260,11 @@ export class RelayedFeed implements EdgeFeed {
       const c = op.change;
       // a document older than the snapshot is in it; a purge is never skipped (no snapshot has it)
       if (c.type !== 'append' && c.revision < this.#snapshotRevision) return 'known';
+      // a ping: everything up to its revision was sent, and so applied here (in order)
+      if (c.type === 'append' && c.kind !== 'purges') {
+        this.#record(c.revision);
+        return 'applied';
+      }
       await this.#onChange?.(c);
       // StoreSource rebuilds the config in the next setImmediate: answered once it is built
       await new Promise((r) => setImmediate(r));
