@@ -124,6 +124,7 @@ describe('verge edge with edge.workers: 2', () => {
 
   test('two workers serve, each from its own cache; the control plane sees one node', async () => {
     const token = await ctl!.call('POST', '/api/v1/node-tokens', {});
+    edgeDir = tempDir();
     assert.equal(token.status, 201, JSON.stringify(token.json));
     edge = await startEdgeProc({
       config: {},
@@ -134,7 +135,7 @@ describe('verge edge with edge.workers: 2', () => {
         '--token',
         String(token.json['token']),
         '--data',
-        (edgeDir = tempDir()),
+        edgeDir,
         '--name',
         'w',
         '--http',

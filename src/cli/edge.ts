@@ -208,20 +208,22 @@ async function prepare(o: EdgeCmdOptions): Promise<number> {
   return 0;
 }
 
-/** The serving child: the node from DIR, fed by the control plane. */
-async function serveNode(dir: string, log: Logger, child: ChildContext): Promise<number> {
-  let node: NodeConfig;
+/** A serving child's node, from DIR; undefined (said why) when it cannot be read. */
+function childNode(dir: string): NodeConfig | undefined {
   try {
-    const read = readNodeConfig(dir);
-    if (!read) {
-      say(`${dir} holds no node identity`);
-      return startFailed();
-    }
-    node = read;
+    const node = readNodeConfig(dir);
+    if (!node) say(`${dir} holds no node identity`);
+    return node;
   } catch (e) {
     say((e as Error).message);
-    return startFailed();
+    return undefined;
   }
+}
+
+/** The serving child: the node from DIR, fed by the control plane. */
+async function serveNode(dir: string, log: Logger, child: ChildContext): Promise<number> {
+  const node = childNode(dir);
+  if (!node) return startFailed();
   const identity = readIdentity(dir);
   // tiered cache: a child pulls through the parents the control plane names; a parent serves
   // children on its tier port, and never pulls from another parent
@@ -452,18 +454,8 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
  * health endpoint, the tier port, the prober and the prefetcher.
  */
 async function serveEdgeWorker(dir: string, log: Logger, child: ChildContext): Promise<number> {
-  let node: NodeConfig;
-  try {
-    const read = readNodeConfig(dir);
-    if (!read) {
-      say(`${dir} holds no node identity`);
-      return startFailed();
-    }
-    node = read;
-  } catch (e) {
-    say((e as Error).message);
-    return startFailed();
-  }
+  const node = childNode(dir);
+  if (!node) return startFailed();
   const parentTier = node.parent ? undefined : new ParentTier(node.nodeId, readIdentity(dir));
   const relay = new WorkerRelay(child.slot);
   const feed = new RelayedFeed({
