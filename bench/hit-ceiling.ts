@@ -1,31 +1,42 @@
 // The node:http ceiling for a Verge cache HIT: a fixed 1 KiB buffer with the same 12 response
 // fields a Verge HIT of the benchmark origin's object carries (the shared harness's
 // node/ceiling.js sends 3), so a ratio measures Verge's per-request work, not header count.
-// Used by bench/hit-ab.sh; PORT (default 28391).
+// Used by bench/hit-ab.sh and bench/hit-gap.sh; PORT (default 28391). With TLS_CERT and TLS_KEY
+// (PEM files) it is node:https's fixed response instead (the HTTPS ceiling, SCHEME=https).
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 
 const body = Buffer.alloc(1024, 'a');
 const lastModified = new Date(Date.now() - 86_400_000).toUTCString();
 const date = new Date().toUTCString();
 let n = 0;
-http
-  .createServer({ keepAliveTimeout: 65_000 }, (_req, res) => {
-    res.writeHead(200, {
-      server: 'nginx/1.22.1',
-      date,
-      'content-type': 'application/octet-stream',
-      'content-length': '1024',
-      'last-modified': lastModified,
-      etag: '"6560a1b2-400"',
-      'cache-control': 'public, max-age=3600',
-      'accept-ranges': 'bytes',
-      age: '1',
-      'x-request-id': `abcdefgh${(++n).toString(36)}`,
-      'x-cache': 'HIT',
-      via: '1.1 verge',
-    });
-    res.end(body);
-  })
-  .listen(Number(process.env['PORT'] ?? 28391), '127.0.0.1');
+const cert = process.env['TLS_CERT'];
+const key = process.env['TLS_KEY'];
+const handler = (_req: http.IncomingMessage, res: http.ServerResponse) => {
+  res.writeHead(200, {
+    server: 'nginx/1.22.1',
+    date,
+    'content-type': 'application/octet-stream',
+    'content-length': '1024',
+    'last-modified': lastModified,
+    etag: '"6560a1b2-400"',
+    'cache-control': 'public, max-age=3600',
+    'accept-ranges': 'bytes',
+    age: '1',
+    'x-request-id': `abcdefgh${(++n).toString(36)}`,
+    'x-cache': 'HIT',
+    via: '1.1 verge',
+  });
+  res.end(body);
+};
+const server =
+  cert && key
+    ? https.createServer(
+        { keepAliveTimeout: 65_000, noDelay: true, cert: readFileSync(cert), key: readFileSync(key) },
+        handler,
+      )
+    : http.createServer({ keepAliveTimeout: 65_000 }, handler);
+server.listen(Number(process.env['PORT'] ?? 28391), '127.0.0.1');
 // a clean exit on Ctrl-C, so that node --cpu-prof writes its profile
 process.on('SIGINT', () => process.exit(0));

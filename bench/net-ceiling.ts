@@ -2,8 +2,12 @@
 // request head (counted by its blank line, nothing parsed) with one prebuilt buffer carrying the
 // same 12 response fields and 1 KiB body as bench/hit-ceiling.ts. No HTTP machinery at all: the
 // most a Node.js process can answer per second, against which the fast path is measured.
-// Used by bench/hit-gap.sh; PORT (default 28392).
+// Used by bench/hit-gap.sh; PORT (default 28392). With TLS_CERT and TLS_KEY (PEM files) it is
+// the bare `tls` loop instead: the same answer over a TLS socket (HTTP/1.1 by ALPN), the ceiling
+// for the HTTPS hit (SCHEME=https in bench/hit-gap.sh).
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 
 const date = new Date().toUTCString();
 const lastModified = new Date(Date.now() - 86_400_000).toUTCString();
@@ -16,14 +20,22 @@ const head =
 const response = Buffer.concat([Buffer.from(head, 'latin1'), Buffer.alloc(1024, 'a')]);
 const END = Buffer.from('\r\n\r\n');
 
-net
-  .createServer({ noDelay: true }, (socket) => {
-    socket.on('error', () => socket.destroy());
-    // wrk sends each head in one read: one answer per blank line found
-    socket.on('data', function netCeilingRead(chunk: Buffer) {
-      for (let at = chunk.indexOf(END); at >= 0; at = chunk.indexOf(END, at + 4)) socket.write(response);
-    });
-  })
-  .listen(Number(process.env['PORT'] ?? 28392), '127.0.0.1');
+const serve = (socket: net.Socket) => {
+  socket.on('error', () => socket.destroy());
+  // wrk sends each head in one read: one answer per blank line found
+  socket.on('data', function netCeilingRead(chunk: Buffer) {
+    for (let at = chunk.indexOf(END); at >= 0; at = chunk.indexOf(END, at + 4)) socket.write(response);
+  });
+};
+const cert = process.env['TLS_CERT'];
+const key = process.env['TLS_KEY'];
+const server =
+  cert && key
+    ? tls.createServer(
+        { cert: readFileSync(cert), key: readFileSync(key), ALPNProtocols: ['http/1.1'], noDelay: true },
+        serve,
+      )
+    : net.createServer({ noDelay: true }, serve);
+server.listen(Number(process.env['PORT'] ?? 28392), '127.0.0.1');
 // a clean exit on Ctrl-C, so that node --cpu-prof writes its profile
 process.on('SIGINT', () => process.exit(0));

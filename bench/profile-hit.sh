@@ -2,17 +2,19 @@
 # CPU profile of the 1 KiB HIT path (docs/benchmarks.md): Verge with edge.fastPath true and false
 # in turn, one process, access log off, in front of dist/bench/hit-ceiling.js as the origin; wrk
 # -t1 -c50 for D seconds each; prints the top frames of the serving process (self time, load run
-# only). Every process started here is stopped by its PID.
-#   D=5 TOP=10 PORT_BASE=38300 bench/profile-hit.sh
+# only). One worker (edge.workers: 1): the default is one per core, and the profile would be of
+# whichever worker took more connections. Every process started here is stopped by its PID.
+#   D=5 TOP=10 PORT_BASE=38300 [FAST="true false"] bench/profile-hit.sh
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-D=${D:-5}; TOP=${TOP:-10}; base=${PORT_BASE:-38300}
+D=${D:-5}; TOP=${TOP:-10}; base=${PORT_BASE:-38300}; FAST=${FAST:-true false}
 dir="$(mktemp -d -t verge-prof.XXXXXX)"
 PORT=$((base + 91)) node "$here/../dist/bench/hit-ceiling.js" & origin=$!
 trap 'kill $origin 2>/dev/null; tail -5 "$dir"/v-*.log 2>/dev/null' EXIT
-for fast in true false; do
+for fast in $FAST; do
   cat > "$dir/v-$fast.yaml" <<YAML
 edge:
+  workers: 1
   fastPath: $fast
   admin: { listen: "127.0.0.1:0" }
   http: { listen: ["127.0.0.1:$((base + 1))"] }
