@@ -2,8 +2,8 @@
 // up by request id from the newest record back.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { AccessLog } from '../src/core/log.js';
-import { RequestLog } from '../src/edge/request-log.js';
+import { AccessLog, type AccessRecord } from '../src/core/log.js';
+import { HitFacts, RequestLog } from '../src/edge/request-log.js';
 
 test('the last `capacity` records are found by id, older ones are forgotten', () => {
   const log = new RequestLog(3);
@@ -52,4 +52,69 @@ test('records without a string id are not kept; an attached log keeps what the A
 test('capacity must be a positive integer', () => {
   assert.throws(() => new RequestLog(0), /capacity must be a positive integer \(got 0\)/);
   assert.throws(() => new RequestLog(1.5), /got 1.5/);
+});
+
+test('a fast-path hit is kept as columns: the same record as the one built at the time, after the facts are reused', () => {
+  const log = new RequestLog(3);
+  const access = new AccessLog('off');
+  const lines: AccessRecord[] = [];
+  log.attach(access);
+  const f = new HitFacts();
+  const fill = (id: string, path: string, status: number) => {
+    f.startWall = Date.UTC(2026, 11, 6, 6, 0, 0, 123);
+    f.id = id;
+    f.site = 'a.test';
+    f.host = 'a.test';
+    f.peer = '192.0.2.7';
+    f.scheme = 'https';
+    f.method = 'HEAD';
+    f.path = path;
+    f.status = status;
+    f.bytes = 0;
+    f.total = 0.25;
+  };
+  fill('h1', '/one?x=1', 200);
+  const built = f.toRecord();
+  access.writeCompact(f);
+  // the facts object is refilled for the next request: the log must have copied, not referenced
+  fill('h2', '/two', 404);
+  access.writeCompact(f);
+  const expected = {
+    time: '2026-12-06T06:00:00.123Z',
+    id: 'h1',
+    site: 'a.test',
+    host: 'a.test',
+    client: '192.0.2.7',
+    scheme: 'https',
+    http: '1.1',
+    method: 'HEAD',
+    path: '/one?x=1',
+    status: 200,
+    bytes: 0,
+    ms: { connect: 0, tls: 0, firstByte: null, total: 0.25 },
+    cache: { state: 'HIT' },
+  };
+  assert.deepEqual(built, expected);
+  assert.deepEqual(log.lookup('h1'), expected);
+  assert.equal(
+    JSON.stringify(log.lookup('h1')),
+    JSON.stringify(expected),
+    'same field order as the log line',
+  );
+  assert.equal(log.lookup('h2')?.['status'], 404);
+  assert.equal(log.lookup('h2')?.['path'], '/two');
+  // a full record written after them replaces the oldest slot's hit, and recent() mixes both kinds
+  access.write({ id: 'full', status: 502 });
+  access.write({ id: 'full2', status: 503 });
+  assert.equal(log.lookup('h1'), undefined);
+  assert.deepEqual(
+    log.recent(5).map((r) => r['id']),
+    ['full2', 'full', 'h2'],
+  );
+  // with a listener, writeCompact hands it the built record (the log line's fields)
+  access.onRecord((r) => lines.push(r));
+  fill('h3', '/three', 200);
+  access.writeCompact(f);
+  assert.deepEqual(lines, [{ ...expected, id: 'h3', path: '/three' }]);
+  void access.close();
 });

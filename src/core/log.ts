@@ -45,6 +45,24 @@ export function createLogger(level: string = process.env['VERGE_LOG_LEVEL'] ?? '
 /** A record is any JSON-able object; the edge's shape is in src/edge/handler.ts. */
 export type AccessRecord = Record<string, unknown>;
 
+/**
+ * A request's facts held as numbers and references, its AccessRecord built only when someone
+ * reads it (the log line, `verge trace`, a listener). The hit fast paths fill one reusable object
+ * per request instead of building the record's three objects for every hit
+ * (src/edge/request-log.ts HitFacts; docs/benchmarks.md "hitplan").
+ */
+export interface CompactRecord {
+  readonly id: string;
+  toRecord(): AccessRecord;
+}
+
+/** What keeps compact records without building them (src/edge/request-log.ts RequestLog). */
+export interface RecordKeeper {
+  add(rec: AccessRecord): void;
+  /** keep what `rec` holds now: it is reused for the next request as soon as this returns */
+  addCompact(rec: CompactRecord): void;
+}
+
 /** Lines are written in batches of at least this many bytes (or at the one-second tick). */
 const BATCH_BYTES = 4096;
 /**
@@ -341,6 +359,7 @@ export interface AccessLogOptions {
 export class AccessLog {
   #sink: Sink | undefined;
   readonly #listeners = new Set<(r: AccessRecord) => void>();
+  readonly #keepers = new Set<RecordKeeper>();
   #target: string;
   readonly #say: Say;
   #dropped = 0;
@@ -390,17 +409,37 @@ export class AccessLog {
 
   /** Whether a record would go anywhere (a destination or a listener). */
   get active(): boolean {
-    return this.#sink !== undefined || this.#listeners.size > 0;
+    return this.#sink !== undefined || this.#listeners.size > 0 || this.#keepers.size > 0;
   }
 
   write(rec: AccessRecord): void {
     this.#sink?.write(`${JSON.stringify(rec)}\n`);
     if (this.#listeners.size > 0) for (const l of this.#listeners) l(rec);
+    if (this.#keepers.size > 0) for (const k of this.#keepers) k.add(rec);
+  }
+
+  /**
+   * Write a compact record: the same line and the same listener calls as write(rec.toRecord()),
+   * but keepers copy its fields and nothing is built when there is no destination and no listener.
+   */
+  writeCompact(rec: CompactRecord): void {
+    if (this.#sink !== undefined || this.#listeners.size > 0) {
+      const full = rec.toRecord();
+      this.#sink?.write(`${JSON.stringify(full)}\n`);
+      for (const l of this.#listeners) l(full);
+    }
+    if (this.#keepers.size > 0) for (const k of this.#keepers) k.addCompact(rec);
   }
 
   onRecord(l: (r: AccessRecord) => void): () => void {
     this.#listeners.add(l);
     return () => this.#listeners.delete(l);
+  }
+
+  /** Keep every record written from now on (compact ones without building them). */
+  keep(k: RecordKeeper): () => void {
+    this.#keepers.add(k);
+    return () => this.#keepers.delete(k);
   }
 
   /** Write what is buffered now (one attempt; never blocks on a failing disk). */

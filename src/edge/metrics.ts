@@ -16,7 +16,8 @@ export interface ProcessCounts {
   appLogDropped: number;
 }
 
-interface Tally {
+/** One series' counts: verge_requests_total and verge_response_bytes_total of a site, cache state and status class. */
+export interface Tally {
   requests: number;
   bytes: number;
 }
@@ -278,6 +279,21 @@ export class EdgeMetrics {
     bytes: number,
     errorCode: string | undefined,
   ): void {
+    const t = this.counter(site, cache, status);
+    t.requests++;
+    t.bytes += bytes;
+    if (errorCode) {
+      const ek = `${site ?? '-'}\0${errorCode}`;
+      this.#errors.set(ek, (this.#errors.get(ek) ?? 0) + 1);
+    }
+  }
+
+  /**
+   * The counts record(site, cache, status, ...) adds to. Never replaced nor removed, so a caller
+   * that answers the same kind of request many times (the hit fast paths) keeps it and counts with
+   * `t.requests++; t.bytes += n`: record() without its two Map lookups per request.
+   */
+  counter(site: string | null, cache: string | undefined, status: number): Tally {
     const s = site ?? '-';
     const c = cache ?? 'none';
     const cls = Math.floor(status / 100);
@@ -302,12 +318,7 @@ export class EdgeMetrics {
       }
       if (cls >= 0 && cls <= 9) byClass[cls] = t;
     }
-    t.requests++;
-    t.bytes += bytes;
-    if (errorCode) {
-      const ek = `${s}\0${errorCode}`;
-      this.#errors.set(ek, (this.#errors.get(ek) ?? 0) + 1);
-    }
+    return t;
   }
 
   /**
