@@ -54,3 +54,36 @@ test('pipelined simple requests are taken in order, up to the first other one', 
   const partial = scanRequest(Buffer.from(`GET /1 HTTP/1.1\r\nHo`), 0, 8192);
   assert.equal(partial.kind, 'incomplete');
 });
+
+test('field names are matched as bytes: case-insensitive repeats, the Referer and the plain flag', () => {
+  const H = 'Host: a.test\r\n';
+  const scan = (s: string) => scanRequest(Buffer.from(s, 'latin1'), 0, 8192);
+  // a name repeated in another case is a repeated field (node:http would join them)
+  assert.equal(scan(`GET / HTTP/1.1\r\n${H}X-Tag: 1\r\nx-TAG: 2\r\n\r\n`).kind, 'other');
+  assert.equal(scan(`GET / HTTP/1.1\r\nHOST: a\r\nhost: a\r\n\r\n`).kind, 'other');
+  assert.equal(scan(`GET / HTTP/1.1\r\n${H}CONTENT-length: 0\r\n\r\n`).kind, 'other');
+  assert.equal(scan(`GET / HTTP/1.1\r\n${H}Connection: Keep-Alive\r\n\r\n`).kind, 'simple');
+  // names of the same length and hash-like spelling are not confused
+  const ok = scan(
+    `GET /p HTTP/1.1\r\nhOsT: a.test \r\nX-Ab: 1\r\nX-Ba: 2\r\nREFERER:  https://r.test/x\r\n\r\n`,
+  );
+  assert.equal(ok.kind, 'simple');
+  if (ok.kind !== 'simple') return;
+  assert.equal(ok.req.host, 'a.test');
+  assert.equal(ok.req.referer, 'https://r.test/x');
+  assert.equal(ok.req.plain, true);
+  assert.deepEqual(ok.req.headers, { host: 'a.test', 'x-ab': '1', 'x-ba': '2', referer: 'https://r.test/x' });
+  for (const f of [
+    'Range: bytes=0-1',
+    'If-None-Match: "x"',
+    'Authorization: Basic eA==',
+    'cache-control: no-cache',
+    'Pragma: no-cache',
+    'If-Modified-Since: Sun, 06 Dec 2026 06:00:00 GMT',
+  ]) {
+    const r = scan(`GET / HTTP/1.1\r\n${H}${f}\r\n\r\n`);
+    assert.equal(r.kind === 'simple' && r.req.plain, false, f);
+  }
+  const ae = scan(`GET / HTTP/1.1\r\n${H}Accept-Encoding: gzip\r\n\r\n`);
+  assert.equal(ae.kind === 'simple' && ae.req.plain && ae.req.referer === undefined, true);
+});

@@ -23,16 +23,49 @@
 /** Most field lines a simple request may have (node:http keeps up to 2000). */
 export const MAX_FIELDS = 64;
 
-export interface SimpleRequest {
-  method: 'GET' | 'HEAD';
-  /** the origin-form request-target, exactly as sent */
-  target: string;
-  /** the Host field value (trimmed), as node:http's req.headers.host */
-  host: string;
+/**
+ * A plainly simple request. Only what the fast path reads per request is a string (target, Host,
+ * Referer); the field lines are kept as offsets into the bytes read, and `headers` (what
+ * node:http's req.headers would hold) is built only when asked for (access rules, a cache key or
+ * Vary over request fields, a trusted proxy's client-address field).
+ */
+export class SimpleRequest {
+  #headers: Record<string, string> | undefined;
+  constructor(
+    readonly buf: Buffer,
+    readonly method: 'GET' | 'HEAD',
+    /** the origin-form request-target, exactly as sent */
+    readonly target: string,
+    /** the Host field value (trimmed), as node:http's req.headers.host */
+    readonly host: string,
+    /** the Referer field value (trimmed), when sent */
+    readonly referer: string | undefined,
+    /**
+     * none of the fields a cache lookup reads beyond the entry (src/edge/cache.ts PLAIN_EXCLUDES:
+     * Authorization, Cache-Control, Pragma, preconditions, Range)
+     */
+    readonly plain: boolean,
+    /** [name start, name end, value start, value end] per field line, in order */
+    readonly fields: Int32Array,
+    /** offset just after the head's final CRLF */
+    readonly end: number,
+  ) {}
+
   /** field names lower-cased, values trimmed of OWS: what node:http's req.headers holds */
-  headers: Record<string, string>;
-  /** offset just after the head's final CRLF */
-  end: number;
+  get headers(): Record<string, string> {
+    if (this.#headers !== undefined) return this.#headers;
+    const h: Record<string, string> = {};
+    const f = this.fields;
+    for (let i = 0; i < f.length; i += 4) {
+      h[this.buf.toString('latin1', f[i]!, f[i + 1]!).toLowerCase()] = this.buf.toString(
+        'latin1',
+        f[i + 2]!,
+        f[i + 3]!,
+      );
+    }
+    this.#headers = h;
+    return h;
+  }
 }
 
 export type Scan =
@@ -70,8 +103,69 @@ function valueByte(c: number): boolean {
   return (c >= 0x21 && c <= 0x7e) || c === SP || c === HTAB;
 }
 
-/** Fields that frame a body or change the connection: their presence makes a request not simple. */
-const NOT_SIMPLE = new Set(['content-length', 'transfer-encoding', 'upgrade', 'expect', 'http2-settings']);
+/** What a known field name means here. */
+const NOT_SIMPLE = 1;
+const HOST = 2;
+const CONNECTION = 3;
+const REFERER = 4;
+const NOT_PLAIN = 5;
+/**
+ * The field names the scan acts on, matched as bytes (case-insensitive) by length, so that no
+ * string is made for a name: fields that frame a body or change the connection (their presence
+ * makes a request not simple), Host, Connection, Referer, and those that make it not plain.
+ */
+const KNOWN: Array<Array<[Uint8Array, number]>> = [];
+for (const [name, code] of [
+  ['content-length', NOT_SIMPLE],
+  ['transfer-encoding', NOT_SIMPLE],
+  ['upgrade', NOT_SIMPLE],
+  ['expect', NOT_SIMPLE],
+  ['http2-settings', NOT_SIMPLE],
+  ['host', HOST],
+  ['connection', CONNECTION],
+  ['referer', REFERER],
+  ['authorization', NOT_PLAIN],
+  ['cache-control', NOT_PLAIN],
+  ['pragma', NOT_PLAIN],
+  ['if-match', NOT_PLAIN],
+  ['if-none-match', NOT_PLAIN],
+  ['if-modified-since', NOT_PLAIN],
+  ['if-unmodified-since', NOT_PLAIN],
+  ['if-range', NOT_PLAIN],
+  ['range', NOT_PLAIN],
+] as const) {
+  const list = KNOWN[name.length] ?? [];
+  list.push([Buffer.from(name, 'latin1'), code]);
+  KNOWN[name.length] = list;
+}
+
+/** ASCII lower case of a tchar (only letters change) */
+const LOWER = new Uint8Array(256);
+for (let c = 0; c < 256; c++) LOWER[c] = c >= 65 && c <= 90 ? c + 32 : c;
+
+/** The code of the field name in buf[n0, n1), 0 when it is none of KNOWN. */
+function knownName(buf: Buffer, n0: number, n1: number): number {
+  const list = KNOWN[n1 - n0];
+  if (list === undefined) return 0;
+  for (const [lit, code] of list) {
+    let k = 0;
+    while (k < lit.length && LOWER[buf[n0 + k]!] === lit[k]) k++;
+    if (k === lit.length) return code;
+  }
+  return 0;
+}
+
+/** Whether buf[a0, a0 + len) and buf[b0, b0 + len) are the same name, case-insensitively. */
+function sameName(buf: Buffer, a0: number, b0: number, len: number): boolean {
+  for (let k = 0; k < len; k++) if (LOWER[buf[a0 + k]!] !== LOWER[buf[b0 + k]!]) return false;
+  return true;
+}
+
+const KEEP_ALIVE = Buffer.from('keep-alive', 'latin1');
+
+/** Field offsets and name hashes of the head being scanned (reused: the scan is synchronous). */
+const offs = new Int32Array(4 * 64);
+const hashes = new Int32Array(64);
 
 const VERSION = 'HTTP/1.1';
 
@@ -124,9 +218,10 @@ export function scanRequest(buf: Buffer, start: number, maxHead: number): Scan {
   if (buf[i] !== CR || buf[i + 1] !== LF) return { kind: 'other', why: 'request-line end' };
   i += 2;
   // field lines
-  const headers: Record<string, string> = {};
   let fields = 0;
   let host: string | undefined;
+  let referer: string | undefined;
+  let plain = true;
   for (;;) {
     if (i >= limit) return ranOut();
     const c0 = buf[i]!;
@@ -139,10 +234,12 @@ export function scanRequest(buf: Buffer, start: number, maxHead: number): Scan {
     if (c0 === SP || c0 === HTAB) return { kind: 'other', why: 'obs-fold' };
     if (++fields > MAX_FIELDS) return { kind: 'other', why: 'too many fields' };
     const n0 = i;
-    for (; i < limit && TCHAR[buf[i]!]; i++);
+    // a case-insensitive hash of the name, to find a repeated one without making strings
+    let h = 0;
+    for (; i < limit && TCHAR[buf[i]!]; i++) h = (Math.imul(h, 31) + LOWER[buf[i]!]!) | 0;
     if (i >= limit) return ranOut();
     if (buf[i] !== COLON || i === n0) return { kind: 'other', why: 'field name' };
-    const name = buf.toString('latin1', n0, i).toLowerCase();
+    const n1 = i;
     i++;
     for (; i < limit && (buf[i] === SP || buf[i] === HTAB); i++);
     const v0 = i;
@@ -156,17 +253,43 @@ export function scanRequest(buf: Buffer, start: number, maxHead: number): Scan {
     let v1 = i;
     while (v1 > v0 && (buf[v1 - 1] === SP || buf[v1 - 1] === HTAB)) v1--;
     i += 2;
-    if (Object.hasOwn(headers, name)) return { kind: 'other', why: 'repeated field' };
-    if (NOT_SIMPLE.has(name)) return { kind: 'other', why: name };
-    const value = buf.toString('latin1', v0, v1);
-    if (name === 'connection' && value.toLowerCase() !== 'keep-alive')
-      return { kind: 'other', why: 'connection' };
-    if (name === 'host') host = value;
-    headers[name] = value;
+    const f = fields - 1;
+    for (let k = 0; k < f; k++) {
+      if (
+        hashes[k] === h &&
+        offs[4 * k + 1]! - offs[4 * k]! === n1 - n0 &&
+        sameName(buf, offs[4 * k]!, n0, n1 - n0)
+      )
+        return { kind: 'other', why: 'repeated field' };
+    }
+    hashes[f] = h;
+    offs[4 * f] = n0;
+    offs[4 * f + 1] = n1;
+    offs[4 * f + 2] = v0;
+    offs[4 * f + 3] = v1;
+    const code = knownName(buf, n0, n1);
+    if (code === 0) continue;
+    if (code === NOT_SIMPLE) return { kind: 'other', why: buf.toString('latin1', n0, n1).toLowerCase() };
+    if (code === HOST) host = buf.toString('latin1', v0, v1);
+    else if (code === REFERER) referer = buf.toString('latin1', v0, v1);
+    else if (code === NOT_PLAIN) plain = false;
+    else if (code === CONNECTION) {
+      if (v1 - v0 !== KEEP_ALIVE.length || !sameLower(buf, v0, KEEP_ALIVE))
+        return { kind: 'other', why: 'connection' };
+    }
   }
   if (i - start > maxHead) return tooLong();
   if (host === undefined) return { kind: 'other', why: 'no host' };
-  return { kind: 'simple', req: { method, target, host, headers, end: i } };
+  return {
+    kind: 'simple',
+    req: new SimpleRequest(buf, method, target, host, referer, plain, offs.slice(0, 4 * fields), i),
+  };
+}
+
+/** Whether buf at `at` holds `lit` (lower case) in any case. */
+function sameLower(buf: Buffer, at: number, lit: Uint8Array): boolean {
+  for (let k = 0; k < lit.length; k++) if (LOWER[buf[at + k]!] !== lit[k]) return false;
+  return true;
 }
 
 function tooLong(): Scan {
