@@ -39,6 +39,12 @@ before(async () => {
     } else if (url.startsWith('/vary')) {
       res.writeHead(200, { ...common, 'content-type': 'application/octet-stream', vary: 'accept-language' });
       res.end(`lang=${req.headers['accept-language'] ?? '-'}`);
+    } else if (url.startsWith('/short')) {
+      res.writeHead(200, {
+        'cache-control': 'public, max-age=1',
+        'content-type': 'application/octet-stream',
+      });
+      res.end(`short ${originPulls}`);
     } else if (url.startsWith('/gone')) {
       res.writeHead(404, { ...common, 'content-type': 'application/octet-stream' });
       res.end('gone');
@@ -121,6 +127,14 @@ const CONNECTIONS: string[][] = [
   [`${get('/bin')}${get('/bin')}${get('/text')}${get('/newly')}${get('/bin')}`, closing()],
   [get('/bin', 'a.test', 'Host: a.test\r\n'), closing()],
   [`GET /bin HTTP/1.1\r\nHost: a.test\r\nContent-Length: 0\r\n\r\n`, closing()],
+  // requests that are not plain (cache.ts PLAIN_EXCLUDES) take the general lookup; a Referer counts
+  [
+    get('/bin', 'a.test', 'Authorization: Basic eA==\r\n'),
+    get('/bin', 'a.test', 'Pragma: no-cache\r\n'),
+    get('/bin', 'a.test', 'Referer: https://r.test/page\r\n'),
+    get('/bin', 'a.test', 'If-Range: "b1"\r\n'),
+    closing(),
+  ],
 ];
 
 /** The bytes with Date and X-Request-Id values blanked, and the request ids seen. */
@@ -221,6 +235,23 @@ test('a miss after fast hits on one connection reaches the origin once and keeps
   assert.equal(originPulls - pulls, 1, 'one pull for the new key');
   const xcache = [...data.toString('latin1').matchAll(/x-cache: (\w+)/g)].map((m) => m[1]);
   assert.deepEqual(xcache, ['HIT', 'MISS', 'HIT', 'HIT']);
+});
+
+test('an entry past its freshness lifetime is not answered from its plain plan', async () => {
+  const pulls = originPulls;
+  await exchange(fastEdge.httpPort, [closing('/short')], false);
+  const fast = fastPathAnswers();
+  // (a request with Connection: close is node:http's: the one checked goes first)
+  const hit = await exchange(fastEdge.httpPort, [get('/short'), closing('/bin')], false);
+  assert.equal(hit.toString('latin1').match(/x-cache: (\w+)/)?.[1], 'HIT');
+  assert.equal(fastPathAnswers(), fast + 1, 'the fresh hit is the fast path answer');
+  // max-age=1 (RFC 9111 section 4.2): stale once Age reaches 1 s, so after 2.2 s it must not be a HIT
+  await new Promise((r) => setTimeout(r, 2200));
+  const before = fastPathAnswers();
+  const later = await exchange(fastEdge.httpPort, [get('/short'), closing('/bin')], false);
+  assert.equal(fastPathAnswers(), before, 'not answered by the fast path');
+  assert.notEqual(later.toString('latin1').match(/x-cache: (\w+)/)?.[1], 'HIT');
+  assert.equal(originPulls - pulls, 2, 'the stale entry went to the origin again');
 });
 
 test('edge.fastPath: false leaves every request to node:http', async () => {

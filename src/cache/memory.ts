@@ -169,6 +169,17 @@ export class MemoryStore implements CacheStore {
     return out;
   }
 
+  /**
+   * The entry stored under exactly `primary` when no variant of it is stored (a response without
+   * Vary, the common case), for the hit fast path's plain plan (src/edge/cache.ts
+   * lookupPlainHit): what variantsSync() and bodySync() give for it, in one lookup, no array.
+   * `body` says whether the body is wanted (GET; HEAD reads none).
+   */
+  plainSync(primary: string, _body: boolean): { meta: EntryMeta; body: Buffer } | undefined {
+    if (this.#variants.has(primary)) return undefined;
+    return this.#lru.get(primary);
+  }
+
   /** The whole body of a memory-resident entry, for the hit fast path (no stream). */
   bodySync(key: string): Buffer | undefined {
     return this.#lru.get(key)?.body;

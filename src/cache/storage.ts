@@ -193,6 +193,8 @@ export interface CacheStore {
    */
   variantsSync?(primary: string): EntryMeta[];
   bodySync?(key: string): Buffer | undefined;
+  /** the entry under exactly `primary` when it has no stored variants (MemoryStore.plainSync) */
+  plainSync?(primary: string, body: boolean): { meta: EntryMeta; body: Buffer } | undefined;
   /**
    * Metadata and body of a committed entry, or undefined (a miss). With `range`, only those bytes
    * (clamped to the body). A body that fails verification is dropped and reported as a miss, or,

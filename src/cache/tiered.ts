@@ -82,6 +82,16 @@ export class TieredStore implements CacheStore {
     return this.memory.variantsSync(primary);
   }
 
+  plainSync(primary: string, body: boolean): { meta: EntryMeta; body: Buffer } | undefined {
+    const e = this.memory.plainSync(primary, body);
+    // counted as bodySync() counts a GET's body read from memory
+    if (e && body) {
+      this.#memoryHits++;
+      this.disk.touch(e.meta.key);
+    }
+    return e;
+  }
+
   bodySync(key: string): Buffer | undefined {
     const b = this.memory.bodySync(key);
     if (b) {

@@ -12,7 +12,7 @@ import { PassThrough, pipeline, Readable } from 'node:stream';
 import { Coalescer, type Upstream } from '../cache/coalesce.js';
 import { DiskStore } from '../cache/disk.js';
 import { type HeaderMap, headerValue } from '../cache/headers.js';
-import { primaryKey, selectVariant, storageKey, variantKey } from '../cache/key.js';
+import { primaryKey, selectVariant, storageKey, variantKey, varyFields } from '../cache/key.js';
 import { MemoryStore } from '../cache/memory.js';
 import {
   type CacheRequest,
@@ -235,32 +235,167 @@ export function lookupResidentHit(
     body = store.bodySync(meta.key);
     if (!body || body.length !== meta.size) return primary;
   }
+  const t = hitTemplate(meta, rules, scheme, site, zplan.vary, finalHeaders);
+  ageTemplate(t, d.age);
+  return { status: meta.status, body, template: t };
+}
+
+/**
+ * The visitor head of a fresh hit on `meta`, built once per entry (and per site rules, scheme,
+ * HSTS and Vary plan): exactly serveStored()'s headers, visitorHeaders (RFC 9111 section 5.1
+ * Age), Vary for compression, the stored length, then the handler's own fields.
+ */
+function hitTemplate(
+  meta: EntryMeta,
+  rules: CacheRules,
+  scheme: 'http' | 'https',
+  site: CompiledSite,
+  vary: boolean,
+  finalHeaders: FinalHeaders,
+): HitTemplate {
   const hsts = scheme === 'https' ? site.hsts : undefined;
   let t = hitTemplates.get(meta);
-  if (!t || t.rules !== rules || t.scheme !== scheme || t.hsts !== hsts || t.vary !== zplan.vary) {
-    // exactly serveStored()'s headers: visitorHeaders (RFC 9111 section 5.1 Age), Vary for
-    // compression, the stored length; then the handler's own fields
+  if (!t || t.rules !== rules || t.scheme !== scheme || t.hsts !== hsts || t.vary !== vary) {
     const h = visitorHeaders(meta.headers, 0, rules);
-    if (zplan.vary) addVary(h);
+    if (vary) addVary(h);
     h['content-length'] = String(meta.size);
     t = {
       rules,
       scheme,
       hsts,
-      vary: zplan.vary,
+      vary,
       headers: finalHeaders('', 'HIT', scheme, site, h),
       ageSecs: 0,
       age: '0',
     };
     hitTemplates.set(meta, t);
   }
-  // RFC 9111 section 5.1: Age in whole seconds; the string changes once a second at most
-  const secs = Math.floor(Math.max(0, d.age) / 1000);
+  return t;
+}
+
+/** RFC 9111 section 5.1: Age in whole seconds; the string changes once a second at most. */
+function ageTemplate(t: HitTemplate, ageMs: number): void {
+  const secs = Math.floor(Math.max(0, ageMs) / 1000);
   if (secs !== t.ageSecs) {
     t.ageSecs = secs;
     t.age = String(secs);
   }
-  return { status: meta.status, body, template: t };
+}
+
+/**
+ * What a stored entry answers to a plain GET or HEAD (PlainShape), decided once per entry, site
+ * and scheme instead of per request: the checks lookupResidentHit() makes that depend on the
+ * entry alone, and the time until which it is fresh. `template` null: the entry is not plain
+ * (it has Vary or variants, is compressible, invalidated, or its body is not whole), and the
+ * general lookup decides.
+ */
+export interface PlainPlan {
+  site: CompiledSite;
+  rules: CacheRules;
+  hsts: string | undefined;
+  template: HitTemplate | null;
+  status: number;
+  body: Buffer;
+  /**
+   * RFC 9111 section 4.2: fresh while current_age < freshness_lifetime, where current_age =
+   * corrected_initial_age + (now - response_time): so fresh while now < this (ms).
+   */
+  freshUntil: number;
+  initialAge: number;
+  responseTime: number;
+}
+const plainPlans = new WeakMap<EntryMeta, { http?: PlainPlan; https?: PlainPlan }>();
+
+/**
+ * The request headers a plain request does not have (h1-simple.ts SimpleRequest.plain): with none
+ * of them, reuseDecision() depends on the entry alone (no Authorization, RFC 9111 section 3.5; no
+ * visitor Cache-Control or Pragma, section 5.2.1 and 5.4), evaluateConditionals() proceeds (RFC
+ * 9110 section 13.2.2: no precondition) and planRange() answers 200 (section 14.2: no Range).
+ */
+export const PLAIN_EXCLUDES = [
+  'authorization',
+  'cache-control',
+  'pragma',
+  'if-match',
+  'if-none-match',
+  'if-modified-since',
+  'if-unmodified-since',
+  'if-range',
+  'range',
+] as const;
+
+function plainPlan(
+  meta: EntryMeta,
+  body: Buffer,
+  site: CompiledSite,
+  rules: CacheRules,
+  scheme: 'http' | 'https',
+  finalHeaders: FinalHeaders,
+): PlainPlan {
+  const f = meta.freshness;
+  const plain =
+    meta.variant === '' &&
+    varyFields(headerValue(meta.headers, 'vary')).length === 0 &&
+    !meta.stale &&
+    !meta.noStale &&
+    body.length === meta.size &&
+    // compression off, or this entry never compressed whatever the request asks (the plan
+    // returned before reading the request's fields: Vary unchanged, identity body)
+    !compressionPlan(site.config.cache.compress, NO_FIELDS, meta.status, meta.headers, meta.size).vary;
+  return {
+    site,
+    rules,
+    hsts: scheme === 'https' ? site.hsts : undefined,
+    template: plain ? hitTemplate(meta, rules, scheme, site, false, finalHeaders) : null,
+    status: meta.status,
+    body,
+    freshUntil:
+      f.initialAge < f.lifetime ? f.responseTime + f.lifetime - f.initialAge : Number.NEGATIVE_INFINITY,
+    initialAge: f.initialAge,
+    responseTime: f.responseTime,
+  };
+}
+const NO_FIELDS: HeaderMap = {};
+
+/**
+ * lookupResidentHit() for a plain request (none of PLAIN_EXCLUDES, GET or HEAD) on a site whose
+ * cache key takes no request headers (no origin.keepHeaders, no cache.key): the same answer from
+ * the entry's plain plan, with one store lookup and nothing allocated. Returns the plan (its
+ * template's Age brought up to date) when it is a fresh plain hit, else the primary key it
+ * computed (the caller then runs lookupResidentHit(), which decides every other case).
+ */
+export function lookupPlainHit(
+  cache: EdgeCache,
+  site: CompiledSite,
+  rules: CacheRules,
+  scheme: 'http' | 'https',
+  method: 'GET' | 'HEAD',
+  path: string,
+  finalHeaders: FinalHeaders,
+): PlainPlan | string {
+  const primary = primaryKey(site.keySite, scheme, path, rules.query);
+  const store = cache.store;
+  if (!store.plainSync || cache.coalescer.isHitForPass(primary)) return primary;
+  const e = store.plainSync(primary, method === 'GET');
+  if (!e) return primary;
+  const meta = e.meta;
+  let plans = plainPlans.get(meta);
+  if (!plans) {
+    plans = {};
+    plainPlans.set(meta, plans);
+  }
+  let p = plans[scheme];
+  const hsts = scheme === 'https' ? site.hsts : undefined;
+  if (!p || p.site !== site || p.rules !== rules || p.hsts !== hsts) {
+    p = plainPlan(meta, e.body, site, rules, scheme, finalHeaders);
+    plans[scheme] = p;
+  }
+  const t = p.template;
+  if (t === null) return primary;
+  const now = Date.now();
+  if (now >= p.freshUntil) return primary;
+  ageTemplate(t, p.initialAge + Math.max(0, now - p.responseTime));
+  return p;
 }
 
 /**

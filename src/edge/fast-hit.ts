@@ -13,12 +13,17 @@
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type net from 'node:net';
 import type { HeaderMap } from '../cache/headers.js';
-import { type AccessLog, isoTime } from '../core/log.js';
-import { resolveClient } from '../rules/client.js';
-import { type EdgeCache, type HitTemplate, type HitWire, lookupResidentHit } from './cache.js';
+import type { AccessLog } from '../core/log.js';
+import {
+  type EdgeCache,
+  type HitTemplate,
+  type HitWire,
+  lookupPlainHit,
+  lookupResidentHit,
+} from './cache.js';
 import { socketConnInfo } from './conn-info.js';
 import { fastAccess, fastAccessAdmit } from './fast-access.js';
-import { scanRequest } from './h1-simple.js';
+import { type SimpleRequest, scanRequest } from './h1-simple.js';
 import {
   ACME_CHALLENGE_PREFIX,
   finalHeaders,
@@ -27,8 +32,9 @@ import {
   normalizeHost,
   VALID_HOST,
 } from './handler.js';
-import type { EdgeMetrics } from './metrics.js';
+import type { EdgeMetrics, Tally } from './metrics.js';
 import { socketPeer } from './peer.js';
+import { HitFacts } from './request-log.js';
 import type { Runtime } from './runtime.js';
 
 let answers = 0;
@@ -133,11 +139,22 @@ export function serveFast(
   socket.setTimeout(server.headersTimeout);
 }
 
-interface Simple {
-  method: 'GET' | 'HEAD';
-  target: string;
-  host: string;
-  headers: Record<string, string>;
+/** The access record of the request being answered (refilled per hit: the loop is synchronous). */
+const facts = new HitFacts();
+facts.http = '1.1';
+
+/**
+ * verge_requests_total's counts for HITs of the last site and status class answered: the
+ * same object EdgeMetrics.record() adds to, kept so that a hit costs no Map lookups.
+ */
+let counted: { metrics: EdgeMetrics; site: string; cls: number; tally: Tally } | undefined;
+function hitCounter(metrics: EdgeMetrics, site: string, status: number): Tally {
+  const cls = Math.floor(status / 100);
+  const c = counted;
+  if (c !== undefined && c.metrics === metrics && c.site === site && c.cls === cls) return c.tally;
+  const tally = metrics.counter(site, 'HIT', status);
+  counted = { metrics, site, cls, tally };
+  return tally;
 }
 
 /**
@@ -150,7 +167,7 @@ function answer(
   deps: FastDeps,
   rt: Runtime,
   server: H1Settings,
-  req: Simple,
+  req: SimpleRequest,
   peerOf: () => string,
 ): boolean {
   if (deps.draining()) return false;
@@ -181,51 +198,70 @@ function answer(
     if (allowed === undefined) return false;
     target = allowed;
   }
-  const hit = lookupResidentHit(
-    deps.cache,
-    site,
-    site.cacheRules,
-    scheme,
-    req.method,
-    target,
-    req.headers as HeaderMap,
-    finalHeaders,
-  );
-  if (typeof hit === 'string') return false;
-  const wire = wireOf(hit.template, hit.status);
+  // a plain request on a site whose cache key reads no request field: the entry's plain plan
+  // (cache.ts lookupPlainHit); anything else, or a plan that says no, the general lookup
+  const keySite = site.keySite;
+  const plan =
+    req.plain && !keySite.key && !keySite.origin.keepHeaders?.length
+      ? lookupPlainHit(deps.cache, site, site.cacheRules, scheme, req.method, target, finalHeaders)
+      : undefined;
+  let status: number;
+  let template: HitTemplate;
+  let body: Buffer | undefined;
+  if (plan !== undefined && typeof plan !== 'string') {
+    status = plan.status;
+    template = plan.template!;
+    body = req.method === 'GET' ? plan.body : undefined;
+  } else {
+    const hit = lookupResidentHit(
+      deps.cache,
+      site,
+      site.cacheRules,
+      scheme,
+      req.method,
+      target,
+      req.headers as HeaderMap,
+      finalHeaders,
+    );
+    if (typeof hit === 'string') return false;
+    status = hit.status;
+    template = hit.template;
+    body = hit.body;
+  }
+  const wire = wireOf(template, status);
   if (!wire) return false;
   // answered here from now on: the rate limits count it (nothing was taken before this point)
   if (!site.noRules) fastAccessAdmit();
   answers++;
   const id = nextRequestId();
   const startWall = Date.now();
-  const bytes = hit.body ? hit.body.length : 0;
-  writeAnswer(socket, wire, hit.template.age, id, server.keepAliveTimeout, hit.body);
+  const bytes = body ? body.length : 0;
+  writeAnswer(socket, wire, template.age, id, server.keepAliveTimeout, body);
   // log: what handler.ts finish() records for the same hit
-  deps.metrics.record(site.name, 'HIT', hit.status, bytes, undefined);
-  site.stats?.recordHit(hit.status, bytes, req.target, req.headers['referer']);
+  const tally = hitCounter(deps.metrics, site.name, status);
+  tally.requests++;
+  tally.bytes += bytes;
+  site.stats?.recordHit(status, bytes, req.target, req.referer);
   if (deps.accessLog.active) {
     // edge.clientAddress as the handler applies it (src/edge/access.ts clientAddress()): the TCP
     // peer, or what trusted proxies put in their header (scanRequest refuses a repeated field,
-    // so the header is one line, as node:http would join it)
+    // so the header is one line, as node:http would join it); resolved when the record is built
     const rule = rt.clientRule;
-    const peer = peerOf();
-    const client = rule ? resolveClient(rule, peer, req.headers[rule.header]) : peer;
-    deps.accessLog.write({
-      time: isoTime(startWall),
-      id,
-      site: site.name,
-      host,
-      client,
-      scheme,
-      http: '1.1',
-      method: req.method,
-      path: req.target,
-      status: hit.status,
-      bytes,
-      ms: { connect: 0, tls: 0, firstByte: null, total: Math.round((performance.now() - start) * 100) / 100 },
-      cache: { state: 'HIT' },
-    });
+    const f = facts;
+    f.startWall = startWall;
+    f.id = id;
+    f.site = site.name;
+    f.host = host;
+    f.peer = peerOf();
+    f.clientRule = rule;
+    f.clientHeader = rule ? req.headers[rule.header] : undefined;
+    f.scheme = scheme;
+    f.method = req.method;
+    f.path = req.target;
+    f.status = status;
+    f.bytes = bytes;
+    f.total = Math.round((performance.now() - start) * 100) / 100;
+    deps.accessLog.writeCompact(f);
   }
   return true;
 }
