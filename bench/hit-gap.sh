@@ -18,6 +18,9 @@ dir="$(mktemp -d -t verge-gap.XXXXXX)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$dir"; }
 trap cleanup EXIT
+for p in $((base + 1)) $((base + 2)) $((base + 91)) $((base + 92)) $((base + 93)); do
+  if [[ -n $(ss -ltnH "sport = :$p") ]]; then echo "port $p is in use: choose another PORT_BASE" >&2; exit 1; fi
+done
 tlsenv=()
 if [[ $SCHEME == https ]]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$dir/key.pem" \
@@ -32,7 +35,9 @@ else
   http=${pids[0]}; httpport=$((base + 91))
 fi
 env "${tlsenv[@]}" PORT=$((base + 92)) node "$here/../dist/bench/net-ceiling.js" & pids+=($!); netp=$!
-# start one Verge build (its checkout root) listening on port $2 (and $3 for the admin API)
+# start one Verge build (its checkout root) listening on port $2, its config named $3; sets
+# $started to the serving process (the supervisor goes into pids: no command substitution, whose
+# subshell would keep pids+= from reaching cleanup)
 start_verge() {
   local root=$1 port=$2 name=$3
   local listen="http: { listen: [\"127.0.0.1:$port\"] }
@@ -59,14 +64,15 @@ YAML
   curl -sk -o /dev/null "$SCHEME://127.0.0.1:$port/1k.bin"
   # the serving process: the one listening on the port
   local pid
+  # a port still held by another process is a start failure, not a cell measured on the wrong server
   pid=$(ss -ltnpH "sport = :$port" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
   [[ -n "$pid" ]] || { echo "verge ($root) did not start:" >&2; cat "$dir/$name.log" >&2; exit 1; }
-  echo "$pid"
+  started=$pid
 }
-verge=$(start_verge "$here/.." $((base + 1)) v) || exit 1
+start_verge "$here/.." $((base + 1)) v; verge=$started
 names=(net http verge); ports=($((base + 92)) "$httpport" $((base + 1))); spids=("$netp" "$http" "$verge")
 if [[ -n $VERGE_B ]]; then
-  vb=$(start_verge "$VERGE_B" $((base + 2)) vb) || exit 1
+  start_verge "$VERGE_B" $((base + 2)) vb; vb=$started
   names+=(verge-b); ports+=($((base + 2))); spids+=("$vb")
 fi
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
