@@ -971,7 +971,7 @@ export const edgeSchema = z
       .boolean()
       .default(true)
       .describe(
-        'Answer plainly simple HTTP/1.1 GET/HEAD requests for fresh memory-resident hits from prebuilt buffers, without node:http (same bytes, logs, metrics and statistics); every other request on the connection goes to node:http, and so does every request of a site with rules other than access rules (IP and country lists, Referer lists, rate limits and signed URLs run on the fast path; redirects, rewrites, header rules, error pages, `cache.bypass`, `cache.browserTtl` do not). false: node:http reads every request.',
+        'Answer plainly simple HTTP/1.1 GET/HEAD requests for fresh memory-resident hits from prebuilt buffers, without node:http (same bytes, logs, metrics and statistics); every other request on the connection goes to node:http, and so does every request of a site with rules other than access rules (IP and country lists, Referer lists, rate limits and signed URLs run on the fast path; redirects, rewrites, header rules, error pages, `cache.bypass`, `cache.browserTtl` do not). The same for HTTP/2: a GET/HEAD stream without a body for such a hit is answered on the stream API of node:http2 instead of its compatibility layer. false: node:http and the compatibility layer of node:http2 read every request.',
       ),
     workers: z
       .union([z.number().int().min(1).max(64), z.literal('auto')])

@@ -274,7 +274,7 @@ let hostNorm = '';
  * regular expression and one lower-casing per change of host, not per request; and the access
  * record keeps one shared string).
  */
-function hostOf(raw: string): string {
+export function hostOf(raw: string): string {
   if (raw !== hostRaw) {
     hostRaw = raw;
     hostNorm = VALID_HOST.test(raw) ? normalizeHost(raw) : '';

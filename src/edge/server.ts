@@ -21,6 +21,7 @@ import { checkBodyTempDir } from './body.js';
 import { EdgeCache } from './cache.js';
 import { setConnInfo, socketConnInfo } from './conn-info.js';
 import { errorJson, sendError } from './error-page.js';
+import { installH2Fast } from './fast-h2.js';
 import { type FastDeps, serveFast } from './fast-hit.js';
 import { createHandler, type HandlerDeps, nextRequestId } from './handler.js';
 import { ConnectionRate, guardResets } from './limits.js';
@@ -337,6 +338,12 @@ export class Edge {
         },
         httpsHandler,
       );
+      // The HTTP/2 hit fast path (src/edge/fast-h2.ts) takes the compat layer's 'stream' listener
+      // and calls it for every stream it does not answer itself.
+      if (!installH2Fast(s, fast))
+        this.#log.warn(
+          'the HTTP/2 hit fast path is off: node:http2 installs its compatibility layer differently',
+        );
       s.on('session', (session: http2.ServerHttp2Session) => {
         // HTTP/2 rapid reset (CVE-2023-44487): cap the streams a client cancels per second
         guardResets(

@@ -230,6 +230,19 @@ export class SiteStats {
     this.dirty = true;
   }
 
+  /**
+   * A fresh memory hit answered by the HTTP/2 fast path (src/edge/fast-h2.ts) whose stream closed
+   * before the answer was out: what record() counts for that HIT logged 499 CLIENT_ABORTED.
+   */
+  recordAbortedHit(bytes: number, url: string, referer: string | undefined): void {
+    this.req[reqIndex(ABORTED_CLASS, 0)]!++;
+    this.bytes[0]! += bytes;
+    this.err[CODE_INDEX.CLIENT_ABORTED]!++;
+    this.urls.offer(url);
+    if (referer !== undefined) this.referrers.offer(referer);
+    this.dirty = true;
+  }
+
   /** A failure answered before any request object existed (a malformed request line). */
   recordBare(status: number, bytes: number, code: ErrorCode): void {
     this.req[reqIndex(classIndex(status), 6)]!++;

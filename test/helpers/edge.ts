@@ -29,6 +29,8 @@ export interface TestEdge {
   httpsPort: number;
   dir: string;
   records: AccessRecord[];
+  /** the edge's access log (a RequestLog can attach to it, as `verge trace` reads it) */
+  accessLog: AccessLog;
   /** the access-log record of a request id (waits for it briefly: it is written on close) */
   record(id: string): Promise<AccessRecord>;
   /** write a file into the edge's temp dir; returns its path */
@@ -98,6 +100,7 @@ export async function startEdge(
     httpsPort: addrs.https[0]?.port ?? 0,
     dir,
     records,
+    accessLog,
     file,
     record(id: string) {
       const found = records.find((r) => r['id'] === id);

@@ -1,0 +1,325 @@
+// The HTTP/2 hit fast path (src/edge/fast-h2.ts) answers exactly as the compat layer and the
+// handler do: the same streams go to two edges with the same sites over real TLS (certificates
+// made here), one with edge.fastPath on and one with it off. Status, header fields (in order,
+// apart from Date and X-Request-Id values, Age within a second) and bodies must be identical, as
+// must the access-log records (apart from time, id and timings), the traffic statistics and the
+// request counters; and the fast path must have answered the hits (and only those).
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { after, before, test } from 'node:test';
+import type { AccessRecord } from '../src/core/log.js';
+import { fastH2Answers } from '../src/edge/fast-h2.js';
+import { RequestLog } from '../src/edge/request-log.js';
+import { EdgeStats } from '../src/edge/stats.js';
+import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
+import { leafFor, testCa } from './helpers/pki.js';
+
+let origin: http.Server;
+const pulls = new Map<string, number>();
+let fastEdge: TestEdge;
+let slowEdge: TestEdge;
+let ca: string;
+const fastStats = new EdgeStats({ topK: 64 });
+const slowStats = new EdgeStats({ topK: 64 });
+const TEXT = 'hello h2 fast path '.repeat(200);
+const BIN = Buffer.alloc(1024, 7);
+const BIG = Buffer.alloc(200 * 1024, 9);
+
+before(async () => {
+  origin = http.createServer((req, res) => {
+    const url = req.url ?? '/';
+    pulls.set(url, (pulls.get(url) ?? 0) + 1);
+    req.resume();
+    const common = {
+      'cache-control': 'public, max-age=3600',
+      'last-modified': 'Sat, 01 Nov 2025 10:00:00 GMT',
+    };
+    if (url.startsWith('/bin')) {
+      res.writeHead(200, { ...common, 'content-type': 'application/octet-stream', etag: '"b1"' });
+      res.end(BIN);
+    } else if (url.startsWith('/big')) {
+      res.writeHead(200, { ...common, 'content-type': 'application/octet-stream' });
+      res.end(BIG);
+    } else if (url.startsWith('/text')) {
+      res.writeHead(200, { ...common, 'content-type': 'text/plain', etag: '"t1"', 'x-multi': ['a', 'b'] });
+      res.end(TEXT);
+    } else if (url.startsWith('/vary')) {
+      res.writeHead(200, { ...common, 'content-type': 'application/octet-stream', vary: 'accept-language' });
+      res.end(`lang=${req.headers['accept-language'] ?? '-'}`);
+    } else if (url.startsWith('/gone')) {
+      res.writeHead(404, { ...common, 'content-type': 'application/octet-stream' });
+      res.end('gone');
+    } else if (url.startsWith('/moved')) {
+      res.writeHead(301, { ...common, location: '/bin' });
+      res.end();
+    } else if (url.startsWith('/stale')) {
+      // stored, but never fresh: every later request revalidates (RFC 9111 section 4.3)
+      res.writeHead(200, { 'cache-control': 'max-age=0', etag: '"s1"', 'content-type': 'text/plain' });
+      res.end('stale');
+    } else {
+      res.writeHead(200, { 'cache-control': 'no-store', 'content-type': 'application/octet-stream' });
+      res.end(`private ${req.method}`);
+    }
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
+  const port = (origin.address() as AddressInfo).port;
+  ca = (await testCa()).certPem;
+  const cert = await leafFor(['a.test', 'b.test', 'deny.test', 'acl.test']);
+  const o = { servers: [{ host: '127.0.0.1', port }] };
+  const sites = [
+    { name: 'a.test', cert, origin: o },
+    { name: 'b.test', cert, origin: o, https: { hsts: { enabled: true } } },
+    { name: 'deny.test', cert, origin: o, rules: { ip: { deny: ['127.0.0.0/8'] } } },
+    { name: 'acl.test', cert, origin: o, rules: { ip: { deny: ['203.0.113.0/24'] } } },
+  ] as TestSite[];
+  fastEdge = await startEdge(sites, { fastPath: true }, { stats: fastStats });
+  slowEdge = await startEdge(sites, { fastPath: false }, { stats: slowStats });
+});
+
+after(async () => {
+  await fastEdge.close();
+  await slowEdge.close();
+  origin.close();
+});
+
+interface Req {
+  path: string;
+  host?: string;
+  method?: string;
+  headers?: Record<string, string>;
+  /** a body after the HEADERS frame (no END_STREAM on it) */
+  body?: string;
+  /** the TLS server name (default: the host) */
+  sni?: string;
+}
+
+interface Answer {
+  status: number;
+  /** the header fields as received, in order, name and value */
+  fields: Array<[string, string]>;
+  body: Buffer;
+}
+
+function connect(e: TestEdge, sni: string): http2.ClientHttp2Session {
+  const s = http2.connect(`https://127.0.0.1:${e.httpsPort}`, { ca, servername: sni });
+  s.on('error', () => undefined);
+  return s;
+}
+
+function send(session: http2.ClientHttp2Session, r: Req): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const headers: http2.OutgoingHttpHeaders = {
+      ':method': r.method ?? 'GET',
+      ':path': r.path,
+      ':authority': r.host ?? 'a.test',
+      ...r.headers,
+    };
+    const s = session.request(headers, { endStream: r.body === undefined && r.method !== 'POST' });
+    if (r.body !== undefined) s.end(r.body);
+    else if (r.method === 'POST') s.end();
+    let status = 0;
+    const fields: Array<[string, string]> = [];
+    const chunks: Buffer[] = [];
+    s.on('response', (_h, _flags, raw?: string[]) => {
+      const list = raw ?? [];
+      for (let i = 0; i < list.length; i += 2) {
+        const name = list[i]!;
+        if (name === ':status') status = Number(list[i + 1]);
+        else fields.push([name, list[i + 1]!]);
+      }
+    });
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', () => resolve({ status, fields, body: Buffer.concat(chunks) }));
+    s.on('error', reject);
+  });
+}
+
+/** The answer with Date and X-Request-Id values blanked and Age checked apart. */
+function normalise(a: Answer): {
+  status: number;
+  fields: Array<[string, string]>;
+  body: string;
+  age?: number;
+} {
+  let age: number | undefined;
+  const fields = a.fields.map(([n, v]): [string, string] => {
+    if (n === 'date' || n === 'x-request-id') return [n, '*'];
+    if (n === 'age') {
+      age = Number(v);
+      return [n, '*'];
+    }
+    return [n, v];
+  });
+  // an error body names its request id
+  const body = a.body.toString('latin1').replace(/"id":"[^"]*"/g, '"id":"*"');
+  return { status: a.status, fields, body, ...(age !== undefined ? { age } : {}) };
+}
+
+function records(e: TestEdge, from: number): Array<Record<string, unknown>> {
+  return e.records.slice(from).map((r: AccessRecord) => {
+    // timings differ from run to run; everything else must be the same
+    const { time: _t, id: _i, ms: _m, ...rest } = r as Record<string, unknown>;
+    return rest;
+  });
+}
+
+const report = (s: EdgeStats) => {
+  const { sites, top } = s.report('n', 0);
+  const counts = Object.entries(sites).map(([name, { ms: _ms, ...c }]) => [name, c]);
+  return { counts, top };
+};
+
+/** The same streams on both edges, twice (the first pass fills both caches the same way). */
+async function compare(list: Req[], sni = 'a.test'): Promise<Answer[]> {
+  const seen: Answer[] = [];
+  const fr = fastEdge.records.length;
+  const sr = slowEdge.records.length;
+  const fs = connect(fastEdge, sni);
+  const ss = connect(slowEdge, sni);
+  try {
+    for (let pass = 0; pass < 2; pass++) {
+      for (const r of list) {
+        const a = await send(fs, r);
+        const b = await send(ss, r);
+        const [na, nb] = [normalise(a), normalise(b)];
+        // Age is whole seconds since each edge stored the entry: they may be one apart
+        if (na.age !== undefined || nb.age !== undefined)
+          assert.ok(Math.abs((na.age ?? -9) - (nb.age ?? -9)) <= 1, `age ${na.age} vs ${nb.age}`);
+        delete na.age;
+        delete nb.age;
+        assert.deepEqual(na, nb, `answers differ for ${JSON.stringify(r)} (pass ${pass})`);
+        seen.push(a);
+      }
+    }
+  } finally {
+    fs.close();
+    ss.close();
+  }
+  // the log line is written when the stream closes
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(
+    records(fastEdge, fr),
+    records(slowEdge, sr),
+    `log records differ for ${JSON.stringify(list)}`,
+  );
+  assert.deepEqual(report(fastStats), report(slowStats), `statistics differ for ${JSON.stringify(list)}`);
+  return seen;
+}
+
+const xcache = (a: Answer) => a.fields.find(([n]) => n === 'x-cache')?.[1];
+
+test("fresh hits (GET, HEAD, 404 and 301 hits, query, HSTS) are the fast path's, byte for byte the handler's", async () => {
+  const before = fastH2Answers();
+  const seen = await compare([
+    { path: '/bin' },
+    { path: '/bin', method: 'HEAD' },
+    { path: '/text' },
+    { path: '/big' },
+    { path: '/gone' },
+    { path: '/moved' },
+    { path: '/bin?x=1&y=%41' },
+    { path: '/bin', host: 'a.test:443' },
+    { path: '/vary', headers: { 'accept-language': 'de' } },
+    { path: '/vary', headers: { 'accept-language': 'fr' } },
+  ]);
+  // the second pass is all hits, each answered by the fast path, and so are the first pass's HEAD
+  // and a.test:443 (the GET before them stored the entry); the slow edge counts none
+  assert.equal(fastH2Answers() - before, 12);
+  assert.deepEqual(seen.slice(10).map(xcache), Array(10).fill('HIT'));
+  // HEAD: the fields of the GET (Content-Length included), no body
+  const head = seen[11]!;
+  assert.equal(head.body.length, 0);
+  assert.ok(head.fields.some(([n, v]) => n === 'content-length' && v === '1024'));
+  assert.equal(seen[13]!.body.length, BIG.length);
+  const hsts = await compare([{ path: '/bin', host: 'b.test' }], 'b.test');
+  assert.ok(hsts[1]!.fields.some(([n]) => n === 'strict-transport-security'));
+  const counters = async (e: TestEdge) =>
+    (await e.edge.metrics.registry.metrics()).split('\n').filter((l) => l.startsWith('verge_requests_total'));
+  assert.deepEqual(await counters(fastEdge), await counters(slowEdge));
+});
+
+test('conditionals, Range, compression, misses, stale entries, POST and bodies go to the handler', async () => {
+  await compare([{ path: '/bin' }, { path: '/text' }, { path: '/stale' }]);
+  const before = fastH2Answers();
+  const seen = await compare([
+    { path: '/bin', headers: { range: 'bytes=0-9' } },
+    { path: '/bin', headers: { 'if-none-match': '"b1"' } },
+    { path: '/bin', headers: { 'if-modified-since': 'Sat, 01 Nov 2025 10:00:00 GMT' } },
+    { path: '/text', headers: { 'accept-encoding': 'gzip' } },
+    { path: '/private' },
+    { path: '/stale' },
+    { path: '/private', method: 'POST', body: 'x=1' },
+    { path: '/bin', body: 'a body on a GET' },
+    { path: '/bin', host: 'unknown.test' },
+    { path: '/.well-known/verge/health' },
+  ]);
+  assert.equal(fastH2Answers(), before, "none of these is the fast path's");
+  const [range, inm, ims, gz, priv, stale, post] = seen.slice(10);
+  assert.equal(range!.status, 206);
+  assert.equal(range!.body.length, 10);
+  assert.equal(inm!.status, 304);
+  assert.equal(ims!.status, 304);
+  assert.ok(gz!.fields.some(([n, v]) => n === 'content-encoding' && v === 'gzip'));
+  assert.equal(priv!.body.toString(), 'private GET');
+  assert.notEqual(xcache(stale!), 'HIT');
+  assert.equal(post!.body.toString(), 'private POST');
+  assert.equal(seen[18]!.status, 404);
+});
+
+test("a site whose rules refuse gets the handler's answer; one whose rules allow gets the fast path", async () => {
+  const before = fastH2Answers();
+  const denied = await compare([{ path: '/bin', host: 'deny.test' }], 'deny.test');
+  assert.equal(denied[1]!.status, 403);
+  assert.equal(fastH2Answers(), before);
+  const allowed = await compare([{ path: '/bin', host: 'acl.test' }], 'acl.test');
+  assert.equal(xcache(allowed[1]!), 'HIT');
+  assert.equal(fastH2Answers() - before, 1);
+});
+
+test("another site than the connection's SNI is the handler's 421", async () => {
+  const before = fastH2Answers();
+  const seen = await compare([{ path: '/bin', host: 'b.test' }], 'a.test');
+  assert.equal(seen[1]!.status, 421);
+  assert.equal(fastH2Answers(), before);
+});
+
+test('a fast hit has its access record (client address, HTTP/2) and its trace entry', async () => {
+  const requests = new RequestLog(100);
+  const detach = requests.attach(fastEdge.accessLog);
+  const s = connect(fastEdge, 'a.test');
+  try {
+    const before = fastH2Answers();
+    const a = await send(s, { path: '/bin?trace=1' });
+    const b = await send(s, { path: '/bin?trace=1' });
+    assert.equal(fastH2Answers() - before, 1);
+    assert.equal(xcache(a), 'MISS');
+    const id = b.fields.find(([n]) => n === 'x-request-id')?.[1];
+    assert.ok(id);
+    const rec = await fastEdge.record(id);
+    assert.equal(rec['client'], '127.0.0.1');
+    assert.equal(rec['http'], '2.0');
+    assert.equal(rec['scheme'], 'https');
+    assert.equal(rec['status'], 200);
+    assert.equal(rec['bytes'], 1024);
+    assert.deepEqual(rec['cache'], { state: 'HIT' });
+    assert.equal(requests.lookup(id)?.['id'], id, '`verge trace` finds the record');
+  } finally {
+    s.close();
+    detach();
+  }
+});
+
+test('edge.fastPath: false turns the HTTP/2 fast path off', async () => {
+  const s = connect(slowEdge, 'a.test');
+  try {
+    await send(s, { path: '/bin' });
+    const before = fastH2Answers();
+    const a = await send(s, { path: '/bin' });
+    assert.equal(xcache(a), 'HIT');
+    assert.equal(fastH2Answers(), before);
+  } finally {
+    s.close();
+  }
+});
