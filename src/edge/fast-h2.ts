@@ -82,11 +82,15 @@ export function installH2Fast(server: http2.Http2SecureServer, deps: FastDeps): 
 }
 
 /**
- * The HTTP/2 fields of a hit template as the compatibility layer would send them, built once per
- * template: null when the compat layer's writeHead() would treat a field specially (drop it,
- * refuse it, or re-case it), so that such an entry is left to the handler.
+ * The HTTP/2 fields of a hit template, built once per template: the object serveResidentHit()
+ * gives the compat layer's writeHead() (the template's fields, Age and X-Request-Id in their
+ * places), with :status last as the compat layer adds it; null when the compat layer's
+ * writeHead() would treat a field specially (drop it, refuse it, or re-case it), so that such an
+ * entry is left to the handler. Age and X-Request-Id are set in place per answer: respond()
+ * copies the object before it returns (processHeaders(), which also adds Date when absent), so
+ * one object per template serves every answer.
  */
-const h2Heads = new WeakMap<HitTemplate, boolean>();
+const h2Heads = new WeakMap<HitTemplate, OutgoingHttpHeaders | null>();
 
 /**
  * Fields node:http2 refuses in a response (lib/internal/http2/util.js
@@ -104,13 +108,13 @@ const CONNECTION_SPECIFIC = new Set([
 ]);
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 
-function h2Ready(t: HitTemplate, status: number): boolean {
-  let ok = h2Heads.get(t);
-  if (ok === undefined) {
-    ok = checkFields(t, status);
-    h2Heads.set(t, ok);
+function h2Head(t: HitTemplate, status: number): OutgoingHttpHeaders | null {
+  let h = h2Heads.get(t);
+  if (h === undefined) {
+    h = checkFields(t, status) ? { ...t.headers, age: '', 'x-request-id': '', ':status': status } : null;
+    h2Heads.set(t, h);
   }
-  return ok;
+  return h;
 }
 
 function checkFields(t: HitTemplate, status: number): boolean {
@@ -199,16 +203,13 @@ function answer(
   );
   if (typeof hit === 'string') return false;
   const t = hit.template;
-  if (!h2Ready(t, hit.status)) return false;
+  const out = h2Head(t, hit.status);
+  if (out === null) return false;
   const start = performance.now();
   const startWall = Date.now();
   const id = nextRequestId();
-  // the object serveResidentHit() gives the compat layer's writeHead(), in the same order;
-  // writeHead() copies it key by key and adds :status last, respond() adds Date when absent
-  const out: OutgoingHttpHeaders = { ...t.headers };
   out['age'] = t.age;
   out['x-request-id'] = id;
-  out[':status'] = hit.status;
   const body = hit.body;
   const bytes = body ? body.length : 0;
   // the compat layer's request object listens for this too (and ignores it): a stream error (the
