@@ -1,6 +1,7 @@
 // Self time by function from a V8 .cpuprofile (node --cpu-prof), over the load run only: from
 // 1 s after the first parsed request to the last one (start-up and idle tail left out). A request
-// counts as parsed when a sample is in node:http's parser callback or the fast path's scanner.
+// counts as parsed when a sample is in node:http's parser callback, the fast path's scanner or
+// node:http2's HEADERS callback.
 // INCLUSIVE=1 adds the same list by inclusive time (a function counted once per sample in which
 // it is anywhere on the stack), the share of the busy (non-idle) samples.
 //   [INCLUSIVE=1] node dist/bench/profile-top.js CPU.*.cpuprofile [top=40]
@@ -29,8 +30,9 @@ for (const d of p.timeDeltas) {
   ts.push(t);
 }
 // a request being read: by node:http's parser, by the HTTP/1.1 fast path (src/edge/h1-simple.ts)
-// or by the bare socket loop (bench/net-ceiling.ts)
-const MARKERS = new Set(['parserOnHeadersComplete', 'scanRequest', 'netCeilingRead']);
+// or by the bare socket loop (bench/net-ceiling.ts); an HTTP/2 stream's HEADERS by node:http2
+// (lib/internal/http2/core.js onSessionHeaders)
+const MARKERS = new Set(['parserOnHeadersComplete', 'scanRequest', 'netCeilingRead', 'onSessionHeaders']);
 const busy = new Set(p.nodes.filter((n) => MARKERS.has(n.callFrame.functionName)).map((n) => n.id));
 let first = Number.POSITIVE_INFINITY;
 let last = 0;
