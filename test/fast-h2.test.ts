@@ -285,6 +285,37 @@ test("another site than the connection's SNI is the handler's 421", async () => 
   assert.equal(fastH2Answers(), before);
 });
 
+test('a stream reset before its answer is out is logged 499 as the handler logs it', async () => {
+  // 200 KiB cannot go out within the stream's initial 64 KiB flow-control window: a reset on the
+  // response head always comes before the body is finished
+  await compare([{ path: '/big' }]);
+  const cancel = async (e: TestEdge): Promise<Array<Record<string, unknown>>> => {
+    const from = e.records.length;
+    const s = connect(e, 'a.test');
+    try {
+      await new Promise<void>((resolve) => {
+        const st = s.request({ ':path': '/big', ':authority': 'a.test' });
+        st.on('response', () => st.close(http2.constants.NGHTTP2_CANCEL));
+        st.on('error', () => undefined);
+        st.on('close', () => resolve());
+      });
+      await new Promise((r) => setTimeout(r, 200));
+    } finally {
+      s.close();
+    }
+    return records(e, from);
+  };
+  const before = fastH2Answers();
+  const fast = await cancel(fastEdge);
+  assert.equal(fastH2Answers() - before, 1);
+  const slow = await cancel(slowEdge);
+  assert.equal(fast.length, 1);
+  assert.equal(fast[0]!['status'], 499);
+  assert.equal(fast[0]!['sentStatus'], 200);
+  assert.deepEqual(fast, slow);
+  assert.deepEqual(report(fastStats), report(slowStats));
+});
+
 test('a fast hit has its access record (client address, HTTP/2) and its trace entry', async () => {
   const requests = new RequestLog(100);
   const detach = requests.attach(fastEdge.accessLog);
