@@ -1055,3 +1055,148 @@ describe('revalidation requests and 304 selection, edge by edge', () => {
     assert.equal(m.status, 404);
   });
 });
+
+// The cases below were written for the survivors of `npm run mutation -- policy-store`
+// (docs/testing.md): decideStore's every refusal and its words, cache.statusTtl, the headers
+// stored and sent, the visitor's conditionals and invalidation, each at its edges.
+
+describe('decideStore: every refusal with its reason and the words the doctor shows (RFC 9111 section 3)', () => {
+  const why = (d: StoreDecision) => (d.store ? 'stored' : `${d.reason}: ${d.detail}`);
+  const fresh = { 'cache-control': 'max-age=60' };
+
+  test('method and status (RFC 9111 section 3; RFC 9110 sections 15.3.7, 15.4.5)', () => {
+    assert.equal(why(decide(fresh, { req: { method: 'POST' } })), 'method: POST responses are not stored');
+    assert.equal(why(decide(fresh, { status: 103 })), 'status: status 103 is not final');
+    assert.equal(
+      why(decide(fresh, { status: 206 })),
+      'status: partial content is not stored; Verge stores complete objects',
+    );
+    assert.equal(
+      why(decide(fresh, { status: 304 })),
+      'status: 304 updates a stored response, it is not stored itself',
+    );
+    assert.equal(
+      why(decide({ 'cache-control': 'must-understand, max-age=60' }, { status: 299 })),
+      'status: must-understand and status 299 is not understood',
+    );
+    assert.equal(
+      why(decide({ 'last-modified': date(T0 - DAY) }, { status: 500 })),
+      'status: status 500 is stored only with explicit freshness (RFC 9111 section 3)',
+    );
+    // 302 is understood by the library but not heuristically cacheable (RFC 9110 section 15.1)
+    assert.equal(
+      why(decide({ 'last-modified': date(T0 - DAY) }, { status: 302 })),
+      'status: status 302 is stored only with explicit freshness (RFC 9111 section 3)',
+    );
+  });
+
+  test('site rules, Vary, no-store, private, Authorization, Set-Cookie, size', () => {
+    const rules = { ttl: [{ prefix: '/api/', ttl: 0 }] };
+    assert.equal(
+      why(decide(fresh, { req: { url: '/api/x' }, rules })),
+      'rule: a TTL rule of 0 matches this path',
+    );
+    assert.equal(why(decide(fresh, { req: { url: '/other' }, rules })), 'stored');
+    assert.equal(why(decide({ ...fresh, vary: 'accept, *' })), 'vary-star: Vary: * never matches');
+    assert.equal(why(decide({ 'cache-control': 'no-store' })), 'no-store: cache-control: no-store');
+    assert.equal(
+      why(decide({ 'cdn-cache-control': 'no-store', 'cache-control': 'max-age=60' })),
+      'no-store: cdn-cache-control: no-store',
+    );
+    assert.equal(
+      why(decide({ 'x-cc': 'no-store' }, { rules: { targetedField: 'x-cc' } })),
+      'no-store: targeted: no-store',
+    );
+    assert.equal(
+      why(
+        decide(fresh, { req: { headers: { 'cache-control': 'no-store' } }, rules: { visitorNoCache: true } }),
+      ),
+      'no-store: request Cache-Control: no-store',
+    );
+    assert.equal(why(decide({ 'cache-control': 'private, max-age=60' })), 'private: cache-control: private');
+    assert.equal(
+      why(decide(fresh, { req: { headers: { authorization: 'Basic x' } } })),
+      'authorization: request had Authorization and the response has no public, s-maxage or must-revalidate',
+    );
+    assert.equal(
+      why(decide({ ...fresh, 'set-cookie': 'a=1' })),
+      'set-cookie: response sets a cookie (site rule setCookie: pass)',
+    );
+    const small = { rules: { maxObjectSize: 1000 } };
+    assert.equal(
+      why(decide({ ...fresh, 'content-length': '1001' }, small)),
+      'too-large: Content-Length 1001 exceeds maxObjectSize 1000',
+    );
+    assert.equal(why(decide({ ...fresh, 'content-length': '1000' }, small)), 'stored', 'at the limit');
+    notStored(decide({ ...fresh, 'content-length': ' 1001 ' }, small), 'too-large');
+    // not a number: no size to judge by here
+    assert.equal(why(decide({ ...fresh, 'content-length': '1001x' }, small)), 'stored');
+  });
+
+  test('nothing makes it reusable: no freshness, or already stale, without a validator (RFC 9111 section 4.2)', () => {
+    assert.equal(
+      why(decide({})),
+      'no-cache-directives: no freshness lifetime, no stale window and no validator',
+    );
+    assert.equal(
+      why(decide({ 'cache-control': 'max-age=60', age: '60' })),
+      'no-cache-directives: already stale on arrival and no validator',
+    );
+  });
+
+  test('honourOrigin off: only heuristically cacheable statuses, and only with a TTL', () => {
+    const off = { honourOrigin: false };
+    assert.equal(
+      why(decide(fresh, { status: 500, rules: off })),
+      'status: status 500 needs origin freshness',
+    );
+    assert.equal(
+      why(decide(fresh, { rules: off })),
+      'rule: honourOrigin is off and no TTL rule or defaultTtl applies',
+    );
+  });
+});
+
+describe('cache.statusTtl: freshness by status, after a path rule, before defaultTtl', () => {
+  const statusTtl = new Map([
+    [404, 60 * S],
+    [410, 0],
+    [500, 30 * S],
+  ]);
+  const src = (d: StoreDecision) => ((s) => [s.freshness.lifetime, s.freshness.source])(stored(d));
+
+  test('honourOrigin on: fills in without explicit freshness, before the Last-Modified heuristic', () => {
+    const lm = { 'last-modified': date(T0 - 100 * DAY) };
+    assert.deepEqual(src(decide(lm, { status: 404, rules: { statusTtl } })), [60 * S, 'rule']);
+    assert.deepEqual(src(decide({}, { status: 404, rules: { statusTtl, defaultTtl: 5 * S } })), [
+      60 * S,
+      'rule',
+    ]);
+    // the origin's own freshness wins (RFC 9111 section 4.2.1)
+    assert.deepEqual(src(decide({ 'cache-control': 'max-age=5' }, { status: 404, rules: { statusTtl } })), [
+      5 * S,
+      'cache-control',
+    ]);
+    // another status: the heuristic as before
+    assert.deepEqual(src(decide(lm, { rules: { statusTtl } })), [DAY, 'heuristic']);
+  });
+
+  test('a matching path rule comes first, even for a status with a TTL of 0', () => {
+    const rules = { statusTtl, ttl: [{ prefix: '/static/', ttl: 3 * S }] };
+    assert.deepEqual(src(decide({}, { status: 404, req: { url: '/static/x' }, rules })), [3 * S, 'rule']);
+    assert.deepEqual(src(decide({}, { status: 410, req: { url: '/static/x' }, rules })), [3 * S, 'rule']);
+  });
+
+  test('0 never stores the status, whatever the origin says', () => {
+    const d = decide({ 'cache-control': 'public, max-age=600' }, { status: 410, rules: { statusTtl } });
+    notStored(d, 'rule');
+    assert.equal(d.store ? '' : d.detail, 'cache.statusTtl is 0 for status 410');
+  });
+
+  test('honourOrigin off: every response of the status gets it, even one not heuristically cacheable', () => {
+    const rules = { statusTtl, honourOrigin: false };
+    assert.deepEqual(src(decide({ 'cache-control': 'max-age=5' }, { status: 404, rules })), [60 * S, 'rule']);
+    assert.deepEqual(src(decide({ 'cache-control': 'no-store' }, { status: 500, rules })), [30 * S, 'rule']);
+    notStored(decide({}, { status: 410, rules }), 'rule');
+  });
+});
