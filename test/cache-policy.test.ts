@@ -1200,3 +1200,105 @@ describe('cache.statusTtl: freshness by status, after a path rule, before defaul
     notStored(decide({}, { status: 410, rules }), 'rule');
   });
 });
+
+describe('what decideStore hands the library (DEVIATIONS 1, 2, 6)', () => {
+  test('an invalid Expires is already expired even with a Last-Modified to guess from (RFC 9111 section 5.3)', () => {
+    const lm = date(T0 - 10 * DAY);
+    for (const bad of ['0', 'tomorrow', [date(T0 + 60 * S), date(T0 + 90 * S)]]) {
+      const d = stored(decide({ expires: bad, 'last-modified': lm }));
+      assert.deepEqual([d.freshness.lifetime, d.freshness.source], [0, 'expires'], JSON.stringify(bad));
+    }
+  });
+
+  test('a Date that is not an HTTP-date counts as the receipt time (RFC 9110 section 6.6.1)', () => {
+    // Date.parse() reads "2023-12-31" as a date a day before T0; it is not an HTTP-date
+    for (const bad of ['2023-12-31', 'Sun, 31 Dec 2023 12:00:00 UTC']) {
+      assert.equal(lifetime({ date: bad, expires: date(T0 + 90 * S) }), 90 * S, bad);
+    }
+  });
+});
+
+describe("the visitor's conditionals at their edges (RFC 9110 sections 13.1, 13.2)", () => {
+  const st = {
+    status: 200,
+    headers: { etag: '"v1"', 'last-modified': date(T0 - DAY), date: date(T0) } as HeaderMap,
+  };
+  const ask = (headers: HeaderMap, method = 'GET', s: typeof st = st) =>
+    evaluateConditionals({ method, headers }, s);
+
+  test('evaluated for every 2xx stored response and no other (section 13.2.1)', () => {
+    for (const [status, want] of [
+      [199, 'proceed'],
+      [200, 304],
+      [299, 304],
+      [300, 'proceed'],
+    ] as const) {
+      assert.equal(ask({ 'if-none-match': '"v1"' }, 'GET', { ...st, status }), want, `status ${status}`);
+      assert.equal(ask({ 'if-match': '"v2"' }, 'GET', { ...st, status }), want === 304 ? 412 : want);
+    }
+  });
+
+  test('If-Match and If-None-Match against a stored response without an ETag', () => {
+    const noTag = { status: 200, headers: { 'last-modified': date(T0 - DAY) } as HeaderMap };
+    assert.equal(ask({ 'if-match': '"v1"' }, 'GET', noTag), 412, 'section 13.1.1: nothing to match');
+    assert.equal(ask({ 'if-match': '*' }, 'GET', noTag), 'proceed');
+    assert.equal(ask({ 'if-none-match': '"v1"' }, 'GET', noTag), 'proceed');
+    assert.equal(ask({ 'if-none-match': '*' }, 'GET', noTag), 304);
+  });
+
+  test('If-Unmodified-Since: the same date passes (section 13.1.4: "later than")', () => {
+    assert.equal(ask({ 'if-unmodified-since': date(T0 - DAY) }), 'proceed');
+    assert.equal(ask({ 'if-unmodified-since': date(T0 - DAY - S) }), 412);
+    assert.equal(
+      ask({ 'if-unmodified-since': date(T0 - DAY - S) }, 'GET', { ...st, headers: { etag: '"v1"' } }),
+      'proceed',
+      'no Last-Modified: ignored',
+    );
+  });
+
+  test('If-Modified-Since only for GET and HEAD (section 13.1.3)', () => {
+    assert.equal(ask({ 'if-modified-since': date(T0) }, 'HEAD'), 304);
+    assert.equal(ask({ 'if-modified-since': date(T0) }, 'POST'), 'proceed');
+    assert.equal(ask({ 'if-modified-since': date(T0) }, 'DELETE'), 'proceed');
+    // If-None-Match that matches: 412 for other methods, 304 for HEAD
+    assert.equal(ask({ 'if-none-match': '*' }, 'PUT'), 412);
+    assert.equal(ask({ 'if-none-match': '*' }, 'HEAD'), 304);
+  });
+
+  test('a request with only one precondition field is evaluated, whichever it is', () => {
+    assert.equal(ask({ 'if-match': '"v2"' }), 412);
+    assert.equal(ask({ 'if-none-match': '"v1"' }), 304);
+    assert.equal(ask({ 'if-modified-since': date(T0) }), 304);
+    assert.equal(ask({ 'if-unmodified-since': date(T0 - 2 * DAY) }), 412);
+  });
+});
+
+describe('invalidation at its edges (RFC 9111 section 4.4)', () => {
+  const t = (status: number, headers: HeaderMap = {}, method = 'POST') =>
+    invalidationTargets(method, 'http://a.test/x', status, headers);
+
+  test('a non-error status is 2xx or 3xx', () => {
+    assert.deepEqual(t(199), []);
+    assert.deepEqual(t(200), ['http://a.test/x']);
+    assert.deepEqual(t(399), ['http://a.test/x']);
+    assert.deepEqual(t(400), []);
+  });
+
+  test('Location and Content-Location that are not URLs, or empty, are skipped', () => {
+    assert.deepEqual(t(201, { location: 'http://[bad', 'content-location': '/y' }), [
+      'http://a.test/x',
+      'http://a.test/y',
+    ]);
+    assert.deepEqual(t(201, { location: '', 'content-location': ' /z ' }), [
+      'http://a.test/x',
+      'http://a.test/z',
+    ]);
+  });
+
+  test('safe methods never invalidate; the target may be a URL object', () => {
+    for (const m of ['GET', 'HEAD', 'OPTIONS', 'TRACE']) assert.deepEqual(t(200, {}, m), [], m);
+    assert.deepEqual(invalidationTargets('DELETE', new URL('http://a.test/x?q=1'), 204, {}), [
+      'http://a.test/x?q=1',
+    ]);
+  });
+});
