@@ -1302,3 +1302,134 @@ describe('invalidation at its edges (RFC 9111 section 4.4)', () => {
     ]);
   });
 });
+
+describe('decideStore: freshness at its edges (RFC 9111 sections 4.2.1, 4.2.2; RFC 5861)', () => {
+  const fr = (h: HeaderMap, o?: Parameters<typeof decide>[1]) => stored(decide(h, o)).freshness;
+
+  test('honourOrigin off: the TTL counts from receipt, with no stale window, whatever the origin says', () => {
+    const f = fr(
+      {
+        'cache-control': 'max-age=5, must-revalidate, stale-while-revalidate=30, stale-if-error=60',
+        age: '100',
+      },
+      { rules: { honourOrigin: false, defaultTtl: 7 * S } },
+    );
+    assert.deepEqual(f, {
+      lifetime: 7 * S,
+      initialAge: 0,
+      responseTime: T0,
+      swr: 0,
+      sie: 0,
+      staleAllowed: true,
+      sharedAuth: true,
+      source: 'default',
+    });
+    // must-understand with a status Verge does not understand: the site's TTL still decides
+    const off = { honourOrigin: false, statusTtl: new Map([[500, 30 * S]]) };
+    assert.equal(
+      fr({ 'cache-control': 'must-understand, no-store' }, { status: 500, rules: off }).lifetime,
+      30 * S,
+    );
+  });
+
+  test('where the lifetime came from', () => {
+    assert.equal(fr({ 'cache-control': 's-maxage=60' }).source, 'cache-control');
+    assert.equal(fr({ expires: date(T0 + 60 * S) }).source, 'expires');
+    // no freshness, a validator: lifetime 0 from nothing, not from defaultTtl 0
+    assert.deepEqual(((f) => [f.lifetime, f.source])(fr({ etag: '"v"' })), [0, 'none']);
+  });
+
+  test('the heuristic needs a Last-Modified older than Date; otherwise defaultTtl (section 4.2.2)', () => {
+    const f = fr({ 'last-modified': date(T0) }, { rules: { defaultTtl: 5 * S } });
+    assert.deepEqual([f.lifetime, f.source], [5 * S, 'default']);
+    assert.equal(
+      lifetime({ 'last-modified': date(T0 - 2 * DAY) }, { rules: { heuristicFraction: 0.2 } }),
+      0.4 * DAY,
+    );
+    // whole milliseconds: 10 % of 7 s is 0.7000000000000001 s in floating point
+    assert.equal(lifetime({ 'last-modified': date(T0 - 7 * S) }), 700);
+    // Expires without Date counts from the receipt time, in whole milliseconds (1.023 s is
+    // 1022.9999999999999 ms in floating point)
+    const late = { requestTime: T0, responseTime: T0 + 977 };
+    const d = decideStore(GET, { status: 200, headers: { expires: date(T0 + 2 * S) } }, late, cacheRules());
+    assert.equal(stored(d).freshness.lifetime, 1023);
+  });
+
+  test('DEVIATION 7: immutable adds nothing to Expires nor to the heuristic (RFC 8246)', () => {
+    assert.equal(lifetime({ 'cache-control': 'immutable', expires: date(T0 + 60 * S) }), 60 * S);
+    assert.equal(lifetime({ 'cache-control': 'immutable', 'last-modified': date(T0 - 5 * DAY) }), DAY / 2);
+  });
+
+  test('public makes a status outside the list storable with a heuristic lifetime (RFC 9111 section 3)', () => {
+    const f = fr({ 'cache-control': 'public', 'last-modified': date(T0 - 5 * DAY) }, { status: 500 });
+    assert.deepEqual([f.lifetime, f.source], [DAY / 2, 'heuristic']);
+  });
+
+  test('a targeted field without freshness ignores Expires also for storability (RFC 9213 section 2.1)', () => {
+    // 302 is not heuristically cacheable: with Expires ignored nothing makes it storable
+    notStored(
+      decide(
+        { 'cdn-cache-control': 'must-revalidate', expires: date(T0 + 60 * S), etag: '"v"' },
+        { status: 302 },
+      ),
+      'status',
+    );
+    assert.equal(lifetime({ expires: date(T0 + 60 * S), etag: '"v"' }, { status: 302 }), 60 * S);
+  });
+
+  test('Pragma: no-cache in any case (RFC 9111 section 5.4; directive names are case-insensitive)', () => {
+    assert.equal(fr({ pragma: 'NO-CACHE', expires: date(T0 + 60 * S), etag: '"v"' }).lifetime, 0);
+  });
+
+  test('a quoted directive value is not split again at its commas (DEVIATION 1)', () => {
+    assert.equal(lifetime({ 'cache-control': 'max-age=10, public="a, s-maxage=1000, b"' }), 10 * S);
+  });
+
+  test('stored when stale on arrival but inside stale-if-error, without a validator (RFC 5861 section 4)', () => {
+    const f = fr({
+      'cache-control': 'max-age=60, stale-while-revalidate=10, stale-if-error=600',
+      age: '100',
+    });
+    assert.deepEqual([f.initialAge, f.sie], [100 * S, 600 * S]);
+    notStored(
+      decide({ 'cache-control': 'max-age=60, stale-if-error=40', age: '100' }),
+      'no-cache-directives',
+    );
+  });
+
+  test('Content-Length is a size only when it is all digits (RFC 9110 section 8.6)', () => {
+    const small = { rules: { maxObjectSize: 1000 } };
+    for (const odd of ['2e3', '+2000', '0x7d0']) {
+      assert.equal(
+        stored(decide({ 'content-length': odd, 'cache-control': 'max-age=60' }, small)).store,
+        true,
+        odd,
+      );
+    }
+  });
+});
+
+describe('age at its edges (RFC 9111 sections 1.2.2, 4.2.3, 5.1)', () => {
+  test('a list uses its first member, whitespace around it ignored', () => {
+    assert.equal(initialAge({ date: date(T0), age: '10 , 20' }, timing), 10 * S);
+  });
+
+  test('an Age beyond 2^31 seconds counts as 2^31', () => {
+    assert.equal(initialAge({ date: date(T0), age: '99999999999' }, timing), 2 ** 31 * S);
+  });
+
+  test('a response time before the request time (the clock stepped back) adds no delay', () => {
+    assert.equal(
+      initialAge({ date: date(T0), age: '10' }, { requestTime: T0 + 5 * S, responseTime: T0 }),
+      10 * S,
+    );
+  });
+});
+
+describe('headers stored and sent: fields without a value are left out', () => {
+  test('storedHeaders and stripTargeted skip undefined fields (Node refuses to send them)', () => {
+    const d = stored(decide({ 'cache-control': 'max-age=60', 'x-none': undefined }));
+    assert.deepEqual(Object.keys(d.headers).sort(), ['cache-control', 'date']);
+    assert.deepEqual(Object.keys(stripTargeted({ a: '1', b: undefined }, cacheRules())), ['a']);
+  });
+});
