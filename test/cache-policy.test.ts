@@ -1433,3 +1433,11 @@ describe('headers stored and sent: fields without a value are left out', () => {
     assert.deepEqual(Object.keys(stripTargeted({ a: '1', b: undefined }, cacheRules())), ['a']);
   });
 });
+
+describe('invalidation: methods are case-sensitive (RFC 9110 section 9.1)', () => {
+  test('a lower-case "get" is an unknown method, so it invalidates like any unsafe one (RFC 9111 section 4.4)', () => {
+    for (const m of ['get', 'Head', 'options', 'trace']) {
+      assert.deepEqual(invalidationTargets(m, 'http://a.test/x', 200, {}), ['http://a.test/x'], m);
+    }
+  });
+});

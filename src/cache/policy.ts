@@ -916,7 +916,9 @@ export function invalidationTargets(
   status: number,
   headers: HeaderMap,
 ): string[] {
-  if (SAFE_METHODS.has(method.toUpperCase())) return [];
+  // RFC 9110 section 9.1: the method token is case-sensitive; "get" is not GET but a method of
+  // unknown safety, which invalidates like any unsafe one (RFC 9111 section 4.4)
+  if (SAFE_METHODS.has(method)) return [];
   if (status < 200 || status > 399) return [];
   const base = new URL(target);
   const out = new Set<string>([base.href]);
