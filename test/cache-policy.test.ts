@@ -1441,3 +1441,20 @@ describe('invalidation: methods are case-sensitive (RFC 9110 section 9.1)', () =
     }
   });
 });
+
+describe('decideStore: what public and honourOrigin off still do', () => {
+  test('public makes a 302 storable: with a validator it is kept for revalidation (RFC 9111 section 3)', () => {
+    const f = stored(decide({ 'cache-control': 'public', etag: '"v"' }, { status: 302 })).freshness;
+    assert.deepEqual([f.lifetime, f.source], [0, 'none']);
+  });
+
+  test('honourOrigin off: hop-by-hop fields are still not stored (RFC 9111 section 3.1)', () => {
+    const d = stored(
+      decide(
+        { connection: 'x-hop', 'x-hop': '1', 'x-kept': '2' },
+        { rules: { honourOrigin: false, defaultTtl: S } },
+      ),
+    );
+    assert.deepEqual(Object.keys(d.headers).sort(), ['date', 'x-kept']);
+  });
+});
