@@ -1458,3 +1458,23 @@ describe('decideStore: what public and honourOrigin off still do', () => {
     assert.deepEqual(Object.keys(d.headers).sort(), ['date', 'x-kept']);
   });
 });
+
+describe('a few more edges: If-Match lists, duplicate s-maxage, a clock that steps back', () => {
+  test('If-Match passes when any member of its list matches strongly (RFC 9110 section 13.1.1)', () => {
+    const st = { status: 200, headers: { etag: '"v1"' } as HeaderMap };
+    assert.equal(
+      evaluateConditionals({ method: 'GET', headers: { 'if-match': '"x", "v1"' } }, st),
+      'proceed',
+    );
+  });
+
+  test('duplicate s-maxage that disagree mean stale (RFC 9111 section 4.2.1)', () => {
+    const d = stored(decide({ 'cache-control': 's-maxage=10, s-maxage=100', etag: '"v"' }));
+    assert.equal(d.freshness.lifetime, 0);
+  });
+
+  test('current age never goes below the initial age when now is before the response time', () => {
+    const f = stored(decide({ 'cache-control': 'max-age=60', age: '10' })).freshness;
+    assert.equal(currentAge(f, T0 - 5 * S), 10 * S);
+  });
+});
