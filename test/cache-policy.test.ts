@@ -1478,3 +1478,41 @@ describe('a few more edges: If-Match lists, duplicate s-maxage, a clock that ste
     assert.equal(currentAge(f, T0 - 5 * S), 10 * S);
   });
 });
+
+describe('the last edges: invalid max-age with Last-Modified, Date missing, Vary, Pragma, no precondition', () => {
+  test('an invalid max-age means stale even with a Last-Modified to guess from (RFC 9111 section 4.2.1)', () => {
+    const d = stored(decide({ 'cache-control': 'max-age=abc', 'last-modified': date(T0 - 10 * DAY) }));
+    assert.deepEqual([d.freshness.lifetime, d.freshness.source], [0, 'cache-control']);
+  });
+
+  test('without a valid Date the apparent age is 0 (RFC 9110 section 6.6.1; RFC 9111 section 4.2.3)', () => {
+    assert.equal(initialAge({ age: '10' }, timing), 10 * S);
+    assert.equal(initialAge({ date: 'garbage', age: '10' }, timing), 10 * S);
+  });
+
+  test('only a Vary member that is exactly "*" refuses storage (RFC 9111 section 4.1)', () => {
+    assert.equal(stored(decide({ 'cache-control': 'max-age=60', vary: 'accept-encoding, x*' })).store, true);
+  });
+
+  test('Pragma: no-cache forbids serving stale like Cache-Control: no-cache (RFC 9111 sections 4.2.4, 5.4)', () => {
+    const f = stored(decide({ pragma: 'no-cache', etag: '"v"' })).freshness;
+    assert.deepEqual([f.lifetime, f.staleAllowed], [0, false]);
+  });
+
+  test('honourOrigin off: a path rule gives the lifetime, source "rule"', () => {
+    const d = stored(
+      decide(
+        {},
+        { req: { url: '/p/x' }, rules: { honourOrigin: false, ttl: [{ prefix: '/p/', ttl: 9 * S }] } },
+      ),
+    );
+    assert.deepEqual([d.freshness.lifetime, d.freshness.source], [9 * S, 'rule']);
+  });
+
+  test('a 2xx stored response and no precondition: proceed', () => {
+    assert.equal(
+      evaluateConditionals({ method: 'GET', headers: {} }, { status: 200, headers: { etag: '"v"' } }),
+      'proceed',
+    );
+  });
+});
