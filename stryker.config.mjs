@@ -64,10 +64,17 @@ const MODULES = {
     ],
     tests: ['framing'],
   },
-  // the embedded config store. One test file, and some of its cases run the store in a child
-  // process (kill -9, dropped privileges), whose coverage Stryker cannot see: run the file for
-  // every mutant instead of only for the mutants it was seen to reach.
-  store: { mutate: ['src/store/sqlite.ts'], tests: ['store-sqlite'], coverageAnalysis: 'off' },
+  // the embedded config store. store-sqlite-process runs the store in child processes (kill -9,
+  // dropped privileges, a second writer, strace), whose coverage Stryker cannot see: with it the
+  // module runs both files for every mutant instead of only for the mutants they were seen to
+  // reach. store-sqlite runs the store in its own process only (`inProcess`): a first pass with
+  // it alone (VERGE_MUTATION_TESTS=store-sqlite) uses per-test coverage.
+  store: {
+    mutate: ['src/store/sqlite.ts'],
+    tests: ['store-sqlite', 'store-sqlite-process'],
+    inProcess: ['store-sqlite'],
+    coverageAnalysis: 'off',
+  },
   // RFC 9111 cache policy: the targeted-field (CDN-Cache-Control) type checks, reuse of a stored
   // response, the conditional request and the 304 merge. decideStore (storability, freshness) is
   // the module `policy-store`: the whole file is over 1,100 mutants, two hours on this machine.
@@ -114,12 +121,14 @@ if (!mod) {
 
 // VERGE_MUTATION_MUTATE=file:FROM-TO,... replaces the module's ranges (to recheck the lines where
 // mutants survived after writing tests for them); its reports are MODULE-recheck.*.
-const only = process.env.VERGE_MUTATION_MUTATE?.split(',').filter(Boolean);
+/** a comma-separated setting; unset or empty is none */
+const list = (v) => (v ? v.split(',').filter(Boolean) : undefined);
+const only = list(process.env.VERGE_MUTATION_MUTATE);
 // VERGE_MUTATION_TESTS=name,... replaces the module's test files with some of them (a first pass
 // on a loaded machine). Its score is a lower bound: a mutant may survive it that another test file
 // of the module kills, so its survivors' lines are rechecked with the module's own list before
 // they count. Reports MODULE-tests-NAME+NAME.*.
-const tests = process.env.VERGE_MUTATION_TESTS?.split(',').filter(Boolean);
+const tests = list(process.env.VERGE_MUTATION_TESTS);
 for (const t of tests ?? []) {
   if (!mod.tests.includes(t))
     throw new Error(`VERGE_MUTATION_TESTS: ${t} is not a test file of ${name} (${mod.tests.join(', ')})`);
@@ -138,7 +147,9 @@ export default {
   },
   plugins: ['@stryker-mutator/tap-runner'],
   buildCommand: 'npm run build --silent',
-  coverageAnalysis: mod.coverageAnalysis ?? 'perTest',
+  // coverage analysis off where a test file runs the module in child processes, unless only files
+  // that run it in the test process were chosen
+  coverageAnalysis: tests?.every((t) => mod.inProcess?.includes(t)) ? 'perTest' : (mod.coverageAnalysis ?? 'perTest'),
   // The machine is shared and has 2 cores: VERGE_MUTATION_CONCURRENCY, default 2.
   concurrency: Number(process.env.VERGE_MUTATION_CONCURRENCY ?? 2),
   // the tests start real processes and sockets: a busy machine needs slack before "timeout"
