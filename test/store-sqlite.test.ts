@@ -12,6 +12,7 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
+  readdirSync,
   readFileSync,
   rmSync,
   statSync,
@@ -23,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { openSqliteStore, type SqliteStore } from '../src/store/sqlite.js';
+import { openSqliteStore, readStoredValueSync, type SqliteStore } from '../src/store/sqlite.js';
 import {
   type Change,
   type JsonValue,
@@ -476,5 +477,85 @@ describe('sqlite store: the exact words of each refusal', () => {
     db3.exec('DELETE FROM schema_version');
     db3.close();
     assert.match(refusal(empty), /: its schema_version table is empty\. Stop Verge, move the file/);
+  });
+});
+
+// file mode's `origin.ca: verge` reads the CA from the data directory's store without opening it
+// as a store (src/control/data.ts): nothing created, no store yet is "no value", and a file that
+// is there but unreadable is an error naming it, never mistaken for "no value"
+describe('sqlite store: one value read over a read-only connection (readStoredValueSync)', () => {
+  const FIX_CORRUPT =
+    'Stop Verge, move the file (and any -wal / -shm file beside it) aside, and restore the latest backup; or, to start over with an empty store, move it aside and re-import the config with `verge config import FILE`.';
+
+  test('a value, a missing key, a store still open in another connection; nothing is created', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'verge.db');
+    const s = openSqliteStore({ file });
+    try {
+      await s.put('ca/origin', { certPem: 'PEM', n: [1, 2] });
+      // the write is still in the -wal file: the reader sees it all the same
+      assert.deepEqual(readStoredValueSync(file, 'ca/origin'), { certPem: 'PEM', n: [1, 2] });
+      assert.equal(readStoredValueSync(file, 'ca/other'), undefined);
+      await s.put('ca/origin', 'replaced');
+      assert.equal(readStoredValueSync(file, 'ca/origin'), 'replaced');
+    } finally {
+      await s.close();
+    }
+    assert.equal(readStoredValueSync(file, 'ca/origin'), 'replaced', 'after close too');
+  });
+
+  test('no store yet: no file, or no data directory at all, is no value; nothing is created', () => {
+    const dir = tempDir();
+    assert.equal(readStoredValueSync(join(dir, 'verge.db'), 'k'), undefined);
+    assert.equal(readStoredValueSync(join(dir, 'no', 'such', 'verge.db'), 'k'), undefined);
+    assert.deepEqual(readdirSync(dir), [], 'nothing created');
+  });
+
+  test('a file that is there but not a readable store is an error naming it', () => {
+    const dir = tempDir();
+    const refused = (file: string): string => {
+      try {
+        readStoredValueSync(file, 'k');
+      } catch (e) {
+        assert.ok(e instanceof StoreOpenError, String(e));
+        assert.equal(e.location, file);
+        return e.message;
+      }
+      assert.fail(`${file} was read`);
+    };
+    const asDir = join(dir, 'dir.db');
+    mkdirSync(asDir);
+    assert.equal(
+      refused(asDir),
+      `cannot open store file ${asDir}: SQLite cannot open it (disk I/O error). Check that it is readable by Verge.`,
+    );
+    // a path through a regular file (ENOTDIR) names the file, it is not "no store yet"
+    const plain = join(dir, 'plain');
+    writeFileSync(plain, 'x');
+    assert.match(
+      refused(join(plain, 'verge.db')),
+      new RegExp(
+        `^cannot open store file ${plain}/verge\\.db: SQLite cannot open it \\(.+\\)\\. Check that it is readable by Verge\\.$`,
+      ),
+    );
+    const garbage = join(dir, 'garbage.db');
+    writeFileSync(garbage, Buffer.alloc(8192, 7));
+    assert.equal(
+      refused(garbage),
+      `cannot open store file ${garbage}: it is not a readable Verge store (file is not a database). ${FIX_CORRUPT}`,
+    );
+    const foreign = join(dir, 'foreign.db');
+    const db = new Database(foreign);
+    db.exec('CREATE TABLE t (x)');
+    db.close();
+    assert.equal(
+      refused(foreign),
+      `cannot open store file ${foreign}: it is not a readable Verge store (no such table: kv). ${FIX_CORRUPT}`,
+    );
+    assert.deepEqual(
+      readdirSync(dir).sort(),
+      ['dir.db', 'foreign.db', 'garbage.db', 'plain'],
+      'nothing created',
+    );
   });
 });

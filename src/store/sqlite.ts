@@ -603,12 +603,13 @@ export function readStoredValueSync(file: string, key: string): JsonValue | unde
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
   } catch (e) {
-    if ((e as { code?: string }).code === 'SQLITE_CANTOPEN') {
-      try {
-        statSync(file);
-      } catch {
-        return undefined; // no store yet
-      }
+    // No store yet: no file, or no data directory at all (better-sqlite3 refuses a missing
+    // directory itself, with no SQLite code). Anything else (a path through a regular file, a
+    // directory it may not enter) is an error naming the file, not "no value".
+    try {
+      statSync(file);
+    } catch (s) {
+      if ((s as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     }
     throw openError(file, 'SQLite cannot open it', 'Check that it is readable by Verge.', e);
   }
