@@ -478,6 +478,47 @@ describe('sqlite store: the exact words of each refusal', () => {
     db3.close();
     assert.match(refusal(empty), /: its schema_version table is empty\. Stop Verge, move the file/);
   });
+
+  test("damage SQLite's quick_check reports as rows (not by throwing): the first three problems, named", async () => {
+    /**
+     * A new store whose b-tree pages (4096 bytes; schema_version is page 2, meta page 3) get
+     * two bytes of their header overwritten at `offset`: damage SQLite answers quick_check
+     * with a list of problems for, instead of failing to read the file. Returns the list.
+     */
+    const damaged = async (pages: number[], offset: number): Promise<{ file: string; rows: string[] }> => {
+      const file = join(tempDir(), 'verge.db');
+      const s = openSqliteStore({ file });
+      await s.put('sites/a', 1);
+      await s.close();
+      const fd = openSync(file, 'r+');
+      for (const page of pages) writeSync(fd, Buffer.from([0xf0, 0x0f]), 0, 2, (page - 1) * 4096 + offset);
+      closeSync(fd);
+      const db = new Database(file, { readonly: true, fileMustExist: true });
+      const rows = (db.pragma('quick_check') as { quick_check: string }[]).map((r) => r.quick_check);
+      db.close();
+      return { file, rows };
+    };
+    const fix =
+      'Stop Verge, move the file (and any -wal / -shm file beside it) aside, and restore the latest backup; or, to start over with an empty store, move it aside and re-import the config with `verge config import FILE`.';
+    // the first cell pointer (offset 8) of two pages pointing past the page: several problems
+    const many = await damaged([2, 3], 8);
+    assert.ok(
+      many.rows.length > 3,
+      `quick_check lists more than three problems: ${JSON.stringify(many.rows)}`,
+    );
+    assert.equal(
+      refusal(many.file),
+      `cannot open store file ${many.file}: SQLite's integrity check failed: ${many.rows.slice(0, 3).join('; ')}. ${fix}`,
+    );
+    // the start of one page's cell content area (offset 5): one problem, one row that is not "ok"
+    const one = await damaged([2], 5);
+    assert.equal(one.rows.length, 1, JSON.stringify(one.rows));
+    assert.notEqual(one.rows[0], 'ok');
+    assert.equal(
+      refusal(one.file),
+      `cannot open store file ${one.file}: SQLite's integrity check failed: ${one.rows[0]}. ${fix}`,
+    );
+  });
 });
 
 // file mode's `origin.ca: verge` reads the CA from the data directory's store without opening it
