@@ -397,19 +397,26 @@ describe('sqlite store: argument checks, compaction bounds, locking', () => {
     // opened before the lock is taken (opening checks the schema in a write transaction too)
     const impatient = openSqliteStore({ file, busyTimeoutMs: 50 });
     const patient = openSqliteStore({ file });
-    // another process takes the write lock and holds it for 600 ms
+    // another process takes the write lock and holds it until told, then 300 ms more
     const holder = spawn(
       process.execPath,
       [
         '-e',
         `const D = require(${JSON.stringify(require.resolve('better-sqlite3'))}); const db = new D(${JSON.stringify(file)});
-         db.exec('BEGIN IMMEDIATE'); process.stdout.write('locked\\n'); setTimeout(() => { db.exec('COMMIT'); db.close(); }, 600);`,
+         db.exec('BEGIN IMMEDIATE'); process.stdout.write('locked\\n');
+         process.stdin.once('data', () => setTimeout(() => { db.exec('COMMIT'); db.close(); process.exit(0); }, 300));`,
       ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
+      { stdio: ['pipe', 'pipe', 'inherit'] },
     );
     children.add(holder);
     const exited = new Promise((r) => holder.once('exit', r));
     await new Promise<void>((r) => holder.stdout!.once('data', () => r()));
+    // once: the holder exits 300 ms after it (also when an assertion below failed first)
+    let released: Promise<void> | undefined;
+    const release = () => {
+      released ??= new Promise<void>((r) => holder.stdin!.end('release\n', () => r()));
+      return released;
+    };
     try {
       await assert.rejects(impatient.put('sites/x', 1), (e: unknown) => {
         assert.ok(e instanceof StoreError && !(e instanceof StoreConflictError));
@@ -418,9 +425,38 @@ describe('sqlite store: argument checks, compaction bounds, locking', () => {
         assert.equal((e.cause as { code?: string }).code, 'SQLITE_BUSY');
         return true;
       });
+      // a transaction of several keys names none
+      await assert.rejects(
+        impatient.txn([
+          { type: 'put', key: 'sites/x', value: 1 },
+          { type: 'put', key: 'sites/z', value: 2 },
+        ]),
+        (e: unknown) => {
+          assert.ok(e instanceof StoreError);
+          assert.equal(e.message, `write to store ${file} failed: database is locked`);
+          assert.equal(e.key, undefined);
+          return true;
+        },
+      );
+      // opening waits as long for the lock (the schema check writes), then says what holds it:
+      // the file is fine, nothing is to be moved aside or restored
+      assert.throws(
+        () => openSqliteStore({ file, busyTimeoutMs: 50 }),
+        (e: unknown) => {
+          assert.ok(e instanceof StoreOpenError, String(e));
+          assert.equal(
+            e.message,
+            `cannot open store file ${file}: another process holds its write lock (database is locked). Let that process (another Verge using this file) finish or stop it, then retry.`,
+          );
+          assert.equal((e.cause as { code?: string }).code, 'SQLITE_BUSY');
+          return true;
+        },
+      );
       // the default (5 s) waits the holder out
+      await release();
       assert.equal(await patient.put('sites/y', 1), 1);
     } finally {
+      await release();
       await impatient.close();
       await patient.close();
     }

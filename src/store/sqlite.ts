@@ -526,6 +526,16 @@ function openFile(file: string, busyTimeoutMs: number): Database.Database {
   } catch (e) {
     db.close();
     if (e instanceof StoreOpenError) throw e;
+    // the schema check is a write transaction: another process's write lock held past the busy
+    // timeout is no damage, and moving a healthy file aside would lose it
+    if ((e as { code?: string }).code?.startsWith('SQLITE_BUSY')) {
+      throw openError(
+        file,
+        'another process holds its write lock',
+        'Let that process (another Verge using this file) finish or stop it, then retry.',
+        e,
+      );
+    }
     throw openError(file, 'it could not be prepared', FIX_CORRUPT, e);
   }
   return db;
