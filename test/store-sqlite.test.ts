@@ -85,6 +85,7 @@ describe('sqlite store: refusing files it cannot trust', () => {
     for (let i = 0; i < garbage.length; i++) garbage[i] = (i * 131 + 7) % 251;
     writeFileSync(file, garbage);
     const err = assertOpenError(file, /not a SQLite database or is damaged/);
+    assert.equal((err.cause as { code?: string }).code, 'SQLITE_NOTADB', "SQLite's error kept as the cause");
     assert.match(err.message, /move the file .* aside/);
     assert.match(err.message, /backup/);
     assert.deepEqual(readFileSync(file), garbage, 'never replaced by an empty store');
@@ -389,6 +390,50 @@ describe('sqlite store: argument checks, compaction bounds, locking', () => {
       for (const stop of stops) stop();
     } finally {
       await s.close();
+    }
+  });
+
+  test('the poll serves every watcher left after one stops; pollMs is how often it looks', async () => {
+    const file = join(tempDir(), 'verge.db');
+    // another connection to the file commits, as another process would: only the poll sees it
+    const other = openSqliteStore({ file });
+    const s = openSqliteStore({ file, pollMs: 50 });
+    const slow = openSqliteStore({ file, pollMs: 60_000 });
+    try {
+      await other.put('a', 0);
+      const from = await other.revision();
+      const kept: Change[] = [];
+      const stopGone = s.watch(from, () => {});
+      const stopKept = s.watch(from, (c) => void kept.push(c));
+      const seen: Change[] = [];
+      const stopSlow = slow.watch(from, (c) => void seen.push(c));
+      stopGone();
+      // the watchers' first catch-up (a microtask) is done before the other connection commits
+      await new Promise((r) => setImmediate(r));
+      await other.put('b', 1);
+      await until(() => kept.length === 1, 10_000, "the other connection's commit, seen by the poll");
+      assert.deepEqual(
+        kept.map((c) => [c.key, c.revision]),
+        [['b', from + 1]],
+      );
+      stopKept();
+      // a poll of a minute has not looked yet; the slow store's own write brings both, in order
+      await sleep(1000);
+      assert.equal(seen.length, 0, 'not seen before the poll looks');
+      await slow.put('c', 2);
+      await until(() => seen.length === 2, 2000, "the slow store's own write");
+      assert.deepEqual(
+        seen.map((c) => [c.key, c.revision]),
+        [
+          ['b', from + 1],
+          ['c', from + 2],
+        ],
+      );
+      stopSlow();
+    } finally {
+      await s.close();
+      await slow.close();
+      await other.close();
     }
   });
 
