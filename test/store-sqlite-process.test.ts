@@ -279,3 +279,28 @@ describe('sqlite store: files and processes', () => {
     }
   });
 });
+
+describe('sqlite store: a watch handler that throws', () => {
+  // Without an onError, a handler's error must not vanish: it is thrown where nothing catches it,
+  // so the process ends with it, as an unhandled error would (a child: it ends that process).
+  test('with no onError the process ends with the handler error; nothing more is done', () => {
+    const file = join(tempDir(), 'verge.db');
+    const store = fileURLToPath(new URL('../src/store/sqlite.js', import.meta.url));
+    const r = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { openSqliteStore } from ${JSON.stringify(store)};
+         const s = openSqliteStore({ file: ${JSON.stringify(file)} });
+         await s.put('sites/a', 1);
+         s.watch(0, (c) => { throw new Error('handler failed on ' + c.key); });
+         setTimeout(() => { process.stdout.write('still running\\n'); process.exit(0); }, 3000);`,
+      ],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    assert.equal(r.status, 1, `exit status (stdout: ${r.stdout}, stderr: ${r.stderr})`);
+    assert.match(r.stderr, /Error: handler failed on sites\/a/);
+    assert.equal(r.stdout, '', 'the process did not go on');
+  });
+});
