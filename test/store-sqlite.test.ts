@@ -412,21 +412,28 @@ describe('sqlite store: argument checks, compaction bounds, locking', () => {
       await new Promise((r) => setImmediate(r));
       await other.put('b', 1);
       await until(() => kept.length === 1, 10_000, "the other connection's commit, seen by the poll");
+      // and the next one: the poll keeps comparing with what it saw last
+      await other.put('b', 2);
+      await until(() => kept.length === 2, 10_000, "the other connection's second commit");
       assert.deepEqual(
         kept.map((c) => [c.key, c.revision]),
-        [['b', from + 1]],
+        [
+          ['b', from + 1],
+          ['b', from + 2],
+        ],
       );
       stopKept();
       // a poll of a minute has not looked yet; the slow store's own write brings both, in order
       await sleep(1000);
       assert.equal(seen.length, 0, 'not seen before the poll looks');
       await slow.put('c', 2);
-      await until(() => seen.length === 2, 2000, "the slow store's own write");
+      await until(() => seen.length === 3, 2000, "the slow store's own write");
       assert.deepEqual(
         seen.map((c) => [c.key, c.revision]),
         [
           ['b', from + 1],
-          ['c', from + 2],
+          ['b', from + 2],
+          ['c', from + 3],
         ],
       );
       stopSlow();
