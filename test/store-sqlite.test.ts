@@ -444,6 +444,44 @@ describe('sqlite store: argument checks, compaction bounds, locking', () => {
     }
   });
 
+  test('a watcher whose handler fails is told once and gets nothing more; the others keep the poll', async () => {
+    const file = join(tempDir(), 'verge.db');
+    const s = openSqliteStore({ file, pollMs: 50 });
+    const other = openSqliteStore({ file });
+    try {
+      const calls: string[] = [];
+      const errors: string[] = [];
+      s.watch(
+        0,
+        (c) => {
+          calls.push(c.key);
+          throw new Error(`handler failed on ${c.key}`);
+        },
+        (e) => errors.push(e.message),
+      );
+      const kept: Change[] = [];
+      const stopKept = s.watch(0, (c) => void kept.push(c));
+      await new Promise((r) => setImmediate(r));
+      // two commits in one tick: the failing watcher is woken twice before it runs once
+      await Promise.all([s.put('a', 1), s.put('b', 2)]);
+      await until(() => kept.length === 2, 2000, 'both commits delivered to the other watcher');
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(calls, ['a'], 'the failing handler is not called again');
+      assert.deepEqual(errors, ['handler failed on a']);
+      // the watcher left still sees another connection's commits: the poll goes on
+      await other.put('c', 3);
+      await until(() => kept.length === 3, 10_000, "the other connection's commit, seen by the poll");
+      assert.deepEqual(
+        kept.map((c) => c.key),
+        ['a', 'b', 'c'],
+      );
+      stopKept();
+    } finally {
+      await s.close();
+      await other.close();
+    }
+  });
+
   test('a write waits for another process holding the lock, up to busyTimeoutMs, then fails naming the key', async () => {
     const file = join(tempDir(), 'verge.db');
     // opened before the lock is taken (opening checks the schema in a write transaction too)
@@ -534,6 +572,14 @@ describe('sqlite store: the exact words of each refusal', () => {
     assert.equal(
       refusal(asDir),
       `cannot open store file ${asDir}: it is a directory. Point the store setting at a file path (e.g. DATADIR/verge.db).`,
+    );
+    // a path through a regular file: stat fails (ENOTDIR), which is not "no file yet"
+    const plain = join(dir, 'plain');
+    writeFileSync(plain, '');
+    const through = join(plain, 'verge.db');
+    assert.equal(
+      refusal(through),
+      `cannot open store file ${through}: it cannot be examined (ENOTDIR: not a directory, stat '${through}'). Check the path and the permissions of its directory.`,
     );
     const fifo = join(dir, 'fifo.db');
     const made = spawnSync('mkfifo', [fifo]);
