@@ -677,6 +677,11 @@ describe('sqlite store: one value read over a read-only connection (readStoredVa
       await s.close();
     }
     assert.equal(readStoredValueSync(file, 'ca/origin'), 'replaced', 'after close too');
+    // every read closes its connection: no file left open (an edge reads at every reload)
+    const open = () => readdirSync('/proc/self/fd').length;
+    const before = open();
+    for (let i = 0; i < 5; i++) readStoredValueSync(file, 'ca/origin');
+    assert.equal(open(), before, 'file descriptors open before and after five reads');
   });
 
   test('no store yet: no file, or no data directory at all, is no value; nothing is created', () => {
