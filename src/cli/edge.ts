@@ -28,7 +28,7 @@ import {
 import { ParentTier, TierAllow } from '../cluster/parents.js';
 import { EdgeProber } from '../cluster/probes.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
-import { AccessLog, appLogLinesDropped, createLogger, type Logger } from '../core/log.js';
+import { AccessLog, createLogger, type Logger } from '../core/log.js';
 import type { StatsReport } from '../core/stats.js';
 import type { MetricsSnapshot } from '../edge/metrics.js';
 import { WorkerRelay } from '../edge/relay.js';
@@ -39,7 +39,7 @@ import { FanOutFeed, RelayedFeed } from '../edge/worker-feed.js';
 import { EdgePrefetcher } from './edge-prefetch.js';
 import { sayStartError } from './listen-error.js';
 import { stopOnSignal } from './stop-signals.js';
-import { type ChildContext, childContext, startFailed, supervise } from './supervisor.js';
+import { type ChildContext, childContext, processCounts, startFailed, supervise } from './supervisor.js';
 import { splitDiskTier } from './worker-disk.js';
 
 /** How long a restarting edge waits to catch up before it serves anyway. */
@@ -336,11 +336,7 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
     ...(parentTier ? { parentTier } : {}),
     stats: traffic,
   });
-  edge.metrics.useProcess(() => ({
-    restarts: child.restarts(),
-    accessLogDropped: accessLog.dropped,
-    appLogDropped: appLogLinesDropped(),
-  }));
+  edge.metrics.useProcess(processCounts(child, accessLog));
   edgeRef = edge;
   let health: Server | undefined;
   try {
@@ -502,11 +498,7 @@ async function serveEdgeWorker(dir: string, log: Logger, child: ChildContext): P
     ...(parentTier ? { parentTier } : {}),
     stats: traffic,
   });
-  edge.metrics.useProcess(() => ({
-    restarts: child.restarts(),
-    accessLogDropped: accessLog.dropped,
-    appLogDropped: appLogLinesDropped(),
-  }));
+  edge.metrics.useProcess(processCounts(child, accessLog));
   try {
     await edge.start({
       beforeListen: async () => {

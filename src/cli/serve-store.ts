@@ -22,7 +22,7 @@ import { type ControlLock, lockControl } from '../control/lock.js';
 import { createToken, verifyToken } from '../control/tokens.js';
 import { apiBaseUrl, ensureFirstAdmin, signinUrl } from '../control/users.js';
 import { writeFileAtomic } from '../core/files.js';
-import { AccessLog, type AccessRecord, appLogLinesDropped, type Logger } from '../core/log.js';
+import { AccessLog, type AccessRecord, type Logger } from '../core/log.js';
 import type { DnsService } from '../dns/service.js';
 import { doctorStoredSite, storedSiteWarnings } from '../doctor/site.js';
 import type { MetricsSnapshot } from '../edge/metrics.js';
@@ -37,7 +37,7 @@ import { dnsSelfCheck, startDns } from './serve-dns.js';
 import { localStats } from './serve-stats.js';
 import { stopOnSignal } from './stop-signals.js';
 import { type DemoSeed, seedDemo, storeBanner } from './store-banner.js';
-import { type ChildContext, childContext, startFailed, supervise } from './supervisor.js';
+import { type ChildContext, childContext, processCounts, startFailed, supervise } from './supervisor.js';
 import { splitDiskTier } from './worker-disk.js';
 
 /** The generated admin token, for the CLI on this machine (mode 0600). */
@@ -162,11 +162,7 @@ export async function serveStore(dir: string, log: Logger, opts: { demo?: DemoSe
     exclusiveListen: workers === 1,
     stats: stats.edge,
   });
-  edge.metrics.useProcess(() => ({
-    restarts: child.restarts(),
-    accessLogDropped: accessLog.dropped,
-    appLogDropped: appLogLinesDropped(),
-  }));
+  edge.metrics.useProcess(processCounts(child, accessLog));
   let api: ControlApi;
   let cluster: ClusterEndpoint | undefined;
   try {
@@ -393,11 +389,7 @@ async function serveStoreWorker(dir: string, log: Logger, child: ChildContext): 
     exclusiveListen: false,
     stats,
   });
-  edge.metrics.useProcess(() => ({
-    restarts: child.restarts(),
-    accessLogDropped: accessLog.dropped,
-    appLogDropped: appLogLinesDropped(),
-  }));
+  edge.metrics.useProcess(processCounts(child, accessLog));
   try {
     await edge.start();
     source.attach(edge);

@@ -17,13 +17,13 @@ import {
   validateObject,
 } from '../config/load.js';
 import { fileModeMaterial, resolveDataDir } from '../control/data.js';
-import { AccessLog, appLogLinesDropped, createLogger, type Logger } from '../core/log.js';
+import { AccessLog, createLogger, type Logger } from '../core/log.js';
 import { ADMIN_TOKEN_FILE, loadAdminToken } from '../edge/admin-token.js';
 import { applyPurgeOp, WorkerRelay } from '../edge/relay.js';
 import type { Edge } from '../edge/server.js';
 import { sayStartError } from './listen-error.js';
 import { stopOnSignal } from './stop-signals.js';
-import { type ChildContext, childContext, startFailed, supervise } from './supervisor.js';
+import { type ChildContext, childContext, processCounts, startFailed, supervise } from './supervisor.js';
 import { splitDiskTier } from './worker-disk.js';
 
 /** The demo origin runs in the primary (it outlives edge restarts); its children get the port. */
@@ -240,11 +240,7 @@ async function serveChild(
     // a restarted worker applies the purges it missed before it serves from its disk tier
     ...(relay ? { beforeListen: (e: Edge) => relay.catchUp((op) => applyPurgeOp(e, op)) } : {}),
   });
-  edge.metrics.useProcess(() => ({
-    restarts: child.restarts(),
-    accessLogDropped: accessLog.dropped,
-    appLogDropped: appLogLinesDropped(),
-  }));
+  edge.metrics.useProcess(processCounts(child, accessLog));
   let admin: Awaited<ReturnType<typeof AdminServer.start>>;
   try {
     await edge.start();

@@ -23,9 +23,10 @@
 import cluster, { type Worker } from 'node:cluster';
 import { subscribe } from 'node:diagnostics_channel';
 import type { IncomingMessage } from 'node:http';
-import type { Logger } from '../core/log.js';
+import { type AccessLog, appLogLinesDropped, type Logger } from '../core/log.js';
 import type { StatsReport } from '../core/stats.js';
 import { requestsInFlight } from '../edge/lifecycle.js';
+import type { ProcessCounts } from '../edge/metrics.js';
 import { isMetricsSnapshot, type MetricsSnapshot } from '../edge/metrics.js';
 import { PrimaryRelay } from '../edge/relay.js';
 import { catchStopSignals } from './stop-signals.js';
@@ -495,6 +496,15 @@ function installTestCrashHook(): void {
 }
 
 /** The exit status for a start that failed (the reason already printed). */
+/** What a serving child's /metrics says about its process: restarts and log lines dropped. */
+export function processCounts(child: ChildContext, accessLog: AccessLog): () => ProcessCounts {
+  return () => ({
+    restarts: child.restarts(),
+    accessLogDropped: accessLog.dropped,
+    appLogDropped: appLogLinesDropped(),
+  });
+}
+
 export function startFailed(): number {
   return cluster.isWorker ? EXIT_START_FAILED : 1;
 }
