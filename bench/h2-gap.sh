@@ -12,10 +12,12 @@
 # /proc) and then the medians and the ratios; on a shared machine only ratios within one run mean
 # anything. PROFILE=1: instead, one h2load run against each Verge under node --cpu-prof and the
 # top frames (self time) of each. Every process started here is stopped by its PID.
-#   N=5 REQS=200000 PORT_BASE=38500 [PROFILE=1 TOP=10] bench/h2-gap.sh
+#   N=5 REQS=200000 PORT_BASE=38500 [H2_CONNS=50 H2_STREAMS=10] [PROFILE=1 TOP=10] bench/h2-gap.sh
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 N=${N:-5}; REQS=${REQS:-200000}; base=${PORT_BASE:-38500}; TOP=${TOP:-10}
+# H2_CONNS x H2_STREAMS: the load's shape (the shared harness runs 10 x 5)
+C=${H2_CONNS:-50}; M=${H2_STREAMS:-10}
 dir="$(mktemp -d -t verge-h2gap.XXXXXX)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done; sleep 0.5; rm -rf "$dir"; }
@@ -55,7 +57,7 @@ start() {  # name http-port https-port -> sets $pid to the serving process
 start fast $((base + 1)) $((base + 2)); fast=$pid
 start slow $((base + 3)) $((base + 4)); slow=$pid
 for _ in $(seq 50); do curl -sk -o /dev/null "https://127.0.0.1:$((base + 92))/1k.bin" && break; sleep 0.2; done
-load() { timeout 20 h2load -n "$REQS" -c50 -m10 -t1 "https://127.0.0.1:$1/1k.bin"; }
+load() { timeout 20 h2load -n "$REQS" -c"$C" -m"$M" -t1 "https://127.0.0.1:$1/1k.bin"; }
 if [[ "${PROFILE:-0}" == 1 ]]; then
   for v in fast slow; do
     port=$((base + 2)); [[ $v == slow ]] && port=$((base + 4))
