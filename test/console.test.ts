@@ -214,6 +214,13 @@ describe('the console', { skip }, () => {
     assert.equal(await page.evaluate('document.activeElement.textContent'), 'Sites');
     await page.keyboard.press('Enter');
     await page.getByRole('heading', { name: 'Sites' }).waitFor();
+    // the heading takes the focus in an effect, which runs after the heading is painted: wait for
+    // it (a console that never moves the focus fails here after 5 s)
+    await page
+      .waitForFunction('document.activeElement && document.activeElement.tagName === "H1"', undefined, {
+        timeout: 5000,
+      })
+      .catch(() => undefined);
     assert.equal(await page.evaluate('document.activeElement.tagName'), 'H1');
   });
 
