@@ -231,6 +231,14 @@ export class ClusterFollower {
   #connected = false;
   #disconnectedSince: string | undefined;
   #state = 'active';
+  /**
+   * Counts the changes of #state. An answer to a request (a report, a snapshot) sets the state only
+   * if nothing set it while the request was out: a report the control plane answered "active"
+   * just before the node was disabled can arrive after the stream was refused for that, and must
+   * not turn the node back to active (seen in CI: GET /health said active with the last error
+   * CLUSTER_NODE_DISABLED).
+   */
+  #stateChanges = 0;
   #lastError: NodeStatus['lastError'];
   #caughtUp: Array<() => void> = [];
   #everCaughtUp = false;
@@ -329,12 +337,13 @@ export class ClusterFollower {
         return this.#localized(local);
       }
     }
+    const asked = this.#stateChanges;
     const r = await this.#request('GET', '/cluster/v1/snapshot');
     const snap: Snapshot = {
       revision: Number(r['revision']),
       entries: (r['entries'] as SnapshotEntry[]) ?? [],
     };
-    if (typeof r['state'] === 'string') this.#state = r['state'];
+    if (typeof r['state'] === 'string') this.#answeredState(r['state'], asked);
     this.#setMirror(snap);
     this.#persistNow();
     return this.#localized(snap);
@@ -371,9 +380,10 @@ export class ClusterFollower {
       ...(this.#disconnectedSince ? { disconnectedSince: this.#disconnectedSince } : {}),
       ...(tier ? { tier } : {}),
     };
+    const asked = this.#stateChanges;
     try {
       const r = await this.#request('POST', '/cluster/v1/report', body);
-      if (typeof r['state'] === 'string') this.#state = r['state'];
+      if (typeof r['state'] === 'string') this.#answeredState(r['state'], asked);
       this.#opts.onTier?.(parentsOf(r['parents']), membersOf(r['members']));
     } catch (e) {
       this.#opts.log.debug({ err: (e as Error).message }, 'report to the control plane failed');
@@ -414,7 +424,17 @@ export class ClusterFollower {
 
   #refused(err: ClusterRequestError): void {
     this.#lastError = { code: err.code, message: err.message, at: new Date().toISOString() };
-    if (err.code === 'CLUSTER_NODE_DISABLED') this.#state = 'disabled';
+    if (err.code === 'CLUSTER_NODE_DISABLED') this.#setState('disabled');
+  }
+
+  #setState(state: string): void {
+    this.#state = state;
+    this.#stateChanges++;
+  }
+
+  /** A request's answer: taken only if the state did not change since the request was sent. */
+  #answeredState(state: string, asked: number): void {
+    if (this.#stateChanges === asked) this.#setState(state);
   }
 
   watch(from: number, onChange: ChangeHandler, onError?: WatchErrorHandler): () => void {
@@ -630,7 +650,7 @@ export class ClusterFollower {
       }
       case 'node':
         if (typeof ev['state'] === 'string') {
-          this.#state = ev['state'];
+          this.#setState(ev['state']);
           this.#opts.log.info({ state: this.#state }, `the control plane set this node ${this.#state}`);
         }
         return;
