@@ -5,10 +5,8 @@
 // work, not header count. PORT (default 28392), TLS_KEY and TLS_CERT (PEM files).
 import { readFileSync } from 'node:fs';
 import http2 from 'node:http2';
+import { HIT_BODY, hitFields } from './hit-fields.js';
 
-const body = Buffer.alloc(1024, 'a');
-const lastModified = new Date(Date.now() - 86_400_000).toUTCString();
-let n = 0;
 const server = http2.createSecureServer(
   {
     key: readFileSync(process.env['TLS_KEY'] ?? ''),
@@ -16,20 +14,8 @@ const server = http2.createSecureServer(
     allowHTTP1: true,
   },
   (_req, res) => {
-    res.writeHead(200, {
-      server: 'nginx/1.22.1',
-      'content-type': 'application/octet-stream',
-      'content-length': '1024',
-      'last-modified': lastModified,
-      etag: '"6560a1b2-400"',
-      'cache-control': 'public, max-age=3600',
-      'accept-ranges': 'bytes',
-      age: '1',
-      'x-request-id': `abcdefgh${(++n).toString(36)}`,
-      'x-cache': 'HIT',
-      via: '1.1 verge',
-    });
-    res.end(body);
+    res.writeHead(200, hitFields());
+    res.end(HIT_BODY);
   },
 );
 server.listen(Number(process.env['PORT'] ?? 28392), '127.0.0.1');

@@ -6,29 +6,14 @@
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
+import { HIT_BODY, hitFields } from './hit-fields.js';
 
-const body = Buffer.alloc(1024, 'a');
-const lastModified = new Date(Date.now() - 86_400_000).toUTCString();
 const date = new Date().toUTCString();
-let n = 0;
 const cert = process.env['TLS_CERT'];
 const key = process.env['TLS_KEY'];
 const handler = (_req: http.IncomingMessage, res: http.ServerResponse) => {
-  res.writeHead(200, {
-    server: 'nginx/1.22.1',
-    date,
-    'content-type': 'application/octet-stream',
-    'content-length': '1024',
-    'last-modified': lastModified,
-    etag: '"6560a1b2-400"',
-    'cache-control': 'public, max-age=3600',
-    'accept-ranges': 'bytes',
-    age: '1',
-    'x-request-id': `abcdefgh${(++n).toString(36)}`,
-    'x-cache': 'HIT',
-    via: '1.1 verge',
-  });
-  res.end(body);
+  res.writeHead(200, { date, ...hitFields() });
+  res.end(HIT_BODY);
 };
 const server =
   cert && key
