@@ -7,12 +7,12 @@
 // of the disk tier, so an object reaches the origin once per worker.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { type ControlProc, startControlProc } from './helpers/control.js';
+import { request } from './helpers/edge.js';
 import { freePort, type HttpOrigin, httpOrigin } from './helpers/origins.js';
 import { until as poll } from './helpers/poll.js';
 import { type EdgeProc, type LogLine, runCli, startEdgeProc } from './helpers/proc.js';
@@ -37,23 +37,10 @@ interface Got {
   cache: string;
 }
 
-/** One request on a connection of its own. */
-function get(port: number, host: string, path: string): Promise<Got> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, headers: { host }, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => {
-        body += d;
-      });
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, body, cache: String(res.headers['x-cache'] ?? '') }),
-      );
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
+/** One request on a connection of its own (helpers/edge.ts request()). */
+async function get(port: number, host: string, path: string): Promise<Got> {
+  const r = await request(`http://127.0.0.1:${port}${path}`, { headers: { host } });
+  return { status: r.status, body: r.body.toString('utf8'), cache: String(r.headers['x-cache'] ?? '') };
 }
 
 const until = <T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> =>
