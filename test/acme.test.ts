@@ -23,7 +23,7 @@ import {
 } from '../src/control/model.js';
 import { openSqliteStore, type SqliteStore } from '../src/store/sqlite.js';
 import type { Change, JsonValue } from '../src/store/types.js';
-import { freePort } from './helpers/nginx.js';
+import { freePort, refusingPort } from './helpers/nginx.js';
 import { type Pebble, startPebble } from './helpers/pebble.js';
 
 type LogLine = Record<string, unknown>;
@@ -586,7 +586,7 @@ describe('ACME manager against pebble', { timeout: 180_000 }, () => {
   };
 
   test('an ACME server that refuses connections: stage account, "connection refused" in words', async (t) => {
-    const closed = await freePort();
+    const closed = await refusingPort();
     const f = await failureWith('eight.test', `https://127.0.0.1:${closed}/dir`, pebble.caPem);
     assert.equal(f.stage, 'account');
     t.diagnostic(f.message);

@@ -20,7 +20,13 @@ import { openDataStore } from '../src/control/data.js';
 import { createUser } from '../src/control/users.js';
 import type { ConfigStore } from '../src/store/types.js';
 import { chromiumAvailable, launchBrowser, overflowsX, screenshot, unlabelled } from './helpers/browser.js';
-import { freePort, type NginxConfOrigin, nginxAvailable, startNginxServers } from './helpers/nginx.js';
+import {
+  freePort,
+  type NginxConfOrigin,
+  nginxAvailable,
+  refusingPort,
+  startNginxServers,
+} from './helpers/nginx.js';
 import { type EdgeProc, startEdgeProc } from './helpers/proc.js';
 
 const NAME = 'www.story.test';
@@ -110,7 +116,7 @@ before(async () => {
   if (skip) return;
   httpPort = await freePort();
   httpsPort = await freePort();
-  acmePort = await freePort();
+  acmePort = await refusingPort();
   // the webmaster's nginx: the site on "port 80" only, nothing on "443"
   nginx = await startNginxServers(
     [

@@ -20,7 +20,7 @@ import type {
 } from '../src/doctor/types.js';
 import { createCa, createLeaf } from '../src/tls/pki.js';
 import { nginxAvailable, startNginx } from './helpers/nginx.js';
-import { freePort, httpOrigin, type ScriptedOrigin, tlsOrigin } from './helpers/origins.js';
+import { freePort, httpOrigin, refusingPort, type ScriptedOrigin, tlsOrigin } from './helpers/origins.js';
 import { leafFor, selfSignedFor, testCa } from './helpers/pki.js';
 
 const NAME = 'www.example.com';
@@ -78,7 +78,7 @@ const ok200: http.RequestListener = (_req, res) => {
 describe('the story: follow + verify, origin only on HTTP', () => {
   test('HTTPS visitors get 502 ORIGIN_CONNECTION_REFUSED; the verdict names port 443 and both fixes', async () => {
     const web = keep(await httpOrigin(ok200));
-    const closed = await freePort();
+    const closed = await refusingPort();
     const site: DoctorSite = {
       config: siteConfig({ protocol: 'follow', verify: true, ports: { http: web.port, https: closed } }),
     };
@@ -452,7 +452,7 @@ describe('traps', () => {
         res.end();
       }),
     );
-    const closed = await freePort();
+    const closed = await refusingPort();
     const r = await runDoctor(
       {
         config: siteConfig(
@@ -490,7 +490,7 @@ describe('traps', () => {
         res.end('page\n');
       }),
     );
-    const closed = await freePort();
+    const closed = await refusingPort();
     const site: DoctorSite = {
       config: siteConfig({ protocol: 'http', ports: { http: web.port, https: closed } }),
     };
@@ -558,7 +558,7 @@ describe('traps', () => {
 
   test('a check that throws becomes an internal finding, reported apart', async () => {
     const web = keep(await httpOrigin(ok200));
-    const closed = await freePort();
+    const closed = await refusingPort();
     const r = await runDoctor(
       { config: siteConfig({ protocol: 'http', ports: { http: web.port, https: closed } }) },
       ctx(),
@@ -650,7 +650,7 @@ test('a site without a certificate: HTTPS visitors get a TLS alert, not an origi
       res.end('ok');
     }),
   );
-  const closed = await freePort();
+  const closed = await refusingPort();
   const site = siteSchema.parse({
     name: NAME,
     origin: {
@@ -704,7 +704,7 @@ describe('fixes follow the cause and the place the user works in', () => {
 
   test('a site pulling over plain HTTP: "All good" with advice, the secure setup as numbered steps', async () => {
     const web = keep(await httpOrigin(ok200));
-    const closed = await freePort();
+    const closed = await refusingPort();
     const r = await runDoctor(
       { config: siteConfig({ protocol: 'http', ports: { http: web.port, https: closed } }) },
       ctx(),

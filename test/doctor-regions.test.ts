@@ -16,7 +16,7 @@ import { type OriginFacts, probeOrigin } from '../src/doctor/probe.js';
 import { askRegionsShared, type RegionAnswer, regionFindings } from '../src/doctor/regions.js';
 import type { DoctorContext, DoctorSite } from '../src/doctor/types.js';
 import { openSqliteStore, type SqliteStore } from '../src/store/sqlite.js';
-import { freePort, type HttpOrigin, httpOrigin } from './helpers/origins.js';
+import { type HttpOrigin, httpOrigin, refusingPort } from './helpers/origins.js';
 
 const ctx: DoctorContext = { now: Date.now(), timeoutMs: 2000, originCaAvailable: true };
 
@@ -29,7 +29,7 @@ describe('regionFindings', () => {
 
   before(async () => {
     origin = await httpOrigin();
-    const closed = await freePort();
+    const closed = await refusingPort();
     const site = (port: number): DoctorSite => ({
       config: siteSchema.parse({
         name: 'www.regions.test',

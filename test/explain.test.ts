@@ -4,10 +4,10 @@ import { test } from 'node:test';
 import { explainRecord, findRecord } from '../src/cli/explain.js';
 import { ERRORS } from '../src/core/errors.js';
 import { request, startEdge } from './helpers/edge.js';
-import { freePort } from './helpers/nginx.js';
+import { refusingPort } from './helpers/nginx.js';
 
 test('explain tells the story of a failed request from its real log record', async () => {
-  const closed = await freePort();
+  const closed = await refusingPort();
   const edge = await startEdge([
     { name: 'shop.example.com', origin: { servers: [{ host: '127.0.0.1', port: closed }] } },
   ]);

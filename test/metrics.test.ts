@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { admin, startAdmin } from './helpers/admin.js';
 import { request, startEdge } from './helpers/edge.js';
-import { freePort } from './helpers/nginx.js';
+import { refusingPort } from './helpers/nginx.js';
 
 function value(text: string, series: string): number | undefined {
   const line = text.split('\n').find((l) => l.startsWith(`${series} `));
@@ -24,7 +24,7 @@ test('metrics count requests, bytes, hits, errors and what each tier holds', asy
   });
   await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
   t.after(() => origin.close());
-  const closed = await freePort();
+  const closed = await refusingPort();
   const edge = await startEdge([
     {
       name: 'www.example.com',

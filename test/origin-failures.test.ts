@@ -15,10 +15,10 @@ import {
   cutOrigin,
   expectError,
   expectOk,
-  freePort,
   garbageOrigin,
   httpOrigin,
   type LogRecord,
+  refusingPort,
   requestId,
   silentOrigin,
   tlsOrigin,
@@ -81,7 +81,7 @@ test('1: follow + verify with the origin on HTTP only: HTTPS visitors get connec
   const origin = owned(await httpOrigin(undefined, 'plain origin\n'));
   // Real port 443 is privileged and may be taken on a test machine, so origin.ports.https stands
   // in for it: a closed loopback port, which is what an origin without `listen 443` has there.
-  const closed = await freePort();
+  const closed = await refusingPort();
   const edge = await edgeFor([
     await site('follow.example.com', {
       servers: [{ host: LOOPBACK }],
@@ -505,7 +505,7 @@ test('6: weighted primaries, failover to the backup when they are down, then 503
 });
 
 test('6: a GET that failed before reaching the origin is retried on the next server; a POST is not', async () => {
-  const closed = await freePort();
+  const closed = await refusingPort();
   const up = owned(await httpOrigin());
   const edge = await edgeFor([
     {
@@ -552,7 +552,7 @@ test('6: a GET that failed before reaching the origin is retried on the next ser
 });
 
 test('6: a single-server site keeps reporting the real cause and is never marked down', async () => {
-  const closed = await freePort();
+  const closed = await refusingPort();
   const edge = await edgeFor([
     {
       name: 'single.example.com',
@@ -576,7 +576,7 @@ test('6: a single-server site keeps reporting the real cause and is never marked
 });
 
 test('browsers (Accept: text/html) get an HTML page with the same facts and no origin address', async () => {
-  const closed = await freePort();
+  const closed = await refusingPort();
   const edge = await edgeFor([
     await site('html.example.com', { servers: [{ host: LOOPBACK, port: closed }], protocol: 'http' }),
   ]);

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { type Response, request, startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
-import { freePort, type NginxOrigin, nginxAvailable, startNginx } from './helpers/nginx.js';
+import { freePort, type NginxOrigin, nginxAvailable, refusingPort, startNginx } from './helpers/nginx.js';
 import { expectError, expectOk } from './helpers/origins.js';
 import { leafFor, selfSignedFor, testCa } from './helpers/pki.js';
 
@@ -37,7 +37,8 @@ before(async () => {
   writeFileSync(selfSignedCa, selfSigned.certPem);
   const testCaFile = join(dir, 'test-ca.pem');
   writeFileSync(testCaFile, caPem);
-  for (const k of Object.keys(port) as (keyof typeof port)[]) port[k] = await freePort();
+  for (const k of Object.keys(port) as (keyof typeof port)[])
+    port[k] = k === 'closed' ? await refusingPort() : await freePort();
 
   nginx = await startNginx([
     { port: port.http, body: 'nginx over http\n' },

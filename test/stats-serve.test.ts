@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { openSqliteStore } from '../src/store/sqlite.js';
-import { freePort, type HttpOrigin, httpOrigin } from './helpers/origins.js';
+import { type HttpOrigin, httpOrigin, refusingPort } from './helpers/origins.js';
 import { type EdgeProc, runCli, startEdgeProc } from './helpers/proc.js';
 
 const dirs: string[] = [];
@@ -188,7 +188,7 @@ test('verge serve --data: the stats API counts exactly what was sent, across kil
     }, 5000).unref();
   });
   t.after(() => Promise.all([www.close(), slow.close()]));
-  const closedPort = await freePort();
+  const closedPort = await refusingPort();
   const config = {
     edge: { stats: { reportInterval: '200ms', flushInterval: '1s', topK: 50 } },
     sites: [

@@ -12,7 +12,7 @@ import { AccessLog, createLogger } from '../src/core/log.js';
 import { renderTrace, TraceError, trace } from '../src/doctor/trace.js';
 import { RequestLog } from '../src/edge/request-log.js';
 import { Edge } from '../src/edge/server.js';
-import { freePort } from './helpers/nginx.js';
+import { refusingPort } from './helpers/nginx.js';
 import { type HttpOrigin, httpOrigin } from './helpers/origins.js';
 import { leafFor, testCa } from './helpers/pki.js';
 
@@ -29,7 +29,7 @@ describe('verge trace', () => {
       res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=60' });
       res.end(`page ${req.url}\n`);
     });
-    const closed = await freePort();
+    const closed = await refusingPort();
     dir = mkdtempSync(join(tmpdir(), 'verge-trace-'));
     const leaf = await leafFor('shop.test');
     // PEM blocks need a line break between them
@@ -155,7 +155,7 @@ describe('verge trace', () => {
   });
 
   test('an edge that is not there is a TraceError naming the address', async () => {
-    const closed = await freePort();
+    const closed = await refusingPort();
     await assert.rejects(
       trace('http://shop.test/', { edge: `127.0.0.1:${closed}`, lookup }),
       (e: unknown) =>

@@ -14,7 +14,7 @@ import type { ConnectionOptions } from 'node:tls';
 import { Agent, WebSocket } from 'undici';
 import { requestsInFlight } from '../src/edge/lifecycle.js';
 import { request, startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
-import { expectError, freePort, type LogRecord } from './helpers/origins.js';
+import { expectError, type LogRecord, refusingPort } from './helpers/origins.js';
 import { leafFor, selfSignedFor, testCa } from './helpers/pki.js';
 import { openRaw, type RawConnection, within } from './helpers/raw.js';
 import {
@@ -173,7 +173,7 @@ describe('WebSocket over HTTP/1.1', () => {
     plain = await wsOrigin();
     secure = await wsOrigin({ cert: await leafFor(['tls.test', 'follow.test']) });
     selfSigned = await wsOrigin({ cert: await selfSignedFor('untrusted.test') });
-    closedPort = await freePort();
+    closedPort = await refusingPort();
     const site = async (
       name: string,
       origin: Record<string, unknown>,

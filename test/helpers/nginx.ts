@@ -62,6 +62,28 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * A port on 127.0.0.1 that refuses connections for the rest of the run: one nothing listens on,
+ * below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768 and up by default), so
+ * no listen(0) of a test running beside this one, and no outgoing connection, can be given it.
+ * freePort() is no such port: the kernel hands its number to the next listen(0), and a test that
+ * configured it as a dead origin then reached another test's server (seen in CI: a 200 where 502
+ * was expected, and another test's origin counting a request it never got from its own edge).
+ */
+export async function refusingPort(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const bound = await new Promise<boolean>((resolve) => {
+      const server = net.createServer();
+      server.unref();
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+    });
+    if (bound) return port;
+  }
+  throw new Error('refusingPort: no unused port found between 20000 and 32000');
+}
+
 // biome-ignore lint/suspicious/noTemplateCurlyInString: nginx variable syntax, not a JS template.
 const NGINX_DOLLAR = '${dollar}';
 

@@ -11,7 +11,7 @@ import { ERRORS, type ErrorCode } from '../../src/core/errors.js';
 import type { Response, TestEdge } from './edge.js';
 import type { KeyCert } from './pki.js';
 
-export { freePort } from './nginx.js';
+export { freePort, refusingPort } from './nginx.js';
 
 export interface ScriptedOrigin {
   port: number;
