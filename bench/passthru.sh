@@ -11,7 +11,7 @@
 # same run, plus each Node process's CPU time per request (utime+stime from /proc).
 #   npm run build && bench/passthru.sh              (N=3 D=5; ONLY='verge min' picks systems)
 # HOLD=secs: start everything, print ports and pids, wait, stop (for strace or perf by hand).
-# VERGE_EXTRA: YAML lines added under edge:; VERGE_NODE_OPTS, MIN_NODE_OPTS: node options (--cpu-prof);
+# VERGE_WORKERS: edge.workers (default 1); VERGE_EXTRA: YAML lines added under edge:; VERGE_NODE_OPTS, MIN_NODE_OPTS: node options (--cpu-prof);
 # VERGE_B_NODE_OPTS: verge-b's node options (default VERGE_NODE_OPTS), so VERGE_B=. compares options.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -55,7 +55,7 @@ mkdir -p "$dir/origin/tmp" "$dir/proxy/tmp"
 verge_config() { # port
   cat <<YAML
 edge:
-  workers: 1
+  workers: ${VERGE_WORKERS:-1}
   admin: { listen: "127.0.0.1:0" }
   http: { listen: ["127.0.0.1:$1"] }
   https: { listen: [] }
