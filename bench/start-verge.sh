@@ -7,6 +7,8 @@
 #                                              compare with nginx proxy_pass); VERGE_PASS_WORKERS
 #                                              sets its edge.workers (default 1)
 #   VERGE_W2_HTTP / VERGE_W2_HTTPS             optional: caching edge with edge.workers: 2
+#   VERGE_PASS_W2_HTTP                         optional: caching off with edge.workers: 2 (the
+#                                              best pass-through configuration against nginx's 2 workers)
 #   VERGE_NOFAST_HTTP                          optional: caching edge, one process, edge.fastPath: false
 #                                              (every hit through node:http, as before the fast path)
 #   MIN_PROXY_PORT                             optional: bench/min-proxy.ts, the bare
@@ -42,6 +44,10 @@ fi
 if [[ -n "${VERGE_W2_HTTP:-}" ]]; then
   config "$VERGE_W2_HTTP" "${VERGE_W2_HTTPS:-0}" true 2 > "$dir/w2.yaml"
   node "$cli" serve --config "$dir/w2.yaml" &
+fi
+if [[ -n "${VERGE_PASS_W2_HTTP:-}" ]]; then
+  config "$VERGE_PASS_W2_HTTP" 0 false 2 > "$dir/pass-w2.yaml"
+  node "$cli" serve --config "$dir/pass-w2.yaml" &
 fi
 if [[ -n "${VERGE_NOFAST_HTTP:-}" ]]; then
   config "$VERGE_NOFAST_HTTP" 0 true 1 false > "$dir/nofast.yaml"
