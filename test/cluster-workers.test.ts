@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { type ControlProc, startControlProc } from './helpers/control.js';
-import { request } from './helpers/edge.js';
+import { metricSum, request } from './helpers/edge.js';
 import { freePort, type HttpOrigin, httpOrigin } from './helpers/origins.js';
 import { until as poll } from './helpers/poll.js';
 import { type EdgeProc, type LogLine, runCli, startEdgeProc } from './helpers/proc.js';
@@ -159,6 +159,25 @@ describe('verge edge with edge.workers: 2', () => {
       const r = await ctl!.call('GET', '/api/v1/sites/www.test/stats');
       return (r.json['totals'] as { requests: number } | undefined)?.requests === sent ? true : undefined;
     });
+  });
+
+  test("GET /metrics on the node's health listener counts both workers' requests", async () => {
+    const health = String(listening(edge!, 1)!['health']);
+    const scrape = async () => {
+      const r = await request(`http://${health}/metrics`);
+      assert.equal(r.status, 200);
+      assert.match(String(r.headers['content-type']), /^text\/plain/);
+      return r.body.toString('utf8');
+    };
+    // every request so far, whichever worker answered it (slot 2's numbers come through the relay)
+    const text = await until('every request in the scrape', async () => {
+      const t = await scrape();
+      return metricSum(t, 'verge_requests_total', 'www.test') === sent ? t : undefined;
+    });
+    assert.match(text, /^# TYPE verge_requests_total counter$/m);
+    assert.ok(metricSum(text, 'verge_requests_total', 'www.test') > 0);
+    const other = await request(`http://${health}/nothing`);
+    assert.equal(other.status, 404);
   });
 
   test('a purge is confirmed only once both workers dropped the object', async () => {

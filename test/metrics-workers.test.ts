@@ -7,18 +7,13 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { request } from './helpers/edge.js';
+import { metricSum, request } from './helpers/edge.js';
 import { startEdgeProc } from './helpers/proc.js';
 
 const SITE = 'www.example.com';
 
 /** The sum of one counter for SITE in a Prometheus text. */
-function sumOf(text: string, name: string): number {
-  let n = 0;
-  const re = new RegExp(`^${name}\\{[^}]*site="www\\.example\\.com"[^}]*\\} (\\d+)$`, 'gm');
-  for (const m of text.matchAll(re)) n += Number(m[1]);
-  return n;
-}
+const sumOf = (text: string, name: string): number => metricSum(text, name, SITE);
 
 test('edge.workers 2: every scrape of /metrics counts the requests both workers answered', async (t) => {
   let pulls = 0;

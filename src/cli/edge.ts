@@ -30,7 +30,7 @@ import { EdgeProber } from '../cluster/probes.js';
 import { ConfigError, formatIssues, type ResolvedConfig } from '../config/load.js';
 import { AccessLog, createLogger, type Logger } from '../core/log.js';
 import type { StatsReport } from '../core/stats.js';
-import type { MetricsSnapshot } from '../edge/metrics.js';
+import { isMetricsSnapshot, type MetricsSnapshot } from '../edge/metrics.js';
 import { WorkerRelay } from '../edge/relay.js';
 import { Edge } from '../edge/server.js';
 import { EdgeStats } from '../edge/stats.js';
@@ -47,6 +47,8 @@ export const START_CATCH_UP_MS = 10_000;
 const VERSION = '0.1.0';
 const DEFAULT_HEALTH = '127.0.0.1:8093';
 const DEFAULT_TIER = '0.0.0.0:8094';
+/** how long slot 1's /metrics waits for the other workers' numbers */
+const METRICS_ASK_MS = 2000;
 
 export interface EdgeCmdOptions {
   data?: string;
@@ -364,27 +366,41 @@ async function serveNode(dir: string, log: Logger, child: ChildContext): Promise
       tierServerIdentity = (id) => edge.setTierIdentity(id);
       log.info({ tier: tierBound }, 'tier port listening (parent of the tiered cache)');
     }
-    health = await startHealth(node.health ?? DEFAULT_HEALTH, () => {
-      const st = follower.status();
-      const serving = st.state !== 'draining' && st.state !== 'disabled';
-      return {
-        status: serving ? 200 : 503,
-        body: {
-          ok: serving,
-          node: node!.nodeId,
-          name: node!.name,
-          region: node!.region ?? null,
-          state: st.state,
-          control: st.connected ? 'connected' : `unreachable since ${st.disconnectedSince ?? 'start'}`,
-          ...(st.disconnectedSince ? { disconnectedSince: st.disconnectedSince } : {}),
-          ...(st.lastError ? { lastError: st.lastError } : {}),
-          revision: source.appliedRevision,
-          ...edge.listenAddresses(),
-          ...(tierBound ? { tier: tierBound } : {}),
-          ...(parentTier ? { parents: parentTier.list().map((p) => p.name ?? p.id) } : {}),
-        },
-      };
-    });
+    health = await startHealth(
+      node.health ?? DEFAULT_HEALTH,
+      () => {
+        const st = follower.status();
+        const serving = st.state !== 'draining' && st.state !== 'disabled';
+        return {
+          status: serving ? 200 : 503,
+          body: {
+            ok: serving,
+            node: node!.nodeId,
+            name: node!.name,
+            region: node!.region ?? null,
+            state: st.state,
+            control: st.connected ? 'connected' : `unreachable since ${st.disconnectedSince ?? 'start'}`,
+            ...(st.disconnectedSince ? { disconnectedSince: st.disconnectedSince } : {}),
+            ...(st.lastError ? { lastError: st.lastError } : {}),
+            revision: source.appliedRevision,
+            ...edge.listenAddresses(),
+            ...(tierBound ? { tier: tierBound } : {}),
+            ...(parentTier ? { parents: parentTier.list().map((p) => p.name ?? p.id) } : {}),
+          },
+        };
+      },
+      async () => {
+        // the other workers' numbers through the primary (a worker that does not answer in time
+        // is left out of this scrape rather than failing it)
+        const others =
+          workers > 1
+            ? Object.values((await relay.ask('others', { kind: 'metrics' }, METRICS_ASK_MS)).results).filter(
+                isMetricsSnapshot,
+              )
+            : [];
+        return { contentType: edge.metrics.contentType, text: await edge.metrics.textWith(others) };
+      },
+    );
   } catch (e) {
     await source.close();
     await follower.close();
@@ -468,7 +484,11 @@ async function serveEdgeWorker(dir: string, log: Logger, child: ChildContext): P
   // hello now: from here on the primary hands this slot every change slot 1 relays (held until
   // the edge is attached) and, first, the purges the slot is owed
   const caughtUp = relay.catchUp(feed.handle);
-  relay.serve(feed.handle);
+  let edgeOfSlot: Edge | undefined;
+  // slot 1's GET /metrics on the health listener adds this worker's numbers
+  relay.serve((op) =>
+    op.kind === 'metrics' ? Promise.resolve(edgeOfSlot?.metrics.snapshot() ?? null) : feed.handle(op),
+  );
   const source = new StoreSource({
     store: feed,
     baseDir: dir,
@@ -499,6 +519,7 @@ async function serveEdgeWorker(dir: string, log: Logger, child: ChildContext): P
     stats: traffic,
   });
   edge.metrics.useProcess(processCounts(child, accessLog));
+  edgeOfSlot = edge;
   try {
     await edge.start({
       beforeListen: async () => {
@@ -558,12 +579,32 @@ async function serveEdgeWorker(dir: string, log: Logger, child: ChildContext): P
 async function startHealth(
   listen: string,
   view: () => { status: number; body: Record<string, unknown> },
+  metrics: () => Promise<{ contentType: string; text: string }>,
 ): Promise<Server> {
   const server = createServer((req, res) => {
+    if (req.url === '/metrics') {
+      // The node's Prometheus text, every worker's numbers added (as the admin API's /metrics of
+      // `verge serve`): a joined node has no admin API, and this listener is the node's own
+      // (loopback unless --health says otherwise: it carries per-site traffic counters).
+      metrics().then(
+        (m) => {
+          res.writeHead(200, { 'content-type': m.contentType, 'cache-control': 'no-store' });
+          res.end(req.method === 'HEAD' ? undefined : m.text);
+        },
+        (e: unknown) => {
+          res
+            .writeHead(500, { 'content-type': 'application/json' })
+            .end(
+              `${JSON.stringify({ code: 'EDGE_INTERNAL_ERROR', msg: `metrics: ${(e as Error).message}` })}\n`,
+            );
+        },
+      );
+      return;
+    }
     if (req.url !== '/health' && req.url !== '/') {
       res
         .writeHead(404, { 'content-type': 'application/json' })
-        .end('{"code":"NOT_FOUND","msg":"GET /health"}');
+        .end('{"code":"NOT_FOUND","msg":"GET /health or /metrics"}');
       return;
     }
     const v = view();

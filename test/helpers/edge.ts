@@ -195,3 +195,11 @@ export function request(url: string, opts: RequestOptions = {}): Promise<Respons
     else req.end();
   });
 }
+
+/** The sum of one counter's series for `site` in a Prometheus text (GET /metrics). */
+export function metricSum(text: string, name: string, site: string): number {
+  let n = 0;
+  const re = new RegExp(`^${name}\\{[^}]*site="${site.replaceAll('.', '\\.')}"[^}]*\\} (\\d+)$`, 'gm');
+  for (const m of text.matchAll(re)) n += Number(m[1]);
+  return n;
+}
