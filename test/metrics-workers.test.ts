@@ -62,6 +62,12 @@ test('edge.workers 2: every scrape of /metrics counts the requests both workers 
     assert.equal(sumOf(text, 'verge_response_bytes_total'), bytes, `scrape ${i}: every byte counted`);
     // one object in each worker's memory tier
     assert.match(text, /^verge_cache_objects\{tier="memory"\} 2$/m);
+    // each worker's own event-loop delay (a quantile of one loop does not add up with another's)
+    for (const w of ['1', '2'])
+      assert.match(
+        text,
+        new RegExp(`^verge_event_loop_lag_seconds\\{worker="${w}",quantile="0\\.99"\\} [0-9.e-]+$`, 'm'),
+      );
     // the hit ratio of the whole edge, from the summed counts (not an average of the workers')
     const count = (state: string) =>
       Number(

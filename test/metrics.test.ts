@@ -102,3 +102,31 @@ test('a certificate within 21 days of expiry is warned about in the log at start
   assert.ok(Number(line['daysLeft']) >= 9 && Number(line['daysLeft']) <= 10, `daysLeft ${line['daysLeft']}`);
   assert.match(String(line.msg), /renew it/);
 });
+
+test('the event-loop delay of the serving process shows in the metrics, by worker and quantile', async (t) => {
+  const edge = await startEdge([
+    { name: 'www.example.com', origin: { servers: [{ host: '127.0.0.1', port: 1 }] } },
+  ]);
+  t.after(() => edge.close());
+  const a = await startAdmin(edge);
+  t.after(() => a.close());
+  // this test's process is the edge's: hold its event loop for 300 ms, as a long garbage
+  // collection or a synchronous task would, then let the 10 ms timer of the monitor run again
+  const until = performance.now() + 300;
+  while (performance.now() < until) {
+    // busy: nothing else runs on this thread meanwhile
+  }
+  await new Promise((r) => setTimeout(r, 50));
+  const text = String((await admin(a.port, 'GET', '/metrics')).body['text']);
+  assert.match(text, /^# TYPE verge_event_loop_lag_seconds gauge$/m);
+  const lag = (q: string) => value(text, `verge_event_loop_lag_seconds{worker="1",quantile="${q}"}`);
+  const longest = lag('1');
+  assert.ok(
+    longest !== undefined && longest >= 0.25,
+    `the longest delay ${longest} s covers the 300 ms held`,
+  );
+  assert.ok(longest < 30, `the longest delay ${longest} s is in seconds`);
+  const p50 = lag('0.5');
+  assert.ok(p50 !== undefined && p50 >= 0 && p50 < longest, `the median ${p50} s is below the longest`);
+  for (const q of ['0.99', '0.999']) assert.ok((lag(q) ?? -1) >= 0, `quantile ${q} is there`);
+});

@@ -3,6 +3,7 @@
  * GET /metrics. The request path only bumps plain numbers in a Map (one lookup per request);
  * prom-client reads them when scraped, so label hashing never runs per request.
  */
+import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { CacheStore, StoreStats } from '../cache/storage.js';
 
@@ -43,6 +44,82 @@ export interface MetricsSnapshot {
   tiers: Array<[string, TierCounts]>;
   webSockets: Array<[string, number]>;
   process: ProcessCounts;
+  /** this process's event-loop delay (absent from a process that predates it) */
+  loop?: LoopLag;
+}
+
+/**
+ * How late one process's event loop ran a 10 ms timer (seconds): the median, p99, p99.9 and the
+ * longest delay over the last 10 to 20 s. Every request that process serves waits behind such a
+ * delay (a garbage-collection pause, a long synchronous task, a loop busy with many connections),
+ * so its p99 is a floor under the edge's p99 latency (docs/benchmarks.md, "latency tails").
+ */
+export interface LoopLag {
+  /** the worker slot (1 when edge.workers is 1) */
+  worker: string;
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+}
+
+/** Resolution of the event-loop delay monitor: one 10 ms timer, as prom-client's default. */
+const LAG_RESOLUTION_MS = 10;
+/** The monitor's window: values cover the window that ended last plus the current one. */
+const LAG_WINDOW_MS = 10_000;
+
+/**
+ * The process's event-loop delay, one monitor per process however many edges it runs (tests run
+ * several): a node:perf_hooks histogram whose window rolls every 10 s. A reading takes the worse of
+ * the last full window and the current one, so it does not depend on how often, or by how many
+ * scrapers, /metrics is read (prom-client's nodejs_eventloop_lag_* reset at every scrape instead).
+ */
+class LoopLagMonitor {
+  readonly #h: IntervalHistogram = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
+  #last: Omit<LoopLag, 'worker'> | undefined;
+
+  constructor() {
+    this.#h.enable();
+    // unref'd: the monitor never keeps a process alive
+    setInterval(() => {
+      this.#last = this.#read();
+      this.#h.reset();
+    }, LAG_WINDOW_MS).unref();
+  }
+
+  #read(): Omit<LoopLag, 'worker'> {
+    const h = this.#h;
+    if (h.count === 0) return { p50: 0, p99: 0, p999: 0, max: 0 };
+    return {
+      p50: h.percentile(50) / 1e9,
+      p99: h.percentile(99) / 1e9,
+      p999: h.percentile(99.9) / 1e9,
+      max: h.max / 1e9,
+    };
+  }
+
+  read(): LoopLag {
+    const now = this.#read();
+    const last = this.#last;
+    // the cluster supervisor gives each child its slot (src/cli/supervisor.ts, VERGE_WORKER)
+    const worker = process.env['VERGE_WORKER'] ?? '1';
+    if (!last) return { worker, ...now };
+    return {
+      worker,
+      p50: Math.max(now.p50, last.p50),
+      p99: Math.max(now.p99, last.p99),
+      p999: Math.max(now.p999, last.p999),
+      max: Math.max(now.max, last.max),
+    };
+  }
+}
+
+let loopLagMonitor: LoopLagMonitor | undefined;
+
+/** This process's event-loop delay (see LoopLag); the monitor starts at the first call. */
+export function loopLag(): LoopLag {
+  loopLagMonitor ??= new LoopLagMonitor();
+  return loopLagMonitor.read();
 }
 
 /** Whether `v` looks like a MetricsSnapshot (what another process sent). */
@@ -76,6 +153,8 @@ export class EdgeMetrics {
   #certs: () => Array<{ site: string; notAfter: number }> = () => [];
   #webSockets: () => Iterable<[string, number]> = () => [];
   #process: () => ProcessCounts = () => ({ restarts: 0, accessLogDropped: 0, appLogDropped: 0 });
+  /** the event-loop delay of each process this exposition covers: this one, or every worker's */
+  #loops: () => LoopLag[] = () => [loopLag()];
   #tiers: () => Array<[string, TierCounts]> = () => {
     const store = this.#cache;
     if (!store) return [];
@@ -209,6 +288,22 @@ export class EdgeMetrics {
         const p = proc();
         this.inc({ log: 'access' }, p.accessLogDropped);
         this.inc({ log: 'app' }, p.appLogDropped);
+      },
+    });
+    const loops = () => this.#loops();
+    new Gauge({
+      name: 'verge_event_loop_lag_seconds',
+      help: 'How late the serving process ran a 10 ms timer over the last 10-20 s, by worker and quantile ("1": the longest delay). Every request that process serves waits behind such a delay (garbage-collection pauses, long synchronous work, a loop busy with many connections): its p99 is a floor under the p99 latency.',
+      labelNames: ['worker', 'quantile'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const l of loops()) {
+          this.set({ worker: l.worker, quantile: '0.5' }, l.p50);
+          this.set({ worker: l.worker, quantile: '0.99' }, l.p99);
+          this.set({ worker: l.worker, quantile: '0.999' }, l.p999);
+          this.set({ worker: l.worker, quantile: '1' }, l.max);
+        }
       },
     });
     const tiers = () => this.#tiers();
@@ -408,6 +503,7 @@ export class EdgeMetrics {
       tiers,
       webSockets: [...this.#webSockets()],
       process: { ...this.#process() },
+      loop: loopLag(),
     };
   }
 
@@ -416,7 +512,8 @@ export class EdgeMetrics {
    * snapshots. Counters and sizes add up (each worker has its own memory tier and its own disk
    * directory); the hit ratios are recomputed from the summed requests and bytes, not averaged;
    * the restart count is the largest seen (every worker is told the edge's total); certificates
-   * are this process's (every worker serves the same sites).
+   * are this process's (every worker serves the same sites); the event-loop delay is each
+   * worker's own (a quantile of one loop does not add up with another's).
    */
   textWith(others: readonly MetricsSnapshot[]): Promise<string> {
     if (others.length === 0) return this.text();
@@ -450,6 +547,8 @@ export class EdgeMetrics {
     sum.#tiers = () => [...tiers];
     sum.useWebSockets(() => sockets);
     sum.useProcess(() => proc);
+    const lags = all.flatMap((snap) => (snap.loop ? [snap.loop] : []));
+    sum.#loops = () => lags;
     sum.useCertificates(this.#certs);
     return sum.text();
   }
