@@ -4,20 +4,22 @@
 // most a Node.js process can answer per second, against which the fast path is measured.
 // Used by bench/hit-gap.sh; PORT (default 28392). With TLS_CERT and TLS_KEY (PEM files) it is
 // the bare `tls` loop instead: the same answer over a TLS socket (HTTP/1.1 by ALPN), the ceiling
-// for the HTTPS hit (SCHEME=https in bench/hit-gap.sh).
+// for the HTTPS hit (SCHEME=https in bench/hit-gap.sh). BODY_BYTES (default 1024) sets the body's
+// size (bench/tails.sh runs it at 100 KiB too: the least one event loop's queue adds to latency).
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 
+const bodyBytes = Number(process.env['BODY_BYTES'] ?? 1024);
 const date = new Date().toUTCString();
 const lastModified = new Date(Date.now() - 86_400_000).toUTCString();
 const head =
   'HTTP/1.1 200 OK\r\nserver: nginx/1.22.1\r\n' +
-  `date: ${date}\r\ncontent-type: application/octet-stream\r\ncontent-length: 1024\r\n` +
+  `date: ${date}\r\ncontent-type: application/octet-stream\r\ncontent-length: ${bodyBytes}\r\n` +
   `last-modified: ${lastModified}\r\netag: "6560a1b2-400"\r\ncache-control: public, max-age=3600\r\n` +
   'accept-ranges: bytes\r\nage: 1\r\nx-request-id: abcdefgh1\r\nx-cache: HIT\r\nvia: 1.1 verge\r\n' +
   'Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n';
-const response = Buffer.concat([Buffer.from(head, 'latin1'), Buffer.alloc(1024, 'a')]);
+const response = Buffer.concat([Buffer.from(head, 'latin1'), Buffer.alloc(bodyBytes, 'a')]);
 const END = Buffer.from('\r\n\r\n');
 
 const serve = (socket: net.Socket) => {

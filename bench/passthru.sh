@@ -13,6 +13,7 @@
 # HOLD=secs: start everything, print ports and pids, wait, stop (for strace or perf by hand).
 # VERGE_WORKERS: edge.workers (default 1); VERGE_EXTRA: YAML lines added under edge:; VERGE_NODE_OPTS, MIN_NODE_OPTS: node options (--cpu-prof);
 # VERGE_B_NODE_OPTS: verge-b's node options (default VERGE_NODE_OPTS), so VERGE_B=. compares options.
+# VERGE_CACHE=true: the Verge cells cache (HIT cells after the warm-up) instead of passing through.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 N=${N:-3}
@@ -66,7 +67,7 @@ sites:
     aliases: [localhost]
     origin:
       servers: [{ host: 127.0.0.1, port: $P_ORIGIN }]
-    cache: { enabled: false }
+    cache: { enabled: ${VERGE_CACHE:-false} }
 YAML
 }
 /usr/sbin/nginx -p "$dir/origin" -c "$dir/origin/nginx.conf" -e "$dir/origin/error.log" -g 'daemon off;' &
