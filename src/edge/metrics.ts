@@ -170,6 +170,8 @@ export class EdgeMetrics {
   };
 
   constructor() {
+    // the monitor runs from the edge's start, so the first scrape already covers a full window
+    loopLag();
     const tally = this.#tally;
     const errors = this.#errors;
     new Counter({
