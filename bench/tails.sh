@@ -104,13 +104,16 @@ for r in $(seq "$N"); do
       n=$(awk '/requests in/{print $1}' <<<"$o")
       rps=$(awk '/Requests\/sec/{printf "%.0f", $2}' <<<"$o")
       us=$([[ $s == nginx ]] && echo - || awk -v c=$((c1 - c0)) -v n="$n" -v t="$tck" 'BEGIN{printf "%.1f", c * 1e6 / t / n}')
-      # the serving processes' loop-delay lines written during this run (not the primary's,
-      # which prints only when it collects garbage; the worst second of any process is shown)
-      ld=$(tail -n +$((l0 + 1)) "${log[$k]}" | grep '^loopdelay' | tr '=' ' ' | awk '
+      # the serving processes' loop-delay lines written during this run (the process and its
+      # workers; the worst second is shown); nginx has none
+      lp=$(echo "${pid[$k]}" $(pgrep -P "${pid[$k]}") | tr ' ' '|' | sed 's/|/\\|/g')
+      ld=$(tail -n +$((l0 + 1)) "${log[$k]}" | { grep "^loopdelay pid=\($lp\) " || true; } | tr '=' ' ' | awk '
         { for (i = 2; i < NF; i += 2) v[$i] = $(i + 1)
           if (v["p99"] + 0 > p99) p99 = v["p99"] + 0; if (v["max"] + 0 > mx) mx = v["max"] + 0
-          gc += v["gc"]; gcms += v["gcms"]; if (v["gcmax"] + 0 > gcmax) gcmax = v["gcmax"] + 0 }
-        END { printf "loop p99 %.1f max %.1f ms, gc %d pauses %.0f ms (longest %.1f)", p99, mx, gc, gcms, gcmax }')
+          gc += v["gc"]; gcms += v["gcms"]; if (v["gcmax"] + 0 > gcmax) gcmax = v["gcmax"] + 0
+          minor += v["minor"]; major += v["major"] }
+        END { printf "loop p99 %.1f max %.1f ms, gc %d pauses (%d minor, %d major) %.0f ms, longest %.1f", p99, mx, gc, minor, major, gcms, gcmax }')
+      [[ $s == nginx ]] && ld="no event loop"
       echo "round $r $obj $s $rps req/s $us us/req | $(grep '^tail' <<<"$o" | cut -d' ' -f2-) | $ld"
       echo "         curve p90..p99.9: $(grep '^curve' <<<"$o" | cut -d' ' -f2-)"
     done
