@@ -4,6 +4,8 @@
 // each of Verge's workers prints its own lines (pid first). Prints nothing while the process is
 // idle (no GC and a loop delay below the resolution's noise).
 //   LOOP_DELAY_MS   interval between lines (default 1000)
+// The delays are node:perf_hooks' raw figures: the whole time between two runs of its 1 ms timer,
+// so an idle loop reads about 1.1 ms (/metrics subtracts the interval: src/edge/metrics.ts lagOf).
 // A line: `loopdelay pid=.. t=<s since start> p50=<ms> p99=<ms> p999=<ms> max=<ms>
 //          gc=<count> gcms=<total pause ms> gcmax=<longest pause ms> minor=<count> major=<count>`
 import { monitorEventLoopDelay, type PerformanceEntry, PerformanceObserver } from 'node:perf_hooks';

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
+import { lagOf } from '../src/edge/metrics.js';
 import { admin, startAdmin } from './helpers/admin.js';
 import { request, startEdge } from './helpers/edge.js';
 import { refusingPort } from './helpers/nginx.js';
@@ -129,4 +130,24 @@ test('the event-loop delay of the serving process shows in the metrics, by worke
   const p50 = lag('0.5');
   assert.ok(p50 !== undefined && p50 >= 0 && p50 < longest, `the median ${p50} s is below the longest`);
   for (const q of ['0.99', '0.999']) assert.ok((lag(q) ?? -1) >= 0, `quantile ${q} is there`);
+});
+
+test('the event-loop delay is the lateness of the timer, not its interval: an idle loop reads 0', () => {
+  // node:perf_hooks records the whole time between two runs of its timer (10 ms and up); the
+  // metric is how late the run came, so a loop that ran the timer on time reads 0
+  const ms = 1e6;
+  const onTime = { count: 100, max: 10.4 * ms, percentile: (p: number) => (p < 99 ? 10.1 : 10.3) * ms };
+  const l = lagOf(onTime, 10 * ms);
+  assert.ok(Math.abs(l.p50 - 0.0001) < 1e-9, `p50 ${l.p50}`);
+  assert.ok(Math.abs(l.max - 0.0004) < 1e-9, `max ${l.max}`);
+  const late = { count: 100, max: 310 * ms, percentile: (p: number) => (p < 99 ? 10 : 60) * ms };
+  const m = lagOf(late, 10 * ms);
+  assert.equal(m.p50, 0);
+  assert.ok(Math.abs(m.p99 - 0.05) < 1e-9 && Math.abs(m.max - 0.3) < 1e-9, JSON.stringify(m));
+  assert.deepEqual(lagOf({ count: 0, max: 0, percentile: () => 0 }, 10 * ms), {
+    p50: 0,
+    p99: 0,
+    p999: 0,
+    max: 0,
+  });
 });

@@ -88,14 +88,7 @@ class LoopLagMonitor {
   }
 
   #read(): Omit<LoopLag, 'worker'> {
-    const h = this.#h;
-    if (h.count === 0) return { p50: 0, p99: 0, p999: 0, max: 0 };
-    return {
-      p50: h.percentile(50) / 1e9,
-      p99: h.percentile(99) / 1e9,
-      p999: h.percentile(99.9) / 1e9,
-      max: h.max / 1e9,
-    };
+    return lagOf(this.#h, LAG_RESOLUTION_MS * 1e6);
   }
 
   read(): LoopLag {
@@ -112,6 +105,25 @@ class LoopLagMonitor {
       max: Math.max(now.max, last.max),
     };
   }
+}
+
+/**
+ * The delay figures of an event-loop delay histogram, in seconds. node:perf_hooks records the whole
+ * time between two runs of its timer (`resolutionNs` and up), so the lateness is that minus the
+ * timer's interval: a loop that runs the timer on time reads 0, not 10 ms.
+ */
+export function lagOf(
+  h: Pick<IntervalHistogram, 'count' | 'max' | 'percentile'>,
+  resolutionNs: number,
+): Omit<LoopLag, 'worker'> {
+  if (h.count === 0) return { p50: 0, p99: 0, p999: 0, max: 0 };
+  const late = (ns: number) => Math.max(0, ns - resolutionNs) / 1e9;
+  return {
+    p50: late(h.percentile(50)),
+    p99: late(h.percentile(99)),
+    p999: late(h.percentile(99.9)),
+    max: late(h.max),
+  };
 }
 
 let loopLagMonitor: LoopLagMonitor | undefined;
