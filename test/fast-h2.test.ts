@@ -9,8 +9,10 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
+import { urlSelector } from '../src/cache/purge.js';
 import type { AccessRecord } from '../src/core/log.js';
 import { fastH2Answers } from '../src/edge/fast-h2.js';
+import { forceH2Fallback, h2DirectActive } from '../src/edge/h2-respond.js';
 import { RequestLog } from '../src/edge/request-log.js';
 import { EdgeStats } from '../src/edge/stats.js';
 import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
@@ -26,6 +28,8 @@ const slowStats = new EdgeStats({ topK: 64 });
 const TEXT = 'hello h2 fast path '.repeat(200);
 const BIN = Buffer.alloc(1024, 7);
 const BIG = Buffer.alloc(200 * 1024, 9);
+/** what /rev and /short answer (the origin's current version of them) */
+let revision = 1;
 
 before(async () => {
   origin = http.createServer((req, res) => {
@@ -54,6 +58,20 @@ before(async () => {
     } else if (url.startsWith('/moved')) {
       res.writeHead(301, { ...common, location: '/bin' });
       res.end();
+    } else if (url.startsWith('/aged')) {
+      res.writeHead(200, { ...common, 'content-type': 'text/plain', age: '30' });
+      res.end('aged');
+    } else if (url.startsWith('/rev')) {
+      if (revision === 1) res.writeHead(200, { ...common, 'content-type': 'text/plain', etag: '"r1"' });
+      else res.writeHead(200, { ...common, 'content-type': 'application/json', etag: `"r${revision}"` });
+      res.end(revision === 1 ? 'one' : `{"v":"${revision}"}`);
+    } else if (url.startsWith('/short')) {
+      res.writeHead(200, {
+        'cache-control': 'max-age=1',
+        'content-type': 'text/plain',
+        etag: `"s${revision}"`,
+      });
+      res.end(`short ${revision}`);
     } else if (url.startsWith('/stale')) {
       // stored, but never fresh: every later request revalidates (RFC 9111 section 4.3)
       res.writeHead(200, { 'cache-control': 'max-age=0', etag: '"s1"', 'content-type': 'text/plain' });
@@ -316,6 +334,79 @@ test('a stream reset before its answer is out is logged 499 as the handler logs 
   assert.deepEqual(report(fastStats), report(slowStats));
 });
 
+// The prebuilt head (src/edge/h2-respond.ts): the header list is built once per entry and sent
+// through the stream's native handle; the public respond() is the fallback. Both must answer as
+// the handler does, and the stream must be left as respond() leaves it.
+
+const HTTP_DATE =
+  /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$/;
+
+function field(a: Answer, name: string): string | undefined {
+  return a.fields.find(([n]) => n === name)?.[1];
+}
+
+test('the prebuilt head and the public respond() fallback answer as the handler, byte for byte', async () => {
+  const list: Req[] = [
+    { path: '/bin' },
+    { path: '/bin', method: 'HEAD' },
+    { path: '/text' },
+    { path: '/big' },
+    { path: '/gone' },
+    { path: '/moved' },
+  ];
+  forceH2Fallback(false);
+  // fills both caches; the first answer with content detects the direct path
+  await compare(list);
+  assert.equal(h2DirectActive(), true, 'node:http2 internals as on Node 20: the direct path is used');
+  const before = fastH2Answers();
+  const direct = await compare(list);
+  forceH2Fallback(true);
+  let fallback: Answer[];
+  try {
+    assert.equal(h2DirectActive(), false);
+    fallback = await compare(list);
+  } finally {
+    forceH2Fallback(false);
+  }
+  // every one of them a hit, each answered by the fast path, both ways
+  assert.equal(fastH2Answers() - before, 4 * list.length);
+  // Date too: a hit carries the stored answer's (RFC 9110 section 6.6.1, the origin's here)
+  const strip = (a: Answer) => ({
+    ...a,
+    fields: a.fields.map(([n, v]) => [n, n === 'age' || n === 'x-request-id' ? '*' : v]),
+  });
+  assert.deepEqual(direct.map(strip), fallback.map(strip));
+  for (const a of [...direct, ...fallback]) {
+    assert.equal(xcache(a), 'HIT');
+    assert.match(field(a, 'date') ?? '', HTTP_DATE);
+  }
+  // HEAD: no body, the GET's Content-Length (RFC 9110 section 9.3.2)
+  assert.equal(direct[1]!.body.length, 0);
+  assert.equal(field(direct[1]!, 'content-length'), '1024');
+  // a field with two values (x-multi) goes out as two fields, as respond() sends them
+  assert.deepEqual(
+    direct[2]!.fields.filter(([n]) => n === 'x-multi'),
+    [
+      ['x-multi', 'a'],
+      ['x-multi', 'b'],
+    ],
+  );
+});
+
+test('Range and conditionals stay with the handler with the prebuilt head in use', async () => {
+  await compare([{ path: '/bin' }]);
+  assert.equal(h2DirectActive(), true);
+  const before = fastH2Answers();
+  const seen = await compare([
+    { path: '/bin', headers: { range: 'bytes=0-9' } },
+    { path: '/bin', headers: { 'if-none-match': '"b1"' } },
+  ]);
+  assert.equal(fastH2Answers(), before);
+  assert.equal(seen[2]!.status, 206);
+  assert.equal(seen[2]!.body.length, 10);
+  assert.equal(seen[3]!.status, 304);
+});
+
 test('a fast hit has its access record (client address, HTTP/2) and its trace entry', async () => {
   const requests = new RequestLog(100);
   const detach = requests.attach(fastEdge.accessLog);
@@ -350,6 +441,74 @@ test('edge.fastPath: false turns the HTTP/2 fast path off', async () => {
     const a = await send(s, { path: '/bin' });
     assert.equal(xcache(a), 'HIT');
     assert.equal(fastH2Answers(), before);
+  } finally {
+    s.close();
+  }
+});
+
+// the tests below send to the fast edge alone: its statistics differ from the slow edge's from here
+
+test('many streams on one session: distinct request ids, the Age of the entry', async () => {
+  const s = connect(fastEdge, 'a.test');
+  try {
+    // /aged comes with Age: 30 from the origin: a hit's Age is at least that (RFC 9111 section 4.2.3)
+    await send(s, { path: '/aged' });
+    const before = fastH2Answers();
+    const all = await Promise.all(Array.from({ length: 60 }, () => send(s, { path: '/aged' })));
+    assert.equal(fastH2Answers() - before, 60);
+    const ids = all.map((a) => field(a, 'x-request-id'));
+    assert.equal(new Set(ids).size, 60, 'one request id per stream');
+    for (const a of all) {
+      assert.equal(a.status, 200);
+      assert.equal(xcache(a), 'HIT');
+      assert.equal(a.body.toString(), 'aged');
+      const age = Number(field(a, 'age'));
+      assert.ok(age >= 30 && age <= 35, `Age ${age}`);
+    }
+    // the access records carry the same ids, one each
+    for (const id of ids) assert.equal((await fastEdge.record(id!))['id'], id);
+  } finally {
+    s.close();
+  }
+});
+
+test('an entry purged or replaced gets a new prebuilt head', async () => {
+  const s = connect(fastEdge, 'a.test');
+  try {
+    revision = 1;
+    await send(s, { path: '/rev' });
+    const one = await send(s, { path: '/rev' });
+    assert.equal(xcache(one), 'HIT');
+    assert.equal(field(one, 'etag'), '"r1"');
+    assert.equal(one.body.toString(), 'one');
+    // purged: the next answer is a miss, and the hit after it carries the new entry's fields
+    revision = 2;
+    const site = fastEdge.edge.runtime.sites.find((x) => x.name === 'a.test')!;
+    assert.equal(
+      await fastEdge.edge.cache!.store.purge(urlSelector(site.keySite, 'https://a.test/rev'), 'hard'),
+      1,
+    );
+    assert.equal(xcache(await send(s, { path: '/rev' })), 'MISS');
+    const before = fastH2Answers();
+    const two = await send(s, { path: '/rev' });
+    assert.equal(fastH2Answers() - before, 1);
+    assert.equal(field(two, 'etag'), '"r2"');
+    assert.equal(field(two, 'content-type'), 'application/json');
+    assert.equal(field(two, 'content-length'), '9');
+    assert.equal(two.body.toString(), '{"v":"2"}');
+    // replaced: /short is fresh for one second; once stale, the handler stores the origin's
+    // new answer and the fast path serves that one
+    revision = 1;
+    await send(s, { path: '/short' });
+    assert.equal(field(await send(s, { path: '/short' }), 'etag'), '"s1"');
+    revision = 3;
+    await new Promise((r) => setTimeout(r, 2100));
+    assert.notEqual(xcache(await send(s, { path: '/short' })), 'HIT');
+    const b2 = fastH2Answers();
+    const three = await send(s, { path: '/short' });
+    assert.equal(fastH2Answers() - b2, 1);
+    assert.equal(field(three, 'etag'), '"s3"');
+    assert.equal(three.body.toString(), 'short 3');
   } finally {
     s.close();
   }

@@ -5,7 +5,8 @@
  * (GET or HEAD, END_STREAM on its HEADERS frame, an :authority or Host naming a site) and that is
  * a fresh memory-resident hit the HTTP/1.1 fast path would answer is answered here on the stream
  * API instead: `stream.respond()` with the handler's fields (the same head template, from the same
- * lookup, lookupResidentHit) and `stream.end(body)`. The access record (and so the `verge trace`
+ * lookup, lookupResidentHit; the header list prebuilt per template, src/edge/h2-respond.ts) and
+ * `stream.end(body)`. The access record (and so the `verge trace`
  * entry), the request counter and the site's traffic statistics are the handler's. Every other
  * stream goes to the compatibility layer and the handler unchanged.
  *
@@ -33,6 +34,7 @@ import { type HitTemplate, lookupResidentHit } from './cache.js';
 import { socketConnInfo } from './conn-info.js';
 import { fastAccess, fastAccessAdmit } from './fast-access.js';
 import { type FastDeps, hostOf } from './fast-hit.js';
+import { buildH2Head, type H2Head, respondHead } from './h2-respond.js';
 import { finalHeaders, HEALTH_PATH, nextRequestId } from './handler.js';
 import { socketPeer } from './peer.js';
 
@@ -82,15 +84,14 @@ export function installH2Fast(server: http2.Http2SecureServer, deps: FastDeps): 
 }
 
 /**
- * The HTTP/2 fields of a hit template, built once per template: the object serveResidentHit()
- * gives the compat layer's writeHead() (the template's fields, Age and X-Request-Id in their
- * places), with :status last as the compat layer adds it; null when the compat layer's
- * writeHead() would treat a field specially (drop it, refuse it, or re-case it), so that such an
- * entry is left to the handler. Age and X-Request-Id are set in place per answer: respond()
- * copies the object before it returns (processHeaders(), which also adds Date when absent), so
- * one object per template serves every answer.
+ * The HTTP/2 head of a hit template, built once per template (src/edge/h2-respond.ts): the
+ * fields serveResidentHit() gives the compat layer's writeHead() (the template's fields, Age and
+ * X-Request-Id in their places), with :status last as the compat layer adds it, and the header
+ * list node:http2 would make of them; null when the compat layer's writeHead() would treat a field
+ * specially (drop it, refuse it, or re-case it), so that such an entry is left to the handler. A
+ * replaced or purged entry has a new template (lookupResidentHit()), so a new head.
  */
-const h2Heads = new WeakMap<HitTemplate, OutgoingHttpHeaders | null>();
+const h2Heads = new WeakMap<HitTemplate, H2Head | null>();
 
 /**
  * Fields node:http2 refuses in a response (lib/internal/http2/util.js
@@ -108,10 +109,11 @@ const CONNECTION_SPECIFIC = new Set([
 ]);
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 
-function h2Head(t: HitTemplate, status: number): OutgoingHttpHeaders | null {
+function h2Head(t: HitTemplate, status: number): H2Head | null {
   let h = h2Heads.get(t);
   if (h === undefined) {
-    h = checkFields(t, status) ? { ...t.headers, age: '', 'x-request-id': '', ':status': status } : null;
+    const fields: OutgoingHttpHeaders = { ...t.headers, age: '', 'x-request-id': '', ':status': status };
+    h = checkFields(t, status) ? buildH2Head(fields) : null;
     h2Heads.set(t, h);
   }
   return h;
@@ -208,19 +210,14 @@ function answer(
   const start = performance.now();
   const startWall = Date.now();
   const id = nextRequestId();
-  out['age'] = t.age;
-  out['x-request-id'] = id;
   const body = hit.body;
   const bytes = body ? body.length : 0;
   // the compat layer's request object listens for this too (and ignores it): a stream error (the
   // session torn down, a reset) must not become an uncaught 'error'; 'close' follows and logs it
   stream.on('error', ignore);
   // RFC 9113 section 8.1: a HEAD answer is a HEADERS frame with END_STREAM
-  if (body === undefined) stream.respond(out, { endStream: true });
-  else {
-    stream.respond(out);
-    stream.end(body);
-  }
+  respondHead(stream, out, t.age, id, body === undefined);
+  if (body !== undefined) stream.end(body);
   // answered here: the rate limits count it (nothing was taken before this point)
   if (!site.noRules) fastAccessAdmit();
   answers++;
