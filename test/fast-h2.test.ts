@@ -228,15 +228,20 @@ async function compare(list: Req[], sni = 'a.test'): Promise<Answer[]> {
 
 const xcache = (a: Answer) => a.fields.find(([n]) => n === 'x-cache')?.[1];
 
+/** hits of each kind the fast path answers: GET, HEAD, a multi-value field, a large body, 404, 301 */
+const HITS: Req[] = [
+  { path: '/bin' },
+  { path: '/bin', method: 'HEAD' },
+  { path: '/text' },
+  { path: '/big' },
+  { path: '/gone' },
+  { path: '/moved' },
+];
+
 test("fresh hits (GET, HEAD, 404 and 301 hits, query, HSTS) are the fast path's, byte for byte the handler's", async () => {
   const before = fastH2Answers();
   const seen = await compare([
-    { path: '/bin' },
-    { path: '/bin', method: 'HEAD' },
-    { path: '/text' },
-    { path: '/big' },
-    { path: '/gone' },
-    { path: '/moved' },
+    ...HITS,
     { path: '/bin?x=1&y=%41' },
     { path: '/bin', host: 'a.test:443' },
     { path: '/vary', headers: { 'accept-language': 'de' } },
@@ -346,14 +351,7 @@ function field(a: Answer, name: string): string | undefined {
 }
 
 test('the prebuilt head and the public respond() fallback answer as the handler, byte for byte', async () => {
-  const list: Req[] = [
-    { path: '/bin' },
-    { path: '/bin', method: 'HEAD' },
-    { path: '/text' },
-    { path: '/big' },
-    { path: '/gone' },
-    { path: '/moved' },
-  ];
+  const list = HITS;
   forceH2Fallback(false);
   // fills both caches; the first answer with content detects the direct path
   await compare(list);
