@@ -12,6 +12,8 @@
  */
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type net from 'node:net';
+// imported, not the global: Node's global `performance` is an accessor, a getter call per read
+import { performance } from 'node:perf_hooks';
 import type { HeaderMap } from '../cache/headers.js';
 import type { AccessLog } from '../core/log.js';
 import {
@@ -24,18 +26,12 @@ import {
 import { socketConnInfo } from './conn-info.js';
 import { fastAccess, fastAccessAdmit } from './fast-access.js';
 import { type SimpleRequest, scanRequest } from './h1-simple.js';
-import {
-  ACME_CHALLENGE_PREFIX,
-  finalHeaders,
-  HEALTH_PATH,
-  nextRequestId,
-  normalizeHost,
-  VALID_HOST,
-} from './handler.js';
+import { ACME_CHALLENGE_PREFIX, finalHeaders, HEALTH_PATH, normalizeHost, VALID_HOST } from './handler.js';
 import type { EdgeMetrics, Tally } from './metrics.js';
 import { socketPeer } from './peer.js';
+import { nextRequestSeq, requestIdLength, writeRequestId } from './request-id.js';
 import { HitFacts } from './request-log.js';
-import type { Runtime } from './runtime.js';
+import type { CompiledSite, Runtime } from './runtime.js';
 
 let answers = 0;
 /** Requests the fast path has answered in this process (tests, and the metric beside them). */
@@ -74,9 +70,7 @@ export function serveFast(
   requestTimeout: () => void,
 ): void {
   let keptAlive = false;
-  // the TCP peer, read once per connection (the log's client address)
-  let peer: string | undefined;
-  const peerOf = () => (peer ??= socketPeer(socket));
+  const conn = new FastConn(socket, scheme);
   const onTimeout = () => {
     // node:http: a connection that never sent a request head gets 408 after headersTimeout;
     // an idle keep-alive connection is closed after keepAliveTimeout
@@ -114,7 +108,7 @@ export function serveFast(
         socket.cork();
         corked = true;
       }
-      if (!answer(socket, scheme, deps, rt, server, r.req, peerOf)) break;
+      if (!answer(conn, deps, rt, server, r.req)) break;
       off = r.req.end;
     }
     if (corked) socket.uncork();
@@ -137,6 +131,36 @@ export function serveFast(
   socket.on('end', onEnd);
   socket.on('drain', onDrain);
   socket.setTimeout(server.headersTimeout);
+}
+
+/**
+ * What the fast path learns about a connection once, not per request: the TCP peer (the log's
+ * client address) and, on the TLS port, the site its SNI name selects (the 421 check), kept for
+ * the runtime it was found in (a config reload compiles a new runtime, and the site is found again).
+ */
+class FastConn {
+  #peer: string | undefined;
+  #tlsRt: Runtime | undefined;
+  #tlsSite: CompiledSite | undefined;
+  constructor(
+    readonly socket: net.Socket,
+    readonly scheme: 'http' | 'https',
+  ) {}
+
+  /** the TCP peer's address (socketPeer()), read on first use */
+  peer(): string {
+    if (this.#peer === undefined) this.#peer = socketPeer(this.socket);
+    return this.#peer;
+  }
+
+  /** rt.tlsSite() of the connection's SNI name */
+  tlsSite(rt: Runtime): CompiledSite | undefined {
+    if (this.#tlsRt !== rt) {
+      this.#tlsRt = rt;
+      this.#tlsSite = rt.tlsSite(socketConnInfo(this.socket)?.sni);
+    }
+    return this.#tlsSite;
+  }
 }
 
 /** The access record of the request being answered (refilled per hit: the loop is synchronous). */
@@ -162,15 +186,14 @@ function hitCounter(metrics: EdgeMetrics, site: string, status: number): Tally {
  * way: the same checks as handler.ts run() in the same order, each way out leaving it to node:http.
  */
 function answer(
-  socket: net.Socket,
-  scheme: 'http' | 'https',
+  conn: FastConn,
   deps: FastDeps,
   rt: Runtime,
   server: H1Settings,
   req: SimpleRequest,
-  peerOf: () => string,
 ): boolean {
   if (deps.draining()) return false;
+  const { socket, scheme } = conn;
   const start = performance.now();
   // accept: an invalid Host is the handler's 400 (RFC 9112 section 3.2)
   const host = hostOf(req.host);
@@ -183,7 +206,7 @@ function answer(
   const site = rt.route(host);
   if (!site?.cacheRules) return false;
   // RFC 9110 section 15.5.20: another site than the TLS connection's is the handler's 421
-  if (scheme === 'https' && rt.tlsSite(socketConnInfo(socket)?.sni)?.name !== site.name) return false;
+  if (scheme === 'https' && conn.tlsSite(rt)?.name !== site.name) return false;
   // the edge's own health answer for Verge's DNS (never cached, but never a hit either)
   if (path === HEALTH_PATH) return false;
   // redirect: force HTTPS is the handler's 301
@@ -233,10 +256,11 @@ function answer(
   // answered here from now on: the rate limits count it (nothing was taken before this point)
   if (!site.noRules) fastAccessAdmit();
   answers++;
-  const id = nextRequestId();
+  // the id as its counter: its bytes go into the head, the log keeps the number (request-id.ts)
+  const seq = nextRequestSeq();
   const startWall = Date.now();
   const bytes = body ? body.length : 0;
-  writeAnswer(socket, wire, template.age, id, server.keepAliveTimeout, body);
+  writeAnswer(socket, wire, template.age, seq, server.keepAliveTimeout, body);
   // log: what handler.ts finish() records for the same hit
   const tally = hitCounter(deps.metrics, site.name, status);
   tally.requests++;
@@ -249,10 +273,10 @@ function answer(
     const rule = rt.clientRule;
     const f = facts;
     f.startWall = startWall;
-    f.id = id;
+    f.seq = seq;
     f.site = site.name;
     f.host = host;
-    f.peer = peerOf();
+    f.peer = conn.peer();
     f.clientRule = rule;
     f.clientHeader = rule ? req.headers[rule.header] : undefined;
     f.scheme = scheme;
@@ -297,7 +321,7 @@ function writeAnswer(
   socket: net.Socket,
   wire: HitWire,
   age: string,
-  id: string,
+  seq: number,
   keepAliveTimeout: number,
   body: Buffer | undefined,
 ): void {
@@ -305,13 +329,14 @@ function writeAnswer(
   const ka = keepAliveLines(keepAliveTimeout);
   const { parts, slots } = wire;
   // the slot values are ASCII (digits, base64url): one byte a character
+  const idLength = requestIdLength(seq);
   let size = wire.size + ka.length + (date ? date.length : 0);
-  for (let i = 0; i < slots.length; i++) size += slots[i] === 'age' ? age.length : id.length;
+  for (let i = 0; i < slots.length; i++) size += slots[i] === 'age' ? age.length : idLength;
   const inline = body !== undefined && body.length <= COPY_BODY_MAX;
   const out = Buffer.allocUnsafe(inline ? size + body.length : size);
   let off = parts[0]!.copy(out, 0);
   for (let i = 0; i < slots.length; i++) {
-    off += out.write(slots[i] === 'age' ? age : id, off, 'latin1');
+    off += slots[i] === 'age' ? out.write(age, off, 'latin1') : writeRequestId(out, off, seq);
     off += parts[i + 1]!.copy(out, off);
   }
   if (date) off += date.copy(out, off);

@@ -45,8 +45,11 @@ export class SimpleRequest {
      * Authorization, Cache-Control, Pragma, preconditions, Range)
      */
     readonly plain: boolean,
-    /** [name start, name end, value start, value end] per field line, in order */
-    readonly fields: Int32Array,
+    /**
+     * [name start, name end, value start, value end] per field line, in order (a plain array: a
+     * typed array per request costs an ArrayBuffer, its malloc and the young sweeper's work)
+     */
+    readonly fields: readonly number[],
     /** offset just after the head's final CRLF */
     readonly end: number,
   ) {}
@@ -207,7 +210,8 @@ export function scanRequest(buf: Buffer, start: number, maxHead: number): Scan {
     if (!TARGET[c]) return { kind: 'other', why: 'target byte' };
   }
   if (i >= limit) return ranOut();
-  const target = buf.toString('latin1', t0, i);
+  if (!same(buf, t0, i, lastTarget)) lastTarget = buf.toString('latin1', t0, i);
+  const target = lastTarget;
   i++;
   // HTTP-version CRLF
   for (let k = 0; k < VERSION.length; k++, i++) {
@@ -270,9 +274,13 @@ export function scanRequest(buf: Buffer, start: number, maxHead: number): Scan {
     const code = knownName(buf, n0, n1);
     if (code === 0) continue;
     if (code === NOT_SIMPLE) return { kind: 'other', why: buf.toString('latin1', n0, n1).toLowerCase() };
-    if (code === HOST) host = buf.toString('latin1', v0, v1);
-    else if (code === REFERER) referer = buf.toString('latin1', v0, v1);
-    else if (code === NOT_PLAIN) plain = false;
+    if (code === HOST) {
+      if (!same(buf, v0, v1, lastHost)) lastHost = buf.toString('latin1', v0, v1);
+      host = lastHost;
+    } else if (code === REFERER) {
+      if (!same(buf, v0, v1, lastReferer)) lastReferer = buf.toString('latin1', v0, v1);
+      referer = lastReferer;
+    } else if (code === NOT_PLAIN) plain = false;
     else if (code === CONNECTION) {
       if (v1 - v0 !== KEEP_ALIVE.length || !sameLower(buf, v0, KEEP_ALIVE))
         return { kind: 'other', why: 'connection' };
@@ -282,8 +290,31 @@ export function scanRequest(buf: Buffer, start: number, maxHead: number): Scan {
   if (host === undefined) return { kind: 'other', why: 'no host' };
   return {
     kind: 'simple',
-    req: new SimpleRequest(buf, method, target, host, referer, plain, offs.slice(0, 4 * fields), i),
+    req: new SimpleRequest(buf, method, target, host, referer, plain, fieldOffsets(4 * fields), i),
   };
+}
+
+function fieldOffsets(n: number): number[] {
+  const out = new Array<number>(n);
+  for (let k = 0; k < n; k++) out[k] = offs[k]!;
+  return out;
+}
+
+/**
+ * The last target, Host and Referer strings made, handed out again when the next request has the
+ * same bytes (as most requests on a connection, and the hot URLs of an edge, do): no new string
+ * per request, and the one string's hash is computed once for the statistics' sketches and the
+ * host check, and equal strings compare by identity (src/edge/fast-hit.ts hostOf(), stats.ts).
+ */
+let lastTarget = '';
+let lastHost = '';
+let lastReferer = '';
+
+/** Whether buf[a, b) holds the latin1 characters of `s`. */
+function same(buf: Buffer, a: number, b: number, s: string): boolean {
+  if (b - a !== s.length) return false;
+  for (let k = 0; k < s.length; k++) if (buf[a + k] !== s.charCodeAt(k)) return false;
+  return true;
 }
 
 /** Whether buf at `at` holds `lit` (lower case) in any case. */

@@ -2,7 +2,6 @@
  * The request handler: runs the lifecycle phases of src/edge/lifecycle.ts for one request.
  */
 
-import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { type Http2ServerResponse, constants as h2constants } from 'node:http2';
 import type { Readable, Transform } from 'node:stream';
@@ -38,16 +37,11 @@ import { forwardInterim } from './interim.js';
 import { RequestContext, type VisitorRequest, type VisitorResponse } from './lifecycle.js';
 import { markEdgeReset, whenStillWanted } from './limits.js';
 import type { EdgeMetrics } from './metrics.js';
+import { nextRequestId } from './request-id.js';
 import type { CompiledSite, Runtime } from './runtime.js';
 
-// Request ids: a random per-process prefix plus a counter; unique across restarts and cheap.
-// Never a leading '-': `verge explain -4_hp...` would be read as an option (1 start in 64).
-const ID_PREFIX = randomBytes(6).toString('base64url').replace(/^-/, 'x');
-let idCounter = 0;
-export function nextRequestId(): string {
-  idCounter = (idCounter + 1) % Number.MAX_SAFE_INTEGER;
-  return `${ID_PREFIX}${idCounter.toString(36).padStart(6, '0')}`;
-}
+// Request ids live in src/edge/request-id.ts; re-exported, the fast paths and tests import it from here.
+export { nextRequestId };
 
 /**
  * Hop-by-hop fields, removed in both directions (RFC 9110 section 7.6.1), plus those a proxy

@@ -17,6 +17,7 @@ import {
   type RecordKeeper,
 } from '../core/log.js';
 import { type ClientAddressRule, resolveClient } from '../rules/client.js';
+import { requestIdOf, requestSeqOf } from './request-id.js';
 
 /**
  * One cache hit answered whole by a fast path (the HTTP/1.1 loop, src/edge/fast-hit.ts, or any
@@ -29,7 +30,13 @@ import { type ClientAddressRule, resolveClient } from '../rules/client.js';
 export class HitFacts implements CompactRecord {
   /** wall clock at the start, ms (the record's `time`) */
   startWall = 0;
+  /**
+   * the request id; '' when `seq` holds it (the HTTP/1.1 fast path: the id's string is made only
+   * when a record is built, handler.ts requestIdOf())
+   */
   id = '';
+  /** the id as nextRequestSeq() returned it, when `id` is '' */
+  seq = 0;
   site = '';
   host = '';
   /** the TCP peer; the record's `client` is resolveClient(clientRule, peer, clientHeader) */
@@ -48,7 +55,7 @@ export class HitFacts implements CompactRecord {
   toRecord(): AccessRecord {
     return hitRecord(
       this.startWall,
-      this.id,
+      this.id === '' ? requestIdOf(this.seq) : this.id,
       this.site,
       this.host,
       this.peer,
@@ -102,14 +109,14 @@ function hitRecord(
 
 /** Records kept by default: minutes of traffic on a busy edge, hours on a small one. */
 export const REQUEST_LOG_SIZE = 10_000;
-/** numbers (startWall, status, bytes, total) and strings (site, host, peer, scheme, http, method, path) per slot */
-const NUMS = 4;
+/** numbers (startWall, status, bytes, total, id counter) and strings (site, host, peer, scheme, http, method, path) per slot */
+const NUMS = 5;
 const STRS = 7;
 
 export class RequestLog implements RecordKeeper {
   /** a full record, or undefined where the slot holds a hit in the columns below */
   readonly #ring: (AccessRecord | undefined)[];
-  /** every slot's request id (the lookup key) */
+  /** every slot's request id (the lookup key); '' where the id counter column holds it */
   readonly #ids: string[];
   // a HitFacts's fields, one column each (copied, not referenced: the facts object is reused)
   readonly #num: Float64Array;
@@ -165,6 +172,7 @@ export class RequestLog implements RecordKeeper {
     num[n + 1] = rec.status;
     num[n + 2] = rec.bytes;
     num[n + 3] = rec.total;
+    num[n + 4] = rec.seq;
     const k = at * STRS;
     const str = this.#str;
     str[k] = rec.site;
@@ -194,9 +202,10 @@ export class RequestLog implements RecordKeeper {
     const k = at * STRS;
     const num = this.#num;
     const str = this.#str;
+    const id = this.#ids[at]!;
     return hitRecord(
       num[n]!,
-      this.#ids[at]!,
+      id === '' ? requestIdOf(num[n + 4]!) : id,
       str[k]!,
       str[k + 1]!,
       str[k + 2]!,
@@ -217,9 +226,14 @@ export class RequestLog implements RecordKeeper {
    * unique, but a replayed record is not: the newest record with the id wins.
    */
   lookup(id: string): AccessRecord | undefined {
+    if (id === '') return undefined;
+    // a fast-path hit's id is kept as its counter (HitFacts.seq): -1 matches none
+    const seq = requestSeqOf(id);
+    const num = this.#num;
     for (let i = 1; i <= this.#kept; i++) {
       const at = (this.#next - i + this.capacity) % this.capacity;
-      if (this.#ids[at] === id) return this.#record(at);
+      const kept = this.#ids[at];
+      if (kept === id || (kept === '' && num[at * NUMS + 4] === seq)) return this.#record(at);
     }
     return undefined;
   }
