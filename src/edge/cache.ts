@@ -12,7 +12,7 @@ import { PassThrough, pipeline, Readable } from 'node:stream';
 import { Coalescer, type Upstream } from '../cache/coalesce.js';
 import { DiskStore } from '../cache/disk.js';
 import { type HeaderMap, headerValue } from '../cache/headers.js';
-import { primaryKey, selectVariant, storageKey, variantKey, varyFields } from '../cache/key.js';
+import { type KeySite, primaryKey, selectVariant, storageKey, variantKey, varyFields } from '../cache/key.js';
 import { MemoryStore } from '../cache/memory.js';
 import {
   type CacheRequest,
@@ -29,7 +29,7 @@ import {
 } from '../cache/policy.js';
 import { urlSelector } from '../cache/purge.js';
 import { multipartBody, planRange } from '../cache/range.js';
-import type { CacheRules } from '../cache/rules.js';
+import type { CacheRules, QueryRule } from '../cache/rules.js';
 import { type CacheStore, type EntryMeta, type NewEntry, primaryOf } from '../cache/storage.js';
 import { TieredStore } from '../cache/tiered.js';
 import type { ResolvedConfig } from '../config/load.js';
@@ -274,6 +274,28 @@ function hitTemplate(
 }
 
 /** RFC 9111 section 5.1: Age in whole seconds; the string changes once a second at most. */
+/**
+ * primaryKey() of a plain request, remembered for the last arguments: the HTTP/1.1 scanner hands
+ * out the same target string while the bytes repeat (h1-simple.ts), and a plain request's key
+ * reads nothing else (no request field: the callers check `key` and `keepHeaders`), so a run of
+ * hits on one URL builds its key once instead of normalising and concatenating per request.
+ */
+let lastKeySite: KeySite | undefined;
+let lastScheme = '';
+let lastPath = '';
+let lastQuery: QueryRule | undefined;
+let lastKey = '';
+function plainKey(keySite: KeySite, scheme: 'http' | 'https', path: string, query: QueryRule): string {
+  if (keySite !== lastKeySite || scheme !== lastScheme || path !== lastPath || query !== lastQuery) {
+    lastKey = primaryKey(keySite, scheme, path, query);
+    lastKeySite = keySite;
+    lastScheme = scheme;
+    lastPath = path;
+    lastQuery = query;
+  }
+  return lastKey;
+}
+
 function ageTemplate(t: HitTemplate, ageMs: number): void {
   const secs = Math.floor(Math.max(0, ageMs) / 1000);
   if (secs !== t.ageSecs) {
@@ -373,7 +395,7 @@ export function lookupPlainHit(
   path: string,
   finalHeaders: FinalHeaders,
 ): PlainPlan | string {
-  const primary = primaryKey(site.keySite, scheme, path, rules.query);
+  const primary = plainKey(site.keySite, scheme, path, rules.query);
   const store = cache.store;
   if (!store.plainSync || cache.coalescer.isHitForPass(primary)) return primary;
   const e = store.plainSync(primary, method === 'GET');
