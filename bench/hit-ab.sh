@@ -1,29 +1,87 @@
 #!/usr/bin/env bash
-# Interleaved wrk runs of cache HITs of /1k.bin on up to three servers already running, round by
-# round (A B C, A B C, ...), each cell with the server's CPU time per request (utime+stime from
-# /proc, so it needs the server's PID). Ratios are only meaningful within one round on a noisy
-# machine. Example (docs/benchmarks.md, 2026-11-28 16:00):
-#   A="28302:$PID_BEFORE" B="28300:$PID_AFTER" C="28391:$PID_CEILING" N=5 D=5 bench/hit-ab.sh
-# where 28391 is dist/bench/hit-ceiling.js. Prints one line per round.
-set -euo pipefail
-N=${N:-3}
-D=${D:-5}
-cells=()
-for v in A B C; do [[ -n "${!v:-}" ]] && cells+=("${!v}"); done
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-tck=$(getconf CLK_TCK)
-for i in $(seq "$N"); do
-  line="round $i"
-  for c in "${cells[@]}"; do
-    port=${c%%:*}
-    pid=${c##*:}
-    c0=$(cpu "$pid")
-    out=$(wrk -t1 -c50 -d"${D}s" "http://127.0.0.1:$port/1k.bin")
-    c1=$(cpu "$pid")
-    n=$(awk '/requests in/{print $1}' <<<"$out")
-    rps=$(awk '/Requests\/sec/{printf "%.0f", $2}' <<<"$out")
-    us=$(awk -v d=$((c1 - c0)) -v n="$n" -v t="$tck" 'BEGIN{printf "%.1f", d * 1e6 / t / n}')
-    line+="  :$port ${rps} req/s ${us} us/req"
-  done
-  echo "$line"
+# Concurrent A/B of two Verge builds on the 1 KiB HIT (the fast path): both serve at the same time,
+# one worker each, access log off, and each gets its own `wrk -t1 -c50` at the same time, so both
+# see the same contention on a shared machine (sequential cells there move by 2x from one to the
+# next: docs/benchmarks.md). Per round: each build's req/s, p99 and CPU per request of its serving
+# process (utime+stime from /proc), and the ratio this build / VERGE_B; then the medians. Both run
+# with --trace-gc-nvp: bytes allocated and promoted per request (which load does not move) and
+# GC pause per request.
+#   npm run build && VERGE_B=/path/to/other/checkout [SCHEME=https] N=7 D=4 PORT_BASE=38500 bench/hit-ab.sh
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+N=${N:-7}; D=${D:-4}; base=${PORT_BASE:-38500}; SCHEME=${SCHEME:-http}
+: "${VERGE_B:?VERGE_B=/path/to/the/other/checkout (with its dist/ built)}"
+dir="$(mktemp -d -t verge-hitab.XXXXXX)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$dir"; }
+trap cleanup EXIT
+for p in $((base + 1)) $((base + 2)) $((base + 91)); do
+  if [[ -n $(ss -ltnH "sport = :$p") ]]; then echo "port $p is in use: choose another PORT_BASE" >&2; exit 1; fi
 done
+if [[ $SCHEME == https ]]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$dir/key.pem" \
+    -out "$dir/cert.pem" -days 2 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
+fi
+PORT=$((base + 91)) node "$here/../dist/bench/hit-ceiling.js" & pids+=($!)
+# one Verge build (its checkout root) on port $2, config named $3; sets $started to the serving pid
+start_verge() {
+  local root=$1 port=$2 name=$3
+  local listen="http: { listen: [\"127.0.0.1:$port\"] }
+  https: { listen: [] }" tls=""
+  if [[ $SCHEME == https ]]; then
+    listen="http: { listen: [] }
+  https: { listen: [\"127.0.0.1:$port\"], defaultSite: \"127.0.0.1\" }"
+    tls="    tls: { cert: \"$dir/cert.pem\", key: \"$dir/key.pem\" }"
+  fi
+  cat >"$dir/$name.yaml" <<YAML
+edge:
+  workers: 1
+  admin: { listen: "127.0.0.1:0" }
+  $listen
+log: { access: "off" }
+sites:
+  - name: "127.0.0.1"
+$tls
+    origin:
+      servers: [{ host: 127.0.0.1, port: $((base + 91)) }]
+YAML
+  node --trace-gc-nvp "$root/dist/src/cli/main.js" serve --config "$dir/$name.yaml" >"$dir/$name.log" 2>&1 & pids+=($!)
+  for _ in $(seq 100); do curl -sk -o /dev/null "$SCHEME://127.0.0.1:$port/1k.bin" && break; sleep 0.2; done
+  curl -sk -o /dev/null "$SCHEME://127.0.0.1:$port/1k.bin"
+  started=$(ss -ltnpH "sport = :$port" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+  [[ -n "$started" ]] || { echo "verge ($root) did not start:" >&2; cat "$dir/$name.log" >&2; exit 1; }
+}
+start_verge "$here/.." $((base + 1)) a; ka=$started
+start_verge "$VERGE_B" $((base + 2)) b; kb=$started
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tck=$(getconf CLK_TCK)
+both() { # secs: wrk on both at once
+  wrk -t1 -c50 -d"$1s" --latency "$SCHEME://127.0.0.1:$((base + 1))/1k.bin" >"$dir/wa" &
+  local w=$!
+  wrk -t1 -c50 -d"$1s" --latency "$SCHEME://127.0.0.1:$((base + 2))/1k.bin" >"$dir/wb"
+  wait "$w"
+}
+gc() { # log file, first line, requests: allocated, promoted and GC pause per request
+  tail -n +"$2" "$1" | grep -o "gc=[a-z]*\|pause=[0-9.]*\|allocated=[0-9]*\|promoted=[0-9]*" | awk -F= -v n="$3" \
+    '$1=="pause"{p=$2} $1=="gc"{pt+=p} $1=="allocated"{a+=$2} $1=="promoted"{pr+=$2}
+     END{printf "%.0f B/req alloc %.1f B/req promoted %.2f us/req GC", a/n, pr/n, pt*1000/n}'
+}
+both 2 # warm-up (JIT)
+echo "scheme $SCHEME, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq "$N"); do
+  ca=$(cpu "$ka") cb=$(cpu "$kb") la=$(($(wc -l <"$dir/a.log") + 1)) lb=$(($(wc -l <"$dir/b.log") + 1))
+  both "$D"
+  ca2=$(cpu "$ka") cb2=$(cpu "$kb")
+  na=$(awk '/requests in/{print $1}' "$dir/wa") nb=$(awk '/requests in/{print $1}' "$dir/wb")
+  echo "  this: $(gc "$dir/a.log" "$la" "$na")   B: $(gc "$dir/b.log" "$lb" "$nb")"
+  pa=$(awk '/ 99%/{print $2}' "$dir/wa") pb=$(awk '/ 99%/{print $2}' "$dir/wb")
+  awk -v r="$r" -v na="$na" -v nb="$nb" -v da=$((ca2 - ca)) -v db=$((cb2 - cb)) -v t="$tck" -v d="$D" -v pa="$pa" -v pb="$pb" \
+    'BEGIN{ua = da * 1e6 / t / na; ub = db * 1e6 / t / nb
+      printf "round %s  this %6.0f req/s %5.1f us/req p99 %-8s  B %6.0f req/s %5.1f us/req p99 %-8s  CPU/req this/B %.3f\n", r, na / d, ua, pa, nb / d, ub, pb, ua / ub
+      print ua, ub, na / nb >> "'"$dir/cells"'"}'
+done
+echo "load average $(cut -d' ' -f1-3 /proc/loadavg)"
+awk 'function med(a, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
+  { n++; ua[n] = $1; ub[n] = $2; q[n] = $1 / $2; rq[n] = $3 }
+  END { printf "median us/req: this %.1f, B %.1f; median of the per-round ratios this/B: CPU/req %.3f, req/s %.3f\n", med(ua, n), med(ub, n), med(q, n), med(rq, n) }' "$dir/cells"

@@ -7,8 +7,9 @@
 #   verge-b  with VERGE_B=/other/checkout: that checkout's build, the same way (an A/B)
 # SCHEME=https: the same over TLS (HTTP/1.1 by ALPN, a P-256 certificate made here): `net` is
 # then the bare `tls` loop, `http` node:https's fixed response, Verge's HTTPS port.
-# Prints each cell (req/s and the server's CPU per request, utime+stime from /proc) and then the
-# medians and the ratios verge/net, verge/http, http/net; on a shared machine only ratios within
+# Prints each cell (req/s, the server's CPU per request, utime+stime from /proc, and wrk's p99)
+# and then the medians (p99 too: the bare loop's p99 under the same load says how much of a tail
+# is queueing in one thread) and the ratios verge/net, verge/http, http/net; on a shared machine only ratios within
 # one run mean anything. Every process started here is stopped by its PID.
 #   N=3 D=5 PORT_BASE=38300 [SCHEME=https] [VERGE_B=/path/to/checkout] bench/hit-gap.sh
 set -uo pipefail
@@ -78,15 +79,17 @@ fi
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 tck=$(getconf CLK_TCK)
 cell() {  # name port pid
-  local c0 c1 out n rps us
+  local c0 c1 out n rps us p99
   c0=$(cpu "$3")
   out=$(timeout $((D + 20)) wrk -t1 -c50 -d"${D}s" --latency "$SCHEME://127.0.0.1:$2/1k.bin")
   c1=$(cpu "$3")
   n=$(awk '/requests in/{print $1}' <<<"$out")
   rps=$(awk '/Requests\/sec/{printf "%.0f", $2}' <<<"$out")
   us=$(awk -v d=$((c1 - c0)) -v n="$n" -v t="$tck" 'BEGIN{printf "%.1f", d * 1e6 / t / n}')
-  echo "$1 $rps $us" >>"$dir/cells"
-  printf '  %-7s %6s req/s %6s us/req' "$1" "$rps" "$us"
+  # wrk's p99 in ms (it prints us, ms or s)
+  p99=$(awk '/ 99%/{v = $2; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else v = v * 1000; printf "%.2f", v}' <<<"$out")
+  echo "$1 $rps $us $p99" >>"$dir/cells"
+  printf '  %-7s %6s req/s %6s us/req p99 %6s ms' "$1" "$rps" "$us" "$p99"
 }
 echo "scheme $SCHEME, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 # warm-up (JIT) pass, not counted
@@ -103,18 +106,20 @@ for i in $(seq "$N"); do
 done
 echo "load average $(cut -d' ' -f1-3 /proc/loadavg)"
 awk '
-  { r[$1] = r[$1] " " $2; u[$1] = u[$1] " " $3 }
+  { r[$1] = r[$1] " " $2; u[$1] = u[$1] " " $3; q[$1] = q[$1] " " $4 }
   function med(s,   a, n, i, j, t) {
     n = split(s, a, " ")
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
   END {
-    for (k in r) { mr[k] = med(r[k]); mu[k] = med(u[k]) }
+    for (k in r) { mr[k] = med(r[k]); mu[k] = med(u[k]); mq[k] = med(q[k]) }
     printf "median req/s: net %d, http %d, verge %d", mr["net"], mr["http"], mr["verge"]
     if ("verge-b" in r) printf ", verge-b %d", mr["verge-b"]
     printf "\nmedian us/req: net %.1f, http %.1f, verge %.1f", mu["net"], mu["http"], mu["verge"]
     if ("verge-b" in r) printf ", verge-b %.1f", mu["verge-b"]
+    printf "\nmedian p99 ms: net %.2f, http %.2f, verge %.2f", mq["net"], mq["http"], mq["verge"]
+    if ("verge-b" in r) printf ", verge-b %.2f", mq["verge-b"]
     printf "\nreq/s ratios: verge/net %.2f, verge/http %.2f, http/net %.2f\n", mr["verge"] / mr["net"], mr["verge"] / mr["http"], mr["http"] / mr["net"]
     printf "CPU/req ratios: verge/net %.2f, verge/http %.2f, http/net %.2f\n", mu["verge"] / mu["net"], mu["verge"] / mu["http"], mu["http"] / mu["net"]
     if ("verge-b" in r) printf "verge vs verge-b: req/s %.2f, CPU/req %.2f\n", mr["verge"] / mr["verge-b"], mu["verge"] / mu["verge-b"]
