@@ -6,10 +6,12 @@
 # process (utime+stime from /proc), and the ratio this build / VERGE_B; then the medians. Both run
 # with --trace-gc-nvp: bytes allocated and promoted per request (which load does not move) and
 # GC pause per request.
-#   npm run build && VERGE_B=/path/to/other/checkout [SCHEME=https] N=7 D=4 PORT_BASE=38500 bench/hit-ab.sh
+#   npm run build && VERGE_B=/path/to/other/checkout [SCHEME=https] N=7 D=4 PORT_BASE=28500 bench/hit-ab.sh
+# PORT_BASE below the ephemeral range (/proc/sys/net/ipv4/ip_local_port_range): a port above it
+# may be the local port of some connection on a busy machine, and the listen then fails.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-N=${N:-7}; D=${D:-4}; base=${PORT_BASE:-38500}; SCHEME=${SCHEME:-http}
+N=${N:-7}; D=${D:-4}; base=${PORT_BASE:-28500}; SCHEME=${SCHEME:-http}
 : "${VERGE_B:?VERGE_B=/path/to/the/other/checkout (with its dist/ built)}"
 dir="$(mktemp -d -t verge-hitab.XXXXXX)"
 pids=()
@@ -23,34 +25,9 @@ if [[ $SCHEME == https ]]; then
     -out "$dir/cert.pem" -days 2 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
 fi
 PORT=$((base + 91)) node "$here/../dist/bench/hit-ceiling.js" & pids+=($!)
-# one Verge build (its checkout root) on port $2, config named $3; sets $started to the serving pid
-start_verge() {
-  local root=$1 port=$2 name=$3
-  local listen="http: { listen: [\"127.0.0.1:$port\"] }
-  https: { listen: [] }" tls=""
-  if [[ $SCHEME == https ]]; then
-    listen="http: { listen: [] }
-  https: { listen: [\"127.0.0.1:$port\"], defaultSite: \"127.0.0.1\" }"
-    tls="    tls: { cert: \"$dir/cert.pem\", key: \"$dir/key.pem\" }"
-  fi
-  cat >"$dir/$name.yaml" <<YAML
-edge:
-  workers: 1
-  admin: { listen: "127.0.0.1:0" }
-  $listen
-log: { access: "off" }
-sites:
-  - name: "127.0.0.1"
-$tls
-    origin:
-      servers: [{ host: 127.0.0.1, port: $((base + 91)) }]
-YAML
-  node --trace-gc-nvp "$root/dist/src/cli/main.js" serve --config "$dir/$name.yaml" >"$dir/$name.log" 2>&1 & pids+=($!)
-  for _ in $(seq 100); do curl -sk -o /dev/null "$SCHEME://127.0.0.1:$port/1k.bin" && break; sleep 0.2; done
-  curl -sk -o /dev/null "$SCHEME://127.0.0.1:$port/1k.bin"
-  started=$(ss -ltnpH "sport = :$port" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
-  [[ -n "$started" ]] || { echo "verge ($root) did not start:" >&2; cat "$dir/$name.log" >&2; exit 1; }
-}
+# shellcheck source=bench/hit-verge.sh
+VERGE_NODE_OPTS=--trace-gc-nvp
+source "$here/hit-verge.sh"
 start_verge "$here/.." $((base + 1)) a; ka=$started
 start_verge "$VERGE_B" $((base + 2)) b; kb=$started
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }

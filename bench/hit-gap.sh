@@ -36,40 +36,8 @@ else
   http=${pids[0]}; httpport=$((base + 91))
 fi
 env "${tlsenv[@]}" PORT=$((base + 92)) node "$here/../dist/bench/net-ceiling.js" & pids+=($!); netp=$!
-# start one Verge build (its checkout root) listening on port $2, its config named $3; sets
-# $started to the serving process (the supervisor goes into pids: no command substitution, whose
-# subshell would keep pids+= from reaching cleanup)
-start_verge() {
-  local root=$1 port=$2 name=$3
-  local listen="http: { listen: [\"127.0.0.1:$port\"] }
-  https: { listen: [] }" tls=""
-  if [[ $SCHEME == https ]]; then
-    listen="http: { listen: [] }
-  https: { listen: [\"127.0.0.1:$port\"], defaultSite: \"127.0.0.1\" }"
-    tls="    tls: { cert: \"$dir/cert.pem\", key: \"$dir/key.pem\" }"
-  fi
-  cat > "$dir/$name.yaml" <<YAML
-edge:
-  workers: 1
-  admin: { listen: "127.0.0.1:0" }
-  $listen
-log: { access: "off" }
-sites:
-  - name: "127.0.0.1"
-$tls
-    origin:
-      servers: [{ host: 127.0.0.1, port: $((base + 91)) }]
-YAML
-  node "$root/dist/src/cli/main.js" serve --config "$dir/$name.yaml" >"$dir/$name.log" 2>&1 & pids+=($!)
-  for _ in $(seq 100); do curl -sk -o /dev/null "$SCHEME://127.0.0.1:$port/1k.bin" && break; sleep 0.2; done
-  curl -sk -o /dev/null "$SCHEME://127.0.0.1:$port/1k.bin"
-  # the serving process: the one listening on the port
-  local pid
-  # a port still held by another process is a start failure, not a cell measured on the wrong server
-  pid=$(ss -ltnpH "sport = :$port" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
-  [[ -n "$pid" ]] || { echo "verge ($root) did not start:" >&2; cat "$dir/$name.log" >&2; exit 1; }
-  started=$pid
-}
+# shellcheck source=bench/hit-verge.sh
+source "$here/hit-verge.sh"
 start_verge "$here/.." $((base + 1)) v; verge=$started
 names=(net http verge); ports=($((base + 92)) "$httpport" $((base + 1))); spids=("$netp" "$http" "$verge")
 if [[ -n $VERGE_B ]]; then
