@@ -110,3 +110,18 @@ test('the request log finds a fast-path hit kept by its counter, and only by its
   assert.deepEqual(lines, [requestIdOf(f.seq)]);
   void access.close();
 });
+
+test('a full record with an empty id is never found by another id', () => {
+  const log = new RequestLog(2);
+  const access = new AccessLog('off');
+  log.attach(access);
+  access.write({ id: '', status: 500 });
+  const f = new HitFacts();
+  f.seq = nextRequestSeq();
+  access.writeCompact(f);
+  // a string that is no id of this process (requestSeqOf: -1), and the empty id
+  assert.equal(log.lookup('not-an-id'), undefined);
+  assert.equal(log.lookup(''), undefined);
+  assert.equal(log.lookup(requestIdOf(f.seq))?.['id'], requestIdOf(f.seq));
+  void access.close();
+});

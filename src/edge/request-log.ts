@@ -153,6 +153,8 @@ export class RequestLog implements RecordKeeper {
     const at = this.#advance();
     this.#ring[at] = rec;
     this.#ids[at] = id;
+    // no id counter here: a full record is found by its id string only (even an empty one)
+    this.#num[at * NUMS + 4] = -1;
     this.#rule[at] = undefined;
     this.#header[at] = undefined;
   }
@@ -233,7 +235,7 @@ export class RequestLog implements RecordKeeper {
     for (let i = 1; i <= this.#kept; i++) {
       const at = (this.#next - i + this.capacity) % this.capacity;
       const kept = this.#ids[at];
-      if (kept === id || (kept === '' && num[at * NUMS + 4] === seq)) return this.#record(at);
+      if (kept === id || (kept === '' && seq >= 0 && num[at * NUMS + 4] === seq)) return this.#record(at);
     }
     return undefined;
   }
