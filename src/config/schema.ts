@@ -234,6 +234,12 @@ export const originSchema = z
       .describe(
         'Requests that may wait for a free connection to one origin server once maxConnections are busy; beyond it a request gets 503 ORIGIN_BUSY at once instead of waiting.',
       ),
+    client: z
+      .enum(['auto', 'undici'])
+      .default('auto')
+      .describe(
+        "The HTTP/1.1 client of origin pulls. auto: GET and HEAD requests without a body go through Verge's own lean client (same connections, limits, timeouts and error codes; a strict response parser proven to frame as undici does, docs/decisions.md), everything else through undici. undici: every pull through undici.",
+      ),
   })
   .describe('Where and how Verge pulls content.');
 

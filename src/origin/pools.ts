@@ -10,6 +10,7 @@ import type { Duplex } from 'node:stream';
 import { type Dispatcher, Pool } from 'undici';
 import { VergeError } from '../core/errors.js';
 import { type ConnectTarget, undiciConnector } from './connector.js';
+import { type LeanOptions, LeanOrigin, leanHead } from './lean-client.js';
 
 export interface PoolTarget extends ConnectTarget {
   /** response headers timeout (first byte) */
@@ -20,6 +21,11 @@ export interface PoolTarget extends ConnectTarget {
   maxConnections?: number;
   /** most requests waiting for one of them (origin.maxQueue); default 1024 */
   maxQueue?: number;
+  /**
+   * origin.client: 'auto' (default) sends plain GET and HEAD requests with the lean client
+   * (lean-client.ts) and the rest with undici; 'undici' sends everything with undici
+   */
+  client?: 'auto' | 'undici';
 }
 
 const DEFAULT_MAX_CONNECTIONS = 256;
@@ -95,9 +101,18 @@ export class CappedPool extends Pool {
 
   #send(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     this.#inflight++;
+    return this.sendNow(opts, handler, this.#release);
+  }
+
+  /** Send a request that holds a slot; `release` frees the slot (once, before its last callback). */
+  protected sendNow(
+    opts: Dispatcher.DispatchOptions,
+    handler: Dispatcher.DispatchHandler,
+    release: () => void,
+  ): boolean {
     // undici tells the two handler APIs apart by onRequestStart (unwrap-handler.js)
-    if (handler.onRequestStart) return super.dispatch(opts, new Releasing(handler, this.#release));
-    return super.dispatch(opts, legacyReleasing(handler, this.#release));
+    if (handler.onRequestStart) return super.dispatch(opts, new Releasing(handler, release));
+    return super.dispatch(opts, legacyReleasing(handler, release));
   }
 
   /** A request finished: its slot goes to the next one waiting. */
@@ -112,6 +127,51 @@ export class CappedPool extends Pool {
       if (!w) return;
       if (!w.cancelled) this.#send(w.opts, w.handler);
     }
+  }
+}
+
+/**
+ * A CappedPool that sends what the lean client takes (leanHead: GET and HEAD without a body or
+ * special fields) on lean connections (lean-client.ts) and the rest on undici, with one count of
+ * requests in flight and one queue for both, so origin.maxConnections and origin.maxQueue bound
+ * the two together.
+ */
+export class LeanPool extends CappedPool {
+  readonly lean: LeanOrigin;
+
+  constructor(url: string, target: PoolTarget, opts: Pool.Options & { maxQueue?: number }, lean: LeanOptions) {
+    super(url, opts);
+    this.lean = new LeanOrigin(target, lean);
+  }
+
+  protected override sendNow(
+    opts: Dispatcher.DispatchOptions,
+    handler: Dispatcher.DispatchHandler,
+    release: () => void,
+  ): boolean {
+    const head = handler.onRequestStart ? leanHead(opts) : null;
+    if (head === null) return super.sendNow(opts, handler, release);
+    this.lean.request(opts, head, handler, release);
+    return true;
+  }
+
+  override close(): Promise<void>;
+  override close(callback: () => void): void;
+  override close(callback?: () => void): Promise<void> | void {
+    this.lean.close();
+    if (callback) return super.close(callback);
+    return super.close();
+  }
+
+  override destroy(): Promise<void>;
+  override destroy(err: Error | null): Promise<void>;
+  override destroy(callback: () => void): void;
+  override destroy(err: Error | null, callback: () => void): void;
+  override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+    this.lean.destroy();
+    if (typeof a === 'function') return super.destroy(a);
+    if (b) return super.destroy(a ?? null, b);
+    return super.destroy(a ?? null);
   }
 }
 
@@ -246,6 +306,7 @@ export function poolKey(t: PoolTarget): string {
     t.idleTimeout,
     t.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
     t.maxQueue ?? DEFAULT_MAX_QUEUE,
+    t.client ?? 'auto',
   ].join('|');
 }
 
@@ -258,10 +319,8 @@ export class PoolRegistry {
     let pool = this.#pools.get(key);
     if (!pool) {
       const host = t.host.includes(':') && !t.host.startsWith('[') ? `[${t.host}]` : t.host;
-      pool = new CappedPool(`${t.protocol}://${host}:${t.port}`, {
-        connections: t.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
-        maxQueue: t.maxQueue ?? DEFAULT_MAX_QUEUE,
-        connect: undiciConnector(t),
+      const url = `${t.protocol}://${host}:${t.port}`;
+      const lean: LeanOptions = {
         headersTimeout: t.firstByteTimeout,
         bodyTimeout: t.idleTimeout,
         keepAliveTimeout: Math.min(t.idleTimeout, 60_000),
@@ -269,9 +328,16 @@ export class PoolRegistry {
         // undici ignores a larger Keep-Alive hint from the origin beyond keepAliveMaxTimeout and
         // keeps a 1 s margin before the origin's own timeout to avoid racing its close.
         keepAliveTimeoutThreshold: 1000,
+      };
+      const opts = {
+        connections: t.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+        maxQueue: t.maxQueue ?? DEFAULT_MAX_QUEUE,
+        connect: undiciConnector(t),
+        ...lean,
         pipelining: 1,
         maxHeaderSize: 64 * 1024,
-      });
+      };
+      pool = t.client === 'undici' ? new CappedPool(url, opts) : new LeanPool(url, t, opts, lean);
       this.#pools.set(key, pool);
     }
     return pool;

@@ -19,6 +19,7 @@ import { type ErrorDetail, nodeCodeOf, VergeError } from '../core/errors.js';
 import { Balancer, type HealthTable, type ServerRef } from './balancer.js';
 import { classifyExchangeError, toVergeError } from './classify.js';
 import { type ConnectTimings, connectionTimings, isGuarded, parserPaused } from './connector.js';
+import { LeanExchange } from './lean-client.js';
 import { type PoolRegistry, type PoolTarget, poolKey } from './pools.js';
 
 export type PullProtocol = 'http' | 'https';
@@ -86,6 +87,7 @@ export class CompiledOrigin {
         idleTimeout: cfg.timeouts.idle,
         maxConnections: cfg.maxConnections,
         maxQueue: cfg.maxQueue,
+        client: cfg.client,
       };
       return {
         id: `${siteName}|${s.host}|${s.port ?? ''}`,
@@ -229,7 +231,13 @@ diagnostics.subscribe('undici:client:sendHeaders', (msg) => {
   claimed.set(headers.slice(i + ID_PREFIX.length, end), t);
 });
 
-function takeTimings(id: string): ConnectTimings | undefined {
+function takeTimings(id: string, c: Dispatcher.DispatchController): ConnectTimings | undefined {
+  // the lean client hands the timings of the connection a request opened on its controller
+  if (c instanceof LeanExchange) {
+    const t = c.timings;
+    c.timings = undefined;
+    return t;
+  }
   if (claimed.size === 0) return undefined;
   const t = claimed.get(id);
   if (t) claimed.delete(id);
@@ -325,7 +333,7 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
         }
         gotHead = true;
         status = statusCode;
-        const conn = takeTimings(req.id);
+        const conn = takeTimings(req.id, c);
         if (conn) a.conn = conn;
         if (origin.balancer.tracksHealth) origin.health.ok(server.id);
         state.firstByteMs = performance.now() - t0;
@@ -354,7 +362,7 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
         pullSockets.delete(req.id);
         cb.onEnd();
       },
-      onResponseError(_c, err) {
+      onResponseError(c, err) {
         pullSockets.delete(req.id);
         // RFC 9112 section 6.3: a 204 or 304 ends with its header section whatever Content-Length
         // says (RFC 9110 section 8.6 lets a 304 carry the length of the representation it stands
@@ -368,7 +376,7 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
           cb.onEnd();
           return;
         }
-        const conn = takeTimings(req.id);
+        const conn = takeTimings(req.id, c);
         if (conn) a.conn = conn;
         const verr = toVergeError(err, gotHead, detail);
         lastError = verr;
