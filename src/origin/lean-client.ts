@@ -24,7 +24,12 @@ import {
 } from './lean-parse.js';
 import type { PoolTarget } from './pools.js';
 
-const EMPTY = Buffer.alloc(0);
+/** An interim status line's start, as connector.ts dropContinue tells it. */
+const INTERIM = /^HTTP\/1\.[01] 1\d\d[ \t\r]/;
+/** A 100 (Continue) status line's start (connector.ts). */
+const CONTINUE = /^HTTP\/1\.[01] 100[ \t\r]/;
+/** Most bytes of an interim head held back while waiting for its end (connector.ts). */
+const MAX_INTERIM = 64 * 1024;
 
 /** undici's pattern for a Keep-Alive hint (util.js parseKeepAliveTimeout). */
 const KEEPALIVE_TIMEOUT = /timeout=(\d+)/;
@@ -300,6 +305,22 @@ export class LeanConnection {
     let buf = this.#headBuf === null ? chunk : Buffer.concat([this.#headBuf, chunk]);
     this.#headBuf = null;
     for (;;) {
+      // As the connector's dropContinue does for undici's connections (connector.ts), so that
+      // both clients answer alike: a head that starts like an interim status line is read only
+      // once its "\r\n\r\n" is there, and a 100 (Continue) is dropped unread.
+      if (buf.length >= 13 && INTERIM.test(buf.toString('latin1', 0, 13))) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0 && buf.length <= MAX_INTERIM) {
+          this.#headBuf = buf;
+          return;
+        }
+        if (end >= 0 && CONTINUE.test(buf.toString('latin1', 0, 13))) {
+          this.#armHead(ex.headersTimeout);
+          buf = buf.subarray(end + 4);
+          if (buf.length === 0) return;
+          continue;
+        }
+      }
       const r = scanHead(buf, 0, MAX_FIELD_BYTES);
       if (r.kind === 'incomplete') {
         this.#headBuf = buf;

@@ -121,6 +121,28 @@ function join(prev: string | undefined, v: string): string {
   return prev === undefined ? v : `${prev}, ${v}`;
 }
 
+/** 2^64 - 1: llhttp keeps a Content-Length in a uint64 and refuses one that overflows it. */
+const MAX_CL = '18446744073709551615';
+
+/**
+ * A Content-Length value in buf[from, to): RFC 9110 section 8.6, 1*DIGIT (llhttp also takes
+ * trailing spaces). -1: invalid; -2: invalid already in a `partial` value (more bytes to come).
+ * A value above 2^53 comes back inexact, which no body reaches anyway.
+ */
+function contentLength(buf: Buffer, from: number, to: number, partial: boolean): number {
+  let n = 0;
+  let k = from;
+  while (k < to && buf[k]! >= 0x30 && buf[k]! <= 0x39) {
+    n = n * 10 + (buf[k]! - 0x30);
+    k++;
+  }
+  const digits = k - from;
+  if (digits > 20 || (digits === 20 && buf.toString('latin1', from, k) > MAX_CL)) return -2;
+  if (digits === 0 && (k < to || !partial)) return partial ? -2 : -1;
+  while (k < to) if (buf[k++] !== SP) return -2;
+  return n;
+}
+
 /**
  * Field lines from `pos` up to and including the empty line that ends them (RFC 9112 section 5):
  * field-name ":" OWS field-value OWS CRLF. A name is a token with nothing before the colon
@@ -162,6 +184,10 @@ export function scanFields(
       if (out.size + (nameEnd - pos) + (i - vStart) >= maxBytes) {
         return fail('field section over the size limit', true);
       }
+      // llhttp checks a Content-Length as its bytes come, before the line ends
+      if (nameEnd - pos === 14 && buf.toString('latin1', pos, nameEnd).toLowerCase() === 'content-length') {
+        if (contentLength(buf, vStart, i, true) < -1) return fail('invalid character in Content-Length');
+      }
       return INCOMPLETE;
     }
     if (buf[i] !== CR) return fail('invalid character in a field value');
@@ -188,16 +214,8 @@ export function scanFields(
         if (name === 'content-length') {
           out.clCount++;
           if (out.clCount === 1) {
-            // RFC 9110 section 8.6: Content-Length = 1*DIGIT; llhttp also takes trailing spaces
-            let n = 0;
-            let k = vStart;
-            while (k < i && buf[k]! >= 0x30 && buf[k]! <= 0x39) {
-              n = n * 10 + (buf[k]! - 0x30);
-              k++;
-            }
-            let ok = k > vStart;
-            while (ok && k < i) if (buf[k++] !== SP) ok = false;
-            if (!ok || n > Number.MAX_SAFE_INTEGER) out.clBad = true;
+            const n = contentLength(buf, vStart, i, false);
+            if (n < 0) out.clBad = true;
             out.cl = n;
           }
         }
