@@ -214,11 +214,33 @@ export class LeanConnection {
   ) {
     this.#keepAliveMs = pool.opts.keepAliveTimeout;
     pool.conns.add(this);
-    socket.on('data', (c: Buffer) => this.#data(c));
-    socket.on('end', () => this.#end());
-    socket.on('error', (e: Error) => this.#error(e));
-    socket.on('close', () => this.#close());
-    socket.on('timeout', () => this.#timeout());
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onEnd);
+    socket.on('error', this.#onError);
+    socket.on('close', this.#onClose);
+    socket.on('timeout', this.#onTimeout);
+  }
+
+  readonly #onData = (c: Buffer): void => this.#data(c);
+  readonly #onEnd = (): void => this.#end();
+  readonly #onError = (e: Error): void => this.#error(e);
+  readonly #onClose = (): void => this.#close();
+  readonly #onTimeout = (): void => this.#timeout();
+
+  /** Hand the (idle) socket over to another client: this connection lets go of it. */
+  detach(): Socket {
+    this.#dropped = true;
+    this.pool.conns.delete(this);
+    if (this.#headTimer) clearTimeout(this.#headTimer);
+    const s = this.socket;
+    s.removeListener('data', this.#onData);
+    s.removeListener('end', this.#onEnd);
+    s.removeListener('error', this.#onError);
+    s.removeListener('close', this.#onClose);
+    s.removeListener('timeout', this.#onTimeout);
+    s.setTimeout(0);
+    s.pause();
+    return s;
   }
 
   /** Send `ex` on this connection. */
@@ -563,6 +585,17 @@ export class LeanOrigin {
         ex.fail(err);
       },
     );
+  }
+
+  /**
+   * An idle connection's socket for undici (LeanPool's connect), so that requests the lean
+   * client does not take reuse the connections it kept alive rather than opening more.
+   */
+  takeIdle(): Socket | null {
+    for (let c = this.idleConns.pop(); c !== undefined; c = this.idleConns.pop()) {
+      if (c.usable) return c.detach();
+    }
+    return null;
   }
 
   /** No new requests; idle connections closed, busy ones closed after their response. */

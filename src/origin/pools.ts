@@ -9,7 +9,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { type Dispatcher, Pool } from 'undici';
 import { VergeError } from '../core/errors.js';
-import { type ConnectTarget, undiciConnector } from './connector.js';
+import { type ConnectTarget, guardOriginSocket, undiciConnector } from './connector.js';
 import { type LeanOptions, LeanOrigin, leanHead } from './lean-client.js';
 
 export interface PoolTarget extends ConnectTarget {
@@ -139,9 +139,9 @@ export class CappedPool extends Pool {
 export class LeanPool extends CappedPool {
   readonly lean: LeanOrigin;
 
-  constructor(url: string, target: PoolTarget, opts: Pool.Options & { maxQueue?: number }, lean: LeanOptions) {
+  constructor(url: string, lean: LeanOrigin, opts: Pool.Options & { maxQueue?: number }) {
     super(url, opts);
-    this.lean = new LeanOrigin(target, lean);
+    this.lean = lean;
   }
 
   protected override sendNow(
@@ -337,7 +337,31 @@ export class PoolRegistry {
         pipelining: 1,
         maxHeaderSize: 64 * 1024,
       };
-      pool = t.client === 'undici' ? new CappedPool(url, opts) : new LeanPool(url, t, opts, lean);
+      if (t.client === 'undici') pool = new CappedPool(url, opts);
+      else {
+        const origin = new LeanOrigin(t, lean);
+        const connect = opts.connect;
+        // undici's requests (bodies, other methods) go out first on connections the lean client
+        // kept alive, then on new ones: one set of connections to the server, as with undici alone
+        opts.connect = (o: unknown, cb: Parameters<typeof connect>[1]) => {
+          const socket = origin.takeIdle();
+          if (socket === null) {
+            connect(o, cb);
+            return;
+          }
+          guardOriginSocket(socket);
+          // undici expects its callback later, as a real connect answers (a synchronous one
+          // re-enters its dispatch loop and the request is never written); an error meanwhile
+          // is undici's to see on its first read or write
+          const hold = (): void => undefined;
+          socket.on('error', hold);
+          queueMicrotask(() => {
+            socket.removeListener('error', hold);
+            cb(null, socket);
+          });
+        };
+        pool = new LeanPool(url, origin, opts);
+      }
       this.#pools.set(key, pool);
     }
     return pool;
