@@ -15,11 +15,11 @@ import { type ConnectTimings, connectOrigin } from './connector.js';
 import {
   ChunkedDecoder,
   type Framing,
+  framingOf,
   hasToken,
   MAX_FIELD_BYTES,
   type ParseError,
   type ResponseHead,
-  framingOf,
   scanHead,
 } from './lean-parse.js';
 import type { PoolTarget } from './pools.js';
@@ -43,7 +43,14 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
  * Request fields undici treats itself (framing, connection management, Expect): a request that
  * carries one goes to undici, whose checks and errors for them stay the rule.
  */
-const SPECIAL = new Set(['connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade', 'expect']);
+const SPECIAL = new Set([
+  'connection',
+  'content-length',
+  'transfer-encoding',
+  'keep-alive',
+  'upgrade',
+  'expect',
+]);
 
 /** The timeouts and keep-alive limits of one pool (the undici Pool options of the same pool). */
 export interface LeanOptions {
@@ -448,7 +455,8 @@ export class LeanConnection {
       ex.complete(dec.trailers, ex.keepAlive && r === buf.length);
       return;
     }
-    if (r < buf.length) ex.pending = ex.pending === null ? buf.subarray(r) : Buffer.concat([buf.subarray(r), ex.pending]);
+    if (r < buf.length)
+      ex.pending = ex.pending === null ? buf.subarray(r) : Buffer.concat([buf.subarray(r), ex.pending]);
   }
 
   #end(): void {
@@ -476,7 +484,9 @@ export class LeanConnection {
     // undici (llhttp_finish) on a response that said it would close: a cut chunked body is a
     // parser error, a cut length-delimited one a length mismatch
     else if (f.kind === 'chunked') {
-      ex.fail(new errors.HTTPParserError('Response does not match the HTTP/1.1 protocol (Invalid EOF state)'));
+      ex.fail(
+        new errors.HTTPParserError('Response does not match the HTTP/1.1 protocol (Invalid EOF state)'),
+      );
     } else ex.fail(new errors.ResponseContentLengthMismatchError());
   }
 
@@ -490,9 +500,12 @@ export class LeanConnection {
       if (ex.paused) {
         // as the connector's guardEnd does for undici: the rest of the body is lost
         ex.fail(
-          Object.assign(new Error('connection reset by the origin while the body was held back', { cause: err }), {
-            code: 'UND_ERR_SOCKET',
-          }),
+          Object.assign(
+            new Error('connection reset by the origin while the body was held back', { cause: err }),
+            {
+              code: 'UND_ERR_SOCKET',
+            },
+          ),
         );
         return;
       }
@@ -512,7 +525,8 @@ export class LeanConnection {
     if (this.#headTimer) clearTimeout(this.#headTimer);
     const i = this.pool.idleConns.indexOf(this);
     if (i >= 0) this.pool.idleConns.splice(i, 1);
-    if (ex !== null && !(ex.phase === PHASE_BODY && ex.endedWhilePaused)) ex.fail(new errors.SocketError('closed'));
+    if (ex !== null && !(ex.phase === PHASE_BODY && ex.endedWhilePaused))
+      ex.fail(new errors.SocketError('closed'));
   }
 
   #timeout(): void {
@@ -532,7 +546,6 @@ export class LeanOrigin {
   /** every open connection, idle or busy */
   readonly conns = new Set<LeanConnection>();
   closed = false;
-  #connecting = 0;
 
   constructor(
     readonly target: PoolTarget,
@@ -568,10 +581,8 @@ export class LeanOrigin {
         return;
       }
     }
-    this.#connecting++;
     connectOrigin(this.target).then(
       ({ socket, timings }) => {
-        this.#connecting--;
         const conn = new LeanConnection(this, socket, timings);
         if (ex.phase === PHASE_DONE) {
           // aborted while connecting: the new connection serves the next request
@@ -581,7 +592,6 @@ export class LeanOrigin {
         conn.start(ex);
       },
       (err: Error) => {
-        this.#connecting--;
         ex.fail(err);
       },
     );

@@ -233,7 +233,11 @@ export function scanFields(
  * SP [ reason-phrase ] CRLF, then the field lines. Answers 'incomplete' until the whole head is
  * there, or an error as soon as a byte cannot belong to a valid head.
  */
-export function scanHead(buf: Buffer, start: number, maxBytes = MAX_FIELD_BYTES): ResponseHead | Incomplete | ParseError {
+export function scanHead(
+  buf: Buffer,
+  start: number,
+  maxBytes = MAX_FIELD_BYTES,
+): ResponseHead | Incomplete | ParseError {
   const len = buf.length;
   let p = start;
   // RFC 9112 section 2.2 lets a parser ignore empty lines before the start line; llhttp does
@@ -517,7 +521,10 @@ export class ChunkedDecoder {
           break;
         case C_Trailers: {
           // the trailer section is small: gather it, then parse it as a whole
-          const t = this.#trailerBuf === null ? buf.subarray(pos) : Buffer.concat([this.#trailerBuf, buf.subarray(pos)]);
+          const t =
+            this.#trailerBuf === null
+              ? buf.subarray(pos)
+              : Buffer.concat([this.#trailerBuf, buf.subarray(pos)]);
           const before = this.#trailerBuf === null ? 0 : this.#trailerBuf.length;
           const f = newFields(0);
           const r = scanFields(t, 0, f, maxBytes);

@@ -91,7 +91,21 @@ function fieldBlock(r: Rand): string[] {
 }
 
 function chunkExt(r: Rand): string {
-  return pick(r, ['', '', '', ';a', ';a=b', ';a="q \\" x"', ';a=b;c', ';a=', ';', ' ;a', ';a =b', ';a=\tb', ';a="x']);
+  return pick(r, [
+    '',
+    '',
+    '',
+    ';a',
+    ';a=b',
+    ';a="q \\" x"',
+    ';a=b;c',
+    ';a=',
+    ';',
+    ' ;a',
+    ';a =b',
+    ';a=\tb',
+    ';a="x',
+  ]);
 }
 
 function chunkedBody(r: Rand, body: string): string {
@@ -104,7 +118,16 @@ function chunkedBody(r: Rand, body: string): string {
     out += `${size === 'X' ? hex.toUpperCase() : size === '0x' ? `0${hex}` : size === '00x' ? `00${hex}` : hex}${chunkExt(r)}\r\n${body.slice(i, i + n)}\r\n`;
     i += n;
   }
-  const trailers = r() < 0.3 ? pick(r, ['X-T: 1\r\n', 'X-T: 1\r\nX-U: 2\r\n', 'Content-Length: 5\r\n', 'X-T: a\r\n b\r\n', 'X T: 1\r\n']) : '';
+  const trailers =
+    r() < 0.3
+      ? pick(r, [
+          'X-T: 1\r\n',
+          'X-T: 1\r\nX-U: 2\r\n',
+          'Content-Length: 5\r\n',
+          'X-T: a\r\n b\r\n',
+          'X T: 1\r\n',
+        ])
+      : '';
   return `${out}0${chunkExt(r)}\r\n${trailers}\r\n`;
 }
 
@@ -136,7 +159,12 @@ export function genCase(r: Rand): Case {
   // interim responses first, sometimes (RFC 9110 section 15.2)
   const interims = r() < 0.15 ? 1 + Math.floor(r() * 3) : 0;
   for (let i = 0; i < interims; i++) {
-    const line = pick(r, ['HTTP/1.1 100 Continue', 'HTTP/1.1 102 Processing', 'HTTP/1.1 103 Early Hints', 'HTTP/1.1 199 X']);
+    const line = pick(r, [
+      'HTTP/1.1 100 Continue',
+      'HTTP/1.1 102 Processing',
+      'HTTP/1.1 103 Early Hints',
+      'HTTP/1.1 199 X',
+    ]);
     head += `${line}\r\n${r() < 0.5 ? 'Link: </a>; rel=preload\r\n' : ''}\r\n`;
   }
   const status = r() < 0.8 ? STATUS_LINES[Math.floor(r() * 7)]! : pick(r, STATUS_LINES);
@@ -144,14 +172,31 @@ export function genCase(r: Rand): Case {
   if (r() < 0.12) fields.splice(Math.floor(r() * (fields.length + 1)), 0, pick(r, BAD_FIELDS));
   if (r() < 0.04) fields.push(`X-Huge: ${'h'.repeat(pick(r, [20_000, 40_000, 80_000]))}`);
   if (r() < 0.04) for (let i = 0; i < 40; i++) fields.push(`X-Many-${i}: ${'m'.repeat(2000)}`);
-  const framing = pick(r, ['cl', 'cl', 'cl', 'chunked', 'chunked', 'close', 'cl+te', 'dupcl', 'diffcl', 'badcl', 'te-other', 'te-list']);
+  const framing = pick(r, [
+    'cl',
+    'cl',
+    'cl',
+    'chunked',
+    'chunked',
+    'close',
+    'cl+te',
+    'dupcl',
+    'diffcl',
+    'badcl',
+    'te-other',
+    'te-list',
+  ]);
   let payload = body;
   switch (framing) {
     case 'cl':
-      fields.push(`Content-Length: ${pick(r, [String(body.length), String(body.length), `${body.length} `, `0${body.length}`])}`);
+      fields.push(
+        `Content-Length: ${pick(r, [String(body.length), String(body.length), `${body.length} `, `0${body.length}`])}`,
+      );
       break;
     case 'chunked':
-      fields.push(`Transfer-Encoding: ${pick(r, ['chunked', 'chunked', 'Chunked', 'gzip, chunked', 'chunked '])}`);
+      fields.push(
+        `Transfer-Encoding: ${pick(r, ['chunked', 'chunked', 'Chunked', 'gzip, chunked', 'chunked '])}`,
+      );
       payload = chunkedBody(r, body);
       break;
     case 'cl+te':
@@ -165,10 +210,14 @@ export function genCase(r: Rand): Case {
       fields.push(`Content-Length: ${body.length}`, `Content-Length: ${body.length + 1}`);
       break;
     case 'badcl':
-      fields.push(`Content-Length: ${pick(r, ['+1', '1 2', '-1', '', 'abc', '1,1', '\t1\t', '99999999999999999999'])}`);
+      fields.push(
+        `Content-Length: ${pick(r, ['+1', '1 2', '-1', '', 'abc', '1,1', '\t1\t', '99999999999999999999'])}`,
+      );
       break;
     case 'te-other':
-      fields.push(`Transfer-Encoding: ${pick(r, ['gzip', 'identity', 'chunked, gzip', 'xchunked', 'chunked,'])}`);
+      fields.push(
+        `Transfer-Encoding: ${pick(r, ['gzip', 'identity', 'chunked, gzip', 'xchunked', 'chunked,'])}`,
+      );
       break;
     case 'te-list':
       fields.push('Transfer-Encoding: gzip', 'Transfer-Encoding: chunked');
@@ -244,7 +293,8 @@ function pullOnce(origin: CompiledOrigin, method: string, path: string): Promise
       },
       {
         onInterim(status) {
-          (out.interim ??= []).push(status);
+          if (out.interim === undefined) out.interim = [];
+          out.interim.push(status);
         },
         onHead(status, headers) {
           out.status = status;
@@ -310,7 +360,13 @@ export async function differential(seed: number, n: number, parallel = 8): Promi
         pullOnce(undici, c.method, `/${i}?u`),
       ]);
       if (JSON.stringify(a) !== JSON.stringify(b)) {
-        res.mismatches.push({ seed, index: i, reply: c.reply.toString('latin1').slice(0, 600), lean: a, undici: b });
+        res.mismatches.push({
+          seed,
+          index: i,
+          reply: c.reply.toString('latin1').slice(0, 600),
+          lean: a,
+          undici: b,
+        });
       } else if (a.error) res.errors++;
       else res.ok++;
     }
