@@ -176,6 +176,10 @@ export function scanFields(
     }
     if (buf[i] !== 0x3a || i === pos) return fail('invalid character in a field name');
     const nameEnd = i;
+    const isCl = nameEnd - pos === 14 && buf.toString('latin1', pos, nameEnd).toLowerCase() === 'content-length';
+    // RFC 9110 section 8.6 allows repeated equal values; llhttp refuses any second one, as soon
+    // as its name is read
+    if (isCl && out.clCount > 0) return { kind: 'error', reason: 'more than one Content-Length', withLength: true };
     i++;
     while (i < len && (buf[i] === SP || buf[i] === HT)) i++;
     const vStart = i;
@@ -185,7 +189,7 @@ export function scanFields(
         return fail('field section over the size limit', true);
       }
       // llhttp checks a Content-Length as its bytes come, before the line ends
-      if (nameEnd - pos === 14 && buf.toString('latin1', pos, nameEnd).toLowerCase() === 'content-length') {
+      if (isCl) {
         if (contentLength(buf, vStart, i, true) < -1) return fail('invalid character in Content-Length');
       }
       return INCOMPLETE;
@@ -215,7 +219,8 @@ export function scanFields(
           out.clCount++;
           if (out.clCount === 1) {
             const n = contentLength(buf, vStart, i, false);
-            if (n < 0) out.clBad = true;
+            // llhttp refuses an invalid value when its line ends, not at the end of the head
+            if (n < 0) return { kind: 'error', reason: 'invalid Content-Length', withLength: true };
             out.cl = n;
           }
         }
