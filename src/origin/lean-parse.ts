@@ -176,10 +176,12 @@ export function scanFields(
     }
     if (buf[i] !== 0x3a || i === pos) return fail('invalid character in a field name');
     const nameEnd = i;
-    const isCl = nameEnd - pos === 14 && buf.toString('latin1', pos, nameEnd).toLowerCase() === 'content-length';
+    const isCl =
+      nameEnd - pos === 14 && buf.toString('latin1', pos, nameEnd).toLowerCase() === 'content-length';
     // RFC 9110 section 8.6 allows repeated equal values; llhttp refuses any second one, as soon
     // as its name is read
-    if (isCl && out.clCount > 0) return { kind: 'error', reason: 'more than one Content-Length', withLength: true };
+    if (isCl && out.clCount > 0)
+      return { kind: 'error', reason: 'more than one Content-Length', withLength: true };
     i++;
     while (i < len && (buf[i] === SP || buf[i] === HT)) i++;
     const vStart = i;
