@@ -256,31 +256,82 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
  * Pull `req` from `origin`. Streams through `cb`; `state` collects the story for the log.
  */
 export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks, state: PullState): void {
-  const { protocol, reason } = origin.chooseProtocol(req.visitorScheme);
-  state.protocol = protocol;
-  state.protocolReason = reason;
-  const t0 = performance.now();
-  const tried = new Set<ServerRef>();
-  const retryable = IDEMPOTENT.has(req.method);
-  /** the error of the last server tried, kept as the cause when no server is left */
-  let lastError: VergeError | undefined;
-  /** a request lost to a kept-alive connection's close was sent again (once per pull) */
-  let resent = false;
-  /** the pull was aborted by its reader (the visitor left): never sent again */
-  let abandoned = false;
+  const run = new OriginPull(origin, req, cb, state);
+  const parents =
+    req.tierKey !== undefined && req.body === null && run.retryable
+      ? origin.tier?.order(req.tierKey)
+      : undefined;
+  if (parents && parents.length > 0) {
+    const viaParents = (i: number): void => {
+      if (run.abandoned) return;
+      const p = parents[i];
+      if (!p) {
+        run.attempt();
+        return;
+      }
+      pullFromParent(origin, p, req, cb, state, (aborted) => {
+        if (aborted) run.abandoned = true;
+        else viaParents(i + 1);
+      });
+    };
+    viaParents(0);
+    return;
+  }
+  run.attempt();
+}
 
-  /** Try the next server, or `again` once more (on a new connection, see onResponseError). */
-  const attempt = (again?: CompiledServer): void => {
-    const now = Date.now();
-    const server = again ?? (origin.balancer.pick(now, tried) as CompiledServer | undefined);
+/**
+ * One pull from the origin's servers: what its tries share. The pull and each try are objects
+ * with methods rather than closures: a closure per callback per request (the try's five handler
+ * methods, its abort function, the pull's attempt function) was the largest allocation of
+ * Verge's own on the pass-through path (heap sampling, docs/benchmarks.md "passgc").
+ */
+class OriginPull {
+  readonly protocol: PullProtocol;
+  readonly reason: string;
+  readonly t0 = performance.now();
+  /** servers tried; made on the first retry (most pulls try one server) */
+  tried: Set<ServerRef> | undefined = undefined;
+  readonly retryable: boolean;
+  /** the error of the last server tried, kept as the cause when no server is left */
+  lastError: VergeError | undefined = undefined;
+  /** a request lost to a kept-alive connection's close was sent again (once per pull) */
+  resent = false;
+  /** the pull was aborted by its reader (the visitor left): never sent again */
+  abandoned = false;
+
+  constructor(
+    readonly origin: CompiledOrigin,
+    readonly req: PullRequest,
+    readonly cb: PullCallbacks,
+    readonly state: PullState,
+  ) {
+    const choice = origin.chooseProtocol(req.visitorScheme);
+    this.protocol = choice.protocol;
+    this.reason = choice.reason;
+    state.protocol = choice.protocol;
+    state.protocolReason = choice.reason;
+    this.retryable = IDEMPOTENT.has(req.method);
+  }
+
+  /** How many servers were tried so far. */
+  get triedCount(): number {
+    return this.tried?.size ?? 0;
+  }
+
+  /** Try the next server, or `again` once more (on a new connection, see OriginTry.onResponseError). */
+  attempt(again?: CompiledServer): void {
+    const { origin, protocol, state } = this;
+    const server = again ?? (origin.balancer.pick(Date.now(), this.tried) as CompiledServer | undefined);
     if (!server) {
       const last = state.attempts.at(-1);
-      cb.onError(
+      const lastError = this.lastError;
+      this.cb.onError(
         new VergeError('ORIGIN_NO_HEALTHY_SERVER', {
           ...(lastError ? { cause: lastError } : {}),
           detail: {
             protocol,
-            protocolReason: reason,
+            protocolReason: this.reason,
             servers: origin.servers.map(
               (s) => `${s.host}:${s.targets[protocol].port}${s.backup ? ' (backup)' : ''}`,
             ),
@@ -291,190 +342,201 @@ export function pull(origin: CompiledOrigin, req: PullRequest, cb: PullCallbacks
       );
       return;
     }
-    tried.add(server);
+    // the first try needs no set unless another follows (a retry picks with it)
+    if (this.tried) this.tried.add(server);
+    else if (again === undefined) this.tried = new Set([server]);
     const target = server.targets[protocol];
     const a: Attempt = { server: server.host, port: target.port, protocol, bodyBytes: 0 };
     state.attempts.push(a);
-    const detail = { origin: server.host, port: target.port, protocol, protocolReason: reason };
-    let gotHead = false;
-    /** the final status, once the head came */
-    let status = 0;
-    let controller: Dispatcher.DispatchController | undefined;
-
-    const handler: Dispatcher.DispatchHandler = {
-      onRequestStart(c) {
-        controller = c;
-        state.abort = (r) => {
-          abandoned = true;
-          c.abort(r);
-        };
-      },
-      onResponseStart(c, statusCode, headers) {
-        // RFC 9110 section 15: a status code is three digits from 100 to 599. undici (llhttp)
-        // takes any three digits, 000 and 999 included; such a reply is invalid, never passed on
-        // (Node refuses to write it) nor stored.
-        if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 599) {
-          c.abort(invalidResponse(`status code ${statusCode} is outside 100-599`, detail));
-          return;
-        }
-        // RFC 9110 section 15.2.2: 101 only answers a request that asked to Upgrade, and Verge's
-        // pulls never do; undici reports a 101 without an Upgrade field as an interim response.
-        if (statusCode === 101) {
-          c.abort(
-            invalidResponse('101 Switching Protocols to a request that did not ask to upgrade', detail),
-          );
-          return;
-        }
-        // RFC 9110 section 15.2: any number of 1xx may come before the final response; they are
-        // never the response itself. undici calls this for each of them and then for the final one.
-        if (statusCode < 200) {
-          cb.onInterim?.(statusCode, headers);
-          return;
-        }
-        gotHead = true;
-        status = statusCode;
-        const conn = takeTimings(req.id, c);
-        if (conn) a.conn = conn;
-        if (origin.balancer.tracksHealth) origin.health.ok(server.id);
-        state.firstByteMs = performance.now() - t0;
-        cb.onHead(statusCode, headers, a);
-        controller = c;
-      },
-      onResponseData(c, chunk) {
-        // llhttp hands over an empty body span when a paused parser resumes; pausing on it
-        // (a writer still over its high-water mark says false to any write) would leave the
-        // parser paused again at the end of a close-delimited body (connector.ts guardEnd)
-        if (chunk.length === 0) return;
-        a.bodyBytes = (a.bodyBytes ?? 0) + chunk.length;
-        if (!cb.onData(chunk)) {
-          c.pause();
-          // the connection's end must not meet the paused parser (connector.ts guardEnd)
-          const socket = pullSockets.get(req.id);
-          if (socket) parserPaused(socket, () => c.resume());
-          cb.onDrain(() => {
-            // cleared first: resuming may pause again at once, which marks it anew
-            if (socket) parserPaused(socket, undefined);
-            c.resume();
-          });
-        }
-      },
-      onResponseEnd() {
-        pullSockets.delete(req.id);
-        cb.onEnd();
-      },
-      onResponseError(c, err) {
-        pullSockets.delete(req.id);
-        // RFC 9112 section 6.3: a 204 or 304 ends with its header section whatever Content-Length
-        // says (RFC 9110 section 8.6 lets a 304 carry the length of the representation it stands
-        // for). undici still compares that length with the 0 bytes read and fails the response;
-        // for these statuses the message is complete.
-        if (
-          gotHead &&
-          (status === 204 || status === 304) &&
-          nodeCodeOf(err) === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'
-        ) {
-          cb.onEnd();
-          return;
-        }
-        const conn = takeTimings(req.id, c);
-        if (conn) a.conn = conn;
-        const verr = toVergeError(err, gotHead, detail);
-        lastError = verr;
-        a.code = verr.code;
-        a.nodeCode = verr.nodeCode;
-        const bodyUntouched = req.body === null || !req.body.readableDidRead;
-        // RFC 9112 section 9.3.1: a server may close an idle connection just as a request is
-        // sent on it (nginx on reload or at keepalive_timeout); the request was never seen by
-        // the application, and an idempotent one may be sent again. Only for a kept-alive
-        // connection (no timings: this request did not open it) closed before any answer, and
-        // once, so a server that drops every request is still a 502. Not a health failure: the
-        // server is up, it closed an idle connection. The same server is asked again: undici
-        // dropped the closed socket, so this goes out on a new (or still open) connection.
-        if (
-          !gotHead &&
-          !conn &&
-          !verr.beforeSend &&
-          !resent &&
-          !abandoned &&
-          verr.code === 'ORIGIN_CONNECTION_RESET' &&
-          retryable &&
-          bodyUntouched
-        ) {
-          resent = true;
-          a.reused = true;
-          attempt(server);
-          return;
-        }
-        if (!gotHead && verr.beforeSend) {
-          // a busy server (every connection in use, its queue full) is up: not a health failure
-          if (origin.balancer.tracksHealth && verr.code !== 'ORIGIN_BUSY') {
-            origin.health.fail(server.id, origin.healthFailures, origin.healthDownFor, Date.now(), verr.code);
-          }
-          if (
-            retryable &&
-            bodyUntouched &&
-            tried.size < origin.maxAttempts &&
-            tried.size < origin.servers.length
-          ) {
-            attempt();
-            return;
-          }
-          // Every server tried was busy: that is the answer (503), not "no healthy server".
-          if (state.attempts.every((t) => t.code === 'ORIGIN_BUSY')) {
-            cb.onError(verr, false);
-            return;
-          }
-          // Every server down, or every server of a multi-server site tried and failed for this
-          // request: "no healthy server" is the truth, each cause is in the attempts list.
-          if (
-            origin.balancer.allDown(Date.now()) ||
-            (origin.servers.length > 1 && tried.size === origin.servers.length)
-          ) {
-            cb.onError(
-              new VergeError('ORIGIN_NO_HEALTHY_SERVER', {
-                cause: verr,
-                detail: { ...detail, lastError: verr.code, nodeCode: verr.nodeCode },
-              }),
-              false,
-            );
-            return;
-          }
-        }
-        cb.onError(verr, gotHead);
-      },
-    };
-    void controller;
     origin.pool(server, protocol).dispatch(
       {
-        path: req.path,
-        method: req.method,
-        headers: req.headers,
-        body: req.body,
+        path: this.req.path,
+        method: this.req.method,
+        headers: this.req.headers,
+        body: this.req.body,
         // the visitor's request decides keep-alive to the origin independently (hop-by-hop)
         reset: false,
       },
-      handler,
+      new OriginTry(this, server, a),
     );
-  };
-  const parents =
-    req.tierKey !== undefined && req.body === null && retryable ? origin.tier?.order(req.tierKey) : undefined;
-  if (parents && parents.length > 0) {
-    const viaParents = (i: number): void => {
-      if (abandoned) return;
-      const p = parents[i];
-      if (!p) {
-        attempt();
+  }
+}
+
+/** One try against one server: undici's handler for it. */
+class OriginTry implements Dispatcher.DispatchHandler {
+  gotHead = false;
+  /** the final status, once the head came */
+  status = 0;
+  /** the controller undici gave onRequestStart (what abort() aborts) */
+  controller: Dispatcher.DispatchController | undefined = undefined;
+
+  constructor(
+    readonly run: OriginPull,
+    readonly server: CompiledServer,
+    readonly a: Attempt,
+  ) {}
+
+  /** Facts for an error's detail (built only when there is an error). */
+  detail(): ErrorDetail {
+    const run = this.run;
+    return {
+      origin: this.server.host,
+      port: this.a.port,
+      protocol: run.protocol,
+      protocolReason: run.reason,
+    };
+  }
+
+  /** state.abort: the reader went away. */
+  abort(r: Error): void {
+    this.run.abandoned = true;
+    this.controller?.abort(r);
+  }
+
+  onRequestStart(c: Dispatcher.DispatchController): void {
+    this.controller = c;
+    // PullState.abort is called as a plain function: bound once per try
+    this.run.state.abort = this.abort.bind(this);
+  }
+
+  onResponseStart(c: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    const run = this.run;
+    // RFC 9110 section 15: a status code is three digits from 100 to 599. undici (llhttp)
+    // takes any three digits, 000 and 999 included; such a reply is invalid, never passed on
+    // (Node refuses to write it) nor stored.
+    if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 599) {
+      c.abort(invalidResponse(`status code ${statusCode} is outside 100-599`, this.detail()));
+      return;
+    }
+    // RFC 9110 section 15.2.2: 101 only answers a request that asked to Upgrade, and Verge's
+    // pulls never do; undici reports a 101 without an Upgrade field as an interim response.
+    if (statusCode === 101) {
+      c.abort(
+        invalidResponse('101 Switching Protocols to a request that did not ask to upgrade', this.detail()),
+      );
+      return;
+    }
+    // RFC 9110 section 15.2: any number of 1xx may come before the final response; they are
+    // never the response itself. undici calls this for each of them and then for the final one.
+    if (statusCode < 200) {
+      run.cb.onInterim?.(statusCode, headers);
+      return;
+    }
+    this.gotHead = true;
+    this.status = statusCode;
+    const conn = takeTimings(run.req.id, c);
+    if (conn) this.a.conn = conn;
+    const origin = run.origin;
+    if (origin.balancer.tracksHealth) origin.health.ok(this.server.id);
+    run.state.firstByteMs = performance.now() - run.t0;
+    run.cb.onHead(statusCode, headers, this.a);
+  }
+
+  onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
+    // llhttp hands over an empty body span when a paused parser resumes; pausing on it
+    // (a writer still over its high-water mark says false to any write) would leave the
+    // parser paused again at the end of a close-delimited body (connector.ts guardEnd)
+    if (chunk.length === 0) return;
+    const a = this.a;
+    a.bodyBytes = (a.bodyBytes ?? 0) + chunk.length;
+    if (!this.run.cb.onData(chunk)) {
+      c.pause();
+      // the connection's end must not meet the paused parser (connector.ts guardEnd)
+      const socket = pullSockets.get(this.run.req.id);
+      if (socket) parserPaused(socket, () => c.resume());
+      this.run.cb.onDrain(() => {
+        // cleared first: resuming may pause again at once, which marks it anew
+        if (socket) parserPaused(socket, undefined);
+        c.resume();
+      });
+    }
+  }
+
+  onResponseEnd(): void {
+    pullSockets.delete(this.run.req.id);
+    this.run.cb.onEnd();
+  }
+
+  onResponseError(c: Dispatcher.DispatchController, err: Error): void {
+    const run = this.run;
+    const { origin, req, cb, state } = run;
+    const { server, a, gotHead } = this;
+    pullSockets.delete(req.id);
+    // RFC 9112 section 6.3: a 204 or 304 ends with its header section whatever Content-Length
+    // says (RFC 9110 section 8.6 lets a 304 carry the length of the representation it stands
+    // for). undici still compares that length with the 0 bytes read and fails the response;
+    // for these statuses the message is complete.
+    if (
+      gotHead &&
+      (this.status === 204 || this.status === 304) &&
+      nodeCodeOf(err) === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'
+    ) {
+      cb.onEnd();
+      return;
+    }
+    const conn = takeTimings(req.id, c);
+    if (conn) a.conn = conn;
+    const detail = this.detail();
+    const verr = toVergeError(err, gotHead, detail);
+    run.lastError = verr;
+    a.code = verr.code;
+    a.nodeCode = verr.nodeCode;
+    const bodyUntouched = req.body === null || !req.body.readableDidRead;
+    // RFC 9112 section 9.3.1: a server may close an idle connection just as a request is
+    // sent on it (nginx on reload or at keepalive_timeout); the request was never seen by
+    // the application, and an idempotent one may be sent again. Only for a kept-alive
+    // connection (no timings: this request did not open it) closed before any answer, and
+    // once, so a server that drops every request is still a 502. Not a health failure: the
+    // server is up, it closed an idle connection. The same server is asked again: undici
+    // dropped the closed socket, so this goes out on a new (or still open) connection.
+    if (
+      !gotHead &&
+      !conn &&
+      !verr.beforeSend &&
+      !run.resent &&
+      !run.abandoned &&
+      verr.code === 'ORIGIN_CONNECTION_RESET' &&
+      run.retryable &&
+      bodyUntouched
+    ) {
+      run.resent = true;
+      a.reused = true;
+      run.attempt(server);
+      return;
+    }
+    if (!gotHead && verr.beforeSend) {
+      // a busy server (every connection in use, its queue full) is up: not a health failure
+      if (origin.balancer.tracksHealth && verr.code !== 'ORIGIN_BUSY') {
+        origin.health.fail(server.id, origin.healthFailures, origin.healthDownFor, Date.now(), verr.code);
+      }
+      const tried = run.triedCount;
+      if (run.retryable && bodyUntouched && tried < origin.maxAttempts && tried < origin.servers.length) {
+        run.attempt();
         return;
       }
-      pullFromParent(origin, p, req, cb, state, (aborted) => {
-        if (aborted) abandoned = true;
-        else viaParents(i + 1);
-      });
-    };
-    viaParents(0);
-    return;
+      // Every server tried was busy: that is the answer (503), not "no healthy server".
+      if (state.attempts.every((t) => t.code === 'ORIGIN_BUSY')) {
+        cb.onError(verr, false);
+        return;
+      }
+      // Every server down, or every server of a multi-server site tried and failed for this
+      // request: "no healthy server" is the truth, each cause is in the attempts list.
+      if (
+        origin.balancer.allDown(Date.now()) ||
+        (origin.servers.length > 1 && tried === origin.servers.length)
+      ) {
+        cb.onError(
+          new VergeError('ORIGIN_NO_HEALTHY_SERVER', {
+            cause: verr,
+            detail: { ...detail, lastError: verr.code, nodeCode: verr.nodeCode },
+          }),
+          false,
+        );
+        return;
+      }
+    }
+    cb.onError(verr, gotHead);
   }
-  attempt();
 }
 
 /** Words and code for a failure to reach or hear a parent (the hop that failed). */
