@@ -290,7 +290,9 @@ class OriginPull {
   readonly protocol: PullProtocol;
   readonly reason: string;
   readonly t0 = performance.now();
-  /** servers tried; made on the first retry (most pulls try one server) */
+  /** the first server tried */
+  first: ServerRef | undefined = undefined;
+  /** every server tried, made when a second one is picked (most pulls try one server) */
   tried: Set<ServerRef> | undefined = undefined;
   readonly retryable: boolean;
   /** the error of the last server tried, kept as the cause when no server is left */
@@ -316,12 +318,14 @@ class OriginPull {
 
   /** How many servers were tried so far. */
   get triedCount(): number {
-    return this.tried?.size ?? 0;
+    return this.tried?.size ?? (this.first === undefined ? 0 : 1);
   }
 
   /** Try the next server, or `again` once more (on a new connection, see OriginTry.onResponseError). */
   attempt(again?: CompiledServer): void {
     const { origin, protocol, state } = this;
+    // another server than those tried: the balancer is told which to leave out
+    if (again === undefined && this.first !== undefined) this.tried ??= new Set([this.first]);
     const server = again ?? (origin.balancer.pick(Date.now(), this.tried) as CompiledServer | undefined);
     if (!server) {
       const last = state.attempts.at(-1);
@@ -342,9 +346,8 @@ class OriginPull {
       );
       return;
     }
-    // the first try needs no set unless another follows (a retry picks with it)
-    if (this.tried) this.tried.add(server);
-    else if (again === undefined) this.tried = new Set([server]);
+    if (this.first === undefined) this.first = server;
+    else this.tried?.add(server);
     const target = server.targets[protocol];
     const a: Attempt = { server: server.host, port: target.port, protocol, bodyBytes: 0 };
     state.attempts.push(a);
