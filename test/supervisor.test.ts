@@ -565,3 +565,28 @@ test('edge.workers 2: a worker killed while asked, and a purge sent while a work
     );
   }
 });
+
+/** A running process's command line (Linux). */
+function cmdline(pid: number): string[] {
+  return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+}
+
+// docs/deploy.md ("Memory and the young generation"): the operator sizes the serving processes'
+// young generation with NODE_OPTIONS; Verge adds no heap flag of its own (docs/decisions.md).
+test('NODE_OPTIONS reaches the serving process; Verge adds no heap flag of its own', async (t) => {
+  const origin = await httpOrigin();
+  t.after(() => origin.close());
+  const p = await startEdgeProc({
+    config: config(origin.port, await ports()),
+    env: { NODE_OPTIONS: '--max-semi-space-size=32' },
+  });
+  t.after(() => p.kill());
+  const worker = Number(listening(p)[0]!['workerPid']);
+  assert.notEqual(worker, p.pid);
+  assert.match(
+    readFileSync(`/proc/${worker}/environ`, 'utf8'),
+    /(^|\0)NODE_OPTIONS=--max-semi-space-size=32(\0|$)/,
+  );
+  assert.ok(!cmdline(worker).some((a) => /semi.space/.test(a)), cmdline(worker).join(' '));
+  assert.equal((await request(`http://127.0.0.1:${p.httpPort}/`, { headers: { host: SITE } })).status, 200);
+});
