@@ -237,7 +237,7 @@ export class LeanConnection {
   /** Hand the (idle) socket over to another client: this connection lets go of it. */
   detach(): Socket {
     this.#dropped = true;
-    this.pool.conns.delete(this);
+    this.pool.forget(this);
     if (this.#headTimer) clearTimeout(this.#headTimer);
     const s = this.socket;
     s.removeListener('data', this.#onData);
@@ -294,7 +294,7 @@ export class LeanConnection {
     if (this.#dropped) return;
     this.#dropped = true;
     this.ex = null;
-    this.pool.conns.delete(this);
+    this.pool.forget(this);
     if (this.#headTimer) clearTimeout(this.#headTimer);
     const i = this.pool.idleConns.indexOf(this);
     if (i >= 0) this.pool.idleConns.splice(i, 1);
@@ -521,7 +521,7 @@ export class LeanConnection {
   #close(): void {
     const ex = this.ex;
     this.#dropped = true;
-    this.pool.conns.delete(this);
+    this.pool.forget(this);
     if (this.#headTimer) clearTimeout(this.#headTimer);
     const i = this.pool.idleConns.indexOf(this);
     if (i >= 0) this.pool.idleConns.splice(i, 1);
@@ -606,6 +606,24 @@ export class LeanOrigin {
       if (c.usable) return c.detach();
     }
     return null;
+  }
+
+  /** A connection closed or handed over: no longer this origin's. */
+  forget(c: LeanConnection): void {
+    this.conns.delete(c);
+    if (this.conns.size === 0 && this.#drained.length > 0) for (const f of this.#drained.splice(0)) f();
+  }
+
+  readonly #drained: (() => void)[] = [];
+
+  /**
+   * Resolves once no connection is open: after close(), once every response in flight ended
+   * (each busy connection closes after its response), so a pool retired by a config reload lets
+   * the downloads it carries finish (LeanPool.close()).
+   */
+  drained(): Promise<void> {
+    if (this.conns.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#drained.push(resolve));
   }
 
   /** No new requests; idle connections closed, busy ones closed after their response. */

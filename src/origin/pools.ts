@@ -155,12 +155,23 @@ export class LeanPool extends CappedPool {
     return true;
   }
 
+  /**
+   * In-flight requests finish first, as undici's own close() promises (a config reload retires
+   * the pool of an origin it no longer names while downloads from it run). undici's close() ends
+   * with destroy(), which fails whatever is still in flight: so it is called only once the lean
+   * connections have drained.
+   */
   override close(): Promise<void>;
   override close(callback: () => void): void;
   override close(callback?: () => void): Promise<void> | void {
     this.lean.close();
-    if (callback) return super.close(callback);
-    return super.close();
+    // undici's promise form calls this.close(callback): only the callback form goes to undici's
+    // own close, or the two would call each other without end
+    if (callback) {
+      void this.lean.drained().then(() => super.close(callback));
+      return;
+    }
+    return this.lean.drained().then(() => super.close());
   }
 
   override destroy(): Promise<void>;
@@ -377,15 +388,28 @@ export class PoolRegistry {
     }
   }
 
+  /** Pools closing (their requests in flight finishing), for a destroyAll() that cuts them. */
+  readonly #closing = new Set<Pool>();
+
   async closeAll(): Promise<void> {
     const pools = [...this.#pools.values()];
     this.#pools.clear();
-    await Promise.all(pools.map((p) => p.close().catch(() => undefined)));
+    for (const p of pools) this.#closing.add(p);
+    await Promise.all(
+      pools.map((p) =>
+        p
+          .close()
+          .catch(() => undefined)
+          .finally(() => this.#closing.delete(p)),
+      ),
+    );
   }
 
+  /** Close every pool now, those still closing included: requests in flight fail. */
   async destroyAll(): Promise<void> {
-    const pools = [...this.#pools.values()];
+    const pools = [...this.#pools.values(), ...this.#closing];
     this.#pools.clear();
+    this.#closing.clear();
     await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
   }
 
