@@ -101,11 +101,47 @@ export type VisitorRequest = IncomingMessage | Http2ServerRequest;
 export type VisitorResponse = ServerResponse | Http2ServerResponse;
 
 /**
+ * The requests in flight, each in a numbered place of one array that only grows to the most ever
+ * in flight at once (a freed place is reused). Not a Set: a Set rebuilds its table as its count
+ * goes up and down, and a table it leaves behind keeps pointing to its successor (for iterators).
+ * Once a left table was in V8's old generation, every scavenge kept all later tables alive, and
+ * with them every request that had been in one: at 4 or more concurrent requests Verge promoted
+ * about 3.5 KB per pass-through request (0.15 with this), which made its scavenges slow and its
+ * old generation fill (docs/benchmarks.md, "Issue 10 item 4: what the pass-through promotes").
+ */
+export class InFlightRequests {
+  readonly #slots: (RequestContext | undefined)[] = [];
+  /** free places, reused last freed first */
+  readonly #free: number[] = [];
+
+  add(ctx: RequestContext): void {
+    if (ctx.inFlightSlot >= 0) return;
+    const i = this.#free.pop() ?? this.#slots.length;
+    if (i === this.#slots.length) this.#slots.push(ctx);
+    else this.#slots[i] = ctx;
+    ctx.inFlightSlot = i;
+  }
+
+  /** Remove `ctx`; nothing happens if it is not in flight (already removed, or never added). */
+  delete(ctx: RequestContext): void {
+    const i = ctx.inFlightSlot;
+    if (i < 0 || this.#slots[i] !== ctx) return;
+    this.#slots[i] = undefined;
+    this.#free.push(i);
+    ctx.inFlightSlot = -1;
+  }
+
+  *[Symbol.iterator](): IterableIterator<RequestContext> {
+    for (const ctx of this.#slots) if (ctx !== undefined) yield ctx;
+  }
+}
+
+/**
  * The requests this process is handling right now. A supervised process that crashes names them
  * in the report it sends its primary (src/cli/supervisor.ts), so the crash log says which
  * request ids were in flight.
  */
-export const requestsInFlight = new Set<RequestContext>();
+export const requestsInFlight = new InFlightRequests();
 
 /** Per-request state, one object shared by every phase and finally written as the log line. */
 export class RequestContext {
@@ -153,6 +189,8 @@ export class RequestContext {
    * from the origin itself, never from another parent (the loop guard).
    */
   tier = false;
+  /** its place in requestsInFlight while in flight, else -1 */
+  inFlightSlot = -1;
 
   constructor(id: string, req: VisitorRequest, res: VisitorResponse, scheme: PullProtocol) {
     this.id = id;
