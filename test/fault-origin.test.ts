@@ -27,8 +27,12 @@ type Outcome =
   | { final: number; body: string }
   /** no usable response head: the visitor gets this error code */
   | { error: ErrorCode }
-  /** a valid head, then the body breaks: the exchange is aborted after this status */
-  | { cut: number };
+  /**
+   * a valid head, then the body breaks: the exchange is aborted after this status. `early`: the
+   * break is in the head's own packet, so the edge may know it before it sent anything and answer
+   * with the coded error instead (or, where the path has one, the stale copy)
+   */
+  | { cut: number; early?: true };
 
 interface Case {
   name: string;
@@ -225,6 +229,15 @@ function corpus(): Case[] {
       outcome: { cut: 200 },
     },
     {
+      // the same break in the head's packet: the lean origin client fails the body before the
+      // cache fill exists (seen in CI as a follow-up waiting for ever on that fill)
+      name: "chunk size negative, in the head's packet",
+      reply: [
+        `${head('HTTP/1.1 200 OK', [...TEXT, ['Transfer-Encoding', 'chunked']])}-5\r\nhello\r\n0\r\n\r\n`,
+      ],
+      outcome: { cut: 200, early: true },
+    },
+    {
       name: 'chunk shorter than its size, then close',
       reply: [
         head('HTTP/1.1 200 OK', [...TEXT, ['Transfer-Encoding', 'chunked']]),
@@ -387,7 +400,7 @@ function goodReply(path: PathName, inm: string | undefined): Step[] {
 type Expect =
   | { answer: number; body: string }
   | { error: ErrorCode }
-  | { abort: number }
+  | { abort: number; orError?: ErrorCode; orStale?: string }
   | { job: 'ok' }
   | { job: 'fail'; code: string[] };
 
@@ -399,7 +412,10 @@ function expected(path: PathName, c: Case): Expect {
     if ('error' in o) return { job: 'fail', code: [o.error] };
     // cut before the edge sent anything (a compressor holds the first bytes): the fetch's
     // connection is reset, which the prefetch reports as ECONNRESET
-    return { job: 'fail', code: ['PREFETCH_INCOMPLETE', 'ECONNRESET'] };
+    return {
+      job: 'fail',
+      code: ['PREFETCH_INCOMPLETE', 'ECONNRESET', ...(o.early ? ['ORIGIN_INVALID_RESPONSE'] : [])],
+    };
   }
   if ('final' in o) {
     if (path === 'revalidate' && o.final === 304)
@@ -410,7 +426,12 @@ function expected(path: PathName, c: Case): Expect {
     if (path === 'stale-if-error') return { answer: 200, body: c.method === 'HEAD' ? '' : GOOD };
     return { error: o.error };
   }
-  return { abort: o.cut };
+  if (!o.early) return { abort: o.cut };
+  return {
+    abort: o.cut,
+    orError: 'ORIGIN_INVALID_RESPONSE',
+    ...(path === 'stale-if-error' ? { orStale: c.method === 'HEAD' ? '' : GOOD } : {}),
+  };
 }
 
 interface Visit {
@@ -490,6 +511,9 @@ function judge(exp: Expect, v: Visit, job?: Record<string, unknown>): string | u
       return `status ${v.status} ${v.code ?? ''}${v.complete ? '' : ' (cut)'}, want 502 ${exp.error}`;
     return undefined;
   }
+  // A break known before anything was sent may be answered with its code, or the stale copy
+  if (exp.orError && v.status === 502 && v.code === exp.orError && v.complete) return undefined;
+  if (exp.orStale !== undefined && v.status === 200 && v.body === exp.orStale && v.complete) return undefined;
   // Aborted before the head left the edge (Node sends it with the first body bytes): the
   // visitor's connection is reset without a response, which is an aborted exchange too.
   if (v.status === 0)

@@ -316,6 +316,14 @@ export class Broadcast {
 
   /** Start reading the source (after the first readers are attached). */
   start(): void {
+    const src = this.#source;
+    // The source may have failed before this broadcast existed: the lean origin client reports a
+    // body that breaks its framing in the same read as the head, before the fill is set up. Its
+    // 'error' and 'close' are gone then, and readers waiting for them would wait for ever.
+    if (src.errored || (src.destroyed && !src.readableEnded)) {
+      this.#fail(src.errored ?? new Error('origin body closed before its end'));
+      return;
+    }
     this.#source.on('data', (c: Buffer) => this.#onData(c));
     this.#source.once('end', () => {
       this.#ended = true;
