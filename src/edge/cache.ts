@@ -273,7 +273,6 @@ function hitTemplate(
   return t;
 }
 
-/** RFC 9111 section 5.1: Age in whole seconds; the string changes once a second at most. */
 /**
  * primaryKey() of a plain request, remembered for the last arguments: the HTTP/1.1 scanner hands
  * out the same target string while the bytes repeat (h1-simple.ts), and a plain request's key
@@ -296,6 +295,7 @@ function plainKey(keySite: KeySite, scheme: 'http' | 'https', path: string, quer
   return lastKey;
 }
 
+/** RFC 9111 section 5.1: Age in whole seconds; the string changes once a second at most. */
 function ageTemplate(t: HitTemplate, ageMs: number): void {
   const secs = Math.floor(Math.max(0, ageMs) / 1000);
   if (secs !== t.ageSecs) {

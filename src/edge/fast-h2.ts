@@ -35,8 +35,9 @@ import { socketConnInfo } from './conn-info.js';
 import { fastAccess, fastAccessAdmit } from './fast-access.js';
 import { type FastDeps, hostOf } from './fast-hit.js';
 import { buildH2Head, type H2Head, respondHead } from './h2-respond.js';
-import { finalHeaders, HEALTH_PATH, nextRequestId } from './handler.js';
+import { finalHeaders, HEALTH_PATH } from './handler.js';
 import { socketPeer } from './peer.js';
+import { nextRequestId } from './request-id.js';
 
 const { NGHTTP2_FLAG_END_STREAM } = http2.constants;
 

@@ -40,9 +40,6 @@ import type { EdgeMetrics } from './metrics.js';
 import { nextRequestId } from './request-id.js';
 import type { CompiledSite, Runtime } from './runtime.js';
 
-// Request ids live in src/edge/request-id.ts; re-exported, the fast paths and tests import it from here.
-export { nextRequestId };
-
 /**
  * Hop-by-hop fields, removed in both directions (RFC 9110 section 7.6.1), plus those a proxy
  * consumes (Proxy-Authorization, RFC 9110 section 11.7.2) and ones Verge sets itself.

@@ -32,7 +32,7 @@ export class HitFacts implements CompactRecord {
   startWall = 0;
   /**
    * the request id; '' when `seq` holds it (the HTTP/1.1 fast path: the id's string is made only
-   * when a record is built, handler.ts requestIdOf())
+   * when a record is built, request-id.ts requestIdOf())
    */
   id = '';
   /** the id as nextRequestSeq() returned it, when `id` is '' */

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { type Dispatcher, Pool } from 'undici';
+import { type buildConnector, type Dispatcher, Pool } from 'undici';
 import { VergeError } from '../core/errors.js';
 import { type ConnectTarget, guardOriginSocket, undiciConnector } from './connector.js';
 import { type LeanOptions, LeanOrigin, leanHead } from './lean-client.js';
@@ -131,6 +131,31 @@ export class CappedPool extends Pool {
 }
 
 /**
+ * undici's connect for a LeanPool: its requests (bodies, other methods) go out first on
+ * connections the lean client kept alive, then on new ones: one set of connections to the server,
+ * as with undici alone.
+ */
+function sharingIdle(lean: LeanOrigin, connect: buildConnector.connector): buildConnector.connector {
+  return (o, cb) => {
+    const socket = lean.takeIdle();
+    if (socket === null) {
+      connect(o, cb);
+      return;
+    }
+    guardOriginSocket(socket);
+    // undici expects its callback later, as a real connect answers (a synchronous one re-enters
+    // its dispatch loop and the request is never written); an error meanwhile is undici's to see
+    // on its first read or write
+    const hold = (): void => undefined;
+    socket.on('error', hold);
+    queueMicrotask(() => {
+      socket.removeListener('error', hold);
+      cb(null, socket);
+    });
+  };
+}
+
+/**
  * A CappedPool that sends what the lean client takes (leanHead: GET and HEAD without a body or
  * special fields) on lean connections (lean-client.ts) and the rest on undici, with one count of
  * requests in flight and one queue for both, so origin.maxConnections and origin.maxQueue bound
@@ -139,8 +164,12 @@ export class CappedPool extends Pool {
 export class LeanPool extends CappedPool {
   readonly lean: LeanOrigin;
 
-  constructor(url: string, lean: LeanOrigin, opts: Pool.Options & { maxQueue?: number }) {
-    super(url, opts);
+  constructor(
+    url: string,
+    lean: LeanOrigin,
+    opts: Pool.Options & { maxQueue?: number; connect: buildConnector.connector },
+  ) {
+    super(url, { ...opts, connect: sharingIdle(lean, opts.connect) });
     this.lean = lean;
   }
 
@@ -349,30 +378,7 @@ export class PoolRegistry {
         maxHeaderSize: 64 * 1024,
       };
       if (t.client === 'undici') pool = new CappedPool(url, opts);
-      else {
-        const origin = new LeanOrigin(t, lean);
-        const connect = opts.connect;
-        // undici's requests (bodies, other methods) go out first on connections the lean client
-        // kept alive, then on new ones: one set of connections to the server, as with undici alone
-        opts.connect = (o: unknown, cb: Parameters<typeof connect>[1]) => {
-          const socket = origin.takeIdle();
-          if (socket === null) {
-            connect(o, cb);
-            return;
-          }
-          guardOriginSocket(socket);
-          // undici expects its callback later, as a real connect answers (a synchronous one
-          // re-enters its dispatch loop and the request is never written); an error meanwhile
-          // is undici's to see on its first read or write
-          const hold = (): void => undefined;
-          socket.on('error', hold);
-          queueMicrotask(() => {
-            socket.removeListener('error', hold);
-            cb(null, socket);
-          });
-        };
-        pool = new LeanPool(url, origin, opts);
-      }
+      else pool = new LeanPool(url, new LeanOrigin(t, lean), opts);
       this.#pools.set(key, pool);
     }
     return pool;
