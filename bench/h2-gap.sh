@@ -130,6 +130,22 @@ cell() {  # name port pid
   echo "$1 $rps $us $hb" >>"$dir/cells"
   printf '  %-4s %6s req/s %6s us/req %5s B/hdr' "$1" "$rps" "$us" "$hb"
 }
+# PRELOAD=S: before the warm-up, S seconds of wrk -t1 -c50 over HTTP/1.1 on each Verge cell's plain
+# port and then its TLS port (/1k.bin), as the shared harness's Verge process serves
+# every H1 and TLS cell before its h2 cells; PRELOAD_CELLS limits it to some cells (default: every
+# Verge cell and `ceil`, whose harness process serves the HTTPS/1.1 ceiling cells)
+if [[ -n "${PRELOAD:-}" ]]; then
+  for c in ${PRELOAD_CELLS:-${verges[*]} ceil}; do
+    has "$c" || continue
+    for obj in 1k; do
+      if [[ "$c" != ceil ]]; then
+        timeout 20 wrk -t1 -c50 -d"${PRELOAD}s" "http://127.0.0.1:$((port[$c] - 1))/$obj.bin" >/dev/null
+      fi
+      timeout 20 wrk -t1 -c50 -d"${PRELOAD}s" "https://127.0.0.1:${port[$c]}/$obj.bin" >/dev/null
+    done
+    echo "preloaded $c"
+  done
+fi
 # warm-up (JIT) pass, not counted
 for c in "${cells[@]}"; do timeout 20 h2load -n 20000 -c"$C" -m"$M" -t1 "https://127.0.0.1:${port[$c]}/1k.bin" >/dev/null; done
 for i in $(seq "$N"); do
