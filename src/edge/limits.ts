@@ -90,7 +90,9 @@ export function guardResets(
   let count = 0;
   let flooded = false;
   session.on('stream', (stream: ServerHttp2Stream) => {
-    stream.once('close', () => {
+    // `on`, not `once`: a stream emits 'close' once (its destroy()), and once() would wrap the
+    // listener for every stream of every session
+    stream.on('close', () => {
       if (flooded || session.destroyed || session.closed) return;
       // `aborted`: closed while the edge's side was still open (Node sets it before ending it)
       if (!stream.aborted || resetByEdge.has(stream)) return;
