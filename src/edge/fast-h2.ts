@@ -38,7 +38,7 @@ import { buildH2Head, type H2Head, respondHead } from './h2-respond.js';
 import { finalHeaders, HEALTH_PATH } from './handler.js';
 import type { EdgeMetrics, Tally } from './metrics.js';
 import { socketPeer } from './peer.js';
-import { nextRequestId } from './request-id.js';
+import { nextRequestSeq, requestIdOf } from './request-id.js';
 import { HitFacts } from './request-log.js';
 import type { CompiledSite } from './runtime.js';
 
@@ -213,7 +213,9 @@ function answer(
   if (out === null) return false;
   const start = performance.now();
   const startWall = Date.now();
-  const id = nextRequestId();
+  // the id as its counter: the head carries its string, the log keeps the number (request-id.ts)
+  const seq = nextRequestSeq();
+  const id = requestIdOf(seq);
   const body = hit.body;
   const bytes = body ? body.length : 0;
   // the compat layer's request object listens for this too (and ignores it): a stream error (the
@@ -244,7 +246,7 @@ function answer(
         headers,
         hit.status,
         bytes,
-        id,
+        seq,
         start,
         startWall,
       );
@@ -261,14 +263,14 @@ function answer(
     const rule = rt.clientRule;
     const f = facts;
     f.startWall = startWall;
-    f.id = id;
+    f.seq = seq;
     f.site = site.name;
     f.host = host;
     f.peer = peer;
     f.clientRule = rule;
     f.clientHeader = rule ? (headers[rule.header] as string | undefined) : undefined;
     f.method = method;
-    f.path = path;
+    f.path = keptPath(path);
     f.status = status;
     f.bytes = bytes;
     f.total = Math.round((performance.now() - start) * 100) / 100;
@@ -283,6 +285,18 @@ function ignore(): void {}
 const facts = new HitFacts();
 facts.http = '2.0';
 facts.scheme = 'https';
+facts.id = '';
+
+let lastPath = '';
+/**
+ * The path for the kept record: the last one seen when it is the same (an edge's hits mostly ask
+ * for the same few paths), so that the request log's ring holds one old string rather than each
+ * stream's own copy from node:http2's header object, which would survive the next scavenge.
+ */
+function keptPath(path: string): string {
+  if (path !== lastPath) lastPath = path;
+  return lastPath;
+}
 
 /**
  * verge_requests_total's counts for HITs of the last site and status class answered here: the
@@ -310,7 +324,7 @@ function aborted(
   headers: IncomingHttpHeaders,
   sentStatus: number,
   bytes: number,
-  id: string,
+  seq: number,
   start: number,
   startWall: number,
 ): void {
@@ -320,7 +334,7 @@ function aborted(
   const spec = ERRORS.CLIENT_ABORTED;
   deps.accessLog.write({
     time: isoTime(startWall),
-    id,
+    id: requestIdOf(seq),
     site: site.name,
     host,
     // edge.clientAddress as the handler applies it (src/edge/access.ts clientAddress())
