@@ -16,10 +16,13 @@
 #          edge.fastPath: true: an A/B of two builds in the same rounds
 # The origin is dist/bench/hit-ceiling.js on plain HTTP. A certificate for 127.0.0.1 is made here
 # with openssl. Prints each cell (req/s, the server's CPU per request, utime+stime from /proc, and
-# the HEADERS bytes per response h2load received, i.e. after HPACK) and then the medians and the
+# the HEADERS bytes per response h2load received, i.e. after HPACK, and the p99 latency from
+# h2load's --log-file) and then the medians and the
 # ratios of each cell to the first one in CELLS; on a shared machine only ratios within one run mean
 # anything. PROFILE=1: instead, one h2load run against each Verge cell under node --cpu-prof and
 # the top frames (self time) of each. Every process started here is stopped by its PID.
+#   (PORT_BASE: above the ephemeral range, 32768-60999 here, or a load's client ports can hold the
+#   cells' ports: EADDRINUSE at start on a busy machine; 61300 works)
 #   N=5 REQS=200000 PORT_BASE=38500 [H2_CONNS=50 H2_STREAMS=10] [CELLS="h2 fast slow"]
 #   [BASE=/tmp/main-build] [PROFILE=1 TOP=10] bench/h2-gap.sh
 # The shared harness's load: H2_CONNS=10 H2_STREAMS=5 CELLS="ceil fast base" BASE=...
@@ -93,7 +96,9 @@ if has base; then
   start base $((base + 5)) $((base + 6)) true "$BASE"; verges+=(base)
 fi
 for c in "${cells[@]}"; do [[ -n "${port[$c]:-}" ]] || { echo "unknown cell $c"; exit 1; }; wait_up "${port[$c]}"; done
-load() { timeout 20 h2load -n "$REQS" -c"$C" -m"$M" -t1 "https://127.0.0.1:$1/1k.bin"; }
+# each request's latency (h2load --log-file, as the shared harness runs it): the p99 column
+load() { timeout 20 h2load -n "$REQS" -c"$C" -m"$M" -t1 --log-file="$dir/reqlog" "https://127.0.0.1:$1/1k.bin"; }
+p99() { awk '{print $3}' "$dir/reqlog" | sort -n | awk '{a[NR] = $1} END {if (NR) printf "%.2f", a[int(NR * 0.99)] / 1000; else print 0}'; }
 if [[ "${PROFILE:-0}" == 1 ]]; then
   for v in "${verges[@]}"; do
     echo "== $v"
@@ -117,7 +122,7 @@ fi
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 tck=$(getconf CLK_TCK)
 cell() {  # name port pid
-  local c0 c1 out n rps us hb
+  local c0 c1 out n rps us hb lat
   c0=$(cpu "$3")
   out=$(load "$2")
   c1=$(cpu "$3")
@@ -127,8 +132,9 @@ cell() {  # name port pid
   us=$(awk -v d=$((c1 - c0)) -v n="$n" -v t="$tck" 'BEGIN{printf "%.1f", d * 1e6 / t / n}')
   # "traffic: ... total, 1.20MB (1260000) headers (space savings ...)"
   hb=$(awk -v n="$n" '/^traffic:/{gsub(/[()]/, "", $6); printf "%.1f", $6 / n}' <<<"$out")
-  echo "$1 $rps $us $hb" >>"$dir/cells"
-  printf '  %-4s %6s req/s %6s us/req %5s B/hdr' "$1" "$rps" "$us" "$hb"
+  lat=$(p99)
+  echo "$1 $rps $us $hb $lat" >>"$dir/cells"
+  printf '  %-4s %6s req/s %6s us/req %5s B/hdr %6s ms p99' "$1" "$rps" "$us" "$hb" "$lat"
 }
 # PRELOAD=S: before the warm-up, S seconds of wrk -t1 -c50 over HTTP/1.1 on each Verge cell's plain
 # port and then its TLS port (/1k.bin), as the shared harness's Verge process serves
@@ -154,7 +160,7 @@ for i in $(seq "$N"); do
   echo
 done
 awk -v order="${cells[*]}" '
-  { r[$1] = r[$1] " " $2; u[$1] = u[$1] " " $3; h[$1] = h[$1] " " $4 }
+  { r[$1] = r[$1] " " $2; u[$1] = u[$1] " " $3; h[$1] = h[$1] " " $4; l[$1] = l[$1] " " $5 }
   function med(s,   a, n, i, j, t) {
     n = split(s, a, " ")
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -162,12 +168,12 @@ awk -v order="${cells[*]}" '
   }
   END {
     k = split(order, c, " ")
-    printf "%-5s %9s %9s %9s %10s %10s\n", "cell", "req/s", "us/req", "B/hdr", "req/s x", "CPU/req x"
+    printf "%-5s %9s %9s %9s %8s %10s %10s\n", "cell", "req/s", "us/req", "B/hdr", "p99 ms", "req/s x", "CPU/req x"
     for (i = 1; i <= k; i++) {
       if (!(c[i] in r)) continue
-      mr = med(r[c[i]]); mu = med(u[c[i]]); mh = med(h[c[i]])
+      mr = med(r[c[i]]); mu = med(u[c[i]]); mh = med(h[c[i]]); ml = med(l[c[i]])
       if (i == 1) { r0 = mr; u0 = mu }
-      printf "%-5s %9d %9.1f %9.1f %10.2f %10.2f\n", c[i], mr, mu, mh, mr / r0, mu / u0
+      printf "%-5s %9d %9.1f %9.1f %8.2f %10.2f %10.2f\n", c[i], mr, mu, mh, ml, mr / r0, mu / u0
     }
     printf "(medians of each cell; ratios against %s)\n", c[1]
   }' "$dir/cells"
