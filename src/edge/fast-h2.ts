@@ -33,10 +33,9 @@ import { type ClientAddressRule, resolveClient } from '../rules/client.js';
 import { type HitTemplate, lookupResidentHit } from './cache.js';
 import { socketConnInfo } from './conn-info.js';
 import { fastAccess, fastAccessAdmit } from './fast-access.js';
-import { type FastDeps, hostOf } from './fast-hit.js';
+import { type FastDeps, hitCounter, hostOf } from './fast-hit.js';
 import { buildH2Head, type H2Head, respondHead } from './h2-respond.js';
 import { finalHeaders, HEALTH_PATH } from './handler.js';
-import type { EdgeMetrics, Tally } from './metrics.js';
 import { socketPeer } from './peer.js';
 import { nextRequestSeq, requestIdOf } from './request-id.js';
 import { HitFacts } from './request-log.js';
@@ -296,20 +295,6 @@ let lastPath = '';
 function keptPath(path: string): string {
   if (path !== lastPath) lastPath = path;
   return lastPath;
-}
-
-/**
- * verge_requests_total's counts for HITs of the last site and status class answered here: the
- * object EdgeMetrics.record() adds to, kept so that an answer costs no Map lookups.
- */
-let counted: { metrics: EdgeMetrics; site: string; cls: number; tally: Tally } | undefined;
-function hitCounter(metrics: EdgeMetrics, site: string, status: number): Tally {
-  const cls = Math.floor(status / 100);
-  const c = counted;
-  if (c !== undefined && c.metrics === metrics && c.site === site && c.cls === cls) return c.tally;
-  const tally = metrics.counter(site, 'HIT', status);
-  counted = { metrics, site, cls, tally };
-  return tally;
 }
 
 /** The log phase of a stream closed before its answer was all out: handler.ts finish()'s 499. */

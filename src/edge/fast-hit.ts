@@ -172,7 +172,7 @@ facts.http = '1.1';
  * same object EdgeMetrics.record() adds to, kept so that a hit costs no Map lookups.
  */
 let counted: { metrics: EdgeMetrics; site: string; cls: number; tally: Tally } | undefined;
-function hitCounter(metrics: EdgeMetrics, site: string, status: number): Tally {
+export function hitCounter(metrics: EdgeMetrics, site: string, status: number): Tally {
   const cls = Math.floor(status / 100);
   const c = counted;
   if (c !== undefined && c.metrics === metrics && c.site === site && c.cls === cls) return c.tally;
