@@ -13,7 +13,7 @@ import { urlSelector } from '../src/cache/purge.js';
 import type { AccessRecord } from '../src/core/log.js';
 import { fastH2Answers } from '../src/edge/fast-h2.js';
 import { forceH2Fallback, h2DirectActive } from '../src/edge/h2-respond.js';
-import { RequestLog } from '../src/edge/request-log.js';
+import { HitFacts, RequestLog } from '../src/edge/request-log.js';
 import { EdgeStats } from '../src/edge/stats.js';
 import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
 import { leafFor, testCa } from './helpers/pki.js';
@@ -428,6 +428,37 @@ test('a fast hit has its access record (client address, HTTP/2) and its trace en
   } finally {
     s.close();
     detach();
+  }
+});
+
+test('a fast hit reaches the request log as a compact record, not a record object per stream', async () => {
+  // the request log behind `verge trace` keeps 10,000 records: a whole record object per stream
+  // would live until 10,000 later requests and be promoted (docs/benchmarks.md, branch h2more).
+  // A compact record is refilled for the next request: what it holds is read as it arrives
+  const compact: Array<{ facts: boolean; id: string; rec: AccessRecord }> = [];
+  const whole: AccessRecord[] = [];
+  const stop = fastEdge.accessLog.keep({
+    add: (r) => whole.push(r),
+    addCompact: (r) => compact.push({ facts: r instanceof HitFacts, id: r.id, rec: r.toRecord() }),
+  });
+  const s = connect(fastEdge, 'a.test');
+  try {
+    await send(s, { path: '/bin?compact=1' });
+    const before = fastH2Answers();
+    const b = await send(s, { path: '/bin?compact=1' });
+    assert.equal(fastH2Answers() - before, 1);
+    const id = b.fields.find(([n]) => n === 'x-request-id')?.[1];
+    assert.ok(id);
+    const mine = compact.filter((r) => r.rec['id'] === id);
+    assert.equal(mine.length, 1, 'one compact record for the fast hit');
+    assert.equal(mine[0]!.facts, true);
+    assert.equal(mine[0]!.id, '', 'the id kept as its counter');
+    assert.equal(mine[0]!.rec['http'], '2.0');
+    assert.equal(mine[0]!.rec['path'], '/bin?compact=1');
+    assert.equal(whole.filter((r) => r['id'] === id).length, 0, 'no record object kept');
+  } finally {
+    s.close();
+    stop();
   }
 });
 
