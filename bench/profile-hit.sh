@@ -3,11 +3,13 @@
 # in turn, one process, access log off, in front of dist/bench/hit-ceiling.js as the origin; wrk
 # -t1 -c50 for D seconds each; prints the top frames of the serving process (self time, load run
 # only). One worker (edge.workers: 1): the default is one per core, and the profile would be of
-# whichever worker took more connections. Every process started here is stopped by its PID.
-#   D=5 TOP=10 PORT_BASE=38300 [FAST="true false"] bench/profile-hit.sh
+# whichever worker took more connections. CLOSE=1: a new connection per request (wrk -H
+# 'Connection: close', bench/churn.sh's load). Every process started here is stopped by its PID.
+#   D=5 TOP=10 PORT_BASE=38300 [FAST="true false"] [CLOSE=1] bench/profile-hit.sh
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 D=${D:-5}; TOP=${TOP:-10}; base=${PORT_BASE:-38300}; FAST=${FAST:-true false}
+hdr=(); [[ -n ${CLOSE:-} ]] && hdr=(-H 'Connection: close')
 dir="$(mktemp -d -t verge-prof.XXXXXX)"
 PORT=$((base + 91)) node "$here/../dist/bench/hit-ceiling.js" & origin=$!
 trap 'kill $origin 2>/dev/null; tail -5 "$dir"/v-*.log 2>/dev/null' EXIT
@@ -30,10 +32,11 @@ YAML
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$((base + 1))/1k.bin" && break; sleep 0.2; done
   curl -s -o /dev/null "http://127.0.0.1:$((base + 1))/1k.bin"
   echo "== edge.fastPath: $fast"
-  timeout $((D + 20)) wrk -t1 -c50 -d"${D}s" --latency "http://127.0.0.1:$((base + 1))/1k.bin" | grep -E 'Requests/sec|99%'
+  timeout $((D + 20)) wrk -t1 -c50 -d"${D}s" --latency "${hdr[@]}" "http://127.0.0.1:$((base + 1))/1k.bin" | grep -E 'Requests/sec|99%'
   kill -INT $v; wait $v || true
   # the serving process is the child: the larger of the two profiles
   prof=$(ls -S "$dir/prof-$fast"/*.cpuprofile | head -1)
   node "$here/../dist/bench/profile-top.js" "$prof" "$TOP"
+  [[ -n ${KEEP:-} ]] && cp "$prof" "$KEEP-$fast.cpuprofile"
 done
 rm -rf "$dir"
