@@ -136,6 +136,81 @@ export class InFlightRequests {
   }
 }
 
+/** A visitor connection's drain state, shared by a TCP socket and the TLS socket over it. */
+export interface ConnState {
+  /** HTTP/1.1 requests in flight on it */
+  inflight: number;
+  /** whether ALPN chose HTTP/2 (its session is drained with GOAWAY instead) */
+  h2: boolean;
+}
+
+/** Where a socket's place in its Connections table is kept (a property of the socket). */
+const CONN_ENTRY = Symbol('verge.connEntry');
+
+interface ConnEntry<S> {
+  readonly socket: S;
+  readonly state: ConnState;
+  slot: number;
+}
+
+/**
+ * The visitor connections of one edge with their drain state (src/edge/server.ts), each in a
+ * numbered place of one array that only grows to the most ever open at once (a freed place is
+ * reused); a socket finds its place through a symbol property of its own. Not a Map, for the
+ * reason InFlightRequests below is not a Set: under connection churn (a new connection per
+ * request) a Map fills its table with the holes its deletions leave and then rebuilds it, and the
+ * table it leaves behind points to its successor; once a left table was in the old generation,
+ * every scavenge kept all later tables alive with every socket that had been in one (and its
+ * parser, request and response). Measured: docs/benchmarks.md, "connection churn".
+ */
+export class Connections<S extends object = object> {
+  readonly #slots: (ConnEntry<S> | undefined)[] = [];
+  /** free places, reused last freed first */
+  readonly #free: number[] = [];
+  #size = 0;
+
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Register `socket` with `state` (a new one by default); a socket already in keeps its own. */
+  add(socket: S, state: ConnState = { inflight: 0, h2: false }): ConnState {
+    const had = this.#entry(socket);
+    if (had) return had.state;
+    const i = this.#free.pop() ?? this.#slots.length;
+    const entry: ConnEntry<S> = { socket, state, slot: i };
+    if (i === this.#slots.length) this.#slots.push(entry);
+    else this.#slots[i] = entry;
+    (socket as Record<symbol, unknown>)[CONN_ENTRY] = entry;
+    this.#size++;
+    return state;
+  }
+
+  get(socket: S): ConnState | undefined {
+    return this.#entry(socket)?.state;
+  }
+
+  /** Remove `socket`; nothing happens if it is not in (already removed, or never added). */
+  delete(socket: S): void {
+    const entry = this.#entry(socket);
+    if (!entry) return;
+    this.#slots[entry.slot] = undefined;
+    this.#free.push(entry.slot);
+    entry.slot = -1;
+    this.#size--;
+  }
+
+  /** the socket's entry in this table (not another table's, not a removed one) */
+  #entry(socket: S): ConnEntry<S> | undefined {
+    const e = (socket as Record<symbol, unknown>)[CONN_ENTRY] as ConnEntry<S> | undefined;
+    return e !== undefined && e.slot >= 0 && this.#slots[e.slot] === e ? e : undefined;
+  }
+
+  *[Symbol.iterator](): IterableIterator<[S, ConnState]> {
+    for (const e of this.#slots) if (e !== undefined) yield [e.socket, e.state];
+  }
+}
+
 /**
  * The requests this process is handling right now. A supervised process that crashes names them
  * in the report it sends its primary (src/cli/supervisor.ts), so the crash log says which

@@ -16,6 +16,14 @@ import { BlockList } from 'node:net';
 import { parseCidr } from '../config/schema.js';
 import type { RequestContext } from './lifecycle.js';
 
+/** take()'s answers: the same objects every time (it runs on every accepted connection) */
+const ALLOW = Object.freeze({ allow: true, first: false });
+const REFUSE_FIRST = Object.freeze({ allow: false, first: true });
+const REFUSE = Object.freeze({ allow: false, first: false });
+
+/** A count that marks an address connectionRateExempt covers, decided once per window. */
+const EXEMPT = -1;
+
 /**
  * New connections per client address in the current one-second window. The map holds only the
  * addresses seen in that window (it is dropped each second), so memory is bounded by the
@@ -25,11 +33,15 @@ export class ConnectionRate {
   #windowStart = 0;
   #counts = new Map<string, number>();
   #exempt: { key: readonly string[]; list: BlockList } | undefined;
+  /** the exempt list the window's EXEMPT marks were decided with */
+  #countedWith: readonly string[] | undefined;
 
   /**
    * Count one new connection from `ip`. `allow`: whether it may proceed under `max` per second
    * (0: no limit) unless `exempt` covers it; `first`: the first refusal for this address in this
-   * window (log it once, not once per connection). Runs on every accepted connection.
+   * window (log it once, not once per connection). Runs on every accepted connection: an exempt
+   * address (loopback by default: a proxy on the same host) is looked up in the exempt list once
+   * per window, not on every connection past `max` (the lookup builds a SocketAddress).
    */
   take(
     ip: string | undefined,
@@ -37,15 +49,26 @@ export class ConnectionRate {
     exempt: readonly string[],
     now = Date.now(),
   ): { allow: boolean; first: boolean } {
-    if (max <= 0 || !ip) return { allow: true, first: false };
-    if (now - this.#windowStart >= 1000) {
+    if (max <= 0 || !ip) return ALLOW;
+    // a reload that changes the exempt list starts a new window: no address keeps an old mark
+    if (now - this.#windowStart >= 1000 || exempt !== this.#countedWith) {
       this.#windowStart = now;
+      this.#countedWith = exempt;
       this.#counts.clear();
     }
-    const n = (this.#counts.get(ip) ?? 0) + 1;
+    const had = this.#counts.get(ip) ?? 0;
+    if (had === EXEMPT) return ALLOW;
+    const n = had + 1;
+    if (n <= max) {
+      this.#counts.set(ip, n);
+      return ALLOW;
+    }
+    if (this.#isExempt(ip, exempt)) {
+      this.#counts.set(ip, EXEMPT);
+      return ALLOW;
+    }
     this.#counts.set(ip, n);
-    if (n <= max || this.#isExempt(ip, exempt)) return { allow: true, first: false };
-    return { allow: false, first: n === max + 1 };
+    return n === max + 1 ? REFUSE_FIRST : REFUSE;
   }
 
   #isExempt(ip: string, exempt: readonly string[]): boolean {

@@ -24,6 +24,7 @@ import { errorJson, sendError } from './error-page.js';
 import { installH2Fast } from './fast-h2.js';
 import { type FastDeps, serveFast } from './fast-hit.js';
 import { createHandler, type HandlerDeps } from './handler.js';
+import { Connections } from './lifecycle.js';
 import { ConnectionRate, guardResets } from './limits.js';
 import { CERT_WARNING_MS, EdgeMetrics } from './metrics.js';
 import { peerAddress } from './peer.js';
@@ -110,12 +111,6 @@ function requestTimeoutError(): NodeJS.ErrnoException {
   return err;
 }
 
-/** A visitor connection: requests in flight (HTTP/1.1) and whether it speaks HTTP/2. */
-interface ConnState {
-  inflight: number;
-  h2: boolean;
-}
-
 /**
  * The visitor socket's high-water mark on the HTTP port (read and write side; Node 20's default
  * is 16 KiB). An origin body arrives in chunks of up to 64 KiB (one socket read); with 16 KiB,
@@ -146,7 +141,14 @@ export class Edge {
   readonly #tlsListeners: net.Server[] = [];
   #tlsServer: http2.Http2SecureServer | undefined;
   /** every visitor connection, with its count of requests in flight (for draining) */
-  readonly #conns = new Map<net.Socket, ConnState>();
+  readonly #conns = new Connections<net.Socket>();
+  /** one 'close' listener for every connection (the socket is `this`), not a closure each */
+  readonly #onConnClose: (this: net.Socket) => void = (() => {
+    const conns = this.#conns;
+    return function (this: net.Socket) {
+      conns.delete(this);
+    };
+  })();
   readonly #h2Sessions = new Set<http2.ServerHttp2Session>();
   /** connections already answered with an error by #onClientError */
   readonly #clientErrored = new WeakSet<net.Socket>();
@@ -533,9 +535,10 @@ export class Edge {
   }
 
   #addConn(socket: net.Socket): void {
-    if (this.#conns.has(socket)) return;
-    this.#conns.set(socket, { inflight: 0, h2: false });
-    socket.once('close', () => this.#conns.delete(socket));
+    if (this.#conns.get(socket)) return;
+    this.#conns.add(socket);
+    // 'close' comes once: `on` spares the wrapper `once` makes per connection
+    socket.on('close', this.#onConnClose);
   }
 
   /** Wrap a handler to count requests in flight per connection (graceful drain). */
@@ -727,8 +730,8 @@ export class Edge {
       // Requests see the TLS socket: share the raw connection's state with it (draining).
       const st = this.#conns.get(raw) ?? { inflight: 0, h2: false };
       st.h2 = t.alpnProtocol === 'h2';
-      this.#conns.set(t, st);
-      t.once('close', () => this.#conns.delete(t));
+      this.#conns.add(t, st);
+      t.on('close', this.#onConnClose);
       const fast = this.#fast;
       if (st.h2 || !fast || !this.#runtime.config.edge.fastPath) {
         server.emit('secureConnection', t);
@@ -786,14 +789,25 @@ export class Edge {
       ...(this.#tierServer ? [this.#tierServer] : []),
     ].map((s) => new Promise<void>((r) => s.close(() => r())));
     for (const session of this.#h2Sessions) session.close();
-    for (const [socket, c] of this.#conns) if (c.inflight === 0 && !c.h2) socket.end();
+    for (const [socket, c] of this.#conns) {
+      if (c.h2) continue;
+      if (c.inflight === 0) {
+        socket.end();
+        continue;
+      }
+      // A response still to be started says it closes the connection (RFC 9112 section 9.6), so
+      // that the visitor sends no further request on it (one sent as it closes would be lost);
+      // #track ends the connection when its last response is done.
+      const res = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+      if (res && !res.headersSent) res.shouldKeepAlive = false;
+    }
     const deadline = Date.now() + timeoutMs;
     while (this.#conns.size > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
     }
     // WebSocket sessions run until the deadline, then get a close frame (1001) each way.
     await this.#ws.closeAll(1000);
-    for (const socket of this.#conns.keys()) socket.destroy();
+    for (const [socket] of this.#conns) socket.destroy();
     for (const session of this.#h2Sessions) session.destroy();
     await Promise.all(closed);
     // Pulls still running (a cache fill whose visitors left) must not hold the exit: give them
@@ -812,7 +826,7 @@ export class Edge {
     for (const s of [...this.#httpServers, ...this.#tlsListeners]) s.close();
     this.#tierServer?.close();
     for (const session of this.#h2Sessions) session.destroy();
-    for (const socket of this.#conns.keys()) socket.destroy();
+    for (const [socket] of this.#conns) socket.destroy();
     this.#ws.destroyAll();
     await this.#pools.destroyAll();
     await this.#cache?.close().catch(() => undefined);
