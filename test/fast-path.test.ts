@@ -126,6 +126,12 @@ const CONNECTIONS: string[][] = [
   [get('/.well-known/acme-challenge/x'), closing()],
   [`${get('/bin')}${get('/bin')}${get('/text')}${get('/newly')}${get('/bin')}`, closing()],
   [get('/bin', 'a.test', 'Host: a.test\r\n'), closing()],
+  // Connection: close in any case, on a HEAD, and in the middle of pipelined requests: the
+  // answer is the last, nothing after it is read (RFC 9112 section 9.6)
+  [get('/bin'), get('/bin', 'a.test', 'Connection: CLOSE\r\n'), get('/bin')],
+  [get('/bin', 'a.test', 'Connection: close\r\n', 'HEAD')],
+  [`${get('/bin')}${closing()}${get('/bin')}${get('/text')}`],
+  [`${get('/text')}${closing('/text')}GET /bin HTTP/1.1\r\nbroken\r\n\r\n`],
   [`GET /bin HTTP/1.1\r\nHost: a.test\r\nContent-Length: 0\r\n\r\n`, closing()],
   // requests that are not plain (cache.ts PLAIN_EXCLUDES) take the general lookup; a Referer counts
   [
@@ -237,18 +243,41 @@ test('a miss after fast hits on one connection reaches the origin once and keeps
   assert.deepEqual(xcache, ['HIT', 'MISS', 'HIT', 'HIT']);
 });
 
+test('a hit with Connection: close is answered by the fast path, and the connection closes after it', async () => {
+  await exchange(fastEdge.httpPort, [get('/bin'), closing()], false);
+  for (const tls of [false, true]) {
+    const before = fastPathAnswers();
+    const pulls = originPulls;
+    const reply = await raw(tls ? fastEdge.httpsPort : fastEdge.httpPort, `${closing()}${get('/text')}`, {
+      ...(tls
+        ? { tls: { servername: 'a.test', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] } }
+        : {}),
+      timeoutMs: 5000,
+    });
+    assert.equal(reply.closed, true, 'the edge closed the connection');
+    const text = reply.data.toString('latin1');
+    assert.equal(text.split('HTTP/1.1 ').length - 1, 1, 'one answer: the request after it is not read');
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(text, /\r\nConnection: close\r\n\r\n/);
+    assert.doesNotMatch(text, /keep-alive/i);
+    assert.ok(reply.data.subarray(reply.data.length - BIN.length).equals(BIN), 'the body');
+    assert.equal(fastPathAnswers() - before, 1, 'answered by the fast path');
+    assert.equal(originPulls, pulls, 'nothing reached the origin');
+  }
+});
+
 test('an entry past its freshness lifetime is not answered from its plain plan', async () => {
   const pulls = originPulls;
   await exchange(fastEdge.httpPort, [closing('/short')], false);
   const fast = fastPathAnswers();
-  // (a request with Connection: close is node:http's: the one checked goes first)
   const hit = await exchange(fastEdge.httpPort, [get('/short'), closing('/bin')], false);
   assert.equal(hit.toString('latin1').match(/x-cache: (\w+)/)?.[1], 'HIT');
-  assert.equal(fastPathAnswers(), fast + 1, 'the fresh hit is the fast path answer');
+  assert.equal(fastPathAnswers(), fast + 2, 'the fresh hit (and the closing one) are fast path answers');
   // max-age=1 (RFC 9111 section 4.2): stale once Age reaches 1 s, so after 2.2 s it must not be a HIT
   await new Promise((r) => setTimeout(r, 2200));
   const before = fastPathAnswers();
   const later = await exchange(fastEdge.httpPort, [get('/short'), closing('/bin')], false);
+  // the stale one goes to node:http, and with it the connection's rest
   assert.equal(fastPathAnswers(), before, 'not answered by the fast path');
   assert.notEqual(later.toString('latin1').match(/x-cache: (\w+)/)?.[1], 'HIT');
   assert.equal(originPulls - pulls, 2, 'the stale entry went to the origin again');

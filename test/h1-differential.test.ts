@@ -37,7 +37,8 @@ test('the smuggling classes are never simple', () => {
   not(`GET /${'a'.repeat(9000)} HTTP/1.1\r\n${H}\r\n`);
   not(`GET / HTTP/1.0\r\n${H}\r\n`);
   not(`POST / HTTP/1.1\r\n${H}\r\n`);
-  not(`GET / HTTP/1.1\r\n${H}Connection: close\r\n\r\n`);
+  not(`GET / HTTP/1.1\r\n${H}Connection: close, x\r\n\r\n`);
+  not(`GET / HTTP/1.1\r\n${H}Connection: close\r\nConnection: keep-alive\r\n\r\n`);
   not(`GET / HTTP/1.1\r\n${H}Upgrade: websocket\r\nConnection: upgrade\r\n\r\n`);
   not(`\r\nGET / HTTP/1.1\r\n${H}\r\n`);
 });
@@ -63,6 +64,18 @@ test('field names are matched as bytes: case-insensitive repeats, the Referer an
   assert.equal(scan(`GET / HTTP/1.1\r\nHOST: a\r\nhost: a\r\n\r\n`).kind, 'other');
   assert.equal(scan(`GET / HTTP/1.1\r\n${H}CONTENT-length: 0\r\n\r\n`).kind, 'other');
   assert.equal(scan(`GET / HTTP/1.1\r\n${H}Connection: Keep-Alive\r\n\r\n`).kind, 'simple');
+  // Connection: close (any case) is simple and noted: the answer is the connection's last
+  for (const [v, close] of [
+    ['close', true],
+    ['CLOSE', true],
+    ['keep-alive', false],
+  ] as const) {
+    const r = scan(`GET / HTTP/1.1\r\n${H}Connection:  ${v} \r\n\r\n`);
+    assert.equal(r.kind, 'simple', v);
+    if (r.kind === 'simple') assert.equal(r.req.close, close, v);
+  }
+  const plain = scan(`GET / HTTP/1.1\r\n${H}\r\n`);
+  assert.equal(plain.kind === 'simple' && plain.req.close, false);
   // names of the same length and hash-like spelling are not confused
   const ok = scan(
     `GET /p HTTP/1.1\r\nhOsT: a.test \r\nX-Ab: 1\r\nX-Ba: 2\r\nREFERER:  https://r.test/x\r\n\r\n`,

@@ -9,6 +9,8 @@
  * a head split across reads) is handed to node:http with every byte not yet answered, and
  * node:http owns the connection from then on. Responses stay in request order (RFC 9112 section
  * 9.3.2): the fast answers are written before node:http sees the first byte it has to answer.
+ * A request with Connection: close is answered here too, with node:http's `Connection: close`,
+ * and the connection is closed after it (RFC 9112 section 9.6), nothing after it read.
  */
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type net from 'node:net';
@@ -101,6 +103,7 @@ export function serveFast(
     let off = 0;
     // one answer is one write (see answer()); pipelined answers are corked into one writev
     let corked = false;
+    let closing = false;
     while (off < chunk.length) {
       const r = scanRequest(chunk, off, maxHead);
       if (r.kind !== 'simple') break;
@@ -110,8 +113,22 @@ export function serveFast(
       }
       if (!answer(conn, deps, rt, server, r.req)) break;
       off = r.req.end;
+      // Connection: close was answered with the connection's last response: nothing after it is
+      // read (RFC 9112 section 9.6)
+      closing = r.req.close;
+      if (closing) break;
     }
     if (corked) socket.uncork();
+    if (closing) {
+      socket.removeListener('data', onData);
+      socket.removeListener('timeout', onTimeout);
+      socket.setTimeout(0);
+      // what node:http does after such a response (destroySoon): end, and close once written
+      socket.end();
+      if (socket.writableFinished) socket.destroy();
+      else socket.once('finish', () => socket.destroy());
+      return;
+    }
     if (off < chunk.length) {
       release(off === 0 ? chunk : chunk.subarray(off));
       return;
@@ -260,7 +277,7 @@ function answer(
   const seq = nextRequestSeq();
   const startWall = Date.now();
   const bytes = body ? body.length : 0;
-  writeAnswer(socket, wire, template.age, seq, server.keepAliveTimeout, body);
+  writeAnswer(socket, wire, template.age, seq, req.close ? -1 : server.keepAliveTimeout, body);
   // log: what handler.ts finish() records for the same hit
   const tally = hitCounter(deps.metrics, site.name, status);
   tally.requests++;
@@ -315,7 +332,8 @@ const COPY_BODY_MAX = 16 * 1024;
 
 /**
  * Write one answer: the wire's parts with Age and X-Request-Id in their slots, Date when the
- * stored fields have none, node:http's connection fields, then the body.
+ * stored fields have none, node:http's connection fields (`keepAliveTimeout` -1: the
+ * connection's last answer, to a request with Connection: close), then the body.
  */
 function writeAnswer(
   socket: net.Socket,
@@ -326,7 +344,7 @@ function writeAnswer(
   body: Buffer | undefined,
 ): void {
   const date = wire.date ? undefined : dateLine();
-  const ka = keepAliveLines(keepAliveTimeout);
+  const ka = keepAliveTimeout < 0 ? CLOSE_LINES : keepAliveLines(keepAliveTimeout);
   const { parts, slots } = wire;
   // the slot values are ASCII (digits, base64url): one byte a character
   const idLength = requestIdLength(seq);
@@ -355,6 +373,9 @@ function writeAnswer(
   socket.write(body);
   socket.uncork();
 }
+
+/** node:http's connection field for the last response on a connection, and the head's end */
+const CLOSE_LINES = Buffer.from('Connection: close\r\n\r\n', 'latin1');
 
 let kaSeconds = -1;
 let kaLines = Buffer.alloc(0);

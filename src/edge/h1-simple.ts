@@ -16,7 +16,8 @@
  *   LF: section 2.2), each name at most once, exactly one Host (section 3.2).
  * - no message body and nothing that could frame one or change the connection (section 6):
  *   no Content-Length, no Transfer-Encoding, no Upgrade, no Expect, and Connection only as
- *   `keep-alive`.
+ *   `keep-alive` or `close` (one option, any case: section 9.3, 9.6); `close` is noted (`close`)
+ *   so that the answer closes the connection and nothing after this request is read.
  * - sizes within limits: the whole head at most `maxHead` bytes and at most MAX_FIELDS fields.
  */
 
@@ -52,6 +53,11 @@ export class SimpleRequest {
     readonly fields: readonly number[],
     /** offset just after the head's final CRLF */
     readonly end: number,
+    /**
+     * `Connection: close`: the answer is the connection's last (RFC 9112 section 9.6), and no
+     * request after this one in the same bytes may be read
+     */
+    readonly close = false,
   ) {}
 
   /** field names lower-cased, values trimmed of OWS: what node:http's req.headers holds */
@@ -165,6 +171,7 @@ function sameName(buf: Buffer, a0: number, b0: number, len: number): boolean {
 }
 
 const KEEP_ALIVE = Buffer.from('keep-alive', 'latin1');
+const CLOSE = Buffer.from('close', 'latin1');
 
 /** Field offsets and name hashes of the head being scanned (reused: the scan is synchronous). */
 const offs = new Int32Array(4 * 64);
@@ -226,6 +233,7 @@ export function scanRequest(buf: Buffer, start: number, maxHead: number): Scan {
   let host: string | undefined;
   let referer: string | undefined;
   let plain = true;
+  let close = false;
   for (;;) {
     if (i >= limit) return ranOut();
     const c0 = buf[i]!;
@@ -282,7 +290,8 @@ export function scanRequest(buf: Buffer, start: number, maxHead: number): Scan {
       referer = lastReferer;
     } else if (code === NOT_PLAIN) plain = false;
     else if (code === CONNECTION) {
-      if (v1 - v0 !== KEEP_ALIVE.length || !sameLower(buf, v0, KEEP_ALIVE))
+      if (v1 - v0 === CLOSE.length && sameLower(buf, v0, CLOSE)) close = true;
+      else if (v1 - v0 !== KEEP_ALIVE.length || !sameLower(buf, v0, KEEP_ALIVE))
         return { kind: 'other', why: 'connection' };
     }
   }
@@ -290,7 +299,7 @@ export function scanRequest(buf: Buffer, start: number, maxHead: number): Scan {
   if (host === undefined) return { kind: 'other', why: 'no host' };
   return {
     kind: 'simple',
-    req: new SimpleRequest(buf, method, target, host, referer, plain, fieldOffsets(4 * fields), i),
+    req: new SimpleRequest(buf, method, target, host, referer, plain, fieldOffsets(4 * fields), i, close),
   };
 }
 

@@ -179,6 +179,8 @@ export function fastRequests(bytes: Buffer): Parsed[] {
     const s = scanRequest(bytes, off, MAX_HEAD);
     if (s.kind !== 'simple') break;
     out.push({ method: s.req.method, url: s.req.target, version: '1.1', headers: s.req.headers });
+    // nothing after Connection: close is read (RFC 9112 section 9.6)
+    if (s.req.close) break;
     off = s.req.end;
   }
   return out;
