@@ -11,7 +11,8 @@
 # workers summed), wrk's p99; for the Node servers also the bytes allocated and promoted and the
 # GC pause per request (--trace-gc-nvp, as bench/hit-ab.sh). Then the medians of the rounds and
 # the ratios to nginx and to node. On a shared machine only ratios within one run mean anything.
-# Every process started here is stopped by its PID.
+# KEEP=/some/dir keeps the servers' logs (the GC traces). Every process started here is stopped
+# by its PID.
 #   N=5 D=5 PORT_BASE=29700 [SCHEME=https] [VERGE_B=/path/to/checkout] bench/churn.sh
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,6 +23,7 @@ dir="$(mktemp -d -t verge-churn.XXXXXX)"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  [[ -n ${KEEP:-} ]] && mkdir -p "$KEEP" && cp "$dir"/*.log "$KEEP/" 2>/dev/null
   [[ -f "$dir/edge/nginx.pid" ]] && kill "$(cat "$dir/edge/nginx.pid" 2>/dev/null)" 2>/dev/null
   sleep 0.5; rm -rf "$dir"
 }
