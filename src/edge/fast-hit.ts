@@ -126,7 +126,7 @@ export function serveFast(
       // what node:http does after such a response (destroySoon): end, and close once written
       socket.end();
       if (socket.writableFinished) socket.destroy();
-      else socket.once('finish', () => socket.destroy());
+      else socket.once('finish', destroyThis);
       return;
     }
     if (off < chunk.length) {
@@ -148,6 +148,11 @@ export function serveFast(
   socket.on('end', onEnd);
   socket.on('drain', onDrain);
   socket.setTimeout(server.headersTimeout);
+}
+
+/** A 'finish' listener that closes its socket (one function for every connection, no closure). */
+function destroyThis(this: net.Socket): void {
+  this.destroy();
 }
 
 /**
