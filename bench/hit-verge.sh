@@ -2,6 +2,7 @@
 # build serving the 1 KiB HIT cell (one worker, access log off, the origin on $base + 91, the
 # certificate in $dir for SCHEME=https). Reads $dir, $base, $SCHEME and VERGE_NODE_OPTS (node
 # options, e.g. --trace-gc-nvp); appends to the caller's pids array.
+# VERGE_WORKERS (default 1): edge.workers; with more than one, the CPU figures count one worker only.
 # start one Verge build (its checkout root) listening on port $2, its config named $3; sets
 # $started to the serving process (the supervisor goes into pids: no command substitution, whose
 # subshell would keep pids+= from reaching cleanup)
@@ -16,7 +17,7 @@ start_verge() {
   fi
   cat > "$dir/$name.yaml" <<YAML
 edge:
-  workers: 1
+  workers: ${VERGE_WORKERS:-1}
   admin: { listen: "127.0.0.1:0" }
   $listen
 log: { access: "off" }
