@@ -584,6 +584,21 @@ class PassExchange implements PullCallbacks {
     return (this.ctx.res as { write(c: Buffer): boolean }).write(chunk);
   }
 
+  /**
+   * A chunk lent by the origin connection (PullCallbacks.onDataLent): given back by the write's
+   * callback, once the bytes are in the socket (or the compressor has read them), which is also
+   * the backpressure: the origin is read again only then.
+   */
+  onDataLent(chunk: Buffer, done: () => void): void {
+    if (this.z) {
+      this.z.write(chunk, done);
+      return;
+    }
+    this.ctx.bytes += chunk.length;
+    // the two response types' write() overloads differ only in callback types
+    (this.ctx.res as { write(c: Buffer, cb: () => void): boolean }).write(chunk, done);
+  }
+
   onDrain(resume: () => void): void {
     if (this.z) this.z.once('drain', resume);
     else this.ctx.res.once('drain', resume);

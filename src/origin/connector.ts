@@ -76,9 +76,9 @@ async function resolveHost(t: ConnectTarget): Promise<{ address: string; ms: num
   }
 }
 
-function tcpConnect(t: ConnectTarget, address: string): Promise<net.Socket> {
+function tcpConnect(t: ConnectTarget, address: string, onread?: net.OnReadOpts): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: address, port: t.port, noDelay: true });
+    const socket = net.connect({ host: address, port: t.port, noDelay: true, ...(onread ? { onread } : {}) });
     const timer = setTimeout(() => {
       const err = Object.assign(new Error(`connect timeout after ${t.connectTimeout} ms`), {
         code: 'ETIMEDOUT',
@@ -149,13 +149,18 @@ function tlsHandshake(t: ConnectTarget, socket: net.Socket, address: string): Pr
   });
 }
 
-/** Open one classified connection to an origin server. */
+/**
+ * Open one classified connection to an origin server. `onread` (plain HTTP only; a TLS socket
+ * reads for its own decryption) makes the socket read into the caller's buffer (net.connect's
+ * onread option) instead of a new one per read: the lean client's read buffer (lean-client.ts).
+ */
 export async function connectOrigin(
   t: ConnectTarget,
+  onread?: net.OnReadOpts,
 ): Promise<{ socket: net.Socket; timings: ConnectTimings }> {
   const { address, ms: dnsMs } = await resolveHost(t);
   const t1 = performance.now();
-  const raw = await tcpConnect(t, address);
+  const raw = await tcpConnect(t, address, t.protocol === 'http' ? onread : undefined);
   const connectMs = performance.now() - t1;
   if (t.protocol === 'http') {
     const timings = { address, dnsMs, connectMs, tlsMs: 0 };

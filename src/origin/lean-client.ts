@@ -9,7 +9,7 @@
  * pause and resume) and fails with undici's own error classes and codes, so pull.ts and
  * toVergeError (classify.ts) see the same thing from either client.
  */
-import type { Socket } from 'node:net';
+import type { OnReadOpts, Socket } from 'node:net';
 import { type Dispatcher, errors } from 'undici';
 import { type ConnectTimings, connectOrigin } from './connector.js';
 import {
@@ -95,6 +95,31 @@ export function leanHead(opts: Dispatcher.DispatchOptions): string | null {
   return `${method} ${path} HTTP/1.1\r\nhost: ${host}\r\nconnection: keep-alive\r\n${fields}\r\n`;
 }
 
+const EMPTY = Buffer.alloc(0);
+/** A plain-HTTP connection's read buffer: Node's own read size. */
+const READ_BUFFER = 64 * 1024;
+
+/**
+ * The read buffer of one plain-HTTP origin connection (net.connect's onread, connector.ts): every
+ * read lands in the same 64 KiB. Node's default read makes a new ArrayBuffer per read, external
+ * memory that V8 answers with a scavenge for "external memory pressure" every few dozen ms and
+ * incremental mark-compacts under a 100 KiB pass-through (docs/benchmarks.md, branch passbig).
+ * Bytes read are handed to the connection (LeanConnection.readInto); a socket that is no lean
+ * connection's (not yet, or handed to undici) gets them pushed to its stream as a copy, which is
+ * what Node's own read does.
+ */
+class ReadBuffer implements OnReadOpts {
+  readonly buffer = Buffer.allocUnsafeSlow(READ_BUFFER);
+  conn: LeanConnection | null = null;
+  socket: Socket | null = null;
+  readonly callback = (n: number): boolean => {
+    const c = this.conn;
+    if (c !== null) return c.readInto(n);
+    // no socket yet cannot happen (no byte is read before the connect resolves): stop reading
+    return this.socket?.push(Buffer.from(this.buffer.subarray(0, n))) ?? false;
+  };
+}
+
 const PHASE_WAIT = 0;
 const PHASE_HEAD = 1;
 const PHASE_BODY = 2;
@@ -121,6 +146,18 @@ export class LeanExchange implements Dispatcher.DispatchController {
   pending: Buffer | null = null;
   /** the connection ended while paused */
   endedWhilePaused = false;
+  /**
+   * Set by a handler that borrows body bytes: on a plain-HTTP connection they then come as a view
+   * of the connection's read buffer (not copied), and `lent` is true during onResponseData. The
+   * handler must call giveBack() once for each lent chunk, when it no longer needs those bytes
+   * (its write's callback); until then nothing more is read from the origin (TCP flow control
+   * holds it back, as a pause does). Without it, bytes from the read buffer are copied.
+   */
+  borrows = false;
+  /** the chunk in the current onResponseData call is lent (see borrows) */
+  lent = false;
+  /** the connection this exchange was sent on (stays set after the end, for giveBack) */
+  lender: LeanConnection | null = null;
 
   constructor(
     readonly pool: LeanOrigin,
@@ -140,6 +177,10 @@ export class LeanExchange implements Dispatcher.DispatchController {
   }
   get reason(): Error | null {
     return this.#reason;
+  }
+  /** A lent chunk is no longer needed (see borrows); a function, for a write's callback. */
+  get giveBack(): () => void {
+    return this.lender?.returned ?? noop;
   }
 
   abort(reason?: Error): void {
@@ -167,7 +208,7 @@ export class LeanExchange implements Dispatcher.DispatchController {
     if (p !== null) conn.body(this, p);
     if (this.phase !== PHASE_BODY || this.#paused) return;
     if (this.endedWhilePaused) conn.ended(this);
-    else conn.socket.resume();
+    else conn.readOn();
   }
 
   /** End the request with `err` (the connection, if any, is not reused). */
@@ -187,14 +228,19 @@ export class LeanExchange implements Dispatcher.DispatchController {
     this.phase = PHASE_DONE;
     const conn = this.conn;
     this.conn = null;
+    // a connection whose last bytes are still lent frees the pool slot when it is idle
+    // (LeanConnection.reuse): counted busy until then, so that no request opens one more
+    let deferred = false;
     if (conn) {
-      if (reusable) conn.idle();
+      if (reusable) deferred = conn.reuse(this.release);
       else conn.drop();
     }
-    this.release();
+    if (!deferred) this.release();
     this.handler.onResponseEnd?.(this, trailers);
   }
 }
+
+function noop(): void {}
 
 function parserError(e: ParseError, afterHead: boolean): Error {
   if (e.overflow) return new errors.HeadersOverflowError();
@@ -212,16 +258,27 @@ export class LeanConnection {
   #keepAliveMs: number;
   #headTimer: NodeJS.Timeout | null = null;
   #dropped = false;
+  /** the read buffer of a plain-HTTP connection; null: bytes come as 'data' events (TLS) */
+  readonly #rb: ReadBuffer | null;
+  /** lent chunks of the read buffer not given back yet (LeanExchange.borrows) */
+  #loans = 0;
+  /** the response ended with chunks still lent: idle once they are given back, then this */
+  #idleOnReturn: (() => void) | null = null;
 
   constructor(
     readonly pool: LeanOrigin,
     readonly socket: Socket,
     /** unclaimed timings: the first request sent on it takes them */
     public timings: ConnectTimings | undefined,
+    rb: ReadBuffer | null = null,
   ) {
     this.#keepAliveMs = pool.opts.keepAliveTimeout;
     pool.conns.add(this);
-    socket.on('data', this.#onData);
+    this.#rb = rb;
+    if (rb !== null) {
+      rb.socket = socket;
+      rb.conn = this;
+    } else socket.on('data', this.#onData);
     socket.on('end', this.#onEnd);
     socket.on('error', this.#onError);
     socket.on('close', this.#onClose);
@@ -241,6 +298,13 @@ export class LeanConnection {
     if (this.#headTimer) clearTimeout(this.#headTimer);
     const s = this.socket;
     s.removeListener('data', this.#onData);
+    if (this.#rb !== null) {
+      // undici reads the stream: bytes are pushed to it (ReadBuffer), and an empty push lets the
+      // stream ask for reads again (its reading flag was never cleared: nothing was pushed)
+      this.#rb.conn = null;
+      s.pause();
+      s.push(EMPTY);
+    }
     s.removeListener('end', this.#onEnd);
     s.removeListener('error', this.#onError);
     s.removeListener('close', this.#onClose);
@@ -254,6 +318,7 @@ export class LeanConnection {
   start(ex: LeanExchange): void {
     this.ex = ex;
     ex.conn = this;
+    ex.lender = this;
     ex.phase = PHASE_HEAD;
     if (this.timings) {
       ex.timings = this.timings;
@@ -287,6 +352,82 @@ export class LeanConnection {
     }
     this.socket.setTimeout(this.#keepAliveMs);
     this.pool.idleConns.push(this);
+    // an idle connection reads, to see the origin close it (the last response may have paused it)
+    if (this.#rb !== null) this.socket.resume();
+  }
+
+  /**
+   * The response is complete and the connection may carry the next one. Returns true when that
+   * waits for lent bytes to come back: `release` (the pool slot) is then called once it is idle
+   * or closed.
+   */
+  reuse(release: () => void): boolean {
+    if (this.#loans > 0) {
+      // its last bytes are still lent: no read (and no next request) before they come back; the
+      // idle timer runs meanwhile, so a loan never given back cannot keep the socket for ever
+      this.ex = null;
+      this.#idleOnReturn = release;
+      this.socket.setTimeout(this.#keepAliveMs);
+      return true;
+    }
+    this.idle();
+    return false;
+  }
+
+  /** The pool slot of a response that ended with bytes lent (reuse), freed once. */
+  #settle(): void {
+    const r = this.#idleOnReturn;
+    this.#idleOnReturn = null;
+    r?.();
+  }
+
+  /** A lent chunk came back (LeanExchange.giveBack); a function, for a write's callback. */
+  readonly returned = (): void => {
+    if (this.#loans === 0) return;
+    if (--this.#loans > 0 || this.#dropped) return;
+    if (this.#idleOnReturn !== null) {
+      this.idle();
+      this.#settle();
+      return;
+    }
+    const ex = this.ex;
+    if (ex === null || !ex.paused) this.socket.resume();
+  };
+
+  /** Read on, unless a borrower still holds the read buffer (returned() reads on then). */
+  readOn(): void {
+    if (this.#loans === 0) this.socket.resume();
+  }
+
+  /**
+   * `n` bytes were read into the read buffer (ReadBuffer). Returns false to stop reading while a
+   * borrower holds part of the buffer: the next read would overwrite it.
+   */
+  readInto(n: number): boolean {
+    const rb = this.#rb!;
+    const ex = this.ex;
+    this.#data(rb.buffer.subarray(0, n));
+    // what this connection keeps past this read must not stay in the buffer the next read fills
+    const ab = rb.buffer.buffer;
+    if (this.#headBuf !== null && this.#headBuf.buffer === ab) this.#headBuf = Buffer.from(this.#headBuf);
+    if (ex !== null && ex.pending !== null && ex.pending.buffer === ab) ex.pending = Buffer.from(ex.pending);
+    return this.#loans === 0;
+  }
+
+  /** Body bytes to the handler: lent when they are the read buffer's and it borrows, else owned. */
+  #deliver(ex: LeanExchange, c: Buffer): void {
+    const rb = this.#rb;
+    if (rb !== null && c.buffer === rb.buffer.buffer) {
+      if (ex.borrows) {
+        this.#loans++;
+        ex.lent = true;
+        ex.handler.onResponseData?.(ex, c);
+        ex.lent = false;
+        return;
+      }
+      c = Buffer.from(c);
+    }
+    ex.handler.onResponseData?.(ex, c);
   }
 
   /** Close it for good. */
@@ -299,6 +440,7 @@ export class LeanConnection {
     const i = this.pool.idleConns.indexOf(this);
     if (i >= 0) this.pool.idleConns.splice(i, 1);
     this.socket.destroy();
+    this.#settle();
   }
 
   get usable(): boolean {
@@ -422,7 +564,7 @@ export class LeanConnection {
       const n = Math.min(ex.left, buf.length);
       ex.left -= n;
       if (n > 0) {
-        ex.handler.onResponseData?.(ex, n === buf.length ? buf : buf.subarray(0, n));
+        this.#deliver(ex, n === buf.length ? buf : buf.subarray(0, n));
         if (ex.phase !== PHASE_BODY) return;
       }
       if (ex.left === 0) {
@@ -433,7 +575,7 @@ export class LeanConnection {
       return;
     }
     if (f.kind === 'close') {
-      ex.handler.onResponseData?.(ex, buf);
+      this.#deliver(ex, buf);
       return;
     }
     const dec = ex.chunked!;
@@ -441,7 +583,7 @@ export class LeanConnection {
       buf,
       0,
       (c) => {
-        ex.handler.onResponseData?.(ex, c);
+        this.#deliver(ex, c);
         return ex.phase === PHASE_BODY && !ex.paused;
       },
       MAX_FIELD_BYTES,
@@ -527,6 +669,7 @@ export class LeanConnection {
     if (i >= 0) this.pool.idleConns.splice(i, 1);
     if (ex !== null && !(ex.phase === PHASE_BODY && ex.endedWhilePaused))
       ex.fail(new errors.SocketError('closed'));
+    this.#settle();
   }
 
   #timeout(): void {
@@ -536,7 +679,8 @@ export class LeanConnection {
       this.drop();
       return;
     }
-    if (ex.phase === PHASE_BODY && !ex.paused) ex.fail(new errors.BodyTimeoutError());
+    // paused, or its bytes lent: the visitor holds it back, not the origin
+    if (ex.phase === PHASE_BODY && !ex.paused && this.#loans === 0) ex.fail(new errors.BodyTimeoutError());
   }
 }
 
@@ -581,9 +725,10 @@ export class LeanOrigin {
         return;
       }
     }
-    connectOrigin(this.target).then(
+    const rb = this.target.protocol === 'http' ? new ReadBuffer() : null;
+    connectOrigin(this.target, rb ?? undefined).then(
       ({ socket, timings }) => {
-        const conn = new LeanConnection(this, socket, timings);
+        const conn = new LeanConnection(this, socket, timings, rb);
         if (ex.phase === PHASE_DONE) {
           // aborted while connecting: the new connection serves the next request
           conn.idle();

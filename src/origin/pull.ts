@@ -187,6 +187,14 @@ export interface PullCallbacks {
   onHead(status: number, headers: IncomingHttpHeaders, attempt: Attempt): void;
   /** A body chunk; return false when the visitor cannot take more (backpressure). */
   onData(chunk: Buffer): boolean;
+  /**
+   * Optional: a body chunk lent by the origin connection (a view of the lean client's read
+   * buffer, lean-client.ts LeanExchange.borrows): valid only until `done` is called, which the
+   * callee must do exactly once, when it no longer needs the bytes (its write's callback). Until
+   * then nothing more is read from the origin, which is the backpressure (no onDrain). Without
+   * it every chunk comes to onData, copied where it was lent.
+   */
+  onDataLent?(chunk: Buffer, done: () => void): void;
   /** Register a function to call when the visitor can take data again. */
   onDrain(resume: () => void): void;
   onEnd(): void;
@@ -398,6 +406,7 @@ class OriginTry implements Dispatcher.DispatchHandler {
 
   onRequestStart(c: Dispatcher.DispatchController): void {
     this.controller = c;
+    if (c instanceof LeanExchange && this.run.cb.onDataLent !== undefined) c.borrows = true;
     // PullState.abort is called as a plain function: bound once per try
     this.run.state.abort = this.abort.bind(this);
   }
@@ -439,9 +448,18 @@ class OriginTry implements Dispatcher.DispatchHandler {
     // llhttp hands over an empty body span when a paused parser resumes; pausing on it
     // (a writer still over its high-water mark says false to any write) would leave the
     // parser paused again at the end of a close-delimited body (connector.ts guardEnd)
-    if (chunk.length === 0) return;
+    const lent = c instanceof LeanExchange && c.lent;
+    if (chunk.length === 0) {
+      if (lent) c.giveBack();
+      return;
+    }
     const a = this.a;
     a.bodyBytes = (a.bodyBytes ?? 0) + chunk.length;
+    if (lent) {
+      // a view of the connection's read buffer: written, then given back (no read until then)
+      this.run.cb.onDataLent!(chunk, c.giveBack);
+      return;
+    }
     if (!this.run.cb.onData(chunk)) {
       c.pause();
       // the connection's end must not meet the paused parser (connector.ts guardEnd)

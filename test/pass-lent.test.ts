@@ -1,0 +1,241 @@
+// Pass-through (cache off) on the lean client's reusable read buffer (src/origin/lean-client.ts
+// ReadBuffer, LeanExchange.borrows): each body chunk is a view of the origin connection's one
+// read buffer, written to the visitor and given back by the write's callback; nothing more is
+// read from the origin until then. These tests hold it to what the copying client did: every
+// byte arrives as the origin sent it (a buffer read into again while a write still held it would
+// show as corrupted bytes), a slow visitor holds the origin back with the edge's memory bounded,
+// and the kept-alive connection carries the next responses intact.
+import assert from 'node:assert/strict';
+import net, { type AddressInfo } from 'node:net';
+import { after, before, test } from 'node:test';
+import { startEdge, type TestEdge } from './helpers/edge.js';
+
+/** Deterministic bytes for offset `off` of body `seed` (an xorshift stream per 4-byte word). */
+function bodyBytes(seed: number, length: number): Buffer {
+  const b = Buffer.allocUnsafe(length);
+  let x = seed * 2654435761 + 1;
+  for (let i = 0; i + 4 <= length; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b.writeInt32LE(x | 0, i);
+  }
+  for (let i = length - (length % 4); i < length; i++) b[i] = i & 0xff;
+  return b;
+}
+
+interface Origin {
+  server: net.Server;
+  port: number;
+  /** body bytes the origin's socket accepted so far, per request path */
+  written: Map<string, number>;
+  /** connections accepted */
+  connections: number;
+}
+
+/**
+ * A raw origin: GET /<seed>/<length> answers 200 with Content-Length and that body, written in
+ * 64 KiB pieces with backpressure (a write is made only after the last one was taken), so
+ * `written` is what TCP flow control let through.
+ */
+function startOrigin(): Promise<Origin> {
+  const o: Origin = { server: net.createServer(), port: 0, written: new Map(), connections: 0 };
+  o.server.on('connection', (s) => {
+    o.connections++;
+    s.on('error', () => undefined);
+    let buf = '';
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      for (let end = buf.indexOf('\r\n\r\n'); end >= 0; end = buf.indexOf('\r\n\r\n')) {
+        const head = buf.slice(0, end);
+        buf = buf.slice(end + 4);
+        const path = head.split(' ')[1] ?? '/';
+        const [, seed, len] = path.split('/');
+        const body = bodyBytes(Number(seed), Number(len));
+        s.write(
+          `HTTP/1.1 200 OK\r\ncontent-length: ${body.length}\r\ncontent-type: application/octet-stream\r\n\r\n`,
+        );
+        o.written.set(path, 0);
+        let off = 0;
+        const more = (): void => {
+          while (off < body.length) {
+            const piece = body.subarray(off, off + 64 * 1024);
+            off += piece.length;
+            const ok = s.write(piece, () => o.written.set(path, (o.written.get(path) ?? 0) + piece.length));
+            if (!ok) {
+              s.once('drain', more);
+              return;
+            }
+          }
+        };
+        more();
+      }
+    });
+  });
+  return new Promise((resolve) =>
+    o.server.listen(0, '127.0.0.1', () => {
+      o.port = (o.server.address() as AddressInfo).port;
+      resolve(o);
+    }),
+  );
+}
+
+/** A visitor on one keep-alive connection: sends GETs and reads replies at its own pace. */
+class Visitor {
+  readonly socket: net.Socket;
+  #data: Buffer[] = [];
+  #size = 0;
+  #wake: (() => void) | null = null;
+
+  /** `slow`: a pause of a few ms after each read, so that the edge's writes wait for it */
+  constructor(port: number, slow = false) {
+    this.socket = net.connect({ port, host: '127.0.0.1' });
+    this.socket.on('data', (d: Buffer) => {
+      this.#data.push(d);
+      this.#size += d.length;
+      this.#wake?.();
+      if (slow) {
+        this.socket.pause();
+        setTimeout(() => this.socket.resume(), 2);
+      }
+    });
+    this.socket.on('error', () => undefined);
+  }
+
+  /** Wait for `n` buffered bytes (the socket is read while not paused). */
+  async want(n: number, ms = 20_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (this.#size < n) {
+      if (Date.now() > deadline) throw new Error(`visitor got ${this.#size} bytes, wanted ${n}`);
+      await new Promise<void>((r) => {
+        this.#wake = r;
+        setTimeout(r, 50);
+      });
+      this.#wake = null;
+    }
+  }
+
+  take(n: number): Buffer {
+    const all = Buffer.concat(this.#data);
+    this.#data = [all.subarray(n)];
+    this.#size = all.length - n;
+    return all.subarray(0, n);
+  }
+
+  /** One response: its head (status line and fields) and a body of Content-Length bytes. */
+  async response(readBody = true): Promise<{ head: string; body: Buffer }> {
+    for (;;) {
+      const all = Buffer.concat(this.#data);
+      const end = all.indexOf('\r\n\r\n');
+      if (end >= 0) {
+        const head = all.toString('latin1', 0, end);
+        this.take(end + 4);
+        const len = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
+        if (!readBody) return { head, body: Buffer.alloc(0) };
+        await this.want(len);
+        return { head, body: Buffer.from(this.take(len)) };
+      }
+      await this.want(this.#size + 1);
+    }
+  }
+
+  get(path: string): void {
+    this.socket.write(`GET ${path} HTTP/1.1\r\nhost: pass.test\r\n\r\n`);
+  }
+}
+
+let origin: Origin;
+let edge: TestEdge;
+
+before(async () => {
+  origin = await startOrigin();
+  edge = await startEdge([
+    {
+      name: 'pass.test',
+      origin: { servers: [{ host: '127.0.0.1', port: origin.port }] },
+      cache: { enabled: false },
+    },
+  ]);
+});
+
+after(async () => {
+  await edge.close();
+  origin.server.close();
+});
+
+const MiB = 1024 * 1024;
+
+test('a slow visitor: the origin is held back, the edge buffers little, and every byte arrives as sent', async () => {
+  const size = 48 * MiB;
+  const path = `/1/${size}`;
+  const v = new Visitor(edge.httpPort);
+  v.get(path);
+  const { head } = await v.response(false);
+  assert.match(head, /^HTTP\/1\.1 200/);
+  await v.want(MiB);
+  // the visitor stops reading; TCP buffers fill up to the origin, which must then stop too
+  v.socket.pause();
+  const memBefore = process.memoryUsage().arrayBuffers;
+  let stalled = -1;
+  for (let i = 0; i < 60; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const w = origin.written.get(path) ?? 0;
+    if (w === stalled) break;
+    stalled = w;
+  }
+  const heldAt = origin.written.get(path) ?? 0;
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(
+    origin.written.get(path),
+    heldAt,
+    'the origin sent nothing more while the visitor did not read',
+  );
+  // what the kernel's socket buffers hold (a few MiB each way on loopback) and one read buffer
+  // at the edge; without backpressure the edge would have read the whole 48 MiB
+  assert.ok(heldAt < size / 2, `the origin got ${heldAt} of ${size} bytes out to a visitor that stopped`);
+  const grown = process.memoryUsage().arrayBuffers - memBefore;
+  assert.ok(grown < 8 * MiB, `the edge's array buffers grew by ${grown} bytes while the visitor stalled`);
+  // reading again in bursts with pauses between, the body comes whole and intact
+  let got = 0;
+  const chunks: Buffer[] = [v.take(Math.min(MiB, size))];
+  got += chunks[0]!.length;
+  v.socket.resume();
+  while (got < size) {
+    const n = Math.min(size - got, 3 * MiB);
+    await v.want(n, 30_000);
+    const c = Buffer.from(v.take(n));
+    chunks.push(c);
+    got += n;
+    v.socket.pause();
+    await new Promise((r) => setTimeout(r, 5));
+    v.socket.resume();
+  }
+  const body = Buffer.concat(chunks);
+  assert.equal(body.length, size);
+  assert.ok(body.equals(bodyBytes(1, size)), 'the body arrived exactly as the origin sent it');
+  v.socket.destroy();
+});
+
+test('many responses of mixed sizes on kept-alive connections, fast and slow visitors at once: every body intact', async () => {
+  const sizes = [1, 1024, 100 * 1024, 65536, 65537, 300 * 1024, 7, 2 * MiB + 3];
+  const visitors = [0, 1, 2, 3].map((k) => new Visitor(edge.httpPort, k % 2 === 1));
+  const before = origin.connections;
+  await Promise.all(
+    visitors.map(async (v, k) => {
+      for (let round = 0; round < 3; round++) {
+        for (let i = 0; i < sizes.length; i++) {
+          const seed = 100 + k * 100 + round * 10 + i;
+          const size = sizes[(i + k) % sizes.length]!;
+          v.get(`/${seed}/${size}`);
+          const { head, body } = await v.response();
+          assert.match(head, /^HTTP\/1\.1 200/);
+          assert.equal(body.length, size);
+          assert.ok(body.equals(bodyBytes(seed, size)), `body ${seed} (${size} bytes) intact`);
+        }
+      }
+    }),
+  );
+  for (const v of visitors) v.socket.destroy();
+  // the origin connections were kept alive and reused, not one per response
+  assert.ok(origin.connections - before <= 8, `${origin.connections - before} new origin connections`);
+});
