@@ -6,9 +6,11 @@
 // show as corrupted bytes), a slow visitor holds the origin back with the edge's memory bounded,
 // and the kept-alive connection carries the next responses intact.
 import assert from 'node:assert/strict';
+import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { startEdge, type TestEdge } from './helpers/edge.js';
+import { type KeyCert, leafFor, testCa } from './helpers/pki.js';
 
 /** Deterministic bytes for offset `off` of body `seed` (an xorshift stream per 4-byte word). */
 function bodyBytes(seed: number, length: number): Buffer {
@@ -146,12 +148,15 @@ class Visitor {
 
 let origin: Origin;
 let edge: TestEdge;
+let ca: KeyCert;
 
 before(async () => {
   origin = await startOrigin();
+  ca = await testCa();
   edge = await startEdge([
     {
       name: 'pass.test',
+      cert: await leafFor('pass.test'),
       origin: { servers: [{ host: '127.0.0.1', port: origin.port }] },
       cache: { enabled: false },
     },
@@ -238,4 +243,49 @@ test('many responses of mixed sizes on kept-alive connections, fast and slow vis
   for (const v of visitors) v.socket.destroy();
   // the origin connections were kept alive and reused, not one per response
   assert.ok(origin.connections - before <= 8, `${origin.connections - before} new origin connections`);
+});
+
+test('HTTP/2: streams read slowly under flow control, several at once: every body intact', async () => {
+  const client = http2.connect(`https://127.0.0.1:${edge.httpsPort}`, {
+    ca: ca.certPem,
+    servername: 'pass.test',
+  });
+  client.on('error', () => undefined);
+  try {
+    const sizes = [3 * MiB + 1, 100 * 1024, 1024, 1536 * 1024];
+    await Promise.all(
+      sizes.map(
+        (size, k) =>
+          new Promise<void>((resolve, reject) => {
+            const seed = 500 + k;
+            const s = client.request({ ':path': `/${seed}/${size}`, ':authority': 'pass.test' });
+            const chunks: Buffer[] = [];
+            let status = 0;
+            s.on('response', (h) => {
+              status = Number(h[':status']);
+            });
+            // a slow reader: the stream's window fills and the edge's writes wait for it
+            s.on('data', (d: Buffer) => {
+              chunks.push(d);
+              s.pause();
+              setTimeout(() => s.resume(), 3);
+            });
+            s.on('end', () => {
+              try {
+                assert.equal(status, 200);
+                const body = Buffer.concat(chunks);
+                assert.equal(body.length, size);
+                assert.ok(body.equals(bodyBytes(seed, size)), `HTTP/2 body ${seed} (${size} bytes) intact`);
+                resolve();
+              } catch (e) {
+                reject(e);
+              }
+            });
+            s.on('error', reject);
+          }),
+      ),
+    );
+  } finally {
+    client.close();
+  }
 });
