@@ -13,7 +13,7 @@
  * and the connection is closed after it (RFC 9112 section 9.6), nothing after it read.
  */
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
-import type net from 'node:net';
+import net from 'node:net';
 // imported, not the global: Node's global `performance` is an accessor, a getter call per read
 import { performance } from 'node:perf_hooks';
 import type { HeaderMap } from '../cache/headers.js';
@@ -59,9 +59,60 @@ export interface H1Settings {
 }
 
 /**
+ * Reading an accepted socket into one buffer shared by every connection, through Node's own
+ * `onread` machinery (net.Socket's kBuffer/kBufferCb and the handle's useUserBuffer()).
+ *
+ * Why Verge reaches into net.Socket's internals here (as server.ts already does with
+ * http._connectionListener): Node 20's public `onread` option exists only for sockets the program
+ * constructs, not for those a server accepts, and the 'data' path costs a new Buffer, Readable's
+ * addChunk and an event per read; on the 1 KiB hit that was ~20 % of the bare loop's CPU
+ * (docs/benchmarks.md "onread"). An accepted socket can be switched in its 'connection' handler:
+ * reads start there, but their first callback comes a loop turn later. The symbols are found by
+ * their description once; when they or useUserBuffer are missing (another Node), the fast path
+ * reads through 'data' as before. test/fast-path-onread.test.ts fails if a Node upgrade breaks it.
+ */
+interface UserBufferHandle {
+  useUserBuffer(buf: Buffer): void;
+}
+const USER_BUFFER = (() => {
+  const syms = new Map(Object.getOwnPropertySymbols(new net.Socket()).map((s) => [s.description, s]));
+  const kBuffer = syms.get('kBuffer');
+  const kBufferCb = syms.get('kBufferCb');
+  return kBuffer !== undefined && kBufferCb !== undefined ? { kBuffer, kBufferCb } : undefined;
+})();
+
+/** The buffer every shared read lands in (libuv reads up to its length at a time). */
+const SHARED = Buffer.allocUnsafe(64 * 1024);
+
+let sharedSockets = 0;
+/** Connections switched to shared reads in this process (a test pins that this Node can). */
+export function sharedReadSockets(): number {
+  return sharedSockets;
+}
+
+/**
+ * Switch an accepted socket's reads to `onRead(n, SHARED)` (n bytes at its start), before its
+ * first read. False, and nothing changed, when this Node cannot (then read it through 'data').
+ * `onRead` returning false stops reading (Node's onStreamRead calls readStop); socket._read()
+ * starts it again.
+ */
+function readShared(socket: net.Socket, onRead: (n: number, buf: Buffer) => boolean): boolean {
+  const handle = (socket as unknown as { _handle: Partial<UserBufferHandle> | null })._handle;
+  if (USER_BUFFER === undefined || !handle || typeof handle.useUserBuffer !== 'function') return false;
+  const fields = socket as unknown as Record<symbol, unknown>;
+  fields[USER_BUFFER.kBuffer] = SHARED;
+  fields[USER_BUFFER.kBufferCb] = onRead;
+  handle.useUserBuffer(SHARED);
+  sharedSockets++;
+  return true;
+}
+
+/**
  * Read `socket` with the fast path. `handoff(rest)` gives the connection to node:http with the
  * bytes not answered here (possibly none); `requestTimeout()` reports a connection that sent
  * nothing within headersTimeout, as node:http would (408 through the server's clientError).
+ * `shared`: read into the one shared buffer (readShared) rather than through 'data' events, on
+ * an accepted TCP socket whose first read has not come yet.
  */
 export function serveFast(
   socket: net.Socket,
@@ -70,21 +121,38 @@ export function serveFast(
   server: H1Settings,
   handoff: (rest: Buffer | undefined) => void,
   requestTimeout: () => void,
+  shared = false,
 ): void {
   let keptAlive = false;
+  /** node:http has the connection: reads that still come here (it unconsumed) go to the stream */
+  let handedOver = false;
+  /** shared reads: stopped because the visitor does not read its answers */
+  let stopped = false;
   const conn = new FastConn(socket, scheme);
   const onTimeout = () => {
     // node:http: a connection that never sent a request head gets 408 after headersTimeout;
     // an idle keep-alive connection is closed after keepAliveTimeout
-    if (!keptAlive) requestTimeout();
-    else socket.destroy();
+    if (keptAlive) {
+      socket.destroy();
+      return;
+    }
+    handedOver = true;
+    requestTimeout();
   };
   const onError = () => socket.destroy();
   const onEnd = () => socket.end();
-  const onDrain = () => socket.resume();
+  const onDrain = () => {
+    if (!shared) socket.resume();
+    else if (stopped) {
+      stopped = false;
+      // Socket._read starts the handle reading again (Node's tryReadStart)
+      socket._read(0);
+    }
+  };
   const release = (rest: Buffer | undefined) => {
+    handedOver = true;
     socket.pause();
-    socket.removeListener('data', onData);
+    if (!shared) socket.removeListener('data', onData);
     socket.removeListener('timeout', onTimeout);
     socket.removeListener('error', onError);
     socket.removeListener('end', onEnd);
@@ -92,46 +160,56 @@ export function serveFast(
     socket.setTimeout(0);
     handoff(rest);
   };
-  const onData = (chunk: Buffer) => {
+  /** this connection answered a Connection: close request: nothing more is read or answered */
+  let closed = false;
+  const close = () => {
+    closed = true;
+    if (!shared) socket.removeListener('data', onData);
+    socket.removeListener('timeout', onTimeout);
+    socket.setTimeout(0);
+    // what node:http does after such a response (destroySoon): end, and close once written
+    socket.end();
+    if (socket.writableFinished) socket.destroy();
+    else socket.once('finish', destroyThis);
+  };
+  /**
+   * Answer the requests in buf[0, len); false when the visitor should not be read for now. The
+   * bytes handed over are `buf`'s own when `copy` is false, else a copy (the shared buffer is
+   * the next read's).
+   */
+  const serve = (buf: Buffer, len: number, copy: boolean): boolean => {
     const rt = deps.runtime();
-    if (!rt.config.edge.fastPath) {
-      release(chunk);
-      return;
-    }
-    // a strict subset of node:http's limit (which also counts the request line)
-    const maxHead = Math.min(server.maxHeaderSize ?? 16384, rt.config.edge.limits.maxHeaderSize) >> 1;
     let off = 0;
-    // one answer is one write (see answer()); pipelined answers are corked into one writev
-    let corked = false;
     let closing = false;
-    while (off < chunk.length) {
-      const r = scanRequest(chunk, off, maxHead);
-      if (r.kind !== 'simple') break;
-      if (off > 0 && !corked) {
-        socket.cork();
-        corked = true;
+    if (rt.config.edge.fastPath) {
+      // a strict subset of node:http's limit (which also counts the request line)
+      const maxHead = Math.min(server.maxHeaderSize ?? 16384, rt.config.edge.limits.maxHeaderSize) >> 1;
+      // one answer is one write (see answer()); pipelined answers are corked into one writev
+      let corked = false;
+      while (off < len) {
+        const r = scanRequest(buf, off, maxHead, len);
+        if (r.kind !== 'simple') break;
+        if (off > 0 && !corked) {
+          socket.cork();
+          corked = true;
+        }
+        if (!answer(conn, deps, rt, server, r.req)) break;
+        off = r.req.end;
+        // Connection: close was answered with the connection's last response: nothing after it
+        // is read (RFC 9112 section 9.6)
+        closing = r.req.close;
+        if (closing) break;
       }
-      if (!answer(conn, deps, rt, server, r.req)) break;
-      off = r.req.end;
-      // Connection: close was answered with the connection's last response: nothing after it is
-      // read (RFC 9112 section 9.6)
-      closing = r.req.close;
-      if (closing) break;
+      if (corked) socket.uncork();
     }
-    if (corked) socket.uncork();
     if (closing) {
-      socket.removeListener('data', onData);
-      socket.removeListener('timeout', onTimeout);
-      socket.setTimeout(0);
-      // what node:http does after such a response (destroySoon): end, and close once written
-      socket.end();
-      if (socket.writableFinished) socket.destroy();
-      else socket.once('finish', destroyThis);
-      return;
+      close();
+      return false;
     }
-    if (off < chunk.length) {
-      release(off === 0 ? chunk : chunk.subarray(off));
-      return;
+    if (off < len) {
+      // node:http reads the rest (a head split across reads included: its parser keeps state)
+      release(copy ? Buffer.copyBytesFrom(buf, off, len - off) : off === 0 ? buf : buf.subarray(off, len));
+      return true;
     }
     // a socket's timeout is an inactivity timer that every read and write re-arms: set it once,
     // when the connection turns from waiting for its first request to kept alive
@@ -140,9 +218,28 @@ export function serveFast(
       socket.setTimeout(server.keepAliveTimeout);
     }
     // backpressure: a client that pipelines without reading stops being read
-    if (socket.writableLength >= socket.writableHighWaterMark) socket.pause();
+    return socket.writableLength < socket.writableHighWaterMark;
   };
-  socket.on('data', onData);
+  const onData = (chunk: Buffer) => {
+    if (closed) return;
+    if (!serve(chunk, chunk.length, false)) socket.pause();
+  };
+  const onRead = (n: number, buf: Buffer): boolean => {
+    // after the hand-off node:http's parser reads the handle itself; reads come back here only
+    // when it lets go (an Upgrade or CONNECT, a 'data' listener): then they are the stream's,
+    // as Node's own onStreamRead would push them (a copy: the buffer is the next read's), and
+    // push's false stops reading until Readable's _read starts it again
+    if (handedOver) return socket.push(Buffer.copyBytesFrom(buf, 0, n));
+    if (closed) return false;
+    if (serve(buf, n, true)) return true;
+    // a closed connection is not read again: not `stopped`, which 'drain' would restart
+    if (!closed) stopped = true;
+    return false;
+  };
+  if (!shared || !readShared(socket, onRead)) {
+    shared = false;
+    socket.on('data', onData);
+  }
   socket.on('timeout', onTimeout);
   socket.on('error', onError);
   socket.on('end', onEnd);

@@ -33,6 +33,7 @@ export const MAX_FIELDS = 64;
 export class SimpleRequest {
   #headers: Record<string, string> | undefined;
   constructor(
+    /** the bytes read: possibly the buffer shared by every connection, valid only while scanned */
     readonly buf: Buffer,
     readonly method: 'GET' | 'HEAD',
     /** the origin-form request-target, exactly as sent */
@@ -181,10 +182,10 @@ const VERSION = 'HTTP/1.1';
 
 /**
  * Scan one request head starting at `start`. `maxHead` bounds the head's length: a longer one is
- * `other` (node:http applies its own limit, which is never smaller: see server.ts).
+ * `other` (node:http applies its own limit, which is never smaller: see server.ts). The bytes are
+ * buf[start, len): a read into a larger buffer (src/edge/fast-hit.ts shared reads) passes its end.
  */
-export function scanRequest(buf: Buffer, start: number, maxHead: number): Scan {
-  const len = buf.length;
+export function scanRequest(buf: Buffer, start: number, maxHead: number, len = buf.length): Scan {
   const limit = Math.min(len, start + maxHead);
   let i = start;
   /** the bytes ended before the head did: too long, or wait for more */

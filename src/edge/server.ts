@@ -95,7 +95,10 @@ const h1ConnectionListener = (
 /**
  * Give a connection the fast path read to node:http: the bytes it did not answer go back to the
  * front of the socket's buffer, node:http attaches its parser (which takes the socket's native
- * handle for later reads), and resuming delivers the buffered bytes to that parser first.
+ * handle for later reads: its parser becomes the handle's stream listener, on top of the fast
+ * path's shared-buffer reader), and resuming delivers the buffered bytes to that parser first.
+ * Reads come back to the fast path's reader only when node:http lets the handle go (Upgrade,
+ * CONNECT, a 'data' listener); it then pushes them to the stream (fast-hit.ts serveFast).
  */
 function handOver(socket: net.Socket, rest: Buffer | undefined, attach: () => void): void {
   if (socket.destroyed) return;
@@ -320,6 +323,8 @@ export class Edge {
             h1ConnectionListener.call(server, socket);
             server.emit('clientError', requestTimeoutError(), socket);
           },
+          // an accepted TCP socket: its reads go into the fast path's shared buffer
+          true,
         );
       });
       this.#setupH1(server);
