@@ -237,6 +237,8 @@ test('a visitor that pipelines hits without reading is stopped, then served ever
   const res = parseResponses(data);
   assert.equal(res.length, n);
   for (const x of res) assert.deepEqual(x.body, BIN);
+  // each answer its own id: no queued answer's bytes were patched for a later one
+  assert.equal(new Set(res.map((x) => x.headers['x-request-id'])).size, n, 'unique request ids');
   assert.equal(fastPathAnswers() - answers, n, 'all answered by the fast path');
 });
 

@@ -176,6 +176,8 @@ export interface HitWire {
   size: number;
   slots: Array<'age' | 'id'>;
   date: boolean;
+  /** the HTTP/1.1 fast path's last answer built from this head (src/edge/fast-hit.ts) */
+  answer?: object | undefined;
 }
 
 /** How the handler finishes a response head (X-Request-Id, X-Cache, Via, HSTS). */

@@ -433,6 +433,25 @@ export function hostOf(raw: string): string {
 const COPY_BODY_MAX = 16 * 1024;
 
 /**
+ * The last answer written from a wire, kept to be written again with only the per-request bytes
+ * patched in place (Age, X-Request-Id, Date): no buffer and no copy of the head and body per hit.
+ * Kept only while no write of it is still queued (the socket took it whole: writableLength 0
+ * after the write); a write that queued keeps its buffer, and the next hit builds a new one.
+ */
+interface Answer {
+  buf: Buffer;
+  body: Buffer | undefined;
+  /** where each slot's value starts (wire.slots order), and the lengths they were built with */
+  at: number[];
+  age: string;
+  idLength: number;
+  /** the Date line and connection fields it holds (dateLine() and keepAliveLines() values) */
+  date: Buffer | undefined;
+  dateAt: number;
+  ka: Buffer;
+}
+
+/**
  * Write one answer: the wire's parts with Age and X-Request-Id in their slots, Date when the
  * stored fields have none, node:http's connection fields (`keepAliveTimeout` -1: the
  * connection's last answer, to a request with Connection: close), then the body.
@@ -447,37 +466,75 @@ function writeAnswer(
 ): void {
   const date = wire.date ? undefined : dateLine();
   const ka = keepAliveTimeout < 0 ? CLOSE_LINES : keepAliveLines(keepAliveTimeout);
-  const { parts, slots } = wire;
-  // the slot values are ASCII (digits, base64url): one byte a character
   const idLength = requestIdLength(seq);
-  let size = wire.size + ka.length + (date ? date.length : 0);
-  for (let i = 0; i < slots.length; i++) size += slots[i] === 'age' ? age.length : idLength;
-  const inline = body !== undefined && body.length <= COPY_BODY_MAX;
-  const out = Buffer.allocUnsafe(inline ? size + body.length : size);
-  let off = parts[0]!.copy(out, 0);
-  for (let i = 0; i < slots.length; i++) {
-    off += slots[i] === 'age' ? out.write(age, off, 'latin1') : writeRequestId(out, off, seq);
-    off += parts[i + 1]!.copy(out, off);
-  }
-  if (date) off += date.copy(out, off);
-  off += ka.copy(out, off);
+  const inline = body === undefined || body.length <= COPY_BODY_MAX;
   if (inline) {
-    body.copy(out, off);
-    socket.write(out);
+    let a = wire.answer as Answer | undefined;
+    if (
+      a === undefined ||
+      a.body !== body ||
+      a.ka !== ka ||
+      a.idLength !== idLength ||
+      a.age.length !== age.length ||
+      (a.date === undefined) !== (date === undefined)
+    ) {
+      a = buildAnswer(wire, age, seq, idLength, date, ka, body);
+      wire.answer = a;
+    } else {
+      const { slots } = wire;
+      for (let i = 0; i < slots.length; i++) {
+        if (slots[i] === 'id') writeRequestId(a.buf, a.at[i]!, seq);
+        else if (a.age !== age) a.buf.write(age, a.at[i]!, 'latin1');
+      }
+      a.age = age;
+      if (date !== undefined && a.date !== date) {
+        date.copy(a.buf, a.dateAt);
+        a.date = date;
+      }
+    }
+    socket.write(a.buf);
+    // still queued (a full socket, a corked pipeline): that write owns the buffer now
+    if (socket.writableLength !== 0) wire.answer = undefined;
     return;
   }
-  if (body === undefined) {
-    socket.write(out);
-    return;
-  }
+  const { buf } = buildAnswer(wire, age, seq, idLength, date, ka, undefined);
   socket.cork();
-  socket.write(out);
+  socket.write(buf);
   socket.write(body);
   socket.uncork();
 }
 
 /** node:http's connection field for the last response on a connection, and the head's end */
 const CLOSE_LINES = Buffer.from('Connection: close\r\n\r\n', 'latin1');
+
+/** The answer's bytes: head with the slot values, Date, connection fields, and `body` behind. */
+function buildAnswer(
+  wire: HitWire,
+  age: string,
+  seq: number,
+  idLength: number,
+  date: Buffer | undefined,
+  ka: Buffer,
+  body: Buffer | undefined,
+): Answer {
+  const { parts, slots } = wire;
+  // the slot values are ASCII (digits, base64url): one byte a character
+  let size = wire.size + ka.length + (date ? date.length : 0);
+  for (let i = 0; i < slots.length; i++) size += slots[i] === 'age' ? age.length : idLength;
+  const buf = Buffer.allocUnsafe(body ? size + body.length : size);
+  const at: number[] = [];
+  let off = parts[0]!.copy(buf, 0);
+  for (let i = 0; i < slots.length; i++) {
+    at.push(off);
+    off += slots[i] === 'age' ? buf.write(age, off, 'latin1') : writeRequestId(buf, off, seq);
+    off += parts[i + 1]!.copy(buf, off);
+  }
+  const dateAt = off;
+  if (date) off += date.copy(buf, off);
+  off += ka.copy(buf, off);
+  if (body) body.copy(buf, off);
+  return { buf, body, at, age, idLength, date, dateAt, ka };
+}
 
 let kaSeconds = -1;
 let kaLines = Buffer.alloc(0);
