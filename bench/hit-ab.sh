@@ -6,7 +6,8 @@
 # process (utime+stime from /proc), and the ratio this build / VERGE_B; then the medians. Both run
 # with --trace-gc-nvp: bytes allocated and promoted per request (which load does not move) and
 # GC pause per request.
-#   npm run build && VERGE_B=/path/to/other/checkout [SCHEME=https] N=7 D=4 PORT_BASE=28500 bench/hit-ab.sh
+#   npm run build && VERGE_B=/path/to/other/checkout [SCHEME=https] [VERGE_WORKERS=2] N=7 D=4 PORT_BASE=28500 bench/hit-ab.sh
+# (VERGE_WORKERS=2: CPU of both workers and the supervisor; the GC columns are then empty)
 # PORT_BASE below the ephemeral range (/proc/sys/net/ipv4/ip_local_port_range): a port above it
 # may be the local port of some connection on a busy machine, and the listen then fails.
 set -uo pipefail
@@ -30,7 +31,8 @@ VERGE_NODE_OPTS=--trace-gc-nvp
 source "$here/hit-verge.sh"
 start_verge "$here/.." $((base + 1)) a; ka=$started
 start_verge "$VERGE_B" $((base + 2)) b; kb=$started
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime+stime of the serving process, and of its children (VERGE_WORKERS > 1: the workers)
+cpu() { local p; for p in "$1" $(pgrep -P "$1"); do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{t += $1} END {print t}'; }
 tck=$(getconf CLK_TCK)
 both() { # secs: wrk on both at once
   wrk -t1 -c50 -d"$1s" --latency "$SCHEME://127.0.0.1:$((base + 1))/1k.bin" >"$dir/wa" &

@@ -1,8 +1,8 @@
 # Sourced by bench/hit-gap.sh and bench/hit-ab.sh: start_verge ROOT PORT NAME starts one Verge
 # build serving the 1 KiB HIT cell (one worker, access log off, the origin on $base + 91, the
-# certificate in $dir for SCHEME=https). Reads $dir, $base, $SCHEME and VERGE_NODE_OPTS (node
-# options, e.g. --trace-gc-nvp); appends to the caller's pids array.
-# VERGE_WORKERS (default 1): edge.workers; with more than one, the CPU figures count one worker only.
+# certificate in $dir for SCHEME=https). Reads $dir, $base, $SCHEME, VERGE_NODE_OPTS (node
+# options, e.g. --trace-gc-nvp) and VERGE_WORKERS (edge.workers, default 1; with more, $started
+# is the supervisor and the caller sums its children's CPU); appends to the caller's pids array.
 # start one Verge build (its checkout root) listening on port $2, its config named $3; sets
 # $started to the serving process (the supervisor goes into pids: no command substitution, whose
 # subshell would keep pids+= from reaching cleanup)
@@ -37,4 +37,6 @@ YAML
   pid=$(ss -ltnpH "sport = :$port" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
   [[ -n "$pid" ]] || { echo "verge ($root) did not start:" >&2; cat "$dir/$name.log" >&2; exit 1; }
   started=$pid
+  # several workers: the supervisor (the process started here), whose children serve
+  if [[ ${VERGE_WORKERS:-1} -gt 1 ]]; then started=${pids[-1]}; fi
 }
