@@ -44,7 +44,7 @@ if [[ -n $VERGE_B ]]; then
   start_verge "$VERGE_B" $((base + 2)) vb; vb=$started
   names+=(verge-b); ports+=($((base + 2))); spids+=("$vb")
 fi
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+cpu() { local p; for p in "$1" $(pgrep -P "$1"); do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{t += $1} END {print t}'; }
 tck=$(getconf CLK_TCK)
 cell() {  # name port pid
   local c0 c1 out n rps us p99
