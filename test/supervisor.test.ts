@@ -12,6 +12,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { workerExecArgv } from '../src/cli/supervisor.js';
 import { killAtExit, removeAtExit } from './helpers/children.js';
 import { request } from './helpers/edge.js';
 import { freePort, httpOrigin } from './helpers/origins.js';
@@ -573,7 +574,7 @@ function cmdline(pid: number): string[] {
 
 // docs/deploy.md ("Memory and the young generation"): the operator sizes the serving processes'
 // young generation with NODE_OPTIONS; Verge adds no heap flag of its own (docs/decisions.md).
-test('NODE_OPTIONS reaches the serving process; Verge adds no heap flag of its own', async (t) => {
+test('NODE_OPTIONS reaches the serving process; Verge adds no heap size flag, only --no-memory-reducer', async (t) => {
   const origin = await httpOrigin();
   t.after(() => origin.close());
   const p = await startEdgeProc({
@@ -588,5 +589,19 @@ test('NODE_OPTIONS reaches the serving process; Verge adds no heap flag of its o
     /(^|\0)NODE_OPTIONS=--max-semi-space-size=32(\0|$)/,
   );
   assert.ok(!cmdline(worker).some((a) => /semi.space/.test(a)), cmdline(worker).join(' '));
+  // the one V8 flag Verge does add: no memory reducer in a serving process (supervisor.ts)
+  assert.ok(cmdline(worker).includes('--no-memory-reducer'), cmdline(worker).join(' '));
+  assert.ok(!cmdline(p.pid).includes('--no-memory-reducer'), 'the primary runs as started');
   assert.equal((await request(`http://127.0.0.1:${p.httpPort}/`, { headers: { host: SITE } })).status, 200);
+});
+
+test("workerExecArgv: the primary's node options and --no-memory-reducer, unless the operator chose the reducer", () => {
+  assert.deepEqual(workerExecArgv([]), ['--no-memory-reducer']);
+  assert.deepEqual(workerExecArgv(['--cpu-prof', '--max-old-space-size=512']), [
+    '--cpu-prof',
+    '--max-old-space-size=512',
+    '--no-memory-reducer',
+  ]);
+  assert.deepEqual(workerExecArgv(['--memory-reducer']), ['--memory-reducer']);
+  assert.deepEqual(workerExecArgv(['--no_memory_reducer']), ['--no_memory_reducer']);
 });

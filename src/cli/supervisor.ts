@@ -143,10 +143,28 @@ interface Slot {
   timer: NodeJS.Timeout | undefined;
 }
 
+/**
+ * The node options of a serving process: the primary's own (an operator's --cpu-prof, heap
+ * sizes) and `--no-memory-reducer` unless the operator chose either form of that flag.
+ *
+ * Why: V8's memory reducer shrinks an idle process's heap and then lets it grow back slowly, so
+ * an edge that was idle for a minute met its next burst with a major GC every 50-80 ms over its
+ * whole live heap: a 100 KiB pass-through fell from ~8k to ~3k requests per second and its CPU per
+ * request rose from ~120 to ~400 us until the process was restarted, where the same process
+ * without the reducer stayed at 120-170 us (docs/benchmarks.md "the memory reducer";
+ * docs/decisions.md). An edge keeps its heap, as nginx keeps its buffers. V8 reads the flag when
+ * the heap is set up, so it has to be on the command line: setting it at run time does nothing.
+ */
+export function workerExecArgv(own: readonly string[]): string[] {
+  const chosen = own.some((a) => /^--(no[-_])?memory[-_]reducer$/.test(a));
+  return chosen ? [...own] : [...own, '--no-memory-reducer'];
+}
+
 /** Runs the primary until it is stopped; resolves with the exit status. */
 export async function supervise(opts: SuperviseOptions): Promise<number> {
   const { log } = opts;
   cluster.schedulingPolicy = cluster.SCHED_NONE;
+  cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv) });
   const slotOf = new WeakMap<Worker, Slot>();
   const ready = new WeakSet<Worker>();
   const reports = new WeakMap<Worker, CrashMsg>();
