@@ -149,24 +149,26 @@ export function serveFast(
       socket._read(0);
     }
   };
+  /** The fast path stops reading this connection: its read, timer and drain listeners go. */
+  const stopServing = () => {
+    if (!shared) socket.removeListener('data', onData);
+    socket.removeListener('timeout', onTimeout);
+    socket.removeListener('drain', onDrain);
+    socket.setTimeout(0);
+  };
   const release = (rest: Buffer | undefined) => {
     handedOver = true;
     socket.pause();
-    if (!shared) socket.removeListener('data', onData);
-    socket.removeListener('timeout', onTimeout);
+    stopServing();
     socket.removeListener('error', onError);
     socket.removeListener('end', onEnd);
-    socket.removeListener('drain', onDrain);
-    socket.setTimeout(0);
     handoff(rest);
   };
   /** this connection answered a Connection: close request: nothing more is read or answered */
   let closed = false;
   const close = () => {
     closed = true;
-    if (!shared) socket.removeListener('data', onData);
-    socket.removeListener('timeout', onTimeout);
-    socket.setTimeout(0);
+    stopServing();
     // what node:http does after such a response (destroySoon): end, and close once written
     socket.end();
     if (socket.writableFinished) socket.destroy();
@@ -221,7 +223,6 @@ export function serveFast(
     return socket.writableLength < socket.writableHighWaterMark;
   };
   const onData = (chunk: Buffer) => {
-    if (closed) return;
     if (!serve(chunk, chunk.length, false)) socket.pause();
   };
   const onRead = (n: number, buf: Buffer): boolean => {
@@ -232,8 +233,8 @@ export function serveFast(
     if (handedOver) return socket.push(Buffer.copyBytesFrom(buf, 0, n));
     if (closed) return false;
     if (serve(buf, n, true)) return true;
-    // a closed connection is not read again: not `stopped`, which 'drain' would restart
-    if (!closed) stopped = true;
+    // stopped until 'drain' (a closed connection has no 'drain' listener: it stays stopped)
+    stopped = true;
     return false;
   };
   if (!shared || !readShared(socket, onRead)) {
