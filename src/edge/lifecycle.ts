@@ -101,38 +101,62 @@ export type VisitorRequest = IncomingMessage | Http2ServerRequest;
 export type VisitorResponse = ServerResponse | Http2ServerResponse;
 
 /**
- * The requests in flight, each in a numbered place of one array that only grows to the most ever
- * in flight at once (a freed place is reused). Not a Set: a Set rebuilds its table as its count
- * goes up and down, and a table it leaves behind keeps pointing to its successor (for iterators).
- * Once a left table was in V8's old generation, every scavenge kept all later tables alive, and
- * with them every request that had been in one: at 4 or more concurrent requests Verge promoted
- * about 3.5 KB per pass-through request (0.15 with this), which made its scavenges slow and its
- * old generation fill (docs/benchmarks.md, "Issue 10 item 4: what the pass-through promotes").
+ * Items in numbered places of one array that only grows to the most ever held at once (a freed
+ * place is reused, last freed first); the item's holder keeps its place number. Not a Set or a
+ * Map: those rebuild their table as the count goes up and down, and a table left behind keeps
+ * pointing to its successor (for iterators). Once a left table was in V8's old generation, every
+ * scavenge kept all later tables alive, and with them every item that had been in one: at 4 or
+ * more concurrent requests Verge promoted about 3.5 KB per pass-through request through the
+ * in-flight Set (0.15 with this), and under connection churn the connection Map chained closed
+ * sockets with their parsers, requests and responses (docs/benchmarks.md, "Issue 10 item 4: what
+ * the pass-through promotes" and "connection churn").
  */
-export class InFlightRequests {
-  readonly #slots: (RequestContext | undefined)[] = [];
-  /** free places, reused last freed first */
+class SlotTable<T> {
+  readonly #slots: (T | undefined)[] = [];
   readonly #free: number[] = [];
+
+  /** Put `item` in a free place; returns that place. */
+  place(item: T): number {
+    const i = this.#free.pop() ?? this.#slots.length;
+    if (i === this.#slots.length) this.#slots.push(item);
+    else this.#slots[i] = item;
+    return i;
+  }
+
+  /** whether place `i` holds `item` (-1, another item's place or a freed one: false) */
+  holds(i: number, item: T): boolean {
+    return i >= 0 && this.#slots[i] === item;
+  }
+
+  /** Free place `i`. */
+  vacate(i: number): void {
+    this.#slots[i] = undefined;
+    this.#free.push(i);
+  }
+
+  *[Symbol.iterator](): IterableIterator<T> {
+    for (const item of this.#slots) if (item !== undefined) yield item;
+  }
+}
+
+/** The requests in flight (a SlotTable: each request keeps its place in `inFlightSlot`). */
+export class InFlightRequests {
+  readonly #table = new SlotTable<RequestContext>();
 
   add(ctx: RequestContext): void {
     if (ctx.inFlightSlot >= 0) return;
-    const i = this.#free.pop() ?? this.#slots.length;
-    if (i === this.#slots.length) this.#slots.push(ctx);
-    else this.#slots[i] = ctx;
-    ctx.inFlightSlot = i;
+    ctx.inFlightSlot = this.#table.place(ctx);
   }
 
   /** Remove `ctx`; nothing happens if it is not in flight (already removed, or never added). */
   delete(ctx: RequestContext): void {
-    const i = ctx.inFlightSlot;
-    if (i < 0 || this.#slots[i] !== ctx) return;
-    this.#slots[i] = undefined;
-    this.#free.push(i);
+    if (!this.#table.holds(ctx.inFlightSlot, ctx)) return;
+    this.#table.vacate(ctx.inFlightSlot);
     ctx.inFlightSlot = -1;
   }
 
-  *[Symbol.iterator](): IterableIterator<RequestContext> {
-    for (const ctx of this.#slots) if (ctx !== undefined) yield ctx;
+  [Symbol.iterator](): IterableIterator<RequestContext> {
+    return this.#table[Symbol.iterator]();
   }
 }
 
@@ -154,19 +178,12 @@ interface ConnEntry<S> {
 }
 
 /**
- * The visitor connections of one edge with their drain state (src/edge/server.ts), each in a
- * numbered place of one array that only grows to the most ever open at once (a freed place is
- * reused); a socket finds its place through a symbol property of its own. Not a Map, for the
- * reason InFlightRequests below is not a Set: under connection churn (a new connection per
- * request) a Map fills its table with the holes its deletions leave and then rebuilds it, and the
- * table it leaves behind points to its successor; once a left table was in the old generation,
- * every scavenge kept all later tables alive with every socket that had been in one (and its
- * parser, request and response). Measured: docs/benchmarks.md, "connection churn".
+ * The visitor connections of one edge with their drain state (src/edge/server.ts), in a
+ * SlotTable (not a Map: see SlotTable); a socket finds its place through a symbol property of
+ * its own.
  */
 export class Connections<S extends object = object> {
-  readonly #slots: (ConnEntry<S> | undefined)[] = [];
-  /** free places, reused last freed first */
-  readonly #free: number[] = [];
+  readonly #table = new SlotTable<ConnEntry<S>>();
   #size = 0;
 
   get size(): number {
@@ -177,10 +194,8 @@ export class Connections<S extends object = object> {
   add(socket: S, state: ConnState = { inflight: 0, h2: false }): ConnState {
     const had = this.#entry(socket);
     if (had) return had.state;
-    const i = this.#free.pop() ?? this.#slots.length;
-    const entry: ConnEntry<S> = { socket, state, slot: i };
-    if (i === this.#slots.length) this.#slots.push(entry);
-    else this.#slots[i] = entry;
+    const entry: ConnEntry<S> = { socket, state, slot: -1 };
+    entry.slot = this.#table.place(entry);
     (socket as Record<symbol, unknown>)[CONN_ENTRY] = entry;
     this.#size++;
     return state;
@@ -194,8 +209,7 @@ export class Connections<S extends object = object> {
   delete(socket: S): void {
     const entry = this.#entry(socket);
     if (!entry) return;
-    this.#slots[entry.slot] = undefined;
-    this.#free.push(entry.slot);
+    this.#table.vacate(entry.slot);
     entry.slot = -1;
     this.#size--;
   }
@@ -203,11 +217,11 @@ export class Connections<S extends object = object> {
   /** the socket's entry in this table (not another table's, not a removed one) */
   #entry(socket: S): ConnEntry<S> | undefined {
     const e = (socket as Record<symbol, unknown>)[CONN_ENTRY] as ConnEntry<S> | undefined;
-    return e !== undefined && e.slot >= 0 && this.#slots[e.slot] === e ? e : undefined;
+    return e !== undefined && this.#table.holds(e.slot, e) ? e : undefined;
   }
 
   *[Symbol.iterator](): IterableIterator<[S, ConnState]> {
-    for (const e of this.#slots) if (e !== undefined) yield [e.socket, e.state];
+    for (const e of this.#table) yield [e.socket, e.state];
   }
 }
 
