@@ -11,8 +11,18 @@
  * 9.3.2): the fast answers are written before node:http sees the first byte it has to answer.
  * A request with Connection: close is answered here too, with node:http's `Connection: close`,
  * and the connection is closed after it (RFC 9112 section 9.6), nothing after it read.
+ * A simple request whose handler run would go straight to the pass-through (a cache-off site
+ * without rules: passable()) is given to the handler by this loop, with the request and response
+ * objects of src/edge/fast-pass.ts instead of node:http's; nothing else on the connection is
+ * answered until its response is done.
  */
-import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
+import {
+  type IncomingMessage,
+  type ServerResponse,
+  STATUS_CODES,
+  validateHeaderName,
+  validateHeaderValue,
+} from 'node:http';
 import net from 'node:net';
 // imported, not the global: Node's global `performance` is an accessor, a getter call per read
 import { performance } from 'node:perf_hooks';
@@ -27,6 +37,7 @@ import {
 } from './cache.js';
 import { socketConnInfo } from './conn-info.js';
 import { fastAccess, fastAccessAdmit } from './fast-access.js';
+import { type PassOwner, type PassRequest, RawResponse } from './fast-pass.js';
 import { type SimpleRequest, scanRequest } from './h1-simple.js';
 import { ACME_CHALLENGE_PREFIX, finalHeaders, HEALTH_PATH, normalizeHost, VALID_HOST } from './handler.js';
 import type { EdgeMetrics, Tally } from './metrics.js';
@@ -49,6 +60,11 @@ export interface FastDeps {
   challenge?: ((token: string) => string | undefined) | undefined;
   /** true while the edge drains: every request then goes to node:http (Connection: close) */
   draining(): boolean;
+  /**
+   * The handlers node:http calls (server.ts, with its in-flight tracking), by scheme: with them a
+   * pass-through request is given to the handler by the fast path itself (src/edge/fast-pass.ts)
+   */
+  pass?: Record<'http' | 'https', (req: IncomingMessage, res: ServerResponse) => void> | undefined;
 }
 
 /** The node:http server settings the answers and timers must follow. */
@@ -56,6 +72,10 @@ export interface H1Settings {
   keepAliveTimeout: number;
   headersTimeout: number;
   maxHeaderSize?: number;
+  /** the socket timeout node:http sets on a connection (server.timeout) */
+  timeout?: number;
+  /** node:http's per-connection request limit: connections under one are left to node:http */
+  maxRequestsPerSocket?: number | null;
 }
 
 /**
@@ -129,7 +149,20 @@ export function serveFast(
   /** shared reads: stopped because the visitor does not read its answers */
   let stopped = false;
   const conn = new FastConn(socket, scheme);
+  /**
+   * A pass-through in flight on this connection (src/edge/fast-pass.ts): nothing after it is
+   * answered until it is done (RFC 9112 section 9.3.2: responses in request order); what the
+   * visitor sends meanwhile is kept in `pending` (up to PENDING_MAX, then it is not read).
+   */
+  let passing: RawResponse | undefined;
+  let pending: Buffer | undefined;
   const onTimeout = () => {
+    // node:http, a request in flight: nothing listens for 'timeout' (socketOnTimeout), the
+    // connection is destroyed
+    if (passing !== undefined) {
+      socket.destroy();
+      return;
+    }
     // node:http: a connection that never sent a request head gets 408 after headersTimeout;
     // an idle keep-alive connection is closed after keepAliveTimeout
     if (keptAlive) {
@@ -142,6 +175,10 @@ export function serveFast(
   const onError = () => socket.destroy();
   const onEnd = () => socket.end();
   const onDrain = () => {
+    if (passing !== undefined) {
+      passing.socketDrained();
+      return;
+    }
     if (!shared) socket.resume();
     else if (stopped) {
       stopped = false;
@@ -166,6 +203,64 @@ export function serveFast(
   };
   /** this connection answered a Connection: close request: nothing more is read or answered */
   let closed = false;
+  /** read the visitor again (stopped by backpressure or a full `pending`) */
+  const readAgain = () => {
+    if (!shared) socket.resume();
+    else if (stopped) {
+      stopped = false;
+      socket._read(0);
+    }
+  };
+  const owner: PassOwner = {
+    finished(res, last) {
+      if (passing !== res) return;
+      passing = undefined;
+      // node:http's resOnFinish: the connection's last response closes it (destroySoon), else
+      // the keep-alive timer runs and the next request is answered
+      if (last) {
+        pending = undefined;
+        close();
+        return;
+      }
+      keptAlive = true;
+      socket.setTimeout(server.keepAliveTimeout);
+      // after the response's 'close' (next tick), as node:http's next response comes after it
+      process.nextTick(afterPass);
+    },
+  };
+  const afterPass = () => {
+    if (passing !== undefined || handedOver || closed || socket.destroyed) return;
+    // the visitor ended its side (node:http then ends the connection): nothing more is answered
+    if (!socket.writable) return;
+    const p = pending;
+    pending = undefined;
+    if (p !== undefined && !serve(p, p.length, false)) {
+      if (handedOver || closed) return;
+      stopped = shared;
+      socket.pause();
+      return;
+    }
+    if (!handedOver && !closed) readAgain();
+  };
+  const onClose = () => passing?.socketClosed();
+  let closeListened = false;
+  /** Give `req` to the handler (pass-through, fast-pass.ts); false when it is not one for here. */
+  const pass = (rt: Runtime, req: SimpleRequest): boolean => {
+    const handler = passable(conn, deps, rt, server, req);
+    if (handler === undefined) return false;
+    if (!closeListened) {
+      closeListened = true;
+      socket.on('close', onClose);
+    }
+    const res = new RawResponse(socket, req.method, !req.close, server.keepAliveTimeout, owner);
+    passing = res;
+    passes++;
+    // node:http's socket timeout while a request is in flight: server.timeout on a connection's
+    // first request, none on a kept-alive one (its resetSocketTimeout)
+    socket.setTimeout(keptAlive ? 0 : (server.timeout ?? 0));
+    handler(passRequest(socket, req) as unknown as IncomingMessage, res as unknown as ServerResponse);
+    return true;
+  };
   const close = () => {
     closed = true;
     stopServing();
@@ -183,6 +278,7 @@ export function serveFast(
     const rt = deps.runtime();
     let off = 0;
     let closing = false;
+    let passed = false;
     if (rt.config.edge.fastPath) {
       // a strict subset of node:http's limit (which also counts the request line)
       const maxHead = Math.min(server.maxHeaderSize ?? 16384, rt.config.edge.limits.maxHeaderSize) >> 1;
@@ -195,7 +291,13 @@ export function serveFast(
           socket.cork();
           corked = true;
         }
-        if (!answer(conn, deps, rt, server, r.req)) break;
+        if (!answer(conn, deps, rt, server, r.req)) {
+          if (pass(rt, r.req)) {
+            off = r.req.end;
+            passed = true;
+          }
+          break;
+        }
         off = r.req.end;
         // Connection: close was answered with the connection's last response: nothing after it
         // is read (RFC 9112 section 9.6)
@@ -203,6 +305,12 @@ export function serveFast(
         if (closing) break;
       }
       if (corked) socket.uncork();
+    }
+    if (passed) {
+      // the rest waits for the pass-through's end (owner.finished); reading goes on, so that
+      // the visitor's close or end is seen as node:http sees it
+      if (off < len) pending = Buffer.copyBytesFrom(buf, off, len - off);
+      return passing === undefined || pendingRoom();
     }
     if (closing) {
       close();
@@ -222,7 +330,19 @@ export function serveFast(
     // backpressure: a client that pipelines without reading stops being read
     return socket.writableLength < socket.writableHighWaterMark;
   };
+  /** whether `pending` may grow: a visitor that pipelines more is not read until it is answered */
+  const pendingRoom = () => pending === undefined || pending.length < PENDING_MAX;
+  /** bytes read while a pass-through is in flight: kept for after it */
+  const keep = (buf: Buffer, n: number): boolean => {
+    const b = Buffer.copyBytesFrom(buf, 0, n);
+    pending = pending === undefined ? b : Buffer.concat([pending, b]);
+    return pendingRoom();
+  };
   const onData = (chunk: Buffer) => {
+    if (passing !== undefined) {
+      if (!keep(chunk, chunk.length)) socket.pause();
+      return;
+    }
     if (!serve(chunk, chunk.length, false)) socket.pause();
   };
   const onRead = (n: number, buf: Buffer): boolean => {
@@ -232,6 +352,11 @@ export function serveFast(
     // push's false stops reading until Readable's _read starts it again
     if (handedOver) return socket.push(Buffer.copyBytesFrom(buf, 0, n));
     if (closed) return false;
+    if (passing !== undefined) {
+      if (keep(buf, n)) return true;
+      stopped = true;
+      return false;
+    }
     if (serve(buf, n, true)) return true;
     // stopped until 'drain' (a closed connection has no 'drain' listener: it stays stopped)
     stopped = true;
@@ -246,6 +371,69 @@ export function serveFast(
   socket.on('end', onEnd);
   socket.on('drain', onDrain);
   socket.setTimeout(server.headersTimeout);
+}
+
+/** Most bytes kept from a visitor while its pass-through is in flight (then it is not read). */
+const PENDING_MAX = 64 * 1024;
+
+let passes = 0;
+/** Requests the fast path gave to the handler itself (fast-pass.ts) in this process (tests). */
+export function fastPassRequests(): number {
+  return passes;
+}
+
+/**
+ * The handler for `req` when its run would go straight to the pass-through without the cache
+ * (handler.ts run(): the same checks in the same order, each way out left to node:http), so that
+ * the fast path can give it to the handler with its own request and response (fast-pass.ts):
+ * a site with caching off and no rules of any kind (no access rules, rewrites, header rules,
+ * error pages, cache extras), not an ACME token, not the health path, not a force-HTTPS
+ * redirect, not a draining edge, not a server with a per-connection request limit.
+ */
+function passable(
+  conn: FastConn,
+  deps: FastDeps,
+  rt: Runtime,
+  server: H1Settings,
+  req: SimpleRequest,
+): ((req: IncomingMessage, res: ServerResponse) => void) | undefined {
+  const handler = deps.pass?.[conn.scheme];
+  if (handler === undefined || deps.draining() || server.maxRequestsPerSocket) return undefined;
+  // accept: an invalid Host is the handler's 400 (RFC 9112 section 3.2)
+  const host = hostOf(req.host);
+  if (host === '') return undefined;
+  const path = req.target;
+  if (path.indexOf('#') >= 0) return undefined;
+  if (deps.challenge && conn.scheme === 'http' && path.startsWith(ACME_CHALLENGE_PREFIX)) return undefined;
+  const site = rt.route(host);
+  if (site === undefined || site.cacheRules !== undefined || !site.noRules) return undefined;
+  // RFC 9110 section 15.5.20: another site than the TLS connection's is the handler's 421
+  if (conn.scheme === 'https' && conn.tlsSite(rt)?.name !== site.name) return undefined;
+  if (path === HEALTH_PATH) return undefined;
+  if (conn.scheme === 'http' && site.forceHttps && site.secureContext) return undefined;
+  return handler;
+}
+
+/** What node:http's IncomingMessage would say of `req` (fast-pass.ts PassRequest), read now. */
+function passRequest(socket: net.Socket, req: SimpleRequest): PassRequest {
+  const raw: string[] = [];
+  const { buf, fields } = req;
+  for (let i = 0; i < fields.length; i += 4)
+    raw.push(
+      buf.toString('latin1', fields[i]!, fields[i + 1]!),
+      buf.toString('latin1', fields[i + 2]!, fields[i + 3]!),
+    );
+  return {
+    method: req.method,
+    url: req.target,
+    headers: req.headers,
+    rawHeaders: raw,
+    httpVersion: '1.1',
+    httpVersionMajor: 1,
+    httpVersionMinor: 1,
+    complete: true,
+    socket,
+  };
 }
 
 /** A 'finish' listener that closes its socket (one function for every connection, no closure). */

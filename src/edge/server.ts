@@ -285,6 +285,8 @@ export class Edge {
     this.#fast = fast;
     const httpHandler = this.#track(createHandler(deps, 'http'));
     const httpsHandler = this.#track(createHandler(deps, 'https'));
+    // the fast path gives pass-through requests to the same handlers (src/edge/fast-pass.ts)
+    fast.pass = { http: httpHandler, https: httpsHandler };
     const limits = cfg.edge.limits;
 
     for (const addr of cfg.edge.http.listen) {
