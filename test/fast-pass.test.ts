@@ -128,6 +128,10 @@ function answer(s: net.Socket, head: string): boolean {
       setTimeout(step, 30);
       return true;
     }
+    case 'late':
+      // the head after 300 ms (a drain starts meanwhile)
+      setTimeout(() => w('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n', Buffer.from('late')), 300);
+      return true;
     case 'cut':
       // the origin closes mid-body: the visitor's connection must be aborted, never finished
       s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${n}\r\n\r\n`);
@@ -491,4 +495,34 @@ test('the fast pass-through answers byte for byte as node:http does (HTTPS/1.1 a
   );
   await compareOne(`${get('/cl/100')}${get('/cut/100000')}${get('/cl/5')}`, true, true);
   assert.ok(fastPassRequests() - before >= 20, `the fast pass-through took ${fastPassRequests() - before}`);
+});
+
+test('a drain that starts while a pass-through waits for its head: Connection: close, as node:http says it', async () => {
+  const port = (origin.address() as AddressInfo).port;
+  const answers: string[] = [];
+  for (const fastPath of [true, false]) {
+    const e = await startEdge(
+      [
+        { name: 'p.test', origin: { servers: [{ host: '127.0.0.1', port }] }, cache: { enabled: false } },
+      ] as TestSite[],
+      { fastPath },
+    );
+    try {
+      const before = fastPassRequests();
+      const r0 = received.length;
+      const reply = raw(e.httpPort, get('/late'), { timeoutMs: 5000 });
+      while (!received.slice(r0).some((h) => h.startsWith('GET /late ')))
+        await new Promise((r) => setTimeout(r, 10));
+      const drained = e.edge.drain(5000);
+      const got = await reply;
+      await drained;
+      assert.equal(got.closed, true, 'the connection is closed after the response');
+      answers.push(normalise(got.data));
+      assert.equal(fastPassRequests() - before, fastPath ? 1 : 0);
+    } finally {
+      await e.close();
+    }
+  }
+  assert.match(answers[0]!, /\r\nConnection: close\r\n\r\nlate$/);
+  assert.equal(answers[0], answers[1]);
 });

@@ -252,7 +252,14 @@ export function serveFast(
       closeListened = true;
       socket.on('close', onClose);
     }
-    const res = new RawResponse(socket, req.method, !req.close, server.keepAliveTimeout, owner);
+    const res = new RawResponse(
+      socket,
+      req.method,
+      !req.close,
+      server.keepAliveTimeout,
+      owner,
+      deps.draining,
+    );
     passing = res;
     passes++;
     // node:http's socket timeout while a request is in flight: server.timeout on a connection's

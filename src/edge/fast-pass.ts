@@ -112,6 +112,8 @@ export class RawResponse extends EventEmitter {
     keepAlive: boolean,
     readonly keepAliveTimeout: number,
     readonly owner: PassOwner,
+    /** whether the edge drains (server.ts sets a draining edge's unsent responses to close) */
+    readonly draining: () => boolean,
   ) {
     super();
     this.shouldKeepAlive = keepAlive;
@@ -199,6 +201,9 @@ export class RawResponse extends EventEmitter {
       }
     }
     if (this.sendDate && !date) header += `Date: ${utcDate()}\r\n`;
+    // server.ts drain(): a response whose head is not out yet when the edge starts draining
+    // closes its connection (RFC 9112 section 9.6), as it does to node:http's response
+    if (this.draining()) this.shouldKeepAlive = false;
     if (this.#chunked && (statusCode === 204 || statusCode === 304)) {
       this.#chunked = false;
       this.shouldKeepAlive = false;
