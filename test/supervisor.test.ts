@@ -573,8 +573,8 @@ function cmdline(pid: number): string[] {
 }
 
 // docs/deploy.md ("Memory and the young generation"): the operator sizes the serving processes'
-// young generation with NODE_OPTIONS; Verge adds no heap flag of its own (docs/decisions.md).
-test('NODE_OPTIONS reaches the serving process; Verge adds no heap size flag, only --no-memory-reducer', async (t) => {
+// young generation with NODE_OPTIONS; Verge then adds no semi-space flag of its own (docs/decisions.md).
+test('NODE_OPTIONS reaches the serving process; with a semi-space size there Verge adds none, only --no-memory-reducer', async (t) => {
   const origin = await httpOrigin();
   t.after(() => origin.close());
   const p = await startEdgeProc({
@@ -589,19 +589,40 @@ test('NODE_OPTIONS reaches the serving process; Verge adds no heap size flag, on
     /(^|\0)NODE_OPTIONS=--max-semi-space-size=32(\0|$)/,
   );
   assert.ok(!cmdline(worker).some((a) => /semi.space/.test(a)), cmdline(worker).join(' '));
-  // the one V8 flag Verge does add: no memory reducer in a serving process (supervisor.ts)
+  // no memory reducer in a serving process (supervisor.ts); the young generation's least size
+  // only when the operator set none (here NODE_OPTIONS did)
   assert.ok(cmdline(worker).includes('--no-memory-reducer'), cmdline(worker).join(' '));
   assert.ok(!cmdline(p.pid).includes('--no-memory-reducer'), 'the primary runs as started');
   assert.equal((await request(`http://127.0.0.1:${p.httpPort}/`, { headers: { host: SITE } })).status, 200);
 });
 
-test("workerExecArgv: the primary's node options and --no-memory-reducer, unless the operator chose the reducer", () => {
-  assert.deepEqual(workerExecArgv([]), ['--no-memory-reducer']);
+test('a serving process started as users start it keeps a 16 MB least semi-space (no shrunken nursery after an idle period)', async (t) => {
+  const { p } = await fileModeEdge(t);
+  const worker = Number(listening(p)[0]!['workerPid']);
+  assert.ok(cmdline(worker).includes('--min-semi-space-size=16'), cmdline(worker).join(' '));
+  assert.ok(!cmdline(p.pid).some((a) => /semi.space/.test(a)), 'the primary runs as started');
+});
+
+test("workerExecArgv: the primary's node options, --no-memory-reducer and a 16 MB least semi-space, unless the operator chose", () => {
+  const semi = '--min-semi-space-size=16';
+  assert.deepEqual(workerExecArgv([]), ['--no-memory-reducer', semi]);
   assert.deepEqual(workerExecArgv(['--cpu-prof', '--max-old-space-size=512']), [
     '--cpu-prof',
     '--max-old-space-size=512',
     '--no-memory-reducer',
+    semi,
   ]);
-  assert.deepEqual(workerExecArgv(['--memory-reducer']), ['--memory-reducer']);
-  assert.deepEqual(workerExecArgv(['--no_memory_reducer']), ['--no_memory_reducer']);
+  assert.deepEqual(workerExecArgv(['--memory-reducer']), ['--memory-reducer', semi]);
+  assert.deepEqual(workerExecArgv(['--no_memory_reducer']), ['--no_memory_reducer', semi]);
+  // a semi-space size of the operator's, on the command line or in NODE_OPTIONS, is theirs
+  assert.deepEqual(workerExecArgv(['--max-semi-space-size=8']), [
+    '--max-semi-space-size=8',
+    '--no-memory-reducer',
+  ]);
+  assert.deepEqual(workerExecArgv(['--min_semi_space_size=4']), [
+    '--min_semi_space_size=4',
+    '--no-memory-reducer',
+  ]);
+  assert.deepEqual(workerExecArgv([], '--max-semi-space-size=64 --trace-gc'), ['--no-memory-reducer']);
+  assert.deepEqual(workerExecArgv([], '--trace-gc'), ['--no-memory-reducer', semi]);
 });

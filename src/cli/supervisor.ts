@@ -144,10 +144,24 @@ interface Slot {
 }
 
 /**
+ * The young generation's least semi-space, MB: V8's default largest on 64-bit (16), so that the
+ * nursery stays the size a busy edge grows it to (docs/decisions.md "The serving processes keep
+ * their young generation through an idle period").
+ */
+export const MIN_SEMI_SPACE_MB = 16;
+
+/**
  * The node options of a serving process: the primary's own (an operator's --cpu-prof, heap
- * sizes) and `--no-memory-reducer` unless the operator chose either form of that flag.
+ * sizes), `--no-memory-reducer` unless the operator chose either form of that flag, and
+ * `--min-semi-space-size=16` unless the operator set a semi-space size (either bound).
  *
- * Why: V8's memory reducer shrinks an idle process's heap and then lets it grow back slowly, so
+ * Why the semi-space: after a few seconds without load V8 shrinks the young generation to its
+ * least size (1 MB semi-spaces; the memory reducer being off does not stop this), and grows it
+ * back only over seconds of the next burst: meanwhile a scavenge every 3-7 ms instead of every
+ * 35-40 ms, the streams and requests in flight caught by two scavenges promoted, and the old
+ * generation mark-compacted every second (`--trace-gc`, docs/benchmarks.md, branch `h2`).
+ *
+ * Why no memory reducer: V8's memory reducer shrinks an idle process's heap and then lets it grow back slowly, so
  * an edge that was idle for a minute met its next burst with a major GC every 50-80 ms over its
  * whole live heap: a 100 KiB pass-through fell from ~8k to ~3k requests per second and its CPU per
  * request rose from ~120 to ~400 us until the process was restarted, where the same process
@@ -155,16 +169,22 @@ interface Slot {
  * docs/decisions.md). An edge keeps its heap, as nginx keeps its buffers. V8 reads the flag when
  * the heap is set up, so it has to be on the command line: setting it at run time does nothing.
  */
-export function workerExecArgv(own: readonly string[]): string[] {
-  const chosen = own.some((a) => /^--(no[-_])?memory[-_]reducer$/.test(a));
-  return chosen ? [...own] : [...own, '--no-memory-reducer'];
+export function workerExecArgv(own: readonly string[], nodeOptions = ''): string[] {
+  const out = [...own];
+  if (!own.some((a) => /^--(no[-_])?memory[-_]reducer$/.test(a))) out.push('--no-memory-reducer');
+  // NODE_OPTIONS reaches the serving process too (docs/deploy.md): a size set there is kept, and
+  // a least size above the operator's largest is not added
+  const semi = /^--(min|max)[-_]semi[-_]space[-_]size(=|$)/;
+  if (!own.some((a) => semi.test(a)) && !nodeOptions.split(/\s+/).some((a) => semi.test(a)))
+    out.push(`--min-semi-space-size=${MIN_SEMI_SPACE_MB}`);
+  return out;
 }
 
 /** Runs the primary until it is stopped; resolves with the exit status. */
 export async function supervise(opts: SuperviseOptions): Promise<number> {
   const { log } = opts;
   cluster.schedulingPolicy = cluster.SCHED_NONE;
-  cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv) });
+  cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv, process.env['NODE_OPTIONS']) });
   const slotOf = new WeakMap<Worker, Slot>();
   const ready = new WeakSet<Worker>();
   const reports = new WeakMap<Worker, CrashMsg>();
