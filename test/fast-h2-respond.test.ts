@@ -193,3 +193,64 @@ test('a second respond on an answered stream throws as respond() does', async ()
     s2.close();
   }
 });
+
+test('a field named in http2.sensitiveHeaders goes out never indexed, direct and fallback alike', async () => {
+  // RFC 7541 section 6.2.3: the visitor's decoder adds no never-indexed field to its dynamic
+  // table, so 150 distinct ids leave its size where the stable fields put it; indexed, they
+  // would fill its 4096 bytes
+  const fields = {
+    'content-type': 'text/plain',
+    'content-length': String(BODY.length),
+    'cache-control': 'public, max-age=60',
+    age: '',
+    'x-request-id': '',
+    ':status': 200,
+    [http2.sensitiveHeaders]: ['x-request-id'],
+  };
+  const h = buildH2Head(fields);
+  const cert = await leafFor(['a.test']);
+  const s2 = http2.createSecureServer({ key: cert.keyPem, cert: cert.certPem });
+  let k = 0;
+  s2.on('stream', (stream) => {
+    stream.on('error', () => undefined);
+    k++;
+    respondHead(stream, h, '1', `never-indexed-request-id-${k}`, false);
+    stream.end(BODY);
+  });
+  await new Promise<void>((r) => s2.listen(0, '127.0.0.1', r));
+  try {
+    for (const fallback of [false, true]) {
+      forceH2Fallback(fallback);
+      const session = http2.connect(`https://127.0.0.1:${(s2.address() as AddressInfo).port}`, {
+        ca,
+        servername: 'a.test',
+      });
+      session.on('error', () => undefined);
+      try {
+        const first = await get(session);
+        const small = session.state.inflateDynamicTableSize ?? -1;
+        assert.ok(small > 0, 'the stable fields are indexed');
+        const ids = new Set<string>([first.fields.find(([n]) => n === 'x-request-id')?.[1] ?? '']);
+        for (let i = 0; i < 150; i++) {
+          const g = await get(session);
+          assert.equal(g.body, BODY);
+          ids.add(g.fields.find(([n]) => n === 'x-request-id')?.[1] ?? '');
+        }
+        assert.equal(ids.size, 151, 'each stream its own id');
+        for (const id of ids) assert.match(id, /^never-indexed-request-id-\d+$/);
+        // Date may change once a second: one more entry of 65 bytes each time
+        const size = session.state.inflateDynamicTableSize ?? -1;
+        assert.ok(
+          size < small + 1024,
+          `${fallback ? 'fallback' : 'direct'}: decoder table ${small} -> ${size}`,
+        );
+        if (!fallback) assert.equal(h2DirectActive(), true);
+      } finally {
+        session.close();
+      }
+    }
+  } finally {
+    forceH2Fallback(false);
+    s2.close();
+  }
+});

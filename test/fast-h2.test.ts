@@ -542,3 +542,36 @@ test('an entry purged or replaced gets a new prebuilt head', async () => {
     s.close();
   }
 });
+
+test('X-Request-Id goes out never indexed: exact on every stream, and the HPACK table keeps the stable fields', async () => {
+  // RFC 7541 section 6.2.3: a field sent "never indexed" is not added to the decoder's dynamic
+  // table. Indexed (nghttp2's default) each response's new id would take a table slot of about
+  // 60 bytes: after some 70 hits the visitor's 4 KiB table would be full of ids
+  const s = connect(fastEdge, 'a.test');
+  try {
+    await send(s, { path: '/bin?hpack=1' });
+    const before = fastH2Answers();
+    const ids: string[] = [];
+    // in batches of 20 streams: the table after each batch, on the visitor's (decoder's) side
+    const sizes: number[] = [];
+    for (let batch = 0; batch < 10; batch++) {
+      const all = await Promise.all(Array.from({ length: 20 }, () => send(s, { path: '/bin?hpack=1' })));
+      for (const a of all) {
+        assert.equal(a.status, 200);
+        assert.equal(xcache(a), 'HIT');
+        assert.deepEqual(a.body, BIN);
+        ids.push(field(a, 'x-request-id') ?? '');
+      }
+      sizes.push(s.state.inflateDynamicTableSize ?? -1);
+    }
+    assert.equal(fastH2Answers() - before, 200);
+    assert.equal(new Set(ids).size, 200, 'one request id per stream');
+    // each id exactly as the access record has it
+    for (const id of ids) assert.equal((await fastEdge.record(id))['id'], id);
+    // the stable fields (about 700 bytes with their 32-byte overheads), plus a Date or an Age
+    // value each second the test takes: far from the 4096 bytes 200 indexed ids would fill
+    for (const size of sizes) assert.ok(size > 0 && size < 2048, `decoder table ${size} bytes (${sizes})`);
+  } finally {
+    s.close();
+  }
+});

@@ -39,6 +39,11 @@ const HEADERS_SENT = 0x4;
 /** mapToHeaders()'s separator and its flags for an ordinary field (NGHTTP2_NV_FLAG_NONE) */
 const NUL = '\0';
 const NO_FLAGS = String.fromCharCode(constants['NGHTTP2_NV_FLAG_NONE'] ?? 0);
+/**
+ * mapToHeaders()'s flags for a field named in the fields' `http2.sensitiveHeaders` list
+ * (NGHTTP2_NV_FLAG_NO_INDEX: HPACK "literal never indexed", RFC 7541 section 6.2.3)
+ */
+const NEVER_INDEX = String.fromCharCode(constants['NGHTTP2_NV_FLAG_NO_INDEX'] ?? 1);
 
 /** The changing fields, set per response. */
 export type Slot = 'age' | 'x-request-id' | 'date';
@@ -68,6 +73,10 @@ export interface H2Head {
 /** The head for `fields` (names lower-case tokens, values visible ASCII, `:status` among them). */
 export function buildH2Head(fields: OutgoingHttpHeaders): H2Head {
   const ownDate = fields['date'] !== undefined;
+  // the never-indexed names, as mapToHeaders() reads them (lower-cased)
+  const sensitive = (fields as Record<symbol, unknown>)[http2.sensitiveHeaders];
+  const neverIndex = Array.isArray(sensitive) ? sensitive.map((v) => String(v).toLowerCase()) : [];
+  const flagsOf = (key: string): string => (neverIndex.includes(key) ? NEVER_INDEX : NO_FLAGS);
   const keys = Object.keys(fields);
   if (!ownDate) keys.push('date');
   const status = Number(fields[':status']) | 0 || 200;
@@ -79,14 +88,14 @@ export function buildH2Head(fields: OutgoingHttpHeaders): H2Head {
   let prebuilt = true;
   for (const key of keys) {
     if (key === ':status') {
-      pseudo = `:status${NUL}${status}${NUL}${NO_FLAGS}`;
+      pseudo = `:status${NUL}${status}${NUL}${flagsOf(key)}`;
       count++;
       continue;
     }
     if (key === 'age' || key === 'x-request-id' || (key === 'date' && !ownDate)) {
       parts.push(`${cur}${key}${NUL}`);
       slots.push(key);
-      cur = `${NUL}${NO_FLAGS}`;
+      cur = `${NUL}${flagsOf(key)}`;
       count++;
       continue;
     }
@@ -100,7 +109,7 @@ export function buildH2Head(fields: OutgoingHttpHeaders): H2Head {
       }
       v = v[0];
     }
-    cur += `${key}${NUL}${String(v)}${NUL}${NO_FLAGS}`;
+    cur += `${key}${NUL}${String(v)}${NUL}${flagsOf(key)}`;
     count++;
   }
   parts.push(cur);
@@ -284,7 +293,7 @@ function sendDirect(
             : k === 'date' && !h.ownDate
               ? date
               : f[k];
-  // processHeaders() copies the never-index list too (none here: undefined, as respond() leaves it)
+  // processHeaders() copies the never-index list too (fast-h2.ts names X-Request-Id in it)
   sent[http2.sensitiveHeaders] = (f as Record<symbol, unknown>)[http2.sensitiveHeaders];
   s[d.sent] = sent;
   (s[d.state] as { flags: number }).flags |= HEADERS_SENT;
