@@ -26,6 +26,9 @@
 #   N=5 REQS=200000 PORT_BASE=38500 [H2_CONNS=50 H2_STREAMS=10] [CELLS="h2 fast slow"]
 #   [BASE=/tmp/main-build] [PROFILE=1 TOP=10] bench/h2-gap.sh
 # The shared harness's load: H2_CONNS=10 H2_STREAMS=5 CELLS="ceil fast base" BASE=...
+# and its pattern: DUR=4 (each cell `h2load -D 4 --warm-up-time=1` instead of -n $REQS, the CPU
+# read over the measured 4 s only) and IDLE=S (S seconds with no load before each cell, as the
+# harness leaves each process idle while it measures the other servers' cells)
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 N=${N:-5}; REQS=${REQS:-200000}; base=${PORT_BASE:-38500}; TOP=${TOP:-10}
@@ -89,7 +92,8 @@ start() {  # name http-port https-port fastPath dist-root
   port[$1]=$3; pidof[$1]=$pid
 }
 verges=()
-has fast && { start fast $((base + 1)) $((base + 2)) true "$here/.."; verges+=(fast); }
+# FAST=<dir with dist/ and node_modules/>: the `fast` cell from another build than this tree's
+has fast && { start fast $((base + 1)) $((base + 2)) true "${FAST:-$here/..}"; verges+=(fast); }
 has slow && { start slow $((base + 3)) $((base + 4)) false "$here/.."; verges+=(slow); }
 if has base; then
   [[ -f "${BASE:-}/dist/src/cli/main.js" ]] || { echo "cell base needs BASE=<dir with dist/ and node_modules/>"; exit 1; }
@@ -97,7 +101,14 @@ if has base; then
 fi
 for c in "${cells[@]}"; do [[ -n "${port[$c]:-}" ]] || { echo "unknown cell $c"; exit 1; }; wait_up "${port[$c]}"; done
 # each request's latency (h2load --log-file, as the shared harness runs it): the p99 column
-load() { timeout 20 h2load -n "$REQS" -c"$C" -m"$M" -t1 --log-file="$dir/reqlog" "https://127.0.0.1:$1/1k.bin"; }
+DUR=${DUR:-}; IDLE=${IDLE:-0}; WARM=1
+load() {
+  if [[ -n "$DUR" ]]; then
+    timeout 30 h2load -D "$DUR" --warm-up-time="$WARM" -c"$C" -m"$M" -t1 --log-file="$dir/reqlog" "https://127.0.0.1:$1/1k.bin"
+  else
+    timeout 20 h2load -n "$REQS" -c"$C" -m"$M" -t1 --log-file="$dir/reqlog" "https://127.0.0.1:$1/1k.bin"
+  fi
+}
 p99() { awk '{print $3}' "$dir/reqlog" | sort -n | awk '{a[NR] = $1} END {if (NR) printf "%.2f", a[int(NR * 0.99)] / 1000; else print 0}'; }
 if [[ "${PROFILE:-0}" == 1 ]]; then
   for v in "${verges[@]}"; do
@@ -123,9 +134,21 @@ cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 tck=$(getconf CLK_TCK)
 cell() {  # name port pid
   local c0 c1 out n rps us hb lat
-  c0=$(cpu "$3")
-  out=$(load "$2")
-  c1=$(cpu "$3")
+  ((IDLE > 0)) && sleep "$IDLE"
+  if [[ -n "$DUR" ]]; then
+    # the CPU over the measured seconds only (h2load counts no request of its warm-up)
+    load "$2" >"$dir/out" &
+    local lp=$!
+    sleep "$WARM"
+    c0=$(cpu "$3")
+    wait "$lp"
+    c1=$(cpu "$3")
+    out=$(cat "$dir/out")
+  else
+    c0=$(cpu "$3")
+    out=$(load "$2")
+    c1=$(cpu "$3")
+  fi
   n=$(awk '/^requests:/{print $8}' <<<"$out")
   rps=$(awk '/^finished in/{gsub(",", "", $4); printf "%.0f", $4}' <<<"$out")
   if [[ -z "$n" || "$n" == 0 ]]; then echo " $1: h2load failed: $out"; return; fi
