@@ -158,16 +158,17 @@ export const MIN_SEMI_SPACE_MB = 16;
  * Why the semi-space: after a few seconds without load V8 shrinks the young generation to its
  * least size (1 MB semi-spaces; the memory reducer being off does not stop this), and grows it
  * back only over seconds of the next burst: meanwhile a scavenge every 3-7 ms instead of every
- * 35-40 ms, the streams and requests in flight caught by two scavenges promoted, and the old
+ * 35-55 ms, the streams and requests in flight caught by two scavenges promoted, and the old
  * generation mark-compacted every second (`--trace-gc`, docs/benchmarks.md, branch `h2`).
  *
- * Why no memory reducer: V8's memory reducer shrinks an idle process's heap and then lets it grow back slowly, so
- * an edge that was idle for a minute met its next burst with a major GC every 50-80 ms over its
- * whole live heap: a 100 KiB pass-through fell from ~8k to ~3k requests per second and its CPU per
- * request rose from ~120 to ~400 us until the process was restarted, where the same process
- * without the reducer stayed at 120-170 us (docs/benchmarks.md "the memory reducer";
- * docs/decisions.md). An edge keeps its heap, as nginx keeps its buffers. V8 reads the flag when
- * the heap is set up, so it has to be on the command line: setting it at run time does nothing.
+ * Why no memory reducer: V8's memory reducer shrinks an idle process's heap and then lets it grow
+ * back slowly, so an edge that was idle for a minute met its next burst with a major GC every
+ * 50-80 ms over its whole live heap: a 100 KiB pass-through fell from ~8k to ~3k requests per
+ * second and its CPU per request rose from ~120 to ~400 us until the process was restarted, where
+ * the same process without the reducer stayed at 120-170 us (docs/benchmarks.md "the memory
+ * reducer"; docs/decisions.md). An edge keeps its heap, as nginx keeps its buffers. V8 reads these
+ * flags when the heap is set up, so they have to be on the command line: setting them at run time
+ * does nothing.
  */
 export function workerExecArgv(own: readonly string[], nodeOptions = ''): string[] {
   const out = [...own];

@@ -117,10 +117,11 @@ function h2Head(t: HitTemplate, status: number): H2Head | null {
   if (h === undefined) {
     const fields: OutgoingHttpHeaders = { ...t.headers, age: '', 'x-request-id': '', ':status': status };
     // X-Request-Id is new in every response: HPACK-indexed (nghttp2's default, RFC 7541 section
-    // 6.2.1) each one would take a slot of the connection's 4 KiB dynamic table and, some 60
+    // 6.2.1) each one would take a slot of the connection's 4 KiB dynamic table and, some 70
     // responses later, push out the entry's stable fields, which then go out as literals again;
     // never indexed (section 6.2.3; node exposes no "without indexing") it costs its literal
-    // bytes and no table work. Age and Date change at most once a second and stay indexed.
+    // bytes and no table work. nghttp2 never indexes Age itself; Date changes once a second and
+    // stays indexed.
     (fields as Record<symbol, unknown>)[http2.sensitiveHeaders] = ['x-request-id'];
     h = checkFields(t, status) ? buildH2Head(fields) : null;
     h2Heads.set(t, h);
