@@ -5,21 +5,22 @@
 #   http   dist/bench/hit-ceiling.js: node:http's fixed response, the same 12 fields (also the origin)
 #   verge  Verge, one process, access log off, the object already cached (a fast-path HIT)
 #   verge-b  with VERGE_B=/other/checkout: that checkout's build, the same way (an A/B)
+#   net-u  with NETU=1: the bare loop reading into one shared buffer (net-ceiling.ts SHARED=1)
 # SCHEME=https: the same over TLS (HTTP/1.1 by ALPN, a P-256 certificate made here): `net` is
 # then the bare `tls` loop, `http` node:https's fixed response, Verge's HTTPS port.
 # Prints each cell (req/s, the server's CPU per request, utime+stime from /proc, and wrk's p99)
 # and then the medians (p99 too: the bare loop's p99 under the same load says how much of a tail
 # is queueing in one thread) and the ratios verge/net, verge/http, http/net; on a shared machine only ratios within
 # one run mean anything. Every process started here is stopped by its PID.
-#   N=3 D=5 PORT_BASE=38300 [SCHEME=https] [VERGE_B=/path/to/checkout] bench/hit-gap.sh
+#   N=3 D=5 PORT_BASE=38300 [SCHEME=https] [VERGE_B=/path/to/checkout] [NETU=1] bench/hit-gap.sh
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-N=${N:-3}; D=${D:-5}; base=${PORT_BASE:-38300}; SCHEME=${SCHEME:-http}; VERGE_B=${VERGE_B:-}
+N=${N:-3}; D=${D:-5}; base=${PORT_BASE:-38300}; SCHEME=${SCHEME:-http}; VERGE_B=${VERGE_B:-}; NETU=${NETU:-}
 dir="$(mktemp -d -t verge-gap.XXXXXX)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$dir"; }
 trap cleanup EXIT
-for p in $((base + 1)) $((base + 2)) $((base + 91)) $((base + 92)) $((base + 93)); do
+for p in $((base + 1)) $((base + 2)) $((base + 91)) $((base + 92)) $((base + 93)) $((base + 94)); do
   if [[ -n $(ss -ltnH "sport = :$p") ]]; then echo "port $p is in use: choose another PORT_BASE" >&2; exit 1; fi
 done
 tlsenv=()
@@ -43,6 +44,11 @@ names=(net http verge); ports=($((base + 92)) "$httpport" $((base + 1))); spids=
 if [[ -n $VERGE_B ]]; then
   start_verge "$VERGE_B" $((base + 2)) vb; vb=$started
   names+=(verge-b); ports+=($((base + 2))); spids+=("$vb")
+fi
+if [[ -n $NETU ]]; then
+  env "${tlsenv[@]}" SHARED=1 PORT=$((base + 94)) node "$here/../dist/bench/net-ceiling.js" & pids+=($!)
+  names+=(net-u); ports+=($((base + 94))); spids+=("$!")
+  sleep 0.5
 fi
 cpu() { local p; for p in "$1" $(pgrep -P "$1"); do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{t += $1} END {print t}'; }
 tck=$(getconf CLK_TCK)
@@ -84,11 +90,15 @@ awk '
     for (k in r) { mr[k] = med(r[k]); mu[k] = med(u[k]); mq[k] = med(q[k]) }
     printf "median req/s: net %d, http %d, verge %d", mr["net"], mr["http"], mr["verge"]
     if ("verge-b" in r) printf ", verge-b %d", mr["verge-b"]
+    if ("net-u" in r) printf ", net-u %d", mr["net-u"]
     printf "\nmedian us/req: net %.1f, http %.1f, verge %.1f", mu["net"], mu["http"], mu["verge"]
     if ("verge-b" in r) printf ", verge-b %.1f", mu["verge-b"]
+    if ("net-u" in r) printf ", net-u %.1f", mu["net-u"]
     printf "\nmedian p99 ms: net %.2f, http %.2f, verge %.2f", mq["net"], mq["http"], mq["verge"]
     if ("verge-b" in r) printf ", verge-b %.2f", mq["verge-b"]
+    if ("net-u" in r) printf ", net-u %.2f", mq["net-u"]
     printf "\nreq/s ratios: verge/net %.2f, verge/http %.2f, http/net %.2f\n", mr["verge"] / mr["net"], mr["verge"] / mr["http"], mr["http"] / mr["net"]
     printf "CPU/req ratios: verge/net %.2f, verge/http %.2f, http/net %.2f\n", mu["verge"] / mu["net"], mu["verge"] / mu["http"], mu["http"] / mu["net"]
     if ("verge-b" in r) printf "verge vs verge-b: req/s %.2f, CPU/req %.2f\n", mr["verge"] / mr["verge-b"], mu["verge"] / mu["verge-b"]
+    if ("net-u" in r) printf "CPU/req net-u/net %.2f, verge/net-u %.2f\n", mu["net-u"] / mu["net"], mu["verge"] / mu["net-u"]
   }' "$dir/cells"

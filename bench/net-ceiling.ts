@@ -6,6 +6,10 @@
 // the bare `tls` loop instead: the same answer over a TLS socket (HTTP/1.1 by ALPN), the ceiling
 // for the HTTPS hit (SCHEME=https in bench/hit-gap.sh). BODY_BYTES (default 1024) sets the body's
 // size (bench/tails.sh runs it at 100 KiB too: the least one event loop's queue adds to latency).
+// SHARED=1: every connection reads into one shared 64 KiB buffer (net.Socket's kBuffer/kBufferCb
+// and the handle's useUserBuffer, what src/edge/fast-hit.ts readShared does) instead of a Buffer
+// and a 'data' event per read; on TLS the TLSWrap's cleartext reads (switched at
+// 'secureConnection'). Exits if this Node cannot.
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -22,8 +26,34 @@ const head =
 const response = Buffer.concat([Buffer.from(head, 'latin1'), Buffer.alloc(bodyBytes, 'a')]);
 const END = Buffer.from('\r\n\r\n');
 
+const SHARED = Buffer.allocUnsafe(64 * 1024);
+const syms = new Map(Object.getOwnPropertySymbols(new net.Socket()).map((s) => [s.description, s]));
+const shared = (socket: net.Socket): void => {
+  const handle = (socket as unknown as { _handle: { useUserBuffer?(b: Buffer): void } })._handle;
+  const kBuffer = syms.get('kBuffer');
+  const kBufferCb = syms.get('kBufferCb');
+  if (!kBuffer || !kBufferCb || typeof handle.useUserBuffer !== 'function') {
+    console.error('no user-buffer reads on this socket');
+    process.exit(1);
+  }
+  const fields = socket as unknown as Record<symbol, unknown>;
+  fields[kBuffer] = SHARED;
+  fields[kBufferCb] = function netCeilingUserRead(n: number, buf: Buffer): boolean {
+    // the buffer holds stale bytes past n: scan [0, n) only
+    for (let i = 3; i < n; i++) {
+      if (buf[i] === 10 && buf[i - 1] === 13 && buf[i - 2] === 10 && buf[i - 3] === 13)
+        socket.write(response);
+    }
+    return true;
+  };
+  handle.useUserBuffer(SHARED);
+};
 const serve = (socket: net.Socket) => {
   socket.on('error', () => socket.destroy());
+  if (process.env['SHARED']) {
+    shared(socket);
+    return;
+  }
   // wrk sends each head in one read: one answer per blank line found
   socket.on('data', function netCeilingRead(chunk: Buffer) {
     for (let at = chunk.indexOf(END); at >= 0; at = chunk.indexOf(END, at + 4)) socket.write(response);

@@ -369,8 +369,12 @@ export function serveFast(
     stopped = true;
     return false;
   };
+  // bytes the stream already holds (a TLS socket's cleartext pushed before 'secure' was handled,
+  // as when a 'newSession' listener delays it): read out before any shared read, and served first
+  const early = shared && socket.readableLength > 0 ? (socket.read() as Buffer | null) : null;
   if (!shared || !readShared(socket, onRead)) {
     shared = false;
+    if (early) socket.unshift(early);
     socket.on('data', onData);
   }
   socket.on('timeout', onTimeout);
@@ -378,6 +382,12 @@ export function serveFast(
   socket.on('end', onEnd);
   socket.on('drain', onDrain);
   socket.setTimeout(server.headersTimeout);
+  if (shared && early && !serve(early, early.length, false)) {
+    // the visitor does not read: stop reading the socket (net.Socket's pause() stops a
+    // user-buffer socket's handle) until 'drain'
+    stopped = true;
+    socket.pause();
+  }
 }
 
 /** Most bytes kept from a visitor while its pass-through is in flight (then it is not read). */

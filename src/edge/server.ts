@@ -756,6 +756,10 @@ export class Edge {
           server.emit('secureConnection', t);
           h1.emit('clientError', requestTimeoutError(), t);
         },
+        // the TLS socket's cleartext reads go into the fast path's shared buffer too (switched
+        // here, in 'secure': cleartext decrypted in the same pass as the handshake's end comes
+        // after this handler, into the shared buffer; fast-hit.ts serveFast)
+        true,
       );
     });
     const onTlsError = (err: NodeJS.ErrnoException) => {
