@@ -225,6 +225,44 @@ test('TLS sockets read into the shared buffer on this Node (fails if an upgrade 
   assert.equal(fastPathAnswers(), answers + 2, 'both requests were fast path answers');
 });
 
+test("a TLS socket's handle is done with a written buffer when write() returns (answers are patched in place after it)", async () => {
+  // src/edge/fast-hit.ts FastConn.copiesWrites: the fast path writes the same answer buffer again
+  // (Age, X-Request-Id, Date patched in) once a write of it went straight to a TLS socket's
+  // handle, because TLSWrap encrypts it inside write(). Overwrite the buffer at once and the
+  // visitor must still get what was written: 1 KiB, and 4 MiB (more than the kernel takes at
+  // once, so the records wait in TLSWrap's own memory). Fails if a Node upgrade keeps pointing
+  // into the caller's buffer (a TCP socket's handle does, for the part the kernel did not take).
+  const leaf = await leafFor('pin.test');
+  for (const size of [1024, 4 * 1024 * 1024]) {
+    const sent = Buffer.alloc(size);
+    for (let i = 0; i < size; i += 4) sent.writeUInt32BE(i, i);
+    const expected = Buffer.from(sent);
+    const server = tls.createServer({ cert: leaf.certPem, key: leaf.keyPem }, (t) => {
+      assert.equal(t.writableLength, 0);
+      t.write(sent);
+      sent.fill(0x78);
+      t.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const got = await new Promise<Buffer>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      const c = tls.connect({
+        host: '127.0.0.1',
+        port: (server.address() as AddressInfo).port,
+        servername: 'pin.test',
+        ca: ca.certPem,
+      });
+      c.on('data', (d: Buffer) => chunks.push(d));
+      c.on('end', () => resolve(Buffer.concat(chunks)));
+      c.on('error', reject);
+    });
+    server.close();
+    assert.equal(got.length, size);
+    assert.ok(got.equals(expected), `${size} bytes arrived as written`);
+    sent.set(expected);
+  }
+});
+
 test('a request in the same TCP write as the client Finished (TLS 1.3): answered by the fast path, the same bytes as node:http', async () => {
   const answers = fastPathAnswers();
   const payload = `${get('/bin')}${get('/miss13')}${closing()}`;

@@ -26,6 +26,7 @@ import {
 import net from 'node:net';
 // imported, not the global: Node's global `performance` is an accessor, a getter call per read
 import { performance } from 'node:perf_hooks';
+import tls from 'node:tls';
 import type { HeaderMap } from '../cache/headers.js';
 import type { AccessLog } from '../core/log.js';
 import {
@@ -467,10 +468,19 @@ class FastConn {
   #peer: string | undefined;
   #tlsRt: Runtime | undefined;
   #tlsSite: CompiledSite | undefined;
+  /**
+   * A write that reaches this socket's handle at once is done with the caller's buffer when
+   * write() returns: a TLS socket's handle (TLSWrap) encrypts it into its own records there
+   * (SSL_write, or a copy when OpenSSL cannot take it yet), where a TCP handle may keep pointing
+   * into it until the kernel took the rest. test/fast-path-tls-onread.test.ts pins it.
+   */
+  readonly copiesWrites: boolean;
   constructor(
     readonly socket: net.Socket,
     readonly scheme: 'http' | 'https',
-  ) {}
+  ) {
+    this.copiesWrites = socket instanceof tls.TLSSocket;
+  }
 
   /** the TCP peer's address (socketPeer()), read on first use */
   peer(): string {
@@ -585,7 +595,15 @@ function answer(
   const seq = nextRequestSeq();
   const startWall = Date.now();
   const bytes = body ? body.length : 0;
-  writeAnswer(socket, wire, template.age, seq, req.close ? -1 : server.keepAliveTimeout, body);
+  writeAnswer(
+    socket,
+    conn.copiesWrites,
+    wire,
+    template.age,
+    seq,
+    req.close ? -1 : server.keepAliveTimeout,
+    body,
+  );
   // log: what handler.ts finish() records for the same hit
   const tally = hitCounter(deps.metrics, site.name, status);
   tally.requests++;
@@ -660,10 +678,12 @@ interface Answer {
 /**
  * Write one answer: the wire's parts with Age and X-Request-Id in their slots, Date when the
  * stored fields have none, node:http's connection fields (`keepAliveTimeout` -1: the
- * connection's last answer, to a request with Connection: close), then the body.
+ * connection's last answer, to a request with Connection: close), then the body. `copies`: the
+ * socket's handle is done with a buffer it was given at once (FastConn.copiesWrites).
  */
 function writeAnswer(
   socket: net.Socket,
+  copies: boolean,
   wire: HitWire,
   age: string,
   seq: number,
@@ -698,9 +718,13 @@ function writeAnswer(
         a.date = date;
       }
     }
+    // a TLS socket's write always completes a turn later (writableLength counts it until then),
+    // but one that went straight to the handle (nothing in flight or corked before it) was
+    // encrypted inside write(): the buffer is free again as it returns
+    const direct = copies && socket.writableLength === 0 && !socket.writableCorked;
     socket.write(a.buf);
     // still queued (a full socket, a corked pipeline): that write owns the buffer now
-    if (socket.writableLength !== 0) wire.answer = undefined;
+    if (!direct && socket.writableLength !== 0) wire.answer = undefined;
     return;
   }
   const { buf } = buildAnswer(wire, age, seq, idLength, date, ka, undefined);
