@@ -5,11 +5,11 @@
 // partial head, the bytes after an Upgrade head), reads that come back after node:http lets the
 // socket go (WebSocket), backpressure before and after the hand-off, EOF and timeouts.
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import net, { type AddressInfo } from 'node:net';
+import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { fastPathAnswers, sharedReadSockets } from '../src/edge/fast-hit.js';
 import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
+import { BIN, type BinOrigin, binOrigin, normalise, sameOnBoth } from './helpers/fast-pair.js';
 import { parseResponses, raw } from './helpers/raw.js';
 import {
   FrameParser,
@@ -21,39 +21,17 @@ import {
   wsOrigin,
 } from './helpers/websocket.js';
 
-let origin: http.Server;
-let pulls = 0;
+let origin: BinOrigin;
 let ws: WsOrigin;
 let fastEdge: TestEdge;
 let slowEdge: TestEdge;
-const BIN = Buffer.alloc(1024);
-for (let i = 0; i < BIN.length; i++) BIN[i] = (i * 7) & 0xff;
 
 before(async () => {
-  origin = http.createServer((req, res) => {
-    pulls++;
-    if ((req.url ?? '').startsWith('/bin')) {
-      res.writeHead(200, {
-        'cache-control': 'public, max-age=3600',
-        'content-type': 'application/octet-stream',
-        'last-modified': 'Sat, 01 Nov 2025 10:00:00 GMT',
-      });
-      res.end(BIN);
-      return;
-    }
-    const body = `miss ${req.url}`;
-    res.writeHead(200, {
-      'cache-control': 'no-store',
-      'content-type': 'text/plain',
-      'content-length': body.length,
-    });
-    res.end(body);
-  });
-  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
+  origin = await binOrigin();
   ws = await wsOrigin();
   const at = (port: number) => ({ servers: [{ host: '127.0.0.1', port }] });
   const sites: TestSite[] = [
-    { name: 'a.test', origin: at((origin.address() as AddressInfo).port) },
+    { name: 'a.test', origin: at(origin.port) },
     { name: 'ws.test', origin: at(ws.port) },
   ];
   const limits = { limits: { headerTimeout: '1s', keepAliveTimeout: '3s' } };
@@ -67,30 +45,15 @@ after(async () => {
   await fastEdge.close();
   await slowEdge.close();
   await ws.close();
-  origin.close();
+  origin.server.close();
 });
 
 const get = (path: string, extra = '') => `GET ${path} HTTP/1.1\r\nHost: a.test\r\n${extra}\r\n`;
 const closing = (path = '/bin') => get(path, 'Connection: close\r\n');
 
-/** The bytes with Date, X-Request-Id and Age values blanked (they differ between two edges). */
-function normalise(data: Buffer): string {
-  return data
-    .toString('latin1')
-    .replace(/^(date|x-request-id|age): .*$/gim, '$1: *')
-    .replace(/"id":"[^"]*"/g, '"id":"*"');
-}
-
 /** Send the same bytes to both edges; their answers must be the same, and are returned. */
-async function same(payload: string | Buffer, opts: Parameters<typeof raw>[2] = {}): Promise<Buffer> {
-  const [a, b] = await Promise.all([
-    raw(fastEdge.httpPort, payload, { timeoutMs: 8000, ...opts }),
-    raw(slowEdge.httpPort, payload, { timeoutMs: 8000, ...opts }),
-  ]);
-  assert.equal(normalise(a.data), normalise(b.data));
-  assert.equal(a.closed, b.closed, 'the fast edge closes when the node:http edge does');
-  return a.data;
-}
+const same = (payload: string | Buffer, opts: Parameters<typeof raw>[2] = {}): Promise<Buffer> =>
+  sameOnBoth(fastEdge, slowEdge, 'httpPort', payload, opts);
 
 /** Keep the shared buffer busy: other connections' hits, read while a test's bytes wait. */
 async function otherTraffic(rounds: number): Promise<void> {
@@ -116,7 +79,7 @@ test('accepted HTTP sockets read into the shared buffer on this Node (fails if a
 });
 
 test('pipelined hit + miss + hit, and each in its own write: the same bytes as node:http, in order', async () => {
-  const before = pulls;
+  const before = origin.pulls();
   const data = await same(`${get('/bin')}${get('/miss1')}${get('/bin')}${closing()}`);
   const res = parseResponses(data);
   assert.deepEqual(
@@ -130,7 +93,7 @@ test('pipelined hit + miss + hit, and each in its own write: the same bytes as n
   );
   assert.deepEqual(res[2]!.body, BIN);
   assert.equal(res[1]!.body.toString(), 'miss /miss1');
-  assert.equal(pulls - before, 2, 'one pull per edge for the miss');
+  assert.equal(origin.pulls() - before, 2, 'one pull per edge for the miss');
   // one request per write: the hand-off comes at the second read
   const parts = [get('/bin'), get('/miss2'), get('/bin'), closing()];
   const chunk = Math.max(...parts.map((p) => p.length));

@@ -8,13 +8,13 @@
 // renegotiation, a close_notify, a visitor that stops reading, and a WebSocket upgrade after a
 // fast hit.
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { Duplex } from 'node:stream';
 import { after, before, test } from 'node:test';
 import tls from 'node:tls';
 import { fastPathAnswers, sharedReadSockets } from '../src/edge/fast-hit.js';
 import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
+import { BIN, type BinOrigin, binOrigin, normalise, sameOnBoth } from './helpers/fast-pair.js';
 import { type KeyCert, leafFor, testCa } from './helpers/pki.js';
 import { parseResponses, raw } from './helpers/raw.js';
 import {
@@ -27,36 +27,14 @@ import {
   wsOrigin,
 } from './helpers/websocket.js';
 
-let origin: http.Server;
-let pulls = 0;
+let origin: BinOrigin;
 let ws: WsOrigin;
 let fastEdge: TestEdge;
 let slowEdge: TestEdge;
 let ca: KeyCert;
-const BIN = Buffer.alloc(1024);
-for (let i = 0; i < BIN.length; i++) BIN[i] = (i * 7) & 0xff;
 
 before(async () => {
-  origin = http.createServer((req, res) => {
-    pulls++;
-    if ((req.url ?? '').startsWith('/bin')) {
-      res.writeHead(200, {
-        'cache-control': 'public, max-age=3600',
-        'content-type': 'application/octet-stream',
-        'last-modified': 'Sat, 01 Nov 2025 10:00:00 GMT',
-      });
-      res.end(BIN);
-      return;
-    }
-    const body = `miss ${req.url}`;
-    res.writeHead(200, {
-      'cache-control': 'no-store',
-      'content-type': 'text/plain',
-      'content-length': body.length,
-    });
-    res.end(body);
-  });
-  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
+  origin = await binOrigin();
   ws = await wsOrigin();
   ca = await testCa();
   const at = (port: number) => ({ servers: [{ host: '127.0.0.1', port }] });
@@ -66,7 +44,7 @@ before(async () => {
       name: 'a.test',
       cert: await leafFor('a.test'),
       https: { http2: false },
-      origin: at((origin.address() as AddressInfo).port),
+      origin: at(origin.port),
     },
     // the WebSocket origin's plain answers have no freshness: an hour's TTL makes them hits
     {
@@ -88,7 +66,7 @@ after(async () => {
   await fastEdge.close();
   await slowEdge.close();
   await ws.close();
-  origin.close();
+  origin.server.close();
 });
 
 const get = (path: string, extra = '', host = 'a.test') =>
@@ -101,25 +79,9 @@ const tlsTo = (extra: tls.ConnectionOptions = {}): tls.ConnectionOptions => ({
   ...extra,
 });
 
-/** The bytes with Date, X-Request-Id and Age values blanked (they differ between two edges). */
-function normalise(data: Buffer): string {
-  return data
-    .toString('latin1')
-    .replace(/^(date|x-request-id|age): .*$/gim, '$1: *')
-    .replace(/"id":"[^"]*"/g, '"id":"*"');
-}
-
 /** Send the same bytes over TLS to both edges; their answers must be the same, and are returned. */
-async function same(payload: string | Buffer, opts: Parameters<typeof raw>[2] = {}): Promise<Buffer> {
-  const o = { timeoutMs: 8000, ...opts, tls: tlsTo(opts.tls) };
-  const [a, b] = await Promise.all([
-    raw(fastEdge.httpsPort, payload, o),
-    raw(slowEdge.httpsPort, payload, o),
-  ]);
-  assert.equal(normalise(a.data), normalise(b.data));
-  assert.equal(a.closed, b.closed, 'the fast edge closes when the node:http edge does');
-  return a.data;
-}
+const same = (payload: string | Buffer, opts: Parameters<typeof raw>[2] = {}): Promise<Buffer> =>
+  sameOnBoth(fastEdge, slowEdge, 'httpsPort', payload, { ...opts, tls: tlsTo(opts.tls) });
 
 /** TLS records in `b` (type, length), from its start; stops at an incomplete one. */
 function records(b: Buffer): Array<{ type: number; length: number }> {
@@ -320,7 +282,7 @@ test('a resumed TLS 1.2 session with the request behind the client Finished, and
 });
 
 test('pipelined hits and a miss, in one record and one record per request: the same bytes as node:http, in order', async () => {
-  const before = pulls;
+  const before = origin.pulls();
   const res = parseResponses(await same(`${get('/bin')}${get('/missp1')}${get('/bin')}${closing()}`));
   assert.deepEqual(
     res.map((x) => [x.status, x.headers['x-cache']]),
@@ -331,7 +293,7 @@ test('pipelined hits and a miss, in one record and one record per request: the s
       [200, 'HIT'],
     ],
   );
-  assert.equal(pulls - before, 2, 'one pull per edge for the miss');
+  assert.equal(origin.pulls() - before, 2, 'one pull per edge for the miss');
   // one request per write (a TLS record each, read apart): the hand-off comes at the second read
   const parts = [get('/bin'), get('/missp2'), get('/bin'), closing()];
   const chunk = Math.max(...parts.map((p) => p.length));
