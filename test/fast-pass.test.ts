@@ -7,10 +7,12 @@
 // bytes), the access records and the statistics must be the same.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import type { AccessRecord } from '../src/core/log.js';
 import { fastPassRequests } from '../src/edge/fast-hit.js';
+import { RawResponse } from '../src/edge/fast-pass.js';
 import { EdgeStats } from '../src/edge/stats.js';
 import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
 import { leafFor } from './helpers/pki.js';
@@ -525,4 +527,101 @@ test('a drain that starts while a pass-through waits for its head: Connection: c
   }
   assert.match(answers[0]!, /\r\nConnection: close\r\n\r\nlate$/);
   assert.equal(answers[0], answers[1]);
+});
+
+test("RawResponse writes the handler's calls as node:http's ServerResponse does, string bodies and non-ASCII included", async () => {
+  // The same calls on node:http's ServerResponse and on the fast pass-through's RawResponse, each
+  // on a real connection; the bytes must be the same (Date masked). A string body is UTF-8 in
+  // node:http (OutgoingMessage._send writes head + string with the default encoding), Buffers are
+  // as given, and a field value travels as latin1 beside a Buffer body.
+  type Calls = (res: {
+    writeHead(s: number, h?: Record<string, unknown>): unknown;
+    write(c: Buffer | string): unknown;
+    end(c?: Buffer | string): unknown;
+  }) => void;
+  const cases: Array<[string, Calls]> = [
+    [
+      'string body, length given',
+      (r) => {
+        const s = 'caf\u00e9 \u2014 \u{1f600}';
+        r.writeHead(502, {
+          'content-type': 'text/plain; charset=utf-8',
+          'content-length': String(Buffer.byteLength(s)),
+        });
+        r.end(s);
+      },
+    ],
+    [
+      'string body, no length (end sets it)',
+      (r) => {
+        r.writeHead(200, { 'content-type': 'text/plain' });
+        r.end('na\u00efve \u2603');
+      },
+    ],
+    [
+      'string writes, chunked',
+      (r) => {
+        r.writeHead(200, { 'x-a': 'b' });
+        r.write('\u00e9t\u00e9 ');
+        r.write(Buffer.from([0xe9, 0x00, 0xff]));
+        r.end('\u2603');
+      },
+    ],
+    [
+      'latin1 field value, chunked string writes',
+      (r) => {
+        r.writeHead(200, { 'x-latin': 'caf\u00e9' });
+        r.write('\u00e9t\u00e9');
+        r.end();
+      },
+    ],
+    [
+      'latin1 field value, string body in end()',
+      (r) => {
+        r.writeHead(200, { 'x-latin': 'caf\u00e9' });
+        r.end('\u00e9t\u00e9');
+      },
+    ],
+    [
+      'latin1 field value with a Buffer body',
+      (r) => {
+        r.writeHead(200, { 'x-latin': 'caf\u00e9', 'content-length': '3' });
+        r.end(Buffer.from('abc'));
+      },
+    ],
+  ];
+  const mask = (b: Buffer) => b.toString('latin1').replace(/^Date: .*$/gm, 'Date: *');
+  for (const [name, calls] of cases) {
+    const viaNode = await new Promise<Buffer>((resolve, reject) => {
+      const server = http.createServer((_req, res) => calls(res as never));
+      server.listen(0, '127.0.0.1', () => {
+        const port = (server.address() as AddressInfo).port;
+        raw(port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { timeoutMs: 5000 })
+          .then((r) => resolve(r.data), reject)
+          .finally(() => server.close());
+      });
+    });
+    const viaRaw = await new Promise<Buffer>((resolve, reject) => {
+      const server = net.createServer((socket) => {
+        socket.once('data', () => {
+          const res = new RawResponse(
+            socket,
+            'GET',
+            false,
+            5000,
+            { finished: () => socket.end() },
+            () => false,
+          );
+          calls(res as never);
+        });
+      });
+      server.listen(0, '127.0.0.1', () => {
+        const port = (server.address() as AddressInfo).port;
+        raw(port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { timeoutMs: 5000 })
+          .then((r) => resolve(r.data), reject)
+          .finally(() => server.close());
+      });
+    });
+    assert.equal(mask(viaRaw), mask(viaNode), name);
+  }
 });

@@ -244,20 +244,24 @@ export class RawResponse extends EventEmitter {
     if (s.destroyed) return false;
     if (!s.writable) return false;
     return typeof data === 'string'
-      ? s.write(data, encoding ?? 'latin1', cb)
+      ? s.write(data, encoding ?? 'utf8', cb)
       : cb
         ? s.write(data, cb)
         : s.write(data);
   }
 
-  /** OutgoingMessage._send: the head goes before the first bytes */
-  #send(data: string | Buffer, cb: (() => void) | undefined): boolean {
+  /**
+   * OutgoingMessage._send: the head goes before the first bytes, in front of a string in that
+   * string's encoding (node:http gives its framing strings as latin1 and the handler's string
+   * bodies, error pages, with none: the socket's UTF-8), alone as latin1 before a Buffer.
+   */
+  #send(data: string | Buffer, cb: (() => void) | undefined, encoding?: BufferEncoding): boolean {
     if (!this.#headerSent) {
       this.#headerSent = true;
-      if (typeof data === 'string') return this._writeRaw(this.#header + data, 'latin1', cb);
+      if (typeof data === 'string') return this._writeRaw(this.#header + data, encoding, cb);
       this._writeRaw(this.#header, 'latin1');
     }
-    return this._writeRaw(data, 'latin1', cb);
+    return this._writeRaw(data, encoding, cb);
   }
 
   /** OutgoingMessage.write (write_) */
@@ -277,7 +281,7 @@ export class RawResponse extends EventEmitter {
     let ret: boolean;
     if (this.#chunked && chunk.length !== 0) {
       const len = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.byteLength;
-      this.#send(len.toString(16), undefined);
+      this.#send(len.toString(16), undefined, 'latin1');
       this.#send(CRLF, undefined);
       this.#send(chunk, undefined);
       ret = this.#send(CRLF, cb);
@@ -300,7 +304,7 @@ export class RawResponse extends EventEmitter {
       if (this.#hasBody) {
         if (this.#chunked) {
           const len = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.byteLength;
-          this.#send(len.toString(16), undefined);
+          this.#send(len.toString(16), undefined, 'latin1');
           this.#send(CRLF, undefined);
           this.#send(chunk, undefined);
           this.#send(CRLF, undefined);
@@ -312,8 +316,8 @@ export class RawResponse extends EventEmitter {
       this.writeHead(this.statusCode);
     }
     const finish = () => this.#finish();
-    if (this.#hasBody && this.#chunked) this.#send(LAST_CHUNK, finish);
-    else if (!this.#headerSent || s.writableLength || hasChunk) this.#send('', finish);
+    if (this.#hasBody && this.#chunked) this.#send(LAST_CHUNK, finish, 'latin1');
+    else if (!this.#headerSent || s.writableLength || hasChunk) this.#send('', finish, 'latin1');
     else process.nextTick(finish);
     // node:http uncorks fully on end()
     while (s.writableCorked > 0) s.uncork();
