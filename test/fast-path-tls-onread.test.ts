@@ -14,7 +14,14 @@ import { after, before, test } from 'node:test';
 import tls from 'node:tls';
 import { fastPathAnswers, sharedReadSockets } from '../src/edge/fast-hit.js';
 import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
-import { BIN, type BinOrigin, binOrigin, normalise, sameOnBoth } from './helpers/fast-pair.js';
+import {
+  BIN,
+  type BinOrigin,
+  binOrigin,
+  normalise,
+  sameOnBoth,
+  stalledPipeline,
+} from './helpers/fast-pair.js';
 import { type KeyCert, leafFor, testCa } from './helpers/pki.js';
 import { parseResponses, raw } from './helpers/raw.js';
 import {
@@ -412,31 +419,12 @@ test('6,000 pipelined hits over TLS to a visitor that stops reading: every answe
   const batches = 12;
   const n = batches * 512;
   const answers = fastPathAnswers();
-  const data = await new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let seen = 0;
-    let tail = '';
-    const s = tls.connect({ ...tlsTo(), host: '127.0.0.1', port: fastEdge.httpsPort }, () => {
-      s.pause();
-      for (let i = 0; i < batches; i++) setTimeout(() => s.write(req.repeat(512)), i * 20);
-      // read nothing for a while: the edge's writes back up and it must stop reading
-      setTimeout(() => s.resume(), 800);
-    });
-    s.on('data', (c: Buffer) => {
-      chunks.push(c);
-      size += c.length;
-      const text = tail + c.toString('latin1');
-      seen += text.split('HTTP/1.1 200').length - 1;
-      tail = text.slice(-11);
-      if (seen >= n && parseResponses(Buffer.concat(chunks)).length === n) {
-        s.destroy();
-        resolve(Buffer.concat(chunks));
-      }
-    });
-    s.on('error', reject);
-    s.setTimeout(20_000, () => reject(new Error(`stalled after ${size} bytes, ${seen} answers`)));
-  });
+  const data = await stalledPipeline(
+    (done) => tls.connect({ ...tlsTo(), host: '127.0.0.1', port: fastEdge.httpsPort }, done),
+    req,
+    batches,
+    20_000,
+  );
   const res = parseResponses(data);
   assert.equal(res.length, n);
   for (const x of res) assert.deepEqual(x.body, BIN);

@@ -5,8 +5,9 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { TestEdge } from './edge.js';
-import { raw } from './raw.js';
+import { parseResponses, raw } from './raw.js';
 
 /** The cacheable object's body: 1 KiB of a pattern (a shifted byte shows up). */
 export const BIN = Buffer.alloc(1024);
@@ -69,4 +70,50 @@ export async function sameOnBoth(
   assert.equal(normalise(a.data), normalise(b.data));
   assert.equal(a.closed, b.closed, 'the fast edge closes when the node:http edge does');
   return a.data;
+}
+
+/**
+ * A visitor that pipelines `batches` x 512 requests of exactly 64 bytes (`req`) in writes of
+ * 32 KiB, 20 ms apart, and reads nothing for the first 800 ms: the edge's answers back up and it
+ * must stop reading, then go on when the visitor reads. Resolves with every byte received once
+ * `batches` x 512 whole answers are in; rejects when nothing completes within `timeoutMs`.
+ * `connect(onConnected)` opens the connection (plain or TLS).
+ */
+export function stalledPipeline(
+  connect: (onConnected: () => void) => Duplex,
+  req: string,
+  batches: number,
+  timeoutMs: number,
+): Promise<Buffer> {
+  const n = batches * 512;
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let seen = 0;
+    let tail = '';
+    const s = connect(() => {
+      s.pause();
+      for (let i = 0; i < batches; i++) setTimeout(() => s.write(req.repeat(512)), i * 20);
+      // read nothing for a while: the edge's writes back up and it must stop reading
+      setTimeout(() => s.resume(), 800);
+    });
+    s.on('data', (c: Buffer) => {
+      chunks.push(c);
+      size += c.length;
+      // status lines counted across chunk boundaries (the 11 bytes kept from the last chunk)
+      const text = tail + c.toString('latin1');
+      seen += text.split('HTTP/1.1 200').length - 1;
+      tail = text.slice(-11);
+      if (seen >= n && parseResponses(Buffer.concat(chunks)).length === n) {
+        s.destroy();
+        resolve(Buffer.concat(chunks));
+      }
+    });
+    s.on('error', reject);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`stalled after ${size} bytes, ${seen} answers`));
+    }, timeoutMs);
+    s.once('close', () => clearTimeout(timer));
+  });
 }
