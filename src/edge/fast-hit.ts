@@ -41,6 +41,7 @@ import { fastAccess, fastAccessAdmit } from './fast-access.js';
 import { type PassOwner, type PassRequest, RawResponse } from './fast-pass.js';
 import { type SimpleRequest, scanRequest } from './h1-simple.js';
 import { ACME_CHALLENGE_PREFIX, finalHeaders, HEALTH_PATH, normalizeHost, VALID_HOST } from './handler.js';
+import { utcDate } from './http-date.js';
 import type { EdgeMetrics, Tally } from './metrics.js';
 import { socketPeer } from './peer.js';
 import { nextRequestSeq, requestIdLength, writeRequestId } from './request-id.js';
@@ -175,17 +176,18 @@ export function serveFast(
   };
   const onError = () => socket.destroy();
   const onEnd = () => socket.end();
-  const onDrain = () => {
-    if (passing !== undefined) {
-      passing.socketDrained();
-      return;
-    }
+  /** read the visitor again (stopped by backpressure or a full `pending`) */
+  const readAgain = () => {
     if (!shared) socket.resume();
     else if (stopped) {
       stopped = false;
       // Socket._read starts the handle reading again (Node's tryReadStart)
       socket._read(0);
     }
+  };
+  const onDrain = () => {
+    if (passing !== undefined) passing.socketDrained();
+    else readAgain();
   };
   /** The fast path stops reading this connection: its read, timer and drain listeners go. */
   const stopServing = () => {
@@ -204,14 +206,7 @@ export function serveFast(
   };
   /** this connection answered a Connection: close request: nothing more is read or answered */
   let closed = false;
-  /** read the visitor again (stopped by backpressure or a full `pending`) */
-  const readAgain = () => {
-    if (!shared) socket.resume();
-    else if (stopped) {
-      stopped = false;
-      socket._read(0);
-    }
-  };
+
   const owner: PassOwner = {
     finished(res, last) {
       if (passing !== res) return;
@@ -781,15 +776,14 @@ function keepAliveLines(keepAliveTimeout: number): Buffer {
   return kaLines;
 }
 
-/** node:http's Date field, cached for the rest of the second as node:http caches its value. */
-let dateCache: Buffer | undefined;
+/** node:http's Date field (http-date.ts), as the bytes of its line, rebuilt when the value changes. */
+let dateFor = '';
+let dateCache = Buffer.alloc(0);
 function dateLine(): Buffer {
-  if (dateCache === undefined) {
-    const d = new Date();
-    dateCache = Buffer.from(`Date: ${d.toUTCString()}\r\n`, 'latin1');
-    setTimeout(() => {
-      dateCache = undefined;
-    }, 1000 - d.getMilliseconds()).unref();
+  const d = utcDate();
+  if (d !== dateFor) {
+    dateFor = d;
+    dateCache = Buffer.from(`Date: ${d}\r\n`, 'latin1');
   }
   return dateCache;
 }

@@ -26,6 +26,7 @@
 import { EventEmitter } from 'node:events';
 import { ServerResponse, STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type net from 'node:net';
+import { utcDate } from './http-date.js';
 
 /** node:http's patterns for the fields that change its connection handling (_http_outgoing.js). */
 const RE_CONN_CLOSE = /(?:^|\W)close(?:$|\W)/i;
@@ -51,17 +52,9 @@ export interface PassOwner {
   finished(res: RawResponse, last: boolean): void;
 }
 
-let dateString: string | undefined;
-/** node:http's Date value, cached for the rest of the second as node:http's utcDate() does. */
-function utcDate(): string {
-  if (dateString === undefined) {
-    const d = new Date();
-    dateString = d.toUTCString();
-    setTimeout(() => {
-      dateString = undefined;
-    }, 1000 - d.getMilliseconds()).unref();
-  }
-  return dateString;
+/** a body chunk's length in bytes (a string as the socket writes it: UTF-8) */
+function byteLength(chunk: Buffer | string): number {
+  return typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.byteLength;
 }
 
 /** an Error with a code, as node:http throws (ERR_HTTP_HEADERS_SENT and friends) */
@@ -278,16 +271,18 @@ export class RawResponse extends EventEmitter {
       s.cork();
       process.nextTick(uncork, s);
     }
-    let ret: boolean;
-    if (this.#chunked && chunk.length !== 0) {
-      const len = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.byteLength;
-      this.#send(len.toString(16), undefined, 'latin1');
-      this.#send(CRLF, undefined);
-      this.#send(chunk, undefined);
-      ret = this.#send(CRLF, cb);
-    } else ret = this.#send(chunk, cb);
+    const ret = this.#body(chunk, cb);
     if (!ret) this.#needDrain = true;
     return ret;
+  }
+
+  /** write_'s body bytes: one chunk when chunked (size, CRLF, bytes, CRLF), else as they are */
+  #body(chunk: Buffer | string, cb: (() => void) | undefined): boolean {
+    if (!this.#chunked || chunk.length === 0) return this.#send(chunk, cb);
+    this.#send(byteLength(chunk).toString(16), undefined, 'latin1');
+    this.#send(CRLF, undefined);
+    this.#send(chunk, undefined);
+    return this.#send(CRLF, cb);
   }
 
   /** OutgoingMessage.end */
@@ -298,18 +293,10 @@ export class RawResponse extends EventEmitter {
     if (hasChunk) {
       if (!s.destroyed) s.cork();
       if (!this.headersSent) {
-        this.#contentLength = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.byteLength;
+        this.#contentLength = byteLength(chunk);
         this.writeHead(this.statusCode);
       }
-      if (this.#hasBody) {
-        if (this.#chunked) {
-          const len = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.byteLength;
-          this.#send(len.toString(16), undefined, 'latin1');
-          this.#send(CRLF, undefined);
-          this.#send(chunk, undefined);
-          this.#send(CRLF, undefined);
-        } else this.#send(chunk, undefined);
-      }
+      if (this.#hasBody) this.#body(chunk, undefined);
     } else if (!this.headersSent) {
       if (!s.destroyed) s.cork();
       this.#contentLength = 0;

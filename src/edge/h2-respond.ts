@@ -30,6 +30,7 @@
  * ERR_HTTP2_ERROR when nghttp2 refuses the submission.
  */
 import http2, { type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import { utcDate } from './http-date.js';
 
 // not in @types/node: read as numbers, and detectDirect() requires them
 const constants = http2.constants as unknown as Record<string, number | undefined>;
@@ -140,19 +141,6 @@ export function forceH2Fallback(on: boolean): void {
 /** Whether answers go out through the native handle (tests; false until the first answer). */
 export function h2DirectActive(): boolean {
   return !forced && !!direct;
-}
-
-let dateSecs = -1;
-let dateStr = '';
-/** The Date value node's processHeaders() adds (RFC 9110 section 6.6.1), computed once a second. */
-function utcDate(): string {
-  const now = Date.now();
-  const secs = Math.floor(now / 1000);
-  if (secs !== dateSecs) {
-    dateSecs = secs;
-    dateStr = new Date(secs * 1000).toUTCString();
-  }
-  return dateStr;
 }
 
 function join(h: H2Head, age: string, id: string, date: string): string {
