@@ -251,8 +251,14 @@ async function exchange(port: number, payload: string, split: boolean, tls: bool
 }
 
 async function compareOne(payload: string, split = false, tls = false): Promise<string> {
-  // every connection ends with a Connection: close request (the edge then closes it)
-  payload += get('/cl/1', 'p.test', 'Connection: close\r\n');
+  // Every connection ends with a Connection: close request (the edge then closes it), except a
+  // trickled one that ends with a request the origin cuts (the cut aborts the connection anyway).
+  // Behind a cut, which trickled requests reach the origin depends on time, on both edges: those
+  // that arrived before the abort do. The fast path starts a pipelined request only when the one
+  // before it is done, so its cut, and the abort, come later than node:http's: a request still
+  // trickling in may make it there and not through node:http (CI saw it once).
+  const cutLast = split && CUT.test(payload);
+  if (!cutLast) payload += get('/cl/1', 'p.test', 'Connection: close\r\n');
   const fr = fastEdge.records.length;
   const sr = slowEdge.records.length;
   const r0 = received.length;
@@ -272,7 +278,8 @@ async function compareOne(payload: string, split = false, tls = false): Promise<
     await new Promise((r) => setTimeout(r, 10));
   }
   const [fastRecs, slowRecs] = [records(fastEdge, fr), records(slowEdge, sr)];
-  if (!CUT.test(payload)) {
+  // nothing behind the cut: both edges sent every request (before the cut, each was answered)
+  if (!CUT.test(payload) || cutLast) {
     assert.deepEqual(
       fastGot,
       slowGot,
@@ -281,11 +288,11 @@ async function compareOne(payload: string, split = false, tls = false): Promise<
     assert.deepEqual(fastRecs, slowRecs, `log records differ for ${JSON.stringify(payload)}`);
     return a;
   }
-  // A response cut by the origin aborts the visitor's connection. node:http had already read the
-  // requests pipelined behind it and sent them to the origin (their answers never reach the
-  // visitor, they are logged 499); the fast path reads nothing behind a pass-through in flight,
-  // so those requests are never sent: the fast edge's origin requests and records are the slow
-  // edge's up to that point, never more.
+  // A response cut by the origin aborts the visitor's connection. Here the requests behind it
+  // came in the same write: node:http had already read them and sent them to the origin (their
+  // answers never reach the visitor, they are logged 499); the fast path starts nothing behind a
+  // pass-through in flight, so those requests are never sent: the fast edge's origin requests
+  // and records are the slow edge's up to that point, never more.
   const within = (sub: string[], all: string[], what: string) => {
     const left = [...all];
     for (const x of sub) {
@@ -495,7 +502,9 @@ test('the fast pass-through answers byte for byte as node:http does (HTTPS/1.1 a
     false,
     true,
   );
-  await compareOne(`${get('/cl/100')}${get('/cut/100000')}${get('/cl/5')}`, true, true);
+  // a request behind a cut, in the same record: sent by node:http, never by the fast path
+  await compareOne(`${get('/cl/100')}${get('/cut/100000')}${get('/cl/5')}`, false, true);
+  await compareOne(`${get('/cl/100')}${get('/cut/100000')}`, true, true);
   assert.ok(fastPassRequests() - before >= 20, `the fast pass-through took ${fastPassRequests() - before}`);
 });
 
