@@ -5,8 +5,10 @@
 # only). One worker (edge.workers: 1): the default is one per core, and the profile would be of
 # whichever worker took more connections. CLOSE=1: a new connection per request (wrk -H
 # 'Connection: close', bench/churn.sh's load). SCHEME=https: the same over TLS (HTTP/1.1 by ALPN,
-# a P-256 certificate made here). Every process started here is stopped by its PID.
-#   D=5 TOP=10 PORT_BASE=38300 [FAST="true false"] [CLOSE=1] [SCHEME=https] bench/profile-hit.sh
+# a P-256 certificate made here). PASS=1: the site's cache off, so every request is a
+# pass-through (the fast pass-through with edge.fastPath true). Every process started here is
+# stopped by its PID.
+#   D=5 TOP=10 PORT_BASE=38300 [FAST="true false"] [CLOSE=1] [SCHEME=https] [PASS=1] bench/profile-hit.sh
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 D=${D:-5}; TOP=${TOP:-10}; base=${PORT_BASE:-38300}; FAST=${FAST:-true false}; SCHEME=${SCHEME:-http}
@@ -23,6 +25,7 @@ if [[ $SCHEME == https ]]; then
   https: { listen: [\"127.0.0.1:$((base + 1))\"], defaultSite: \"127.0.0.1\" }"
   tls="    tls: { cert: \"$dir/cert.pem\", key: \"$dir/key.pem\" }"
 fi
+cache=""; [[ -n ${PASS:-} ]] && cache="    cache: { enabled: false }"
 for fast in $FAST; do
   cat > "$dir/v-$fast.yaml" <<YAML
 edge:
@@ -36,6 +39,7 @@ sites:
 $tls
     origin:
       servers: [{ host: 127.0.0.1, port: $((base + 91)) }]
+$cache
 YAML
   mkdir -p "$dir/prof-$fast"
   node --cpu-prof --cpu-prof-dir="$dir/prof-$fast" "$here/../dist/src/cli/main.js" serve --config "$dir/v-$fast.yaml" >"$dir/v-$fast.log" 2>&1 & v=$!
