@@ -8,7 +8,7 @@
  * `socket` is a proxy (onto the TLS socket, through the session) that forwards property reads but
  * is not the socket itself, so a WeakMap lookup with it would miss.
  */
-import type { VisitorRequest } from './lifecycle.js';
+import type { VisitorRequest } from './visitor.js';
 
 export interface ConnInfo {
   /** the SNI name of the TLS ClientHello (lower-case), undefined when none was sent */

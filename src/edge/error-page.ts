@@ -4,7 +4,7 @@
  * in the access-log line for that id.
  */
 import { ERRORS, type ErrorCode } from '../core/errors.js';
-import type { VisitorRequest, VisitorResponse } from './lifecycle.js';
+import type { VisitorRequest, VisitorResponse } from './visitor.js';
 
 function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);

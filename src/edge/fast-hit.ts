@@ -16,13 +16,7 @@
  * objects of src/edge/fast-pass.ts instead of node:http's; nothing else on the connection is
  * answered until its response is done.
  */
-import {
-  type IncomingMessage,
-  type ServerResponse,
-  STATUS_CODES,
-  validateHeaderName,
-  validateHeaderValue,
-} from 'node:http';
+import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import net from 'node:net';
 // imported, not the global: Node's global `performance` is an accessor, a getter call per read
 import { performance } from 'node:perf_hooks';
@@ -47,6 +41,7 @@ import { socketPeer } from './peer.js';
 import { nextRequestSeq, requestIdLength, writeRequestId } from './request-id.js';
 import { HitFacts } from './request-log.js';
 import type { CompiledSite, Runtime } from './runtime.js';
+import type { VisitorRequest, VisitorResponse } from './visitor.js';
 
 let answers = 0;
 /** Requests the fast path has answered in this process (tests, and the metric beside them). */
@@ -66,7 +61,7 @@ export interface FastDeps {
    * The handlers node:http calls (server.ts, with its in-flight tracking), by scheme: with them a
    * pass-through request is given to the handler by the fast path itself (src/edge/fast-pass.ts)
    */
-  pass?: Record<'http' | 'https', (req: IncomingMessage, res: ServerResponse) => void> | undefined;
+  pass?: Record<'http' | 'https', (req: VisitorRequest, res: VisitorResponse) => void> | undefined;
 }
 
 /** The node:http server settings the answers and timers must follow. */
@@ -261,7 +256,7 @@ export function serveFast(
     // node:http's socket timeout while a request is in flight: server.timeout on a connection's
     // first request, none on a kept-alive one (its resetSocketTimeout)
     socket.setTimeout(keptAlive ? 0 : (server.timeout ?? 0));
-    handler(passRequest(socket, req) as unknown as IncomingMessage, res as unknown as ServerResponse);
+    handler(passRequest(socket, req), res);
     return true;
   };
   const close = () => {
@@ -409,7 +404,7 @@ function passable(
   rt: Runtime,
   server: H1Settings,
   req: SimpleRequest,
-): ((req: IncomingMessage, res: ServerResponse) => void) | undefined {
+): ((req: VisitorRequest, res: VisitorResponse) => void) | undefined {
   const handler = deps.pass?.[conn.scheme];
   if (handler === undefined || deps.draining() || server.maxRequestsPerSocket) return undefined;
   // accept: an invalid Host is the handler's 400 (RFC 9112 section 3.2)

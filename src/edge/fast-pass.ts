@@ -27,6 +27,7 @@ import { EventEmitter } from 'node:events';
 import { ServerResponse, STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type net from 'node:net';
 import { utcDate } from './http-date.js';
+import type { VisitorRequest, VisitorResponse } from './visitor.js';
 
 /** node:http's patterns for the fields that change its connection handling (_http_outgoing.js). */
 const RE_CONN_CLOSE = /(?:^|\W)close(?:$|\W)/i;
@@ -34,8 +35,8 @@ const RE_TE_CHUNKED = /(?:^|\W)chunked(?:$|\W)/i;
 const CRLF = '\r\n';
 const LAST_CHUNK = '0\r\n\r\n';
 
-/** The request the handler reads (what it uses of node:http's IncomingMessage). */
-export interface PassRequest {
+/** The request the handler reads (src/edge/visitor.ts VisitorRequest, narrowed to what it is here). */
+export interface PassRequest extends VisitorRequest {
   readonly method: 'GET' | 'HEAD';
   readonly url: string;
   readonly headers: Record<string, string>;
@@ -73,10 +74,11 @@ const writeEarlyHintsOf = (ServerResponse.prototype as unknown as { writeEarlyHi
 
 /**
  * A ServerResponse's behaviour on a socket the fast path owns (see the file comment). Only the
- * members the handler, error-page.ts, interim.ts and compress.ts use exist; their semantics
- * follow lib/_http_outgoing.js and lib/_http_server.js of Node 20 (named in each comment).
+ * members the request handling uses exist (src/edge/visitor.ts VisitorResponse, which the
+ * compiler holds the handler to); their semantics follow lib/_http_outgoing.js and
+ * lib/_http_server.js of Node 20 (named in each comment).
  */
-export class RawResponse extends EventEmitter {
+export class RawResponse extends EventEmitter implements VisitorResponse {
   statusCode = 200;
   statusMessage = '';
   /** node:http: the request's keep-alive (parser), false once draining (server.ts #track) */

@@ -3,7 +3,7 @@
  */
 
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import { type Http2ServerResponse, constants as h2constants } from 'node:http2';
+import { constants as h2constants } from 'node:http2';
 import type { Readable, Transform } from 'node:stream';
 import { TIER_ERROR_HEADER, TIER_SCHEME_HEADER } from '../cluster/parents.js';
 import { ERRORS, type ErrorCode, type VergeError } from '../core/errors.js';
@@ -34,11 +34,12 @@ import { connInfo } from './conn-info.js';
 import { sendError } from './error-page.js';
 import { edgeForwardingFields } from './forwarded.js';
 import { forwardInterim } from './interim.js';
-import { RequestContext, type VisitorRequest, type VisitorResponse } from './lifecycle.js';
+import { RequestContext } from './lifecycle.js';
 import { markEdgeReset, whenStillWanted } from './limits.js';
 import type { EdgeMetrics } from './metrics.js';
 import { nextRequestId } from './request-id.js';
 import type { CompiledSite, Runtime } from './runtime.js';
+import { bodyStream, type VisitorRequest, type VisitorResponse } from './visitor.js';
 
 /**
  * Hop-by-hop fields, removed in both directions (RFC 9110 section 7.6.1), plus those a proxy
@@ -427,10 +428,9 @@ function cacheDeps(deps: HandlerDeps, info: CacheRequestInfo, cl: string | undef
 /** Stream a Readable to the visitor with backpressure; a failure midway aborts the connection. */
 function streamBody(ctx: RequestContext, body: Readable): void {
   const res = ctx.res;
-  const w = res as { write(c: Buffer): boolean };
   body.on('data', (chunk: Buffer) => {
     ctx.bytes += chunk.length;
-    if (!w.write(chunk)) {
+    if (!res.write(chunk)) {
       body.pause();
       res.once('drain', () => body.resume());
     }
@@ -475,7 +475,7 @@ function passThrough(
   ctx.phase = 'origin';
   const hasBody =
     ctx.httpVersion === '2.0'
-      ? !(req as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders
+      ? !req.stream?.endAfterHeaders
       : cl !== undefined || req.headers['transfer-encoding'] !== undefined;
   const ex = new PassExchange(ctx, deps, path);
   res.on('close', () => ex.closed());
@@ -485,7 +485,7 @@ function passThrough(
   }
   // The whole body first (src/edge/body.ts): a slow upload never holds an origin connection,
   // and the origin gets it with a Content-Length.
-  receiveBody(req, bodyLimits(deps.runtime().config), (err, body) => {
+  receiveBody(bodyStream(req), bodyLimits(deps.runtime().config), (err, body) => {
     if (err) {
       if (err.code === 'CLIENT_ABORTED') {
         ctx.errorDetail = { reason: err.reason };
@@ -580,8 +580,7 @@ class PassExchange implements PullCallbacks {
   onData(chunk: Buffer): boolean {
     if (this.z) return this.z.write(chunk);
     this.ctx.bytes += chunk.length;
-    // the two response types' write() overloads differ only in callback types
-    return (this.ctx.res as { write(c: Buffer): boolean }).write(chunk);
+    return this.ctx.res.write(chunk);
   }
 
   /**
@@ -595,8 +594,7 @@ class PassExchange implements PullCallbacks {
       return;
     }
     this.ctx.bytes += chunk.length;
-    // the two response types' write() overloads differ only in callback types
-    (this.ctx.res as { write(c: Buffer, cb: () => void): boolean }).write(chunk, done);
+    this.ctx.res.write(chunk, done);
   }
 
   onDrain(resume: () => void): void {
@@ -652,7 +650,7 @@ function withContentLength(headers: string[], length: number): string[] {
  * `destroyed` is what tells whether the reset went out.
  */
 function endH2Stream(res: VisitorResponse): void {
-  const stream = (res as Http2ServerResponse).stream;
+  const stream = res.stream;
   if (!stream || typeof stream.close !== 'function' || stream.closed) return;
   stream.close(h2constants.NGHTTP2_NO_ERROR);
   setTimeout(() => {
@@ -665,7 +663,7 @@ function compressTo(ctx: RequestContext, z: Transform): Transform {
   const res = ctx.res;
   z.on('data', (c: Buffer) => {
     ctx.bytes += c.length;
-    if (!(res as { write(c: Buffer): boolean }).write(c)) {
+    if (!res.write(c)) {
       z.pause();
       res.once('drain', () => z.resume());
     }
@@ -699,7 +697,7 @@ function causeMessage(err: VergeError): string | undefined {
  */
 function armH2RequestTimeout(ctx: RequestContext, deps: HandlerDeps, ms: number): void {
   const { req, res } = ctx;
-  if (ms <= 0 || (req as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders) return;
+  if (ms <= 0 || req.stream?.endAfterHeaders) return;
   const timer = setTimeout(() => {
     const detail = { reason: 'request body not received within edge.limits.requestTimeout' };
     if (!res.headersSent) {
@@ -714,12 +712,12 @@ function armH2RequestTimeout(ctx: RequestContext, deps: HandlerDeps, ms: number)
     ctx.aborted = true;
     abortResponse(res);
   }, ms);
-  req.once('end', () => clearTimeout(timer));
+  bodyStream(req).once('end', () => clearTimeout(timer));
   res.once('close', () => clearTimeout(timer));
 }
 
 function abortResponse(res: VisitorResponse): void {
-  const stream = (res as Http2ServerResponse).stream;
+  const stream = res.stream;
   if (stream && typeof stream.close === 'function') {
     // the edge's own reset, not the visitor's (src/edge/limits.ts counts those)
     markEdgeReset(stream);
@@ -784,10 +782,7 @@ const forwardingMemo = new WeakMap<object, ForwardingMemo>();
 /** X-Forwarded-* and Forwarded for this request (src/edge/forwarded.ts), flat [name, value, ...]. */
 function forwardingFields(ctx: RequestContext, keptSent: ReadonlySet<string> | undefined): readonly string[] {
   // an HTTP/2 request's `socket` is a proxy made per stream: its session stands for the connection
-  const socket =
-    ctx.httpVersion === '2.0'
-      ? (ctx.req as { stream?: { session?: object } }).stream?.session
-      : (ctx.req.socket as object | null);
+  const socket = ctx.httpVersion === '2.0' ? ctx.req.stream?.session : (ctx.req.socket as object | null);
   // a field the site keeps and the visitor sent changes the list: not memoized (rare)
   const memo = socket && !keptSent ? forwardingMemo.get(socket) : undefined;
   // ctx.client is the TCP peer or what a trusted proxy said; the local port cannot change on

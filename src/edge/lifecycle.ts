@@ -3,13 +3,12 @@
  * share. docs/lifecycle.md draws the same list with the same words (test/docs.test.ts compares
  * each phase's name and description). Each phase either continues or responds.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { ErrorCode } from '../core/errors.js';
 import type { Attempt, PullProtocol } from '../origin/pull.js';
 import type { HeaderOps } from '../rules/engine.js';
 import { clientIp } from './peer.js';
 import type { CompiledSite } from './runtime.js';
+import type { VisitorRequest, VisitorResponse } from './visitor.js';
 
 export const PHASES = [
   {
@@ -96,9 +95,6 @@ export const PHASES = [
 ] as const;
 
 export type PhaseName = (typeof PHASES)[number]['name'];
-
-export type VisitorRequest = IncomingMessage | Http2ServerRequest;
-export type VisitorResponse = ServerResponse | Http2ServerResponse;
 
 /**
  * Items in numbered places of one array that only grows to the most ever held at once (a freed

@@ -6,12 +6,7 @@
  * src/edge/body.ts; the origin connection cap in src/origin/pools.ts.
  */
 
-import {
-  constants,
-  type Http2ServerResponse,
-  type ServerHttp2Session,
-  type ServerHttp2Stream,
-} from 'node:http2';
+import { constants, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import { BlockList } from 'node:net';
 import { parseCidr } from '../config/schema.js';
 import type { RequestContext } from './lifecycle.js';
@@ -151,8 +146,8 @@ export function whenStillWanted(ctx: RequestContext, next: () => void): void {
     return;
   }
   setImmediate(() => {
-    const stream = (ctx.res as Http2ServerResponse).stream;
-    if (stream.destroyed || stream.closed) {
+    const stream = ctx.res.stream;
+    if (stream === undefined || stream.destroyed || stream.closed) {
       ctx.aborted = true;
       ctx.errorCode ??= 'CLIENT_ABORTED';
       ctx.errorDetail ??= { reason: 'stream reset by the visitor before the origin was asked' };

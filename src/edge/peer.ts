@@ -7,7 +7,7 @@
  * property reads pass through to the socket.
  */
 import type { Socket } from 'node:net';
-import type { VisitorRequest } from './lifecycle.js';
+import type { VisitorRequest } from './visitor.js';
 
 const PEER = Symbol('verge.peerAddress');
 
@@ -29,7 +29,7 @@ export function socketPeer(s: Socket | undefined | null): string {
 export function clientIp(req: VisitorRequest): string {
   const peer = socketPeer(req.socket);
   if (peer) return peer;
-  const session = (req as { stream?: { session?: { socket?: object } } }).stream?.session?.socket;
+  const session: object | undefined = req.stream?.session?.socket;
   const viaSession = session && (session as Record<symbol, unknown>)[PEER];
   return typeof viaSession === 'string' ? viaSession : '';
 }

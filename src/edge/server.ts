@@ -31,6 +31,7 @@ import { peerAddress } from './peer.js';
 import { nextRequestId } from './request-id.js';
 import { Runtime } from './runtime.js';
 import type { EdgeStats } from './stats.js';
+import type { VisitorRequest, VisitorResponse } from './visitor.js';
 import { WebSocketProxy } from './websocket.js';
 
 export interface EdgeOptions {
@@ -549,22 +550,14 @@ export class Edge {
   }
 
   /** Wrap a handler to count requests in flight per connection (graceful drain). */
-  #track(
-    handler: (
-      req: http.IncomingMessage | http2.Http2ServerRequest,
-      res: http.ServerResponse | http2.Http2ServerResponse,
-    ) => void,
-  ) {
-    return (
-      req: http.IncomingMessage | http2.Http2ServerRequest,
-      res: http.ServerResponse | http2.Http2ServerResponse,
-    ) => {
-      const socket = req.socket as net.Socket;
+  #track(handler: (req: VisitorRequest, res: VisitorResponse) => void) {
+    return (req: VisitorRequest, res: VisitorResponse) => {
+      const socket = req.socket;
       const h1 = req.httpVersion !== '2.0';
       const c = h1 ? this.#conns.get(socket) : undefined;
       if (c) {
         c.inflight++;
-        if (this.#draining) (res as http.ServerResponse).shouldKeepAlive = false;
+        if (this.#draining) res.shouldKeepAlive = false;
         res.once('close', () => {
           c.inflight--;
           if (this.#draining && c.inflight === 0) socket.end();

@@ -24,14 +24,10 @@ import { connectOrigin } from '../origin/connector.js';
 import type { Attempt } from '../origin/pull.js';
 import { sendError } from './error-page.js';
 import { forwardHeaders, responseHeaders } from './handler.js';
-import {
-  type RequestContext,
-  requestsInFlight,
-  type VisitorRequest,
-  type VisitorResponse,
-} from './lifecycle.js';
+import { type RequestContext, requestsInFlight } from './lifecycle.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { CompiledSite, Runtime } from './runtime.js';
+import type { VisitorRequest, VisitorResponse } from './visitor.js';
 
 /** RFC 6455 section 1.3: the GUID appended to Sec-WebSocket-Key for Sec-WebSocket-Accept. */
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
@@ -59,7 +55,8 @@ export interface WebSocketDeps {
 
 /** A handshake on its way through the request handler. */
 type Pending =
-  | { kind: 'h1'; socket: net.Socket; head: Buffer }
+  /** `res`: the response #dispatchUpgrade made for it (a 101 detaches it from the socket) */
+  | { kind: 'h1'; socket: net.Socket; head: Buffer; res: http.ServerResponse }
   | { kind: 'h2'; stream: http2.ServerHttp2Stream }
   /** a non-WebSocket Upgrade the edge cannot serve as a plain request */
   | { kind: 'refuse'; reason: string };
@@ -139,14 +136,13 @@ export class WebSocketProxy {
   ): void {
     const websocket = hasToken(req.headers.upgrade, 'websocket');
     let request = req;
-    if (websocket) {
-      this.#pending.set(req, { kind: 'h1', socket, head });
-    } else if (req.headers['transfer-encoding'] !== undefined) {
+    // a WebSocket handshake is recorded below, with its response
+    if (!websocket && req.headers['transfer-encoding'] !== undefined) {
       this.#pending.set(req, {
         kind: 'refuse',
         reason: `Transfer-Encoding ${req.headers['transfer-encoding']} with a non-WebSocket Upgrade`,
       });
-    } else {
+    } else if (!websocket) {
       // RFC 9110 section 7.8: a server may ignore Upgrade and answer in HTTP/1.1. Node took
       // everything after the head as the new protocol and ended the request stream: a
       // Content-Length body is read here (a chunked one cannot be framed here, refused above).
@@ -164,6 +160,7 @@ export class WebSocketProxy {
       socket.destroySoon();
       process.nextTick(() => res.emit('close'));
     });
+    if (websocket) this.#pending.set(req, { kind: 'h1', socket, head, res });
     handler(request, res);
   }
 
@@ -211,8 +208,12 @@ export class WebSocketProxy {
     const bad = handshakeError(ctx, p.kind);
     if (bad) {
       // RFC 6455 section 4.4: name the version the edge speaks when the client's is another
-      if (bad.version) ctx.res.setHeader('sec-websocket-version', '13');
-      refuse(ctx, 'WEBSOCKET_BAD_HANDSHAKE', { reason: bad.reason });
+      refuse(
+        ctx,
+        'WEBSOCKET_BAD_HANDSHAKE',
+        { reason: bad.reason },
+        bad.version ? { 'sec-websocket-version': '13' } : undefined,
+      );
       return true;
     }
     const site = ctx.site!;
@@ -322,7 +323,7 @@ export class WebSocketProxy {
         if (v === undefined) continue;
         for (const one of Array.isArray(v) ? v : [v]) text += `${name}: ${one}\r\n`;
       }
-      (ctx.res as http.ServerResponse).detachSocket(p.socket);
+      p.res.detachSocket(p.socket);
       p.socket.write(`${text}\r\n`);
     } else {
       // RFC 8441 section 5: a 200 opens the tunnel; Sec-WebSocket-Accept is not used over HTTP/2.
@@ -452,12 +453,20 @@ export class WebSocketProxy {
   }
 }
 
-/** Respond with a registry error (JSON or HTML) and record it for the request's log line. */
-function refuse(ctx: RequestContext, code: ErrorCode, detail: Record<string, unknown>): void {
+/**
+ * Respond with a registry error (JSON or HTML) and record it for the request's log line;
+ * `headers`: fields of the refusal's own, first in its head.
+ */
+function refuse(
+  ctx: RequestContext,
+  code: ErrorCode,
+  detail: Record<string, unknown>,
+  headers?: Record<string, string>,
+): void {
   ctx.errorCode = code;
   ctx.errorDetail = detail;
   ctx.status = ERRORS[code].status;
-  ctx.bytes += sendError(ctx.req, ctx.res, code, ctx.id, false);
+  ctx.bytes += sendError(ctx.req, ctx.res, code, ctx.id, false, { headers });
 }
 
 function causeOf(err: VergeError): string | undefined {
@@ -702,10 +711,9 @@ function relay(ctx: RequestContext, res: http.IncomingMessage, idleMs: number): 
   ctx.phase = 'respond';
   ctx.status = res.statusCode!;
   out.writeHead(ctx.status, responseHeaders(ctx, res.headers as IncomingHttpHeaders));
-  const w = out as { write(c: Buffer): boolean };
   res.on('data', (chunk: Buffer) => {
     ctx.bytes += chunk.length;
-    if (!w.write(chunk)) {
+    if (!out.write(chunk)) {
       res.pause();
       out.once('drain', () => res.resume());
     }
