@@ -35,6 +35,7 @@ import { socketConnInfo } from './conn-info.js';
 import { fastAccess, fastAccessAdmit } from './fast-access.js';
 import { type FastDeps, hitCounter, hostOf } from './fast-hit.js';
 import { buildH2Head, type H2Head, respondHead } from './h2-respond.js';
+import { renewStreamTables } from './h2-stream-table.js';
 import { finalHeaders, HEALTH_PATH } from './handler.js';
 import { socketPeer } from './peer.js';
 import { nextRequestSeq, requestIdOf } from './request-id.js';
@@ -69,6 +70,9 @@ export function installH2Fast(server: http2.Http2SecureServer, deps: FastDeps): 
   if (listeners.length !== 1 || !compat || compat.name !== 'bound onServerStream') return false;
   server.removeListener('stream', compat);
   const onStream: StreamListener = (stream, headers, flags, rawHeaders) => {
+    // every stream of the server, answered here or not: node:http2's stream tables kept young
+    // (src/edge/h2-stream-table.ts)
+    renewStreamTables(stream);
     let answered = false;
     try {
       answered = answer(stream, headers, flags, deps);

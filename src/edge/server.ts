@@ -23,6 +23,7 @@ import { setConnInfo, socketConnInfo } from './conn-info.js';
 import { errorJson, sendError } from './error-page.js';
 import { installH2Fast } from './fast-h2.js';
 import { type FastDeps, serveFast } from './fast-hit.js';
+import { renewStreamTables } from './h2-stream-table.js';
 import { createHandler, type HandlerDeps } from './handler.js';
 import { Connections } from './lifecycle.js';
 import { ConnectionRate, guardResets } from './limits.js';
@@ -351,10 +352,13 @@ export class Edge {
       );
       // The HTTP/2 hit fast path (src/edge/fast-h2.ts) takes the compat layer's 'stream' listener
       // and calls it for every stream it does not answer itself.
-      if (!installH2Fast(s, fast))
+      if (!installH2Fast(s, fast)) {
         this.#log.warn(
           'the HTTP/2 hit fast path is off: node:http2 installs its compatibility layer differently',
         );
+        // the fast path's listener renews node:http2's stream tables; without it, a listener of its own
+        s.on('stream', renewStreamTables);
+      }
       s.on('session', (session: http2.ServerHttp2Session) => {
         // HTTP/2 rapid reset (CVE-2023-44487): cap the streams a client cancels per second
         guardResets(
