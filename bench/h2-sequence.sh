@@ -19,8 +19,13 @@
 # serving process over the measured seconds, /proc), and from the GC trace over the same seconds:
 # scavenges and their pause per 1,000 requests, mark-compacts (count and pause), bytes promoted per
 # request, and the heap (V8's total_size_after, MB) at the last GC before the window.
-#   PRE="hs" (default) or any of: h1 tls hs (h1 = wrk -c50 on the plain port, Verge cells only;
-#   tls = wrk -c50 keep-alive HTTPS; hs = wrk -c50 Connection: close HTTPS; all on /1k.bin)
+#   PRE="hs" (default) or any of: h1 h1big tls hs (h1 = wrk -c50 on the plain port, Verge cells only;
+#   h1big = the same on /100k.bin, the origin's 100 KiB object, as the harness's h1-100k cell;
+#   tls = wrk -c50 keep-alive HTTPS; hs = wrk -c50 Connection: close HTTPS; the others on /1k.bin)
+#   GAPS="s1 s2 ..." (optional): idle seconds before each PRE load, in order (the harness's other
+#   systems' cells between Verge's: ~7 s a cell), e.g. PRE="h1 h1big tls hs" GAPS="21 49 35 14"
+#   IDLE=14; the first gap comes after the previous round's h2 cells. Each PRE load prints its GCs.
+#   PSR=1: print where the serving process and h2load ran (CPU numbers, 4 samples a window)
 #   N=5 DUR=4 PRE_DUR=4 IDLE=10 PORT_BASE=24000 CELLS="vpre v ceil" [ROOT=<dir with dist/>]
 #   [EXTRA="<more node flags for every process>"] [KEEP=dir: keep the GC logs there] bench/h2-sequence.sh
 set -uo pipefail
@@ -29,6 +34,7 @@ N=${N:-5}; DUR=${DUR:-4}; PRE_DUR=${PRE_DUR:-4}; IDLE=${IDLE:-10}; p=${PORT_BASE
 root=${ROOT:-$here/..}
 read -r -a cells <<<"${CELLS:-vpre v ceil}"
 read -r -a pre <<<"${PRE:-hs}"
+read -r -a gaps <<<"${GAPS:-}"
 d=$(mktemp -d -t verge-h2seq.XXXXXX)
 pids=()
 cleanup() {
@@ -90,14 +96,26 @@ cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss() { awk '/^VmRSS/{printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 tck=$(getconf CLK_TCK)
 preload() {  # cell
-  local c=$1 k
+  local c=$1 k j=0
   for k in "${pre[@]}"; do
+    # the idle gap before this load (GAPS: one per PRE load, the harness's other cells in between)
+    [[ -n "${gaps[$j]:-}" ]] && sleep "${gaps[$j]}"
+    j=$((j + 1))
+    local pid=${pidof[$c]} l0 l1 gs gsp gm gmp gpr
+    l0=$(wc -l <"$d/$c.gc")
     case "$k" in
       h1) [[ $c == [vgb]pre ]] && timeout 20 wrk -t1 -c50 -d"${PRE_DUR}s" "http://127.0.0.1:${hport[$c]}/1k.bin" >/dev/null ;;
+      h1big) [[ $c == [vgb]pre ]] && timeout 20 wrk -t1 -c50 -d"${PRE_DUR}s" "http://127.0.0.1:${hport[$c]}/100k.bin" >/dev/null ;;
       tls) timeout 20 wrk -t1 -c50 -d"${PRE_DUR}s" "https://127.0.0.1:${sport[$c]}/1k.bin" >/dev/null ;;
       hs) timeout 20 wrk -t1 -c50 -d"${PRE_DUR}s" -H 'Connection: close' "https://127.0.0.1:${sport[$c]}/1k.bin" >"$d/hs.out" ;;
       *) echo "unknown PRE load $k"; exit 1 ;;
     esac
+    # what this load left: its GCs (scavenges, pause ms, mark-compacts, pause ms, promoted MB)
+    # and the heap after it (V8's total_size_after at its last GC, MB)
+    l1=$(wc -l <"$d/$c.gc")
+    read -r gs gsp gm gmp gpr <<<"$(gcsum "$d/$c.gc" "$l0" "$l1" "$pid")"
+    printf '    %s %s: scav %s (%s ms) mc %s (%s ms) prom %s MB heap %s MB rss %s MB\n' "$c" "$k" "$gs" "$gsp" "$gm" \
+      "$gmp" "$(awk -v b="$gpr" 'BEGIN{printf "%.1f", b / 1048576}')" "$(heapmb "$d/$c.gc" "$l1" "$pid")" "$(rss "$pid")"
   done
 }
 gcsum() {  # log from-line to-line pid: the GC trace between two line counts, this process's lines
@@ -118,6 +136,14 @@ h2cell() {  # cell
   local lp=$!
   sleep 1
   l0=$(wc -l <"$d/$c.gc"); c0=$(cpu "$pid")
+  # where the serving process and h2load ran (CPU numbers, 4 samples 0.5 s apart): PSR=1 only
+  local where=""
+  if [[ "${PSR:-0}" == 1 ]]; then
+    for _ in 1 2 3 4; do
+      sleep 0.5
+      where="$where $(ps -o psr= -p "$pid" | tr -d ' ')/$(ps -o psr= -p "$(pgrep -P "$lp" h2load || echo "$lp")" | tr -d ' ')"
+    done
+  fi
   wait "$lp"
   c1=$(cpu "$pid"); l1=$(wc -l <"$d/$c.gc")
   out=$(cat "$d/out")
@@ -133,6 +159,7 @@ h2cell() {  # cell
       printf "%s %s %s %s %s %.2f %.2f %d %.1f %.0f %s %s\n", r, c, rps, us, lat, gs * 1000 / n, gsp * 1000 / n, gm, gmp, gpr / n, h, rss }' >>"$d/cells"
   printf '  %s %s req/s %s us/req p99 %s ms | scav %s (%s ms) mc %s (%s ms) prom %s B/req | heap %s MB rss %s MB\n' \
     "$c" "$rps" "$us" "$lat" "$gs" "$gsp" "$gm" "$gmp" "$((gpr / n))" "$h" "$r"
+  [[ -n "$where" ]] && echo "    cpu of $c/h2load:$where"
 }
 # warm-up (JIT), as the harness's warm-up pass: every cell's h2 load, no handshake cell
 for c in "${cells[@]}"; do timeout 20 h2load -n 20000 -c10 -m5 -t1 "https://127.0.0.1:${sport[$c]}/1k.bin" >/dev/null; done
