@@ -7,6 +7,7 @@
 # with --trace-gc-nvp: bytes allocated and promoted per request (which load does not move) and
 # GC pause per request.
 #   npm run build && VERGE_B=/path/to/other/checkout [SCHEME=https] [VERGE_WORKERS=2] N=7 D=4 PORT_BASE=28500 bench/hit-ab.sh
+# VERGE_B=. VERGE_B_NODE_OPTS='--some-flag': this build against itself with B's extra node options.
 # (VERGE_WORKERS=2: CPU of both workers and the supervisor; the GC columns are then empty)
 # PORT_BASE below the ephemeral range (/proc/sys/net/ipv4/ip_local_port_range): a port above it
 # may be the local port of some connection on a busy machine, and the listen then fails.
@@ -30,6 +31,8 @@ PORT=$((base + 91)) node "$here/../dist/bench/hit-ceiling.js" & pids+=($!)
 VERGE_NODE_OPTS=--trace-gc-nvp
 source "$here/hit-verge.sh"
 start_verge "$here/.." $((base + 1)) a; ka=$started
+# VERGE_B_NODE_OPTS: node options of B only, so that VERGE_B=. compares options of one build
+VERGE_NODE_OPTS="--trace-gc-nvp ${VERGE_B_NODE_OPTS:-}"
 start_verge "$VERGE_B" $((base + 2)) b; kb=$started
 # utime+stime of the serving process, and of its children (VERGE_WORKERS > 1: the workers)
 cpu() { local p; for p in "$1" $(pgrep -P "$1"); do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{t += $1} END {print t}'; }

@@ -13,6 +13,9 @@
 #                                              (every hit through node:http, as before the fast path)
 #   MIN_PROXY_PORT                             optional: bench/min-proxy.ts, the bare
 #                                              node:http + undici floor of any Node.js proxy
+#   VERGE_NODE_OPTS                            optional: node options of the caching edge
+#                                              (VERGE_HTTP/HTTPS; its worker inherits them), such
+#                                              as --trace-gc (node refuses it in NODE_OPTIONS)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 dir="$(mktemp -d -t verge-bench.XXXXXX)"
@@ -57,4 +60,5 @@ if [[ -n "${MIN_PROXY_PORT:-}" ]]; then
   node "$here/../dist/bench/min-proxy.js" &
 fi
 config "${VERGE_HTTP:-18100}" "${VERGE_HTTPS:-18101}" true 1 > "$dir/verge.yaml"
-exec node "$cli" serve --config "$dir/verge.yaml"
+# shellcheck disable=SC2086 # VERGE_NODE_OPTS is a list of node options
+exec node ${VERGE_NODE_OPTS:-} "$cli" serve --config "$dir/verge.yaml"

@@ -596,33 +596,51 @@ test('NODE_OPTIONS reaches the serving process; with a semi-space size there Ver
   assert.equal((await request(`http://127.0.0.1:${p.httpPort}/`, { headers: { host: SITE } })).status, 200);
 });
 
-test('a serving process started as users start it keeps a 16 MB least semi-space (no shrunken nursery after an idle period)', async (t) => {
+test('a serving process started as users start it keeps a 16 MB least semi-space (no shrunken nursery after an idle period) and no allocation-site pretenuring', async (t) => {
   const { p } = await fileModeEdge(t);
   const worker = Number(listening(p)[0]!['workerPid']);
   assert.ok(cmdline(worker).includes('--min-semi-space-size=16'), cmdline(worker).join(' '));
   assert.ok(!cmdline(p.pid).some((a) => /semi.space/.test(a)), 'the primary runs as started');
+  // and allocates nothing straight into the old generation (supervisor.ts workerExecArgv)
+  assert.ok(cmdline(worker).includes('--no-allocation-site-pretenuring'), cmdline(worker).join(' '));
+  assert.ok(!cmdline(p.pid).some((a) => /pretenuring/.test(a)), 'the primary runs as started');
 });
 
-test("workerExecArgv: the primary's node options, --no-memory-reducer and a 16 MB least semi-space, unless the operator chose", () => {
+test("workerExecArgv: the primary's node options, --no-memory-reducer, --no-allocation-site-pretenuring and a 16 MB least semi-space, unless the operator chose", () => {
   const semi = '--min-semi-space-size=16';
-  assert.deepEqual(workerExecArgv([]), ['--no-memory-reducer', semi]);
+  const pre = '--no-allocation-site-pretenuring';
+  assert.deepEqual(workerExecArgv([]), ['--no-memory-reducer', pre, semi]);
   assert.deepEqual(workerExecArgv(['--cpu-prof', '--max-old-space-size=512']), [
     '--cpu-prof',
     '--max-old-space-size=512',
     '--no-memory-reducer',
+    pre,
     semi,
   ]);
-  assert.deepEqual(workerExecArgv(['--memory-reducer']), ['--memory-reducer', semi]);
-  assert.deepEqual(workerExecArgv(['--no_memory_reducer']), ['--no_memory_reducer', semi]);
+  assert.deepEqual(workerExecArgv(['--memory-reducer']), ['--memory-reducer', pre, semi]);
+  assert.deepEqual(workerExecArgv(['--no_memory_reducer']), ['--no_memory_reducer', pre, semi]);
+  // pretenuring: either form of the operator's is kept, and nothing is added beside it
+  assert.deepEqual(workerExecArgv(['--allocation-site-pretenuring']), [
+    '--allocation-site-pretenuring',
+    '--no-memory-reducer',
+    semi,
+  ]);
+  assert.deepEqual(workerExecArgv(['--no_allocation_site_pretenuring']), [
+    '--no_allocation_site_pretenuring',
+    '--no-memory-reducer',
+    semi,
+  ]);
   // a semi-space size of the operator's, on the command line or in NODE_OPTIONS, is theirs
   assert.deepEqual(workerExecArgv(['--max-semi-space-size=8']), [
     '--max-semi-space-size=8',
     '--no-memory-reducer',
+    pre,
   ]);
   assert.deepEqual(workerExecArgv(['--min_semi_space_size=4']), [
     '--min_semi_space_size=4',
     '--no-memory-reducer',
+    pre,
   ]);
-  assert.deepEqual(workerExecArgv([], '--max-semi-space-size=64 --trace-gc'), ['--no-memory-reducer']);
-  assert.deepEqual(workerExecArgv([], '--trace-gc'), ['--no-memory-reducer', semi]);
+  assert.deepEqual(workerExecArgv([], '--max-semi-space-size=64 --trace-gc'), ['--no-memory-reducer', pre]);
+  assert.deepEqual(workerExecArgv([], '--trace-gc'), ['--no-memory-reducer', pre, semi]);
 });

@@ -152,8 +152,9 @@ export const MIN_SEMI_SPACE_MB = 16;
 
 /**
  * The node options of a serving process: the primary's own (an operator's --cpu-prof, heap
- * sizes), `--no-memory-reducer` unless the operator chose either form of that flag, and
- * `--min-semi-space-size=16` unless the operator set a semi-space size (either bound).
+ * sizes), `--no-memory-reducer` and `--no-allocation-site-pretenuring` unless the operator chose
+ * either form of that flag, and `--min-semi-space-size=16` unless the operator set a semi-space
+ * size (either bound).
  *
  * Why the semi-space: after a few seconds without load V8 shrinks the young generation to its
  * least size (1 MB semi-spaces; the memory reducer being off does not stop this), and grows it
@@ -169,10 +170,22 @@ export const MIN_SEMI_SPACE_MB = 16;
  * reducer"; docs/decisions.md). An edge keeps its heap, as nginx keeps its buffers. V8 reads these
  * flags when the heap is set up, so they have to be on the command line: setting them at run time
  * does nothing.
+ *
+ * Why no allocation-site pretenuring: V8 decides per object literal whether to allocate its
+ * objects straight in the old generation, from how many survived the last scavenge. Node's stream
+ * constructor makes every socket's and every HTTP/2 stream's `_events` from one literal, so a
+ * burst of new keep-alive connections (50 HTTP/1.1 visitors arriving at once) makes that literal
+ * old for the life of the process. From then on each HTTP/2 request's stream carries an old
+ * `_events` holding its young listeners, and everything they reach (the stream, its headers, the
+ * hit) survives every scavenge until a mark-compact: ~3 MB promoted per scavenge, 10 ms pauses
+ * instead of 1-2, a mark-compact a second, and HTTP/2 hits at 0.7x with a p99 four times as long
+ * (docs/decisions.md "The serving processes allocate no object straight into the old generation").
  */
 export function workerExecArgv(own: readonly string[], nodeOptions = ''): string[] {
   const out = [...own];
   if (!own.some((a) => /^--(no[-_])?memory[-_]reducer$/.test(a))) out.push('--no-memory-reducer');
+  if (!own.some((a) => /^--(no[-_])?allocation[-_]site[-_]pretenuring$/.test(a)))
+    out.push('--no-allocation-site-pretenuring');
   // NODE_OPTIONS reaches the serving process too (docs/deploy.md): a size set there is kept, and
   // a least size above the operator's largest is not added
   const semi = /^--(min|max)[-_]semi[-_]space[-_]size(=|$)/;
