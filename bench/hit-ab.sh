@@ -8,6 +8,7 @@
 # GC pause per request.
 #   npm run build && VERGE_B=/path/to/other/checkout [SCHEME=https] [VERGE_WORKERS=2] N=7 D=4 PORT_BASE=28500 bench/hit-ab.sh
 # VERGE_B=. VERGE_B_NODE_OPTS='--some-flag': this build against itself with B's extra node options.
+# OBJ=100k: the 100 KiB HIT instead (bench/hit-ceiling.ts serves /100k.bin).
 # (VERGE_WORKERS=2: CPU of both workers and the supervisor; the GC columns are then empty)
 # PORT_BASE below the ephemeral range (/proc/sys/net/ipv4/ip_local_port_range): a port above it
 # may be the local port of some connection on a busy machine, and the listen then fails.
@@ -38,9 +39,9 @@ start_verge "$VERGE_B" $((base + 2)) b; kb=$started
 cpu() { local p; for p in "$1" $(pgrep -P "$1"); do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{t += $1} END {print t}'; }
 tck=$(getconf CLK_TCK)
 both() { # secs: wrk on both at once
-  wrk -t1 -c50 -d"$1s" --latency "$SCHEME://127.0.0.1:$((base + 1))/1k.bin" >"$dir/wa" &
+  wrk -t1 -c50 -d"$1s" --latency "$SCHEME://127.0.0.1:$((base + 1))/${OBJ:-1k}.bin" >"$dir/wa" &
   local w=$!
-  wrk -t1 -c50 -d"$1s" --latency "$SCHEME://127.0.0.1:$((base + 2))/1k.bin" >"$dir/wb"
+  wrk -t1 -c50 -d"$1s" --latency "$SCHEME://127.0.0.1:$((base + 2))/${OBJ:-1k}.bin" >"$dir/wb"
   wait "$w"
 }
 gc() { # log file, first line, requests: allocated, promoted and GC pause per request
