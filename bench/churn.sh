@@ -100,12 +100,7 @@ for i in $(seq "$N"); do
   for ((j = 0; j < k; j++)); do cell $(((i - 1 + j) % k)); echo; done
 done
 echo "load average $(cut -d' ' -f1-3 /proc/loadavg)"
-awk '
-  function med(s,   a, n, i, j, t) {
-    n = split(s, a, " ")
-    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
+awk "$(<"$here/median.awk")"'
   { if (!($1 in r)) order[++k] = $1; r[$1] = r[$1] " " $2; u[$1] = u[$1] " " $3; q[$1] = q[$1] " " $4
     al[$1] = al[$1] " " $5; pr[$1] = pr[$1] " " $6; g[$1] = g[$1] " " $7 }
   END {

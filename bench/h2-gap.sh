@@ -182,13 +182,8 @@ for i in $(seq "$N"); do
   for c in "${cells[@]}"; do cell "$c" "${port[$c]}" "${pidof[$c]}"; done
   echo
 done
-awk -v order="${cells[*]}" '
+awk -v order="${cells[*]}" "$(<"$here/median.awk")"'
   { r[$1] = r[$1] " " $2; u[$1] = u[$1] " " $3; h[$1] = h[$1] " " $4; l[$1] = l[$1] " " $5 }
-  function med(s,   a, n, i, j, t) {
-    n = split(s, a, " ")
-    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
   END {
     k = split(order, c, " ")
     printf "%-5s %9s %9s %9s %8s %10s %10s\n", "cell", "req/s", "us/req", "B/hdr", "p99 ms", "req/s x", "CPU/req x"

@@ -179,13 +179,8 @@ for round in $(seq "$N"); do
   for c in "${order[@]}"; do h2cell "$c"; done
   [[ "${ROTATE:-0}" == 1 ]] && order=("${order[@]:1}" "${order[0]}")
 done
-awk -v order="${cells[*]}" '
+awk -v order="${cells[*]}" "$(<"$here/median.awk")"'
   { for (f = 3; f <= 12; f++) v[$2, f] = v[$2, f] " " $f }
-  function med(s,   a, n, i, j, t) {
-    n = split(s, a, " ")
-    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
   END {
     k = split(order, c, " ")
     printf "%-5s %8s %7s %7s %8s %8s %5s %8s %8s %5s %5s %7s %7s\n", "cell", "req/s", "us/req", "p99", "scav/1k", "scus/req", "mc", "mc ms", "promB/r", "heap", "rss", "req/s x", "CPU x"

@@ -79,13 +79,8 @@ for i in $(seq "$N"); do
   echo
 done
 echo "load average $(cut -d' ' -f1-3 /proc/loadavg)"
-awk '
+awk "$(<"$here/median.awk")"'
   { r[$1] = r[$1] " " $2; u[$1] = u[$1] " " $3; q[$1] = q[$1] " " $4 }
-  function med(s,   a, n, i, j, t) {
-    n = split(s, a, " ")
-    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
   END {
     for (k in r) { mr[k] = med(r[k]); mu[k] = med(u[k]); mq[k] = med(q[k]) }
     printf "median req/s: net %d, http %d, verge %d", mr["net"], mr["http"], mr["verge"]
