@@ -183,9 +183,12 @@ export const MIN_SEMI_SPACE_MB = 16;
  */
 export function workerExecArgv(own: readonly string[], nodeOptions = ''): string[] {
   const out = [...own];
-  if (!own.some((a) => /^--(no[-_])?memory[-_]reducer$/.test(a))) out.push('--no-memory-reducer');
-  if (!own.some((a) => /^--(no[-_])?allocation[-_]site[-_]pretenuring$/.test(a)))
-    out.push('--no-allocation-site-pretenuring');
+  // a V8 boolean flag is off by default here unless the operator chose it, in either form
+  // (`--flag`, `--no-flag`) and either spelling (V8 reads `-` and `_` alike)
+  for (const flag of ['memory-reducer', 'allocation-site-pretenuring']) {
+    const chosen = new RegExp(`^--(no[-_])?${flag.replaceAll('-', '[-_]')}$`);
+    if (!own.some((a) => chosen.test(a))) out.push(`--no-${flag}`);
+  }
   // NODE_OPTIONS reaches the serving process too (docs/deploy.md): a size set there is kept, and
   // a least size above the operator's largest is not added
   const semi = /^--(min|max)[-_]semi[-_]space[-_]size(=|$)/;
