@@ -4,6 +4,8 @@
 # 2 workers, sendfile, tcp_nopush, tcp_nodelay), and in front of it
 #   nginx   nginx proxy_pass, no cache, keep-alive upstream (the shared harness's proxy)
 #   min     bench/min-proxy.ts (node:http + one undici Pool: the floor of a Node.js proxy)
+#   netpass bench/net-proxy.ts (a bare TCP relay, one origin connection per visitor connection,
+#           nothing parsed: the least CPU a Node.js process spends per relayed exchange)
 #   verge   Verge with cache.enabled: false (this checkout's dist/)
 #   verge-b optional: a second Verge build to compare with (VERGE_B=/path/to/other/checkout)
 # wrk -t1 -c50 -d${D}s on 127.0.0.1, the cells interleaved round by round (every system once per
@@ -20,7 +22,7 @@ N=${N:-3}
 D=${D:-5}
 # below the ephemeral range (32768-60999), where outgoing connections would collide
 BASE=${PORT_BASE:-$((21000 + RANDOM % 9000))}
-P_ORIGIN=$BASE P_NGX=$((BASE + 1)) P_MIN=$((BASE + 2)) P_VERGE=$((BASE + 3)) P_VERGE_B=$((BASE + 4))
+P_ORIGIN=$BASE P_NGX=$((BASE + 1)) P_MIN=$((BASE + 2)) P_VERGE=$((BASE + 3)) P_VERGE_B=$((BASE + 4)) P_NETPASS=$((BASE + 8))
 ONLY=${ONLY:-nginx min verge${VERGE_B:+ verge-b}}
 SIZES=${SIZES:-1k 100k}
 dir="$(mktemp -d -t verge-passthru.XXXXXX)"
@@ -81,6 +83,10 @@ fi
 if has min; then
   ORIGIN_PORT=$P_ORIGIN MIN_PROXY_PORT=$P_MIN node ${MIN_NODE_OPTS:-} "$here/../dist/bench/min-proxy.js" &
   pids+=($!) port[min]=$P_MIN pid[min]=$!
+fi
+if has netpass; then
+  ORIGIN_PORT=$P_ORIGIN PORT=$P_NETPASS node ${MIN_NODE_OPTS:-} "$here/../dist/bench/net-proxy.js" &
+  pids+=($!) port[netpass]=$P_NETPASS pid[netpass]=$!
 fi
 if has verge; then
   verge_config "$P_VERGE" >"$dir/verge.yaml"

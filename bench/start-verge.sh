@@ -13,6 +13,8 @@
 #                                              (every hit through node:http, as before the fast path)
 #   MIN_PROXY_PORT                             optional: bench/min-proxy.ts, the bare
 #                                              node:http + undici floor of any Node.js proxy
+#   NETPASS_PORT                               optional: bench/net-proxy.ts, a bare TCP relay
+#                                              (nothing parsed): the least a Node.js relay costs
 #   VERGE_NODE_OPTS                            optional: node options of the caching edge
 #                                              (VERGE_HTTP/HTTPS; its worker inherits them), such
 #                                              as --trace-gc (node refuses it in NODE_OPTIONS)
@@ -58,6 +60,9 @@ if [[ -n "${VERGE_NOFAST_HTTP:-}" ]]; then
 fi
 if [[ -n "${MIN_PROXY_PORT:-}" ]]; then
   node "$here/../dist/bench/min-proxy.js" &
+fi
+if [[ -n "${NETPASS_PORT:-}" ]]; then
+  PORT=$NETPASS_PORT node "$here/../dist/bench/net-proxy.js" &
 fi
 config "${VERGE_HTTP:-18100}" "${VERGE_HTTPS:-18101}" true 1 > "$dir/verge.yaml"
 # shellcheck disable=SC2086 # VERGE_NODE_OPTS is a list of node options

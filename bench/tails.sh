@@ -10,7 +10,8 @@
 # lines during that run, the worst second's loop-delay p99 and max, GC count, total and longest
 # pause, and CPU per request.
 #   npm run build && SIZES="1k 100k" N=5 D=4 bench/tails.sh
-# ONLY picks systems (default "nginx net min verge hit", plus verge-b with VERGE_B); VERGE_WORKERS
+# ONLY picks systems (default "nginx net min verge hit", plus verge-b with VERGE_B; `netpass`,
+# bench/net-proxy.ts, the bare TCP relay, on request); VERGE_WORKERS
 # as in passthru.sh (applies to verge, verge-b and hit); VERGE_NODE_OPTS adds node options.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,7 +24,7 @@ P_NET=$((BASE + 5)) P_NET100=$((BASE + 6)) P_HIT=$((BASE + 7))
 pre="--import $here/../dist/bench/loop-delay.js"
 has() { [[ " $ONLY " == *" $1 "* ]]; }
 pt=""
-for s in nginx min verge verge-b; do has "$s" && pt="$pt $s"; done
+for s in nginx min netpass verge verge-b; do has "$s" && pt="$pt $s"; done
 out="$(mktemp -t verge-tails.XXXXXX)"
 pids=()
 cleanup() {
