@@ -245,6 +245,62 @@ test('many responses of mixed sizes on kept-alive connections, fast and slow vis
   assert.ok(origin.connections - before <= 8, `${origin.connections - before} new origin connections`);
 });
 
+test('answers written at once: the origin connection is never stopped between responses (both visitor paths)', async () => {
+  // A lent chunk that the visitor's socket took at once comes back in the ticks that follow the
+  // read, so the origin connection keeps reading: stopping and restarting it would cost two
+  // epoll_ctl calls per response (LeanConnection.readInto). Counted: readStop() on any TCP handle
+  // whose peer is the origin (Node stops a read that way, from a false onread return or from
+  // pause()), for 60 small responses on one kept-alive visitor connection.
+  const slowPath = await startEdge(
+    [
+      {
+        name: 'pass.test',
+        origin: { servers: [{ host: '127.0.0.1', port: origin.port }] },
+        cache: { enabled: false },
+      },
+    ],
+    { fastPath: false },
+  );
+  interface Handle {
+    readStop(): number;
+    getpeername(out: { port?: number }): number;
+  }
+  const probe = net.connect({ port: origin.port, host: '127.0.0.1' });
+  probe.on('error', () => undefined);
+  const proto = Object.getPrototypeOf((probe as unknown as { _handle: Handle })._handle) as Handle;
+  probe.destroy();
+  const readStop = proto.readStop;
+  let stops = 0;
+  proto.readStop = function (this: Handle) {
+    const peer: { port?: number } = {};
+    this.getpeername(peer);
+    if (peer.port === origin.port) stops++;
+    return readStop.call(this);
+  };
+  try {
+    for (const port of [edge.httpPort, slowPath.httpPort]) {
+      const v = new Visitor(port);
+      // the first response opens the origin connection; counted from the second on
+      v.get('/699/10');
+      await v.response();
+      stops = 0;
+      for (let i = 0; i < 60; i++) {
+        const seed = 700 + i;
+        const size = [1024, 1, 16 * 1024][i % 3]!;
+        v.get(`/${seed}/${size}`);
+        const { head, body } = await v.response();
+        assert.match(head, /^HTTP\/1\.1 200/);
+        assert.ok(body.equals(bodyBytes(seed, size)), `body ${seed} (${size} bytes) intact`);
+      }
+      v.socket.destroy();
+      assert.equal(stops, 0, `edge on port ${port}: reading the origin connection stopped ${stops} times`);
+    }
+  } finally {
+    proto.readStop = readStop;
+    await slowPath.close();
+  }
+});
+
 test('HTTP/2: streams read slowly under flow control, several at once: every body intact', async () => {
   const client = http2.connect(`https://127.0.0.1:${edge.httpsPort}`, {
     ca: ca.certPem,

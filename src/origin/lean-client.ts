@@ -242,6 +242,16 @@ export class LeanExchange implements Dispatcher.DispatchController {
 
 function noop(): void {}
 
+/**
+ * How many ticks a lent read buffer may take to come back before its connection stops reading:
+ * the uncork tick and the write callback's tick (LeanConnection.checkLoans).
+ */
+const LOAN_TICKS = 2;
+
+function checkLoans(conn: LeanConnection, ticksLeft: number): void {
+  conn.checkLoans(ticksLeft);
+}
+
 function parserError(e: ParseError, afterHead: boolean): Error {
   if (e.overflow) return new errors.HeadersOverflowError();
   // undici reports a failed head that had a Content-Length as a length mismatch
@@ -264,6 +274,8 @@ export class LeanConnection {
   #loans = 0;
   /** the response ended with chunks still lent: idle once they are given back, then this */
   #idleOnReturn: (() => void) | null = null;
+  /** a checkLoans check is queued (readInto) */
+  #checking = false;
 
   constructor(
     readonly pool: LeanOrigin,
@@ -400,8 +412,13 @@ export class LeanConnection {
   }
 
   /**
-   * `n` bytes were read into the read buffer (ReadBuffer). Returns false to stop reading while a
-   * borrower holds part of the buffer: the next read would overwrite it.
+   * `n` bytes were read into the read buffer (ReadBuffer). Reading must stop while a borrower
+   * holds part of the buffer: the next read would overwrite it. It is not stopped here, though:
+   * the borrower's write usually went into the socket at once and gives the bytes back from the
+   * tick queue that runs right after this callback, before libuv can read again (Node drains it
+   * after every callback from the event loop). Stopping now would cost a readStop and a
+   * readStart, two epoll_ctl calls per response; `checkLoans` stops only if the loan is still out
+   * once those ticks have run.
    */
   readInto(n: number): boolean {
     const rb = this.#rb!;
@@ -411,7 +428,31 @@ export class LeanConnection {
     const ab = rb.buffer.buffer;
     if (this.#headBuf !== null && this.#headBuf.buffer === ab) this.#headBuf = Buffer.from(this.#headBuf);
     if (ex !== null && ex.pending !== null && ex.pending.buffer === ab) ex.pending = Buffer.from(ex.pending);
-    return this.#loans === 0;
+    if (this.#loans > 0 && !this.#checking) {
+      this.#checking = true;
+      process.nextTick(checkLoans, this, LOAN_TICKS);
+    }
+    return true;
+  }
+
+  /**
+   * Runs from the tick queue after a read that lent bytes: reading stops if they are still lent.
+   * A write corked until the next tick (RawResponse.write) completes in a tick queued after
+   * this one, and its callback (Writable's afterWriteTick) in the tick after that: so the check
+   * is made `ticksLeft` times, one tick apart, and the socket is paused by the last one. Nothing
+   * is read meanwhile: libuv reads only once the tick queue is empty.
+   */
+  checkLoans(ticksLeft: number): void {
+    if (this.#loans === 0 || this.#dropped) {
+      this.#checking = false;
+      return;
+    }
+    if (ticksLeft > 1) {
+      process.nextTick(checkLoans, this, ticksLeft - 1);
+      return;
+    }
+    this.#checking = false;
+    this.socket.pause();
   }
 
   /** Body bytes to the handler: lent when they are the read buffer's and it borrows, else owned. */
