@@ -4,7 +4,9 @@
 // read from the origin until then. These tests hold it to what the copying client did: every
 // byte arrives as the origin sent it (a buffer read into again while a write still held it would
 // show as corrupted bytes), a slow visitor holds the origin back with the edge's memory bounded,
-// and the kept-alive connection carries the next responses intact.
+// and the kept-alive connection carries the next responses intact. HTTP/1.1 visitors are served
+// through both writers of a lent chunk: the fast pass-through's and node:http's (edge.fastPath
+// false).
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
@@ -148,6 +150,8 @@ class Visitor {
 
 let origin: Origin;
 let edge: TestEdge;
+/** the same site with edge.fastPath false: node:http's ServerResponse writes the lent chunks */
+let noFast: TestEdge;
 let ca: KeyCert;
 
 before(async () => {
@@ -161,19 +165,30 @@ before(async () => {
       cache: { enabled: false },
     },
   ]);
+  noFast = await startEdge(
+    [
+      {
+        name: 'pass.test',
+        origin: { servers: [{ host: '127.0.0.1', port: origin.port }] },
+        cache: { enabled: false },
+      },
+    ],
+    { fastPath: false },
+  );
 });
 
 after(async () => {
   await edge.close();
+  await noFast.close();
   origin.server.close();
 });
 
 const MiB = 1024 * 1024;
 
-test('a slow visitor: the origin is held back, the edge buffers little, and every byte arrives as sent', async () => {
+async function slowVisitor(port: number, seed: number): Promise<void> {
   const size = 48 * MiB;
-  const path = `/1/${size}`;
-  const v = new Visitor(edge.httpPort);
+  const path = `/${seed}/${size}`;
+  const v = new Visitor(port);
   v.get(path);
   const { head } = await v.response(false);
   assert.match(head, /^HTTP\/1\.1 200/);
@@ -217,32 +232,46 @@ test('a slow visitor: the origin is held back, the edge buffers little, and ever
   }
   const body = Buffer.concat(chunks);
   assert.equal(body.length, size);
-  assert.ok(body.equals(bodyBytes(1, size)), 'the body arrived exactly as the origin sent it');
+  assert.ok(body.equals(bodyBytes(seed, size)), 'the body arrived exactly as the origin sent it');
   v.socket.destroy();
+}
+
+test('a slow visitor: the origin is held back, the edge buffers little, and every byte arrives as sent', async () => {
+  await slowVisitor(edge.httpPort, 1);
 });
 
-test('many responses of mixed sizes on kept-alive connections, fast and slow visitors at once: every body intact', async () => {
+test('the same through node:http (edge.fastPath false): held back, every byte as sent', async () => {
+  await slowVisitor(noFast.httpPort, 2);
+});
+
+test('many responses of mixed sizes on kept-alive connections, fast and slow visitors at once: every body intact (both visitor paths)', async () => {
   const sizes = [1, 1024, 100 * 1024, 65536, 65537, 300 * 1024, 7, 2 * MiB + 3];
-  const visitors = [0, 1, 2, 3].map((k) => new Visitor(edge.httpPort, k % 2 === 1));
-  const before = origin.connections;
-  await Promise.all(
-    visitors.map(async (v, k) => {
-      for (let round = 0; round < 3; round++) {
-        for (let i = 0; i < sizes.length; i++) {
-          const seed = 100 + k * 100 + round * 10 + i;
-          const size = sizes[(i + k) % sizes.length]!;
-          v.get(`/${seed}/${size}`);
-          const { head, body } = await v.response();
-          assert.match(head, /^HTTP\/1\.1 200/);
-          assert.equal(body.length, size);
-          assert.ok(body.equals(bodyBytes(seed, size)), `body ${seed} (${size} bytes) intact`);
+  for (const port of [edge.httpPort, noFast.httpPort]) {
+    const visitors = [0, 1, 2, 3].map((k) => new Visitor(port, k % 2 === 1));
+    const before = origin.connections;
+    await Promise.all(
+      visitors.map(async (v, k) => {
+        for (let round = 0; round < 3; round++) {
+          for (let i = 0; i < sizes.length; i++) {
+            const seed = 100 + k * 100 + round * 10 + i;
+            const size = sizes[(i + k) % sizes.length]!;
+            v.get(`/${seed}/${size}`);
+            const { head, body } = await v.response();
+            assert.match(head, /^HTTP\/1\.1 200/);
+            assert.equal(body.length, size);
+            assert.ok(
+              body.equals(bodyBytes(seed, size)),
+              `port ${port}: body ${seed} (${size} bytes) intact`,
+            );
+          }
         }
-      }
-    }),
-  );
-  for (const v of visitors) v.socket.destroy();
-  // the origin connections were kept alive and reused, not one per response
-  assert.ok(origin.connections - before <= 8, `${origin.connections - before} new origin connections`);
+      }),
+    );
+    for (const v of visitors) v.socket.destroy();
+    // the origin connections were kept alive and reused, not one per response
+    const opened = origin.connections - before;
+    assert.ok(opened <= 8, `port ${port}: ${opened} new origin connections`);
+  }
 });
 
 test('answers written at once: the origin connection is never stopped between responses (both visitor paths)', async () => {
@@ -251,16 +280,6 @@ test('answers written at once: the origin connection is never stopped between re
   // epoll_ctl calls per response (LeanConnection.readInto). Counted: readStop() on any TCP handle
   // whose peer is the origin (Node stops a read that way, from a false onread return or from
   // pause()), for 60 small responses on one kept-alive visitor connection.
-  const slowPath = await startEdge(
-    [
-      {
-        name: 'pass.test',
-        origin: { servers: [{ host: '127.0.0.1', port: origin.port }] },
-        cache: { enabled: false },
-      },
-    ],
-    { fastPath: false },
-  );
   interface Handle {
     readStop(): number;
     getpeername(out: { port?: number }): number;
@@ -278,7 +297,7 @@ test('answers written at once: the origin connection is never stopped between re
     return readStop.call(this);
   };
   try {
-    for (const port of [edge.httpPort, slowPath.httpPort]) {
+    for (const port of [edge.httpPort, noFast.httpPort]) {
       const v = new Visitor(port);
       // the first response opens the origin connection; counted from the second on
       v.get('/699/10');
@@ -297,7 +316,6 @@ test('answers written at once: the origin connection is never stopped between re
     }
   } finally {
     proto.readStop = readStop;
-    await slowPath.close();
   }
 });
 
