@@ -211,7 +211,20 @@ test('kill -9 the control leader mid-renewal: the next leader completes its orde
     b.logs.some((l) => String(l.msg).startsWith(`ACME: completing the open order for ${SITE}`)),
     'b completed the order a left open',
   );
-  const acme = (await store.get(`acme/${SITE}`))!.value as Record<string, unknown>;
+  // the certificate is stored first and the ACME record rewritten right after it
+  // (src/control/acme.ts: the edge switches to the new certificate in one put): wait for the
+  // record's renewal entry before reading the rest of it
+  const acme = await until(
+    'the ACME record of the renewal',
+    async () => {
+      const rec = (await store!.get(`acme/${SITE}`))?.value as Record<string, unknown> | undefined;
+      const history = (rec?.['history'] ?? []) as { event?: string; fingerprint?: string }[];
+      return history.some((h) => h.event === 'renewed' && h.fingerprint === renewed.fingerprint)
+        ? rec
+        : undefined;
+    },
+    10_000,
+  );
   assert.equal(acme['state'], 'valid');
   assert.equal(acme['lastError'], undefined);
   assert.equal(acme['order'], undefined, 'no order is left open');
