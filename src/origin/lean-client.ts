@@ -274,8 +274,6 @@ export class LeanConnection {
   #loans = 0;
   /** the response ended with chunks still lent: idle once they are given back, then this */
   #idleOnReturn: (() => void) | null = null;
-  /** a checkLoans check is queued (readInto) */
-  #checking = false;
 
   constructor(
     readonly pool: LeanOrigin,
@@ -428,10 +426,9 @@ export class LeanConnection {
     const ab = rb.buffer.buffer;
     if (this.#headBuf !== null && this.#headBuf.buffer === ab) this.#headBuf = Buffer.from(this.#headBuf);
     if (ex !== null && ex.pending !== null && ex.pending.buffer === ab) ex.pending = Buffer.from(ex.pending);
-    if (this.#loans > 0 && !this.#checking) {
-      this.#checking = true;
-      process.nextTick(checkLoans, this, LOAN_TICKS);
-    }
+    // no second read comes before this check has run its course (the tick queue drains first),
+    // so at most one check per connection is ever queued
+    if (this.#loans > 0) process.nextTick(checkLoans, this, LOAN_TICKS);
     return true;
   }
 
@@ -443,16 +440,9 @@ export class LeanConnection {
    * is read meanwhile: libuv reads only once the tick queue is empty.
    */
   checkLoans(ticksLeft: number): void {
-    if (this.#loans === 0 || this.#dropped) {
-      this.#checking = false;
-      return;
-    }
-    if (ticksLeft > 1) {
-      process.nextTick(checkLoans, this, ticksLeft - 1);
-      return;
-    }
-    this.#checking = false;
-    this.socket.pause();
+    if (this.#loans === 0 || this.#dropped) return;
+    if (ticksLeft > 1) process.nextTick(checkLoans, this, ticksLeft - 1);
+    else this.socket.pause();
   }
 
   /** Body bytes to the handler: lent when they are the read buffer's and it borrows, else owned. */
