@@ -609,38 +609,34 @@ test('a serving process started as users start it keeps a 16 MB least semi-space
 test("workerExecArgv: the primary's node options, --no-memory-reducer, --no-allocation-site-pretenuring and a 16 MB least semi-space, unless the operator chose", () => {
   const semi = '--min-semi-space-size=16';
   const pre = '--no-allocation-site-pretenuring';
-  assert.deepEqual(workerExecArgv([]), ['--no-memory-reducer', pre, semi]);
-  assert.deepEqual(workerExecArgv(['--cpu-prof', '--max-old-space-size=512']), [
-    '--cpu-prof',
-    '--max-old-space-size=512',
-    '--no-memory-reducer',
-    pre,
-    semi,
-  ]);
-  assert.deepEqual(workerExecArgv(['--memory-reducer']), ['--memory-reducer', pre, semi]);
-  assert.deepEqual(workerExecArgv(['--no_memory_reducer']), ['--no_memory_reducer', pre, semi]);
-  // pretenuring: either form of the operator's is kept, and nothing is added beside it
-  assert.deepEqual(workerExecArgv(['--allocation-site-pretenuring']), [
-    '--allocation-site-pretenuring',
-    '--no-memory-reducer',
-    semi,
-  ]);
-  assert.deepEqual(workerExecArgv(['--no_allocation_site_pretenuring']), [
-    '--no_allocation_site_pretenuring',
-    '--no-memory-reducer',
-    semi,
-  ]);
-  // a semi-space size of the operator's, on the command line or in NODE_OPTIONS, is theirs
-  assert.deepEqual(workerExecArgv(['--max-semi-space-size=8']), [
-    '--max-semi-space-size=8',
-    '--no-memory-reducer',
-    pre,
-  ]);
-  assert.deepEqual(workerExecArgv(['--min_semi_space_size=4']), [
-    '--min_semi_space_size=4',
-    '--no-memory-reducer',
-    pre,
-  ]);
-  assert.deepEqual(workerExecArgv([], '--max-semi-space-size=64 --trace-gc'), ['--no-memory-reducer', pre]);
-  assert.deepEqual(workerExecArgv([], '--trace-gc'), ['--no-memory-reducer', pre, semi]);
+  // [the operator's options, NODE_OPTIONS, what the serving process gets]
+  const cases: [string[], string, string[]][] = [
+    [[], '', ['--no-memory-reducer', pre, semi]],
+    [
+      ['--cpu-prof', '--max-old-space-size=512'],
+      '',
+      ['--cpu-prof', '--max-old-space-size=512', '--no-memory-reducer', pre, semi],
+    ],
+    [['--memory-reducer'], '', ['--memory-reducer', pre, semi]],
+    [['--no_memory_reducer'], '', ['--no_memory_reducer', pre, semi]],
+    // pretenuring: either form of the operator's is kept, and nothing is added beside it
+    [['--allocation-site-pretenuring'], '', ['--allocation-site-pretenuring', '--no-memory-reducer', semi]],
+    [
+      ['--no_allocation_site_pretenuring'],
+      '',
+      ['--no_allocation_site_pretenuring', '--no-memory-reducer', semi],
+    ],
+    // a semi-space size of the operator's, on the command line or in NODE_OPTIONS, is theirs
+    [['--max-semi-space-size=8'], '', ['--max-semi-space-size=8', '--no-memory-reducer', pre]],
+    [['--min_semi_space_size=4'], '', ['--min_semi_space_size=4', '--no-memory-reducer', pre]],
+    [[], '--max-semi-space-size=64 --trace-gc', ['--no-memory-reducer', pre]],
+    [[], '--trace-gc', ['--no-memory-reducer', pre, semi]],
+  ];
+  for (const [own, nodeOptions, want] of cases) {
+    assert.deepEqual(
+      workerExecArgv(own, nodeOptions),
+      want,
+      `${own.join(' ')} | NODE_OPTIONS=${nodeOptions}`,
+    );
+  }
 });
