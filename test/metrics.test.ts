@@ -1,10 +1,11 @@
 // GET /metrics on the admin endpoint: request, byte and error counters by site and cache state,
 // the hit ratio, and the storage tiers (objects, bytes, evictions), in the Prometheus format.
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
-import { lagOf } from '../src/edge/metrics.js';
+import { LoopLagMonitor, lagOf } from '../src/edge/metrics.js';
 import { admin, startAdmin } from './helpers/admin.js';
 import { request, startEdge } from './helpers/edge.js';
 import { refusingPort } from './helpers/nginx.js';
@@ -111,9 +112,11 @@ test('the event-loop delay of the serving process shows in the metrics, by worke
   t.after(() => edge.close());
   const a = await startAdmin(edge);
   t.after(() => a.close());
-  // this test's process is the edge's: hold its event loop for 300 ms, as a long garbage
-  // collection or a synchronous task would, then let the 10 ms timer of the monitor run again
-  const until = performance.now() + 300;
+  // this test's process is the edge's: hold its event loop, as a long garbage collection or a
+  // synchronous task would, then let the monitor's timers run again. 1.3 s: if the monitor slept
+  // (this process idle in the second before), its once a second check falls inside the stall and
+  // runs at least 300 ms late; if it was awake, its 10 ms timer runs 1.3 s late
+  const until = performance.now() + 1300;
   while (performance.now() < until) {
     // busy: nothing else runs on this thread meanwhile
   }
@@ -124,7 +127,7 @@ test('the event-loop delay of the serving process shows in the metrics, by worke
   const longest = lag('1');
   assert.ok(
     longest !== undefined && longest >= 0.25,
-    `the longest delay ${longest} s covers the 300 ms held`,
+    `the longest delay ${longest} s covers 300 ms or more of the 1.3 s held`,
   );
   assert.ok(longest < 30, `the longest delay ${longest} s is in seconds`);
   const p50 = lag('0.5');
@@ -150,4 +153,74 @@ test('the event-loop delay is the lateness of the timer, not its interval: an id
     p999: 0,
     max: 0,
   });
+});
+
+test('the event-loop monitor sleeps while its process is idle, wakes when it works, and still sees a stall', async (t) => {
+  let cpu = 0;
+  let now = 0;
+  const m = new LoopLagMonitor({ cpuMicros: () => cpu, nowMs: () => now });
+  t.after(() => m.close());
+  const second = (cpuUs: number, lateMs = 0) => {
+    cpu += cpuUs;
+    now += 1000 + lateMs;
+    m.check();
+  };
+  assert.equal(m.awake, true, 'awake from the start');
+  second(2000);
+  assert.equal(m.awake, false, '2 ms of CPU in a second is idle: the 10 ms timer sleeps');
+  second(20_000);
+  assert.equal(m.awake, true, '20 ms of CPU in a second is work: the timer runs again');
+  second(1000);
+  assert.equal(m.awake, false);
+  // asleep, the check is the loop's only timer: it came 350 ms late, as after a long GC pause
+  second(1000, 350);
+  const seen = m.read();
+  assert.ok(Math.abs(seen.max - 0.35) < 0.05, `the longest delay ${seen.max} s is the stall asleep`);
+  // the reading covers the current window and the last full one (10 checks each), then forgets
+  for (let i = 0; i < 20; i++) second(1000);
+  assert.equal(m.awake, false);
+  assert.deepEqual(
+    { ...m.read(), worker: '' },
+    { worker: '', p50: 0, p99: 0, p999: 0, max: 0 },
+    'two windows later the stall is gone',
+  );
+
+  // woken after a real idle spell, the histogram does not count the time it slept as one delay
+  await new Promise((r) => setTimeout(r, 300));
+  second(50_000);
+  assert.equal(m.awake, true);
+  await new Promise((r) => setTimeout(r, 120));
+  const woke = m.read();
+  assert.ok(woke.max < 0.2, `after waking the longest delay ${woke.max} s leaves out the 300 ms asleep`);
+});
+
+/** voluntary context switches of every thread of a process: how often it went to sleep and woke */
+function wakeups(pid: number): number {
+  let n = 0;
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    const m = /^voluntary_ctxt_switches:\s+(\d+)/m.exec(
+      readFileSync(`/proc/${pid}/task/${task}/status`, 'utf8'),
+    );
+    n += Number(m?.[1] ?? 0);
+  }
+  return n;
+}
+
+test('an idle edge process wakes a few times a second, not 100 (the delay monitor sleeps)', async (t) => {
+  const { startEdgeProc } = await import('./helpers/proc.js');
+  const p = await startEdgeProc({
+    config: { sites: [{ name: 'idle.example.com', origin: { servers: [{ host: '127.0.0.1', port: 9 }] } }] },
+  });
+  t.after(() => p.kill());
+  const pid = p.workerPid();
+  // start-up work (compilation, the first checks) takes a second or two: the first 2 s window in
+  // which the serving process is idle decides; with a 10 ms timer running, every window has ~200
+  const windows: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    const before = wakeups(pid);
+    await new Promise((r) => setTimeout(r, 2000));
+    windows.push(wakeups(pid) - before);
+    if (windows.at(-1)! < 30) break;
+  }
+  assert.ok(windows.at(-1)! < 30, `wake-ups per 2 s of the idle serving process: ${windows.join(', ')}`);
 });

@@ -67,43 +67,141 @@ export interface LoopLag {
 const LAG_RESOLUTION_MS = 10;
 /** The monitor's window: values cover the window that ended last plus the current one. */
 const LAG_WINDOW_MS = 10_000;
+/** How often the monitor checks whether the process is idle (and rolls the window, every tenth). */
+const LAG_CHECK_MS = 1000;
+/**
+ * CPU time (user + system, microseconds) per check below which the process counts as idle: 0.5 %
+ * of a core. The 10 ms timer alone costs about 2 ms a second on this kind of machine, so an idle
+ * process falls below it with the timer on; an edge serving 100 requests a second stays above.
+ */
+const LAG_IDLE_CPU_US = 5000;
+
+type Lag = Omit<LoopLag, 'worker'>;
+
+/** The worse of two readings, figure by figure (how two windows' readings combine). */
+function worse(a: Lag | undefined, b: Lag): Lag {
+  if (!a) return b;
+  return {
+    p50: Math.max(a.p50, b.p50),
+    p99: Math.max(a.p99, b.p99),
+    p999: Math.max(a.p999, b.p999),
+    max: Math.max(a.max, b.max),
+  };
+}
+
+/** What LoopLagMonitor reads from the process: its CPU time and a monotonic clock (tests set both). */
+export interface LoopLagSource {
+  cpuMicros(): number;
+  nowMs(): number;
+}
+
+const processSource: LoopLagSource = {
+  cpuMicros() {
+    const u = process.cpuUsage();
+    return u.user + u.system;
+  },
+  nowMs: () => performance.now(),
+};
 
 /**
  * The process's event-loop delay, one monitor per process however many edges it runs (tests run
  * several): a node:perf_hooks histogram whose window rolls every 10 s. A reading takes the worse of
  * the last full window and the current one, so it does not depend on how often, or by how many
  * scrapers, /metrics is read (prom-client's nodejs_eventloop_lag_* reset at every scrape instead).
+ *
+ * The histogram's 10 ms timer sleeps while the process is idle (less than LAG_IDLE_CPU_US of CPU
+ * in the last second): an idle edge then wakes twice a second, not 100 times, which on a shared
+ * or virtual machine is time taken from its neighbours (docs/decisions.md). The once a second
+ * check also measures how late it ran itself, so a stall of an idle process that spans a check
+ * still shows in the longest delay; the first second of a burst after an idle spell is read only
+ * that coarsely.
  */
-class LoopLagMonitor {
+export class LoopLagMonitor {
   readonly #h: IntervalHistogram = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
-  #last: Omit<LoopLag, 'worker'> | undefined;
+  readonly #src: LoopLagSource;
+  /** the last full window's reading */
+  #last: Lag | undefined;
+  /** the current window's readings from before the timer last slept (and the check's own lateness) */
+  #held: Lag | undefined;
+  #awake = false;
+  #cpu: number;
+  #checkedAt: number;
+  #checks = 0;
+  readonly #timer: NodeJS.Timeout;
 
-  constructor() {
-    this.#h.enable();
+  constructor(src: LoopLagSource = processSource) {
+    this.#src = src;
+    this.#cpu = src.cpuMicros();
+    this.#checkedAt = src.nowMs();
+    this.#wake();
+    this.#timer = setInterval(() => this.check(), LAG_CHECK_MS);
     // unref'd: the monitor never keeps a process alive
-    setInterval(() => {
-      this.#last = this.#read();
-      this.#h.reset();
-    }, LAG_WINDOW_MS).unref();
+    this.#timer.unref();
   }
 
-  #read(): Omit<LoopLag, 'worker'> {
-    return lagOf(this.#h, LAG_RESOLUTION_MS * 1e6);
+  /** whether the 10 ms timer runs (the process was busy in the last second) */
+  get awake(): boolean {
+    return this.#awake;
+  }
+
+  /** The once a second check (public for tests): idle or busy, and the window's roll. */
+  check(): void {
+    const cpu = this.#src.cpuMicros();
+    const now = this.#src.nowMs();
+    const late = now - this.#checkedAt - LAG_CHECK_MS;
+    const used = cpu - this.#cpu;
+    this.#cpu = cpu;
+    this.#checkedAt = now;
+    // the check's own lateness is a delay seen: the only one while the 10 ms timer sleeps, and
+    // one that timer misses when a stall comes before its first run (its first run only starts
+    // the histogram's clock)
+    if (late > LAG_RESOLUTION_MS) {
+      const s = late / 1000;
+      this.#held = worse(this.#held, { p50: 0, p99: 0, p999: 0, max: s });
+    }
+    if (used < LAG_IDLE_CPU_US) this.#sleep();
+    else this.#wake();
+    if (++this.#checks % (LAG_WINDOW_MS / LAG_CHECK_MS) === 0) {
+      this.#last = this.#window();
+      this.#held = undefined;
+      this.#h.reset();
+    }
+  }
+
+  #wake(): void {
+    if (this.#awake) return;
+    this.#awake = true;
+    // reset first: a histogram enabled again would record the whole time it slept as one delay
+    this.#h.reset();
+    this.#h.enable();
+  }
+
+  #sleep(): void {
+    if (!this.#awake) return;
+    this.#awake = false;
+    this.#h.disable();
+    this.#held = this.#window();
+    this.#h.reset();
+  }
+
+  /** the current window: what the histogram holds, and what was held from before it slept */
+  #window(): Lag {
+    const now = lagOf(this.#h, LAG_RESOLUTION_MS * 1e6);
+    return this.#held ? worse(this.#held, now) : now;
   }
 
   read(): LoopLag {
-    const now = this.#read();
-    const last = this.#last;
     // the cluster supervisor gives each child its slot (src/cli/supervisor.ts, VERGE_WORKER)
     const worker = process.env['VERGE_WORKER'] ?? '1';
-    if (!last) return { worker, ...now };
-    return {
-      worker,
-      p50: Math.max(now.p50, last.p50),
-      p99: Math.max(now.p99, last.p99),
-      p999: Math.max(now.p999, last.p999),
-      max: Math.max(now.max, last.max),
-    };
+    const now = this.#window();
+    return { worker, ...(this.#last ? worse(this.#last, now) : now) };
+  }
+
+  /** stops the monitor's timers (tests; the process's own monitor runs until exit) */
+  close(): void {
+    clearInterval(this.#timer);
+    this.#h.disable();
+    this.#awake = false;
   }
 }
 
