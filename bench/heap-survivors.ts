@@ -7,6 +7,8 @@
 //   HEAP_AT   seconds after the start to begin sampling (default 20)
 //   HEAP_FOR  seconds to sample (default 4)
 //   HEAP_DIR  where to write heap-<pid>.heapprofile (default the working directory)
+//   HEAP_ALL  1: keep the objects scavenges and mark-compacts collected too, so the profile is
+//             everything allocated in the window (bytes per request = total / requests served)
 // Then: node dist/bench/heap-survivors.js FILE [top=15]: bytes by allocating function.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
@@ -32,7 +34,7 @@ if (file?.endsWith('.heapprofile')) {
     for (const c of n.children) walk(c);
   };
   walk(head);
-  console.log(`${(total / 1024).toFixed(0)} KiB sampled and still in the heap`);
+  console.log(`${(total / 1024).toFixed(0)} KiB sampled`);
   for (const [k, v] of [...by].sort((a, b) => b[1] - a[1]).slice(0, top))
     console.log(
       `${((100 * v) / total).toFixed(1).padStart(5)} %  ${(v / 1024).toFixed(0).padStart(7)} KiB  ${k}`,
@@ -41,6 +43,7 @@ if (file?.endsWith('.heapprofile')) {
   const at = Number(process.env['HEAP_AT'] ?? 20) * 1000;
   const span = Number(process.env['HEAP_FOR'] ?? 4) * 1000;
   const dir = process.env['HEAP_DIR'] ?? '.';
+  const all = process.env['HEAP_ALL'] === '1';
   const s = new Session();
   s.connect();
   setTimeout(() => {
@@ -48,8 +51,8 @@ if (file?.endsWith('.heapprofile')) {
       'HeapProfiler.startSampling',
       {
         samplingInterval: 1024,
-        includeObjectsCollectedByMajorGC: false,
-        includeObjectsCollectedByMinorGC: false,
+        includeObjectsCollectedByMajorGC: all,
+        includeObjectsCollectedByMinorGC: all,
       },
       () => {
         setTimeout(() => {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { AccessLog, type AccessRecord } from '../src/core/log.js';
-import { HitFacts, RequestLog } from '../src/edge/request-log.js';
+import { ExchangeFacts, HitFacts, RequestLog } from '../src/edge/request-log.js';
 
 test('the last `capacity` records are found by id, older ones are forgotten', () => {
   const log = new RequestLog(3);
@@ -116,5 +116,116 @@ test('a fast-path hit is kept as columns: the same record as the one built at th
   fill('h3', '/three', 200);
   access.writeCompact(f);
   assert.deepEqual(lines, [{ ...expected, id: 'h3', path: '/three' }]);
+  void access.close();
+});
+
+test('a plain exchange is kept as columns and rebuilt field for field; one with an error is kept as its record', () => {
+  const log = new RequestLog(4);
+  const access = new AccessLog('off');
+  log.attach(access);
+  const f = new ExchangeFacts();
+  // what handler.ts finish() sets for every request, here for a pass-through on a new connection
+  const fill = (id: string) => {
+    f.startWall = Date.UTC(2026, 11, 7, 3, 0, 0, 5);
+    f.id = id;
+    f.site = 'a.test';
+    f.host = 'a.test';
+    f.client = '192.0.2.9';
+    f.scheme = 'http';
+    f.http = '1.1';
+    f.method = 'GET';
+    f.path = '/p?q=1';
+    f.status = 200;
+    f.bytes = 1024;
+    f.connect = 0.31;
+    f.tls = 0;
+    f.firstByte = 1.25;
+    f.total = 1.5;
+    f.hasOrigin = true;
+    f.server = 'origin.test';
+    f.port = 8080;
+    f.hasConn = true;
+    f.address = '127.0.0.1';
+    f.protocol = 'http';
+    f.reason = undefined;
+    f.reused = false;
+    f.tlsVersion = undefined;
+    f.tier = undefined;
+    f.attempts = undefined;
+    f.error = undefined;
+    f.cacheState = 'MISS';
+    f.cacheReason = undefined;
+    f.rule = undefined;
+    f.aborted = false;
+    f.sentStatus = 0;
+  };
+  fill('x1');
+  assert.equal(f.plain, true);
+  const built = f.toRecord();
+  access.writeCompact(f);
+  // refilled for the next request: a kept-alive connection, no first byte, a site-less error
+  fill('x2');
+  f.hasConn = false;
+  f.address = undefined;
+  f.reused = undefined;
+  f.firstByte = null;
+  f.cacheState = undefined;
+  access.writeCompact(f);
+  fill('x3');
+  f.site = null;
+  f.hasOrigin = false;
+  f.status = 404;
+  f.error = { code: 'SITE_NOT_FOUND', stage: 'route', source: 'edge', host: 'nope.test' };
+  assert.equal(f.plain, false);
+  const failed = f.toRecord();
+  access.writeCompact(f);
+
+  const expected = {
+    time: '2026-12-07T03:00:00.005Z',
+    id: 'x1',
+    site: 'a.test',
+    host: 'a.test',
+    client: '192.0.2.9',
+    scheme: 'http',
+    http: '1.1',
+    method: 'GET',
+    path: '/p?q=1',
+    status: 200,
+    bytes: 1024,
+    ms: { connect: 0.31, tls: 0, firstByte: 1.25, total: 1.5 },
+    origin: {
+      server: 'origin.test',
+      port: 8080,
+      address: '127.0.0.1',
+      protocol: 'http',
+      reason: undefined,
+      reused: false,
+    },
+    cache: { state: 'MISS' },
+  };
+  assert.deepEqual(built, expected);
+  assert.deepEqual(log.lookup('x1'), expected);
+  assert.equal(JSON.stringify(log.lookup('x1')), JSON.stringify(built), 'same field order as the log line');
+  const second = log.lookup('x2')!;
+  assert.deepEqual(second['origin'], {
+    server: 'origin.test',
+    port: 8080,
+    protocol: 'http',
+    reason: undefined,
+  });
+  assert.deepEqual(second['ms'], { connect: 0.31, tls: 0, firstByte: null, total: 1.5 });
+  assert.equal('cache' in second, false);
+  // the record with an error is the very object built for it
+  assert.deepEqual(log.lookup('x3'), failed);
+  assert.equal(log.lookup('x3')?.['site'], null);
+  assert.equal('origin' in failed, false);
+  assert.deepEqual(
+    log.recent(5).map((r) => [r['id'], r['status']]),
+    [
+      ['x3', 404],
+      ['x2', 200],
+      ['x1', 200],
+    ],
+  );
   void access.close();
 });

@@ -20,6 +20,7 @@ describe('verge trace', () => {
   let origin: HttpOrigin | undefined;
   let edge: Edge | undefined;
   let requests: RequestLog;
+  let accessLog: AccessLog;
   let dir: string | undefined;
   let httpAddr: string;
   let httpsAddr: string;
@@ -51,7 +52,7 @@ describe('verge trace', () => {
       dir,
     );
     // log.access is off: the RequestLog alone must be enough for trace to find the record
-    const accessLog = new AccessLog('off');
+    accessLog = new AccessLog('off');
     requests = new RequestLog(100);
     requests.attach(accessLog);
     edge = new Edge(config, { logger: createLogger('silent'), accessLog });
@@ -161,6 +162,35 @@ describe('verge trace', () => {
       (e: unknown) =>
         e instanceof TraceError && e.code === 'ECONNREFUSED' && e.message.includes(`127.0.0.1:${closed}`),
     );
+  });
+
+  test('the request log rebuilds a pass to the origin exactly as the record built at the time', async () => {
+    // a listener gets the record finish() builds then (the log line's); the request log keeps a
+    // plain exchange as columns and rebuilds it on lookup: the same fields in the same order
+    const seen = new Map<string, Record<string, unknown>>();
+    const stop = accessLog.onRecord((r) => seen.set(String(r['id']), r));
+    try {
+      const ids: string[] = [];
+      for (const url of ['http://shop.test/kept-1.css', 'http://shop.test/kept-2.css', 'http://down.test/']) {
+        const t = await trace(url, { edge: httpAddr, lookup });
+        assert.ok(t.requestId);
+        ids.push(t.requestId);
+      }
+      for (const id of ids) {
+        const atTheTime = seen.get(id);
+        assert.ok(atTheTime, `a record for ${id}`);
+        assert.equal(JSON.stringify(requests.lookup(id)), JSON.stringify(atTheTime));
+        assert.deepEqual(requests.lookup(id), atTheTime);
+      }
+      assert.equal(seen.get(ids[0]!)?.['status'], 200);
+      assert.deepEqual(seen.get(ids[0]!)?.['cache'], { state: 'MISS' });
+      assert.equal(
+        (seen.get(ids[2]!)?.['error'] as { code?: string } | undefined)?.code,
+        'ORIGIN_CONNECTION_REFUSED',
+      );
+    } finally {
+      stop();
+    }
   });
 });
 

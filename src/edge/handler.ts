@@ -7,7 +7,7 @@ import { constants as h2constants } from 'node:http2';
 import type { Readable, Transform } from 'node:stream';
 import { TIER_ERROR_HEADER, TIER_SCHEME_HEADER } from '../cluster/parents.js';
 import { ERRORS, type ErrorCode, type VergeError } from '../core/errors.js';
-import { type AccessLog, isoTime } from '../core/log.js';
+import type { AccessLog } from '../core/log.js';
 import { UNKEYED_REQUEST_FIELDS } from '../core/unkeyed.js';
 import { type Attempt, type PullCallbacks, type PullProtocol, type PullState, pull } from '../origin/pull.js';
 import {
@@ -38,6 +38,7 @@ import { RequestContext } from './lifecycle.js';
 import { markEdgeReset, whenStillWanted } from './limits.js';
 import type { EdgeMetrics } from './metrics.js';
 import { nextRequestId } from './request-id.js';
+import { ExchangeFacts } from './request-log.js';
 import type { CompiledSite, Runtime } from './runtime.js';
 import { bodyStream, type VisitorRequest, type VisitorResponse } from './visitor.js';
 
@@ -869,67 +870,69 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
   // traffic statistics (src/edge/stats.ts): the site's counters by reference, no lookup by name
   const stats = ctx.site ? ctx.site.stats : deps.runtime().unroutedStats;
   if (stats !== undefined) stats.record(ctx, status, ctx.bytes);
-  // Nobody reads the log (log.access: off, no listener): skip building the record.
+  // Nobody reads the log (log.access: off, no listener, no request log): nothing to fill.
   if (!deps.accessLog.active) return;
   const total = performance.now() - ctx.start;
   const req = ctx.req;
   const last = ctx.attempts.at(-1);
   const conn = last?.conn;
-  const rec: Record<string, unknown> = {
-    time: isoTime(ctx.startWall),
-    id: ctx.id,
-    site: ctx.site?.name ?? null,
-    host: ctx.host,
-    client: ctx.client,
-    scheme: ctx.scheme,
-    http: ctx.httpVersion,
-    method: req.method,
-    path: req.url,
-    // 499 (as nginx logs it) when the visitor left, or no status was chosen before an abort
-    status,
-    bytes: ctx.bytes,
-    ms: {
-      connect: conn ? round(conn.dnsMs + conn.connectMs) : 0,
-      tls: conn ? round(conn.tlsMs) : 0,
-      firstByte: ctx.firstByteMs !== undefined ? round(ctx.firstByteMs) : null,
-      total: round(total),
-    },
-  };
-  if (last) {
-    rec.origin = {
-      server: last.server,
-      port: last.port,
-      ...(conn ? { address: conn.address } : {}),
-      protocol: ctx.protocol,
-      reason: ctx.protocolReason,
-      // whether a kept-alive connection carried the request; unknown when none was made
-      ...(ctx.firstByteMs !== undefined ? { reused: !conn } : {}),
-      ...(conn?.tlsVersion ? { tls: conn.tlsVersion } : {}),
-      ...(last.tier ? { tier: last.tier } : {}),
-    };
-    if (ctx.attempts.length > 1)
-      rec.attempts = ctx.attempts.map((a) => ({
-        server: a.server,
-        port: a.port,
-        code: a.code ?? null,
-        nodeCode: a.nodeCode,
-        ...(a.tier ? { tier: a.tier } : {}),
-        ...(a.parentCode ? { parentCode: a.parentCode } : {}),
-        ...(a.reused ? { reused: true } : {}),
-      }));
-  }
+  // one ExchangeFacts refilled per request: the request log keeps a plain one as columns and
+  // the record is built only for a log line or a listener (src/edge/request-log.ts)
+  const f = exchangeFacts;
+  f.startWall = ctx.startWall;
+  f.id = ctx.id;
+  f.site = ctx.site?.name ?? null;
+  f.host = ctx.host;
+  f.client = ctx.client;
+  f.scheme = ctx.scheme;
+  f.http = ctx.httpVersion;
+  f.method = req.method;
+  f.path = req.url;
+  // 499 (as nginx logs it) when the visitor left, or no status was chosen before an abort
+  f.status = status;
+  f.bytes = ctx.bytes;
+  f.connect = conn ? round(conn.dnsMs + conn.connectMs) : 0;
+  f.tls = conn ? round(conn.tlsMs) : 0;
+  f.firstByte = ctx.firstByteMs !== undefined ? round(ctx.firstByteMs) : null;
+  f.total = round(total);
+  f.hasOrigin = last !== undefined;
+  f.server = last ? last.server : '';
+  f.port = last ? last.port : 0;
+  f.hasConn = conn !== undefined;
+  f.address = conn?.address;
+  f.protocol = ctx.protocol;
+  f.reason = ctx.protocolReason;
+  // whether a kept-alive connection carried the request; unknown when none was made
+  f.reused = last && ctx.firstByteMs !== undefined ? !conn : undefined;
+  f.tlsVersion = conn?.tlsVersion;
+  f.tier = last?.tier;
+  f.attempts =
+    ctx.attempts.length > 1
+      ? ctx.attempts.map((a) => ({
+          server: a.server,
+          port: a.port,
+          code: a.code ?? null,
+          nodeCode: a.nodeCode,
+          ...(a.tier ? { tier: a.tier } : {}),
+          ...(a.parentCode ? { parentCode: a.parentCode } : {}),
+          ...(a.reused ? { reused: true } : {}),
+        }))
+      : undefined;
   if (ctx.errorCode) {
     const spec = ERRORS[ctx.errorCode];
-    rec.error = { code: ctx.errorCode, stage: spec.stage, source: spec.source, ...ctx.errorDetail };
-  }
-  if (ctx.cacheState)
-    rec.cache = { state: ctx.cacheState, ...(ctx.cacheReason ? { reason: ctx.cacheReason } : {}) };
+    f.error = { code: ctx.errorCode, stage: spec.stage, source: spec.source, ...ctx.errorDetail };
+  } else f.error = undefined;
+  f.cacheState = ctx.cacheState;
+  f.cacheReason = ctx.cacheReason;
   // the access rule that refused, redirected or rewrote the request (`verge explain` names it)
-  if (ctx.rule) rec.rule = ctx.rule;
-  if (ctx.aborted) rec.aborted = true;
-  if (visitorLeft && sentStatus) rec.sentStatus = sentStatus;
-  deps.accessLog.write(rec);
+  f.rule = ctx.rule;
+  f.aborted = ctx.aborted;
+  f.sentStatus = visitorLeft && sentStatus ? sentStatus : 0;
+  deps.accessLog.writeCompact(f);
 }
+
+/** finish()'s facts, refilled for every request (nothing keeps a reference: see ExchangeFacts) */
+const exchangeFacts = new ExchangeFacts();
 
 function round(n: number): number {
   return Math.round(n * 100) / 100;

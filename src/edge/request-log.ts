@@ -4,10 +4,13 @@
  * reading log files, and even with `log.access: off`.
  *
  * A fixed-size ring: the oldest record is dropped when a new one arrives, so memory stays bounded
- * (about 1 KB a record, 10 MB at the default size) whatever the traffic. Keeping a record is one
- * store into the ring, because it happens for every request (on the hit path too); a lookup by id
- * walks the ring from the newest record, which only `verge trace` and the console do (about
- * 50 microseconds for the default 10,000 records).
+ * whatever the traffic. A fast-path hit (HitFacts) and a plain exchange (ExchangeFacts) are kept
+ * as columns: numbers in one Float64Array and references to strings the request already had
+ * (about 200 bytes a slot, 2 MB at the default size), so keeping them allocates nothing that
+ * lives on; the rest (errors, retries, access rules, aborts) as their records, about 1 KB each.
+ * Keeping a record happens for every request; a lookup by id walks the ring from the newest
+ * record and builds it, which only `verge trace` and the console do (about 50 microseconds for
+ * the default 10,000 records).
  */
 import {
   type AccessLog,
@@ -107,20 +110,145 @@ function hitRecord(
   };
 }
 
+/**
+ * One exchange handler.ts finish() logs (a pass-through, a miss, an error answer, ...), as plain
+ * fields: the AccessRecord finish() used to build for every request, built only for a log line, a
+ * listener or a record that is not plain. finish() refills one ExchangeFacts for every request.
+ *
+ * Why: the RequestLog keeps the last 10,000 records whatever log.access says, so every record
+ * built survived two scavenges and was promoted. Under a 100 KiB pass-through that was about 1 KB
+ * of old generation per request and two to four mark-compacts every 4 s, the longest pauses in
+ * the process (docs/benchmarks.md, "the request log's records"). A plain exchange (at most one
+ * attempt, no error, no access rule, not aborted, not through a parent) is kept as columns
+ * instead, as fast-path hits are (HitFacts); the rest, rare, as the record itself.
+ */
+export class ExchangeFacts implements CompactRecord {
+  startWall = 0;
+  id = '';
+  site: string | null = null;
+  host = '';
+  client = '';
+  scheme = '';
+  http = '';
+  method: string | undefined = undefined;
+  path: string | undefined = undefined;
+  status = 0;
+  bytes = 0;
+  /** ms.connect, ms.tls, ms.firstByte (null: no first byte), ms.total */
+  connect = 0;
+  tls = 0;
+  firstByte: number | null = null;
+  total = 0;
+  /** the last attempt's fields (`origin`), when there was one */
+  hasOrigin = false;
+  server = '';
+  port = 0;
+  /** a new connection was made: its address (origin.address) */
+  hasConn = false;
+  address: string | undefined = undefined;
+  protocol: string | undefined = undefined;
+  reason: string | undefined = undefined;
+  /** origin.reused, when the first byte came (undefined: the field is absent) */
+  reused: boolean | undefined = undefined;
+  tlsVersion: string | undefined = undefined;
+  tier: string | undefined = undefined;
+  /** the rest of the record, set only when the exchange is not plain */
+  attempts: unknown[] | undefined = undefined;
+  error: Record<string, unknown> | undefined = undefined;
+  cacheState: string | undefined = undefined;
+  cacheReason: string | undefined = undefined;
+  rule: unknown = undefined;
+  aborted = false;
+  sentStatus = 0;
+
+  /** whether a RequestLog keeps it as columns (everything else is the record itself) */
+  get plain(): boolean {
+    return (
+      this.attempts === undefined &&
+      this.error === undefined &&
+      this.rule === undefined &&
+      !this.aborted &&
+      this.sentStatus === 0 &&
+      this.tier === undefined
+    );
+  }
+
+  /** The record, fields in the order finish() has always written them. */
+  toRecord(): AccessRecord {
+    const rec: AccessRecord = {
+      time: isoTime(this.startWall),
+      id: this.id,
+      site: this.site,
+      host: this.host,
+      client: this.client,
+      scheme: this.scheme,
+      http: this.http,
+      method: this.method,
+      path: this.path,
+      // 499 (as nginx logs it) when the visitor left, or no status was chosen before an abort
+      status: this.status,
+      bytes: this.bytes,
+      ms: { connect: this.connect, tls: this.tls, firstByte: this.firstByte, total: this.total },
+    };
+    if (this.hasOrigin) {
+      rec['origin'] = {
+        server: this.server,
+        port: this.port,
+        ...(this.hasConn ? { address: this.address } : {}),
+        protocol: this.protocol,
+        reason: this.reason,
+        // whether a kept-alive connection carried the request; unknown when none was made
+        ...(this.reused !== undefined ? { reused: this.reused } : {}),
+        ...(this.tlsVersion ? { tls: this.tlsVersion } : {}),
+        ...(this.tier ? { tier: this.tier } : {}),
+      };
+    }
+    if (this.attempts !== undefined) rec['attempts'] = this.attempts;
+    if (this.error !== undefined) rec['error'] = this.error;
+    if (this.cacheState)
+      rec['cache'] = { state: this.cacheState, ...(this.cacheReason ? { reason: this.cacheReason } : {}) };
+    // the access rule that refused, redirected or rewrote the request (`verge explain` names it)
+    if (this.rule !== undefined) rec['rule'] = this.rule;
+    if (this.aborted) rec['aborted'] = true;
+    if (this.sentStatus) rec['sentStatus'] = this.sentStatus;
+    return rec;
+  }
+}
+
 /** Records kept by default: minutes of traffic on a busy edge, hours on a small one. */
 export const REQUEST_LOG_SIZE = 10_000;
-/** numbers (startWall, status, bytes, total, id counter) and strings (site, host, peer, scheme, http, method, path) per slot */
-const NUMS = 5;
-const STRS = 7;
+/**
+ * Numbers per slot: startWall, status, bytes, total, id counter (a hit's), then an exchange's
+ * connect, tls, firstByte (NaN for null), port and flags (FLAG_*).
+ */
+const NUMS = 10;
+/**
+ * Strings per slot: site, host, peer (a hit's; an exchange's client), scheme, http, method, path,
+ * then an exchange's server, address, protocol, reason, TLS version, cache state and reason.
+ */
+const STRS = 14;
+const FLAG_ORIGIN = 1;
+const FLAG_CONN = 2;
+const FLAG_REUSED_SET = 4;
+const FLAG_REUSED = 8;
+/** what a slot holds: the record itself (#ring), a hit's columns, an exchange's columns */
+const KIND_RECORD = 0;
+const KIND_HIT = 1;
+const KIND_EXCHANGE = 2;
+/** the facts a kept exchange's record is rebuilt from (plain: only the column fields are set) */
+const scratch = new ExchangeFacts();
 
 export class RequestLog implements RecordKeeper {
-  /** a full record, or undefined where the slot holds a hit in the columns below */
+  /** a full record, or undefined where the slot holds a hit or an exchange in the columns below */
   readonly #ring: (AccessRecord | undefined)[];
+  /** what each slot holds (KIND_*) */
+  readonly #kind: Uint8Array;
   /** every slot's request id (the lookup key); '' where the id counter column holds it */
   readonly #ids: string[];
-  // a HitFacts's fields, one column each (copied, not referenced: the facts object is reused)
+  // a HitFacts's or an ExchangeFacts's fields, one column each (copied, not referenced: the facts
+  // object is reused)
   readonly #num: Float64Array;
-  readonly #str: string[];
+  readonly #str: (string | null | undefined)[];
   readonly #rule: (ClientAddressRule | undefined)[];
   readonly #header: (string | undefined)[];
   #next = 0;
@@ -130,6 +258,7 @@ export class RequestLog implements RecordKeeper {
     if (!Number.isSafeInteger(capacity) || capacity < 1)
       throw new Error(`RequestLog capacity must be a positive integer (got ${capacity})`);
     this.#ring = new Array(capacity);
+    this.#kind = new Uint8Array(capacity);
     this.#ids = new Array(capacity).fill('');
     this.#num = new Float64Array(capacity * NUMS);
     this.#str = new Array(capacity * STRS).fill('');
@@ -152,6 +281,7 @@ export class RequestLog implements RecordKeeper {
     if (typeof id !== 'string') return;
     const at = this.#advance();
     this.#ring[at] = rec;
+    this.#kind[at] = KIND_RECORD;
     this.#ids[at] = id;
     // no id counter here: a full record is found by its id string only (even an empty one)
     this.#num[at * NUMS + 4] = -1;
@@ -159,14 +289,20 @@ export class RequestLog implements RecordKeeper {
     this.#header[at] = undefined;
   }
 
-  /** Keep a compact record: a HitFacts into the columns, anything else built. */
+  /** Keep a compact record: a HitFacts or a plain ExchangeFacts into the columns, anything else built. */
   addCompact(rec: CompactRecord): void {
+    if (rec instanceof ExchangeFacts) {
+      if (rec.plain) this.#exchange(rec);
+      else this.add(rec.toRecord());
+      return;
+    }
     if (!(rec instanceof HitFacts)) {
       this.add(rec.toRecord());
       return;
     }
     const at = this.#advance();
     this.#ring[at] = undefined;
+    this.#kind[at] = KIND_HIT;
     this.#ids[at] = rec.id;
     const n = at * NUMS;
     const num = this.#num;
@@ -188,6 +324,48 @@ export class RequestLog implements RecordKeeper {
     this.#header[at] = rec.clientHeader;
   }
 
+  #exchange(rec: ExchangeFacts): void {
+    const at = this.#advance();
+    this.#ring[at] = undefined;
+    this.#kind[at] = KIND_EXCHANGE;
+    this.#ids[at] = rec.id;
+    const n = at * NUMS;
+    const num = this.#num;
+    num[n] = rec.startWall;
+    num[n + 1] = rec.status;
+    num[n + 2] = rec.bytes;
+    num[n + 3] = rec.total;
+    // found by its id string, as a full record
+    num[n + 4] = -1;
+    num[n + 5] = rec.connect;
+    num[n + 6] = rec.tls;
+    num[n + 7] = rec.firstByte ?? Number.NaN;
+    num[n + 8] = rec.port;
+    num[n + 9] =
+      (rec.hasOrigin ? FLAG_ORIGIN : 0) |
+      (rec.hasConn ? FLAG_CONN : 0) |
+      (rec.reused !== undefined ? FLAG_REUSED_SET : 0) |
+      (rec.reused ? FLAG_REUSED : 0);
+    const k = at * STRS;
+    const str = this.#str;
+    str[k] = rec.site;
+    str[k + 1] = rec.host;
+    str[k + 2] = rec.client;
+    str[k + 3] = rec.scheme;
+    str[k + 4] = rec.http;
+    str[k + 5] = rec.method;
+    str[k + 6] = rec.path;
+    str[k + 7] = rec.server;
+    str[k + 8] = rec.address;
+    str[k + 9] = rec.protocol;
+    str[k + 10] = rec.reason;
+    str[k + 11] = rec.tlsVersion;
+    str[k + 12] = rec.cacheState;
+    str[k + 13] = rec.cacheReason;
+    this.#rule[at] = undefined;
+    this.#header[at] = undefined;
+  }
+
   /** The slot the next record goes to (the oldest one once the ring is full). */
   #advance(): number {
     const at = this.#next;
@@ -196,15 +374,47 @@ export class RequestLog implements RecordKeeper {
     return at;
   }
 
-  /** The record in slot `at`, built from the columns when it holds a hit. */
+  /** The record in slot `at`, built from the columns when it holds a hit or an exchange. */
   #record(at: number): AccessRecord {
-    const r = this.#ring[at];
-    if (r !== undefined) return r;
+    const kind = this.#kind[at];
+    if (kind === KIND_RECORD) return this.#ring[at]!;
     const n = at * NUMS;
     const k = at * STRS;
     const num = this.#num;
     const str = this.#str;
     const id = this.#ids[at]!;
+    if (kind === KIND_EXCHANGE) {
+      const f = scratch;
+      const flags = num[n + 9]!;
+      f.startWall = num[n]!;
+      f.id = id;
+      f.site = str[k] ?? null;
+      f.host = str[k + 1]!;
+      f.client = str[k + 2]!;
+      f.scheme = str[k + 3]!;
+      f.http = str[k + 4]!;
+      f.method = str[k + 5] ?? undefined;
+      f.path = str[k + 6] ?? undefined;
+      f.status = num[n + 1]!;
+      f.bytes = num[n + 2]!;
+      f.total = num[n + 3]!;
+      f.connect = num[n + 5]!;
+      f.tls = num[n + 6]!;
+      const fb = num[n + 7]!;
+      f.firstByte = Number.isNaN(fb) ? null : fb;
+      f.port = num[n + 8]!;
+      f.hasOrigin = (flags & FLAG_ORIGIN) !== 0;
+      f.hasConn = (flags & FLAG_CONN) !== 0;
+      f.reused = (flags & FLAG_REUSED_SET) !== 0 ? (flags & FLAG_REUSED) !== 0 : undefined;
+      f.server = str[k + 7] ?? '';
+      f.address = str[k + 8] ?? undefined;
+      f.protocol = str[k + 9] ?? undefined;
+      f.reason = str[k + 10] ?? undefined;
+      f.tlsVersion = str[k + 11] ?? undefined;
+      f.cacheState = str[k + 12] ?? undefined;
+      f.cacheReason = str[k + 13] ?? undefined;
+      return f.toRecord();
+    }
     return hitRecord(
       num[n]!,
       id === '' ? requestIdOf(num[n + 4]!) : id,
