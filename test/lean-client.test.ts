@@ -209,3 +209,44 @@ test('HTTPS origin: verified, kept alive, timings on the first request only', as
   assert.equal(b.attempt?.conn, undefined);
   assert.equal(o.connections, 1);
 });
+
+test('the body timeout: a body that stalls after the head or mid-way fails; one that came whole arms no timer', async () => {
+  // a pause longer than origin.timeouts.idle while the body comes is ORIGIN_BODY_TIMEOUT, whether
+  // the stall is right after the head or after some body bytes read with it; a body that came
+  // whole with its head never arms the timer (counted on the origin sockets by its distinct value)
+  const idleMs = 777;
+  let arms = 0;
+  const proto = net.Socket.prototype as unknown as {
+    setTimeout: (ms: number, cb?: () => void) => net.Socket;
+  };
+  const setTimeoutOf = proto.setTimeout;
+  proto.setTimeout = function (this: net.Socket, ms: number, cb?: () => void) {
+    if (ms === idleMs) arms++;
+    return setTimeoutOf.call(this, ms, cb);
+  };
+  try {
+    const whole = await origin(() => OK('hello'));
+    const o = compiled(whole.port, { timeouts: { idle: '777ms' } });
+    for (let i = 0; i < 5; i++) assert.deepEqual((await get(o)).body, 'hello');
+    assert.equal(whole.connections, 1);
+    // keep-alive arms the idle time too, once per response (the connection going idle); the
+    // body's arm would be a second one per response
+    const perResponse = arms / 5;
+    assert.equal(perResponse, 1, `timer arms with the idle value per whole response: ${perResponse}`);
+
+    for (const [name, reply] of [
+      ['stalls after the head', 'HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n'],
+      ['stalls after 4 of 10 bytes', 'HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabcd'],
+    ] as const) {
+      const stall = await origin(() => reply);
+      const started = Date.now();
+      const r = await get(compiled(stall.port, { timeouts: { idle: '777ms' } }));
+      const took = Date.now() - started;
+      assert.equal(r.status, 200, name);
+      assert.equal(r.error, 'ORIGIN_BODY_TIMEOUT', name);
+      assert.ok(took >= idleMs - 50 && took < idleMs + 2000, `${name}: failed after ${took} ms`);
+    }
+  } finally {
+    proto.setTimeout = setTimeoutOf;
+  }
+});

@@ -575,7 +575,6 @@ export class LeanConnection {
     if (framing.kind === 'length') ex.left = framing.length;
     else if (framing.kind === 'chunked') ex.chunked = new ChunkedDecoder();
     ex.phase = PHASE_BODY;
-    this.socket.setTimeout(ex.bodyTimeout);
     ex.handler.onResponseStart?.(ex, head.status, head.headers, head.statusText);
     if (ex.phase !== PHASE_BODY) return;
     if (framing.kind === 'none' || (framing.kind === 'length' && framing.length === 0)) {
@@ -586,6 +585,10 @@ export class LeanConnection {
       if (ex.paused) ex.pending = rest;
       else this.body(ex, rest);
     }
+    // The body timeout is the time allowed between two reads of the body, so it starts once this
+    // read's bytes are handled; nothing runs in between. A response whose body came whole with its
+    // head (most small ones) never arms it: one timer made and cleared fewer per response.
+    if (ex.phase === PHASE_BODY && this.ex === ex) this.socket.setTimeout(ex.bodyTimeout);
   }
 
   /** Body bytes of the response in flight. */
