@@ -300,34 +300,17 @@ export class RequestLog implements RecordKeeper {
       this.add(rec.toRecord());
       return;
     }
-    const at = this.#advance();
-    this.#ring[at] = undefined;
-    this.#kind[at] = KIND_HIT;
-    this.#ids[at] = rec.id;
-    const n = at * NUMS;
-    const num = this.#num;
-    num[n] = rec.startWall;
-    num[n + 1] = rec.status;
-    num[n + 2] = rec.bytes;
-    num[n + 3] = rec.total;
-    num[n + 4] = rec.seq;
-    const k = at * STRS;
-    const str = this.#str;
-    str[k] = rec.site;
-    str[k + 1] = rec.host;
-    str[k + 2] = rec.peer;
-    str[k + 3] = rec.scheme;
-    str[k + 4] = rec.http;
-    str[k + 5] = rec.method;
-    str[k + 6] = rec.path;
+    const at = this.#columns(KIND_HIT, rec, rec.peer);
+    this.#num[at * NUMS + 4] = rec.seq;
     this.#rule[at] = rec.clientRule;
     this.#header[at] = rec.clientHeader;
   }
 
-  #exchange(rec: ExchangeFacts): void {
+  /** The next slot, holding `kind`'s columns with the fields hits and exchanges share. */
+  #columns(kind: number, rec: HitFacts | ExchangeFacts, client: string): number {
     const at = this.#advance();
     this.#ring[at] = undefined;
-    this.#kind[at] = KIND_EXCHANGE;
+    this.#kind[at] = kind;
     this.#ids[at] = rec.id;
     const n = at * NUMS;
     const num = this.#num;
@@ -335,6 +318,22 @@ export class RequestLog implements RecordKeeper {
     num[n + 1] = rec.status;
     num[n + 2] = rec.bytes;
     num[n + 3] = rec.total;
+    const k = at * STRS;
+    const str = this.#str;
+    str[k] = rec.site;
+    str[k + 1] = rec.host;
+    str[k + 2] = client;
+    str[k + 3] = rec.scheme;
+    str[k + 4] = rec.http;
+    str[k + 5] = rec.method;
+    str[k + 6] = rec.path;
+    return at;
+  }
+
+  #exchange(rec: ExchangeFacts): void {
+    const at = this.#columns(KIND_EXCHANGE, rec, rec.client);
+    const n = at * NUMS;
+    const num = this.#num;
     // found by its id string, as a full record
     num[n + 4] = -1;
     num[n + 5] = rec.connect;
@@ -348,13 +347,6 @@ export class RequestLog implements RecordKeeper {
       (rec.reused ? FLAG_REUSED : 0);
     const k = at * STRS;
     const str = this.#str;
-    str[k] = rec.site;
-    str[k + 1] = rec.host;
-    str[k + 2] = rec.client;
-    str[k + 3] = rec.scheme;
-    str[k + 4] = rec.http;
-    str[k + 5] = rec.method;
-    str[k + 6] = rec.path;
     str[k + 7] = rec.server;
     str[k + 8] = rec.address;
     str[k + 9] = rec.protocol;
