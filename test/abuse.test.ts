@@ -229,6 +229,8 @@ describe('new connections per client address', () => {
 describe('request bodies are received whole before the origin is asked', () => {
   let edge: TestEdge;
   let tmp: string;
+  /** called when the origin gets the first bytes of a body (a test samples the edge's files then) */
+  let atOrigin: (() => void) | undefined;
   const up = new Origin();
   /** per request to /up: what the origin received */
   let got: Array<{ length: number; sha: string; cl: string | undefined; te: string | undefined }> = [];
@@ -242,6 +244,8 @@ describe('request bodies are received whole before the origin is asked', () => {
       const h = createHash('sha256');
       let length = 0;
       req.on('data', (c: Buffer) => {
+        // the edge streams a spilled body from its file: the file is open now
+        if (length === 0) atOrigin?.();
         length += c.length;
         h.update(c);
       });
@@ -369,6 +373,12 @@ describe('request bodies are received whole before the origin is asked', () => {
     const sent = createHash('sha256');
     let peakFiles = 0;
     let named: string[] = [];
+    // sampled when the origin starts receiving the body (the edge reads it from its file then),
+    // and twice a second below: a fast machine sends the 32 MiB in less than one sampling period
+    atOrigin = () => {
+      peakFiles = Math.max(peakFiles, spilled());
+      if (named.length === 0) named = readdirSync(tmp);
+    };
     // what stays reachable, not garbage waiting for the collector: collect before each sample
     const gc = collector();
     gc();
@@ -420,6 +430,7 @@ describe('request bodies are received whole before the origin is asked', () => {
       assert.equal(status, 200);
     } finally {
       clearInterval(sampler);
+      atOrigin = undefined;
     }
     assert.deepEqual(got[0], { length: SIZE, sha: sent.digest('hex'), cl: String(SIZE), te: undefined });
     assert.ok(peakFiles >= 1, 'the body went to a temporary file');
