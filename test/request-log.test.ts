@@ -141,10 +141,8 @@ test('a plain exchange is kept as columns and rebuilt field for field; one with 
     f.tls = 0;
     f.firstByte = 1.25;
     f.total = 1.5;
-    f.hasOrigin = true;
     f.server = 'origin.test';
     f.port = 8080;
-    f.hasConn = true;
     f.address = '127.0.0.1';
     f.protocol = 'http';
     f.reason = undefined;
@@ -165,7 +163,6 @@ test('a plain exchange is kept as columns and rebuilt field for field; one with 
   access.writeCompact(f);
   // refilled for the next request: a kept-alive connection, no first byte, a site-less error
   fill('x2');
-  f.hasConn = false;
   f.address = undefined;
   f.reused = undefined;
   f.firstByte = null;
@@ -173,7 +170,7 @@ test('a plain exchange is kept as columns and rebuilt field for field; one with 
   access.writeCompact(f);
   fill('x3');
   f.site = null;
-  f.hasOrigin = false;
+  f.server = undefined;
   f.status = 404;
   f.error = { code: 'SITE_NOT_FOUND', stage: 'route', source: 'edge', host: 'nope.test' };
   assert.equal(f.plain, false);

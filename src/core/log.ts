@@ -59,8 +59,11 @@ export interface CompactRecord {
 /** What keeps compact records without building them (src/edge/request-log.ts RequestLog). */
 export interface RecordKeeper {
   add(rec: AccessRecord): void;
-  /** keep what `rec` holds now: it is reused for the next request as soon as this returns */
-  addCompact(rec: CompactRecord): void;
+  /**
+   * keep what `rec` holds now: it is reused for the next request as soon as this returns;
+   * `built` is its record when the log already built one (a keeper that needs it takes that)
+   */
+  addCompact(rec: CompactRecord, built?: AccessRecord): void;
 }
 
 /** Lines are written in batches of at least this many bytes (or at the one-second tick). */
@@ -423,12 +426,13 @@ export class AccessLog {
    * but keepers copy its fields and nothing is built when there is no destination and no listener.
    */
   writeCompact(rec: CompactRecord): void {
+    let full: AccessRecord | undefined;
     if (this.#sink !== undefined || this.#listeners.size > 0) {
-      const full = rec.toRecord();
+      full = rec.toRecord();
       this.#sink?.write(`${JSON.stringify(full)}\n`);
       for (const l of this.#listeners) l(full);
     }
-    if (this.#keepers.size > 0) for (const k of this.#keepers) k.addCompact(rec);
+    if (this.#keepers.size > 0) for (const k of this.#keepers) k.addCompact(rec, full);
   }
 
   onRecord(l: (r: AccessRecord) => void): () => void {

@@ -895,10 +895,8 @@ function finish(ctx: RequestContext, deps: HandlerDeps): void {
   f.tls = conn ? round(conn.tlsMs) : 0;
   f.firstByte = ctx.firstByteMs !== undefined ? round(ctx.firstByteMs) : null;
   f.total = round(total);
-  f.hasOrigin = last !== undefined;
-  f.server = last ? last.server : '';
+  f.server = last?.server;
   f.port = last ? last.port : 0;
-  f.hasConn = conn !== undefined;
   f.address = conn?.address;
   f.protocol = ctx.protocol;
   f.reason = ctx.protocolReason;

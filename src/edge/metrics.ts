@@ -110,7 +110,7 @@ const processSource: LoopLagSource = {
  * scrapers, /metrics is read (prom-client's nodejs_eventloop_lag_* reset at every scrape instead).
  *
  * The histogram's 10 ms timer sleeps while the process is idle (less than LAG_IDLE_CPU_US of CPU
- * in the last second): an idle edge then wakes twice a second, not 100 times, which on a shared
+ * in the last second): an idle edge then wakes about once a second, not 100 times, which on a shared
  * or virtual machine is time taken from its neighbours (docs/decisions.md). The once a second
  * check also measures how late it ran itself, so a stall of an idle process that spans a check
  * still shows in the longest delay; the first second of a burst after an idle spell is read only

@@ -139,12 +139,10 @@ export class ExchangeFacts implements CompactRecord {
   tls = 0;
   firstByte: number | null = null;
   total = 0;
-  /** the last attempt's fields (`origin`), when there was one */
-  hasOrigin = false;
-  server = '';
+  /** the last attempt's server (undefined: no attempt, no `origin` in the record) and port */
+  server: string | undefined = undefined;
   port = 0;
-  /** a new connection was made: its address (origin.address) */
-  hasConn = false;
+  /** the address of the new connection the attempt made (undefined: none was made) */
   address: string | undefined = undefined;
   protocol: string | undefined = undefined;
   reason: string | undefined = undefined;
@@ -190,11 +188,11 @@ export class ExchangeFacts implements CompactRecord {
       bytes: this.bytes,
       ms: { connect: this.connect, tls: this.tls, firstByte: this.firstByte, total: this.total },
     };
-    if (this.hasOrigin) {
+    if (this.server !== undefined) {
       rec['origin'] = {
         server: this.server,
         port: this.port,
-        ...(this.hasConn ? { address: this.address } : {}),
+        ...(this.address !== undefined ? { address: this.address } : {}),
         protocol: this.protocol,
         reason: this.reason,
         // whether a kept-alive connection carried the request; unknown when none was made
@@ -219,7 +217,7 @@ export class ExchangeFacts implements CompactRecord {
 export const REQUEST_LOG_SIZE = 10_000;
 /**
  * Numbers per slot: startWall, status, bytes, total, id counter (a hit's), then an exchange's
- * connect, tls, firstByte (NaN for null), port and flags (FLAG_*).
+ * connect, tls, firstByte (NaN for null), port and origin.reused (NaN: absent, else 0 or 1).
  */
 const NUMS = 10;
 /**
@@ -227,10 +225,6 @@ const NUMS = 10;
  * then an exchange's server, address, protocol, reason, TLS version, cache state and reason.
  */
 const STRS = 14;
-const FLAG_ORIGIN = 1;
-const FLAG_CONN = 2;
-const FLAG_REUSED_SET = 4;
-const FLAG_REUSED = 8;
 /** what a slot holds: the record itself (#ring), a hit's columns, an exchange's columns */
 const KIND_RECORD = 0;
 const KIND_HIT = 1;
@@ -289,15 +283,17 @@ export class RequestLog implements RecordKeeper {
     this.#header[at] = undefined;
   }
 
-  /** Keep a compact record: a HitFacts or a plain ExchangeFacts into the columns, anything else built. */
-  addCompact(rec: CompactRecord): void {
-    if (rec instanceof ExchangeFacts) {
-      if (rec.plain) this.#exchange(rec);
-      else this.add(rec.toRecord());
+  /**
+   * Keep a compact record: a HitFacts or a plain ExchangeFacts into the columns, anything else as
+   * its record (the one the log built for its line or listeners, if it built one).
+   */
+  addCompact(rec: CompactRecord, built?: AccessRecord): void {
+    if (rec instanceof ExchangeFacts && rec.plain) {
+      this.#exchange(rec);
       return;
     }
     if (!(rec instanceof HitFacts)) {
-      this.add(rec.toRecord());
+      this.add(built ?? rec.toRecord());
       return;
     }
     const at = this.#columns(KIND_HIT, rec, rec.peer);
@@ -340,11 +336,7 @@ export class RequestLog implements RecordKeeper {
     num[n + 6] = rec.tls;
     num[n + 7] = rec.firstByte ?? Number.NaN;
     num[n + 8] = rec.port;
-    num[n + 9] =
-      (rec.hasOrigin ? FLAG_ORIGIN : 0) |
-      (rec.hasConn ? FLAG_CONN : 0) |
-      (rec.reused !== undefined ? FLAG_REUSED_SET : 0) |
-      (rec.reused ? FLAG_REUSED : 0);
+    num[n + 9] = rec.reused === undefined ? Number.NaN : rec.reused ? 1 : 0;
     const k = at * STRS;
     const str = this.#str;
     str[k + 7] = rec.server;
@@ -377,7 +369,6 @@ export class RequestLog implements RecordKeeper {
     const id = this.#ids[at]!;
     if (kind === KIND_EXCHANGE) {
       const f = scratch;
-      const flags = num[n + 9]!;
       f.startWall = num[n]!;
       f.id = id;
       f.site = str[k] ?? null;
@@ -395,10 +386,9 @@ export class RequestLog implements RecordKeeper {
       const fb = num[n + 7]!;
       f.firstByte = Number.isNaN(fb) ? null : fb;
       f.port = num[n + 8]!;
-      f.hasOrigin = (flags & FLAG_ORIGIN) !== 0;
-      f.hasConn = (flags & FLAG_CONN) !== 0;
-      f.reused = (flags & FLAG_REUSED_SET) !== 0 ? (flags & FLAG_REUSED) !== 0 : undefined;
-      f.server = str[k + 7] ?? '';
+      const reused = num[n + 9]!;
+      f.reused = Number.isNaN(reused) ? undefined : reused === 1;
+      f.server = str[k + 7] ?? undefined;
       f.address = str[k + 8] ?? undefined;
       f.protocol = str[k + 9] ?? undefined;
       f.reason = str[k + 10] ?? undefined;

@@ -588,7 +588,7 @@ export class LeanConnection {
     // The body timeout is the time allowed between two reads of the body, so it starts once this
     // read's bytes are handled; nothing runs in between. A response whose body came whole with its
     // head (most small ones) never arms it: one timer made and cleared fewer per response.
-    if (ex.phase === PHASE_BODY && this.ex === ex) this.socket.setTimeout(ex.bodyTimeout);
+    if (ex.phase === PHASE_BODY) this.socket.setTimeout(ex.bodyTimeout);
   }
 
   /** Body bytes of the response in flight. */
