@@ -25,6 +25,7 @@ import { createToken } from '../src/control/tokens.js';
 import { createLogger } from '../src/core/log.js';
 import type { SqliteStore } from '../src/store/sqlite.js';
 import type { JsonValue } from '../src/store/types.js';
+import { refusingPort } from './helpers/nginx.js';
 import { leafFor, selfSignedFor, testCa } from './helpers/pki.js';
 import { runCli } from './helpers/proc.js';
 
@@ -418,11 +419,9 @@ describe('verge token (directly on the data directory)', () => {
 });
 
 test('a refused connection says no API is there and how to start or point at one', async () => {
-  const s = http.createServer();
-  await new Promise<void>((ok) => s.listen(0, '127.0.0.1', ok));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((ok) => s.close(() => ok()));
-  const url = `http://127.0.0.1:${port}`;
+  // Outside the ephemeral range: a port closed after listen(0) was once handed straight to
+  // another test's server, which answered (seen in CI).
+  const url = `http://127.0.0.1:${await refusingPort()}`;
   const r = await run(['site', 'list'], { VERGE_API: url });
   assert.equal(r.code, 1);
   assert.equal(

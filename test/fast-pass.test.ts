@@ -16,6 +16,7 @@ import { fastPassRequests } from '../src/edge/fast-hit.js';
 import { RawResponse } from '../src/edge/fast-pass.js';
 import { EdgeStats } from '../src/edge/stats.js';
 import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
+import { refusingPort } from './helpers/nginx.js';
 import { leafFor } from './helpers/pki.js';
 import { raw } from './helpers/raw.js';
 
@@ -175,11 +176,8 @@ before(async () => {
   });
   await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
   const port = (origin.address() as AddressInfo).port;
-  // a port nothing listens on: connections refused
-  const tmp = net.createServer();
-  await new Promise<void>((r) => tmp.listen(0, '127.0.0.1', r));
-  refusedPort = (tmp.address() as AddressInfo).port;
-  await new Promise<void>((r) => tmp.close(() => r()));
+  // a port nothing listens on, outside the ephemeral range so no other test's server gets it
+  refusedPort = await refusingPort();
   const off = { enabled: false };
   const cert = await leafFor(['p.test']);
   const sites = [

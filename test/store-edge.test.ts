@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { openDataStore } from '../src/control/data.js';
-import { type HttpOrigin, httpOrigin } from './helpers/origins.js';
+import { type HttpOrigin, httpOrigin, refusingPort } from './helpers/origins.js';
 import { leafFor, testCa } from './helpers/pki.js';
 import { type EdgeProc, runCli, startEdgeProc } from './helpers/proc.js';
 
@@ -316,12 +316,7 @@ describe('verge trace through a store-fed edge', () => {
       assert.match(unknown.stderr, /no record of request "nope"/);
 
       // saving a site runs the doctor's origin checks and returns their warnings
-      const closed = await new Promise<number>((r) => {
-        const srv = http.createServer().listen(0, '127.0.0.1', () => {
-          const port = (srv.address() as { port: number }).port;
-          srv.close(() => r(port));
-        });
-      });
+      const closed = await refusingPort();
       const saved = await api(p, dataDir, 'PATCH', '/api/v1/sites/t.test', {
         origin: { servers: [{ host: '127.0.0.1', port: closed }] },
       });
