@@ -7,6 +7,7 @@
 import { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { LRUCache } from 'lru-cache';
+import { keepable, sharedBuffer } from '../core/zerocopy.js';
 import {
   InflightPurges,
   type PurgeSelector,
@@ -245,7 +246,7 @@ export class MemoryStore implements CacheStore {
    */
   insert(meta: EntryMeta, body: Buffer): boolean {
     if (body.length > this.maxObjectSize) return false;
-    const e: MemEntry = { meta, body, charge: 0 };
+    const e: MemEntry = { meta, body: keepable(body), charge: 0 };
     e.charge = body.length + overheadOf(meta);
     if (e.charge > this.#lru.maxSize) return false;
     this.#lru.set(meta.key, e);
@@ -359,7 +360,7 @@ class MemoryWriter implements EntryWriter {
       );
     }
     this.#done = true;
-    const body = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks, this.#bytes);
+    const body = joined(this.#chunks, this.#bytes);
     this.#chunks = [];
     const { size: _expected, ...rest } = this.#entry;
     return this.#store._commit(
@@ -375,4 +376,16 @@ class MemoryWriter implements EntryWriter {
     this.#chunks = [];
     this.#store._aborted(this);
   }
+}
+
+/**
+ * A written body's chunks as one Buffer: a large one straight into a shared buffer (sendable
+ * without a copy, src/core/zerocopy.ts), so that insert() need not copy it again.
+ */
+export function joined(chunks: Buffer[], bytes: number): Buffer {
+  const shared = sharedBuffer(bytes);
+  if (shared === undefined) return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, bytes);
+  let off = 0;
+  for (const c of chunks) off += c.copy(shared, off);
+  return shared;
 }

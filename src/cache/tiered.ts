@@ -8,7 +8,7 @@
  * visitor from the origin and logs it; nothing is half-stored in either tier.
  */
 import type { DiskStore } from './disk.js';
-import type { MemoryStore } from './memory.js';
+import { joined, type MemoryStore } from './memory.js';
 import type { PurgeSelector, StorePurgeMode } from './purge.js';
 import type {
   BodyRange,
@@ -144,7 +144,7 @@ export class TieredStore implements CacheStore {
     }
     // a newer version committed meanwhile must not be shadowed by this older copy
     if (this.disk.seqOf(key) !== full.meta.seq) return undefined;
-    if (this.memory.insert(full.meta, Buffer.concat(chunks, n))) {
+    if (this.memory.insert(full.meta, joined(chunks, n))) {
       this.#promotions++;
       return full.meta;
     }
@@ -259,7 +259,7 @@ class TieredWriter implements EntryWriter {
     this.#chunks = undefined;
     const meta = await this.#disk.commit(expect);
     // replace (or drop) an older version in memory, which open() would otherwise prefer
-    if (!chunks || !this.#store.memory.insert(meta, Buffer.concat(chunks, this.#kept))) {
+    if (!chunks || !this.#store.memory.insert(meta, joined(chunks, this.#kept))) {
       await this.#store.memory.delete(meta.key);
     }
     return meta;

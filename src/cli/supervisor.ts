@@ -26,8 +26,12 @@ import type { IncomingMessage } from 'node:http';
 import { type AccessLog, appLogLinesDropped, type Logger } from '../core/log.js';
 import type { StatsReport } from '../core/stats.js';
 import { requestsInFlight } from '../edge/lifecycle.js';
-import type { ProcessCounts } from '../edge/metrics.js';
-import { isMetricsSnapshot, type MetricsSnapshot } from '../edge/metrics.js';
+import {
+  isMetricsSnapshot,
+  type MetricsSnapshot,
+  type ProcessCounts,
+  zeroCopyCounts,
+} from '../edge/metrics.js';
 import { PrimaryRelay } from '../edge/relay.js';
 import { catchStopSignals } from './stop-signals.js';
 
@@ -557,6 +561,7 @@ export function processCounts(child: ChildContext, accessLog: AccessLog): () => 
     restarts: child.restarts(),
     accessLogDropped: accessLog.dropped,
     appLogDropped: appLogLinesDropped(),
+    ...zeroCopyCounts(),
   });
 }
 

@@ -979,6 +979,12 @@ export const edgeSchema = z
       .describe(
         'Answer plainly simple HTTP/1.1 GET/HEAD requests for fresh memory-resident hits from prebuilt buffers, without node:http (same bytes, logs, metrics and statistics); every other request on the connection goes to node:http, and so does every request of a site with rules other than access rules (IP and country lists, Referer lists, rate limits and signed URLs run on the fast path; redirects, rewrites, header rules, error pages, `cache.bypass`, `cache.browserTtl` do not). The same for HTTP/2: a GET/HEAD stream without a body for such a hit is answered on the stream API of node:http2 instead of its compatibility layer. Also for HTTP/1.1: a plainly simple GET/HEAD for a site with caching off and no rules is given to the request handler by the same loop, without node:http\'s request and response objects (the same bytes; docs/decisions.md, "The fast pass-through"). false: node:http and the compatibility layer of node:http2 read every request.',
       ),
+    zeroCopy: z
+      .boolean()
+      .default(true)
+      .describe(
+        "Keep bodies of 32 KiB and more in the memory tier as shared memory files and send them to plain-HTTP visitors with sendfile(2), without copying them into the socket (as nginx's `sendfile on`; HTTPS and HTTP/2 copy as before). Needs Linux and Verge's native module, which `npm ci` builds when a C compiler is there; without it bodies are copied, and `verge_zero_copy_active` in /metrics says why. Each such body holds one file descriptor (at most a quarter of the process's limit). false: bodies are copied.",
+      ),
     workers: z
       .union([z.number().int().min(1).max(64), z.literal('auto')])
       .default('auto')

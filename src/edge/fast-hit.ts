@@ -23,6 +23,7 @@ import { performance } from 'node:perf_hooks';
 import tls from 'node:tls';
 import type { HeaderMap } from '../cache/headers.js';
 import type { AccessLog } from '../core/log.js';
+import { sendShared } from '../core/zerocopy.js';
 import {
   type EdgeCache,
   type HitTemplate,
@@ -718,6 +719,8 @@ function writeAnswer(
     return;
   }
   const { buf } = buildAnswer(wire, age, seq, idLength, date, ka, undefined);
+  // a large body the memory tier keeps shared: sendfile(2) on a plain socket, no copy
+  if (!copies && sendShared(socket, buf, body)) return;
   socket.cork();
   socket.write(buf);
   socket.write(body);

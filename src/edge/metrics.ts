@@ -6,15 +6,26 @@
 import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { CacheStore, StoreStats } from '../cache/storage.js';
+import { zeroCopyState } from '../core/zerocopy.js';
 
 /** How far ahead an expiring certificate is warned about (log and metric). */
 export const CERT_WARNING_MS = 21 * 24 * 3600 * 1000;
 
-/** What verge_process_restarts_total and verge_log_lines_dropped_total report. */
+/** What verge_process_restarts_total, verge_log_lines_dropped_total and verge_zero_copy_* report. */
 export interface ProcessCounts {
   restarts: number;
   accessLogDropped: number;
   appLogDropped: number;
+  /** body bytes sent with sendfile(2) (src/core/zerocopy.ts) */
+  zeroCopyBytes: number;
+  /** whether this process sends large hits without a copy (1) or not (0) */
+  zeroCopyActive: number;
+}
+
+/** This process's zero-copy fields of ProcessCounts. */
+export function zeroCopyCounts(): Pick<ProcessCounts, 'zeroCopyBytes' | 'zeroCopyActive'> {
+  const z = zeroCopyState();
+  return { zeroCopyBytes: z.bytes, zeroCopyActive: z.active ? 1 : 0 };
 }
 
 /** One series' counts: verge_requests_total and verge_response_bytes_total of a site, cache state and status class. */
@@ -262,7 +273,12 @@ export class EdgeMetrics {
   #cache: CacheStore | undefined;
   #certs: () => Array<{ site: string; notAfter: number }> = () => [];
   #webSockets: () => Iterable<[string, number]> = () => [];
-  #process: () => ProcessCounts = () => ({ restarts: 0, accessLogDropped: 0, appLogDropped: 0 });
+  #process: () => ProcessCounts = () => ({
+    restarts: 0,
+    accessLogDropped: 0,
+    appLogDropped: 0,
+    ...zeroCopyCounts(),
+  });
   /** the event-loop delay of each process this exposition covers: this one, or every worker's */
   #loops: () => LoopLag[] = () => [loopLag()];
   #tiers: () => Array<[string, TierCounts]> = () => {
@@ -400,6 +416,23 @@ export class EdgeMetrics {
         const p = proc();
         this.inc({ log: 'access' }, p.accessLogDropped);
         this.inc({ log: 'app' }, p.appLogDropped);
+      },
+    });
+    new Gauge({
+      name: 'verge_zero_copy_active',
+      help: 'Whether bodies of 32 KiB and more are sent to plain-HTTP visitors with sendfile(2), without a copy (1), or copied (0: edge.zeroCopy is false, or the native module was not built or cannot load; the edge logs why at start). With several workers, 1 only when every worker does.',
+      registers: [this.registry],
+      collect() {
+        this.set(proc().zeroCopyActive);
+      },
+    });
+    new Counter({
+      name: 'verge_zero_copy_bytes_total',
+      help: 'Response body bytes sent with sendfile(2) from the memory tier (edge.zeroCopy), without a copy into the socket.',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(proc().zeroCopyBytes);
       },
     });
     const loops = () => this.#loops();
@@ -655,6 +688,8 @@ export class EdgeMetrics {
       restarts: Math.max(...all.map((p) => p.process.restarts)),
       accessLogDropped: all.reduce((n, p) => n + p.process.accessLogDropped, 0),
       appLogDropped: all.reduce((n, p) => n + p.process.appLogDropped, 0),
+      zeroCopyBytes: all.reduce((n, p) => n + p.process.zeroCopyBytes, 0),
+      zeroCopyActive: Math.min(...all.map((p) => p.process.zeroCopyActive)),
     };
     sum.#tiers = () => [...tiers];
     sum.useWebSockets(() => sockets);

@@ -13,6 +13,7 @@ import { type ParentTier, TIER_ERROR_HEADER } from '../cluster/parents.js';
 import type { ResolvedConfig } from '../config/load.js';
 import { ERRORS, type ErrorCode } from '../core/errors.js';
 import type { AccessLog, Logger } from '../core/log.js';
+import { useZeroCopy, zeroCopyState } from '../core/zerocopy.js';
 import { HealthTable } from '../origin/balancer.js';
 import { PoolRegistry } from '../origin/pools.js';
 import { peekClientHello, UNRECOGNIZED_NAME_ALERT } from '../tls/client-hello.js';
@@ -175,6 +176,7 @@ export class Edge {
     this.#stats = opts.stats;
     this.#tier = opts.parentTier;
     this.#runtime = this.#newRuntime(config);
+    useZeroCopy(config.edge.zeroCopy);
     this.#ws = new WebSocketProxy({
       runtime: () => this.#runtime,
       accessLog: this.#accessLog,
@@ -220,6 +222,7 @@ export class Edge {
     const next = this.#newRuntime(config);
     this.#useBoundHttpsPort(next);
     this.#runtime = next;
+    useZeroCopy(config.edge.zeroCopy);
     this.#pools.retainOnly(next.poolKeys);
     this.#applyLimits();
     this.#accessLog.retarget(config.accessLogFile ?? config.log.access);
@@ -259,6 +262,9 @@ export class Edge {
     // A cache directory that cannot be used stops the start with an error naming it.
     this.#cache = await EdgeCache.open(cfg);
     this.#metrics.useStore(this.#cache.store);
+    const zc = zeroCopyState();
+    if (cfg.edge.zeroCopy && !zc.active)
+      this.#log.warn({ reason: zc.reason }, `zero-copy sends are off, large hits are copied: ${zc.reason}`);
     await this.#beforeListen?.(this);
     this.#metrics.useCertificates(() => certificateExpiries(this.#runtime));
     this.#warnExpiring();
