@@ -3,9 +3,9 @@
 // independent; timings are generous because the edge, the origin and the test share 2 cores.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readlinkSync, rmSync, statSync, truncateSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -848,6 +848,37 @@ test('16. a 20 MiB object streams, is stored on disk, and is a HIT with the same
     assert.equal(b.headers['x-cache'], 'HIT');
     assert.equal(b.headers['content-length'], String(body.length));
     assert.equal(sha(b.body), sha(body));
+    // a range across many 64 KiB blocks, starting and ending inside one
+    const range = await request(url, {
+      headers: { host: 'big.test', range: 'bytes=100000-3000000' },
+      timeoutMs: 60_000,
+    });
+    assert.equal(range.status, 206);
+    assert.equal(range.headers['x-cache'], 'HIT');
+    assert.equal(sha(range.body), sha(body.subarray(100000, 3000001)));
+    // visitors that leave as soon as they asked: the entry is opened (its first block read and
+    // checked) after their 'close', and its file must still be closed, not left to the GC
+    for (let i = 0; i < 20; i++) {
+      const s = net.connect(e.httpPort, '127.0.0.1', () => {
+        s.end('GET /big HTTP/1.1\r\nHost: big.test\r\n\r\n');
+        s.destroy();
+      });
+      s.on('error', () => {});
+    }
+    // the entries' files (the store keeps its purge journal, purges.log, open for good)
+    const openEntries = () =>
+      readdirSync('/proc/self/fd')
+        .map((fd) => {
+          try {
+            return readlinkSync(`/proc/self/fd/${fd}`);
+          } catch {
+            return '';
+          }
+        })
+        .filter((l) => l.startsWith(dir) && !l.endsWith('/purges.log'));
+    await sleep(500);
+    for (let i = 0; i < 40 && openEntries().length > 0; i++) await sleep(100);
+    assert.deepEqual(openEntries(), [], 'no entry file left open');
     assert.equal(o.count('/big'), 1);
   } finally {
     await e.close();

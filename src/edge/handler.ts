@@ -429,6 +429,13 @@ function cacheDeps(deps: HandlerDeps, info: CacheRequestInfo, cl: string | undef
 /** Stream a Readable to the visitor with backpressure; a failure midway aborts the connection. */
 function streamBody(ctx: RequestContext, body: Readable): void {
   const res = ctx.res;
+  // the visitor left while the body was being opened (a disk entry's first block is read and
+  // checked first): its 'close' has passed, so nothing below would ever destroy the body, and a
+  // disk entry's file would stay open until garbage collection closed it
+  if (res.closed || res.destroyed) {
+    body.destroy();
+    return;
+  }
   body.on('data', (chunk: Buffer) => {
     ctx.bytes += chunk.length;
     if (!res.write(chunk)) {
