@@ -21,6 +21,7 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <uv.h>
 
 static atomic_long live = 0;
 
@@ -134,6 +135,156 @@ static napi_value live_count(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* An asynchronous sendfile(2) of a file's byte range to a socket: startSend() sends what the
+ * socket takes at once and, when that is not all, watches a duplicate of the socket's descriptor
+ * for writability (a uv_poll on the duplicate: epoll keeps it apart from node:net's own watch of
+ * the original) and goes on from there. The callback gets (errno or 0, bytes sent) once, when the
+ * range is sent, the socket fails, or abortSend() stopped it; the duplicate is closed before. */
+typedef struct {
+  napi_env env;
+  napi_ref callback;
+  napi_ref self;
+  napi_async_context context;
+  uv_poll_t poll;
+  int sock;
+  int file;
+  off_t offset;
+  int64_t left;
+  int64_t sent;
+  int error;
+  int closing;
+} SendJob;
+
+/* sendfile() until done, EAGAIN (0) or a failure (errno) */
+static int pump(SendJob *j) {
+  while (j->left > 0) {
+    ssize_t n = sendfile(j->sock, j->file, &j->offset, (size_t)j->left);
+    if (n > 0) {
+      j->left -= n;
+      j->sent += n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    return n == 0 ? EPIPE : errno;
+  }
+  return 0;
+}
+
+static void job_closed(uv_handle_t *h) {
+  SendJob *j = h->data;
+  close(j->sock);
+  napi_env env = j->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value cb, recv, argv[2], result;
+  napi_get_reference_value(env, j->callback, &cb);
+  /* napi_make_callback() wants an object as the receiver */
+  napi_get_global(env, &recv);
+  napi_create_int32(env, j->error, &argv[0]);
+  napi_create_int64(env, j->sent, &argv[1]);
+  napi_make_callback(env, j->context, recv, cb, 2, argv, &result);
+  napi_async_destroy(env, j->context);
+  napi_delete_reference(env, j->callback);
+  napi_delete_reference(env, j->self);
+  napi_close_handle_scope(env, scope);
+}
+
+static void job_finish(SendJob *j, int error) {
+  if (j->closing) return;
+  j->closing = 1;
+  j->error = error;
+  uv_poll_stop(&j->poll);
+  uv_close((uv_handle_t *)&j->poll, job_closed);
+}
+
+static void job_writable(uv_poll_t *h, int status, int events) {
+  (void)events;
+  SendJob *j = h->data;
+  if (status < 0) {
+    job_finish(j, EIO);
+    return;
+  }
+  int e = pump(j);
+  if (e != 0 || j->left == 0) job_finish(j, e);
+}
+
+/* the job object's memory: freed when JavaScript lets go of it, after its callback ran */
+static void job_free(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+/* startSend(socketFd, fileFd, offset, length, callback(errno, sent)) -> job, or undefined when
+ * the descriptor cannot be duplicated (the caller sends another way) */
+static napi_value start_send(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5], job, name;
+  int32_t sock = -1, file = -1;
+  int64_t offset = 0, length = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 ||
+      napi_get_value_int32(env, argv[0], &sock) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &file) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &offset) != napi_ok ||
+      napi_get_value_int64(env, argv[3], &length) != napi_ok)
+    return undefined(env);
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return undefined(env);
+  int dup_fd = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+  if (dup_fd < 0) return undefined(env);
+  SendJob *j = calloc(1, sizeof *j);
+  if (j == NULL) {
+    close(dup_fd);
+    return undefined(env);
+  }
+  j->env = env;
+  j->sock = dup_fd;
+  j->file = file;
+  j->offset = (off_t)offset;
+  j->left = length;
+  if (uv_poll_init(loop, &j->poll, dup_fd) != 0) {
+    close(dup_fd);
+    free(j);
+    return undefined(env);
+  }
+  j->poll.data = j;
+  napi_create_external(env, j, job_free, NULL, &job);
+  napi_create_reference(env, argv[4], 1, &j->callback);
+  /* the job object stays alive until its callback ran, whatever JavaScript keeps */
+  napi_create_reference(env, job, 1, &j->self);
+  napi_create_string_utf8(env, "verge:sendfile", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &j->context);
+  int e = pump(j);
+  if (e != 0 || j->left == 0) job_finish(j, e);
+  else uv_poll_start(&j->poll, UV_WRITABLE, job_writable);
+  return job;
+}
+
+/* abortSend(job): stop; the callback still runs once, with ECANCELED unless it already ended */
+static napi_value abort_send(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 1 &&
+      napi_get_value_external(env, argv[0], &data) == napi_ok && data != NULL)
+    job_finish(data, ECANCELED);
+  return undefined(env);
+}
+
+/* sent(job) -> bytes sent so far */
+static napi_value job_sent(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  void *data = NULL;
+  int64_t n = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 1 &&
+      napi_get_value_external(env, argv[0], &data) == napi_ok && data != NULL)
+    n = ((SendJob *)data)->sent;
+  napi_create_int64(env, n, &out);
+  return out;
+}
+
 /* descriptors() -> this process's soft limit on open files (each live mapping holds one) */
 static napi_value descriptors(napi_env env, napi_callback_info info) {
   (void)info;
@@ -152,6 +303,12 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "send", f);
   napi_create_function(env, "live", NAPI_AUTO_LENGTH, live_count, NULL, &f);
   napi_set_named_property(env, exports, "live", f);
+  napi_create_function(env, "startSend", NAPI_AUTO_LENGTH, start_send, NULL, &f);
+  napi_set_named_property(env, exports, "startSend", f);
+  napi_create_function(env, "abortSend", NAPI_AUTO_LENGTH, abort_send, NULL, &f);
+  napi_set_named_property(env, exports, "abortSend", f);
+  napi_create_function(env, "sent", NAPI_AUTO_LENGTH, job_sent, NULL, &f);
+  napi_set_named_property(env, exports, "sent", f);
   napi_create_function(env, "descriptors", NAPI_AUTO_LENGTH, descriptors, NULL, &f);
   napi_set_named_property(env, exports, "descriptors", f);
   return exports;

@@ -5,9 +5,13 @@
 // and the stream the rest), with Connection: close, for HEAD, and with edge.zeroCopy off.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
-import { after, before, test } from 'node:test';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { keepable, sendShared, sharedBuffer, ZERO_COPY_MIN, zeroCopyState } from '../src/core/zerocopy.js';
 import { fastPathAnswers } from '../src/edge/fast-hit.js';
 import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
@@ -249,4 +253,194 @@ test('edge.zeroCopy: false copies every body; true again sends with sendfile()',
   const r = parseResponses((await raw(edge.httpPort, get('/100k.bin', 'Connection: close\r\n'))).data);
   assert.equal(sha(r[0]!.body), sha(bodies['/100k.bin']!));
   assert.ok((await zeroCopyBytes()) > zc);
+});
+
+// Disk-tier hits: a body the store checked whole (written by this process, or read and checked
+// block by block once) goes out from its file with sendfile(2), the visitor's pace setting the
+// pace (no buffer in the process); a body from before a restart is streamed and checked first.
+describe('disk-tier hits sent from their files', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'verge-zc-disk-'));
+  const big = randomBytes(16 * 1024 * 1024);
+  let diskPulls = 0;
+  let diskOrigin: http.Server;
+  let port = 0;
+  let e: TestEdge;
+  const site = (): TestSite[] => [{ name: 'd.test', origin: { servers: [{ host: '127.0.0.1', port }] } }];
+  // a memory tier too small for the object: every hit is the disk tier's
+  const cfg = {
+    fastPath: true,
+    cache: { memory: '4MiB', disk: { path: dir, size: '256MiB' } },
+    limits: { idleTimeout: '1s' },
+  };
+  const sent = async () => {
+    const m = /^verge_zero_copy_bytes_total (\d+)$/m.exec(await e.edge.metrics.text());
+    return Number(m?.[1]);
+  };
+  const entryFiles = () =>
+    readdirSync('/proc/self/fd')
+      .map((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`);
+        } catch {
+          return '';
+        }
+      })
+      .filter((l) => l.startsWith(dir) && !l.endsWith('/purges.log'));
+  const sockets = () =>
+    readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`).startsWith('socket:');
+      } catch {
+        return false;
+      }
+    }).length;
+  /** GET /big on a new connection, read as `read` says; resolves with what arrived and whether the edge closed first */
+  const fetchBig = (
+    extra = '',
+    read: (c: net.Socket) => void = () => {},
+  ): Promise<{ data: Buffer; closedEarly: boolean }> =>
+    new Promise((resolve, reject) => {
+      const c = net.connect(e.httpPort, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      c.on('data', (d: Buffer) => chunks.push(d));
+      c.on('error', reject);
+      c.on('close', () => {
+        const data = Buffer.concat(chunks);
+        const r = responses(data, [big])[0];
+        resolve({ data, closedEarly: !r || r.body.length < Number(r.headers['content-length']) });
+      });
+      c.write(`GET /big HTTP/1.1\r\nHost: d.test\r\n${extra}Connection: close\r\n\r\n`);
+      read(c);
+    });
+
+  before(async () => {
+    diskOrigin = http.createServer((_req, res) => {
+      diskPulls++;
+      res.writeHead(200, { 'cache-control': 'public, max-age=600', 'content-length': big.length });
+      res.end(big);
+    });
+    await new Promise<void>((r) => diskOrigin.listen(0, '127.0.0.1', r));
+    port = (diskOrigin.address() as AddressInfo).port;
+    e = await startEdge(site(), cfg);
+  });
+  after(async () => {
+    await e?.close();
+    diskOrigin.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a body this process stored: the hit goes whole by sendfile(), bytes and range the origin’s', async () => {
+    const miss = responses((await fetchBig()).data, [big])[0]!;
+    assert.equal(miss.headers['x-cache'], 'MISS');
+    assert.equal(sha(miss.body), sha(big));
+    const before = await sent();
+    const hit = responses((await fetchBig()).data, [big])[0]!;
+    assert.equal(hit.headers['x-cache'], 'HIT');
+    assert.equal(hit.headers['content-length'], String(big.length));
+    assert.equal(sha(hit.body), sha(big));
+    assert.equal((await sent()) - before, big.length, 'every body byte went by sendfile()');
+    const ranged = responses((await fetchBig('Range: bytes=100000-3000000\r\n')).data, [big])[0]!;
+    assert.equal(ranged.status, 206);
+    assert.equal(sha(ranged.body), sha(big.subarray(100000, 3000001)));
+    assert.equal((await sent()) - before, big.length + 2900001);
+    assert.equal(diskPulls, 1);
+  });
+
+  test('pipelined disk hits: each whole and in order (the second waits for the first)', async () => {
+    const data = await new Promise<Buffer>((resolve, reject) => {
+      const c = net.connect(e.httpPort, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      c.on('data', (d: Buffer) => chunks.push(d));
+      c.on('error', reject);
+      c.on('end', () => resolve(Buffer.concat(chunks)));
+      // nothing read for 300 ms: the first body fills the socket and is still going out when the
+      // next two are opened
+      c.pause();
+      setTimeout(() => c.resume(), 300);
+      c.write(
+        'GET /big HTTP/1.1\r\nHost: d.test\r\n\r\n' +
+          'GET /big HTTP/1.1\r\nHost: d.test\r\nRange: bytes=0-2999999\r\n\r\n' +
+          'GET /big HTTP/1.1\r\nHost: d.test\r\nRange: bytes=5-9\r\nConnection: close\r\n\r\n',
+      );
+    });
+    const rs = responses(data, [big, big, big]);
+    assert.deepEqual(
+      rs.map((r) => r.status),
+      [200, 206, 206],
+    );
+    assert.equal(sha(rs[0]!.body), sha(big));
+    assert.equal(sha(rs[1]!.body), sha(big.subarray(0, 3_000_000)));
+    assert.ok(rs[2]!.body.equals(big.subarray(5, 10)));
+  });
+
+  test('a visitor reading slowly for longer than idleTimeout gets every byte', async () => {
+    // at most 512 KiB every 100 ms: about 3 s for the body, three times the 1 s idleTimeout that
+    // node:net would apply if nothing told it that sendfile() is making progress (the socket's
+    // buffer drains fast enough for the kernel to take more well within each second)
+    const t0 = performance.now();
+    const data = await new Promise<Buffer>((resolve, reject) => {
+      const c = net.connect(e.httpPort, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      let budget = 512 * 1024;
+      const timer = setInterval(() => {
+        budget = 512 * 1024;
+        if (c.isPaused()) c.resume();
+      }, 100);
+      c.on('data', (d: Buffer) => {
+        chunks.push(d);
+        budget -= d.length;
+        if (budget <= 0) c.pause();
+      });
+      c.on('error', reject);
+      c.on('end', () => {
+        clearInterval(timer);
+        resolve(Buffer.concat(chunks));
+      });
+      c.write('GET /big HTTP/1.1\r\nHost: d.test\r\nConnection: close\r\n\r\n');
+    });
+    const r = responses(data, [big])[0]!;
+    assert.equal(sha(r.body), sha(big), `whole body (${r.body.length} bytes)`);
+    assert.ok(performance.now() - t0 > 1500, 'the transfer outlasted idleTimeout');
+  });
+
+  test('a visitor that stops reading meets idleTimeout; one that leaves frees file and socket', async () => {
+    const baseline = sockets();
+    // reads the head, then nothing for 2.5 s: the edge gives up after 1 s of silence
+    const stalled = await fetchBig('', (c) => {
+      c.once('data', () => {
+        c.pause();
+        setTimeout(() => c.resume(), 2500);
+      });
+    });
+    assert.equal(stalled.closedEarly, true, `closed before the end (${stalled.data.length} bytes)`);
+    // leaves after its first bytes
+    await new Promise<void>((resolve) => {
+      const c = net.connect(e.httpPort, '127.0.0.1');
+      c.once('data', () => {
+        c.destroy();
+        resolve();
+      });
+      c.on('error', () => {});
+      c.write('GET /big HTTP/1.1\r\nHost: d.test\r\n\r\n');
+    });
+    for (let i = 0; i < 30 && (entryFiles().length > 0 || sockets() > baseline); i++) await sleep(100);
+    assert.deepEqual(entryFiles(), [], 'no entry file left open');
+    assert.ok(sockets() <= baseline, `no socket left behind (${sockets()} against ${baseline})`);
+    const again = responses((await fetchBig()).data, [big])[0]!;
+    assert.equal(sha(again.body), sha(big));
+  });
+
+  test('after a restart the first hit is read and checked, the next goes by sendfile()', async () => {
+    await e.close();
+    e = await startEdge(site(), cfg);
+    const before = await sent();
+    const first = responses((await fetchBig()).data, [big])[0]!;
+    assert.equal(first.headers['x-cache'], 'HIT');
+    assert.equal(sha(first.body), sha(big));
+    assert.equal(await sent(), before, 'streamed: every block checked against its CRC');
+    const second = responses((await fetchBig()).data, [big])[0]!;
+    assert.equal(sha(second.body), sha(big));
+    assert.equal((await sent()) - before, big.length);
+    assert.equal(diskPulls, 1);
+  });
 });

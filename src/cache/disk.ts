@@ -67,6 +67,7 @@ import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
+import { markFileBody } from '../core/zerocopy.js';
 import {
   InflightPurges,
   PurgeLog,
@@ -163,6 +164,12 @@ export interface DiskStartup {
 
 /** One index entry; a class so every entry has the same compact shape. */
 class IndexEntry {
+  /**
+   * Every block of the body matched its CRC since this process started: it wrote the file, or
+   * read all of it and checked each block. Such a body may be sent straight from its file, unread
+   * by the process (sendfile(2): docs/decisions.md, "Zero-copy sends of large hits").
+   */
+  verified = false;
   constructor(
     public fileSize: number,
     public seq: number,
@@ -789,10 +796,24 @@ export class DiskStore implements CacheStore {
         return undefined;
       }
       // Verify the first block now, so a corrupt start is a miss rather than a broken stream.
-      const body = new VerifiedBlockReader(fh, p.bodyOffset, size, t.blocks, r, () =>
-        this.#dropCorrupt(key, e),
+      const body = new VerifiedBlockReader(
+        fh,
+        p.bodyOffset,
+        size,
+        t.blocks,
+        r,
+        () => this.#dropCorrupt(key, e),
+        () => {
+          e.verified = true;
+        },
       );
       handedOver = true;
+      // a body checked whole before may go out from its file, unread (src/core/zerocopy.ts); its
+      // blocks are still checked if it is read as a stream
+      if (e.verified) {
+        markFileBody(body, { fd: fh.fd, offset: p.bodyOffset + r.start, length: r.end - r.start + 1 });
+        return { meta, body };
+      }
       if (!(await body.verifyFirst())) {
         body.destroy();
         this.#dropCorrupt(key, e);
@@ -936,6 +957,8 @@ export class DiskStore implements CacheStore {
       header.stale,
       header.noStale ?? false,
     );
+    // the file holds what this process wrote and checksummed
+    e.verified = true;
     this.#index.set(h.key, e);
     this.#addVariant(h.key);
     this.#bytes += fileSize;
@@ -1159,6 +1182,11 @@ class VerifiedBlockReader extends Readable {
   readonly #blocks: Uint32Array;
   readonly #end: number;
   readonly #onCorrupt: () => void;
+  /** called when the whole body was read and every block matched */
+  readonly #onVerified: () => void;
+  /** blocks of the body checked so far (each once: the first block may be read twice) */
+  readonly #checked: Uint8Array;
+  #checkedCount = 0;
   #pos: number;
   #first: Buffer | undefined;
   #closed = false;
@@ -1170,6 +1198,7 @@ class VerifiedBlockReader extends Readable {
     blocks: Uint32Array,
     range: BodyRange,
     onCorrupt: () => void,
+    onVerified: () => void,
   ) {
     super({ highWaterMark: BLOCK });
     this.#fh = fh;
@@ -1179,6 +1208,8 @@ class VerifiedBlockReader extends Readable {
     this.#pos = range.start;
     this.#end = range.end;
     this.#onCorrupt = onCorrupt;
+    this.#onVerified = onVerified;
+    this.#checked = new Uint8Array(blocks.length);
   }
 
   async #readBlock(i: number): Promise<Buffer | undefined> {
@@ -1192,6 +1223,10 @@ class VerifiedBlockReader extends Readable {
       got += bytesRead;
     }
     if (crc32(buf) >>> 0 !== this.#blocks[i]) return undefined;
+    if (this.#checked[i] === 0) {
+      this.#checked[i] = 1;
+      if (++this.#checkedCount === this.#blocks.length) this.#onVerified();
+    }
     return buf;
   }
 

@@ -983,7 +983,7 @@ export const edgeSchema = z
       .boolean()
       .default(true)
       .describe(
-        "Keep bodies of 32 KiB and more in the memory tier as shared memory files and send them to plain-HTTP visitors with sendfile(2), without copying them into the socket (as nginx's `sendfile on`; HTTPS and HTTP/2 copy as before). Needs Linux and Verge's native module, which `npm ci` builds when a C compiler is there; without it bodies are copied, and `verge_zero_copy_active` in /metrics says why. Each such body holds one file descriptor (at most a quarter of the process's limit). false: bodies are copied.",
+        "Send cached bodies to plain-HTTP visitors with sendfile(2), without copying them into the socket (as nginx's `sendfile on`; HTTPS and HTTP/2 copy as before): bodies of 32 KiB and more in the memory tier are kept as shared memory files for it, and disk-tier hits go out from their files once this process has checked the whole body against its checksums (it wrote it, or read it once since it started). Needs Linux and Verge's native module, which `npm ci` builds when a C compiler is there; without it bodies are copied, and `verge_zero_copy_active` in /metrics and the start-up log say so. Each shared memory body holds one file descriptor (at most a quarter of the process's limit). false: bodies are copied.",
       ),
     workers: z
       .union([z.number().int().min(1).max(64), z.literal('auto')])

@@ -14,13 +14,26 @@
  */
 import { createRequire } from 'node:module';
 import type net from 'node:net';
+import type { Readable } from 'node:stream';
 
 /** Bodies smaller than this are copied: below it the second syscall costs more than the copy. */
 export const ZERO_COPY_MIN = 32 * 1024;
 
+/** A job of Native.startSend(): opaque to JavaScript. */
+type SendJob = object;
+
 interface Native {
   alloc(size: number): [number, Buffer] | undefined;
   send(socketFd: number, head: Buffer, fileFd: number, length: number): number;
+  startSend(
+    socketFd: number,
+    fileFd: number,
+    offset: number,
+    length: number,
+    done: (errno: number, sent: number) => void,
+  ): SendJob | undefined;
+  abortSend(job: SendJob): void;
+  sent(job: SendJob): number;
   live(): number;
   descriptors(): number;
 }
@@ -121,3 +134,56 @@ export function sendShared(socket: net.Socket, head: Buffer, body: Buffer): bool
   } else socket.write(body.subarray(n - head.length));
   return true;
 }
+
+/** Where a body's bytes are in an open file: a disk-tier entry checked whole before. */
+export interface FileRange {
+  fd: number;
+  offset: number;
+  length: number;
+}
+
+const fileBodies = new WeakMap<Readable, FileRange>();
+
+/** Say that `body` (a stream of the disk tier) is `range` of an open file, sendable unread. */
+export function markFileBody(body: Readable, range: FileRange): void {
+  fileBodies.set(body, range);
+}
+
+/** The file range behind `body` when it may be sent with sendfile(2) now, else undefined. */
+export function fileBodyOf(body: Readable): FileRange | undefined {
+  return native !== undefined && enabled ? fileBodies.get(body) : undefined;
+}
+
+/** A transfer of sendFile(): how much went out so far, and a way to stop it. */
+export interface FileSend {
+  sent(): number;
+  abort(): void;
+}
+
+/**
+ * Send `range` to a plain TCP socket with sendfile(2), waiting for the socket to take more as it
+ * drains (a slow visitor holds no buffer in this process). Nothing may be queued on the socket's
+ * stream (the caller checks). `done(errno, sent)` runs once, later: errno 0 when every byte went
+ * out, ECANCELED after abort(), another errno when the socket failed. Undefined when it could
+ * not start (the caller streams the body instead).
+ */
+export function sendFile(
+  socket: net.Socket,
+  range: FileRange,
+  done: (errno: number, sent: number) => void,
+): FileSend | undefined {
+  if (native === undefined || !enabled) return undefined;
+  const fd = (socket as unknown as HandleFd)._handle?.fd;
+  if (fd === undefined || fd < 0 || (socket as net.Socket & { encrypted?: boolean }).encrypted)
+    return undefined;
+  const n = native;
+  const job = n.startSend(fd, range.fd, range.offset, range.length, (errno, sent) => {
+    sentBytes += sent;
+    done(errno, sent);
+  });
+  if (job === undefined) return undefined;
+  return { sent: () => n.sent(job), abort: () => n.abortSend(job) };
+}
+
+/** errno values sendFile()'s callback reports (Linux's numbers) */
+export const ECANCELED = 125;

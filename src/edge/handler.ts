@@ -4,11 +4,13 @@
 
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { constants as h2constants } from 'node:http2';
+import type net from 'node:net';
 import type { Readable, Transform } from 'node:stream';
 import { TIER_ERROR_HEADER, TIER_SCHEME_HEADER } from '../cluster/parents.js';
 import { ERRORS, type ErrorCode, type VergeError } from '../core/errors.js';
 import type { AccessLog } from '../core/log.js';
 import { UNKEYED_REQUEST_FIELDS } from '../core/unkeyed.js';
+import { ECANCELED, type FileRange, type FileSend, fileBodyOf, sendFile } from '../core/zerocopy.js';
 import { type Attempt, type PullCallbacks, type PullProtocol, type PullState, pull } from '../origin/pull.js';
 import {
   applyOpsFlat,
@@ -436,6 +438,14 @@ function streamBody(ctx: RequestContext, body: Readable): void {
     body.destroy();
     return;
   }
+  const file = ctx.httpVersion !== '2.0' ? fileBodyOf(body) : undefined;
+  if (file !== undefined && sendFileBody(ctx, body, file)) return;
+  streamBodyFrom(ctx, body);
+}
+
+/** streamBody() once the visitor is known to be there and the body is to be read. */
+function streamBodyFrom(ctx: RequestContext, body: Readable): void {
+  const res = ctx.res;
   body.on('data', (chunk: Buffer) => {
     ctx.bytes += chunk.length;
     if (!res.write(chunk)) {
@@ -464,6 +474,75 @@ function streamBody(ctx: RequestContext, body: Readable): void {
     if (!body.readableEnded) body.destroy();
   });
 }
+
+/**
+ * A disk-tier body checked whole before, sent from its file with sendfile(2) to a plain HTTP/1.x
+ * visitor (src/core/zerocopy.ts): the head goes first through node:http, then the file's range,
+ * then node:http ends the response. False when it cannot (a TLS socket, no native module): the
+ * caller streams the body.
+ */
+function sendFileBody(ctx: RequestContext, body: Readable, file: FileRange): boolean {
+  const res = ctx.res as VisitorResponse & { flushHeaders?: () => void; socket?: net.Socket | null };
+  const socket = res.socket;
+  // no socket: a pipelined response that node:http queues behind the one before it (it gets the
+  // socket once that one is done); it streams, into node:http's queue
+  if (!socket || typeof res.flushHeaders !== 'function' || (socket as { encrypted?: boolean }).encrypted)
+    return false;
+  let job: FileSend | undefined;
+  let progress: NodeJS.Timeout | undefined;
+  const onClose = () => job?.abort();
+  const done = (errno: number, sent: number) => {
+    clearInterval(progress);
+    ctx.bytes += sent;
+    // the file stays open until sendfile() is done with it
+    body.destroy();
+    if (errno === 0) {
+      ctx.done = true;
+      res.end();
+    } else if (errno !== ECANCELED || !(res.closed || res.destroyed)) {
+      // the socket failed under sendfile(): node:http has not seen it yet
+      ctx.aborted = true;
+      abortResponse(res);
+    }
+  };
+  const start = () => {
+    if (res.closed || res.destroyed) {
+      body.destroy();
+      return;
+    }
+    job = sendFile(socket, file, done);
+    if (job === undefined) {
+      // could not start (no descriptor to spare): the stream after all
+      streamBodyFrom(ctx, body);
+      return;
+    }
+    res.once('close', onClose);
+    // edge.limits.idleTimeout counts silence on the socket: node:net sees none of sendfile()'s
+    // writes, so while the file goes out the socket's timer restarts whenever it made progress in
+    // the last quarter of the timeout (at most a second); a visitor that stops reading still
+    // meets the timeout
+    const idle = socket.timeout ?? 0;
+    if (idle > 0) {
+      let last = 0;
+      progress = setInterval(
+        () => {
+          const now = job!.sent();
+          if (now !== last) socket.setTimeout(idle);
+          last = now;
+        },
+        Math.min(1000, Math.max(50, idle / 4)),
+      );
+      progress.unref();
+    }
+  };
+  // the head first, through node:http; sendfile() starts once the socket's stream is empty
+  res.flushHeaders();
+  if (socket.writableLength === 0 && !socket.writableCorked) start();
+  else socket.write(EMPTY, start);
+  return true;
+}
+
+const EMPTY = Buffer.alloc(0);
 
 /** Phase 6 without the cache: the request goes to the origin and the response streams back. */
 function passThrough(

@@ -428,7 +428,7 @@ export class EdgeMetrics {
     });
     new Counter({
       name: 'verge_zero_copy_bytes_total',
-      help: 'Response body bytes sent with sendfile(2) from the memory tier (edge.zeroCopy), without a copy into the socket.',
+      help: "Response body bytes sent with sendfile(2) (edge.zeroCopy), without a copy into the socket: from the memory tier, and from the disk tier's files.",
       registers: [this.registry],
       collect() {
         this.reset();
