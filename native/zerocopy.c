@@ -296,20 +296,15 @@ static napi_value descriptors(napi_env env, napi_callback_info info) {
 }
 
 NAPI_MODULE_INIT() {
-  napi_value f;
-  napi_create_function(env, "alloc", NAPI_AUTO_LENGTH, alloc, NULL, &f);
-  napi_set_named_property(env, exports, "alloc", f);
-  napi_create_function(env, "send", NAPI_AUTO_LENGTH, send_head_file, NULL, &f);
-  napi_set_named_property(env, exports, "send", f);
-  napi_create_function(env, "live", NAPI_AUTO_LENGTH, live_count, NULL, &f);
-  napi_set_named_property(env, exports, "live", f);
-  napi_create_function(env, "startSend", NAPI_AUTO_LENGTH, start_send, NULL, &f);
-  napi_set_named_property(env, exports, "startSend", f);
-  napi_create_function(env, "abortSend", NAPI_AUTO_LENGTH, abort_send, NULL, &f);
-  napi_set_named_property(env, exports, "abortSend", f);
-  napi_create_function(env, "sent", NAPI_AUTO_LENGTH, job_sent, NULL, &f);
-  napi_set_named_property(env, exports, "sent", f);
-  napi_create_function(env, "descriptors", NAPI_AUTO_LENGTH, descriptors, NULL, &f);
-  napi_set_named_property(env, exports, "descriptors", f);
+  napi_property_descriptor fns[] = {
+      {"alloc", NULL, alloc, NULL, NULL, NULL, napi_default, NULL},
+      {"send", NULL, send_head_file, NULL, NULL, NULL, napi_default, NULL},
+      {"live", NULL, live_count, NULL, NULL, NULL, napi_default, NULL},
+      {"startSend", NULL, start_send, NULL, NULL, NULL, napi_default, NULL},
+      {"abortSend", NULL, abort_send, NULL, NULL, NULL, napi_default, NULL},
+      {"sent", NULL, job_sent, NULL, NULL, NULL, napi_default, NULL},
+      {"descriptors", NULL, descriptors, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns);
   return exports;
 }

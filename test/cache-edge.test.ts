@@ -3,7 +3,7 @@
 // independent; timings are generous because the edge, the origin and the test share 2 cores.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readlinkSync, rmSync, statSync, truncateSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -13,6 +13,7 @@ import { gzipSync } from 'node:zlib';
 import { type Response, request, startEdge, type TestEdge } from './helpers/edge.js';
 import { cutOrigin, requestId, type TlsOrigin, tlsOrigin } from './helpers/origins.js';
 import { leafFor, testCa } from './helpers/pki.js';
+import { openDescriptors } from './helpers/proc.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -867,15 +868,7 @@ test('16. a 20 MiB object streams, is stored on disk, and is a HIT with the same
     }
     // the entries' files (the store keeps its purge journal, purges.log, open for good)
     const openEntries = () =>
-      readdirSync('/proc/self/fd')
-        .map((fd) => {
-          try {
-            return readlinkSync(`/proc/self/fd/${fd}`);
-          } catch {
-            return '';
-          }
-        })
-        .filter((l) => l.startsWith(dir) && !l.endsWith('/purges.log'));
+      openDescriptors().filter((l) => l.startsWith(dir) && !l.endsWith('/purges.log'));
     await sleep(500);
     for (let i = 0; i < 40 && openEntries().length > 0; i++) await sleep(100);
     assert.deepEqual(openEntries(), [], 'no entry file left open');

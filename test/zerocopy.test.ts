@@ -5,7 +5,7 @@
 // and the stream the rest), with Connection: close, for HEAD, and with edge.zeroCopy off.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { keepable, sendShared, sharedBuffer, ZERO_COPY_MIN, zeroCopyState } from '../src/core/zerocopy.js';
 import { fastPathAnswers } from '../src/edge/fast-hit.js';
 import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
+import { openDescriptors } from './helpers/proc.js';
 import { type ParsedResponse, parseResponses, raw } from './helpers/raw.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -276,24 +277,8 @@ describe('disk-tier hits sent from their files', () => {
     const m = /^verge_zero_copy_bytes_total (\d+)$/m.exec(await e.edge.metrics.text());
     return Number(m?.[1]);
   };
-  const entryFiles = () =>
-    readdirSync('/proc/self/fd')
-      .map((fd) => {
-        try {
-          return readlinkSync(`/proc/self/fd/${fd}`);
-        } catch {
-          return '';
-        }
-      })
-      .filter((l) => l.startsWith(dir) && !l.endsWith('/purges.log'));
-  const sockets = () =>
-    readdirSync('/proc/self/fd').filter((fd) => {
-      try {
-        return readlinkSync(`/proc/self/fd/${fd}`).startsWith('socket:');
-      } catch {
-        return false;
-      }
-    }).length;
+  const entryFiles = () => openDescriptors().filter((l) => l.startsWith(dir) && !l.endsWith('/purges.log'));
+  const sockets = () => openDescriptors().filter((l) => l.startsWith('socket:')).length;
   /** GET /big on a new connection, read as `read` says; resolves with what arrived and whether the edge closed first */
   const fetchBig = (
     extra = '',

@@ -5,7 +5,7 @@
 // The process started is Verge's supervising primary (signals go to it); the edge serves from its
 // worker process(es), whose pids the "edge listening" lines give (workerPid).
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -360,4 +360,17 @@ export function runCli(
       resolve({ code, signal, stdout, stderr });
     });
   });
+}
+
+/** What each of this process's open descriptors refers to (readlink of /proc/self/fd/N). */
+export function openDescriptors(): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      out.push(readlinkSync(`/proc/self/fd/${fd}`));
+    } catch {
+      // the directory's own descriptor, closed by the time it is read
+    }
+  }
+  return out;
 }
