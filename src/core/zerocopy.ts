@@ -14,6 +14,7 @@
  */
 import { createRequire } from 'node:module';
 import type net from 'node:net';
+import { constants } from 'node:os';
 import type { Readable } from 'node:stream';
 
 /** Bodies smaller than this are copied: below it the second syscall costs more than the copy. */
@@ -106,6 +107,17 @@ interface HandleFd {
 }
 
 /**
+ * The descriptor of a plain TCP socket, which node:net keeps on its handle (Unix only);
+ * undefined for a TLS socket (it encrypts in user space: nothing to hand the kernel by reference)
+ * and for a socket that has let its handle go.
+ */
+function plainFd(socket: net.Socket): number | undefined {
+  if ((socket as net.Socket & { encrypted?: boolean }).encrypted) return undefined;
+  const fd = (socket as unknown as HandleFd)._handle?.fd;
+  return fd === undefined || fd < 0 ? undefined : fd;
+}
+
+/**
  * Write `head` then `body` to a plain TCP socket with send(2) and sendfile(2) when `body` is
  * shared and nothing is queued or corked on the socket (the kernel's order is then the stream's);
  * the rest, if the socket's buffer filled, through the stream. False when it wrote nothing (the
@@ -115,11 +127,8 @@ export function sendShared(socket: net.Socket, head: Buffer, body: Buffer): bool
   if (native === undefined || !enabled) return false;
   const file = fds.get(body);
   if (file === undefined || socket.writableLength !== 0 || socket.writableCorked !== 0) return false;
-  // TLS encrypts in user space: there is nothing to hand the kernel by reference
-  if ((socket as net.Socket & { encrypted?: boolean }).encrypted) return false;
-  // node:net keeps the TCP handle's descriptor here (Unix only; a TLS socket has none of its own)
-  const fd = (socket as unknown as HandleFd)._handle?.fd;
-  if (fd === undefined || fd < 0) return false;
+  const fd = plainFd(socket);
+  if (fd === undefined) return false;
   const n = native.send(fd, head, file, body.length);
   const total = head.length + body.length;
   if (n > head.length) sentBytes += n - head.length;
@@ -173,9 +182,8 @@ export function sendFile(
   done: (errno: number, sent: number) => void,
 ): FileSend | undefined {
   if (native === undefined || !enabled) return undefined;
-  const fd = (socket as unknown as HandleFd)._handle?.fd;
-  if (fd === undefined || fd < 0 || (socket as net.Socket & { encrypted?: boolean }).encrypted)
-    return undefined;
+  const fd = plainFd(socket);
+  if (fd === undefined) return undefined;
   const n = native;
   const job = n.startSend(fd, range.fd, range.offset, range.length, (errno, sent) => {
     sentBytes += sent;
@@ -185,5 +193,5 @@ export function sendFile(
   return { sent: () => n.sent(job), abort: () => n.abortSend(job) };
 }
 
-/** errno values sendFile()'s callback reports (Linux's numbers) */
-export const ECANCELED = 125;
+/** What sendFile()'s callback reports after abort(). */
+export const ECANCELED = constants.errno.ECANCELED;
