@@ -244,6 +244,28 @@ describe('tiered cache through parents', () => {
         const h = await health(c);
         return (h['parents'] as string[] | undefined)?.length === 2 ? true : undefined;
       });
+    // and both parents know every child: a parent learns of a new node from the control plane,
+    // and until then refuses it, and the child goes to the next parent (seen in CI: the cold
+    // object below then reached the origin twice). Warm-up paths of their own, until each child
+    // has been served by each parent.
+    await Promise.all(
+      children.map(async (c, i) => {
+        const servedBy = new Set<string>();
+        let n = 0;
+        await until(
+          `both parents serve child ${i + 1}`,
+          async () => {
+            const g = await get(c.httpPort, 'www.test', `/warm-${i}-${n++}`);
+            const hop = (await accessRecord(c, String(g.headers['x-request-id'])))['origin'] as
+              | Record<string, unknown>
+              | undefined;
+            if (hop?.['tier'] === 'parent') servedBy.add(String(hop['server']));
+            return servedBy.size === 2 ? true : undefined;
+          },
+          60_000,
+        );
+      }),
+    );
   });
   after(async () => {
     await origin.close();
