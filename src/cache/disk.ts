@@ -1190,9 +1190,8 @@ class VerifiedBlockReader extends Readable {
   readonly #onCorrupt: () => void;
   /** called when the whole body was read and every block matched */
   readonly #onVerified: () => void;
-  /** blocks of the body checked so far (each once: the first block may be read twice) */
-  readonly #checked: Uint8Array;
-  #checkedCount = 0;
+  /** the range is the whole body: reaching its end checked every block (each is read once) */
+  readonly #whole: boolean;
   #pos: number;
   #first: Buffer | undefined;
   #closed = false;
@@ -1215,7 +1214,7 @@ class VerifiedBlockReader extends Readable {
     this.#end = range.end;
     this.#onCorrupt = onCorrupt;
     this.#onVerified = onVerified;
-    this.#checked = new Uint8Array(blocks.length);
+    this.#whole = range.start === 0 && range.end === size - 1;
   }
 
   async #readBlock(i: number): Promise<Buffer | undefined> {
@@ -1229,10 +1228,6 @@ class VerifiedBlockReader extends Readable {
       got += bytesRead;
     }
     if (crc32(buf) >>> 0 !== this.#blocks[i]) return undefined;
-    if (this.#checked[i] === 0) {
-      this.#checked[i] = 1;
-      if (++this.#checkedCount === this.#blocks.length) this.#onVerified();
-    }
     return buf;
   }
 
@@ -1247,6 +1242,8 @@ class VerifiedBlockReader extends Readable {
 
   override _read(): void {
     if (this.#pos > this.#end) {
+      // a failed block destroys the stream: getting here, every block read matched its CRC
+      if (this.#whole) this.#onVerified();
       this.push(null);
       return;
     }

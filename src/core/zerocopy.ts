@@ -111,7 +111,7 @@ interface HandleFd {
  * undefined for a TLS socket (it encrypts in user space: nothing to hand the kernel by reference)
  * and for a socket that has let its handle go.
  */
-function plainFd(socket: net.Socket): number | undefined {
+export function plainFd(socket: net.Socket): number | undefined {
   if ((socket as net.Socket & { encrypted?: boolean }).encrypted) return undefined;
   const fd = (socket as unknown as HandleFd)._handle?.fd;
   return fd === undefined || fd < 0 ? undefined : fd;

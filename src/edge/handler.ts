@@ -10,7 +10,7 @@ import { TIER_ERROR_HEADER, TIER_SCHEME_HEADER } from '../cluster/parents.js';
 import { ERRORS, type ErrorCode, type VergeError } from '../core/errors.js';
 import type { AccessLog } from '../core/log.js';
 import { UNKEYED_REQUEST_FIELDS } from '../core/unkeyed.js';
-import { ECANCELED, type FileRange, type FileSend, fileBodyOf, sendFile } from '../core/zerocopy.js';
+import { ECANCELED, type FileRange, type FileSend, fileBodyOf, plainFd, sendFile } from '../core/zerocopy.js';
 import { type Attempt, type PullCallbacks, type PullProtocol, type PullState, pull } from '../origin/pull.js';
 import {
   applyOpsFlat,
@@ -485,9 +485,8 @@ function sendFileBody(ctx: RequestContext, body: Readable, file: FileRange): boo
   const res = ctx.res as VisitorResponse & { flushHeaders?: () => void; socket?: net.Socket | null };
   const socket = res.socket;
   // no socket: a pipelined response that node:http queues behind the one before it (it gets the
-  // socket once that one is done); it streams, into node:http's queue
-  if (!socket || typeof res.flushHeaders !== 'function' || (socket as { encrypted?: boolean }).encrypted)
-    return false;
+  // socket once that one is done); it streams, into node:http's queue. A TLS socket streams too.
+  if (!socket || typeof res.flushHeaders !== 'function' || plainFd(socket) === undefined) return false;
   let job: FileSend | undefined;
   let progress: NodeJS.Timeout | undefined;
   const onClose = () => job?.abort();
