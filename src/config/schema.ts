@@ -979,6 +979,12 @@ export const edgeSchema = z
       .describe(
         'Answer plainly simple HTTP/1.1 GET/HEAD requests for fresh memory-resident hits from prebuilt buffers, without node:http (same bytes, logs, metrics and statistics); every other request on the connection goes to node:http, and so does every request of a site with rules other than access rules (IP and country lists, Referer lists, rate limits and signed URLs run on the fast path; redirects, rewrites, header rules, error pages, `cache.bypass`, `cache.browserTtl` do not). The same for HTTP/2: a GET/HEAD stream without a body for such a hit is answered on the stream API of node:http2 instead of its compatibility layer. Also for HTTP/1.1: a plainly simple GET/HEAD for a site with caching off and no rules is given to the request handler by the same loop, without node:http\'s request and response objects (the same bytes; docs/decisions.md, "The fast pass-through"). false: node:http and the compatibility layer of node:http2 read every request.',
       ),
+    http2HitConnections: z
+      .boolean()
+      .default(true)
+      .describe(
+        "With fastPath: an HTTP/2 connection whose first request is such a hit is served by Verge's own HTTP/2 framing, without node:http2 (about 2.5 times the requests per second of one core), for as long as its requests are hits the fast path answers. Its first other request ends it gracefully: GOAWAY (RFC 9113 section 6.8) naming the last request answered, and the client sends that request again on a new connection, which node:http2 serves (browsers, curl and HTTP/2 libraries do this on their own, as they do when nginx ends a connection after keepalive_requests). A connection whose first request is not such a hit goes to node:http2 at once, as if it had just arrived. false: node:http2 serves every HTTP/2 connection.",
+      ),
     zeroCopy: z
       .boolean()
       .default(true)

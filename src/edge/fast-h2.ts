@@ -29,7 +29,7 @@ import type net from 'node:net';
 import type { HeaderMap } from '../cache/headers.js';
 import { ERRORS } from '../core/errors.js';
 import { isoTime } from '../core/log.js';
-import { type ClientAddressRule, resolveClient } from '../rules/client.js';
+import { resolveClient } from '../rules/client.js';
 import { type HitTemplate, lookupResidentHit } from './cache.js';
 import { socketConnInfo } from './conn-info.js';
 import { fastAccess, fastAccessAdmit } from './fast-access.js';
@@ -152,32 +152,48 @@ function checkFields(t: HitTemplate, status: number): boolean {
 }
 
 /**
- * Answer one stream if it is a fresh resident hit the handler would answer the same way: the
- * handler's checks (handler.ts run()) in the same order, each way out leaving it to the compat
- * layer. Returns whether it answered.
+ * What decides an HTTP/2 hit, whoever frames the answer (node:http2's stream here, Verge's own
+ * framing in src/edge/h2-conn.ts): the request, the site, the entry and its prebuilt head.
  */
-function answer(
-  stream: ServerHttp2Stream,
+export interface H2Hit {
+  rt: ReturnType<FastDeps['runtime']>;
+  site: CompiledSite;
+  host: string;
+  method: 'GET' | 'HEAD';
+  path: string;
+  headers: IncomingHttpHeaders;
+  hit: Exclude<ReturnType<typeof lookupResidentHit>, string>;
+  head: H2Head;
+  peer: string;
+}
+
+/**
+ * The stream's request if it is a fresh resident hit the handler would answer the same way: the
+ * handler's checks (handler.ts run()) in the same order, each way out (null) leaving it to the
+ * compat layer. `endStream`: END_STREAM was on the request's HEADERS frame. Takes nothing (the
+ * access rules' admission is the caller's, once the answer is out: fastAccessAdmit()).
+ */
+export function decideH2Hit(
   headers: IncomingHttpHeaders,
-  flags: number,
+  endStream: boolean,
+  socket: net.Socket,
   deps: FastDeps,
-): boolean {
+): H2Hit | null {
   const rt = deps.runtime();
-  if (!rt.config.edge.fastPath || deps.draining()) return false;
+  if (!rt.config.edge.fastPath || deps.draining()) return null;
   // RFC 9113 section 8.1: END_STREAM on the HEADERS frame, so no content follows (and no
-  // request-body deadline to arm); a stream already reset by the visitor is the handler's (it
-  // logs it as before)
-  if (!(flags & NGHTTP2_FLAG_END_STREAM) || stream.destroyed || stream.closed) return false;
+  // request-body deadline to arm)
+  if (!endStream) return null;
   const method = headers[':method'];
-  if (method !== 'GET' && method !== 'HEAD') return false;
+  if (method !== 'GET' && method !== 'HEAD') return null;
   // the handler answers a Content-Length over edge.limits.maxBodySize with 413 even without
   // content, and the compat layer acts on Expect (100-continue or 417, RFC 9110 section 10.1.1)
-  if (headers['content-length'] !== undefined || headers.expect !== undefined) return false;
+  if (headers['content-length'] !== undefined || headers.expect !== undefined) return null;
   // RFC 9113 section 8.3.1: nghttp2 has checked the pseudo-header set (:method, :scheme, :path,
   // no :protocol outside CONNECT); the fast path takes only an origin-form :path without a
   // fragment (the handler strips fragments: RFC 9112 section 3.2)
   const path = headers[':path'];
-  if (typeof path !== 'string' || path.charCodeAt(0) !== 47 /* / */ || path.indexOf('#') >= 0) return false;
+  if (typeof path !== 'string' || path.charCodeAt(0) !== 47 /* / */ || path.indexOf('#') >= 0) return null;
   // accept: the handler routes by :authority, else Host (RFC 9113 section 8.3.1); both present
   // and different is left to it
   const authority = headers[':authority'];
@@ -187,24 +203,22 @@ function answer(
     typeof raw !== 'string' ||
     (hostField !== undefined && authority !== undefined && hostField !== authority)
   )
-    return false;
+    return null;
   const host = hostOf(raw);
-  if (host === '') return false;
+  if (host === '') return null;
   const site = rt.route(host);
-  if (!site?.cacheRules) return false;
-  const socket = stream.session?.socket as net.Socket | undefined;
-  if (!socket) return false;
+  if (!site?.cacheRules) return null;
   // RFC 9110 section 15.5.20: another site than the TLS connection's is the handler's 421
-  if (rt.tlsSite(socketConnInfo(socket)?.sni)?.name !== site.name) return false;
+  if (rt.tlsSite(socketConnInfo(socket)?.sni)?.name !== site.name) return null;
   // the edge's own health answer for Verge's DNS (never cached, never a hit)
-  if (path === HEALTH_PATH) return false;
+  if (path === HEALTH_PATH) return null;
   // the access rules, as on the HTTP/1.1 fast path (src/edge/fast-access.ts): run here for a site
   // whose rules are all access rules; a refusal, and every other kind of rule, is the handler's
   const reqHeaders = headers as Record<string, string>;
   let target = path;
   if (!site.noRules) {
     const allowed = site.accessOnly ? fastAccess(rt, site, socket, host, path, reqHeaders) : undefined;
-    if (allowed === undefined) return false;
+    if (allowed === undefined) return null;
     target = allowed;
   }
   const hit = lookupResidentHit(
@@ -217,76 +231,89 @@ function answer(
     headers as HeaderMap,
     finalHeaders,
   );
-  if (typeof hit === 'string') return false;
-  const t = hit.template;
-  const out = h2Head(t, hit.status);
-  if (out === null) return false;
+  if (typeof hit === 'string') return null;
+  const head = h2Head(hit.template, hit.status);
+  if (head === null) return null;
+  return { rt, site, host, method, path, headers, hit, head, peer: socketPeer(socket) };
+}
+
+/**
+ * Answer one stream if it is a fresh resident hit the handler would answer the same way
+ * (decideH2Hit()). Returns whether it answered.
+ */
+function answer(
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+  flags: number,
+  deps: FastDeps,
+): boolean {
+  // a stream already reset by the visitor is the handler's (it logs it as before)
+  if (stream.destroyed || stream.closed) return false;
+  const socket = stream.session?.socket as net.Socket | undefined;
+  if (!socket) return false;
+  const d = decideH2Hit(headers, (flags & NGHTTP2_FLAG_END_STREAM) !== 0, socket, deps);
+  if (d === null) return false;
   const start = performance.now();
   const startWall = Date.now();
   // the id as its counter: the head carries its string, the log keeps the number (request-id.ts)
   const seq = nextRequestSeq();
   const id = requestIdOf(seq);
-  const body = hit.body;
+  const body = d.hit.body;
   const bytes = body ? body.length : 0;
   // the compat layer's request object listens for this too (and ignores it): a stream error (the
   // session torn down, a reset) must not become an uncaught 'error'; 'close' follows and logs it
   stream.on('error', ignore);
   // RFC 9113 section 8.1: a HEAD answer is a HEADERS frame with END_STREAM
-  respondHead(stream, out, t.age, id, body === undefined);
+  respondHead(stream, d.head, d.hit.template.age, id, body === undefined);
   if (body !== undefined) stream.end(body);
   // answered here: the rate limits count it (nothing was taken before this point)
-  if (!site.noRules) fastAccessAdmit();
+  if (!d.site.noRules) fastAccessAdmit();
   answers++;
-  const peer = socketPeer(socket);
   // the log phase at the stream's close, as the handler's finish() runs on the response's
   // 'close': a stream the visitor reset before the answer was out is a 499 there too. `on`, not
   // `once`: an Http2Stream emits 'close' once (its destroy()), and once() would wrap the listener
   // per stream
   stream.on('close', () => {
     // handler.ts finish(): a response not finished when its stream closed is the visitor's 499
-    if (!stream.writableFinished) {
-      aborted(
-        deps,
-        rt.clientRule,
-        site,
-        host,
-        peer,
-        method,
-        path,
-        headers,
-        hit.status,
-        bytes,
-        seq,
-        start,
-        startWall,
-      );
-      return;
-    }
-    const status = hit.status;
-    const tally = hitCounter(deps.metrics, site.name, status);
-    tally.requests++;
-    tally.bytes += bytes;
-    site.stats?.recordHit(status, bytes, path, headers.referer);
-    if (!deps.accessLog.active) return;
-    // the record as handler.ts finish() writes it, built only for a log line or a listener
-    // (src/edge/request-log.ts HitFacts; the request log copies the fields)
-    const rule = rt.clientRule;
-    const f = facts;
-    f.startWall = startWall;
-    f.seq = seq;
-    f.site = site.name;
-    f.host = host;
-    f.peer = peer;
-    f.clientRule = rule;
-    f.clientHeader = rule ? (headers[rule.header] as string | undefined) : undefined;
-    f.method = method;
-    f.path = keptPath(path);
-    f.status = status;
-    f.bytes = bytes;
-    f.total = Math.round((performance.now() - start) * 100) / 100;
-    deps.accessLog.writeCompact(f);
+    if (!stream.writableFinished) h2HitAborted(deps, d, bytes, seq, start, startWall);
+    else h2HitDone(deps, d, bytes, seq, start, startWall);
   });
   return true;
+}
+
+/** The log phase of an HTTP/2 hit answered whole: handler.ts finish()'s record, metrics and statistics. */
+export function h2HitDone(
+  deps: FastDeps,
+  d: H2Hit,
+  bytes: number,
+  seq: number,
+  start: number,
+  startWall: number,
+): void {
+  const { site, headers, path } = d;
+  const status = d.hit.status;
+  const tally = hitCounter(deps.metrics, site.name, status);
+  tally.requests++;
+  tally.bytes += bytes;
+  site.stats?.recordHit(status, bytes, path, headers.referer);
+  if (!deps.accessLog.active) return;
+  // the record as handler.ts finish() writes it, built only for a log line or a listener
+  // (src/edge/request-log.ts HitFacts; the request log copies the fields)
+  const rule = d.rt.clientRule;
+  const f = facts;
+  f.startWall = startWall;
+  f.seq = seq;
+  f.site = site.name;
+  f.host = d.host;
+  f.peer = d.peer;
+  f.clientRule = rule;
+  f.clientHeader = rule ? (headers[rule.header] as string | undefined) : undefined;
+  f.method = d.method;
+  f.path = keptPath(path);
+  f.status = status;
+  f.bytes = bytes;
+  f.total = Math.round((performance.now() - start) * 100) / 100;
+  deps.accessLog.writeCompact(f);
 }
 
 function ignore(): void {}
@@ -309,21 +336,17 @@ function keptPath(path: string): string {
 }
 
 /** The log phase of a stream closed before its answer was all out: handler.ts finish()'s 499. */
-function aborted(
+export function h2HitAborted(
   deps: FastDeps,
-  rule: ClientAddressRule | undefined,
-  site: CompiledSite,
-  host: string,
-  peer: string,
-  method: string,
-  url: string,
-  headers: IncomingHttpHeaders,
-  sentStatus: number,
+  d: H2Hit,
   bytes: number,
   seq: number,
   start: number,
   startWall: number,
 ): void {
+  const { site, headers, host, peer, method } = d;
+  const url = d.path;
+  const rule = d.rt.clientRule;
   deps.metrics.record(site.name, 'HIT', 499, bytes, 'CLIENT_ABORTED');
   site.stats?.recordAbortedHit(bytes, url, headers.referer);
   if (!deps.accessLog.active) return;
@@ -350,6 +373,6 @@ function aborted(
     error: { code: 'CLIENT_ABORTED', stage: spec.stage, source: spec.source },
     cache: { state: 'HIT' },
     aborted: true,
-    sentStatus,
+    sentStatus: d.hit.status,
   });
 }

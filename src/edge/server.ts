@@ -24,6 +24,7 @@ import { setConnInfo, socketConnInfo } from './conn-info.js';
 import { errorJson, sendError } from './error-page.js';
 import { installH2Fast } from './fast-h2.js';
 import { type FastDeps, serveFast } from './fast-hit.js';
+import { type H2ConnDeps, serveH2Conn } from './h2-conn.js';
 import { renewStreamTables } from './h2-stream-table.js';
 import { createHandler, type HandlerDeps } from './handler.js';
 import { Connections } from './lifecycle.js';
@@ -717,7 +718,8 @@ export class Edge {
       requestCert: false,
       rejectUnauthorized: false,
     });
-    t.setTimeout(this.#runtime.config.edge.limits.headerTimeout, () => t.destroy());
+    const onHandshakeTimeout = () => t.destroy();
+    t.setTimeout(this.#runtime.config.edge.limits.headerTimeout, onHandshakeTimeout);
     if (raw.remoteAddress) peerAddress.set(t, raw.remoteAddress);
     // the SNI decides which site this connection may ask for (421 check in the handler)
     setConnInfo(t, {
@@ -732,7 +734,8 @@ export class Edge {
       secureConnecting: boolean;
     };
     t.once('secure', () => {
-      t.setTimeout(0);
+      // the listener goes too: whoever serves the connection sets its own timeout
+      t.setTimeout(0, onHandshakeTimeout);
       if (t.destroyed || !internals._releaseControl()) return;
       // http2's session setup waits for 'secureConnect' while this flag is set (client-side
       // semantics); tls.Server clears it the same way for its own sockets.
@@ -743,7 +746,20 @@ export class Edge {
       this.#conns.add(t, st);
       t.on('close', this.#onConnClose);
       const fast = this.#fast;
-      if (st.h2 || !fast || !this.#runtime.config.edge.fastPath) {
+      const edgeCfg = this.#runtime.config.edge;
+      if (st.h2 && fast && edgeCfg.fastPath && edgeCfg.http2HitConnections) {
+        // HTTP/2: Verge's own framing while the requests are hits (src/edge/h2-conn.ts); a
+        // connection whose first request is not one goes to node:http2 with the bytes read
+        serveH2Conn(t, this.#h2ConnDeps(fast), (read) => {
+          if (t.destroyed) return;
+          // node:http2's session reads what is buffered on the socket before its own reads
+          // (lib/internal/http2/core.js, the session's first tick)
+          if (read.length > 0) t.unshift(read);
+          server.emit('secureConnection', t);
+        });
+        return;
+      }
+      if (st.h2 || !fast || !edgeCfg.fastPath) {
         server.emit('secureConnection', t);
         return;
       }
@@ -772,6 +788,24 @@ export class Edge {
     t.on('_tlsError', onTlsError);
     t.on('error', onTlsError);
     internals._handle.receive(hello);
+  }
+
+  #h2Deps: H2ConnDeps | undefined;
+  /** HTTP/2 connections served by src/edge/h2-conn.ts (a drain sends each a GOAWAY) */
+  readonly #h2Conns = new Set<{ close(): void }>();
+  /** What src/edge/h2-conn.ts needs: the fast path's dependencies and the HTTP/2 limits, read live. */
+  #h2ConnDeps(fast: FastDeps): H2ConnDeps {
+    if (this.#h2Deps === undefined || this.#h2Deps.cache !== fast.cache) {
+      const limits = () => this.#runtime.config.edge.limits;
+      this.#h2Deps = {
+        ...fast,
+        maxStreams: () => limits().http2MaxStreams,
+        idleTimeout: () => limits().idleTimeout,
+        maxHeaderSize: () => limits().maxHeaderSize,
+        h2Conns: this.#h2Conns,
+      };
+    }
+    return this.#h2Deps;
   }
 
   addresses(): { http: net.AddressInfo[]; https: net.AddressInfo[] } {
@@ -803,6 +837,7 @@ export class Edge {
       ...(this.#tierServer ? [this.#tierServer] : []),
     ].map((s) => new Promise<void>((r) => s.close(() => r())));
     for (const session of this.#h2Sessions) session.close();
+    for (const c of this.#h2Conns) c.close();
     for (const [socket, c] of this.#conns) {
       if (c.h2) continue;
       if (c.inflight === 0) {
