@@ -126,6 +126,13 @@ const report = (s: EdgeStats) => {
   return { counts: Object.entries(bySite).map(([name, { ms: _ms, ...c }]) => [name, c]), top };
 };
 
+/** verge_http2_hit_connections_total of an outcome, in the edge's /metrics */
+async function outcome(name: string): Promise<number> {
+  const text = await fastEdge.edge.metrics.registry.metrics();
+  const m = new RegExp(`verge_http2_hit_connections_total\\{outcome="${name}"\\} (\\d+)`).exec(text);
+  return Number(m?.[1] ?? Number.NaN);
+}
+
 const closeSession = (s: http2.ClientHttp2Session) => new Promise<void>((r) => s.close(() => r()));
 
 /** Fill both caches (each connection starts with a miss, so it is node:http2's). */
@@ -219,6 +226,8 @@ test("a connection that starts with a miss is node:http2's from its first byte",
 });
 
 test('the first request that is not a hit ends the connection with GOAWAY; it reaches the origin only when asked again', async () => {
+  const endedBefore = await outcome('ended_by_miss');
+  const servedBefore = await outcome('served');
   const s = connect(fastEdge);
   const goaway = new Promise<[number, number]>((r) => s.once('goaway', (code, last) => r([code, last])));
   assert.deepEqual((await send(s, '/bin')).body, BIN);
@@ -231,6 +240,9 @@ test('the first request that is not a hit ends the connection with GOAWAY; it re
   assert.notEqual(refused, 'answered');
   assert.equal(pulls.get('/private-2'), undefined, 'the refused request never reached the origin');
   s.destroy();
+  // /metrics counts the connection ended by a miss, and the one served
+  assert.equal((await outcome('ended_by_miss')) - endedBefore, 1);
+  assert.equal((await outcome('served')) - servedBefore, 1);
   const again = connect(fastEdge);
   assert.equal((await send(again, '/private-2')).body.toString(), 'private GET');
   await closeSession(again);

@@ -104,6 +104,16 @@ export function h2ConnAnswers(): number {
   return answers;
 }
 
+/**
+ * This process's HTTP/2 connections by what became of them here (verge_http2_hit_connections_total):
+ * served (the first request was answered here), handedOver (node:http2's from the start), and
+ * endedByMiss (served here, then ended by a request that was not a hit: the client reconnects).
+ */
+const counts = { served: 0, handedOver: 0, endedByMiss: 0 };
+export function h2ConnCounts(): Readonly<typeof counts> {
+  return counts;
+}
+
 /** What the loop needs of the edge. */
 export interface H2ConnDeps extends FastDeps {
   /** edge.limits.http2MaxStreams: SETTINGS_MAX_CONCURRENT_STREAMS, as node:http2 sends it */
@@ -286,8 +296,8 @@ class H2Conn {
     try {
       this.#frames(chunk);
     } catch (err) {
-      // a failure of this file's own: nothing sent yet, node:http2 takes the connection; else the
-      // connection ends (every stream before this one was answered whole)
+      // a failure of this file's own (or an HPACK error): nothing sent yet, node:http2 takes the
+      // connection (and names the error); else the connection ends, answers under way cut
       if (this.#phase === 'first') this.#giveAway();
       else this.#goaway(err instanceof HpackError ? COMPRESSION_ERROR : INTERNAL_ERROR);
       return;
@@ -402,6 +412,7 @@ class H2Conn {
           return false;
         }
         this.#phase = 'serving';
+        counts.served++;
         this.#read = [];
         this.#deps.h2Conns.add(this);
         return true;
@@ -428,8 +439,10 @@ class H2Conn {
         if (this.#phase === 'done') return;
         // not a hit answered here, or more streams at once than this side's
         // SETTINGS_MAX_CONCURRENT_STREAMS allow: the client asks again on a new connection
-        if (d === null || this.#open.size >= this.#deps.maxStreams() || !this.#answer(stream, d))
+        if (d === null || this.#open.size >= this.#deps.maxStreams() || !this.#answer(stream, d)) {
+          counts.endedByMiss++;
           return NO_ERROR;
+        }
         return;
       }
       case DATA:
@@ -732,11 +745,13 @@ class H2Conn {
   #giveAway(): void {
     if (this.#phase !== 'first') return;
     this.#phase = 'done';
+    counts.handedOver++;
     const s = this.#socket;
     s.removeListener('data', this.#onData);
     s.removeListener('drain', this.#onDrain);
     s.removeListener('close', this.#onClose);
-    s.setTimeout(0);
+    // the timer and its listener: node:http2 keeps its own
+    s.setTimeout(0, this.#onTimeout);
     s.pause();
     const read = this.#read.length === 1 ? (this.#read[0] as Buffer) : Buffer.concat(this.#read);
     this.#read = [];

@@ -7,6 +7,7 @@ import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { CacheStore, StoreStats } from '../cache/storage.js';
 import { zeroCopyState } from '../core/zerocopy.js';
+import { h2ConnCounts } from './h2-conn.js';
 
 /** How far ahead an expiring certificate is warned about (log and metric). */
 export const CERT_WARNING_MS = 21 * 24 * 3600 * 1000;
@@ -20,12 +21,26 @@ export interface ProcessCounts {
   zeroCopyBytes: number;
   /** whether this process sends large hits without a copy (1) or not (0) */
   zeroCopyActive: number;
+  /** HTTP/2 connections by what became of them in src/edge/h2-conn.ts (h2ConnCounts()) */
+  h2Served: number;
+  h2HandedOver: number;
+  h2EndedByMiss: number;
 }
 
-/** This process's zero-copy fields of ProcessCounts. */
-export function zeroCopyCounts(): Pick<ProcessCounts, 'zeroCopyBytes' | 'zeroCopyActive'> {
+/** This process's zero-copy and HTTP/2 connection fields of ProcessCounts. */
+export function zeroCopyCounts(): Pick<
+  ProcessCounts,
+  'zeroCopyBytes' | 'zeroCopyActive' | 'h2Served' | 'h2HandedOver' | 'h2EndedByMiss'
+> {
   const z = zeroCopyState();
-  return { zeroCopyBytes: z.bytes, zeroCopyActive: z.active ? 1 : 0 };
+  const h = h2ConnCounts();
+  return {
+    zeroCopyBytes: z.bytes,
+    zeroCopyActive: z.active ? 1 : 0,
+    h2Served: h.served,
+    h2HandedOver: h.handedOver,
+    h2EndedByMiss: h.endedByMiss,
+  };
 }
 
 /** One series' counts: verge_requests_total and verge_response_bytes_total of a site, cache state and status class. */
@@ -435,6 +450,19 @@ export class EdgeMetrics {
         this.inc(proc().zeroCopyBytes);
       },
     });
+    new Counter({
+      name: 'verge_http2_hit_connections_total',
+      help: 'HTTP/2 connections by what became of them with edge.http2HitConnections (docs/decisions.md, "HTTP/2 hit connections"): served (their first request was a hit, answered by Verge\'s own HTTP/2 framing), handed_over (node:http2 served them from their first byte), ended_by_miss (served, then ended with GOAWAY by a request that was not such a hit: the client sent it again on a new connection). Many ended_by_miss against served: visitors that mix hits and misses pay a new connection each.',
+      labelNames: ['outcome'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const p = proc();
+        this.inc({ outcome: 'served' }, p.h2Served);
+        this.inc({ outcome: 'handed_over' }, p.h2HandedOver);
+        this.inc({ outcome: 'ended_by_miss' }, p.h2EndedByMiss);
+      },
+    });
     const loops = () => this.#loops();
     new Gauge({
       name: 'verge_event_loop_lag_seconds',
@@ -690,6 +718,9 @@ export class EdgeMetrics {
       appLogDropped: all.reduce((n, p) => n + p.process.appLogDropped, 0),
       zeroCopyBytes: all.reduce((n, p) => n + p.process.zeroCopyBytes, 0),
       zeroCopyActive: Math.min(...all.map((p) => p.process.zeroCopyActive)),
+      h2Served: all.reduce((n, p) => n + p.process.h2Served, 0),
+      h2HandedOver: all.reduce((n, p) => n + p.process.h2HandedOver, 0),
+      h2EndedByMiss: all.reduce((n, p) => n + p.process.h2EndedByMiss, 0),
     };
     sum.#tiers = () => [...tiers];
     sum.useWebSockets(() => sockets);
