@@ -31,8 +31,15 @@ for (const d of p.timeDeltas) {
 }
 // a request being read: by node:http's parser, by the HTTP/1.1 fast path (src/edge/h1-simple.ts)
 // or by the bare socket loop (bench/net-ceiling.ts); an HTTP/2 stream's HEADERS by node:http2
-// (lib/internal/http2/core.js onSessionHeaders)
-const MARKERS = new Set(['parserOnHeadersComplete', 'scanRequest', 'netCeilingRead', 'onSessionHeaders']);
+// (lib/internal/http2/core.js onSessionHeaders), or a connection's frames by Verge's own HTTP/2
+// framing (src/edge/h2-conn.ts, the private method #frames)
+const MARKERS = new Set([
+  'parserOnHeadersComplete',
+  'scanRequest',
+  'netCeilingRead',
+  'onSessionHeaders',
+  '#frames',
+]);
 const busy = new Set(p.nodes.filter((n) => MARKERS.has(n.callFrame.functionName)).map((n) => n.id));
 let first = Number.POSITIVE_INFINITY;
 let last = 0;
