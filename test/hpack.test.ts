@@ -20,6 +20,8 @@ import {
   NEVER_INDEX,
   NO_INDEX,
 } from '../src/edge/hpack.js';
+// the seeded PRNG of the differential tests, so every run sends the same header sets
+import { prng } from './helpers/h1-differential.js';
 
 type Field = [string, string];
 
@@ -518,18 +520,6 @@ async function rawServer(
         for (const s of sockets) s.destroy();
         server.close(() => resolve());
       }),
-  };
-}
-
-/** mulberry32: a small seeded PRNG, so every run sends the same header sets */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 

@@ -103,9 +103,10 @@ const h2Heads = new WeakMap<HitTemplate, H2Head | null>();
 /**
  * Fields node:http2 refuses in a response (lib/internal/http2/util.js
  * isIllegalConnectionSpecificHeader; RFC 9113 section 8.2.2), and Connection, which the compat
- * layer drops: an entry carrying one goes the handler's way, whatever it does with it.
+ * layer drops: an entry carrying one goes the handler's way, whatever it does with it. The same set
+ * (all of section 8.2.2's and TE) makes a request one that src/edge/h2-conn.ts leaves to node:http2.
  */
-const CONNECTION_SPECIFIC = new Set([
+export const CONNECTION_SPECIFIC = new Set([
   'connection',
   'keep-alive',
   'proxy-connection',

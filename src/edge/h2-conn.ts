@@ -37,7 +37,7 @@ import type { IncomingHttpHeaders } from 'node:http2';
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { fastAccessAdmit } from './fast-access.js';
-import { decideH2Hit, type H2Hit, h2HitAborted, h2HitDone } from './fast-h2.js';
+import { CONNECTION_SPECIFIC, decideH2Hit, type H2Hit, h2HitAborted, h2HitDone } from './fast-h2.js';
 import type { FastDeps } from './fast-hit.js';
 import type { H2Head } from './h2-respond.js';
 import { HpackDecoder, HpackEncoder, HpackError, INDEX, NEVER_INDEX, NO_INDEX } from './hpack.js';
@@ -88,15 +88,6 @@ const FIELD_NAME = /^[a-z0-9!#$%&'*+\-.^_`|~]+$/;
  * else is left to node:http2, which decides.
  */
 const FIELD_VALUE = /^(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?$/;
-/** RFC 9113 section 8.2.2: connection-specific fields make a request malformed (TE: node:http2's) */
-const CONNECTION_SPECIFIC = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'te',
-]);
 
 let answers = 0;
 /** Requests answered by this file in this process (tests). */
@@ -783,6 +774,8 @@ function requestFields(fields: string[]): IncomingHttpHeaders | null {
       continue;
     }
     regular = true;
+    // RFC 9113 section 8.2.2: connection-specific fields make a request malformed (the set of
+    // fields node:http2 refuses in a response, which holds them all, and TE)
     if (!FIELD_NAME.test(name) || CONNECTION_SPECIFIC.has(name)) return null;
     const had = headers[name];
     if (had !== undefined) {
