@@ -18,6 +18,7 @@ import { h2ConnAnswers } from '../src/edge/h2-conn.js';
 import { encodeField, HpackDecoder } from '../src/edge/hpack.js';
 import { EdgeStats } from '../src/edge/stats.js';
 import { startEdge, type TestEdge, type TestSite } from './helpers/edge.js';
+import { prng } from './helpers/h1-differential.js';
 import { leafFor, testCa } from './helpers/pki.js';
 
 let origin: http.Server;
@@ -531,6 +532,51 @@ test('raw frames: a miss while an answer waits for its window: GOAWAY at once, t
   await c.until(() => c.closed, 'the close');
   assert.deepEqual(dataOn(c, 3), BIN);
   assert.equal(pulls.get('/private-3'), undefined);
+});
+
+test('raw frames: 150 connections of 1 to 4 random frames after a hit never take the edge down; each goes on or ends with GOAWAY', async () => {
+  await warm(['/bin']);
+  const rnd = prng(0x9113);
+  const pick = <T>(list: readonly T[]): T => list[Math.floor(rnd() * list.length)]!;
+  const outcomes = new Map<string, number>();
+  for (let i = 0; i < 150; i++) {
+    const c = new Raw(fastEdge.httpsPort);
+    await c.start();
+    const frames: Buffer[] = [];
+    let stream = 3;
+    for (let k = 0, n = 1 + Math.floor(rnd() * 4); k < n; k++) {
+      const type = pick([0, 1, 1, 1, 2, 3, 4, 6, 8, 9, 0xb]);
+      const flags = pick([0, 0x1, 0x4, 0x5, 0x8, 0x20, 0x2d, 0xff]);
+      const id = pick([0, 1, stream, stream + 2, 2, 0x7fffffff]);
+      const payload =
+        type === 1 && rnd() < 0.6
+          ? requestBlock(pick(['/bin', '/bin?x', '/private-f', '/gone']), pick(['GET', 'HEAD', 'POST']))
+          : Buffer.from(
+              Array.from({ length: pick([0, 1, 4, 5, 6, 8, 9, 40]) }, () => Math.floor(rnd() * 256)),
+            );
+      frames.push(frame(type, flags, id, payload));
+      if (type === 1 && id === stream) stream += 2;
+    }
+    c.write(...frames);
+    // the connection either goes on (a PING is answered) or ends with GOAWAY
+    c.write(frame(6, 0, 0, Buffer.from('alive?!!')));
+    await c.until(
+      () =>
+        c.closed ||
+        c.frames.some((f) => f.type === 7 || (f.type === 6 && f.payload.toString() === 'alive?!!')),
+      'a PING ACK, a GOAWAY or the close',
+    );
+    const g = c.frames.find((f) => f.type === 7);
+    const key = g ? `GOAWAY ${g.payload.readUInt32BE(4)}` : c.closed ? 'closed' : 'alive';
+    outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
+    c.socket.destroy();
+  }
+  // every way out was an orderly one (no bare close without a GOAWAY), and the edge still answers
+  assert.equal(outcomes.get('closed'), undefined, JSON.stringify([...outcomes]));
+  assert.ok((outcomes.get('alive') ?? 0) > 0 && outcomes.size > 2, JSON.stringify([...outcomes]));
+  const s = connect(fastEdge);
+  assert.deepEqual((await send(s, '/bin')).body, BIN);
+  await closeSession(s);
 });
 
 test("a first request split over CONTINUATION is node:http2's, with the bytes already read", async () => {
