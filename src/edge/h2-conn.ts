@@ -442,6 +442,9 @@ class H2Conn {
         // section 6.1: every stream opened here ended with its HEADERS (END_STREAM)
         return stream <= this.#lastStream ? STREAM_CLOSED : PROTOCOL_ERROR;
       case CONTINUATION:
+        // after this side's GOAWAY: the rest of a request it did not take (its HEADERS came without
+        // END_HEADERS), ignored as that HEADERS was (section 6.8)
+        if (this.#phase === 'closing') return undefined;
         // section 6.10: only after a HEADERS without END_HEADERS, which this side never keeps
         return PROTOCOL_ERROR;
       case PRIORITY:
@@ -542,8 +545,9 @@ class H2Conn {
     return true;
   }
 
+  /** An invalid value: a connection error once this side has answered (before, node:http2's to name). */
   #settingsError(code: number): boolean {
-    if (this.#phase === 'serving') this.#fail(code);
+    if (this.#phase !== 'first') this.#fail(code);
     return false;
   }
 
