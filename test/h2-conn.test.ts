@@ -377,10 +377,12 @@ class Raw {
   /** preface, empty SETTINGS, a connection window of 1 MiB, and a request for /bin on stream 1 */
   async start(): Promise<void> {
     await new Promise<void>((r) => this.socket.once('secureConnect', () => r()));
+    // a frame of a reserved type with the preface, as Chromium can send (RFC 9113 section 5.5: ignored)
     this.write(
       PREFACE,
       frame(4, 0, 0),
       frame(8, 0, 0, Buffer.from([0, 0x0f, 0, 0])),
+      frame(0x2a, 0, 0, Buffer.from('grease')),
       frame(1, 0x5, 1, requestBlock('/bin')),
     );
     await this.until(

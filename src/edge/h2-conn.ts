@@ -372,8 +372,8 @@ class H2Conn {
 
   /**
    * A frame before the first answer: only what a client sends with its preface (SETTINGS,
-   * WINDOW_UPDATE on the connection, PRIORITY) and the first request are taken; false gives the
-   * connection to node:http2.
+   * WINDOW_UPDATE on the connection, PRIORITY, frames of unknown types) and the first request are
+   * taken; false gives the connection to node:http2.
    */
   #beforeFirst(type: number, flags: number, stream: number, payload: Buffer): boolean {
     switch (type) {
@@ -408,8 +408,17 @@ class H2Conn {
         this.#deps.h2Conns.add(this);
         return true;
       }
-      default:
+      case DATA:
+      case RST_STREAM:
+      case PUSH_PROMISE:
+      case PING:
+      case GOAWAY:
+      case CONTINUATION:
         return false;
+      default:
+        // section 5.5: frames of unknown types are ignored (Chromium can send some of reserved types
+        // with its preface, "GREASE", to keep servers from choking on them)
+        return true;
     }
   }
 
