@@ -230,8 +230,23 @@ export function lookupResidentHit(
   if (d.state !== 'fresh') return primary;
   const zplan = compressionPlan(site.config.cache.compress, headers, meta.status, meta.headers, meta.size);
   // RFC 9110 sections 13.2.2 and 14.2: preconditions and Range go the general way (serveStored)
-  if (zplan.enc || evaluateConditionals(creq, meta) !== 'proceed' || planRange(creq, meta).status !== 200)
-    return primary;
+  if (evaluateConditionals(creq, meta) !== 'proceed' || planRange(creq, meta).status !== 200) return primary;
+  if (zplan.enc) {
+    // a compressed answer: the derived entry serveCompressed() would send, when it is resident and
+    // made from this very identity body; else the general way (which compresses and stores it)
+    const dkey = derivedKey(meta.key, zplan.enc);
+    const derived = fast.find((m) => m.key === dkey);
+    if (!derived || headerValue(derived.headers, IDENTITY_FIELD) !== identityMarker(meta.checksum, meta.size))
+      return primary;
+    let zbody: Buffer | undefined;
+    if (method !== 'HEAD') {
+      zbody = store.bodySync(dkey);
+      if (!zbody || zbody.length !== derived.size) return primary;
+    }
+    const t = compressedTemplate(meta, derived, zplan.enc, zplan.vary, rules, scheme, site, finalHeaders);
+    ageTemplate(t, d.age);
+    return { status: meta.status, body: zbody, template: t };
+  }
   let body: Buffer | undefined;
   if (method !== 'HEAD') {
     body = store.bodySync(meta.key);
@@ -271,6 +286,55 @@ function hitTemplate(
       age: '0',
     };
     hitTemplates.set(meta, t);
+  }
+  return t;
+}
+
+/** The compressed heads, per derived entry (a new derived entry, a new head). */
+const compressedTemplates = new WeakMap<EntryMeta, HitTemplate & { source: EntryMeta; enc: Coding }>();
+
+/**
+ * The visitor head of a fresh hit answered with its derived (compressed) entry: exactly
+ * serveCompressed()'s headers (compressedHeaders(): Vary, Content-Encoding, a weak ETag, no
+ * Accept-Ranges; the derived length last), then the handler's own fields.
+ */
+function compressedTemplate(
+  meta: EntryMeta,
+  derived: EntryMeta,
+  enc: Coding,
+  vary: boolean,
+  rules: CacheRules,
+  scheme: 'http' | 'https',
+  site: CompiledSite,
+  finalHeaders: FinalHeaders,
+): HitTemplate {
+  const hsts = scheme === 'https' ? site.hsts : undefined;
+  let t = compressedTemplates.get(derived);
+  if (
+    !t ||
+    t.source !== meta ||
+    t.enc !== enc ||
+    t.vary !== vary ||
+    t.rules !== rules ||
+    t.scheme !== scheme ||
+    t.hsts !== hsts
+  ) {
+    const h = visitorHeaders(meta.headers, 0, rules);
+    if (vary) addVary(h);
+    const z = compressedHeaders(h, enc);
+    z['content-length'] = String(derived.size);
+    t = {
+      rules,
+      scheme,
+      hsts,
+      vary,
+      headers: finalHeaders('', 'HIT', scheme, site, z),
+      ageSecs: 0,
+      age: '0',
+      source: meta,
+      enc,
+    };
+    compressedTemplates.set(derived, t);
   }
   return t;
 }
