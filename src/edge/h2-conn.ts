@@ -14,8 +14,8 @@
  *   request is read. If that request is a hit the HTTP/2 fast path would answer (the same
  *   decision, fast-h2.ts decideH2Hit()), the connection stays here: this side's SETTINGS, the ACK
  *   of the client's, and the answer go out. Otherwise (a miss, any other request, any frame this
- *   file does not take before the first request, a bad preface, or no request in what the
- *   client sent first: a client that waits for the server's SETTINGS), the bytes read so far are
+ *   file does not take before the first request, a bad preface, or no request within 20 ms of
+ *   the first bytes: a client that waits for the server's SETTINGS), the bytes read so far are
  *   put back on the socket and the connection is given to node:http2 as if it had just arrived:
  *   it sees the same bytes, and this file has sent nothing.
  * - On a connection served here, each request is a hit answered at once (HEADERS and DATA with
@@ -73,6 +73,8 @@ const STREAM_CLOSED = 0x5;
 const FRAME_SIZE_ERROR = 0x6;
 const COMPRESSION_ERROR = 0x9;
 
+/** How long after its first bytes a connection's first request may come (see #data) */
+const FIRST_REQUEST_WAIT = 20;
 /** RFC 9113 section 6.9.1: the largest flow-control window */
 const MAX_WINDOW = 2 ** 31 - 1;
 /** RFC 9113 section 6.5.2: the initial SETTINGS_MAX_FRAME_SIZE, which this side keeps */
@@ -222,7 +224,7 @@ class H2Conn {
   /** bytes of a frame not yet whole */
   #pending: Buffer | null = null;
   #preface = false;
-  /** a turn of the loop for the first request to arrive is under way (#data) */
+  /** the wait for the first request is under way (#data) */
   #waiting = false;
   readonly #decoder = new HpackDecoder();
   /** the client's HPACK table for the answers (src/edge/hpack.ts) */
@@ -296,14 +298,16 @@ class H2Conn {
     this.#flush();
     // A client that waits for this side's SETTINGS before its first request (node:http2's client
     // awaiting 'remoteSettings', or one that must see SETTINGS_ENABLE_CONNECT_PROTOCOL first) would
-    // wait forever here: what the client sent in one go has arrived by the next turn of the loop
-    // (the TLS records of one read are decrypted in the same turn), so no request by then gives
-    // the connection to node:http2, which sends its SETTINGS at once.
+    // wait forever here. A client that does not wait sends its preface and first request in one
+    // flight, but not always in one write: Chromium writes the request as a TLS record of its own,
+    // which can come a read later. So no request within FIRST_REQUEST_WAIT of the first bytes
+    // gives the connection to node:http2, which sends its SETTINGS at once (a client that waits
+    // for them waits that much longer, once per connection; a preconnect goes to node:http2).
     if (this.#phase === 'first' && !this.#waiting) {
       this.#waiting = true;
-      setImmediate(() => {
+      setTimeout(() => {
         if (this.#phase === 'first') this.#giveAway();
-      });
+      }, FIRST_REQUEST_WAIT);
     }
   }
 
