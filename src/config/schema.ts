@@ -983,7 +983,7 @@ export const edgeSchema = z
       .boolean()
       .default(true)
       .describe(
-        "With fastPath: an HTTP/2 connection whose first request is such a hit is served by Verge's own HTTP/2 framing, without node:http2 (about 2.5 times the requests per second of one core), for as long as its requests are hits the fast path answers. Its first other request ends it gracefully: GOAWAY (RFC 9113 section 6.8) naming the last request answered, and the client sends that request again on a new connection, which node:http2 serves (browsers, curl and HTTP/2 libraries do this on their own, as they do when nginx ends a connection after keepalive_requests). A connection whose first request is not such a hit goes to node:http2 at once, as if it had just arrived. false: node:http2 serves every HTTP/2 connection.",
+        "With fastPath: an HTTP/2 connection whose first request is such a hit is served by Verge's own HTTP/2 framing, without node:http2 (about 2.5 times the requests per second of one core), for as long as its requests are hits the fast path answers. Its first other request is refused unprocessed (RST_STREAM REFUSED_STREAM, RFC 9113 section 8.7) and the connection ended gracefully 50 ms later (GOAWAY, section 6.8): the client sends that request again on a new connection, which node:http2 serves (browsers, curl, Go and OkHttp do this on their own; node:http2's own client does not). A connection whose first request is not such a hit goes to node:http2 at once, as if it had just arrived. false: node:http2 serves every HTTP/2 connection.",
       ),
     zeroCopy: z
       .boolean()

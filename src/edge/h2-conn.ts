@@ -20,11 +20,10 @@
  *   it sees the same bytes, and this file has sent nothing.
  * - On a connection served here, each request is a hit answered at once (HEADERS and DATA with
  *   END_STREAM, within the client's flow-control windows), so no stream stays open on this side.
- *   The first request that is not such a hit ends the connection gracefully: GOAWAY with NO_ERROR
- *   and the last stream answered (RFC 9113 section 6.8), so the client sends that request, and
- *   any after it, again on a new connection (the streams above the GOAWAY's id were not
- *   processed: section 8.7), which node:http2 then serves from its first request. Clients meet
- *   this GOAWAY already whenever nginx ends a connection after `keepalive_requests`.
+ *   The first request that is not such a hit is refused unprocessed (RST_STREAM REFUSED_STREAM,
+ *   RFC 9113 section 8.7) and the connection ends gracefully 50 ms later (GOAWAY NO_ERROR naming
+ *   the last stream answered, section 6.8; #refuse() says why not at once): the client sends
+ *   that request again on a new connection, which node:http2 then serves from its first request.
  * - Frame-level errors are connection errors with the code RFC 9113 names (section 5.4.1): GOAWAY,
  *   then the connection is closed.
  *
@@ -70,9 +69,12 @@ const PROTOCOL_ERROR = 0x1;
 const INTERNAL_ERROR = 0x2;
 const FLOW_CONTROL_ERROR = 0x3;
 const STREAM_CLOSED = 0x5;
+const REFUSED_STREAM = 0x7;
 const FRAME_SIZE_ERROR = 0x6;
 const COMPRESSION_ERROR = 0x9;
 
+/** How long after a refused request the GOAWAY follows */
+const REFUSE_GOAWAY_DELAY = 50;
 /** How long after its first bytes a connection's first request may come (see #data) */
 const FIRST_REQUEST_WAIT = 20;
 /** RFC 9113 section 6.9.1: the largest flow-control window */
@@ -224,6 +226,10 @@ class H2Conn {
   /** bytes of a frame not yet whole */
   #pending: Buffer | null = null;
   #preface = false;
+  /** a request was refused (RST_STREAM REFUSED_STREAM): the GOAWAY follows */
+  #refusing = false;
+  /** the last HEADERS' fields were decoded (#request) */
+  #decoded = false;
   /** the wait for the first request is under way (#data) */
   #waiting = false;
   readonly #decoder = new HpackDecoder();
@@ -439,25 +445,26 @@ class H2Conn {
         // stream already opened (trailers) is a frame on a closed stream here (section 5.1)
         if (stream === 0 || (stream & 1) === 0) return PROTOCOL_ERROR;
         if (stream <= this.#lastStream) return STREAM_CLOSED;
+        this.#decoded = false;
         const d = this.#request(flags, stream, payload);
-        if (this.#phase === 'done') return;
+        this.#lastStream = stream;
         // not a hit answered here, or more streams at once than this side's
-        // SETTINGS_MAX_CONCURRENT_STREAMS allow: the client asks again on a new connection
-        if (d === null || this.#open.size >= this.#deps.maxStreams() || !this.#answer(stream, d)) {
-          counts.endedByMiss++;
-          return NO_ERROR;
-        }
+        // SETTINGS_MAX_CONCURRENT_STREAMS allow: refused (section 8.7), the client asks again on
+        // a new connection
+        if (d === null || this.#open.size >= this.#deps.maxStreams() || !this.#answer(stream, d))
+          return this.#refuse(stream);
         return;
       }
       case DATA:
         if (stream === 0) return PROTOCOL_ERROR;
-        if (this.#phase === 'closing' && stream > this.#lastAnswered) return undefined;
+        // a refused request's content, or one above this side's GOAWAY: dropped (sections 6.4, 6.8)
+        if ((this.#refusing || this.#phase === 'closing') && stream > this.#lastAnswered) return undefined;
         // section 6.1: every stream opened here ended with its HEADERS (END_STREAM)
         return stream <= this.#lastStream ? STREAM_CLOSED : PROTOCOL_ERROR;
       case CONTINUATION:
-        // after this side's GOAWAY: the rest of a request it did not take (its HEADERS came without
-        // END_HEADERS), ignored as that HEADERS was (section 6.8)
-        if (this.#phase === 'closing') return undefined;
+        // the rest of a refused request (its HEADERS came without END_HEADERS), or of one above
+        // this side's GOAWAY: ignored as that HEADERS was (sections 6.4, 6.8)
+        if (this.#refusing || this.#phase === 'closing') return undefined;
         // section 6.10: only after a HEADERS without END_HEADERS, which this side never keeps
         return PROTOCOL_ERROR;
       case PRIORITY:
@@ -595,6 +602,7 @@ class H2Conn {
       block = block.subarray(5);
     }
     const { fields, size } = this.#decoder.decode(block);
+    this.#decoded = true;
     this.#lastStream = stream;
     if (size > this.#deps.maxHeaderSize()) return null;
     const headers = requestFields(fields);
@@ -683,6 +691,31 @@ class H2Conn {
       if (st.at === st.body.length) this.#open.delete(st.id);
     }
     if (this.#phase === 'closing' && this.#open.size === 0) this.#end(false);
+  }
+
+  /**
+   * A request this side does not answer: RST_STREAM with REFUSED_STREAM, "closed prior to any
+   * processing" (RFC 9113 section 8.7), which clients send again on a new connection, and, for
+   * the first one, a GOAWAY (NO_ERROR) 50 ms later so that no client sends more here. Not the
+   * GOAWAY at once: a client that reads a GOAWAY naming an earlier stream beside the refusal may
+   * fail the request instead of sending it again (curl before 8.4 does), while every client that
+   * retries refused streams reads the RST_STREAM alone. A second refusal in those 50 ms, or one
+   * whose fields were not decoded (the client's HPACK table is then no longer followed), brings
+   * the GOAWAY at once (NO_ERROR, returned for #fail()).
+   */
+  #refuse(stream: number): number | undefined {
+    const p = Buffer.allocUnsafe(4);
+    p.writeUInt32BE(REFUSED_STREAM, 0);
+    this.#out.push(frameHead(4, RST_STREAM, 0, stream), p);
+    this.#outBytes += 13;
+    if (!this.#refusing) counts.endedByMiss++;
+    if (this.#refusing || !this.#decoded) return NO_ERROR;
+    this.#refusing = true;
+    setTimeout(() => {
+      this.#goaway(NO_ERROR);
+      this.#flush();
+    }, REFUSE_GOAWAY_DELAY);
+    return undefined;
   }
 
   /** The visitor cancelled `stream` (RST_STREAM): an answer still under way is its 499. */
