@@ -509,37 +509,6 @@ export class HpackDecoder {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Encoding of response fields: literals without indexing or never indexed and no Huffman, so no
-// block depends on the peer's dynamic table, or changes it (RFC 7541 sections 6.2.2, 6.2.3).
-// ---------------------------------------------------------------------------------------------
-
-/** the first static table index of each name (section 6.2.2 names a field by any index of its name) */
-const STATIC_NAME_INDEX = new Map<string, number>();
-for (let i = 1; i <= STATIC_LENGTH; i++) {
-  const name = STATIC_NAMES[i]!;
-  if (!STATIC_NAME_INDEX.has(name)) STATIC_NAME_INDEX.set(name, i);
-}
-
-/** static table indices of the :status fields there are (Appendix A, 8-14) */
-const STATUS_INDEX = new Map<number, number>([
-  [200, 8],
-  [204, 9],
-  [206, 10],
-  [304, 11],
-  [400, 12],
-  [404, 13],
-  [500, 14],
-]);
-
-/** octets of an integer with an N-bit prefix (section 5.1) */
-function intLength(value: number, prefixMax: number): number {
-  if (value < prefixMax) return 1;
-  let n = 2;
-  for (let v = value - prefixMax; v >= 128; v = Math.floor(v / 128)) n++;
-  return n;
-}
-
 /** section 5.1: `value` with an N-bit prefix (`prefixMax` = 2^N - 1), `first` the other bits of its first octet */
 function writeInt(out: Buffer, pos: number, first: number, prefixMax: number, value: number): number {
   if (value < prefixMax) {
@@ -554,59 +523,6 @@ function writeInt(out: Buffer, pos: number, first: number, prefixMax: number, va
   }
   out[pos++] = v;
   return pos;
-}
-
-/**
- * A literal field without indexing (first 0x00, section 6.2.2) or never indexed (0x10, section
- * 6.2.3): a 4-bit prefix name index, the static table's when the name is there, else 0 and the
- * name as a string literal; then the value as a string literal (H = 0: no Huffman, section 5.2).
- */
-function encodeLiteral(first: number, name: string, value: string): Buffer {
-  const index = STATIC_NAME_INDEX.get(name) ?? 0;
-  const nameBytes = index === 0 ? intLength(name.length, 0x7f) + name.length : 0;
-  const out = Buffer.allocUnsafe(
-    intLength(index, 0x0f) + nameBytes + intLength(value.length, 0x7f) + value.length,
-  );
-  let pos = writeInt(out, 0, first, 0x0f, index);
-  if (index === 0) {
-    pos = writeInt(out, pos, 0, 0x7f, name.length);
-    pos += out.write(name, pos, 'latin1');
-  }
-  pos = writeInt(out, pos, 0, 0x7f, value.length);
-  out.write(value, pos, 'latin1');
-  return out;
-}
-
-/**
- * :status: indexed (section 6.1) for 200 204 206 304 400 404 500 (static 8-14), else a literal
- * without indexing with name index 8 and the 3-digit value (section 6.2.2).
- */
-export function encodeStatus(status: number): Buffer {
-  const index = STATUS_INDEX.get(status);
-  if (index !== undefined) return Buffer.from([0x80 | index]);
-  // RFC 9110 section 15: a status code is three digits
-  if (!Number.isInteger(status) || status < 100 || status > 999) {
-    throw new RangeError(`HTTP status ${status}: three digits`);
-  }
-  const out = Buffer.allocUnsafe(5);
-  out[0] = 0x08; // 0000 1000: without indexing, name index 8 (:status)
-  out[1] = 3; // H = 0, length 3
-  out.write(String(status), 2, 'latin1');
-  return out;
-}
-
-/**
- * A literal header field without indexing (section 6.2.2): the static table's name index when the
- * name is there (its first), else a new name (index 0). The name must be lowercase already (RFC
- * 9113 section 8.2.1: the caller's job); the value is written as latin1.
- */
-export function encodeField(name: string, value: string): Buffer {
-  return encodeLiteral(0x00, name, value);
-}
-
-/** the same as encodeField(), never indexed (section 6.2.3, prefix 0001): intermediaries must not index it either */
-export function encodeFieldNeverIndexed(name: string, value: string): Buffer {
-  return encodeLiteral(0x10, name, value);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -953,4 +869,44 @@ export class HpackEncoder {
 /** the info of a name in neither table, for its first dynamic entry */
 function newName(): NameInfo {
   return { staticIndex: 0, staticValues: null, newest: -1, values: new Map() };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stateless encoding: literals without indexing or never indexed and no Huffman, so no block
+// depends on the peer's dynamic table, or changes it (RFC 7541 sections 6.2.2, 6.2.3). The
+// encoder's own literal path with modes that never insert: its table stays empty.
+// ---------------------------------------------------------------------------------------------
+
+const LITERALS = new HpackEncoder();
+const ONE_NO_INDEX: readonly number[] = [NO_INDEX];
+const ONE_NEVER_INDEX: readonly number[] = [NEVER_INDEX];
+const ONE_INDEX: readonly number[] = [INDEX];
+
+/**
+ * :status: indexed (section 6.1) for 200 204 206 304 400 404 500 (static 8-14), else a literal
+ * without indexing with name index 8 and the 3-digit value (section 6.2.2).
+ */
+export function encodeStatus(status: number): Buffer {
+  // RFC 9110 section 15: a status code is three digits
+  if (!Number.isInteger(status) || status < 100 || status > 999) {
+    throw new RangeError(`HTTP status ${status}: three digits`);
+  }
+  const value = String(status);
+  // INDEX only for a full static match, which an indexed reference answers without an insertion
+  const inStatic = STATIC_INFO.get(':status')?.staticValues?.has(value) === true;
+  return LITERALS.encode([':status', value], inStatic ? ONE_INDEX : ONE_NO_INDEX);
+}
+
+/**
+ * A literal header field without indexing (section 6.2.2): the static table's name index when the
+ * name is there (its first), else a new name (index 0). The name must be lowercase already (RFC
+ * 9113 section 8.2.1: the caller's job); the value is written as latin1.
+ */
+export function encodeField(name: string, value: string): Buffer {
+  return LITERALS.encode([name, value], ONE_NO_INDEX);
+}
+
+/** the same as encodeField(), never indexed (section 6.2.3, prefix 0001): intermediaries must not index it either */
+export function encodeFieldNeverIndexed(name: string, value: string): Buffer {
+  return LITERALS.encode([name, value], ONE_NEVER_INDEX);
 }
