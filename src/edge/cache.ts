@@ -149,6 +149,10 @@ function mark(ctx: RequestContext, state: CacheState, reason?: string): void {
  * new version), so a template never outlives the metadata it was built from.
  */
 export interface HitTemplate {
+  /** the stored (identity) entry whose fields it carries */
+  source: EntryMeta;
+  /** the coding of the derived entry it answers from, undefined for the identity body */
+  enc: Coding | undefined;
   rules: CacheRules;
   scheme: string;
   hsts: string | undefined;
@@ -243,7 +247,10 @@ export function lookupResidentHit(
       zbody = store.bodySync(dkey);
       if (!zbody || zbody.length !== derived.size) return primary;
     }
-    const t = compressedTemplate(meta, derived, zplan.enc, zplan.vary, rules, scheme, site, finalHeaders);
+    const t = hitTemplate(meta, rules, scheme, site, zplan.vary, finalHeaders, {
+      entry: derived,
+      enc: zplan.enc,
+    });
     ageTemplate(t, d.age);
     return { status: meta.status, body: zbody, template: t };
   }
@@ -260,7 +267,10 @@ export function lookupResidentHit(
 /**
  * The visitor head of a fresh hit on `meta`, built once per entry (and per site rules, scheme,
  * HSTS and Vary plan): exactly serveStored()'s headers, visitorHeaders (RFC 9111 section 5.1
- * Age), Vary for compression, the stored length, then the handler's own fields.
+ * Age), Vary for compression, the stored length, then the handler's own fields. With `derived`,
+ * the head of the answer serveCompressed() sends from that compressed entry instead
+ * (compressedHeaders(): Content-Encoding, a weak ETag, no Accept-Ranges; the derived length
+ * last), kept per derived entry: a new derived entry, a new head.
  */
 function hitTemplate(
   meta: EntryMeta,
@@ -269,14 +279,27 @@ function hitTemplate(
   site: CompiledSite,
   vary: boolean,
   finalHeaders: FinalHeaders,
+  derived?: { entry: EntryMeta; enc: Coding },
 ): HitTemplate {
   const hsts = scheme === 'https' ? site.hsts : undefined;
-  let t = hitTemplates.get(meta);
-  if (!t || t.rules !== rules || t.scheme !== scheme || t.hsts !== hsts || t.vary !== vary) {
-    const h = visitorHeaders(meta.headers, 0, rules);
+  const sent = derived?.entry ?? meta;
+  let t = hitTemplates.get(sent);
+  if (
+    !t ||
+    t.source !== meta ||
+    t.enc !== derived?.enc ||
+    t.rules !== rules ||
+    t.scheme !== scheme ||
+    t.hsts !== hsts ||
+    t.vary !== vary
+  ) {
+    let h = visitorHeaders(meta.headers, 0, rules);
     if (vary) addVary(h);
-    h['content-length'] = String(meta.size);
+    if (derived) h = compressedHeaders(h, derived.enc);
+    h['content-length'] = String(sent.size);
     t = {
+      source: meta,
+      enc: derived?.enc,
       rules,
       scheme,
       hsts,
@@ -285,56 +308,7 @@ function hitTemplate(
       ageSecs: 0,
       age: '0',
     };
-    hitTemplates.set(meta, t);
-  }
-  return t;
-}
-
-/** The compressed heads, per derived entry (a new derived entry, a new head). */
-const compressedTemplates = new WeakMap<EntryMeta, HitTemplate & { source: EntryMeta; enc: Coding }>();
-
-/**
- * The visitor head of a fresh hit answered with its derived (compressed) entry: exactly
- * serveCompressed()'s headers (compressedHeaders(): Vary, Content-Encoding, a weak ETag, no
- * Accept-Ranges; the derived length last), then the handler's own fields.
- */
-function compressedTemplate(
-  meta: EntryMeta,
-  derived: EntryMeta,
-  enc: Coding,
-  vary: boolean,
-  rules: CacheRules,
-  scheme: 'http' | 'https',
-  site: CompiledSite,
-  finalHeaders: FinalHeaders,
-): HitTemplate {
-  const hsts = scheme === 'https' ? site.hsts : undefined;
-  let t = compressedTemplates.get(derived);
-  if (
-    !t ||
-    t.source !== meta ||
-    t.enc !== enc ||
-    t.vary !== vary ||
-    t.rules !== rules ||
-    t.scheme !== scheme ||
-    t.hsts !== hsts
-  ) {
-    const h = visitorHeaders(meta.headers, 0, rules);
-    if (vary) addVary(h);
-    const z = compressedHeaders(h, enc);
-    z['content-length'] = String(derived.size);
-    t = {
-      rules,
-      scheme,
-      hsts,
-      vary,
-      headers: finalHeaders('', 'HIT', scheme, site, z),
-      ageSecs: 0,
-      age: '0',
-      source: meta,
-      enc,
-    };
-    compressedTemplates.set(derived, t);
+    hitTemplates.set(sent, t);
   }
   return t;
 }
