@@ -29,8 +29,8 @@ import { requestsInFlight } from '../edge/lifecycle.js';
 import {
   isMetricsSnapshot,
   type MetricsSnapshot,
+  moduleCounts,
   type ProcessCounts,
-  zeroCopyCounts,
 } from '../edge/metrics.js';
 import { PrimaryRelay } from '../edge/relay.js';
 import { catchStopSignals } from './stop-signals.js';
@@ -561,7 +561,7 @@ export function processCounts(child: ChildContext, accessLog: AccessLog): () => 
     restarts: child.restarts(),
     accessLogDropped: accessLog.dropped,
     appLogDropped: appLogLinesDropped(),
-    ...zeroCopyCounts(),
+    ...moduleCounts(),
   });
 }
 

@@ -27,8 +27,11 @@ export interface ProcessCounts {
   h2EndedByMiss: number;
 }
 
-/** This process's zero-copy and HTTP/2 connection fields of ProcessCounts. */
-export function zeroCopyCounts(): Pick<
+/**
+ * The fields of ProcessCounts that modules of this process count themselves (src/core/zerocopy.ts,
+ * src/edge/h2-conn.ts), whoever builds the rest: the metrics' default, the supervisor's snapshot.
+ */
+export function moduleCounts(): Pick<
   ProcessCounts,
   'zeroCopyBytes' | 'zeroCopyActive' | 'h2Served' | 'h2HandedOver' | 'h2EndedByMiss'
 > {
@@ -292,7 +295,7 @@ export class EdgeMetrics {
     restarts: 0,
     accessLogDropped: 0,
     appLogDropped: 0,
-    ...zeroCopyCounts(),
+    ...moduleCounts(),
   });
   /** the event-loop delay of each process this exposition covers: this one, or every worker's */
   #loops: () => LoopLag[] = () => [loopLag()];

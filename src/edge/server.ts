@@ -162,6 +162,10 @@ export class Edge {
   #draining = false;
   #cache: EdgeCache | undefined;
   #fast: FastDeps | undefined;
+  /** what src/edge/h2-conn.ts needs: the fast path's dependencies and the HTTP/2 limits, read live */
+  #h2: H2ConnDeps | undefined;
+  /** HTTP/2 connections served by src/edge/h2-conn.ts (a drain sends each a GOAWAY) */
+  readonly #h2Conns = new Set<{ close(): void }>();
   readonly #metrics = new EdgeMetrics();
   /** WebSocket handshakes and sessions (src/edge/websocket.ts) */
   readonly #ws: WebSocketProxy;
@@ -296,6 +300,14 @@ export class Edge {
     const httpsHandler = this.#track(createHandler(deps, 'https'));
     // the fast path gives pass-through requests to the same handlers (src/edge/fast-pass.ts)
     fast.pass = { http: httpHandler, https: httpsHandler };
+    const live = () => this.#runtime.config.edge.limits;
+    this.#h2 = {
+      ...fast,
+      maxStreams: () => live().http2MaxStreams,
+      idleTimeout: () => live().idleTimeout,
+      maxHeaderSize: () => live().maxHeaderSize,
+      h2Conns: this.#h2Conns,
+    };
     const limits = cfg.edge.limits;
 
     for (const addr of cfg.edge.http.listen) {
@@ -746,11 +758,12 @@ export class Edge {
       this.#conns.add(t, st);
       t.on('close', this.#onConnClose);
       const fast = this.#fast;
+      const h2 = this.#h2;
       const edgeCfg = this.#runtime.config.edge;
-      if (st.h2 && fast && edgeCfg.fastPath && edgeCfg.http2HitConnections) {
+      if (st.h2 && h2 && edgeCfg.fastPath && edgeCfg.http2HitConnections) {
         // HTTP/2: Verge's own framing while the requests are hits (src/edge/h2-conn.ts); a
         // connection whose first request is not one goes to node:http2 with the bytes read
-        serveH2Conn(t, this.#h2ConnDeps(fast), (read) => {
+        serveH2Conn(t, h2, (read) => {
           if (t.destroyed) return;
           // node:http2's session reads what is buffered on the socket before its own reads
           // (lib/internal/http2/core.js, the session's first tick)
@@ -788,24 +801,6 @@ export class Edge {
     t.on('_tlsError', onTlsError);
     t.on('error', onTlsError);
     internals._handle.receive(hello);
-  }
-
-  #h2Deps: H2ConnDeps | undefined;
-  /** HTTP/2 connections served by src/edge/h2-conn.ts (a drain sends each a GOAWAY) */
-  readonly #h2Conns = new Set<{ close(): void }>();
-  /** What src/edge/h2-conn.ts needs: the fast path's dependencies and the HTTP/2 limits, read live. */
-  #h2ConnDeps(fast: FastDeps): H2ConnDeps {
-    if (this.#h2Deps === undefined || this.#h2Deps.cache !== fast.cache) {
-      const limits = () => this.#runtime.config.edge.limits;
-      this.#h2Deps = {
-        ...fast,
-        maxStreams: () => limits().http2MaxStreams,
-        idleTimeout: () => limits().idleTimeout,
-        maxHeaderSize: () => limits().maxHeaderSize,
-        h2Conns: this.#h2Conns,
-      };
-    }
-    return this.#h2Deps;
   }
 
   addresses(): { http: net.AddressInfo[]; https: net.AddressInfo[] } {
