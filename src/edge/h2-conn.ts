@@ -544,21 +544,21 @@ class H2Conn {
     for (let i = 0; i < payload.length; i += 6) {
       const id = payload.readUInt16BE(i);
       const value = payload.readUInt32BE(i + 2);
-      if (id === 0x2 && value > 1) return this.#settingsError(PROTOCOL_ERROR);
+      if (id === 0x2 && value > 1) return this.#invalid(PROTOCOL_ERROR);
       // SETTINGS_HEADER_TABLE_SIZE: the most the client's decoder keeps (RFC 7541 section 4.2)
       if (id === 0x1) this.#encoder.setPeerMaxTableSize(value);
       if (id === 0x4) {
-        if (value > MAX_WINDOW) return this.#settingsError(FLOW_CONTROL_ERROR);
+        if (value > MAX_WINDOW) return this.#invalid(FLOW_CONTROL_ERROR);
         // section 6.9.2: the change applies to the open streams' windows too, by the difference
         const delta = value - this.#streamWindow;
         for (const st of this.#open.values()) {
           st.window += delta;
-          if (st.window > MAX_WINDOW) return this.#settingsError(FLOW_CONTROL_ERROR);
+          if (st.window > MAX_WINDOW) return this.#invalid(FLOW_CONTROL_ERROR);
         }
         this.#streamWindow = value;
       }
       if (id === 0x5) {
-        if (value < OWN_MAX_FRAME || value > 16_777_215) return this.#settingsError(PROTOCOL_ERROR);
+        if (value < OWN_MAX_FRAME || value > 16_777_215) return this.#invalid(PROTOCOL_ERROR);
         this.#maxFrame = value;
       }
     }
@@ -566,7 +566,7 @@ class H2Conn {
   }
 
   /** An invalid value: a connection error once this side has answered (before, node:http2's to name). */
-  #settingsError(code: number): boolean {
+  #invalid(code: number): boolean {
     if (this.#phase !== 'first') this.#fail(code);
     return false;
   }
@@ -574,8 +574,8 @@ class H2Conn {
   /** A connection WINDOW_UPDATE (RFC 9113 section 6.9); false (and the error) when it is invalid. */
   #windowUpdate(payload: Buffer): boolean {
     const inc = payload.readUInt32BE(0) & 0x7fffffff;
-    if (inc === 0) return this.#settingsError(PROTOCOL_ERROR);
-    if (this.#connWindow + inc > MAX_WINDOW) return this.#settingsError(FLOW_CONTROL_ERROR);
+    if (inc === 0) return this.#invalid(PROTOCOL_ERROR);
+    if (this.#connWindow + inc > MAX_WINDOW) return this.#invalid(FLOW_CONTROL_ERROR);
     this.#connWindow += inc;
     return true;
   }
@@ -704,10 +704,7 @@ class H2Conn {
    * the GOAWAY at once (NO_ERROR, returned for #fail()).
    */
   #refuse(stream: number): number | undefined {
-    const p = Buffer.allocUnsafe(4);
-    p.writeUInt32BE(REFUSED_STREAM, 0);
-    this.#out.push(frameHead(4, RST_STREAM, 0, stream), p);
-    this.#outBytes += 13;
+    this.#rst(stream, REFUSED_STREAM);
     if (!this.#refusing) counts.endedByMiss++;
     if (this.#refusing || !this.#decoded) return NO_ERROR;
     this.#refusing = true;
@@ -728,12 +725,17 @@ class H2Conn {
 
   /** A stream error (RFC 9113 section 5.4.2): RST_STREAM with `code`, the answer cut. */
   #reset(stream: number, code: number): void {
+    this.#rst(stream, code);
+    this.#abort(stream);
+    this.#pump();
+  }
+
+  /** RST_STREAM with `code` on `stream` (RFC 9113 section 6.4), into the output */
+  #rst(stream: number, code: number): void {
     const p = Buffer.allocUnsafe(4);
     p.writeUInt32BE(code, 0);
     this.#out.push(frameHead(4, RST_STREAM, 0, stream), p);
     this.#outBytes += 13;
-    this.#abort(stream);
-    this.#pump();
   }
 
   #abortAll(): void {
